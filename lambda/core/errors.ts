@@ -1,0 +1,108 @@
+/**
+ * The typed error hierarchy of tollgate. Every failure that reaches a caller is one of these; the HTTP layer
+ * renders them in the caller's dialect (OpenAI or Anthropic) with {@link TollgateError.status}. Messages are
+ * written for the caller and never contain a secret.
+ */
+
+/** What kind of failure this is, independent of any wire dialect. */
+export type ErrorKind =
+  | 'invalid_request'
+  | 'authentication'
+  | 'permission'
+  | 'not_found'
+  | 'payload_too_large'
+  | 'rate_limit'
+  | 'insufficient_quota'
+  | 'upstream'
+  | 'unavailable'
+  | 'internal';
+
+export interface TollgateErrorOptions {
+  /** A machine-readable code, as OpenAI's `error.code` (e.g. `invalid_api_key`, `insufficient_quota`). */
+  readonly code?: string;
+  /** The request parameter at fault, as OpenAI's `error.param`. */
+  readonly param?: string;
+  /** Extra response headers, e.g. `Retry-After`. */
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly cause?: unknown;
+}
+
+export abstract class TollgateError extends Error {
+  abstract readonly status: number;
+  abstract readonly kind: ErrorKind;
+  readonly code?: string;
+  readonly param?: string;
+  readonly headers: Readonly<Record<string, string>>;
+
+  constructor(message: string, options: TollgateErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = options.code;
+    this.param = options.param;
+    this.headers = options.headers ?? {};
+  }
+}
+
+export class InvalidRequestError extends TollgateError {
+  readonly status = 400;
+  readonly kind = 'invalid_request' as const;
+}
+
+export class AuthenticationError extends TollgateError {
+  readonly status = 401;
+  readonly kind = 'authentication' as const;
+}
+
+export class PermissionDeniedError extends TollgateError {
+  readonly status = 403;
+  readonly kind = 'permission' as const;
+}
+
+export class NotFoundError extends TollgateError {
+  readonly status = 404;
+  readonly kind = 'not_found' as const;
+}
+
+export class PayloadTooLargeError extends TollgateError {
+  readonly status = 413;
+  readonly kind = 'payload_too_large' as const;
+}
+
+/** A request-rate or token-rate limit was hit; carries `Retry-After`. */
+export class RateLimitError extends TollgateError {
+  readonly status = 429;
+  readonly kind = 'rate_limit' as const;
+}
+
+/** A budget (spend limit) would be crossed by this request. */
+export class BudgetExceededError extends TollgateError {
+  readonly status = 429;
+  readonly kind = 'insufficient_quota' as const;
+}
+
+/** The provider failed, timed out or answered with something unusable. */
+export class UpstreamError extends TollgateError {
+  readonly status: number;
+  readonly kind = 'upstream' as const;
+  constructor(message: string, options: TollgateErrorOptions & { readonly status?: number } = {}) {
+    super(message, options);
+    this.status = options.status ?? 502;
+  }
+}
+
+/** A dependency we must consult (the store) cannot be reached: fail closed. */
+export class StoreUnavailableError extends TollgateError {
+  readonly status = 503;
+  readonly kind = 'unavailable' as const;
+}
+
+export class InternalError extends TollgateError {
+  readonly status = 500;
+  readonly kind = 'internal' as const;
+}
+
+/** Turns anything thrown into a TollgateError; unknown errors become a 500 with a generic message. */
+export function asTollgateError(err: unknown): TollgateError {
+  if (err instanceof TollgateError) return err;
+  return new InternalError('The gateway hit an unexpected error; the request was not billed.', { cause: err });
+}
