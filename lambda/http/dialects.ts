@@ -1,0 +1,55 @@
+/**
+ * The one error-to-HTTP mapping. Each route speaks a dialect; errors are rendered in it with the error's status.
+ */
+import { type ErrorKind, type TollgateError } from '../core/errors';
+import type { HttpResponse } from './types';
+
+export type Dialect = 'openai' | 'anthropic';
+
+const OPENAI_TYPE: Readonly<Record<ErrorKind, string>> = {
+  invalid_request: 'invalid_request_error',
+  authentication: 'invalid_request_error',
+  permission: 'permission_error',
+  not_found: 'invalid_request_error',
+  payload_too_large: 'invalid_request_error',
+  rate_limit: 'rate_limit_error',
+  insufficient_quota: 'insufficient_quota',
+  upstream: 'upstream_error',
+  unavailable: 'service_unavailable',
+  internal: 'server_error',
+};
+
+const ANTHROPIC_TYPE: Readonly<Record<ErrorKind, string>> = {
+  invalid_request: 'invalid_request_error',
+  authentication: 'authentication_error',
+  permission: 'permission_error',
+  not_found: 'not_found_error',
+  payload_too_large: 'request_too_large',
+  rate_limit: 'rate_limit_error',
+  insufficient_quota: 'rate_limit_error',
+  upstream: 'api_error',
+  unavailable: 'overloaded_error',
+  internal: 'api_error',
+};
+
+export function errorBody(dialect: Dialect, err: TollgateError): unknown {
+  if (dialect === 'anthropic') {
+    return { type: 'error', error: { type: ANTHROPIC_TYPE[err.kind], message: err.message } };
+  }
+  return {
+    error: { message: err.message, type: OPENAI_TYPE[err.kind], param: err.param ?? null, code: err.code ?? null },
+  };
+}
+
+export function jsonResponse(status: number, body: unknown, headers: Record<string, string> = {}): HttpResponse {
+  return { status, headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) };
+}
+
+export function errorResponse(dialect: Dialect, err: TollgateError, headers: Record<string, string> = {}): HttpResponse {
+  return jsonResponse(err.status, errorBody(dialect, err), { ...headers, ...err.headers });
+}
+
+/** Anthropic routes live under /v1/messages; everything else speaks OpenAI. */
+export function dialectOf(path: string): Dialect {
+  return path.startsWith('/v1/messages') ? 'anthropic' : 'openai';
+}

@@ -1,0 +1,125 @@
+/**
+ * `npm start`: the whole gateway on one machine. Starts DynamoDB Local (the AWS jar, with Java), creates the
+ * tables, and serves the same GatewayApp the Lambda runs on http://127.0.0.1:$PORT.
+ *
+ *   npm start                     data kept in .tollgate/dynamodb
+ *   npm start -- --in-memory      nothing kept
+ *   PORT=8080 npm start
+ */
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { createGateway } from '../compose';
+import { loadConfig } from '../config';
+import { systemClock } from '../core/clock';
+import { createApiKey } from '../core/key-admin';
+import { jsonLogger } from '../core/log';
+import { usdToMicros } from '../core/money';
+import { createDynamoDbClient } from '../store/dynamodb/client';
+import { ensureTables } from '../store/dynamodb/create-tables';
+import { startDynamoDbLocal } from './dynamodb-local';
+import { createLocalServer } from './server';
+import { clearRunning, loadOrCreatePepper, stateDir, writeRunning } from './state';
+
+const SWEEP_EVERY_MS = 60_000;
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      port: { type: 'string' },
+      host: { type: 'string' },
+      'in-memory': { type: 'boolean', default: false },
+      quiet: { type: 'boolean', default: false },
+    },
+  });
+  const env = process.env;
+  const port = Number(values.port ?? env.PORT ?? 3000);
+  const host = values.host ?? env.HOST ?? '127.0.0.1';
+  const log = jsonLogger({ level: values.quiet ? 'warn' : (env.TOLLGATE_LOG_LEVEL as 'info' | undefined) ?? 'info' });
+  const dir = stateDir();
+  const inMemory = values['in-memory'] || env.TOLLGATE_IN_MEMORY === 'true';
+
+  const dynamo = await startDynamoDbLocal({ port: 0, inMemory, dataDir: join(dir, 'dynamodb') });
+  const stopAll = async (code: number): Promise<never> => {
+    clearRunning(dir);
+    await dynamo.stop();
+    process.exit(code);
+  };
+  process.once('SIGINT', () => void stopAll(0));
+  process.once('SIGTERM', () => void stopAll(0));
+
+  try {
+    const config = { ...loadConfig(env), dynamodbEndpoint: dynamo.endpoint };
+    const dynamodb = createDynamoDbClient({ region: config.region, endpoint: dynamo.endpoint });
+    await ensureTables(dynamodb, config.tables);
+    const keyPepper = loadOrCreatePepper(dir);
+    const gateway = createGateway({
+      config,
+      secrets: { keyPepper, openaiApiKey: env.OPENAI_API_KEY, anthropicApiKey: env.ANTHROPIC_API_KEY },
+      dynamodb,
+      log,
+    });
+
+    // First run: hand the newcomer a key to try, with a small daily budget.
+    let demoKey: string | undefined;
+    const existing = gateway.keys.listAll();
+    let anyKey = false;
+    for await (const page of existing) {
+      if (page.length > 0) anyKey = true;
+      break;
+    }
+    if (!anyKey) {
+      const created = await createApiKey(
+        gateway,
+        { userId: 'demo', name: 'first-run demo key', budget: { window: 'day', limit: usdToMicros('5') } },
+        { pepper: keyPepper, clock: systemClock },
+      );
+      demoKey = created.raw;
+    }
+
+    const server = createLocalServer({ app: gateway.app, maxBodyBytes: config.maxBodyBytes, log });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    const address = server.address();
+    const actualPort = typeof address === 'object' && address ? address.port : port;
+    const url = `http://${host}:${actualPort}`;
+    const adminToken = `tga-${randomBytes(24).toString('base64url')}`;
+    writeRunning(dir, { pid: process.pid, url, dynamodbEndpoint: dynamo.endpoint, adminToken });
+
+    const sweeper = setInterval(() => {
+      gateway.ledger.sweepExpired(Date.now()).catch((err: unknown) => {
+        log.log('warn', 'hold sweep failed', { error: err instanceof Error ? err.message : String(err) });
+      });
+    }, SWEEP_EVERY_MS);
+    sweeper.unref();
+
+    const providers = gateway.providers.ids();
+    const lines = [
+      '',
+      `tollgate listening on ${url}  (OpenAI base URL: ${url}/v1)`,
+      `DynamoDB Local on ${dynamo.endpoint} (${inMemory ? 'in memory' : `data in ${join(dir, 'dynamodb')}`})`,
+      `providers: ${providers.join(', ')}${providers.includes('openai') ? '' : '  (set OPENAI_API_KEY / ANTHROPIC_API_KEY for real ones)'}`,
+      ...(demoKey
+        ? [
+            '',
+            'A first API key was created for user "demo" with a $5/day budget. It is shown only this once:',
+            `  ${demoKey}`,
+            '',
+            'Try it:',
+            `  curl ${url}/v1/chat/completions -H "Authorization: Bearer ${demoKey}" \\`,
+            `    -H 'content-type: application/json' -d '{"model":"mock/gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'`,
+          ]
+        : ['', 'Create a key with: npm run admin -- keys create --user <you>']),
+      '',
+      'ready',
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+  } catch (err) {
+    process.stderr.write(`tollgate failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+    await stopAll(1);
+  }
+}
+
+void main();
