@@ -7,11 +7,11 @@ module.exports = {
     '^.+\\.(t|j)sx?$': ['@swc/jest', { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'commonjs' } }],
   },
   // ESM-only packages (middy) are transformed to CommonJS for jest.
-  // @middy/core is ESM-only and exports only an "import" condition: map it to its files and transform them.
+  // @middy/* is ESM-only and exports only an "import" condition: map it to its files and transform them.
   transformIgnorePatterns: ['/node_modules/(?!(@middy)/)'],
   moduleNameMapper: {
-    '^@middy/core$': '<rootDir>/node_modules/@middy/core/index.js',
-    '^@middy/core/(.*)$': '<rootDir>/node_modules/@middy/core/$1.js',
+    '^@middy/([a-z-]+)$': '<rootDir>/node_modules/@middy/$1/index.js',
+    '^@middy/([a-z-]+)/(.*)$': '<rootDir>/node_modules/@middy/$1/$2.js',
   },
   globalSetup: '<rootDir>/test/support/global-setup.ts',
   globalTeardown: '<rootDir>/test/support/global-teardown.ts',

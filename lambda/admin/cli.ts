@@ -169,7 +169,7 @@ export async function run(argv: readonly string[], out: (text: string) => void):
         );
         print(
           `Created ${created.record.prefix} for user ${created.record.userId}. The key is shown only this once:\n${created.raw}`,
-          { key: created.raw, keyId: created.record.keyId, ...publicKey(created.record) },
+          { key: created.raw, ...publicKey(created.record) },
         );
         return;
       }

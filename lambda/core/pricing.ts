@@ -165,9 +165,7 @@ export class PriceBook {
       upstreamModel = name.slice(slash + 1);
     } else {
       upstreamModel = name;
-      const fromOverride = [...this.overrides.keys()].find((k) => k.endsWith(`/${name}`) && this.providers.has(k.split('/')[0]!));
-      const dataProvider = fromOverride ? undefined : findProvider({ modelId: name })?.id;
-      const routed = fromOverride ? fromOverride.split('/')[0]! : dataProvider ? ROUTE_FOR_DATA_PROVIDER[dataProvider] : undefined;
+      const routed = this.routeBareName(name);
       if (!routed) {
         throw new InvalidRequestError(`The model "${name}" has no known price, so this gateway does not serve it.`, {
           code: 'model_not_found',
@@ -190,6 +188,19 @@ export class PriceBook {
       });
     }
     return { provider, upstreamModel, id: `${provider}/${upstreamModel}`, price };
+  }
+
+  /**
+   * The provider for a bare model name: an operator override first, then the provider the price data
+   * matches the name to, then any configured provider whose price data lists it (embedding models are
+   * not matched by provider patterns).
+   */
+  private routeBareName(name: string): string | undefined {
+    const fromOverride = [...this.overrides.keys()].find((k) => k.endsWith(`/${name}`) && this.providers.has(k.split('/')[0]!));
+    if (fromOverride) return fromOverride.split('/')[0]!;
+    const matched = findProvider({ modelId: name })?.id;
+    if (matched && ROUTE_FOR_DATA_PROVIDER[matched]) return ROUTE_FOR_DATA_PROVIDER[matched];
+    return Object.keys(PRICE_DATA_PROVIDER).find((p) => this.providers.has(p) && this.priceOf(p, name) !== undefined);
   }
 
   private isRoutingId(id: string): boolean {

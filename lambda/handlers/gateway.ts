@@ -24,7 +24,12 @@ async function initialise(): Promise<Gateway> {
   const secrets = await loadGatewaySecrets(
     new SsmSecretSource({ client: new SSMClient({ region: config.region }), prefix: config.ssmPrefix }),
   );
-  return createGateway({ config, secrets, dynamodb: createDynamoDbClient({ region: config.region }), log });
+  return createGateway({
+    config,
+    secrets,
+    dynamodb: createDynamoDbClient({ region: config.region, ...(config.dynamodbEndpoint ? { endpoint: config.dynamodbEndpoint } : {}) }),
+    log,
+  });
 }
 
 let ready: Promise<Gateway> | undefined;

@@ -14,6 +14,8 @@ export interface LocalServerOptions {
   readonly log: Logger;
   /** Extra routes served before the gateway's (the dashboard, the admin API). */
   readonly extraRoutes?: (req: HttpRequest) => Promise<HttpResponse | undefined>;
+  /** Told of each request's whole lifetime, settlement included (tests wait on it). */
+  readonly onRequest?: (done: Promise<void>) => void;
 }
 
 class BodyTooLarge extends Error {}
@@ -81,7 +83,7 @@ export function createLocalServer(options: LocalServerOptions): Server {
     res.on('close', () => {
       if (!res.writableFinished) abort.abort();
     });
-    void (async () => {
+    const done = (async () => {
       const url = new URL(req.url ?? '/', 'http://localhost');
       let response: HttpResponse;
       try {
@@ -116,5 +118,6 @@ export function createLocalServer(options: LocalServerOptions): Server {
       if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' });
       res.end();
     });
+    options.onRequest?.(done);
   });
 }

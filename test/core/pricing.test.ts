@@ -21,6 +21,12 @@ describe('prices and routing', () => {
     expect(book.resolve('claude-sonnet-4-5').provider).toBe('anthropic');
   });
 
+  it('when a bare embedding model is named, it routes to the provider whose price data lists it', () => {
+    const m = book.resolve('text-embedding-3-small');
+    expect(m.provider).toBe('openai');
+    expect(m.price.input).toBe(20_000);
+  });
+
   it('when a provider/model name is given, that provider serves it; mock imitates the real price', () => {
     const m = book.resolve('mock/gpt-4o-mini');
     expect(m.provider).toBe('mock');

@@ -1,0 +1,153 @@
+/**
+ * The gateway's client-visible overhead: the same chat completion sent N times straight to the fake upstream
+ * and N times through the local gateway (real HTTP, DynamoDB Local, a key with rpm/tpm limits and budgets at
+ * key, user and platform scope, so the full path runs). Also counts the DynamoDB calls made before the
+ * upstream sees the request (sequential round trips on the hot path), with a warm and a cold key cache.
+ *
+ *   npm run bench:overhead [-- --requests 300]
+ */
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { AddressInfo } from 'node:net';
+import { parseArgs } from 'node:util';
+import { createGateway } from '../lambda/compose';
+import { loadConfig } from '../lambda/config';
+import { systemClock } from '../lambda/core/clock';
+import { createApiKey } from '../lambda/core/key-admin';
+import { silentLogger } from '../lambda/core/log';
+import { startDynamoDbLocal } from '../lambda/local/dynamodb-local';
+import { createLocalServer } from '../lambda/local/server';
+import { createDynamoDbClient } from '../lambda/store/dynamodb/client';
+import { ensureTables } from '../lambda/store/dynamodb/create-tables';
+import { startFakeUpstream } from '../test/support/fake-upstream';
+
+interface Call {
+  readonly command: string;
+  readonly start: number;
+  end: number;
+}
+
+/** Records every DynamoDB command with its start and end time. */
+function instrument(client: DynamoDBClient, calls: Call[]): void {
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const call: Call = { command: String(context.commandName), start: performance.now(), end: 0 };
+      calls.push(call);
+      try {
+        return await next(args);
+      } finally {
+        call.end = performance.now();
+      }
+    },
+    { step: 'initialize', name: 'benchTiming' },
+  );
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function timeRequests(n: number, send: () => Promise<Response>): Promise<number[]> {
+  const times: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    const res = await send();
+    await res.arrayBuffer();
+    if (res.status !== 200) throw new Error(`request ${i} answered ${res.status}`);
+    times.push(performance.now() - t0);
+  }
+  return times.sort((a, b) => a - b);
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { requests: { type: 'string', default: '300' } } });
+  const n = Number(values.requests);
+  const dynamo = await startDynamoDbLocal({ port: 0, inMemory: true });
+  const upstream = await startFakeUpstream();
+  try {
+    const run = async (label: string, authCacheMs: string) => {
+      const config = loadConfig({
+        TOLLGATE_STAGE: `bench${authCacheMs}`,
+        OPENAI_BASE_URL: upstream.openaiBaseUrl,
+        TOLLGATE_AUTH_CACHE_MS: authCacheMs,
+      });
+      const dynamodb = createDynamoDbClient({ region: 'us-east-1', endpoint: dynamo.endpoint });
+      await ensureTables(dynamodb, config.tables);
+      const calls: Call[] = [];
+      instrument(dynamodb, calls);
+      const gw = createGateway({ config, secrets: { keyPepper: 'bench', openaiApiKey: 'sk-bench' }, dynamodb, log: silentLogger });
+      const { raw, record } = await createApiKey(
+        gw,
+        { userId: 'bench', rpm: 1_000_000, tpm: 1_000_000_000, budget: { window: 'day', limit: 1_000_000_000 } },
+        { pepper: 'bench', clock: systemClock },
+      );
+      await gw.ledger.setLimit('user:bench', 'month', 1_000_000_000);
+      await gw.ledger.setLimit('platform', 'month', 10_000_000_000);
+      let inFlight: Promise<void> = Promise.resolve();
+      const server = createLocalServer({
+        app: gw.app,
+        maxBodyBytes: config.maxBodyBytes,
+        log: silentLogger,
+        onRequest: (done) => {
+          inFlight = done;
+        },
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const body = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 50 });
+      const direct = () =>
+        fetch(`${upstream.openaiBaseUrl}/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: 'Bearer sk-bench' },
+          body,
+        });
+      const viaGateway = () =>
+        fetch(`${url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${raw}` },
+          body,
+        });
+      // Warm up both paths (JIT, connections, the key cache when enabled).
+      await timeRequests(30, direct);
+      await timeRequests(30, viaGateway);
+      const directTimes = await timeRequests(n, direct);
+      calls.length = 0;
+      const gatewayTimes: number[] = [];
+      const before: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const mark = calls.length;
+        const t0 = performance.now();
+        const res = await viaGateway();
+        await res.arrayBuffer();
+        gatewayTimes.push(performance.now() - t0);
+        // Let this request's settlement finish so the next request's DynamoDB calls are its own.
+        await inFlight;
+        const mine = calls.slice(mark);
+        const admit = mine.find((c) => c.command === 'TransactWriteItemsCommand');
+        if (!admit) throw new Error('no reservation transaction seen');
+        // Sequential round trips before the upstream call: everything that ended by the time the
+        // reservation did (the budget read for the response header runs alongside the upstream call).
+        before.push(mine.filter((c) => c.end <= admit.end).length);
+      }
+      gatewayTimes.sort((a, b) => a - b);
+      before.sort((a, b) => a - b);
+      const med = (xs: number[]) => percentile(xs, 50);
+      console.log(`\n${label} (${n} sequential requests, key ${record.prefix})`);
+      console.log(`  direct to upstream : median ${med(directTimes).toFixed(2)} ms, p99 ${percentile(directTimes, 99).toFixed(2)} ms`);
+      console.log(`  through tollgate   : median ${med(gatewayTimes).toFixed(2)} ms, p99 ${percentile(gatewayTimes, 99).toFixed(2)} ms`);
+      console.log(
+        `  overhead           : median ${(med(gatewayTimes) - med(directTimes)).toFixed(2)} ms, p99 ${(percentile(gatewayTimes, 99) - percentile(directTimes, 99)).toFixed(2)} ms`,
+      );
+      console.log(`  DynamoDB round trips before the upstream call: median ${med(before)}, max ${before[before.length - 1]}`);
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      dynamodb.destroy();
+    };
+    await run('warm key cache (TOLLGATE_AUTH_CACHE_MS=5000)', '5000');
+    await run('cold key cache (TOLLGATE_AUTH_CACHE_MS=0: key + limits read on every request)', '0');
+  } finally {
+    await upstream.close();
+    await dynamo.stop();
+  }
+}
+
+void main();

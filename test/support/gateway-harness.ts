@@ -1,0 +1,118 @@
+/**
+ * A real local gateway for end-to-end tests: its own tables in the run's DynamoDB Local, the real
+ * composition (createGateway), the real node:http server on a free port, and a fake upstream on real HTTP.
+ * Every log line is captured so tests can scan them for secrets.
+ */
+import { QueryCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createGateway, type Gateway } from '../../lambda/compose';
+import { type GatewayConfig, loadConfig } from '../../lambda/config';
+import { type Clock, systemClock } from '../../lambda/core/clock';
+import { createApiKey, type CreateKeyInput } from '../../lambda/core/key-admin';
+import { jsonLogger } from '../../lambda/core/log';
+import { createLocalServer } from '../../lambda/local/server';
+import { HOLD_SHARDS } from '../../lambda/store/dynamodb/schema';
+import { createTestTables, type TestTables } from './dynamo';
+import { type FakeUpstream, startFakeUpstream } from './fake-upstream';
+
+export const TEST_PEPPER = 'test-pepper-9f8e7d6c5b4a';
+export const UPSTREAM_OPENAI_KEY = 'sk-upstream-openai-SECRET-123456';
+export const UPSTREAM_ANTHROPIC_KEY = 'sk-ant-upstream-SECRET-654321';
+
+export interface Harness {
+  readonly url: string;
+  readonly baseURL: string;
+  readonly gateway: Gateway;
+  readonly upstream: FakeUpstream;
+  readonly tables: TestTables;
+  readonly config: GatewayConfig;
+  readonly logs: string[];
+  createKey(input?: Partial<CreateKeyInput>): Promise<{ raw: string; keyId: string }>;
+  /** Resolves when every request so far has finished, settlement included. */
+  settled(): Promise<void>;
+  /** Every item of a table (small test tables only). */
+  scan(table: keyof TestTables['tables']): Promise<Record<string, unknown>[]>;
+  /** Holds (reservations) still in the budgets table. */
+  holds(): Promise<Record<string, unknown>[]>;
+  close(): Promise<void>;
+}
+
+export async function startHarness(options: { env?: Record<string, string>; clock?: Clock } = {}): Promise<Harness> {
+  const upstream = await startFakeUpstream();
+  const tables = await createTestTables();
+  const config: GatewayConfig = {
+    ...loadConfig({
+      TOLLGATE_MOCK_PROVIDER: 'true',
+      OPENAI_BASE_URL: upstream.openaiBaseUrl,
+      ANTHROPIC_BASE_URL: upstream.anthropicBaseUrl,
+      TOLLGATE_AUTH_CACHE_MS: '0',
+      ...options.env,
+    }),
+    tables: tables.tables,
+  };
+  const logs: string[] = [];
+  const log = jsonLogger({ level: 'debug', sink: (line) => logs.push(line) });
+  const gateway = createGateway({
+    config,
+    secrets: { keyPepper: TEST_PEPPER, openaiApiKey: UPSTREAM_OPENAI_KEY, anthropicApiKey: UPSTREAM_ANTHROPIC_KEY },
+    dynamodb: tables.client,
+    log,
+    ...(options.clock ? { clock: options.clock } : {}),
+  });
+  const pending = new Set<Promise<void>>();
+  const server: Server = createLocalServer({
+    app: gateway.app,
+    maxBodyBytes: config.maxBodyBytes,
+    log,
+    onRequest: (done) => {
+      pending.add(done);
+      void done.finally(() => pending.delete(done));
+    },
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const clock = options.clock ?? systemClock;
+  return {
+    url,
+    baseURL: `${url}/v1`,
+    gateway,
+    upstream,
+    tables,
+    config,
+    logs,
+    async createKey(input = {}) {
+      const created = await createApiKey(gateway, { userId: 'alice', ...input }, { pepper: TEST_PEPPER, clock });
+      return { raw: created.raw, keyId: created.record.keyId };
+    },
+    async settled() {
+      // Wait for requests in flight, including any that start while we wait.
+      while (pending.size > 0) await Promise.allSettled([...pending]);
+    },
+    async scan(table) {
+      const out = await tables.client.send(new ScanCommand({ TableName: tables.tables[table] }));
+      return (out.Items ?? []).map((i) => unmarshall(i));
+    },
+    async holds() {
+      const all: Record<string, unknown>[] = [];
+      for (let n = 0; n < HOLD_SHARDS; n++) {
+        const out = await tables.client.send(
+          new QueryCommand({
+            TableName: tables.tables.budgets,
+            KeyConditionExpression: 'pk = :pk',
+            ExpressionAttributeValues: { ':pk': { S: `hold#${n}` } },
+          }),
+        );
+        all.push(...(out.Items ?? []).map((i) => unmarshall(i)));
+      }
+      return all;
+    },
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await upstream.close();
+      await tables.cleanup();
+    },
+  };
+}
