@@ -83,7 +83,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     createProviders(
       config.providers,
       { openaiApiKey: secrets.openaiApiKey, anthropicApiKey: secrets.anthropicApiKey },
-      deps.bedrockClient ? { bedrockClient: deps.bedrockClient } : {},
+      { defaultMaxTokens: config.defaultMaxOutputTokens, clock, ...(deps.bedrockClient ? { bedrockClient: deps.bedrockClient } : {}) },
     );
   const prices = new PriceBook({ overrides: config.priceOverrides, providers: providers.ids(), now: () => clock.now() });
   const authenticator = new Authenticator({ keys, pepper: secrets.keyPepper, cacheMs: config.authCacheMs, clock });

@@ -149,7 +149,9 @@ export class RequestPipeline {
 
   async run(call: BillableCall): Promise<CallOutcome> {
     const { clock, ledger, log } = this.options;
-    const now = clock.now();
+    // The arrival time is the hold's time too, so the usage record of a late settle and the sweeper's
+    // "abandoned" record share a key and the settle replaces it.
+    const now = call.startedAt;
     const { principal } = call;
     const scopes = this.scopesOf(principal);
     const limits = await this.limitsOf(scopes);
@@ -170,7 +172,15 @@ export class RequestPipeline {
       amount,
       counters,
       rateCharges,
-      context: { keyId: principal.keyId, userId: principal.userId, orgId: principal.orgId, model: call.model.id },
+      context: {
+        keyId: principal.keyId,
+        userId: principal.userId,
+        ...(principal.orgId ? { orgId: principal.orgId } : {}),
+        model: call.model.id,
+        provider: call.model.provider,
+        requestType: call.requestType,
+        endpoint: call.endpoint,
+      },
     });
 
     // Off the critical path: how much budget is left, read while the provider works.

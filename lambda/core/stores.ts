@@ -5,7 +5,7 @@
  * becomes {@link StoreUnavailableError}, anything else is rethrown.
  */
 import type { MicroUsd } from './money';
-import type { BudgetLimits, KeyRecord, KeyStatus, ScopeId, StatusActor, UsageRecord } from './types';
+import type { BudgetLimits, KeyRecord, KeyStatus, RequestType, ScopeId, StatusActor, UsageRecord } from './types';
 import type { Window } from './windows';
 
 export interface KeyStore {
@@ -64,7 +64,15 @@ export interface ReserveInput {
   readonly counters: readonly CounterRef[];
   readonly rateCharges: readonly RateCharge[];
   /** Stored with the hold so the sweeper can record what it reclaims. */
-  readonly context: { readonly keyId: string; readonly userId: string; readonly orgId?: string; readonly model: string };
+  readonly context: {
+    readonly keyId: string;
+    readonly userId: string;
+    readonly orgId?: string;
+    readonly model: string;
+    readonly provider?: string;
+    readonly requestType?: RequestType;
+    readonly endpoint?: string;
+  };
 }
 
 export interface RateState {

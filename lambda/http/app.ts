@@ -196,7 +196,14 @@ export class GatewayApp {
       estimate: { inputTokens: route.estimateInput(body), maxOutputTokens: route.maxOutput(body, model) },
       userAgent: req.headers['user-agent'],
       clientSignal: req.signal,
-      invoke: ({ signal }) => operation.call(provider, upstreamBody, { requestId, signal, callerWantsStreamUsage: wantsUsage }),
+      invoke: ({ signal }) =>
+        operation.call(provider, upstreamBody, {
+          requestId,
+          signal,
+          callerWantsStreamUsage: wantsUsage,
+          ...(req.headers['anthropic-version'] ? { anthropicVersion: req.headers['anthropic-version'] } : {}),
+          ...(req.headers['anthropic-beta'] ? { anthropicBeta: req.headers['anthropic-beta'] } : {}),
+        }),
     };
     const outcome = await this.o.pipeline.run(call);
     if (outcome.kind === 'error') {

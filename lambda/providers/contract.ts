@@ -19,6 +19,10 @@ export interface ProviderCallContext {
    * asks the upstream for usage; when the caller did not, the usage-only final chunk is not passed on.
    */
   readonly callerWantsStreamUsage?: boolean;
+  /** The caller's `anthropic-version` header (Anthropic upstreams). */
+  readonly anthropicVersion?: string;
+  /** The caller's `anthropic-beta` header (Anthropic upstreams). */
+  readonly anthropicBeta?: string;
 }
 
 /** A complete JSON answer. */

@@ -129,7 +129,7 @@ describe('budgets', () => {
     const limit = hold * 7 + Math.floor(hold / 2);
     const { raw, keyId } = await h.createKey({ userId: 'racer', budget: { window: 'hour', limit } });
     // Slow upstream: every admitted request holds its reservation while the others arrive.
-    h.upstream.script({ delayMs: 400, usage: { inputTokens: 10, outputTokens: 10 } });
+    h.upstream.script({ delayMs: 3000, usage: { inputTokens: 10, outputTokens: 10 } });
     const results = await Promise.all(
       Array.from({ length: 20 }, () => post('/v1/chat/completions', raw, chatBody(content, { max_tokens: 1000 }))),
     );

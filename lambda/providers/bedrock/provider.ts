@@ -1,0 +1,308 @@
+/**
+ * Amazon Bedrock through the Converse API: OpenAI chat completions translated to Converse / ConverseStream
+ * and back. The client is injected, so tests pass one mocked with aws-sdk-client-mock.
+ */
+import {
+  ConverseCommand,
+  ConverseStreamCommand,
+  type BedrockRuntimeClient,
+  type ContentBlock,
+  type ConverseCommandInput,
+  type ConverseStreamOutput,
+  type ImageFormat,
+  type Message,
+  type TokenUsage as BedrockTokenUsage,
+  type Tool,
+  type ToolChoice,
+  type ToolUseBlock,
+} from '@aws-sdk/client-bedrock-runtime';
+import { systemClock, type Clock } from '../../core/clock';
+import { InvalidRequestError, UpstreamError } from '../../core/errors';
+import type { TokenUsage } from '../../core/types';
+import { upstreamStatusFor, type ChatCompletionBody, type Provider, type ProviderCallContext, type ProviderResult } from '../contract';
+import {
+  ChatChunkEncoder,
+  chatCompletionBody,
+  type ChatAnswerIdentity,
+  type ChatFinishReason,
+  type ChatToolCall,
+} from '../openai/chat-format';
+import {
+  mapParams,
+  readChatRequest,
+  stopSequences,
+  type ChatPart,
+  type ChatToolChoice,
+  type ParamRule,
+} from '../openai/chat-request';
+import { redactSecrets } from '../upstream-http';
+
+/** A JSON document as the SDK types it (tool inputs and schemas). */
+type DocumentType = NonNullable<ToolUseBlock['input']>;
+
+/** OpenAI parameter → Converse `inferenceConfig` field. */
+export const BEDROCK_INFERENCE_PARAMS: readonly ParamRule[] = [
+  { from: 'temperature', to: 'temperature' },
+  { from: 'top_p', to: 'topP' },
+  { from: 'stop', to: 'stopSequences', convert: stopSequences },
+];
+
+/** Converse `stopReason` → OpenAI `finish_reason`; anything else is `stop`. */
+export const BEDROCK_FINISH_REASONS: Readonly<Record<string, ChatFinishReason>> = {
+  end_turn: 'stop',
+  stop_sequence: 'stop',
+  max_tokens: 'length',
+  model_context_window_exceeded: 'length',
+  tool_use: 'tool_calls',
+  guardrail_intervened: 'content_filter',
+  content_filtered: 'content_filter',
+};
+
+const IMAGE_FORMATS: Readonly<Record<string, ImageFormat>> = {
+  'image/png': 'png',
+  'image/jpeg': 'jpeg',
+  'image/jpg': 'jpeg',
+  'image/gif': 'gif',
+  'image/webp': 'webp',
+};
+
+const TOOL_CHOICES: Readonly<Record<ChatToolChoice['type'], (c: ChatToolChoice) => ToolChoice | undefined>> = {
+  auto: () => ({ auto: {} }),
+  any: () => ({ any: {} }),
+  // Converse has no "none"; the tools stay declared (earlier tool turns need them) and the model may choose.
+  none: () => undefined,
+  tool: (c) => ({ tool: { name: c.type === 'tool' ? c.name : '' } }),
+};
+
+export interface BedrockProviderOptions {
+  readonly client: BedrockRuntimeClient;
+  /** `maxTokens` for requests that set neither max_completion_tokens nor max_tokens. @default 4096 */
+  readonly defaultMaxTokens?: number;
+  /** Stamps `created` on answers. @default systemClock */
+  readonly clock?: Clock;
+}
+
+function renderPart(part: ChatPart, turn: number): ContentBlock {
+  switch (part.type) {
+    case 'text':
+      return { text: part.text };
+    case 'image': {
+      const format = part.source.kind === 'base64' ? IMAGE_FORMATS[part.source.mediaType] : undefined;
+      if (part.source.kind !== 'base64' || !format) {
+        throw new InvalidRequestError('Bedrock models take images only as base64 data: URLs of png, jpeg, gif or webp', {
+          param: `messages[${turn}].content`,
+        });
+      }
+      return { image: { format, source: { bytes: Buffer.from(part.source.data, 'base64') } } };
+    }
+    case 'tool_call':
+      return { toolUse: { toolUseId: part.id, name: part.name, input: part.input as DocumentType } };
+    case 'tool_result':
+      return { toolResult: { toolUseId: part.toolCallId, content: [{ text: part.text }] } };
+  }
+}
+
+/** Translates an OpenAI chat request into a Converse request. */
+export function toConverseRequest(
+  body: ChatCompletionBody,
+  options: { readonly defaultMaxTokens: number },
+): ConverseCommandInput {
+  const request = readChatRequest(body, options);
+  const messages: Message[] = request.turns.map((turn, i) => ({
+    role: turn.role,
+    content: turn.parts.map((part) => renderPart(part, i)),
+  }));
+  const input: ConverseCommandInput = {
+    modelId: body.model,
+    messages,
+    inferenceConfig: { maxTokens: request.maxTokens, ...mapParams(body, BEDROCK_INFERENCE_PARAMS) },
+  };
+  if (request.system.length > 0) input.system = request.system.map((text) => ({ text }));
+  if (request.tools.length > 0) {
+    const tools: Tool[] = request.tools.map((tool) => ({
+      toolSpec: {
+        name: tool.name,
+        ...(tool.description ? { description: tool.description } : {}),
+        inputSchema: { json: tool.parameters as DocumentType },
+      },
+    }));
+    const toolChoice = request.toolChoice ? TOOL_CHOICES[request.toolChoice.type](request.toolChoice) : undefined;
+    input.toolConfig = { tools, ...(toolChoice ? { toolChoice } : {}) };
+  }
+  return input;
+}
+
+/** Converse usage in common units: Bedrock's `inputTokens` excludes cache reads and writes; ours includes them. */
+export function usageFromBedrock(usage: BedrockTokenUsage | undefined): TokenUsage | undefined {
+  if (!usage) return undefined;
+  const cacheRead = usage.cacheReadInputTokens ?? 0;
+  const cacheWrite = usage.cacheWriteInputTokens ?? 0;
+  return {
+    inputTokens: (usage.inputTokens ?? 0) + cacheRead + cacheWrite,
+    outputTokens: usage.outputTokens ?? 0,
+    cachedInputTokens: cacheRead,
+    cacheWriteTokens: cacheWrite,
+  };
+}
+
+function finishReason(stopReason: string | undefined): ChatFinishReason {
+  return (stopReason && BEDROCK_FINISH_REASONS[stopReason]) || 'stop';
+}
+
+/** Turns an SDK failure into an {@link UpstreamError}: the caller's mistakes pass through, the rest is 502. */
+export function bedrockError(err: unknown, signal: AbortSignal): UpstreamError {
+  if (err instanceof UpstreamError) return err;
+  const e = err as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } } | undefined;
+  if (signal.aborted || e?.name === 'AbortError') {
+    const reason: unknown = signal.reason;
+    // DOMException is not an Error subclass in every realm: test the name only.
+    const timedOut = (reason as { name?: unknown } | undefined)?.name === 'TimeoutError';
+    return new UpstreamError(timedOut ? 'upstream bedrock timed out' : 'the request to upstream bedrock was aborted', {
+      status: 502,
+      code: timedOut ? 'upstream_timeout' : 'upstream_aborted',
+    });
+  }
+  const httpStatus = e?.$metadata?.httpStatusCode;
+  if (httpStatus === undefined) {
+    return new UpstreamError('upstream bedrock is unreachable', { status: 502, code: 'upstream_unreachable' });
+  }
+  const status = upstreamStatusFor(httpStatus);
+  const detail = typeof e?.message === 'string' && e.message !== '' ? `: ${redactSecrets(e.message, []).slice(0, 500)}` : '';
+  const name = e?.name ?? 'error';
+  return new UpstreamError(`upstream bedrock answered ${httpStatus} (${name})${detail}`, {
+    status,
+    code: status === 502 ? 'upstream_error' : name,
+    cause: err,
+  });
+}
+
+/** Exceptions ConverseStream delivers inside the stream. */
+const STREAM_EXCEPTIONS = [
+  'internalServerException',
+  'modelStreamErrorException',
+  'serviceUnavailableException',
+  'throttlingException',
+  'validationException',
+] as const;
+
+/**
+ * Translates ConverseStream events into OpenAI chunks ending with `data: [DONE]`; Bedrock sends usage in
+ * `metadata` after `messageStop`, so the usage chunk (when `includeUsage`) and `[DONE]` follow the stream's end.
+ */
+export async function* converseStreamToChatChunks(
+  events: AsyncIterable<ConverseStreamOutput>,
+  options: {
+    readonly identity: ChatAnswerIdentity;
+    readonly includeUsage: boolean;
+    readonly onUsage: (usage: TokenUsage | undefined) => void;
+  },
+): AsyncGenerator<Uint8Array> {
+  const encoder = new ChatChunkEncoder(options.identity);
+  const toolIndex = new Map<number, number>();
+  let usage: TokenUsage | undefined;
+  let stopped = false;
+
+  for await (const event of events) {
+    if (event.messageStart) {
+      yield encoder.start();
+    } else if (event.contentBlockStart) {
+      const toolUse = event.contentBlockStart.start?.toolUse;
+      if (toolUse) {
+        toolIndex.set(event.contentBlockStart.contentBlockIndex ?? 0, toolIndex.size);
+        yield encoder.toolCallStart(toolIndex.size - 1, { id: toolUse.toolUseId ?? '', name: toolUse.name ?? '' });
+      }
+    } else if (event.contentBlockDelta) {
+      const delta = event.contentBlockDelta.delta;
+      const at = toolIndex.get(event.contentBlockDelta.contentBlockIndex ?? 0);
+      if (delta?.text !== undefined && delta.text !== '') yield encoder.text(delta.text);
+      else if (delta?.toolUse?.input && at !== undefined) yield encoder.toolCallArguments(at, delta.toolUse.input);
+    } else if (event.messageStop) {
+      stopped = true;
+      yield encoder.finish(finishReason(event.messageStop.stopReason));
+    } else if (event.metadata) {
+      usage = usageFromBedrock(event.metadata.usage);
+      options.onUsage(usage);
+    } else {
+      const failure = STREAM_EXCEPTIONS.map((name) => event[name as keyof ConverseStreamOutput]).find(Boolean) as
+        | { message?: string }
+        | undefined;
+      if (failure) {
+        const detail = failure.message ? `: ${redactSecrets(failure.message, []).slice(0, 500)}` : '';
+        throw new UpstreamError(`upstream bedrock failed mid-stream${detail}`, { status: 502 });
+      }
+    }
+  }
+  if (!stopped) return;
+  if (options.includeUsage && usage) yield encoder.usage(usage);
+  yield encoder.done();
+}
+
+/** Bedrock's Converse API, reached with OpenAI chat completions (the only operation it offers). */
+export class BedrockProvider implements Provider {
+  readonly id = 'bedrock';
+  private readonly client: BedrockRuntimeClient;
+  private readonly defaultMaxTokens: number;
+  private readonly clock: Clock;
+
+  constructor(options: BedrockProviderOptions) {
+    this.client = options.client;
+    this.defaultMaxTokens = options.defaultMaxTokens ?? 4096;
+    this.clock = options.clock ?? systemClock;
+  }
+
+  async chatCompletions(body: ChatCompletionBody, ctx: ProviderCallContext): Promise<ProviderResult> {
+    const input = toConverseRequest(body, { defaultMaxTokens: this.defaultMaxTokens });
+    const identity: ChatAnswerIdentity = {
+      id: `chatcmpl-${ctx.requestId}`,
+      model: body.model,
+      created: Math.floor(this.clock.now() / 1000),
+    };
+    if (!body.stream) {
+      const output = await this.client
+        .send(new ConverseCommand(input), { abortSignal: ctx.signal })
+        .catch((err: unknown) => Promise.reject(bedrockError(err, ctx.signal)));
+      const texts: string[] = [];
+      const toolCalls: ChatToolCall[] = [];
+      for (const block of output.output?.message?.content ?? []) {
+        if (block.text !== undefined) texts.push(block.text);
+        if (block.toolUse) {
+          toolCalls.push({
+            id: block.toolUse.toolUseId ?? '',
+            name: block.toolUse.name ?? '',
+            arguments: JSON.stringify(block.toolUse.input ?? {}),
+          });
+        }
+      }
+      const usage = usageFromBedrock(output.usage);
+      const answer = chatCompletionBody(identity, {
+        text: texts.length === 0 && toolCalls.length > 0 ? null : texts.join(''),
+        toolCalls,
+        finishReason: finishReason(output.stopReason),
+        usage: usage ?? { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0 },
+      });
+      return { kind: 'json', body: answer, usage };
+    }
+
+    const output = await this.client
+      .send(new ConverseStreamCommand(input), { abortSignal: ctx.signal })
+      .catch((err: unknown) => Promise.reject(bedrockError(err, ctx.signal)));
+    if (!output.stream) throw new UpstreamError('upstream bedrock answered without a stream', { status: 502 });
+    const stream = output.stream;
+    let usage: TokenUsage | undefined;
+    async function* guarded(): AsyncGenerator<ConverseStreamOutput> {
+      try {
+        yield* stream;
+      } catch (err) {
+        throw bedrockError(err, ctx.signal);
+      }
+    }
+    const chunks = converseStreamToChatChunks(guarded(), {
+      identity,
+      includeUsage: ctx.callerWantsStreamUsage === true,
+      onUsage: (u) => {
+        usage = u;
+      },
+    });
+    return { kind: 'stream', body: chunks, usage: () => usage };
+  }
+}

@@ -1,0 +1,113 @@
+/**
+ * The DynamoDB client the adapters share, and the one place SDK failures become domain errors.
+ */
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { StoreUnavailableError, TollgateError } from '../../core/errors';
+
+export interface DynamoDbClientOptions {
+  readonly region: string;
+  /** DynamoDB Local's URL; when set the client uses fake credentials and fails fast. @default AWS's endpoint */
+  readonly endpoint?: string;
+  /**
+   * Attempts per call, first one included (the SDK backs off between them).
+   * @default 2 with an endpoint, 3 in AWS
+   */
+  readonly maxAttempts?: number;
+  /** Time to establish a connection. @default 1_000 */
+  readonly connectionTimeoutMs?: number;
+  /** Time a request may wait for the answer. @default 5_000 with an endpoint, 3_000 in AWS */
+  readonly requestTimeoutMs?: number;
+}
+
+/**
+ * Creates the client. Timeouts are short on purpose: when the store is dead the gateway must answer 503 in
+ * seconds (fail closed), not hang until the Lambda times out.
+ */
+export function createDynamoDbClient(options: DynamoDbClientOptions): DynamoDBClient {
+  const local = options.endpoint !== undefined;
+  return new DynamoDBClient({
+    region: options.region,
+    endpoint: options.endpoint,
+    credentials: local ? { accessKeyId: 'local', secretAccessKey: 'local' } : undefined,
+    maxAttempts: options.maxAttempts ?? (local ? 2 : 3),
+    requestHandler: {
+      connectionTimeout: options.connectionTimeoutMs ?? 1_000,
+      requestTimeout: options.requestTimeoutMs ?? (local ? 5_000 : 3_000),
+      // Without this the SDK only logs a warning when the timeout passes and keeps waiting.
+      throwOnRequestTimeout: true,
+    },
+  });
+}
+
+/** SDK exception names that mean "the store cannot serve us right now" (after the SDK's own retries). */
+const UNAVAILABLE_NAMES = new Set([
+  'ResourceNotFoundException',
+  'ProvisionedThroughputExceededException',
+  'ThrottlingException',
+  'RequestLimitExceeded',
+  'InternalServerError',
+  'ServiceUnavailable',
+  'ServiceUnavailableException',
+  'TimeoutError',
+  'RequestTimeout',
+  'RequestTimeoutException',
+  'CredentialsProviderError',
+  'UnrecognizedClientException',
+  'AbortError',
+]);
+
+/** Node socket error codes that mean the endpoint is unreachable. */
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNABORTED',
+]);
+
+const NETWORK_CODE_PATTERN = new RegExp(`\\b(${[...NETWORK_CODES].join('|')})\\b`);
+
+/** The SDK exception name of `err` (`ConditionalCheckFailedException`, …), if it has one. */
+export function errorName(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && typeof (err as { name?: unknown }).name === 'string'
+    ? (err as { name: string }).name
+    : undefined;
+}
+
+function isUnavailable(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const e = err as { name?: unknown; code?: unknown; message?: unknown; $metadata?: { httpStatusCode?: number }; cause?: unknown };
+  if (typeof e.name === 'string' && UNAVAILABLE_NAMES.has(e.name)) return true;
+  if (typeof e.code === 'string' && NETWORK_CODES.has(e.code)) return true;
+  // The SDK's retry layer may re-wrap a socket error it does not recognise as an Error (another realm, as
+  // under jest) into "AWS SDK error wrapper for Error: connect ECONNREFUSED …", keeping only the text.
+  if (typeof e.message === 'string' && NETWORK_CODE_PATTERN.test(e.message)) return true;
+  const status = e.$metadata?.httpStatusCode;
+  if (typeof status === 'number' && status >= 500) return true;
+  // AggregateError (happy-eyeballs connect) and wrapped socket errors carry the code one level down.
+  const inner = (err as { errors?: unknown }).errors;
+  if (Array.isArray(inner) && inner.some(isUnavailable)) return true;
+  return e.cause !== undefined && e.cause !== err && isUnavailable(e.cause);
+}
+
+/**
+ * Translates an SDK failure for the caller to throw: an unreachable, throttled, missing or timed-out store
+ * becomes {@link StoreUnavailableError} (whose message names no endpoint or table); a TollgateError passes
+ * through; anything else (a bug, a validation error) is returned unchanged to be rethrown.
+ * `ConditionalCheckFailedException` is the callers' business and must be handled before calling this.
+ */
+export function translateError(err: unknown): unknown {
+  if (err instanceof TollgateError) return err;
+  if (isUnavailable(err)) {
+    return new StoreUnavailableError('The gateway cannot reach its data store right now; try again shortly.', {
+      code: 'store_unavailable',
+      headers: { 'Retry-After': '1' },
+      cause: err,
+    });
+  }
+  return err;
+}

@@ -1,0 +1,715 @@
+/**
+ * Budgets, holds and rate buckets in the budgets table (layout in schema.ts), with the usage record written
+ * by settle into the usage table. Every admission decision is ONE TransactWriteItems, so a denial changes
+ * nothing and two racing requests can never both take the last dollar:
+ *
+ *   reserve:  [bucket updates…] [counter updates…] [hold put]          all-or-nothing
+ *   settle:   [hold delete] [counter updates…] [token bucket adjust] [usage put]
+ *             └─ hold already reclaimed by the sweeper? → [counters += cost] [usage put IF new]   (no release)
+ *   sweep:    [hold delete] [counters −= amount…] [usage put 'abandoned']
+ *
+ * DynamoDB conditions cannot do arithmetic, so each counter keeps `committed` (= spent + reserved) and the
+ * reserve condition compares it with a precomputed `limit − amount`.
+ */
+import {
+  BatchGetItemCommand,
+  QueryCommand,
+  TransactWriteItemsCommand,
+  UpdateItemCommand,
+  type AttributeValue,
+  type CancellationReason,
+  type DynamoDBClient,
+  type TransactWriteItem,
+} from '@aws-sdk/client-dynamodb';
+import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
+import { systemClock, type Clock } from '../../core/clock';
+import { BudgetExceededError, InvalidRequestError, RateLimitError, StoreUnavailableError } from '../../core/errors';
+import { displayUsd, type MicroUsd } from '../../core/money';
+import {
+  formatResetDuration,
+  gcraAdmits,
+  gcraBranch,
+  gcraBusyCeilingUs,
+  gcraCanEverAdmit,
+  gcraIncrementUs,
+  gcraRemaining,
+  gcraResetMs,
+  gcraRetryAfterMs,
+  gcraTatAfter,
+  GCRA_BURST_US,
+  type GcraBranch,
+} from '../../core/ratelimit';
+import type {
+  CounterRef,
+  CounterValue,
+  Ledger,
+  RateCharge,
+  RateState,
+  Reservation,
+  ReserveInput,
+  SettleInput,
+} from '../../core/stores';
+import type { BudgetLimits, ScopeId, UsageRecord } from '../../core/types';
+import { COUNTER_RETENTION_MS, WINDOWS, type Window } from '../../core/windows';
+import { errorName, translateError } from './client';
+import { shardOf } from './hash';
+import { HOLD_SHARDS, type TableNames } from './schema';
+import { usageItem } from './usage-store';
+
+type Item = Record<string, AttributeValue>;
+
+export interface DynamoDbLedgerOptions {
+  /** Uses `budgets` (counters, limits, buckets, holds) and `usage` (records written by settle and sweep). */
+  readonly tables: Pick<TableNames, 'budgets' | 'usage'>;
+  /** How many counter items the platform budget is spread over; readCounters sums them all. */
+  readonly platformShards: number;
+  /** Retention (TTL) of the usage records this ledger writes. */
+  readonly usageRetentionDays: number;
+  /** @default the system clock */
+  readonly clock?: Clock;
+}
+
+/** DynamoDB's limit on items per TransactWriteItems. */
+export const MAX_TRANSACTION_ITEMS = 100;
+/** Re-tries of reserve when a guessed GCRA branch was wrong (the old item shows the right one). */
+const MAX_BRANCH_RETRIES = 2;
+/** Re-tries of a transaction cancelled only by TransactionConflict (another transaction on the same item). */
+const MAX_CONFLICT_RETRIES = 10;
+const BATCH_GET_LIMIT = 100;
+/** Bound on the branch-hint map (one entry per bucket seen by this instance). */
+const MAX_HINTS = 10_000;
+const HOLD_SK_DIGITS = 15;
+const DAY_S = 86_400;
+
+/** Partition key of a counter item: `ctr#<scope>`, or `ctr#platform#s<n>` for a platform shard. */
+export function counterPk(ref: Pick<CounterRef, 'scope' | 'shard'>): string {
+  return ref.scope === 'platform' ? `ctr#platform#s${ref.shard ?? 0}` : `ctr#${ref.scope}`;
+}
+
+/** Key of a hold item: sharded by request id, sorted by expiry so the sweeper finds expired ones by range. */
+export function holdKey(requestId: string, expiresAt: number): { pk: string; sk: string; shard: number } {
+  const shard = shardOf(requestId, HOLD_SHARDS);
+  return { pk: `hold#${shard}`, sk: `${padMs(expiresAt)}#${requestId}`, shard };
+}
+
+/** The DynamoDB implementation of {@link Ledger}. */
+export class DynamoDbLedger implements Ledger {
+  private readonly budgets: string;
+  private readonly usage: string;
+  private readonly platformShards: number;
+  private readonly usageRetentionDays: number;
+  private readonly clock: Clock;
+  /** Last tat (µs) this instance wrote or saw per bucket: picks the GCRA branch to try first. */
+  private readonly tatHints = new Map<string, number>();
+
+  constructor(
+    private readonly client: DynamoDBClient,
+    options: DynamoDbLedgerOptions,
+  ) {
+    if (!Number.isInteger(options.platformShards) || options.platformShards < 1) {
+      throw new RangeError(`platformShards must be a positive whole number, got ${options.platformShards}`);
+    }
+    this.budgets = options.tables.budgets;
+    this.usage = options.tables.usage;
+    this.platformShards = options.platformShards;
+    this.usageRetentionDays = options.usageRetentionDays;
+    this.clock = options.clock ?? systemClock;
+  }
+
+  async reserve(input: ReserveInput): Promise<Reservation> {
+    assertMicros(input.amount, 'amount');
+    const nowUs = input.now * 1000;
+    for (const ref of input.counters) {
+      if (ref.limit !== undefined && input.amount > ref.limit) throw budgetExceeded(ref, { amount: input.amount });
+    }
+    const charged = input.rateCharges.filter((c) => c.amount > 0);
+    for (const charge of charged) {
+      if (!gcraCanEverAdmit(charge.amount, charge.limitPerMinute)) throw requestTooLarge(charge);
+    }
+    const buckets = charged.map((charge) => {
+      const key = bucketHintKey(charge);
+      return { charge, key, inc: gcraIncrementUs(charge.amount, charge.limitPerMinute), branch: gcraBranch(this.tatHints.get(key), nowUs) };
+    });
+    const hold = holdKey(input.requestId, input.expiresAt);
+    assertTransactionSize(buckets.length + input.counters.length + 1, 'reserve');
+
+    const holdPut: TransactWriteItem = {
+      Put: {
+        TableName: this.budgets,
+        Item: marshall(
+          {
+            pk: hold.pk,
+            sk: hold.sk,
+            requestId: input.requestId,
+            amount: input.amount,
+            reservedAt: input.now,
+            expiresAt: input.expiresAt,
+            counters: input.counters.map((ref) => ({ pk: counterPk(ref), sk: ref.windowKey, ttl: counterTtl(ref) })),
+            rateCharges: input.rateCharges,
+            context: input.context,
+            ttl: Math.ceil(input.expiresAt / 1000) + DAY_S,
+          },
+          { removeUndefinedValues: true },
+        ),
+        ConditionExpression: 'attribute_not_exists(pk)',
+      },
+    };
+    const counterUpdates = input.counters.map((ref) => this.reserveCounter(ref, input.amount));
+
+    for (let branchRetries = 0; ; branchRetries++) {
+      const items = [...buckets.map((b) => this.chargeBucket(b, nowUs)), ...counterUpdates, holdPut];
+      const reasons = await this.transact(items);
+      if (!reasons) break;
+
+      // A counter condition never depends on a guess: it failing means the budget is spent.
+      for (const [j, ref] of input.counters.entries()) {
+        const reason = reasons[buckets.length + j];
+        if (reason?.Code === 'ConditionalCheckFailed') {
+          throw budgetExceeded(ref, { amount: input.amount, old: reason.Item && unmarshall(reason.Item) });
+        }
+      }
+      const denied: Array<{ charge: RateCharge; inc: number; oldTat: number | undefined }> = [];
+      let wrongBranch = false;
+      for (const [i, b] of buckets.entries()) {
+        const reason = reasons[i];
+        if (reason?.Code !== 'ConditionalCheckFailed') continue;
+        const oldTat = reason.Item?.tat?.N !== undefined ? Number(reason.Item.tat.N) : undefined;
+        this.rememberTat(b.key, oldTat);
+        if (gcraAdmits(oldTat, nowUs, b.inc)) {
+          b.branch = gcraBranch(oldTat, nowUs);
+          wrongBranch = true;
+        } else {
+          denied.push({ charge: b.charge, inc: b.inc, oldTat });
+        }
+      }
+      if (denied.length) throw rateLimited(denied, nowUs);
+      if (reasons[items.length - 1]?.Code === 'ConditionalCheckFailed') {
+        throw new InvalidRequestError(`Request id "${input.requestId}" already holds a reservation.`);
+      }
+      if (!wrongBranch) throw unexpectedCancellation(reasons);
+      if (branchRetries >= MAX_BRANCH_RETRIES) {
+        throw new RateLimitError('Too many concurrent requests for this key; slow down and retry.', {
+          code: 'rate_limit_exceeded',
+          headers: { 'Retry-After': '1' },
+        });
+      }
+    }
+
+    const rateStates: RateState[] = input.rateCharges.map((charge) => {
+      const bucket = buckets.find((b) => b.charge === charge);
+      const key = bucketHintKey(charge);
+      let tat = this.tatHints.get(key);
+      if (bucket) {
+        // idle: exactly now + inc; busy: old tat (as far as we know it) + inc.
+        tat = bucket.branch === 'idle' ? nowUs + bucket.inc : gcraTatAfter(tat, nowUs, bucket.inc);
+        this.rememberTat(key, tat);
+      }
+      return {
+        dimension: charge.dimension,
+        limit: charge.limitPerMinute,
+        remaining: gcraRemaining(tat, nowUs, charge.limitPerMinute),
+        resetMs: gcraResetMs(tat, nowUs),
+      };
+    });
+    return {
+      requestId: input.requestId,
+      amount: input.amount,
+      counters: input.counters,
+      rateCharges: input.rateCharges,
+      rateStates,
+      expiresAt: input.expiresAt,
+      holdShard: hold.shard,
+    };
+  }
+
+  async settle(input: SettleInput): Promise<void> {
+    const { reservation, cost } = input;
+    assertMicros(cost, 'cost');
+    const hold = holdKey(reservation.requestId, reservation.expiresAt);
+    const bucketAdjustments = this.tokenAdjustments(input);
+    const usagePut = (condition?: string): TransactWriteItem => ({
+      Put: {
+        TableName: this.usage,
+        Item: usageItem(input.usage, { retentionDays: this.usageRetentionDays }),
+        ...(condition
+          ? { ConditionExpression: condition, ExpressionAttributeValues: { ':abandoned': { S: 'abandoned' } } }
+          : {}),
+      },
+    });
+
+    const settleItems: TransactWriteItem[] = [
+      {
+        Delete: {
+          TableName: this.budgets,
+          Key: marshall({ pk: hold.pk, sk: hold.sk }),
+          ConditionExpression: 'attribute_exists(pk)',
+        },
+      },
+      ...reservation.counters.map((ref) =>
+        this.counterUpdate(ref, { committed: cost - reservation.amount, reserved: -reservation.amount, spent: cost, requests: 1 }),
+      ),
+      ...bucketAdjustments,
+      usagePut(),
+    ];
+    assertTransactionSize(settleItems.length, 'settle');
+    const reasons = await this.transact(settleItems);
+    if (!reasons) return;
+    if (reasons[0]?.Code !== 'ConditionalCheckFailed') throw unexpectedCancellation(reasons);
+
+    // The hold is gone: the sweeper reclaimed it (and released its amount), or this request was settled
+    // already. Add the actual cost without touching `reserved`, and only if no record of this request's
+    // settlement exists yet (the sweeper's 'abandoned' one may be replaced): never double-charge.
+    const lateItems: TransactWriteItem[] = [
+      ...reservation.counters.map((ref) => this.counterUpdate(ref, { committed: cost, spent: cost, requests: 1 })),
+      ...bucketAdjustments,
+      usagePut('attribute_not_exists(pk) OR outcome = :abandoned'),
+    ];
+    const lateReasons = await this.transact(lateItems);
+    if (!lateReasons) return;
+    if (lateReasons[lateItems.length - 1]?.Code === 'ConditionalCheckFailed') return; // settled before
+    throw unexpectedCancellation(lateReasons);
+  }
+
+  async readCounters(refs: readonly CounterRef[]): Promise<CounterValue[]> {
+    const groups = new Map<string, { ref: CounterRef; keys: string[] }>();
+    for (const ref of refs) {
+      const id = `${ref.scope}|${ref.windowKey}`;
+      if (groups.has(id)) continue;
+      const pks =
+        ref.scope === 'platform'
+          ? Array.from({ length: this.platformShards }, (_, shard) => counterPk({ scope: 'platform', shard }))
+          : [counterPk(ref)];
+      const { shard: _shard, ...unsharded } = ref;
+      groups.set(id, { ref: ref.scope === 'platform' ? unsharded : ref, keys: pks.map((pk) => `${pk}|${ref.windowKey}`) });
+    }
+    const keys = [...new Set([...groups.values()].flatMap((g) => g.keys))].map((k) => {
+      const cut = k.lastIndexOf('|');
+      return { pk: k.slice(0, cut), sk: k.slice(cut + 1) };
+    });
+    const found = new Map<string, Record<string, unknown>>();
+    for (const item of await this.batchGet(keys)) {
+      const value = unmarshall(item);
+      found.set(`${value.pk}|${value.sk}`, value);
+    }
+    return [...groups.values()].map(({ ref, keys: ids }) => {
+      let committed = 0;
+      let spent = 0;
+      let reserved = 0;
+      let requests = 0;
+      for (const id of ids) {
+        const value = found.get(id);
+        committed += num(value?.committed);
+        spent += num(value?.spent);
+        reserved += num(value?.reserved);
+        requests += num(value?.requests);
+      }
+      return { ref, committed, spent, reserved, requests };
+    });
+  }
+
+  async getLimits(scopes: readonly ScopeId[]): Promise<Map<ScopeId, BudgetLimits>> {
+    const unique = [...new Set(scopes)];
+    const out = new Map<ScopeId, BudgetLimits>(unique.map((scope) => [scope, {}]));
+    const items = await this.batchGet(unique.map((scope) => ({ pk: `limit#${scope}`, sk: 'limits' })));
+    for (const item of items) {
+      const value = unmarshall(item);
+      const scope = String(value.pk).slice('limit#'.length) as ScopeId;
+      const limits: Partial<Record<Window, MicroUsd>> = {};
+      for (const window of WINDOWS) if (value[window] !== undefined) limits[window] = num(value[window]);
+      out.set(scope, limits);
+    }
+    return out;
+  }
+
+  async setLimit(scope: ScopeId, window: Window, limit: MicroUsd | null): Promise<void> {
+    if (limit !== null) assertMicros(limit, 'limit');
+    const values: Item = { ':now': { S: new Date(this.clock.now()).toISOString() } };
+    let update = 'SET updatedAt = :now';
+    if (limit === null) {
+      update += ' REMOVE #w';
+    } else {
+      update += ', #w = :limit';
+      values[':limit'] = { N: String(limit) };
+    }
+    try {
+      await this.client.send(
+        new UpdateItemCommand({
+          TableName: this.budgets,
+          Key: marshall({ pk: `limit#${scope}`, sk: 'limits' }),
+          UpdateExpression: update,
+          ExpressionAttributeNames: { '#w': window },
+          ExpressionAttributeValues: values,
+        }),
+      );
+    } catch (err) {
+      throw translateError(err);
+    }
+  }
+
+  async sweepExpired(now: number): Promise<number> {
+    const perShard = await Promise.all(
+      Array.from({ length: HOLD_SHARDS }, (_, shard) => this.sweepShard(`hold#${shard}`, now)),
+    );
+    return perShard.reduce((a, b) => a + b, 0);
+  }
+
+  private async sweepShard(pk: string, now: number): Promise<number> {
+    let released = 0;
+    let startKey: Item | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(
+          new QueryCommand({
+            TableName: this.budgets,
+            KeyConditionExpression: 'pk = :pk AND sk < :bound',
+            ExpressionAttributeValues: { ':pk': { S: pk }, ':bound': { S: padMs(now) } },
+            ExclusiveStartKey: startKey,
+          }),
+        );
+      } catch (err) {
+        throw translateError(err);
+      }
+      startKey = page.LastEvaluatedKey;
+      for (const item of page.Items ?? []) {
+        if (await this.releaseHold(unmarshall(item) as StoredHold, now)) released++;
+      }
+    } while (startKey);
+    return released;
+  }
+
+  /** Releases one expired hold; false when it vanished meanwhile (settled after all). */
+  private async releaseHold(hold: StoredHold, now: number): Promise<boolean> {
+    const record: UsageRecord = {
+      requestId: hold.requestId,
+      timestamp: new Date(hold.reservedAt).toISOString(),
+      userId: hold.context.userId,
+      keyId: hold.context.keyId,
+      ...(hold.context.orgId !== undefined ? { orgId: hold.context.orgId } : {}),
+      provider: hold.context.provider ?? 'unknown',
+      model: hold.context.model,
+      requestType: hold.context.requestType ?? 'chat',
+      endpoint: hold.context.endpoint ?? 'unknown',
+      stream: false,
+      usage: { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0 },
+      costMicros: 0,
+      costEstimated: false,
+      outcome: 'abandoned',
+      httpStatus: 0,
+      durationMs: Math.max(0, now - hold.reservedAt),
+      byok: false,
+    };
+    const items: TransactWriteItem[] = [
+      {
+        Delete: {
+          TableName: this.budgets,
+          Key: marshall({ pk: hold.pk, sk: hold.sk }),
+          ConditionExpression: 'attribute_exists(pk)',
+        },
+      },
+      ...hold.counters.map((c) => ({
+        Update: {
+          TableName: this.budgets,
+          Key: marshall({ pk: c.pk, sk: c.sk }),
+          UpdateExpression: 'ADD committed :neg, reserved :neg SET #ttl = if_not_exists(#ttl, :ttl)',
+          ExpressionAttributeNames: { '#ttl': 'ttl' },
+          ExpressionAttributeValues: { ':neg': { N: String(-hold.amount) }, ':ttl': { N: String(c.ttl) } },
+        },
+      })),
+      { Put: { TableName: this.usage, Item: usageItem(record, { retentionDays: this.usageRetentionDays }) } },
+    ];
+    assertTransactionSize(items.length, 'sweep');
+    const reasons = await this.transact(items);
+    if (!reasons) return true;
+    if (reasons[0]?.Code === 'ConditionalCheckFailed') return false;
+    throw unexpectedCancellation(reasons);
+  }
+
+  private reserveCounter(ref: CounterRef, amount: MicroUsd): TransactWriteItem {
+    const values: Item = { ':a': { N: String(amount) }, ':ttl': { N: String(counterTtl(ref)) } };
+    let condition: string | undefined;
+    if (ref.limit !== undefined) {
+      // committed + a <= limit, written without arithmetic: committed <= limit - a (precomputed).
+      condition = 'attribute_not_exists(committed) OR committed <= :max';
+      values[':max'] = { N: String(ref.limit - amount) };
+    }
+    return {
+      Update: {
+        TableName: this.budgets,
+        Key: marshall({ pk: counterPk(ref), sk: ref.windowKey }),
+        UpdateExpression: 'ADD committed :a, reserved :a SET #ttl = :ttl',
+        ConditionExpression: condition,
+        ExpressionAttributeNames: { '#ttl': 'ttl' },
+        ExpressionAttributeValues: values,
+        ReturnValuesOnConditionCheckFailure: condition ? 'ALL_OLD' : undefined,
+      },
+    };
+  }
+
+  private counterUpdate(
+    ref: CounterRef,
+    delta: { readonly committed: number; readonly spent: number; readonly requests: number; readonly reserved?: number },
+  ): TransactWriteItem {
+    const adds = ['committed :c', 'spent :s', 'requests :r'];
+    const values: Item = {
+      ':c': { N: String(delta.committed) },
+      ':s': { N: String(delta.spent) },
+      ':r': { N: String(delta.requests) },
+      ':ttl': { N: String(counterTtl(ref)) },
+    };
+    if (delta.reserved !== undefined) {
+      adds.push('reserved :h');
+      values[':h'] = { N: String(delta.reserved) };
+    }
+    return {
+      Update: {
+        TableName: this.budgets,
+        Key: marshall({ pk: counterPk(ref), sk: ref.windowKey }),
+        UpdateExpression: `ADD ${adds.join(', ')} SET #ttl = if_not_exists(#ttl, :ttl)`,
+        ExpressionAttributeNames: { '#ttl': 'ttl' },
+        ExpressionAttributeValues: values,
+      },
+    };
+  }
+
+  private chargeBucket(b: { charge: RateCharge; inc: number; branch: GcraBranch }, nowUs: number): TransactWriteItem {
+    const common = {
+      TableName: this.budgets,
+      Key: marshall({ pk: `rl#${b.charge.keyId}`, sk: b.charge.dimension }),
+      ExpressionAttributeNames: { '#ttl': 'ttl' },
+      ReturnValuesOnConditionCheckFailure: 'ALL_OLD' as const,
+    };
+    const ttl = { N: String(bucketTtl(nowUs)) };
+    const now = { N: String(nowUs) };
+    if (b.branch === 'idle') {
+      return {
+        Update: {
+          ...common,
+          UpdateExpression: 'SET tat = :tat, #ttl = :ttl',
+          ConditionExpression: 'attribute_not_exists(tat) OR tat <= :now',
+          ExpressionAttributeValues: { ':tat': { N: String(nowUs + b.inc) }, ':ttl': ttl, ':now': now },
+        },
+      };
+    }
+    return {
+      Update: {
+        ...common,
+        UpdateExpression: 'ADD tat :inc SET #ttl = :ttl',
+        ConditionExpression: 'tat > :now AND tat <= :ceiling',
+        ExpressionAttributeValues: {
+          ':inc': { N: String(b.inc) },
+          ':ttl': ttl,
+          ':now': now,
+          ':ceiling': { N: String(gcraBusyCeilingUs(nowUs, b.inc)) },
+        },
+      },
+    };
+  }
+
+  /**
+   * Token bucket corrections for settle: the estimate charged at reserve minus the actual tokens, as a tat
+   * shift. A plain ADD without condition: on a bucket item that expired meanwhile it creates a tat near 0,
+   * i.e. an idle bucket, which is right; a condition could only make settle fail for no gain.
+   */
+  private tokenAdjustments(input: SettleInput): TransactWriteItem[] {
+    if (input.actualTokens === undefined) return [];
+    const nowUs = this.clock.now() * 1000;
+    return input.reservation.rateCharges
+      .filter((c) => c.dimension === 'tokens')
+      .flatMap((charge) => {
+        const inc = gcraIncrementUs((input.actualTokens as number) - charge.amount, charge.limitPerMinute);
+        if (inc === 0) return [];
+        const key = bucketHintKey(charge);
+        const hint = this.tatHints.get(key);
+        if (hint !== undefined) this.rememberTat(key, hint + inc);
+        return [
+          {
+            Update: {
+              TableName: this.budgets,
+              Key: marshall({ pk: `rl#${charge.keyId}`, sk: charge.dimension }),
+              UpdateExpression: 'ADD tat :inc SET #ttl = if_not_exists(#ttl, :ttl)',
+              ExpressionAttributeNames: { '#ttl': 'ttl' },
+              ExpressionAttributeValues: { ':inc': { N: String(inc) }, ':ttl': { N: String(bucketTtl(nowUs)) } },
+            },
+          },
+        ];
+      });
+  }
+
+  /**
+   * Runs one transaction, re-trying (with jittered backoff) while it is cancelled only by conflicts with
+   * other transactions. Resolves undefined on success, or the cancellation reasons (one per item) when a
+   * condition failed. Anything else is translated and thrown.
+   */
+  private async transact(items: TransactWriteItem[]): Promise<CancellationReason[] | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.client.send(new TransactWriteItemsCommand({ TransactItems: items }));
+        return undefined;
+      } catch (err) {
+        if (errorName(err) !== 'TransactionCanceledException') throw translateError(err);
+        const reasons = (err as { CancellationReasons?: CancellationReason[] }).CancellationReasons ?? [];
+        const onlyConflicts =
+          reasons.some((r) => r.Code === 'TransactionConflict') &&
+          reasons.every((r) => r.Code === undefined || r.Code === 'None' || r.Code === 'TransactionConflict');
+        if (!onlyConflicts) return reasons;
+        if (attempt >= MAX_CONFLICT_RETRIES) {
+          throw new StoreUnavailableError('The gateway is too busy to record this request; try again shortly.', {
+            code: 'store_contention',
+            headers: { 'Retry-After': '1' },
+            cause: err,
+          });
+        }
+        await sleep(Math.random() * Math.min(200, 10 * 2 ** attempt));
+      }
+    }
+  }
+
+  /** BatchGetItem over `keys` of the budgets table, 100 at a time, re-asking for unprocessed keys. */
+  private async batchGet(keys: ReadonlyArray<{ pk: string; sk: string }>): Promise<Item[]> {
+    const out: Item[] = [];
+    try {
+      for (let i = 0; i < keys.length; i += BATCH_GET_LIMIT) {
+        let pending: Item[] = keys.slice(i, i + BATCH_GET_LIMIT).map((k) => marshall(k));
+        for (let attempt = 0; pending.length; attempt++) {
+          if (attempt > 0) await sleep(Math.min(500, 20 * 2 ** attempt));
+          if (attempt > 8) throw new StoreUnavailableError('The gateway cannot read its budgets right now.');
+          const page = await this.client.send(
+            new BatchGetItemCommand({ RequestItems: { [this.budgets]: { Keys: pending, ConsistentRead: true } } }),
+          );
+          out.push(...(page.Responses?.[this.budgets] ?? []));
+          pending = page.UnprocessedKeys?.[this.budgets]?.Keys ?? [];
+        }
+      }
+    } catch (err) {
+      throw translateError(err);
+    }
+    return out;
+  }
+
+  private rememberTat(key: string, tat: number | undefined): void {
+    if (tat === undefined) {
+      this.tatHints.delete(key);
+      return;
+    }
+    if (this.tatHints.size >= MAX_HINTS && !this.tatHints.has(key)) this.tatHints.clear();
+    this.tatHints.set(key, tat);
+  }
+}
+
+/** A hold item as stored by reserve. */
+interface StoredHold {
+  readonly pk: string;
+  readonly sk: string;
+  readonly requestId: string;
+  readonly amount: MicroUsd;
+  readonly reservedAt: number;
+  readonly counters: ReadonlyArray<{ readonly pk: string; readonly sk: string; readonly ttl: number }>;
+  readonly context: ReserveInput['context'];
+}
+
+function bucketHintKey(charge: Pick<RateCharge, 'keyId' | 'dimension'>): string {
+  return `${charge.keyId}#${charge.dimension}`;
+}
+
+function counterTtl(ref: CounterRef): number {
+  return Math.ceil((ref.windowEnd + COUNTER_RETENTION_MS[ref.window]) / 1000);
+}
+
+/** After two minutes past `now` a bucket's tat is surely in the past, i.e. the item is worthless. */
+function bucketTtl(nowUs: number): number {
+  return Math.ceil((nowUs + 2 * GCRA_BURST_US) / 1_000_000) + 3_600;
+}
+
+function padMs(ms: number): string {
+  return String(Math.max(0, Math.floor(ms))).padStart(HOLD_SK_DIGITS, '0');
+}
+
+function num(value: unknown): number {
+  return typeof value === 'number' ? value : 0;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function assertMicros(value: number, name: string): void {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new RangeError(`${name} must be a non-negative whole number of micro-USD, got ${value}`);
+  }
+}
+
+function assertTransactionSize(count: number, what: string): void {
+  if (count > MAX_TRANSACTION_ITEMS) {
+    throw new RangeError(`${what} needs ${count} items in one transaction; DynamoDB allows ${MAX_TRANSACTION_ITEMS}`);
+  }
+}
+
+function unexpectedCancellation(reasons: readonly CancellationReason[]): Error {
+  const codes = reasons.map((r) => r.Code ?? 'None').join(',');
+  return new Error(`DynamoDB cancelled a ledger transaction unexpectedly (reasons: ${codes})`);
+}
+
+/** The caller-facing denial for a counter whose limit this request would cross. */
+function budgetExceeded(
+  ref: CounterRef,
+  detail: { readonly amount: MicroUsd; readonly old?: Record<string, unknown> },
+): BudgetExceededError {
+  const headers = {
+    'x-tollgate-budget-scope': ref.scope,
+    'x-tollgate-budget-window': ref.window,
+    'x-tollgate-budget-reset': new Date(ref.windowEnd).toISOString(),
+  };
+  const needs = `this request needs up to ${displayUsd(detail.amount)}`;
+  let message: string;
+  if (ref.scope === 'platform') {
+    // The platform's own figures are the operator's business, not the caller's.
+    message = `The platform's ${ref.window} budget is exhausted; ${needs}.`;
+  } else if (detail.old === undefined) {
+    message = `Budget exceeded for ${ref.scope} (${ref.window} window): limit ${displayUsd(ref.limit ?? 0)}, ${needs}, more than the whole limit.`;
+  } else {
+    const spent = num(detail.old.spent);
+    const held = num(detail.old.reserved);
+    const inFlight = held > 0 ? ` (+${displayUsd(held)} held by requests in flight)` : '';
+    message = `Budget exceeded for ${ref.scope} (${ref.window} window): limit ${displayUsd(ref.limit ?? 0)}, spent ${displayUsd(spent)}${inFlight}, ${needs}.`;
+  }
+  return new BudgetExceededError(message, { code: 'insufficient_quota', headers });
+}
+
+/** The caller-facing denial for buckets without capacity now, with OpenAI-style rate-limit headers. */
+function rateLimited(
+  denied: ReadonlyArray<{ charge: RateCharge; inc: number; oldTat: number | undefined }>,
+  nowUs: number,
+): RateLimitError {
+  const retryMs = Math.max(...denied.map((d) => gcraRetryAfterMs(d.oldTat, nowUs, d.inc)), 1);
+  const headers: Record<string, string> = {
+    'Retry-After': String(Math.max(1, Math.ceil(retryMs / 1000))),
+    'retry-after-ms': String(retryMs),
+  };
+  for (const { charge, oldTat } of denied) {
+    headers[`x-ratelimit-limit-${charge.dimension}`] = String(charge.limitPerMinute);
+    headers[`x-ratelimit-remaining-${charge.dimension}`] = String(gcraRemaining(oldTat, nowUs, charge.limitPerMinute));
+    headers[`x-ratelimit-reset-${charge.dimension}`] = formatResetDuration(gcraResetMs(oldTat, nowUs));
+  }
+  const what = denied
+    .map(({ charge }) => `${charge.limitPerMinute} ${charge.dimension} per minute (this request needs ${charge.amount})`)
+    .join(' and ');
+  return new RateLimitError(
+    `Rate limit reached for key ${denied[0]?.charge.keyId}: ${what}. Try again in ${formatResetDuration(retryMs)}.`,
+    { code: 'rate_limit_exceeded', headers },
+  );
+}
+
+/** A charge larger than the bucket: it can never pass, so nothing is written and no Retry-After is given. */
+function requestTooLarge(charge: RateCharge): RateLimitError {
+  return new RateLimitError(
+    `Request too large for key ${charge.keyId}: it needs ${charge.amount} ${charge.dimension} but the limit is ` +
+      `${charge.limitPerMinute} ${charge.dimension} per minute.`,
+    {
+      code: 'rate_limit_exceeded',
+      headers: {
+        [`x-ratelimit-limit-${charge.dimension}`]: String(charge.limitPerMinute),
+      },
+    },
+  );
+}

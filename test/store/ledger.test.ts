@@ -1,0 +1,342 @@
+import { GetItemCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
+import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
+import { ManualClock } from '../../lambda/core/clock';
+import { BudgetExceededError, RateLimitError } from '../../lambda/core/errors';
+import type { CounterRef, RateCharge, Reservation, ReserveInput } from '../../lambda/core/stores';
+import type { ScopeId, UsageRecord } from '../../lambda/core/types';
+import { windowBounds, windowKey, type Window } from '../../lambda/core/windows';
+import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
+import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
+import { createTestTables, type TestTables } from '../support/dynamo';
+
+const T0 = Date.parse('2026-11-23T10:00:00.000Z');
+let db: TestTables;
+let seq = 0;
+
+beforeAll(async () => {
+  db = await createTestTables();
+});
+afterAll(() => db.cleanup());
+
+function ledger(clock = new ManualClock(T0), platformShards = 4): DynamoDbLedger {
+  return new DynamoDbLedger(db.client, { tables: db.tables, platformShards, usageRetentionDays: 30, clock });
+}
+
+/** A unique scope per test so tests sharing the tables never share counters. */
+function uniqueUser(): string {
+  seq += 1;
+  return `u${seq}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+function counter(scope: ScopeId, options: { window?: Window; limit?: number; shard?: number; at?: number } = {}): CounterRef {
+  const window = options.window ?? 'day';
+  const at = options.at ?? T0;
+  return {
+    scope,
+    window,
+    windowKey: windowKey(window, at),
+    windowEnd: windowBounds(window, at).end,
+    ...(options.limit !== undefined ? { limit: options.limit } : {}),
+    ...(options.shard !== undefined ? { shard: options.shard } : {}),
+  };
+}
+
+function reserveInput(
+  userId: string,
+  options: { amount: number; counters: CounterRef[]; rateCharges?: RateCharge[]; now?: number; ttlMs?: number },
+): ReserveInput {
+  seq += 1;
+  const now = options.now ?? T0;
+  return {
+    requestId: `req-${seq}-${Math.random().toString(36).slice(2, 8)}`,
+    now,
+    expiresAt: now + (options.ttlMs ?? 15 * 60_000),
+    amount: options.amount,
+    counters: options.counters,
+    rateCharges: options.rateCharges ?? [],
+    context: { keyId: `key-${userId}`, userId, model: 'gpt-4o-mini' },
+  };
+}
+
+function usageFor(reservation: Reservation, userId: string, cost: number, at = T0): UsageRecord {
+  return {
+    requestId: reservation.requestId,
+    timestamp: new Date(at).toISOString(),
+    userId,
+    keyId: `key-${userId}`,
+    provider: 'openai',
+    model: 'gpt-4o-mini',
+    requestType: 'chat',
+    endpoint: '/v1/chat/completions',
+    stream: false,
+    usage: { inputTokens: 100, outputTokens: 20, cachedInputTokens: 0, cacheWriteTokens: 0 },
+    costMicros: cost,
+    costEstimated: false,
+    outcome: 'ok',
+    httpStatus: 200,
+    durationMs: 100,
+    byok: false,
+  };
+}
+
+async function holds(): Promise<Array<Record<string, unknown>>> {
+  const out = await db.client.send(
+    new ScanCommand({
+      TableName: db.tables.budgets,
+      FilterExpression: 'begins_with(pk, :h)',
+      ExpressionAttributeValues: { ':h': { S: 'hold#' } },
+      ConsistentRead: true,
+    }),
+  );
+  return (out.Items ?? []).map((i) => unmarshall(i));
+}
+
+async function holdsOf(requestId: string): Promise<number> {
+  return (await holds()).filter((h) => h.requestId === requestId).length;
+}
+
+async function bucketTat(keyId: string, dimension: 'requests' | 'tokens'): Promise<number | undefined> {
+  const { Item } = await db.client.send(
+    new GetItemCommand({ TableName: db.tables.budgets, Key: marshall({ pk: `rl#${keyId}`, sk: dimension }), ConsistentRead: true }),
+  );
+  return Item?.tat?.N !== undefined ? Number(Item.tat.N) : undefined;
+}
+
+describe('DynamoDbLedger reserve and settle', () => {
+  it('when a request is reserved then settled, the hold moves from reserved to spent and the hold item is gone', async () => {
+    const user = uniqueUser();
+    const l = ledger();
+    const refs = [counter(`user:${user}`, { limit: 5_000_000 }), counter(`key:key-${user}`, { window: 'month' })];
+    const r = await l.reserve(reserveInput(user, { amount: 30_000, counters: refs }));
+
+    const [userDay, keyMonth] = await l.readCounters(refs);
+    expect(userDay).toMatchObject({ committed: 30_000, reserved: 30_000, spent: 0, requests: 0 });
+    expect(keyMonth).toMatchObject({ committed: 30_000, reserved: 30_000, spent: 0 });
+    expect(await holdsOf(r.requestId)).toBe(1);
+
+    await l.settle({ reservation: r, cost: 12_345, usage: usageFor(r, user, 12_345) });
+    const after = await l.readCounters(refs);
+    for (const value of after) expect(value).toMatchObject({ committed: 12_345, reserved: 0, spent: 12_345, requests: 1 });
+    expect(await holdsOf(r.requestId)).toBe(0);
+    const usage = await new DynamoDbUsageStore(db.client, db.tables).query({
+      by: 'user',
+      id: user,
+      from: '2026-11-23T00:00:00Z',
+      to: '2026-11-24T00:00:00Z',
+    });
+    expect(usage).toEqual([usageFor(r, user, 12_345)]);
+  });
+
+  it('when a request would cross a budget, it is denied naming scope and window, and nothing changes', async () => {
+    const user = uniqueUser();
+    const l = ledger();
+    const limited = counter(`user:${user}`, { limit: 5_000_000 });
+    const other = counter(`key:key-${user}`);
+    const first = await l.reserve(reserveInput(user, { amount: 5_000_000, counters: [limited, other] }));
+    await l.settle({ reservation: first, cost: 4_990_000, usage: usageFor(first, user, 4_990_000) });
+    const before = await l.readCounters([limited, other]);
+
+    const input = reserveInput(user, {
+      amount: 30_000,
+      counters: [other, limited],
+      rateCharges: [{ keyId: `key-${user}`, dimension: 'requests', limitPerMinute: 100, amount: 1 }],
+    });
+    const err = await l.reserve(input).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BudgetExceededError);
+    const denial = err as BudgetExceededError;
+    expect(denial.code).toBe('insufficient_quota');
+    expect(denial.message).toBe(
+      `Budget exceeded for user:${user} (day window): limit $5.00, spent $4.99, this request needs up to $0.03.`,
+    );
+    expect(denial.headers['x-tollgate-budget-window']).toBe('day');
+
+    expect(await l.readCounters([limited, other])).toEqual(before);
+    expect(await holdsOf(input.requestId)).toBe(0);
+    expect(await bucketTat(`key-${user}`, 'requests')).toBeUndefined();
+  });
+
+  it('when a request needs more than the whole limit, it is denied without touching the store', async () => {
+    const user = uniqueUser();
+    const l = ledger();
+    const limited = counter(`user:${user}`, { limit: 1_000 });
+    await expect(l.reserve(reserveInput(user, { amount: 1_001, counters: [limited] }))).rejects.toThrow(/more than the whole limit/);
+    expect(await l.readCounters([limited])).toEqual([{ ref: limited, committed: 0, spent: 0, reserved: 0, requests: 0 }]);
+  });
+
+  it('when 20 requests race for a budget that fits 7, exactly 7 are admitted and committed never exceeds the limit', async () => {
+    const user = uniqueUser();
+    const l = ledger();
+    const amount = 100_000;
+    const limit = 7 * amount + amount - 1;
+    const ref = counter(`user:${user}`, { limit });
+    const results = await Promise.allSettled(
+      Array.from({ length: 20 }, () => l.reserve(reserveInput(user, { amount, counters: [ref] }))),
+    );
+    const admitted = results.filter((r) => r.status === 'fulfilled');
+    const denied = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    expect(admitted).toHaveLength(7);
+    for (const d of denied) expect(d.reason).toBeInstanceOf(BudgetExceededError);
+    const [value] = await l.readCounters([ref]);
+    expect(value?.committed).toBe(7 * amount);
+    expect(value?.committed).toBeLessThanOrEqual(limit);
+  });
+
+  it('when many requests settle, the counters equal the sum of the usage records and no hold is left', async () => {
+    const user = uniqueUser();
+    const l = ledger();
+    const refs = [counter(`user:${user}`, { limit: 10_000_000 }), counter(`user:${user}`, { window: 'hour', limit: 10_000_000 })];
+    const costs = [0, 1, 999, 250_000, 73_210, 5];
+    const reservations = await Promise.all(costs.map(() => l.reserve(reserveInput(user, { amount: 300_000, counters: refs }))));
+    await Promise.all(reservations.map((r, i) => l.settle({ reservation: r, cost: costs[i] as number, usage: usageFor(r, user, costs[i] as number, T0 + i) })));
+
+    const records = await new DynamoDbUsageStore(db.client, db.tables).query({
+      by: 'user',
+      id: user,
+      from: '2026-11-23T00:00:00Z',
+      to: '2026-11-24T00:00:00Z',
+    });
+    const total = records.reduce((sum, r) => sum + r.costMicros, 0);
+    expect(records).toHaveLength(costs.length);
+    expect(total).toBe(costs.reduce((a, b) => a + b, 0));
+    for (const value of await l.readCounters(refs)) {
+      expect(value).toMatchObject({ spent: total, committed: total, reserved: 0, requests: costs.length });
+    }
+    for (const r of reservations) expect(await holdsOf(r.requestId)).toBe(0);
+  });
+
+  it('when the sweeper reclaims an expired hold, a late settle adds the cost once and never releases twice', async () => {
+    const user = uniqueUser();
+    const l = ledger();
+    const ref = counter(`user:${user}`, { limit: 1_000_000 });
+    const r = await l.reserve(reserveInput(user, { amount: 400_000, counters: [ref], ttlMs: 60_000 }));
+
+    expect(await l.sweepExpired(T0 + 30_000)).toBe(0);
+    expect(await l.sweepExpired(T0 + 61_000)).toBeGreaterThanOrEqual(1);
+    expect(await holdsOf(r.requestId)).toBe(0);
+    expect((await l.readCounters([ref]))[0]).toMatchObject({ committed: 0, reserved: 0, spent: 0 });
+    const store = new DynamoDbUsageStore(db.client, db.tables);
+    const range = { by: 'user' as const, id: user, from: '2026-11-23T00:00:00Z', to: '2026-11-24T00:00:00Z' };
+    expect((await store.query(range)).map((u) => [u.outcome, u.costMicros])).toEqual([['abandoned', 0]]);
+
+    const late = usageFor(r, user, 150_000, T0 + 1);
+    await l.settle({ reservation: r, cost: 150_000, usage: late });
+    await l.settle({ reservation: r, cost: 150_000, usage: late }); // a retry of the same settle
+    expect((await l.readCounters([ref]))[0]).toMatchObject({ committed: 150_000, reserved: 0, spent: 150_000, requests: 1 });
+    const outcomes = (await store.query(range)).map((u) => [u.outcome, u.costMicros]);
+    expect(outcomes).toEqual([
+      ['abandoned', 0],
+      ['ok', 150_000],
+    ]);
+  });
+
+  it('when the same reservation is settled twice, the second settle changes nothing', async () => {
+    const user = uniqueUser();
+    const l = ledger();
+    const ref = counter(`user:${user}`);
+    const r = await l.reserve(reserveInput(user, { amount: 10_000, counters: [ref] }));
+    await l.settle({ reservation: r, cost: 7_000, usage: usageFor(r, user, 7_000) });
+    await l.settle({ reservation: r, cost: 7_000, usage: usageFor(r, user, 7_000) });
+    expect((await l.readCounters([ref]))[0]).toMatchObject({ committed: 7_000, reserved: 0, spent: 7_000, requests: 1 });
+  });
+});
+
+describe('DynamoDbLedger rate limits', () => {
+  it('when a key exceeds its requests per minute, it gets a RateLimitError with Retry-After and nothing is written', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const l = ledger(clock);
+    const ref = counter(`user:${user}`);
+    const rpm: RateCharge = { keyId: `key-${user}`, dimension: 'requests', limitPerMinute: 3, amount: 1 };
+    const states = [];
+    for (let i = 0; i < 3; i++) states.push((await l.reserve(reserveInput(user, { amount: 10, counters: [ref], rateCharges: [rpm] }))).rateStates[0]);
+    expect(states.map((s) => s?.remaining)).toEqual([2, 1, 0]);
+    const tatBefore = await bucketTat(rpm.keyId, 'requests');
+
+    const input = reserveInput(user, { amount: 10, counters: [ref], rateCharges: [rpm] });
+    const err = (await l.reserve(input).catch((e: unknown) => e)) as RateLimitError;
+    expect(err).toBeInstanceOf(RateLimitError);
+    expect(err.code).toBe('rate_limit_exceeded');
+    expect(err.headers['Retry-After']).toBe('20');
+    expect(err.headers['x-ratelimit-limit-requests']).toBe('3');
+    expect(err.headers['x-ratelimit-remaining-requests']).toBe('0');
+    expect(err.headers['x-ratelimit-reset-requests']).toBe('1m0s');
+    expect(await bucketTat(rpm.keyId, 'requests')).toBe(tatBefore);
+    expect((await l.readCounters([ref]))[0]?.committed).toBe(30);
+    expect(await holdsOf(input.requestId)).toBe(0);
+
+    clock.advance(20_000);
+    await expect(l.reserve(reserveInput(user, { amount: 10, counters: [ref], rateCharges: [rpm], now: clock.now() }))).resolves.toBeDefined();
+  });
+
+  it('when a request needs more tokens than the bucket holds, it is refused without a write', async () => {
+    const user = uniqueUser();
+    const l = ledger();
+    const charge: RateCharge = { keyId: `key-${user}`, dimension: 'tokens', limitPerMinute: 1_000, amount: 1_001 };
+    await expect(l.reserve(reserveInput(user, { amount: 1, counters: [], rateCharges: [charge] }))).rejects.toThrow(/Request too large/);
+    expect(await bucketTat(charge.keyId, 'tokens')).toBeUndefined();
+  });
+
+  it('when settle reports fewer tokens than estimated, the token bucket is refunded the difference', async () => {
+    const user = uniqueUser();
+    const l = ledger();
+    const charge: RateCharge = { keyId: `key-${user}`, dimension: 'tokens', limitPerMinute: 1_000, amount: 800 };
+    const first = await l.reserve(reserveInput(user, { amount: 1, counters: [], rateCharges: [charge] }));
+    // Without a refund the next 800 cannot fit (800 + 800 > 1000).
+    await expect(l.reserve(reserveInput(user, { amount: 1, counters: [], rateCharges: [charge] }))).rejects.toThrow(RateLimitError);
+
+    await l.settle({ reservation: first, cost: 1, actualTokens: 150, usage: usageFor(first, user, 1) });
+    expect(await bucketTat(charge.keyId, 'tokens')).toBe(T0 * 1000 + 150 * 60_000);
+    const second = await l.reserve(reserveInput(user, { amount: 1, counters: [], rateCharges: [charge] }));
+    expect(second.rateStates[0]?.remaining).toBe(50);
+  });
+
+  it('when another instance has moved the bucket, the stale branch guess is corrected by one retry', async () => {
+    const user = uniqueUser();
+    const a = ledger();
+    const b = ledger(); // a second Lambda: no hint for this bucket, so it guesses "idle"
+    const rpm: RateCharge = { keyId: `key-${user}`, dimension: 'requests', limitPerMinute: 10, amount: 1 };
+    await a.reserve(reserveInput(user, { amount: 1, counters: [], rateCharges: [rpm] }));
+    const fromB = await b.reserve(reserveInput(user, { amount: 1, counters: [], rateCharges: [rpm] }));
+    expect(fromB.rateStates[0]).toEqual({ dimension: 'requests', limit: 10, remaining: 8, resetMs: 12_000 });
+    expect(await bucketTat(rpm.keyId, 'requests')).toBe(T0 * 1000 + 12_000_000);
+    // a's hint (its own write) is outdated too, but on the right branch: admitted without a retry.
+    const fromA = await a.reserve(reserveInput(user, { amount: 1, counters: [], rateCharges: [rpm] }));
+    expect(fromA.rateStates[0]?.remaining).toBeLessThanOrEqual(8);
+    expect(await bucketTat(rpm.keyId, 'requests')).toBe(T0 * 1000 + 18_000_000);
+  });
+});
+
+describe('DynamoDbLedger counters and limits', () => {
+  it('when platform spend lands on several shards, readCounters returns one summed value', async () => {
+    const l = ledger(new ManualClock(T0), 4);
+    const at = Date.parse('2031-01-01T00:00:00Z'); // a window no other test touches
+    const refs = [0, 3, 3, 1].map((shard) => counter('platform', { shard, at }));
+    for (const [i, ref] of refs.entries()) {
+      await l.reserve(reserveInput('platform-user', { amount: (i + 1) * 100, counters: [ref], now: at }));
+    }
+    const values = await l.readCounters(refs);
+    expect(values).toHaveLength(1);
+    expect(values[0]).toMatchObject({ committed: 1_000, reserved: 1_000 });
+    expect(values[0]?.ref.shard).toBeUndefined();
+  });
+
+  it('when limits are set and removed, getLimits reads them back per scope and window', async () => {
+    const l = ledger();
+    const user = uniqueUser();
+    const scope = `user:${user}` as const;
+    await l.setLimit(scope, 'day', 5_000_000);
+    await l.setLimit(scope, 'month', 50_000_000);
+    await l.setLimit('platform', 'hour', 1_000_000);
+    await l.setLimit(scope, 'month', null);
+    const limits = await l.getLimits([scope, 'platform', 'org:nobody']);
+    expect(limits.get(scope)).toEqual({ day: 5_000_000 });
+    expect(limits.get('platform')).toEqual({ hour: 1_000_000 });
+    expect(limits.get('org:nobody')).toEqual({});
+  });
+
+  it('when a reservation would need more than 100 transaction items, it is refused before any write', async () => {
+    const l = ledger();
+    const refs = Array.from({ length: 100 }, (_, i) => counter(`user:many-${i}`));
+    await expect(l.reserve(reserveInput('many', { amount: 1, counters: refs }))).rejects.toThrow(/100/);
+  });
+});

@@ -1,0 +1,50 @@
+/**
+ * Test helpers for the DynamoDB Local started by global-setup: each call makes its own uniquely-prefixed set
+ * of tables, so test files running in parallel never see each other's items.
+ */
+import { DeleteTableCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { randomBytes } from 'node:crypto';
+import { createDynamoDbClient } from '../../lambda/store/dynamodb/client';
+import { ensureTables } from '../../lambda/store/dynamodb/create-tables';
+import type { TableNames } from '../../lambda/store/dynamodb/schema';
+
+/** A fresh set of tables and a client for them. */
+export interface TestTables {
+  readonly client: DynamoDBClient;
+  readonly tables: TableNames;
+  /** Deletes the tables and closes the client. */
+  cleanup(): Promise<void>;
+}
+
+/** The endpoint of the DynamoDB Local of this jest run. */
+export function testDynamoDbEndpoint(): string {
+  const endpoint = process.env.TOLLGATE_TEST_DDB_ENDPOINT;
+  if (!endpoint) {
+    throw new Error('TOLLGATE_TEST_DDB_ENDPOINT is not set: run the tests through jest (test/support/global-setup.ts)');
+  }
+  return endpoint;
+}
+
+/** Creates uniquely-prefixed tables in the run's DynamoDB Local. */
+export async function createTestTables(): Promise<TestTables> {
+  // Generous request timeout: on a 2-core CI box the JVM may be busy serving another worker.
+  const client = createDynamoDbClient({ region: 'us-east-1', endpoint: testDynamoDbEndpoint(), requestTimeoutMs: 15_000 });
+  const prefix = `t${Date.now().toString(36)}${randomBytes(4).toString('hex')}-`;
+  const tables: TableNames = {
+    keys: `${prefix}keys`,
+    budgets: `${prefix}budgets`,
+    usage: `${prefix}usage`,
+    byok: `${prefix}byok`,
+  };
+  await ensureTables(client, tables);
+  return {
+    client,
+    tables,
+    async cleanup() {
+      await Promise.all(
+        Object.values(tables).map((TableName) => client.send(new DeleteTableCommand({ TableName })).catch(() => undefined)),
+      );
+      client.destroy();
+    },
+  };
+}

@@ -1,0 +1,318 @@
+/**
+ * A fake OpenAI + Anthropic upstream on a real node:http server (127.0.0.1, a free port), for tests that
+ * must cross real HTTP. It records every request and can be scripted per test.
+ *
+ * OpenAI:    POST /v1/chat/completions (stream and not), POST /v1/embeddings, GET /v1/models
+ * Anthropic: POST /v1/messages (stream and not) with the real event sequence
+ *
+ * Usage in a script is written in each wire format's own terms: for OpenAI `inputTokens` is `prompt_tokens`
+ * (cached included) and `cachedTokens` is `prompt_tokens_details.cached_tokens`; for Anthropic `inputTokens`
+ * is `input_tokens` (cache excluded), `cachedTokens` is `cache_read_input_tokens` and `cacheWriteTokens` is
+ * `cache_creation_input_tokens`.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface FakeUsage {
+  readonly inputTokens: number;
+  readonly outputTokens: number;
+  readonly cachedTokens: number;
+  readonly cacheWriteTokens: number;
+}
+
+/** How the fake answers until the next script() or reset(). */
+export interface FakeScript {
+  /** The reply text. @default 'Hello from the fake upstream.' */
+  readonly replyText?: string;
+  /** @default { inputTokens: 12, outputTokens: 5, cachedTokens: 0, cacheWriteTokens: 0 } */
+  readonly usage?: Partial<FakeUsage>;
+  /** Answer with this error status (and an error body in the route's dialect). */
+  readonly status?: number;
+  /** The message in the error body. @default 'scripted failure' */
+  readonly errorMessage?: string;
+  /** A `Retry-After` header on an error answer. */
+  readonly retryAfter?: string;
+  /** Wait this long before answering. */
+  readonly delayMs?: number;
+  /** Never answer (until the client gives up or the server closes). */
+  readonly hang?: boolean;
+  /** Streams: send this many events, then hang without ending. */
+  readonly hangAfterEvents?: number;
+  /** Streams: send this many events, then end the response early (no usage, no end marker). */
+  readonly endAfterEvents?: number;
+  /** End streams (and answers) without usage. */
+  readonly omitUsage?: boolean;
+  /** Answer with a tool call after the text. */
+  readonly toolCall?: { readonly id: string; readonly name: string; readonly input: Record<string, unknown> };
+}
+
+export interface RecordedRequest {
+  readonly method: string;
+  readonly path: string;
+  /** Header names in lower case. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** The body parsed as JSON, or undefined when it was empty or not JSON. */
+  readonly body: unknown;
+  readonly rawBody: string;
+}
+
+export interface FakeUpstream {
+  /** `http://127.0.0.1:PORT/v1`, as OPENAI_BASE_URL. */
+  readonly openaiBaseUrl: string;
+  /** `http://127.0.0.1:PORT`, as ANTHROPIC_BASE_URL. */
+  readonly anthropicBaseUrl: string;
+  /** Every request received, oldest first. */
+  readonly requests: RecordedRequest[];
+  /** Replaces the script. */
+  script(script: FakeScript): void;
+  /** Forgets the requests and the script. */
+  reset(): void;
+  close(): Promise<void>;
+}
+
+const DEFAULT_TEXT = 'Hello from the fake upstream.';
+const DEFAULT_USAGE: FakeUsage = { inputTokens: 12, outputTokens: 5, cachedTokens: 0, cacheWriteTokens: 0 };
+
+interface Exchange {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly body: Record<string, unknown>;
+  readonly script: FakeScript;
+  readonly usage: FakeUsage;
+  readonly text: string;
+}
+
+/** The reply in word pieces, as a model streams it. */
+function pieces(text: string): string[] {
+  return text.match(/\s*\S+/g) ?? [];
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': 'application/json', ...headers });
+  res.end(JSON.stringify(body));
+}
+
+/** Writes SSE events one by one, honouring hangAfterEvents / endAfterEvents. */
+async function writeEvents(x: Exchange, events: readonly string[]): Promise<void> {
+  x.res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  for (let i = 0; i < events.length; i++) {
+    if (x.script.hangAfterEvents !== undefined && i >= x.script.hangAfterEvents) return;
+    if (x.script.endAfterEvents !== undefined && i >= x.script.endAfterEvents) break;
+    x.res.write(events[i]);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  x.res.end();
+}
+
+function openAiChat(x: Exchange): Promise<void> | void {
+  const created = 1_700_000_000;
+  const model = String(x.body.model);
+  const usage = {
+    prompt_tokens: x.usage.inputTokens,
+    completion_tokens: x.usage.outputTokens,
+    total_tokens: x.usage.inputTokens + x.usage.outputTokens,
+    prompt_tokens_details: { cached_tokens: x.usage.cachedTokens, audio_tokens: 0 },
+    completion_tokens_details: { reasoning_tokens: 0 },
+  };
+  const toolCalls = x.script.toolCall
+    ? [{ id: x.script.toolCall.id, type: 'function', function: { name: x.script.toolCall.name, arguments: JSON.stringify(x.script.toolCall.input) } }]
+    : undefined;
+  if (!x.body.stream) {
+    return sendJson(x.res, 200, {
+      id: 'chatcmpl-fake',
+      object: 'chat.completion',
+      created,
+      model,
+      choices: [
+        {
+          index: 0,
+          message: { role: 'assistant', content: x.text, refusal: null, ...(toolCalls ? { tool_calls: toolCalls } : {}) },
+          logprobs: null,
+          finish_reason: toolCalls ? 'tool_calls' : 'stop',
+        },
+      ],
+      ...(x.script.omitUsage ? {} : { usage }),
+    });
+  }
+  const streamOptions = x.body.stream_options as { include_usage?: boolean } | undefined;
+  const includeUsage = streamOptions?.include_usage === true;
+  const chunk = (delta: Record<string, unknown>, finish: string | null): string =>
+    `data: ${JSON.stringify({
+      id: 'chatcmpl-fake',
+      object: 'chat.completion.chunk',
+      created,
+      model,
+      choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
+      ...(includeUsage ? { usage: null } : {}),
+    })}\n\n`;
+  const events = [
+    chunk({ role: 'assistant', content: '', refusal: null }, null),
+    ...pieces(x.text).map((p) => chunk({ content: p }, null)),
+    ...(toolCalls ? [chunk({ tool_calls: [{ index: 0, ...toolCalls[0] }] }, null)] : []),
+    chunk({}, toolCalls ? 'tool_calls' : 'stop'),
+    ...(includeUsage && !x.script.omitUsage
+      ? [`data: ${JSON.stringify({ id: 'chatcmpl-fake', object: 'chat.completion.chunk', created, model, choices: [], usage })}\n\n`]
+      : []),
+    'data: [DONE]\n\n',
+  ];
+  return writeEvents(x, events);
+}
+
+function openAiEmbeddings(x: Exchange): void {
+  const inputs = Array.isArray(x.body.input) ? x.body.input : [x.body.input];
+  sendJson(x.res, 200, {
+    object: 'list',
+    data: inputs.map((_, index) => ({ object: 'embedding', index, embedding: [0.1 * (index + 1), 0.2, -0.3] })),
+    model: x.body.model,
+    ...(x.script.omitUsage ? {} : { usage: { prompt_tokens: x.usage.inputTokens, total_tokens: x.usage.inputTokens } }),
+  });
+}
+
+function anthropicMessages(x: Exchange): Promise<void> | void {
+  const model = String(x.body.model);
+  const tool = x.script.toolCall;
+  const usage = (outputTokens: number): Record<string, number> | undefined =>
+    x.script.omitUsage
+      ? undefined
+      : {
+          input_tokens: x.usage.inputTokens,
+          cache_creation_input_tokens: x.usage.cacheWriteTokens,
+          cache_read_input_tokens: x.usage.cachedTokens,
+          output_tokens: outputTokens,
+        };
+  const stopReason = tool ? 'tool_use' : 'end_turn';
+  if (!x.body.stream) {
+    return sendJson(x.res, 200, {
+      id: 'msg_fake',
+      type: 'message',
+      role: 'assistant',
+      model,
+      content: [
+        ...(x.text ? [{ type: 'text', text: x.text }] : []),
+        ...(tool ? [{ type: 'tool_use', id: tool.id, name: tool.name, input: tool.input }] : []),
+      ],
+      stop_reason: stopReason,
+      stop_sequence: null,
+      usage: usage(x.usage.outputTokens),
+    });
+  }
+  const event = (type: string, data: Record<string, unknown>): string =>
+    `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
+  const toolJson = tool ? JSON.stringify(tool.input) : '';
+  const half = Math.floor(toolJson.length / 2);
+  const events = [
+    event('message_start', {
+      message: { id: 'msg_fake', type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null, usage: usage(1) },
+    }),
+    event('content_block_start', { index: 0, content_block: { type: 'text', text: '' } }),
+    event('ping', {}),
+    ...pieces(x.text).map((p) => event('content_block_delta', { index: 0, delta: { type: 'text_delta', text: p } })),
+    event('content_block_stop', { index: 0 }),
+    ...(tool
+      ? [
+          event('content_block_start', { index: 1, content_block: { type: 'tool_use', id: tool.id, name: tool.name, input: {} } }),
+          event('content_block_delta', { index: 1, delta: { type: 'input_json_delta', partial_json: toolJson.slice(0, half) } }),
+          event('content_block_delta', { index: 1, delta: { type: 'input_json_delta', partial_json: toolJson.slice(half) } }),
+          event('content_block_stop', { index: 1 }),
+        ]
+      : []),
+    event('message_delta', {
+      delta: { stop_reason: stopReason, stop_sequence: null },
+      ...(x.script.omitUsage ? {} : { usage: { output_tokens: x.usage.outputTokens } }),
+    }),
+    event('message_stop', {}),
+  ];
+  return writeEvents(x, events);
+}
+
+function sendError(x: Exchange, status: number, anthropic: boolean): void {
+  const message = x.script.errorMessage ?? 'scripted failure';
+  const headers: Record<string, string> = x.script.retryAfter ? { 'retry-after': x.script.retryAfter } : {};
+  const body = anthropic
+    ? { type: 'error', error: { type: status === 400 ? 'invalid_request_error' : 'api_error', message } }
+    : { error: { message, type: status === 400 ? 'invalid_request_error' : 'server_error', param: null, code: null } };
+  sendJson(x.res, status, body, headers);
+}
+
+const ROUTES: Readonly<Record<string, { anthropic: boolean; handle: (x: Exchange) => Promise<void> | void }>> = {
+  'POST /v1/chat/completions': { anthropic: false, handle: openAiChat },
+  'POST /v1/embeddings': { anthropic: false, handle: openAiEmbeddings },
+  'POST /v1/messages': { anthropic: true, handle: anthropicMessages },
+  'GET /v1/models': {
+    anthropic: false,
+    handle: (x) => sendJson(x.res, 200, { object: 'list', data: [{ id: 'gpt-fake', object: 'model', owned_by: 'fake' }] }),
+  },
+};
+
+/** Starts the fake on 127.0.0.1 and a free port. Close it in afterAll. */
+export async function startFakeUpstream(): Promise<FakeUpstream> {
+  const requests: RecordedRequest[] = [];
+  let current: FakeScript = {};
+
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const rawBody = Buffer.concat(chunks).toString('utf8');
+      let body: unknown;
+      try {
+        body = rawBody ? JSON.parse(rawBody) : undefined;
+      } catch {
+        body = undefined;
+      }
+      const headers: Record<string, string> = {};
+      for (const [name, value] of Object.entries(req.headers)) {
+        if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : value;
+      }
+      const path = (req.url ?? '/').split('?')[0];
+      requests.push({ method: req.method ?? 'GET', path, headers, body, rawBody });
+      const script = current;
+      void respond(req, res, path, (body ?? {}) as Record<string, unknown>, script);
+    });
+  });
+
+  async function respond(
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    body: Record<string, unknown>,
+    script: FakeScript,
+  ): Promise<void> {
+    const route = ROUTES[`${req.method} ${path}`];
+    if (!route) return sendJson(res, 404, { error: { message: `no route ${req.method} ${path}`, type: 'not_found' } });
+    if (script.hang) return;
+    if (script.delayMs) await new Promise((resolve) => setTimeout(resolve, script.delayMs));
+    if (res.destroyed) return;
+    const exchange: Exchange = {
+      req,
+      res,
+      body,
+      script,
+      usage: { ...DEFAULT_USAGE, ...script.usage },
+      text: script.replyText ?? DEFAULT_TEXT,
+    };
+    if (script.status !== undefined && script.status >= 300) return sendError(exchange, script.status, route.anthropic);
+    await route.handle(exchange);
+  }
+
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  const origin = `http://127.0.0.1:${port}`;
+
+  return {
+    openaiBaseUrl: `${origin}/v1`,
+    anthropicBaseUrl: origin,
+    requests,
+    script(script) {
+      current = script;
+    },
+    reset() {
+      requests.length = 0;
+      current = {};
+    },
+    close() {
+      server.closeAllConnections();
+      return new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
+    },
+  };
+}
