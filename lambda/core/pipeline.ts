@@ -20,7 +20,7 @@ import type { Logger } from './log';
 import { formatUsd, type MicroUsd } from './money';
 import { costOf, maxCostOf, type ResolvedModel } from './pricing';
 import type { CounterRef, CounterValue, KeyStore, Ledger, RateCharge, RateState, Reservation } from './stores';
-import type { BudgetLimits, RequestType, ScopeId, TokenUsage, UsageOutcome } from './types';
+import type { BudgetLimits, RequestType, ScopeId, TokenUsage, UsageOutcome, UsageRecord } from './types';
 import { WINDOWS, windowBounds, windowKey } from './windows';
 
 export interface PipelineOptions {
@@ -53,14 +53,12 @@ export interface BillableCall {
 }
 
 export type CallOutcome =
-  | { readonly kind: 'json'; readonly body: unknown; readonly headers: Record<string, string>; readonly after: () => Promise<void> }
-  | {
-      readonly kind: 'stream';
-      readonly body: AsyncIterable<Uint8Array>;
-      readonly headers: Record<string, string>;
-      readonly after: () => Promise<void>;
-    }
-  | { readonly kind: 'error'; readonly error: TollgateError; readonly headers: Record<string, string>; readonly after: () => Promise<void> };
+  | { readonly kind: 'json'; readonly body: unknown; readonly headers: Record<string, string>; readonly after: Settle }
+  | { readonly kind: 'stream'; readonly body: AsyncIterable<Uint8Array>; readonly headers: Record<string, string>; readonly after: Settle }
+  | { readonly kind: 'error'; readonly error: TollgateError; readonly headers: Record<string, string>; readonly after: Settle };
+
+/** Settles a call after its response; resolves with the usage record written (undefined if settling failed). */
+export type Settle = () => Promise<UsageRecord | undefined>;
 
 interface Settlement {
   readonly outcome: UsageOutcome;
@@ -274,14 +272,14 @@ export class RequestPipeline {
     return tightest;
   }
 
-  private async settle(call: BillableCall, reservation: Reservation, s: Settlement): Promise<void> {
+  private async settle(call: BillableCall, reservation: Reservation, s: Settlement): Promise<UsageRecord | undefined> {
     const { ledger, log } = this.options;
     const usage = s.usage;
     // No usage from the provider: a failure before any output costs nothing; an answer or stream that may
     // have produced output without reporting usage is charged its reservation (the most it could cost), never $0.
     const cost = usage ? costOf(call.model.price, usage) : s.mayHaveOutput ? reservation.amount : 0;
     const p = call.principal;
-    const record = {
+    const record: UsageRecord = {
       requestId: call.requestId,
       timestamp: new Date(call.startedAt).toISOString(),
       userId: p.userId,
@@ -311,7 +309,7 @@ export class RequestPipeline {
         costMicros: cost,
         error: err instanceof Error ? err.message : String(err),
       });
-      return;
+      return undefined;
     }
     log.log('info', 'request settled', {
       requestId: call.requestId,
@@ -325,6 +323,7 @@ export class RequestPipeline {
       durationMs: record.durationMs,
     });
     await this.touchLastUsed(p.keyId, p.key.lastUsedAt);
+    return record;
   }
 
   /** lastUsedAt is written at most once a minute per key, after the response. */

@@ -43,7 +43,7 @@ function gateway(): Promise<Gateway> {
 }
 void gateway().catch(() => undefined);
 
-const pendingSettlement = new WeakMap<object, () => Promise<void>>();
+const pendingSettlement = new WeakMap<object, () => Promise<unknown>>();
 
 export async function handleEvent(event: APIGatewayProxyEvent, context: Context, signal: AbortSignal): Promise<StreamingResult> {
   let gw: Gateway;

@@ -8,6 +8,7 @@ import type { Authenticator, Principal } from '../core/auth';
 import type { Clock } from '../core/clock';
 import {
   asTollgateError,
+  type ErrorKind,
   InvalidRequestError,
   NotFoundError,
   PayloadTooLargeError,
@@ -18,7 +19,7 @@ import { formatUsd } from '../core/money';
 import type { BillableCall, RequestPipeline } from '../core/pipeline';
 import type { PriceBook, ResolvedModel } from '../core/pricing';
 import { estimateChatInputTokens, estimateEmbeddingInputTokens, estimateMessagesInputTokens } from '../core/tokens';
-import type { KeyScope, RequestType } from '../core/types';
+import type { KeyScope, RequestType, UsageRecord } from '../core/types';
 import { WINDOWS } from '../core/windows';
 import type { ChatCompletionBody, MessagesBody, ProviderCallContext, ProviderResult } from '../providers/contract';
 import type { ProviderRegistry } from '../providers/registry';
@@ -36,21 +37,66 @@ export interface GatewayAppOptions {
   readonly maxBodyBytes: number;
   readonly defaultMaxOutputTokens: number;
   readonly newRequestId?: () => string;
+  /** More routes (admin API, BYOK, agent runs…), matched after the built-in ones. */
+  readonly routes?: readonly Route[];
+  /** Told of every request once it is over (settlement included): metrics, alerts, audit. */
+  readonly observers?: readonly RequestObserver[];
 }
 
-interface RouteContext {
+/** What one request's handler gets. */
+export interface RouteContext {
   readonly req: HttpRequest;
   readonly requestId: string;
   readonly startedAt: number;
   readonly dialect: Dialect;
+  /** Values of `:name` segments of the route's path. */
+  readonly params: Readonly<Record<string, string>>;
+  /** Authenticates the caller (API key) and remembers who it was for observers. */
+  authenticate(): Promise<Principal>;
 }
 
-type RouteHandler = (ctx: RouteContext) => Promise<HttpResponse>;
+export type RouteHandler = (ctx: RouteContext) => Promise<HttpResponse>;
 
-interface Route {
+export interface Route {
   readonly method: string;
+  /** An exact path, or one with `:name` segments (`/v1/byok/:provider`). */
   readonly path: string;
   readonly handler: RouteHandler;
+}
+
+/** One finished request, as observers see it. */
+export interface RequestEvent {
+  readonly requestId: string;
+  readonly method: string;
+  readonly path: string;
+  readonly status: number;
+  /** From arrival until the response (and its settlement) finished. */
+  readonly durationMs: number;
+  readonly error?: { readonly kind: ErrorKind; readonly code?: string; readonly message: string };
+  readonly principal?: Pick<Principal, 'keyId' | 'userId' | 'orgId'>;
+  /** The usage record, for requests that reached a provider (or were reserved for). */
+  readonly usage?: UsageRecord;
+}
+
+export type RequestObserver = (event: RequestEvent) => void;
+
+function isUsageRecord(value: unknown): value is UsageRecord {
+  return typeof value === 'object' && value !== null && 'requestId' in value && 'costMicros' in value;
+}
+
+function matchPath(pattern: string, path: string): Record<string, string> | undefined {
+  if (!pattern.includes(':')) return pattern === path ? {} : undefined;
+  const p = pattern.split('/');
+  const a = path.split('/');
+  if (p.length !== a.length) return undefined;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < p.length; i++) {
+    if (p[i]!.startsWith(':')) {
+      if (a[i] === '') return undefined;
+      params[p[i]!.slice(1)] = decodeURIComponent(a[i]!);
+    } else if (p[i] !== a[i]) return undefined;
+  }
+  return params;
 }
 
 /** A completion-like route: how to validate it, estimate it, and call a provider for it. */
@@ -110,21 +156,70 @@ export class GatewayApp {
       { method: 'GET', path: '/v1/models', handler: (c) => this.models(c) },
       { method: 'GET', path: '/v1/usage', handler: (c) => this.usage(c) },
       { method: 'GET', path: '/health', handler: async () => jsonResponse(200, { status: 'ok' }) },
+      ...(o.routes ?? []),
     ];
   }
 
   /** Handles one request; never throws (every failure becomes a response in the caller's dialect). */
   async handle(req: HttpRequest): Promise<HttpResponse> {
     const requestId = this.newRequestId();
-    const ctx: RouteContext = { req, requestId, startedAt: this.o.clock.now(), dialect: dialectOf(req.path) };
+    let principal: Principal | undefined;
+    let params: Record<string, string> = {};
+    const ctx: RouteContext = {
+      req,
+      requestId,
+      startedAt: this.o.clock.now(),
+      dialect: dialectOf(req.path),
+      get params() {
+        return params;
+      },
+      authenticate: async () => {
+        principal = await this.o.authenticator.authenticate(req.headers);
+        return principal;
+      },
+    };
+    let res: HttpResponse;
+    let error: TollgateError | undefined;
     try {
       if (req.body.length > this.o.maxBodyBytes) throw this.tooLarge(req.body.length);
-      const route = this.match(req);
-      const res = await route.handler(ctx);
-      return { ...res, headers: { ...res.headers, 'x-request-id': requestId } };
+      const matched = this.match(req);
+      params = matched.params;
+      res = await matched.route.handler(ctx);
+      res = { ...res, headers: { ...res.headers, 'x-request-id': requestId } };
     } catch (err) {
-      return this.fail(ctx, err);
+      error = asTollgateError(err);
+      res = this.fail(ctx, error);
     }
+    const observers = this.o.observers ?? [];
+    if (observers.length === 0) return res;
+    const settle = res.after;
+    const status = res.status;
+    const notify = (usage: UsageRecord | undefined) => {
+      const event: RequestEvent = {
+        requestId,
+        method: req.method,
+        path: req.path,
+        status,
+        durationMs: Math.max(0, this.o.clock.now() - ctx.startedAt),
+        ...(error ? { error: { kind: error.kind, ...(error.code ? { code: error.code } : {}), message: error.message } } : {}),
+        ...(principal ? { principal: { keyId: principal.keyId, userId: principal.userId, ...(principal.orgId ? { orgId: principal.orgId } : {}) } } : {}),
+        ...(usage ? { usage } : {}),
+      };
+      for (const observe of observers) {
+        try {
+          observe(event);
+        } catch (err) {
+          this.o.log.log('warn', 'request observer failed', { requestId, error: err instanceof Error ? err.message : String(err) });
+        }
+      }
+    };
+    return {
+      ...res,
+      after: async () => {
+        const settled = settle ? await settle() : undefined;
+        notify(isUsageRecord(settled) ? settled : undefined);
+      },
+    };
   }
 
   /** The response for a request rejected before it could be read (e.g. a body over the size limit). */
@@ -153,13 +248,15 @@ export class GatewayApp {
     return errorResponse(ctx.dialect, error, { 'x-request-id': ctx.requestId });
   }
 
-  private match(req: HttpRequest): Route {
+  private match(req: HttpRequest): { route: Route; params: Record<string, string> } {
     const path = req.path.length > 1 ? req.path.replace(/\/+$/, '') : req.path;
-    const candidates = this.routes.filter((r) => r.path === path);
-    const route = candidates.find((r) => r.method === req.method);
-    if (route) return route;
+    const candidates = this.routes
+      .map((route) => ({ route, params: matchPath(route.path, path) }))
+      .filter((c): c is { route: Route; params: Record<string, string> } => c.params !== undefined);
+    const found = candidates.find((c) => c.route.method === req.method);
+    if (found) return found;
     if (candidates.length > 0) {
-      throw new InvalidRequestError(`${req.method} is not supported on ${path}; use ${candidates.map((r) => r.method).join(', ')}.`, {
+      throw new InvalidRequestError(`${req.method} is not supported on ${path}; use ${candidates.map((c) => c.route.method).join(', ')}.`, {
         code: 'method_not_allowed',
       });
     }
@@ -168,7 +265,7 @@ export class GatewayApp {
 
   private async billable(ctx: RouteContext, route: BillableRoute): Promise<HttpResponse> {
     const { req, requestId } = ctx;
-    const principal = await this.o.authenticator.authenticate(req.headers);
+    const principal = await ctx.authenticate();
     this.o.authenticator.authorize(principal, route.scope);
     const body = validate(route.schema, parseJsonBody(req.body)) as Record<string, unknown>;
     const model = this.o.prices.resolve(body.model as string);
@@ -219,14 +316,14 @@ export class GatewayApp {
   }
 
   private async models(ctx: RouteContext): Promise<HttpResponse> {
-    await this.o.authenticator.authenticate(ctx.req.headers);
+    await ctx.authenticate();
     const data = this.o.prices.listModels().map((m) => ({ id: m.id, object: 'model', created: 0, owned_by: m.provider }));
     return jsonResponse(200, { object: 'list', data });
   }
 
   /** The caller's own spend and remaining budgets, for its key, user and org. */
   private async usage(ctx: RouteContext): Promise<HttpResponse> {
-    const principal: Principal = await this.o.authenticator.authenticate(ctx.req.headers);
+    const principal: Principal = await ctx.authenticate();
     const pipeline = this.o.pipeline;
     const scopes = pipeline.scopesOf(principal).filter((s) => s !== 'platform');
     const limits = await pipeline.limitsOf(scopes);

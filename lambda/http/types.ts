@@ -27,7 +27,7 @@ export interface HttpResponse {
    * Work to run after the last byte has been handed to the client (settling usage). Adapters call it after
    * ending the response, so it never delays the bytes the client waits for.
    */
-  readonly after?: () => Promise<void>;
+  readonly after?: () => Promise<unknown>;
 }
 
 export function isStreamBody(body: HttpBody): body is AsyncIterable<Uint8Array> {

@@ -1,0 +1,316 @@
+/**
+ * The typed deployment configuration, read from the `tollgate` key of the CDK context (cdk.json, or
+ * `-c tollgate='{"stage":"prod"}'`) with defaults, and validated at synth: a bad value throws a
+ * {@link DeploymentConfigError} whose message starts with the setting's path, e.g. `tollgate.natGateways: …`.
+ * A top-level `-c stage=prod` overrides the stage alone.
+ */
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+
+/** Everything a deployment can set. Every field is filled after {@link resolveDeploymentConfig}. */
+export interface DeploymentConfig {
+  /** Stage name: part of every resource name, the API stage and the SSM prefix. */
+  readonly stage: string;
+  /** Region to deploy to; absent means the CLI profile's region. */
+  readonly region?: string;
+  readonly budget: BudgetConfig;
+  readonly alerts: AlertsConfig;
+  readonly waf: WafConfig;
+  readonly api: ApiConfig;
+  readonly gateway: GatewayFunctionConfig;
+  readonly agent: AgentConfig;
+  /** Retention of every log group the app creates, in days (a value CloudWatch accepts). */
+  readonly logRetentionDays: number;
+}
+
+export interface BudgetConfig {
+  /** The monthly AWS cost budget in USD (whole dollars or cents). */
+  readonly monthlyUsd: number;
+  /** Percentages of the budget (actual spend) that notify the budget topic. */
+  readonly thresholdsPercent: readonly number[];
+}
+
+export interface AlertsConfig {
+  /** An address subscribed to the alerts topic (confirm the email AWS sends); absent for none. */
+  readonly email?: string;
+  /** The daily-cost alarm threshold in USD (observability). */
+  readonly dailyCostUsd: number;
+}
+
+export interface WafConfig {
+  /** Requests one IP may send in 5 minutes before WAF blocks it. */
+  readonly ratePerIpPer5Min: number;
+  /** ISO 3166 alpha-2 country codes blocked outright; empty disables the geo rule. */
+  readonly blockedCountries: readonly string[];
+  /** Rules of AWSManagedRulesCommonRuleSet set to count instead of block. */
+  readonly commonRuleSetCountOnly: readonly string[];
+}
+
+export interface ApiConfig {
+  /** Stage-wide steady-state requests per second. */
+  readonly throttleRatePerSecond: number;
+  /** Stage-wide burst. */
+  readonly throttleBurst: number;
+}
+
+export interface GatewayFunctionConfig {
+  readonly memoryMb: number;
+  /** Largest accepted request body (the Lambda enforces it; API Gateway caps bodies at 10 MB). */
+  readonly maxBodyBytes: number;
+  readonly platformShards: number;
+  readonly upstreamTimeoutMs: number;
+  /** Serve `bedrock/*` models and grant the gateway InvokeModel on foundation models and inference profiles. */
+  readonly bedrock: boolean;
+  readonly openaiBaseUrl?: string;
+  readonly anthropicBaseUrl?: string;
+}
+
+export interface AgentConfig {
+  /** NAT gateways in the agent VPC (1 or 2; each costs money every hour). */
+  readonly natGateways: number;
+  /** Running agent tasks (0 keeps the service but stops paying for tasks). */
+  readonly desiredCount: number;
+  /** Fargate task CPU units (256 = 0.25 vCPU). */
+  readonly cpu: number;
+  readonly memoryMb: number;
+}
+
+/** A deployment setting has a bad value; the message names the setting. */
+export class DeploymentConfigError extends Error {
+  constructor(
+    readonly setting: string,
+    message: string,
+  ) {
+    super(`${setting}: ${message}`);
+    this.name = 'DeploymentConfigError';
+  }
+}
+
+/** The defaults, which are also the deployment the cost estimate prices. */
+export const DEFAULT_CONFIG: DeploymentConfig = {
+  stage: 'dev',
+  budget: { monthlyUsd: 100, thresholdsPercent: [50, 80, 100] },
+  alerts: { dailyCostUsd: 20 },
+  waf: { ratePerIpPer5Min: 1000, blockedCountries: ['CN', 'RU'], commonRuleSetCountOnly: ['SizeRestrictions_BODY'] },
+  api: { throttleRatePerSecond: 100, throttleBurst: 200 },
+  gateway: {
+    memoryMb: 1024,
+    maxBodyBytes: 2 * 1024 * 1024,
+    platformShards: 8,
+    upstreamTimeoutMs: 600_000,
+    bedrock: false,
+  },
+  agent: { natGateways: 1, desiredCount: 1, cpu: 256, memoryMb: 512 },
+  logRetentionDays: 30,
+};
+
+/** Fargate's valid CPU → memory (MiB) combinations, for the sizes an agent plausibly needs. */
+const FARGATE_MEMORY: Readonly<Record<number, readonly [number, number, number]>> = {
+  // cpu: [min, max, step]
+  256: [512, 2048, 512],
+  512: [1024, 4096, 1024],
+  1024: [2048, 8192, 1024],
+  2048: [4096, 16384, 1024],
+  4096: [8192, 30720, 1024],
+};
+
+const VALID_RETENTION = new Set<number>(
+  Object.values(RetentionDays).filter((v): v is number => typeof v === 'number' && v > 0),
+);
+
+type Raw = Readonly<Record<string, unknown>>;
+
+function isObject(value: unknown): value is Raw {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Reads one object level: rejects unknown keys (typos would otherwise silently keep a default). */
+function section(raw: unknown, path: string, known: readonly string[]): Raw {
+  if (raw === undefined) return {};
+  if (!isObject(raw)) throw new DeploymentConfigError(path, 'must be an object');
+  for (const key of Object.keys(raw)) {
+    if (!known.includes(key)) {
+      throw new DeploymentConfigError(`${path}.${key}`, `is not a setting (known: ${known.join(', ')})`);
+    }
+  }
+  return raw;
+}
+
+function integer(raw: Raw, path: string, key: string, fallback: number, min: number, max: number): number {
+  const value = raw[key];
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new DeploymentConfigError(`${path}.${key}`, `must be a whole number from ${min} to ${max}, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function boolean(raw: Raw, path: string, key: string, fallback: boolean): boolean {
+  const value = raw[key];
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw new DeploymentConfigError(`${path}.${key}`, `must be true or false, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+function usd(raw: Raw, path: string, key: string, fallback: number, max: number): number {
+  const value = raw[key];
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > max || Math.round(value * 100) !== value * 100) {
+    throw new DeploymentConfigError(`${path}.${key}`, `must be a dollar amount above 0 and at most ${max}, with at most 2 decimals, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function stringList(raw: Raw, path: string, key: string, fallback: readonly string[], pattern: RegExp, what: string): readonly string[] {
+  const value = raw[key];
+  if (value === undefined) return fallback;
+  if (!Array.isArray(value)) throw new DeploymentConfigError(`${path}.${key}`, `must be a list of ${what}`);
+  for (const item of value) {
+    if (typeof item !== 'string' || !pattern.test(item)) {
+      throw new DeploymentConfigError(`${path}.${key}`, `must be a list of ${what}, got ${JSON.stringify(item)}`);
+    }
+  }
+  if (new Set(value).size !== value.length) throw new DeploymentConfigError(`${path}.${key}`, 'has duplicates');
+  return value as string[];
+}
+
+function httpsUrl(raw: Raw, path: string, key: string): string | undefined {
+  const value = raw[key];
+  if (value === undefined) return undefined;
+  let ok = false;
+  if (typeof value === 'string') {
+    try {
+      ok = new URL(value).protocol === 'https:';
+    } catch {
+      ok = false;
+    }
+  }
+  if (!ok) throw new DeploymentConfigError(`${path}.${key}`, `must be an https:// URL, got ${JSON.stringify(value)}`);
+  return value as string;
+}
+
+/**
+ * Fills defaults into a raw `tollgate` context value and validates it.
+ * @param raw the context value: an object, or a JSON string of one (as `-c tollgate=...` passes it)
+ * @param overrides.stage a stage name that wins over `raw.stage` (the top-level `stage` context)
+ */
+export function resolveDeploymentConfig(raw: unknown, overrides: { readonly stage?: unknown } = {}): DeploymentConfig {
+  let parsed = raw;
+  if (typeof raw === 'string') {
+    try {
+      parsed = JSON.parse(raw);
+    } catch {
+      throw new DeploymentConfigError('tollgate', 'is not valid JSON');
+    }
+  }
+  const d = DEFAULT_CONFIG;
+  const root = section(parsed, 'tollgate', [
+    'stage',
+    'region',
+    'budget',
+    'alerts',
+    'waf',
+    'api',
+    'gateway',
+    'agent',
+    'logRetentionDays',
+  ]);
+
+  const stage = overrides.stage ?? root.stage ?? d.stage;
+  if (typeof stage !== 'string' || !/^[a-z][a-z0-9-]{0,19}$/.test(stage)) {
+    throw new DeploymentConfigError('tollgate.stage', `must be 1-20 lower-case letters, digits or "-", starting with a letter, got ${JSON.stringify(stage)}`);
+  }
+  const region = root.region;
+  if (region !== undefined && (typeof region !== 'string' || !/^[a-z]{2}(-gov)?-[a-z]+-\d$/.test(region))) {
+    throw new DeploymentConfigError('tollgate.region', `must be an AWS region such as "us-east-1", got ${JSON.stringify(region)}`);
+  }
+
+  const b = section(root.budget, 'tollgate.budget', ['monthlyUsd', 'thresholdsPercent']);
+  const thresholds = b.thresholdsPercent ?? d.budget.thresholdsPercent;
+  if (
+    !Array.isArray(thresholds) ||
+    thresholds.length === 0 ||
+    thresholds.length > 10 ||
+    !thresholds.every((t, i) => typeof t === 'number' && t > 0 && t <= 1000 && (i === 0 || t > thresholds[i - 1]))
+  ) {
+    throw new DeploymentConfigError('tollgate.budget.thresholdsPercent', `must be 1 to 10 increasing percentages above 0 and at most 1000, got ${JSON.stringify(thresholds)}`);
+  }
+
+  const a = section(root.alerts, 'tollgate.alerts', ['email', 'dailyCostUsd']);
+  if (a.email !== undefined && (typeof a.email !== 'string' || !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(a.email))) {
+    throw new DeploymentConfigError('tollgate.alerts.email', `must be an email address, got ${JSON.stringify(a.email)}`);
+  }
+
+  const w = section(root.waf, 'tollgate.waf', ['ratePerIpPer5Min', 'blockedCountries', 'commonRuleSetCountOnly']);
+  const api = section(root.api, 'tollgate.api', ['throttleRatePerSecond', 'throttleBurst']);
+  const g = section(root.gateway, 'tollgate.gateway', [
+    'memoryMb',
+    'maxBodyBytes',
+    'platformShards',
+    'upstreamTimeoutMs',
+    'bedrock',
+    'openaiBaseUrl',
+    'anthropicBaseUrl',
+  ]);
+  const ag = section(root.agent, 'tollgate.agent', ['natGateways', 'desiredCount', 'cpu', 'memoryMb']);
+
+  const cpu = integer(ag, 'tollgate.agent', 'cpu', d.agent.cpu, 256, 4096);
+  const memoryRange = FARGATE_MEMORY[cpu];
+  if (!memoryRange) {
+    throw new DeploymentConfigError('tollgate.agent.cpu', `must be one of ${Object.keys(FARGATE_MEMORY).join(', ')}, got ${cpu}`);
+  }
+  const agentMemory = integer(ag, 'tollgate.agent', 'memoryMb', Math.max(d.agent.memoryMb, memoryRange[0]), 512, 30720);
+  const [lo, hi, step] = memoryRange;
+  if (agentMemory < lo || agentMemory > hi || agentMemory % step !== 0) {
+    throw new DeploymentConfigError('tollgate.agent.memoryMb', `must be ${lo} to ${hi} in steps of ${step} for cpu ${cpu}, got ${agentMemory}`);
+  }
+
+  const throttleRate = integer(api, 'tollgate.api', 'throttleRatePerSecond', d.api.throttleRatePerSecond, 1, 10_000);
+  const throttleBurst = integer(api, 'tollgate.api', 'throttleBurst', d.api.throttleBurst, 1, 5_000);
+
+  const logRetentionDays = root.logRetentionDays ?? d.logRetentionDays;
+  if (typeof logRetentionDays !== 'number' || !VALID_RETENTION.has(logRetentionDays)) {
+    throw new DeploymentConfigError('tollgate.logRetentionDays', `must be a CloudWatch retention (${[...VALID_RETENTION].sort((x, y) => x - y).join(', ')}), got ${JSON.stringify(logRetentionDays)}`);
+  }
+
+  return {
+    stage,
+    region: region as string | undefined,
+    budget: {
+      monthlyUsd: usd(b, 'tollgate.budget', 'monthlyUsd', d.budget.monthlyUsd, 1_000_000),
+      thresholdsPercent: thresholds as number[],
+    },
+    alerts: {
+      email: a.email as string | undefined,
+      dailyCostUsd: usd(a, 'tollgate.alerts', 'dailyCostUsd', d.alerts.dailyCostUsd, 1_000_000),
+    },
+    waf: {
+      // WAF accepts 10 to 2,000,000,000 per evaluation window.
+      ratePerIpPer5Min: integer(w, 'tollgate.waf', 'ratePerIpPer5Min', d.waf.ratePerIpPer5Min, 10, 2_000_000_000),
+      blockedCountries: stringList(w, 'tollgate.waf', 'blockedCountries', d.waf.blockedCountries, /^[A-Z]{2}$/, 'two-letter upper-case country codes'),
+      commonRuleSetCountOnly: stringList(w, 'tollgate.waf', 'commonRuleSetCountOnly', d.waf.commonRuleSetCountOnly, /^[A-Za-z0-9_]{1,128}$/, 'rule names'),
+    },
+    api: { throttleRatePerSecond: throttleRate, throttleBurst },
+    gateway: {
+      memoryMb: integer(g, 'tollgate.gateway', 'memoryMb', d.gateway.memoryMb, 128, 10_240),
+      // The same bounds lambda/config.ts enforces at cold start, checked here so a bad value fails the synth.
+      maxBodyBytes: integer(g, 'tollgate.gateway', 'maxBodyBytes', d.gateway.maxBodyBytes, 1024, 10 * 1024 * 1024),
+      platformShards: integer(g, 'tollgate.gateway', 'platformShards', d.gateway.platformShards, 1, 64),
+      upstreamTimeoutMs: integer(g, 'tollgate.gateway', 'upstreamTimeoutMs', d.gateway.upstreamTimeoutMs, 1_000, 840_000),
+      bedrock: boolean(g, 'tollgate.gateway', 'bedrock', d.gateway.bedrock),
+      openaiBaseUrl: httpsUrl(g, 'tollgate.gateway', 'openaiBaseUrl'),
+      anthropicBaseUrl: httpsUrl(g, 'tollgate.gateway', 'anthropicBaseUrl'),
+    },
+    agent: {
+      natGateways: integer(ag, 'tollgate.agent', 'natGateways', d.agent.natGateways, 1, 2),
+      desiredCount: integer(ag, 'tollgate.agent', 'desiredCount', d.agent.desiredCount, 0, 10),
+      cpu,
+      memoryMb: agentMemory,
+    },
+    logRetentionDays,
+  };
+}
+
+/** Names shared by the stacks, derived from the stage in one place. */
+export function resourceName(config: Pick<DeploymentConfig, 'stage'>, suffix: string): string {
+  return `tollgate-${config.stage}-${suffix}`;
+}

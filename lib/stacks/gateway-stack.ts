@@ -1,0 +1,243 @@
+import { Duration, RemovalPolicy, Stack, Validations, type StackProps } from 'aws-cdk-lib';
+import * as apigw from 'aws-cdk-lib/aws-apigateway';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as wafv2 from 'aws-cdk-lib/aws-wafv2';
+import type { Construct } from 'constructs';
+import { GATEWAY_SECRET_NAMES, secretsPrefix } from '../../lambda/core/secrets';
+import { resourceName, type DeploymentConfig } from '../config';
+import { TollgateFunction } from '../constructs/tollgate-function';
+import type { DataStack } from './data-stack';
+
+export interface GatewayStackProps extends StackProps {
+  readonly config: DeploymentConfig;
+  readonly data: DataStack;
+}
+
+/** The CloudWatch namespace the gateway's Powertools metrics (EMF) are written to. */
+export const METRICS_NAMESPACE = 'Tollgate';
+
+/** Longest a streamed response may run: API Gateway's streaming limit and the Lambda maximum. */
+const STREAM_TIMEOUT = Duration.minutes(15);
+
+/**
+ * The public edge: a REGIONAL REST API (edge-optimised endpoints cut streams after 30 s idle) whose `/v1/*` and
+ * `/admin/*` routes stream from one gateway Lambda, a WAF web ACL on its stage, and the sweeper that reclaims
+ * holds left by crashed invocations.
+ *
+ *   client ─▶ WAF ─▶ API Gateway stage ─┬─ /v1/{proxy+}    (no authorizer: the Lambda checks API keys)
+ *                                       └─ /admin/{proxy+} (AWS_IAM: SigV4 checked by API Gateway)
+ *                                           ▼ STREAM
+ *                                        gateway Lambda
+ */
+export class GatewayStack extends Stack {
+  readonly api: apigw.RestApi;
+  readonly gateway: TollgateFunction;
+  readonly sweeper: TollgateFunction;
+  readonly webAcl: wafv2.CfnWebACL;
+  readonly accessLogs: logs.LogGroup;
+
+  constructor(scope: Construct, id: string, props: GatewayStackProps) {
+    super(scope, id, props);
+    const { config, data } = props;
+
+    this.gateway = new TollgateFunction(this, 'Gateway', {
+      entry: 'lambda/handlers/gateway.ts',
+      description: 'tollgate AI gateway: /v1 and /admin routes, streamed',
+      memoryMb: config.gateway.memoryMb,
+      timeout: STREAM_TIMEOUT,
+      logRetentionDays: config.logRetentionDays,
+      environment: {
+        TOLLGATE_STAGE: config.stage,
+        ...data.tableEnvironment,
+        TOLLGATE_MAX_BODY_BYTES: String(config.gateway.maxBodyBytes),
+        TOLLGATE_PLATFORM_SHARDS: String(config.gateway.platformShards),
+        TOLLGATE_MOCK_PROVIDER: 'false',
+        TOLLGATE_BEDROCK: String(config.gateway.bedrock),
+        TOLLGATE_SSM_PREFIX: secretsPrefix(config.stage),
+        TOLLGATE_UPSTREAM_TIMEOUT_MS: String(config.gateway.upstreamTimeoutMs),
+        TOLLGATE_DATA_KEY_ARN: data.key.keyArn,
+        POWERTOOLS_SERVICE_NAME: 'tollgate-gateway',
+        POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
+        ...(config.gateway.openaiBaseUrl ? { OPENAI_BASE_URL: config.gateway.openaiBaseUrl } : {}),
+        ...(config.gateway.anthropicBaseUrl ? { ANTHROPIC_BASE_URL: config.gateway.anthropicBaseUrl } : {}),
+      },
+    });
+    data.grantTables(this.gateway.fn, { keys: 'readWrite', budgets: 'readWrite', usage: 'readWrite', byok: 'readWrite' });
+    data.grantSecrets(this.gateway.fn, GATEWAY_SECRET_NAMES);
+    data.grantByokCrypto(this.gateway.fn);
+    if (config.gateway.bedrock) this.grantBedrock();
+
+    this.sweeper = new TollgateFunction(this, 'Sweeper', {
+      entry: 'lambda/handlers/sweeper.ts',
+      description: 'Reclaims expired budget holds every minute',
+      timeout: Duration.seconds(55),
+      logRetentionDays: config.logRetentionDays,
+      environment: { TOLLGATE_STAGE: config.stage, ...data.tableEnvironment },
+    });
+    data.grantTables(this.sweeper.fn, { budgets: 'readWrite', usage: 'readWrite' });
+    new events.Rule(this, 'SweepEveryMinute', {
+      description: 'Runs the tollgate hold sweeper',
+      schedule: events.Schedule.rate(Duration.minutes(1)),
+      targets: [new targets.LambdaFunction(this.sweeper.fn, { retryAttempts: 0 })],
+    });
+
+    this.accessLogs = new logs.LogGroup(this, 'AccessLogs', {
+      retention: config.logRetentionDays as logs.RetentionDays,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    this.api = new apigw.RestApi(this, 'Api', {
+      restApiName: resourceName(config, 'api'),
+      description: `tollgate ${config.stage}: OpenAI- and Anthropic-compatible AI gateway`,
+      endpointConfiguration: { types: [apigw.EndpointType.REGIONAL] },
+      // The account-level role API Gateway needs to write execution logs (APIG6); retained on delete.
+      cloudWatchRole: true,
+      deployOptions: {
+        stageName: config.stage,
+        accessLogDestination: new apigw.LogGroupLogDestination(this.accessLogs),
+        accessLogFormat: apigw.AccessLogFormat.jsonWithStandardFields({
+          caller: true,
+          httpMethod: true,
+          ip: true,
+          protocol: true,
+          requestTime: true,
+          resourcePath: true,
+          responseLength: true,
+          status: true,
+          user: true,
+        }),
+        tracingEnabled: true,
+        loggingLevel: apigw.MethodLoggingLevel.ERROR,
+        dataTraceEnabled: false,
+        metricsEnabled: true,
+        throttlingRateLimit: config.api.throttleRatePerSecond,
+        throttlingBurstLimit: config.api.throttleBurst,
+      },
+    });
+    Validations.of(this.api).acknowledge({
+      id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]',
+      reason: 'The account-level API Gateway logging role uses the AWS-documented managed policy, which only writes CloudWatch Logs.',
+    });
+
+    // Bodies: API Gateway rejects anything over 10 MB itself; the Lambda enforces TOLLGATE_MAX_BODY_BYTES (413).
+    const validator = this.api.addRequestValidator('Validator', { validateRequestParameters: true });
+    Validations.of(this.api).acknowledge({
+      id: 'AwsSolutions-APIG2',
+      reason: 'Request parameters are validated by API Gateway; bodies are validated by the gateway Lambda against the OpenAI/Anthropic schemas so errors come back in the caller\'s dialect, which API Gateway models cannot express.',
+    });
+    const integration = new apigw.LambdaIntegration(this.gateway.fn, {
+      proxy: true,
+      responseTransferMode: apigw.ResponseTransferMode.STREAM,
+      timeout: STREAM_TIMEOUT,
+    });
+    const v1Proxy = this.api.root.addResource('v1').addProxy({ anyMethod: false });
+    const v1Method = v1Proxy.addMethod('ANY', integration, {
+      authorizationType: apigw.AuthorizationType.NONE,
+      requestValidator: validator,
+    });
+    for (const rule of ['AwsSolutions-APIG4', 'AwsSolutions-COG4']) {
+      Validations.of(v1Method).acknowledge({
+        id: rule,
+        reason: 'The /v1 routes are called with tollgate API keys (Authorization / x-api-key), which the gateway Lambda checks as its first step (HMAC lookup, status, scopes); an API Gateway authorizer would add a second invocation and latency per request.',
+      });
+    }
+    const adminProxy = this.api.root.addResource('admin').addProxy({ anyMethod: false });
+    const adminMethod = adminProxy.addMethod('ANY', integration, {
+      authorizationType: apigw.AuthorizationType.IAM,
+      requestValidator: validator,
+    });
+    Validations.of(adminMethod).acknowledge({
+      id: 'AwsSolutions-COG4',
+      reason: 'Admin routes use AWS_IAM (SigV4) authorization by API Gateway; operators are IAM principals, not Cognito users.',
+    });
+
+    this.webAcl = this.createWebAcl(config);
+    new wafv2.CfnWebACLAssociation(this, 'WebAclAssociation', {
+      resourceArn: this.api.deploymentStage.stageArn,
+      webAclArn: this.webAcl.attrArn,
+    });
+  }
+
+  /** The invoke URL clients use as their base URL (append `v1`). */
+  get url(): string {
+    return this.api.url;
+  }
+
+  private grantBedrock(): void {
+    this.gateway.fn.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['bedrock:InvokeModel', 'bedrock:InvokeModelWithResponseStream'],
+        resources: [
+          `arn:${this.partition}:bedrock:*::foundation-model/*`,
+          `arn:${this.partition}:bedrock:*:${this.account}:inference-profile/*`,
+        ],
+      }),
+    );
+    for (const finding of [
+      'Resource::arn:<AWS::Partition>:bedrock:*::foundation-model/*',
+      'Resource::arn:<AWS::Partition>:bedrock:*:<AWS::AccountId>:inference-profile/*',
+    ]) {
+      Validations.of(this.gateway.fn).acknowledge({
+        id: `AwsSolutions-IAM5[${finding}]`,
+        reason: 'Callers choose the model per request (bedrock/<model>), and cross-region inference profiles route to foundation models in other regions, so the set of models is not known at deploy time; the actions are limited to invocation.',
+      });
+    }
+  }
+
+  private createWebAcl(config: DeploymentConfig): wafv2.CfnWebACL {
+    const visibility = (metricName: string): wafv2.CfnWebACL.VisibilityConfigProperty => ({
+      cloudWatchMetricsEnabled: true,
+      metricName,
+      sampledRequestsEnabled: true,
+    });
+    const rules: wafv2.CfnWebACL.RuleProperty[] = [];
+    if (config.waf.blockedCountries.length > 0) {
+      rules.push({
+        name: 'GeoBlock',
+        priority: rules.length,
+        action: { block: {} },
+        statement: { geoMatchStatement: { countryCodes: [...config.waf.blockedCountries] } },
+        visibilityConfig: visibility('GeoBlock'),
+      });
+    }
+    rules.push({
+      name: 'RatePerIp',
+      priority: rules.length,
+      action: { block: {} },
+      statement: {
+        rateBasedStatement: { limit: config.waf.ratePerIpPer5Min, aggregateKeyType: 'IP', evaluationWindowSec: 300 },
+      },
+      visibilityConfig: visibility('RatePerIp'),
+    });
+    rules.push({
+      name: 'AWSManagedRulesCommonRuleSet',
+      priority: rules.length,
+      overrideAction: { none: {} },
+      statement: {
+        managedRuleGroupStatement: {
+          vendorName: 'AWS',
+          name: 'AWSManagedRulesCommonRuleSet',
+          // LLM prompts are routinely larger than the 8 KB this rule blocks at.
+          ruleActionOverrides: config.waf.commonRuleSetCountOnly.map((name) => ({ name, actionToUse: { count: {} } })),
+        },
+      },
+      visibilityConfig: visibility('CommonRuleSet'),
+    });
+    rules.push({
+      name: 'AWSManagedRulesKnownBadInputsRuleSet',
+      priority: rules.length,
+      overrideAction: { none: {} },
+      statement: { managedRuleGroupStatement: { vendorName: 'AWS', name: 'AWSManagedRulesKnownBadInputsRuleSet' } },
+      visibilityConfig: visibility('KnownBadInputs'),
+    });
+    return new wafv2.CfnWebACL(this, 'WebAcl', {
+      name: resourceName(config, 'web-acl'),
+      scope: 'REGIONAL',
+      defaultAction: { allow: {} },
+      visibilityConfig: visibility(resourceName(config, 'web-acl')),
+      rules,
+    });
+  }
+}

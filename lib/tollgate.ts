@@ -1,0 +1,52 @@
+import type { App, Environment } from 'aws-cdk-lib';
+import { Tags } from 'aws-cdk-lib';
+import type { DeploymentConfig } from './config';
+import { AgentStack } from './stacks/agent-stack';
+import { DataStack } from './stacks/data-stack';
+import { GatewayStack } from './stacks/gateway-stack';
+import { GuardrailsStack } from './stacks/guardrails-stack';
+import { ObservabilityStack } from './stacks/observability-stack';
+
+/** The stacks of one tollgate deployment, in deployment order. */
+export interface TollgateStacks {
+  readonly data: DataStack;
+  readonly guardrails: GuardrailsStack;
+  readonly gateway: GatewayStack;
+  readonly agent: AgentStack;
+  readonly observability: ObservabilityStack;
+}
+
+/**
+ * Adds one stage of tollgate to `app`: five stacks named `Tollgate-<stage>-<Concern>`. Dependencies only point
+ * down this list (data ← guardrails, gateway, agent ← observability), so `cdk deploy --all` deploys them in
+ * order and a stack can be updated alone. Stacks are account-agnostic (so `cdk synth` never needs credentials
+ * or context lookups) and pinned to `config.region` when one is set.
+ */
+export function addTollgate(app: App, config: DeploymentConfig): TollgateStacks {
+  const env: Environment | undefined = config.region ? { region: config.region } : undefined;
+  const name = (concern: string) => `Tollgate-${config.stage}-${concern}`;
+  const common = (concern: string) => ({
+    env,
+    stackName: name(concern),
+    description: `tollgate ${config.stage}: ${concern.toLowerCase()}`,
+    config,
+  });
+
+  const data = new DataStack(app, name('Data'), { ...common('Data'), terminationProtection: true });
+  const guardrails = new GuardrailsStack(app, name('Guardrails'), { ...common('Guardrails'), data });
+  const gateway = new GatewayStack(app, name('Gateway'), { ...common('Gateway'), data });
+  const agent = new AgentStack(app, name('Agent'), { ...common('Agent'), data });
+  const observability = new ObservabilityStack(app, name('Observability'), {
+    ...common('Observability'),
+    data,
+    gateway,
+    agent,
+    guardrails,
+  });
+
+  for (const stack of [data, guardrails, gateway, agent, observability]) {
+    Tags.of(stack).add('app', 'tollgate');
+    Tags.of(stack).add('tollgate:stage', config.stage);
+  }
+  return { data, guardrails, gateway, agent, observability };
+}
