@@ -14,7 +14,9 @@ export function scopeKind(scope: ScopeId): ScopeKind {
 /** Parses and validates a scope string; throws a RangeError naming the value. */
 export function parseScope(text: string): ScopeId {
   if (text === 'platform') return 'platform';
-  const m = /^(key|user|org):([A-Za-z0-9._@+\-]{1,128})$/.exec(text);
+  // Ids may carry a kind prefix or suffix the gateway itself adds: `key:svc:agent` (a service's token
+  // principal), `user:alice#byok` (a user's bring-your-own-key spend).
+  const m = /^(key|user|org):([A-Za-z0-9._@+\-]{1,128}(?::[A-Za-z0-9._@+\-]{1,64})?(?:#byok)?)$/.exec(text);
   if (!m) throw new RangeError(`"${text}" is not a scope: use key:ID, user:ID, org:ID or platform`);
   return text as ScopeId;
 }

@@ -1,0 +1,362 @@
+/**
+ * The admin API under `/admin/*`: keys, services, service tokens, budgets, usage reports and the audit log.
+ *
+ * Who may call it is explicit configuration ({@link AdminAuthMode}), never guessed:
+ *   iam          API Gateway's AWS_IAM authorizer checked the SigV4 signature; the request must carry the
+ *                caller's IAM ARN (HttpRequest.iamCaller), which becomes the audit actor.
+ *   local-token  the local admin token printed by `npm start` (`Authorization: Bearer tga-…` or
+ *                `x-tollgate-admin-token`), compared in constant time; the actor is `local-admin`.
+ *   off          every admin request is refused (403).
+ *
+ * Every change is written to the audit log BEFORE it is made (so no change goes unrecorded); a change that
+ * then fails gets a second entry with `outcome: failed`. Without an audit log, changes are refused (503).
+ * Raw API keys and service tokens are returned once in the response and never written to the audit log.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { AdminAuthMode } from '../config';
+import { type Authenticator, registerService, serviceKeyId } from '../core/auth';
+import type { Clock } from '../core/clock';
+import {
+  AuthenticationError,
+  InvalidRequestError,
+  NotFoundError,
+  PermissionDeniedError,
+  StoreUnavailableError,
+} from '../core/errors';
+import type { TokenIssuer } from '../core/jwt';
+import { createApiKey } from '../core/key-admin';
+import { formatUsd, usdToMicros } from '../core/money';
+import type { RequestPipeline } from '../core/pipeline';
+import type { KeyStore, Ledger, UsageStore } from '../core/stores';
+import { type KeyRecord, type KeyStatus, parseScope, type ScopeId, type UsageRecord } from '../core/types';
+import { isWindow, type Window, WINDOWS, windowBounds } from '../core/windows';
+import type { AuditLog, AuditValue } from '../store/dynamodb/audit-store';
+import type { Route, RouteContext } from './app';
+import { jsonResponse } from './dialects';
+import { parseJsonBody } from './schemas';
+import type { HttpRequest } from './types';
+
+/** The audit actor of local-token requests. */
+export const LOCAL_ADMIN_ACTOR = 'local-admin';
+
+export interface AdminRoutesOptions {
+  readonly mode: AdminAuthMode;
+  /** Required in `local-token` mode. */
+  readonly localToken?: string;
+  readonly keys: KeyStore;
+  readonly ledger: Ledger;
+  readonly usage: UsageStore;
+  /** Without one, every change is refused (reads still work). */
+  readonly audit?: AuditLog;
+  readonly authenticator: Authenticator;
+  readonly pipeline: RequestPipeline;
+  readonly tokens: TokenIssuer;
+  readonly pepper: string;
+  readonly clock: Clock;
+}
+
+function digest(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
+
+/**
+ * Decides who the admin caller is; throws 401/403 otherwise. Exported for tests of the modes.
+ */
+export function adminActor(req: HttpRequest, options: Pick<AdminRoutesOptions, 'mode' | 'localToken'>): string {
+  if (options.mode === 'iam') {
+    if (!req.iamCaller) {
+      throw new PermissionDeniedError('Admin routes need an IAM-signed (SigV4) request.', { code: 'admin_iam_required' });
+    }
+    return req.iamCaller;
+  }
+  if (options.mode === 'local-token') {
+    if (!options.localToken) throw new PermissionDeniedError('The admin API has no local token configured.', { code: 'admin_api_disabled' });
+    const auth = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1];
+    const presented = auth ?? req.headers['x-tollgate-admin-token'];
+    if (!presented) {
+      throw new AuthenticationError('Admin routes need the local admin token ("Authorization: Bearer tga-…").', { code: 'missing_admin_token' });
+    }
+    // Compare digests: constant time whatever the presented length.
+    if (!timingSafeEqual(digest(presented), digest(options.localToken))) {
+      throw new AuthenticationError('Incorrect admin token.', { code: 'invalid_admin_token' });
+    }
+    return LOCAL_ADMIN_ACTOR;
+  }
+  throw new PermissionDeniedError('The admin API is turned off on this gateway (TOLLGATE_ADMIN_AUTH).', { code: 'admin_api_disabled' });
+}
+
+function publicKey(k: KeyRecord): Omit<KeyRecord, 'hash'> {
+  const { hash: _hash, ...rest } = k;
+  return rest;
+}
+
+function str(body: Record<string, unknown>, name: string, options: { required?: boolean } = {}): string | undefined {
+  const v = body[name];
+  if (v === undefined || v === null) {
+    if (options.required) throw new InvalidRequestError(`"${name}" is required.`, { param: name });
+    return undefined;
+  }
+  if (typeof v !== 'string') throw new InvalidRequestError(`"${name}" must be a string.`, { param: name });
+  return v;
+}
+
+function int(body: Record<string, unknown>, name: string): number | undefined {
+  const v = body[name];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new InvalidRequestError(`"${name}" must be a positive whole number.`, { param: name });
+  return v;
+}
+
+function scopes(body: Record<string, unknown>, name = 'scopes'): string[] | undefined {
+  const v = body[name];
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v) || v.some((s) => typeof s !== 'string')) throw new InvalidRequestError(`"${name}" must be a list of scopes.`, { param: name });
+  return v as string[];
+}
+
+function windowOf(value: string | undefined | null, fallback: Window): Window {
+  const w = value ?? fallback;
+  if (!isWindow(w)) throw new InvalidRequestError(`window must be one of ${WINDOWS.join(', ')}.`, { param: 'window' });
+  return w;
+}
+
+function scopeOf(text: string): ScopeId {
+  try {
+    return parseScope(text);
+  } catch (err) {
+    throw new InvalidRequestError(err instanceof Error ? err.message : 'invalid scope', { param: 'scope' });
+  }
+}
+
+function usd(value: unknown, name: string): number {
+  if (typeof value !== 'string' && typeof value !== 'number') throw new InvalidRequestError(`"${name}" must be an amount in USD.`, { param: name });
+  try {
+    return usdToMicros(value);
+  } catch (err) {
+    throw new InvalidRequestError(err instanceof Error ? err.message : `"${name}" is not an amount`, { param: name });
+  }
+}
+
+/** The admin routes, for GatewayApp's `routes` option. */
+export function createAdminRoutes(options: AdminRoutesOptions): Route[] {
+  const { keys, ledger, clock } = options;
+
+  /** Authorizes, audits, runs the change, and records a failure if it throws. */
+  const change = async <T>(
+    ctx: RouteContext,
+    actor: string,
+    what: { readonly action: string; readonly target: string; readonly details?: Record<string, AuditValue> },
+    run: () => Promise<T>,
+  ): Promise<T> => {
+    const audit = options.audit;
+    if (!audit) throw new StoreUnavailableError('The admin audit log is not configured; changes are refused.', { code: 'audit_unavailable' });
+    const entry = {
+      requestId: ctx.requestId,
+      at: new Date(clock.now()).toISOString(),
+      actor,
+      action: what.action,
+      target: what.target,
+      ...(what.details ? { details: what.details } : {}),
+      ...(ctx.req.sourceIp ? { sourceIp: ctx.req.sourceIp } : {}),
+    };
+    await audit.record(entry);
+    try {
+      return await run();
+    } catch (err) {
+      await audit
+        .record({ ...entry, requestId: `${ctx.requestId}#failed`, details: { ...what.details, outcome: 'failed' } })
+        .catch(() => undefined);
+      throw err;
+    }
+  };
+
+  const admin = (handler: (ctx: RouteContext, actor: string) => Promise<ReturnType<typeof jsonResponse>>) => async (ctx: RouteContext) =>
+    handler(ctx, adminActor(ctx.req, options));
+
+  const setStatus = (status: KeyStatus, action: string): Route => ({
+    method: 'POST',
+    path: `/admin/keys/:keyId/${action}`,
+    handler: admin(async (ctx, actor) => {
+      const keyId = ctx.params.keyId!;
+      const body = ctx.req.body.length > 0 ? parseJsonBody(ctx.req.body) : {};
+      const reason = str(body, 'reason');
+      const existing = await keys.get(keyId);
+      if (!existing) throw new NotFoundError(`No key ${keyId}.`, { code: 'key_not_found' });
+      if (existing.status === 'revoked' && status !== 'revoked') {
+        throw new InvalidRequestError(`Key ${keyId} is revoked and cannot be resumed.`, { code: 'key_revoked' });
+      }
+      await change(ctx, actor, { action: `keys.${action}`, target: keyId, details: { from: existing.status, to: status, reason: reason ?? null } }, () =>
+        keys.setStatus(keyId, { status, actor: 'operator', ...(reason ? { reason } : {}) }),
+      );
+      options.authenticator.invalidate(keyId);
+      return jsonResponse(200, { keyId, status });
+    }),
+  });
+
+  return [
+    {
+      method: 'POST',
+      path: '/admin/keys',
+      handler: admin(async (ctx, actor) => {
+        const body = parseJsonBody(ctx.req.body);
+        const userId = str(body, 'userId', { required: true })!;
+        const orgId = str(body, 'orgId');
+        const budget = body.budget as { usd?: unknown; window?: string } | undefined;
+        const input = {
+          userId,
+          ...(orgId ? { orgId } : {}),
+          ...(str(body, 'name') ? { name: str(body, 'name') } : {}),
+          ...(scopes(body) ? { scopes: scopes(body) } : {}),
+          ...(int(body, 'rpm') ? { rpm: int(body, 'rpm') } : {}),
+          ...(int(body, 'tpm') ? { tpm: int(body, 'tpm') } : {}),
+          ...(str(body, 'expiresAt') ? { expiresAt: str(body, 'expiresAt') } : {}),
+          ...(budget ? { budget: { window: windowOf(budget.window, 'month'), limit: usd(budget.usd, 'budget.usd') } } : {}),
+        };
+        const created = await change(
+          ctx,
+          actor,
+          { action: 'keys.create', target: `user:${userId}`, details: { userId, orgId: orgId ?? null, scopes: (input.scopes ?? []).join(',') } },
+          () => createApiKey({ keys, ledger }, input, { pepper: options.pepper, clock }),
+        );
+        return jsonResponse(201, { key: created.raw, ...publicKey(created.record) });
+      }),
+    },
+    {
+      method: 'GET',
+      path: '/admin/keys',
+      handler: admin(async (ctx) => {
+        const user = ctx.req.query.get('user');
+        const list: KeyRecord[] = [];
+        if (user) list.push(...(await keys.listByUser(user)));
+        else for await (const page of keys.listAll()) list.push(...page);
+        return jsonResponse(200, { object: 'list', data: list.map(publicKey) });
+      }),
+    },
+    {
+      method: 'GET',
+      path: '/admin/keys/:keyId',
+      handler: admin(async (ctx) => {
+        const k = await keys.get(ctx.params.keyId!);
+        if (!k) throw new NotFoundError(`No key ${ctx.params.keyId}.`, { code: 'key_not_found' });
+        return jsonResponse(200, publicKey(k));
+      }),
+    },
+    setStatus('suspended', 'suspend'),
+    setStatus('active', 'resume'),
+    setStatus('revoked', 'revoke'),
+    {
+      method: 'POST',
+      path: '/admin/services',
+      handler: admin(async (ctx, actor) => {
+        const body = parseJsonBody(ctx.req.body);
+        const service = str(body, 'service', { required: true })!;
+        const input = {
+          service,
+          scopes: scopes(body) ?? ['ai:complete', 'ai:embed'],
+          ...(str(body, 'orgId') ? { orgId: str(body, 'orgId') } : {}),
+          ...(int(body, 'rpm') ? { rpm: int(body, 'rpm') } : {}),
+          ...(int(body, 'tpm') ? { tpm: int(body, 'tpm') } : {}),
+        };
+        const record = await change(ctx, actor, { action: 'services.register', target: serviceKeyId(service), details: { scopes: input.scopes.join(',') } }, () =>
+          registerService(keys, input, { clock }),
+        );
+        return jsonResponse(201, publicKey(record));
+      }),
+    },
+    {
+      method: 'POST',
+      path: '/admin/tokens',
+      handler: admin(async (ctx, actor) => {
+        const body = parseJsonBody(ctx.req.body);
+        const service = str(body, 'service', { required: true })!;
+        const onBehalfOf = str(body, 'onBehalfOf');
+        const orgId = str(body, 'orgId');
+        const ttl = body.ttlSeconds === undefined ? undefined : int(body, 'ttlSeconds');
+        const tokenScopes = scopes(body) ?? [];
+        const record = await keys.get(serviceKeyId(service));
+        if (!record) throw new NotFoundError(`Service "${service}" is not registered; POST /admin/services first.`, { code: 'unknown_service' });
+        const issued = await change(
+          ctx,
+          actor,
+          { action: 'tokens.issue', target: serviceKeyId(service), details: { scopes: tokenScopes.join(','), onBehalfOf: onBehalfOf ?? null, ttlSeconds: ttl ?? null } },
+          async () => {
+            try {
+              return await options.tokens.issue({ service, scopes: tokenScopes, ...(ttl ? { ttlSeconds: ttl } : {}), ...(onBehalfOf ? { onBehalfOf } : {}), ...(orgId ? { orgId } : {}) });
+            } catch (err) {
+              if (err instanceof RangeError) throw new InvalidRequestError(err.message, { code: 'invalid_token_request' });
+              throw err;
+            }
+          },
+        );
+        return jsonResponse(201, { token: issued.token, tokenId: issued.tokenId, kid: issued.kid, expiresAt: issued.expiresAt });
+      }),
+    },
+    {
+      method: 'PUT',
+      path: '/admin/budgets/:scope/:window',
+      handler: admin(async (ctx, actor) => {
+        const scope = scopeOf(ctx.params.scope!);
+        const window = windowOf(ctx.params.window, 'day');
+        const body = parseJsonBody(ctx.req.body);
+        const limit = body.usd === null || body.usd === 'none' ? null : usd(body.usd, 'usd');
+        await change(ctx, actor, { action: 'budgets.set', target: scope, details: { window, limitMicros: limit } }, () => ledger.setLimit(scope, window, limit));
+        options.pipeline.invalidateLimits();
+        return jsonResponse(200, { scope, window, limit_usd: limit === null ? null : formatUsd(limit) });
+      }),
+    },
+    {
+      method: 'GET',
+      path: '/admin/budgets/:scope',
+      handler: admin(async (ctx) => {
+        const scope = scopeOf(ctx.params.scope!);
+        const limits = (await ledger.getLimits([scope])).get(scope) ?? {};
+        return jsonResponse(200, {
+          scope,
+          limits: Object.fromEntries(WINDOWS.map((w) => [w, limits[w] === undefined ? null : formatUsd(limits[w]!)])),
+        });
+      }),
+    },
+    {
+      method: 'GET',
+      path: '/admin/usage',
+      handler: admin(async (ctx) => {
+        const by = ctx.req.query.get('by') ?? 'model';
+        const id = ctx.req.query.get('id');
+        const window = windowOf(ctx.req.query.get('window'), 'day');
+        const bounds = windowBounds(window, clock.now());
+        const from = new Date(bounds.start).toISOString();
+        const to = new Date(bounds.end).toISOString();
+        let records: UsageRecord[];
+        if (by === 'model' || !id) records = await options.usage.queryAll(from, to);
+        else if (by === 'user' || by === 'key' || by === 'org') records = await options.usage.query({ by, id, from, to });
+        else throw new InvalidRequestError('by must be user, key, org or model.', { param: 'by' });
+        const groupKey = (r: UsageRecord) => (by === 'user' ? r.userId : by === 'key' ? r.keyId : by === 'org' ? (r.orgId ?? '') : r.model);
+        const groups = new Map<string, { requests: number; costMicros: number; byokCostMicros: number }>();
+        for (const r of records) {
+          const g = groups.get(groupKey(r)) ?? { requests: 0, costMicros: 0, byokCostMicros: 0 };
+          g.requests += 1;
+          if (r.byok) g.byokCostMicros += r.costMicros;
+          else g.costMicros += r.costMicros;
+          groups.set(groupKey(r), g);
+        }
+        const rows = [...groups.entries()].map(([name, g]) => ({
+          [by]: name,
+          requests: g.requests,
+          cost_usd: formatUsd(g.costMicros),
+          byok_cost_usd: formatUsd(g.byokCostMicros),
+        }));
+        return jsonResponse(200, { by, window, from, to, rows });
+      }),
+    },
+    {
+      method: 'GET',
+      path: '/admin/audit',
+      handler: admin(async (ctx) => {
+        if (!options.audit) throw new StoreUnavailableError('The admin audit log is not configured.', { code: 'audit_unavailable' });
+        const day = ctx.req.query.get('day') ?? new Date(clock.now()).toISOString().slice(0, 10);
+        if (!/^\d{4}-\d{2}-\d{2}$/.test(day)) throw new InvalidRequestError('day must be yyyy-mm-dd.', { param: 'day' });
+        return jsonResponse(200, { object: 'list', day, data: await options.audit.listDay(day) });
+      }),
+    },
+  ];
+}
