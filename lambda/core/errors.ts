@@ -106,3 +106,18 @@ export function asTollgateError(err: unknown): TollgateError {
   if (err instanceof TollgateError) return err;
   return new InternalError('The gateway hit an unexpected error; the request was not billed.', { cause: err });
 }
+
+/**
+ * A spend circuit breaker is open for one of the caller's scopes: nothing is forwarded until it closes (at
+ * `closesAt`, carried in `Retry-After` and `x-tollgate-circuit-closes-at`) or an operator resets it.
+ */
+export class CircuitOpenError extends TollgateError {
+  readonly status = 429;
+  readonly kind = 'rate_limit' as const;
+}
+
+/** The loop guard refused a copy of a request that repeated (or kept failing) too often. */
+export class LoopDetectedError extends TollgateError {
+  readonly status = 429;
+  readonly kind = 'rate_limit' as const;
+}

@@ -11,15 +11,34 @@
  *
  * Every failure after the hold (provider error, timeout, client gone) still settles: the hold is released and
  * the failure recorded. A stream that ends without reported usage is charged its reservation, never $0.
+ *
+ * Guardrails ride in the same two transactions: reserve also checks the scopes' circuits and counts the
+ * request's fingerprint for the loop guard (429 `circuit_open` / `loop_detected`, nothing forwarded); settle
+ * also records the upstream outcome on the fingerprint. Tier alerts and circuit trips are decided after
+ * settle, off the hot path (core/guardrails/alerts.ts).
  */
 import type { ProviderCallContext, ProviderResult } from '../providers/contract';
 import type { Principal } from './auth';
+import { byokScopesOf } from './byok/scope';
 import type { Clock } from './clock';
-import { asTollgateError, type TollgateError, UpstreamError } from './errors';
+import { asTollgateError, LoopDetectedError, type TollgateError, UpstreamError } from './errors';
+import { type AlertSink, crossingsOf, recordCrossings } from './guardrails/alerts';
+import { isEmptyAnswer, loopCheckFor, type LoopCheck, requestFingerprint } from './guardrails/loop-guard';
+import { type GuardrailSettings, loopSettingsFor, type LoopOverrides } from './guardrails/settings';
 import type { Logger } from './log';
 import { formatUsd, type MicroUsd } from './money';
 import { costOf, maxCostOf, type ResolvedModel } from './pricing';
-import type { CounterRef, CounterValue, KeyStore, Ledger, RateCharge, RateState, Reservation } from './stores';
+import type {
+  CircuitRef,
+  CounterRef,
+  CounterValue,
+  GuardrailStore,
+  KeyStore,
+  Ledger,
+  RateCharge,
+  RateState,
+  Reservation,
+} from './stores';
 import type { BudgetLimits, RequestType, ScopeId, TokenUsage, UsageOutcome, UsageRecord } from './types';
 import { WINDOWS, windowBounds, windowKey } from './windows';
 
@@ -33,6 +52,13 @@ export interface PipelineOptions {
   readonly holdTtlMs: number;
   readonly platformShards: number;
   readonly upstreamTimeoutMs: number;
+  /** Circuit breaker, loop guard and tier alerts; without it none of them run. */
+  readonly guardrails?: {
+    readonly store: GuardrailStore;
+    readonly settings: GuardrailSettings;
+    /** Told of every alert as it is recorded (locally: printed); in AWS the dispatcher publishes the outbox. */
+    readonly sink?: AlertSink;
+  };
 }
 
 /** One billable call, already authenticated, validated, routed and estimated. */
@@ -47,6 +73,11 @@ export interface BillableCall {
   readonly estimate: { readonly inputTokens: number; readonly maxOutputTokens: number };
   readonly userAgent?: string;
   readonly byok?: boolean;
+  /**
+   * The loop guard's fingerprint of the normalized request body (core/guardrails/loop-guard.ts
+   * `requestFingerprint`); without one the loop guard does not apply to the call.
+   */
+  readonly fingerprint?: string;
   /** Aborted when the caller goes away. */
   readonly clientSignal: AbortSignal;
   readonly invoke: (ctx: Pick<ProviderCallContext, 'signal'>) => Promise<ProviderResult>;
@@ -67,6 +98,8 @@ interface Settlement {
   readonly endedAt: number;
   /** Whether the provider may have produced output: then missing usage is charged at the reservation. */
   readonly mayHaveOutput: boolean;
+  /** A complete answer with nothing in it: a failure for the loop guard. */
+  readonly emptyAnswer?: boolean;
 }
 
 const LAST_USED_EVERY_MS = 60_000;
@@ -80,6 +113,7 @@ function hashShard(id: string, shards: number): number {
 export class RequestPipeline {
   private readonly limitsCache = new Map<ScopeId, { limits: BudgetLimits; at: number }>();
   private readonly lastTouched = new Map<string, number>();
+  private readonly loopCache = new Map<string, { overrides: LoopOverrides | undefined; at: number }>();
 
   constructor(private readonly options: PipelineOptions) {}
 
@@ -110,6 +144,28 @@ export class RequestPipeline {
       }
     }
     return out;
+  }
+
+  /** A key's loop guard overrides, cached like limits. */
+  private async loopOverridesOf(keyId: string): Promise<LoopOverrides | undefined> {
+    const now = this.options.clock.now();
+    const hit = this.loopCache.get(keyId);
+    if (hit && now - hit.at < this.options.limitsCacheMs) return hit.overrides;
+    const overrides = (await this.options.ledger.getLoopOverrides([keyId])).get(keyId);
+    if (this.loopCache.size > 10_000) this.loopCache.clear();
+    this.loopCache.set(keyId, { overrides, at: now });
+    return overrides;
+  }
+
+  /** The loop guard's fingerprint of a validated request body (BillableCall.fingerprint). */
+  fingerprintOf(body: Readonly<Record<string, unknown>>): string {
+    return requestFingerprint(body);
+  }
+
+  /** The circuit items a request must find closed: one per scope, the platform's in the request's shard. */
+  circuitsFor(scopes: readonly ScopeId[], requestId: string): CircuitRef[] {
+    const shard = hashShard(requestId, this.options.platformShards);
+    return scopes.map((scope) => (scope === 'platform' ? { scope, shard } : { scope }));
   }
 
   /** Current values of counters (for usage reports). */
@@ -151,8 +207,28 @@ export class RequestPipeline {
     // "abandoned" record share a key and the settle replaces it.
     const now = call.startedAt;
     const { principal } = call;
-    const scopes = this.scopesOf(principal);
-    const limits = await this.limitsOf(scopes);
+    // BYOK spend is the caller's own money: only their BYOK budget, never platform, org or platform-funded ones.
+    const scopes = call.byok ? byokScopesOf(principal) : this.scopesOf(principal);
+    const guard = this.options.guardrails;
+    const loopWanted = guard !== undefined && call.fingerprint !== undefined;
+    const [limits, loopOverrides] = await Promise.all([
+      this.limitsOf(scopes),
+      loopWanted ? this.loopOverridesOf(principal.keyId) : Promise.resolve(undefined),
+    ]);
+    const loop: LoopCheck | undefined =
+      guard && call.fingerprint !== undefined
+        ? loopCheckFor(
+            {
+              keyId: principal.keyId,
+              model: call.model.id,
+              // A service acts for many users under one principal key: the same request from two users'
+              // runs is two requests, not a loop.
+              bodyFingerprint: principal.service ? `${principal.userId}\n${call.fingerprint}` : call.fingerprint,
+            },
+            now,
+            loopSettingsFor(guard.settings.loop, loopOverrides),
+          )
+        : undefined;
     const counters = this.countersFor(scopes, limits, now, call.requestId);
     const estimatedTokens = call.estimate.inputTokens + call.estimate.maxOutputTokens;
     const rateCharges: RateCharge[] = [];
@@ -162,34 +238,47 @@ export class RequestPipeline {
     }
     const amount = maxCostOf(call.model.price, call.estimate);
 
-    // Throws 429 (rate or budget) or 503 before anything reaches the provider.
-    const reservation = await ledger.reserve({
-      requestId: call.requestId,
-      now,
-      expiresAt: now + this.options.holdTtlMs,
-      amount,
-      counters,
-      rateCharges,
-      context: {
-        keyId: principal.keyId,
-        userId: principal.userId,
-        ...(principal.orgId ? { orgId: principal.orgId } : {}),
-        model: call.model.id,
-        provider: call.model.provider,
-        requestType: call.requestType,
-        endpoint: call.endpoint,
-      },
-    });
+    // Throws 429 (rate, budget, open circuit) or 503 before anything reaches the provider; a loop becomes a
+    // 429 whose alert is recorded after the response.
+    let reservation: Reservation;
+    try {
+      reservation = await ledger.reserve({
+        requestId: call.requestId,
+        now,
+        expiresAt: now + this.options.holdTtlMs,
+        amount,
+        counters,
+        rateCharges,
+        ...(guard ? { circuits: this.circuitsFor(scopes, call.requestId) } : {}),
+        ...(loop ? { loop } : {}),
+        context: {
+          keyId: principal.keyId,
+          userId: principal.userId,
+          ...(principal.orgId ? { orgId: principal.orgId } : {}),
+          model: call.model.id,
+          provider: call.model.provider,
+          requestType: call.requestType,
+          endpoint: call.endpoint,
+        },
+      });
+    } catch (err) {
+      if (err instanceof LoopDetectedError && loop && guard) {
+        return { kind: 'error', error: err, headers: {}, after: () => this.alertLoop(call, loop, err).then(() => undefined) };
+      }
+      throw err;
+    }
 
-    // Off the critical path: how much budget is left, read while the provider works.
-    const remaining = this.remainingAfterHold(reservation, limits).catch(() => undefined);
+    // Off the critical path: the limited counters after the hold, read while the provider works; they give
+    // the remaining-budget headers and tell settle whether any alert tier is within reach.
+    const afterHold = this.readLimited(reservation);
+    const remaining = afterHold.then((values) => values && tightestOf(values, limits));
 
     const timeout = AbortSignal.timeout(this.options.upstreamTimeoutMs);
     const upstreamAbort = new AbortController();
     const signal = AbortSignal.any([call.clientSignal, timeout, upstreamAbort.signal]);
     const baseHeaders = rateHeaders(reservation.rateStates);
 
-    const settleWith = (s: Settlement) => () => this.settle(call, reservation, s);
+    const settleWith = (s: Settlement) => () => this.settle(call, reservation, s, { limits, afterHold });
     const failureOutcome = (): UsageOutcome =>
       call.clientSignal.aborted ? 'client_disconnected' : timeout.aborted ? 'timeout' : 'upstream_error';
 
@@ -212,11 +301,12 @@ export class RequestPipeline {
     if (result.kind === 'json') {
       const cost = result.usage ? costOf(call.model.price, result.usage) : reservation.amount;
       const headers = { ...baseHeaders, 'x-tollgate-cost-usd': formatUsd(cost), ...budgetHeaders(await remaining, amount - cost) };
+      const emptyAnswer = loop !== undefined && isEmptyAnswer(result.body);
       return {
         kind: 'json',
         body: result.body,
         headers,
-        after: settleWith({ outcome: 'ok', usage: result.usage, httpStatus: 200, endedAt: clock.now(), mayHaveOutput: true }),
+        after: settleWith({ outcome: 'ok', usage: result.usage, httpStatus: 200, endedAt: clock.now(), mayHaveOutput: true, emptyAnswer }),
       };
     }
 
@@ -245,34 +335,99 @@ export class RequestPipeline {
       body: observed(),
       headers: { ...baseHeaders, ...budgetHeaders(await remaining, 0) },
       after: () =>
-        this.settle(call, reservation, {
-          outcome: state.outcome,
-          usage: upstream.usage(),
-          httpStatus: 200,
-          endedAt: state.endedAt,
-          mayHaveOutput: true,
-        }),
+        this.settle(
+          call,
+          reservation,
+          { outcome: state.outcome, usage: upstream.usage(), httpStatus: 200, endedAt: state.endedAt, mayHaveOutput: true },
+          { limits, afterHold },
+        ),
     };
   }
 
-  private async remainingAfterHold(
-    reservation: Reservation,
-    limits: Map<ScopeId, BudgetLimits>,
-  ): Promise<{ scope: string; remaining: MicroUsd } | undefined> {
+  /** The values of the reservation's limited counters (empty when none is limited, undefined when unreadable). */
+  private async readLimited(reservation: Reservation): Promise<CounterValue[] | undefined> {
     const limited = reservation.counters.filter((c) => c.limit !== undefined);
-    if (limited.length === 0) return undefined;
-    const values = await this.options.ledger.readCounters(limited);
-    let tightest: { scope: string; remaining: MicroUsd } | undefined;
-    for (const v of values) {
-      const limit = limits.get(v.ref.scope)?.[v.ref.window];
-      if (limit === undefined) continue;
-      const left = limit - v.committed;
-      if (!tightest || left < tightest.remaining) tightest = { scope: `${v.ref.scope}/${v.ref.window}`, remaining: left };
-    }
-    return tightest;
+    if (limited.length === 0) return [];
+    return this.options.ledger.readCounters(limited).catch(() => undefined);
   }
 
-  private async settle(call: BillableCall, reservation: Reservation, s: Settlement): Promise<UsageRecord | undefined> {
+  /**
+   * After settle: records tier alerts and trips circuits. TransactWriteItems returns no new values, so the
+   * counters are read again, but only when the read after the hold showed a counter within reach of the
+   * first tier: `committed` then included every hold in flight (an upper bound of what they will spend), so
+   * far below 80 % nothing can have crossed. A failure here is logged, never the caller's problem.
+   */
+  private async checkTiers(
+    call: BillableCall,
+    reservation: Reservation,
+    cost: MicroUsd,
+    ctx: { readonly limits: Map<ScopeId, BudgetLimits>; readonly afterHold: Promise<CounterValue[] | undefined> },
+  ): Promise<void> {
+    const guard = this.options.guardrails;
+    if (!guard) return;
+    try {
+      const before = await ctx.afterHold;
+      const overshoot = Math.max(0, cost - reservation.amount);
+      const inReach = (values: readonly CounterValue[]) =>
+        values.some((v) => {
+          const limit = ctx.limits.get(v.ref.scope)?.[v.ref.window];
+          return limit !== undefined && v.committed + overshoot >= 0.8 * limit;
+        });
+      if (before !== undefined && !inReach(before)) return;
+      const limited = reservation.counters.filter((c) => c.limit !== undefined);
+      if (limited.length === 0) return;
+      const values = await this.options.ledger.readCounters(limited);
+      const crossings = crossingsOf(values, ctx.limits, {
+        now: this.options.clock.now(),
+        lastReservation: reservation.amount,
+        cooldownMs: guard.settings.breaker.cooldownMs,
+      });
+      if (crossings.length === 0) return;
+      const recorded = await recordCrossings(crossings, { store: guard.store, settings: guard.settings.breaker, ...(guard.sink ? { sink: guard.sink } : {}) });
+      for (const alert of recorded) {
+        this.options.log.log(alert.severity === 'critical' ? 'error' : 'warn', 'guardrail alert', {
+          requestId: call.requestId,
+          alertType: alert.type,
+          scope: alert.scope,
+          summary: alert.summary,
+          ...(alert.type !== 'spend_warning' && alert.details.window === 'hour' ? { circuitOpened: true } : {}),
+        });
+      }
+    } catch (err) {
+      this.options.log.log('warn', 'guardrail check failed', { requestId: call.requestId, error: err instanceof Error ? err.message : String(err) });
+    }
+  }
+
+  /** Records the loop guard's alert (once per fingerprint and window), after the 429 went out. */
+  private async alertLoop(call: BillableCall, loop: LoopCheck, err: LoopDetectedError): Promise<void> {
+    const guard = this.options.guardrails;
+    if (!guard) return;
+    const scope: ScopeId = `key:${call.principal.keyId}`;
+    try {
+      const alert = {
+        id: `loop-${call.requestId}`,
+        at: this.options.clock.now(),
+        type: 'loop_detected',
+        severity: 'warning' as const,
+        scope,
+        summary: `Loop guard stopped key ${call.principal.keyId} (user ${call.principal.userId}) on ${call.model.id}: ${err.message}`,
+        details: { keyId: call.principal.keyId, userId: call.principal.userId, model: call.model.id, fingerprint: loop.fingerprint.slice(0, 12) },
+      };
+      const fresh = await guard.store.recordAlert(alert, { dedupeKey: `loop#${loop.fingerprint}#${loop.window}`, dedupeUntil: loop.windowEnd });
+      if (!fresh) return;
+      this.options.log.log('warn', 'guardrail alert', { requestId: call.requestId, alertType: alert.type, scope, summary: alert.summary });
+      if (guard.sink) await guard.sink.publish(alert);
+    } catch (e) {
+      this.options.log.log('warn', 'loop alert failed', { requestId: call.requestId, error: e instanceof Error ? e.message : String(e) });
+    }
+  }
+
+  private async settle(
+    call: BillableCall,
+    reservation: Reservation,
+    s: Settlement,
+    ctx: { readonly limits: Map<ScopeId, BudgetLimits>; readonly afterHold: Promise<CounterValue[] | undefined> },
+  ): Promise<UsageRecord | undefined> {
     const { ledger, log } = this.options;
     const usage = s.usage;
     // No usage from the provider: a failure before any output costs nothing; an answer or stream that may
@@ -301,7 +456,13 @@ export class RequestPipeline {
     };
     const actualTokens = usage ? usage.inputTokens + usage.outputTokens : undefined;
     try {
-      await ledger.settle({ reservation, cost, ...(actualTokens === undefined ? {} : { actualTokens }), usage: record });
+      await ledger.settle({
+        reservation,
+        cost,
+        ...(actualTokens === undefined ? {} : { actualTokens }),
+        usage: record,
+        ...(loopOutcomeOf(s) ? { loopOutcome: loopOutcomeOf(s) } : {}),
+      });
     } catch (err) {
       // The hold stays and the sweeper will release it after its expiry; the actual cost is what we lose.
       log.log('error', 'settle failed; hold left for the sweeper', {
@@ -322,7 +483,7 @@ export class RequestPipeline {
       outputTokens: record.usage.outputTokens,
       durationMs: record.durationMs,
     });
-    await this.touchLastUsed(p.keyId, p.key.lastUsedAt);
+    await Promise.all([this.touchLastUsed(p.keyId, p.key.lastUsedAt), this.checkTiers(call, reservation, cost, ctx)]);
     return record;
   }
 
@@ -349,6 +510,25 @@ export function rateHeaders(states: readonly RateState[]): Record<string, string
     headers[`x-ratelimit-reset-${s.dimension}`] = `${Math.max(0, Math.ceil(s.resetMs / 1000))}s`;
   }
   return headers;
+}
+
+/** What an ended call says about the upstream, for the loop guard's failure streak. */
+function loopOutcomeOf(s: Settlement): 'failed' | 'succeeded' | undefined {
+  if (s.outcome === 'client_disconnected' || s.outcome === 'abandoned') return undefined;
+  if (s.outcome !== 'ok' || s.emptyAnswer) return 'failed';
+  return 'succeeded';
+}
+
+/** The tightest remaining budget among counter values (for the response headers). */
+function tightestOf(values: readonly CounterValue[], limits: Map<ScopeId, BudgetLimits>): { scope: string; remaining: MicroUsd } | undefined {
+  let tightest: { scope: string; remaining: MicroUsd } | undefined;
+  for (const v of values) {
+    const limit = limits.get(v.ref.scope)?.[v.ref.window];
+    if (limit === undefined) continue;
+    const left = limit - v.committed;
+    if (!tightest || left < tightest.remaining) tightest = { scope: `${v.ref.scope}/${v.ref.window}`, remaining: left };
+  }
+  return tightest;
 }
 
 function budgetHeaders(tightest: { scope: string; remaining: MicroUsd } | undefined, refund: MicroUsd): Record<string, string> {

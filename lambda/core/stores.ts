@@ -7,6 +7,8 @@
 import type { MicroUsd } from './money';
 import type { BudgetLimits, KeyRecord, KeyStatus, RequestType, ScopeId, StatusActor, UsageRecord } from './types';
 import type { Window } from './windows';
+import type { LoopCheck } from './guardrails/loop-guard';
+import type { LoopOverrides } from './guardrails/settings';
 
 export interface KeyStore {
   get(keyId: string): Promise<KeyRecord | undefined>;
@@ -63,6 +65,10 @@ export interface ReserveInput {
   readonly amount: MicroUsd;
   readonly counters: readonly CounterRef[];
   readonly rateCharges: readonly RateCharge[];
+  /** Circuits that must be closed (condition checks in the same transaction): 429 `circuit_open` if not. */
+  readonly circuits?: readonly CircuitRef[];
+  /** The loop guard's counter for this request's fingerprint (same transaction): 429 `loop_detected`. */
+  readonly loop?: LoopCheck;
   /** Stored with the hold so the sweeper can record what it reclaims. */
   readonly context: {
     readonly keyId: string;
@@ -93,6 +99,8 @@ export interface Reservation {
   readonly expiresAt: number;
   /** The partition of the hold item (sharded by request id). */
   readonly holdShard: number;
+  /** The loop check counted at reserve; settle records the upstream outcome on it. */
+  readonly loop?: LoopCheck;
 }
 
 export interface SettleInput {
@@ -102,6 +110,11 @@ export interface SettleInput {
   /** Actual tokens, to refund (or charge) the token bucket the difference from the estimate. */
   readonly actualTokens?: number;
   readonly usage: UsageRecord;
+  /**
+   * For the loop guard (when the reservation carries a loop check, settle counts the copy): 'failed' extends
+   * the failure streak, 'succeeded' clears it, absent leaves it (the caller went away: says nothing).
+   */
+  readonly loopOutcome?: 'failed' | 'succeeded';
 }
 
 export interface CounterValue {
@@ -130,6 +143,10 @@ export interface Ledger {
   /** Current values of counters (platform shards are summed into one value per window). */
   readCounters(refs: readonly CounterRef[]): Promise<CounterValue[]>;
   getLimits(scopes: readonly ScopeId[]): Promise<Map<ScopeId, BudgetLimits>>;
+  /** Per-key loop guard overrides (stored with the key's limits); keys without any are absent. */
+  getLoopOverrides(keyIds: readonly string[]): Promise<Map<string, LoopOverrides>>;
+  /** Sets (or, with `null` fields, removes) a key's loop guard overrides. */
+  setLoopOverrides(keyId: string, overrides: { readonly maxRepeats?: number | null; readonly maxFailures?: number | null }): Promise<void>;
   /** Sets (or, with `null`, removes) one scope's limit for one window. */
   setLimit(scope: ScopeId, window: Window, limit: MicroUsd | null): Promise<void>;
   /** Releases holds whose expiry has passed (a crashed invocation's); returns how many. */
@@ -149,4 +166,110 @@ export interface UsageStore {
   query(q: UsageQuery): Promise<UsageRecord[]>;
   /** Every record in [from, to) across all callers (report by model); reads the day partitions. */
   queryAll(from: string, to: string): Promise<UsageRecord[]>;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Guardrails (issue 4): circuit breaker, loop guard, alerts, kill switch.
+
+/** A circuit item checked by reserve: one per scope (the platform's is sharded like its counter). */
+export interface CircuitRef {
+  readonly scope: ScopeId;
+  readonly shard?: number;
+}
+
+/** Why a circuit is open. */
+export type CircuitCause = 'breaker' | 'escalation' | 'kill-switch';
+
+/** An open circuit: every request of the scope gets 429 `circuit_open` until `closesAt` or an ack. */
+export interface CircuitState {
+  readonly scope: ScopeId;
+  readonly cause: CircuitCause;
+  readonly openedAt: number;
+  /** ms epoch when it closes by itself; absent = stays open until an operator acknowledges it. */
+  readonly closesAt?: number;
+  readonly reason: string;
+}
+
+/** Who acknowledged something, and why (admin CLI). */
+export interface Acknowledgement {
+  readonly by: string;
+  readonly reason: string;
+  readonly at: number;
+}
+
+export type AlertSeverity = 'warning' | 'critical';
+
+/** One alert, as kept in the table, printed locally and published to the alerts topic. */
+export interface Alert {
+  readonly id: string;
+  /** ms epoch */
+  readonly at: number;
+  /** e.g. `spend_warning`, `spend_critical`, `spend_escalation`, `loop_detected`, `circuit_reset`, `kill_switch`. */
+  readonly type: string;
+  readonly severity: AlertSeverity;
+  readonly scope: ScopeId;
+  readonly summary: string;
+  readonly details: Readonly<Record<string, string | number | boolean>>;
+}
+
+export interface RecordAlertOptions {
+  /** At most one alert per dedupe key and scope (e.g. `day#2026-11-23#warning`). */
+  readonly dedupeKey: string;
+  /** Expiry of the dedupe marker (ms epoch): the end of the window it is about, plus a margin. */
+  readonly dedupeUntil: number;
+  /** Alerts sharing a spacing key for the scope are at least `ms` apart (e.g. warnings: 6 h). */
+  readonly spacing?: { readonly key: string; readonly ms: number };
+  /** Opened together with the alert, in the same transaction. */
+  readonly openCircuit?: CircuitState;
+  /**
+   * Queue the alert for the dispatcher (which publishes it to the alerts topic).
+   * @default true (false when the caller publishes it itself)
+   */
+  readonly outbox?: boolean;
+}
+
+/** The kill switch's own record: what it did, and who resumed service. */
+export interface KillSwitchState {
+  readonly active: boolean;
+  readonly activatedAt?: number;
+  readonly budgetName?: string;
+  readonly actualMicros?: number;
+  readonly thresholdMicros?: number;
+  /** Keys suspended by the kill switch in the current activation. */
+  readonly suspendedKeys: number;
+  /** False while (or if) the suspension pass did not finish; a repeated notification resumes it. */
+  readonly completed: boolean;
+  readonly resumed?: Acknowledgement & { readonly restoredKeys: number };
+}
+
+/**
+ * The guardrails' state in the budgets table (so reserve can check circuits and loop counters in its one
+ * transaction). Alerts written here are also queued in an outbox that the alert dispatcher publishes.
+ */
+export interface GuardrailStore {
+  /**
+   * Records an alert once per (scope, dedupe key), honouring spacing; with `openCircuit`, opens that circuit
+   * atomically with it (never shortening a longer-open circuit). Returns whether the alert was recorded.
+   */
+  recordAlert(alert: Alert, options: RecordAlertOptions): Promise<boolean>;
+  /** Alerts recorded since `since` (ms epoch), oldest first. */
+  listAlerts(since: number): Promise<Alert[]>;
+  /** Alerts not yet published (the outbox), oldest first. */
+  pendingAlerts(limit: number): Promise<Alert[]>;
+  markPublished(alert: Alert): Promise<void>;
+  /** Opens (or extends) a circuit; false when an equal or longer one is already open. */
+  openCircuit(state: CircuitState): Promise<boolean>;
+  /** Circuits open at `now`. */
+  listCircuits(now: number): Promise<CircuitState[]>;
+  /** Closes a circuit and records who and why; false when none was open. */
+  resetCircuit(scope: ScopeId, ack: Acknowledgement): Promise<boolean>;
+  getKillSwitch(): Promise<KillSwitchState>;
+  /**
+   * Marks the kill switch active; 'activated' the first time, 'incomplete' when an earlier activation did not
+   * finish suspending (so the caller resumes it), 'already-active' when it did.
+   */
+  activateKillSwitch(info: { readonly at: number; readonly budgetName: string; readonly actualMicros: number; readonly thresholdMicros: number }): Promise<'activated' | 'incomplete' | 'already-active'>;
+  recordKillSwitchProgress(progress: { readonly suspendedKeys: number; readonly completed: boolean }): Promise<void>;
+  /** Marks the kill switch inactive with the acknowledgement; false when it was not active. */
+  deactivateKillSwitch(ack: Acknowledgement, restoredKeys: number): Promise<boolean>;
 }

@@ -1,5 +1,7 @@
 import { Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
 import * as budgets from 'aws-cdk-lib/aws-budgets';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as sns from 'aws-cdk-lib/aws-sns';
@@ -21,6 +23,7 @@ export interface GuardrailsStackProps extends StackProps {
  *   AWS Budgets ──50/80/100 %──▶ budget topic ──▶ kill-switch Lambda (suspends keys)
  *                                             └─▶ alert notifier (Slack)
  *   alarms, kill switch, … ────▶ alerts topic ──▶ alert notifier (Slack), optional email
+ *   gateway guardrail alerts ──▶ outbox (budgets table) ──every minute──▶ alert dispatcher ──▶ alerts topic
  *
  * Both topics are encrypted with a customer-managed key whose policy lets Budgets and CloudWatch (the services
  * that publish to them) use it, scoped to this account.
@@ -32,6 +35,7 @@ export class GuardrailsStack extends Stack {
   readonly budget: budgets.CfnBudget;
   readonly killSwitch: TollgateFunction;
   readonly alertNotifier: TollgateFunction;
+  readonly alertDispatcher: TollgateFunction;
 
   constructor(scope: Construct, id: string, props: GuardrailsStackProps) {
     super(scope, id, props);
@@ -115,9 +119,18 @@ export class GuardrailsStack extends Stack {
         TOLLGATE_STAGE: config.stage,
         ...data.tableEnvironment,
         TOLLGATE_ALERTS_TOPIC_ARN: this.alertsTopic.topicArn,
+        TOLLGATE_BUDGET_NAME: resourceName(config, 'monthly'),
+        TOLLGATE_ACCOUNT_ID: this.account,
       },
     });
     data.grantTables(this.killSwitch.fn, { keys: 'readWrite', budgets: 'readWrite' });
+    // DescribeBudget verifies a notification against the budget's actual spend before anything is stopped.
+    this.killSwitch.fn.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['budgets:ViewBudget'],
+        resources: [`arn:${this.partition}:budgets::${this.account}:budget/${resourceName(config, 'monthly')}`],
+      }),
+    );
     // grantPublish would add kms:GenerateDataKey*; publishing to an encrypted topic needs exactly these two.
     this.killSwitch.fn.addToRolePolicy(
       new iam.PolicyStatement({ actions: ['sns:Publish'], resources: [this.alertsTopic.topicArn] }),
@@ -138,6 +151,25 @@ export class GuardrailsStack extends Stack {
       },
     });
     data.grantSecrets(this.alertNotifier.fn, ['slack-webhook-url']);
+
+    // Guardrail alerts the gateway queued in its outbox, published every minute.
+    this.alertDispatcher = new TollgateFunction(this, 'AlertDispatcher', {
+      entry: 'lambda/handlers/alert-dispatcher.ts',
+      description: 'Publishes queued guardrail alerts (tier alerts, breaker, loop guard) to the alerts topic',
+      timeout: Duration.seconds(55),
+      logRetentionDays: config.logRetentionDays,
+      environment: { TOLLGATE_STAGE: config.stage, ...data.tableEnvironment, TOLLGATE_ALERTS_TOPIC_ARN: this.alertsTopic.topicArn },
+    });
+    data.grantTables(this.alertDispatcher.fn, { budgets: 'readWrite' });
+    for (const fn of [this.alertDispatcher.fn]) {
+      fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['sns:Publish'], resources: [this.alertsTopic.topicArn] }));
+      fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['kms:GenerateDataKey', 'kms:Decrypt'], resources: [this.topicKey.keyArn] }));
+    }
+    new events.Rule(this, 'DispatchAlertsEveryMinute', {
+      description: 'Publishes queued guardrail alerts',
+      schedule: events.Schedule.rate(Duration.minutes(1)),
+      targets: [new targets.LambdaFunction(this.alertDispatcher.fn)],
+    });
     this.alertsTopic.addSubscription(new subs.LambdaSubscription(this.alertNotifier.fn));
     this.budgetTopic.addSubscription(new subs.LambdaSubscription(this.alertNotifier.fn));
   }

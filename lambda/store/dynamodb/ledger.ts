@@ -3,8 +3,8 @@
  * by settle into the usage table. Every admission decision is ONE TransactWriteItems, so a denial changes
  * nothing and two racing requests can never both take the last dollar:
  *
- *   reserve:  [bucket updates…] [counter updates…] [hold put]          all-or-nothing
- *   settle:   [hold delete] [counter updates…] [token bucket adjust] [usage put]
+ *   reserve:  [bucket updates…] [counter updates…] [circuit checks…] [loop check] [hold put]   all-or-nothing
+ *   settle:   [hold delete] [counter updates…] [token bucket adjust] [loop count + streak] [usage put]
  *             └─ hold already reclaimed by the sweeper? → [counters += cost] [usage put IF new]   (no release)
  *   sweep:    [hold delete] [counters −= amount…] [usage put 'abandoned']
  *
@@ -23,7 +23,16 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { systemClock, type Clock } from '../../core/clock';
-import { BudgetExceededError, InvalidRequestError, RateLimitError, StoreUnavailableError } from '../../core/errors';
+import {
+  BudgetExceededError,
+  CircuitOpenError,
+  InvalidRequestError,
+  LoopDetectedError,
+  RateLimitError,
+  StoreUnavailableError,
+} from '../../core/errors';
+import type { LoopCheck } from '../../core/guardrails/loop-guard';
+import type { LoopOverrides } from '../../core/guardrails/settings';
 import { displayUsd, type MicroUsd } from '../../core/money';
 import {
   formatResetDuration,
@@ -40,6 +49,7 @@ import {
   type GcraBranch,
 } from '../../core/ratelimit';
 import type {
+  CircuitRef,
   CounterRef,
   CounterValue,
   Ledger,
@@ -84,6 +94,19 @@ const DAY_S = 86_400;
 /** Partition key of a counter item: `ctr#<scope>`, or `ctr#platform#s<n>` for a platform shard. */
 export function counterPk(ref: Pick<CounterRef, 'scope' | 'shard'>): string {
   return ref.scope === 'platform' ? `ctr#platform#s${ref.shard ?? 0}` : `ctr#${ref.scope}`;
+}
+
+/** Key of a circuit item: `circuit#<scope>` / `state`, the platform's sharded like its counter. */
+export function circuitKey(ref: CircuitRef): { pk: string; sk: string } {
+  return { pk: ref.scope === 'platform' ? `circuit#platform#s${ref.shard ?? 0}` : `circuit#${ref.scope}`, sk: 'state' };
+}
+
+/** `openUntil` of a circuit that stays open until an operator acknowledges it. */
+export const UNTIL_ACKNOWLEDGED = Number.MAX_SAFE_INTEGER;
+
+/** Key of a loop guard item: one per key and fingerprint. */
+export function loopKey(check: Pick<LoopCheck, 'keyId' | 'fingerprint'>): { pk: string; sk: string } {
+  return { pk: `loop#${check.keyId}`, sk: check.fingerprint };
 }
 
 /** Key of a hold item: sharded by request id, sorted by expiry so the sweeper finds expired ones by range. */
@@ -131,7 +154,9 @@ export class DynamoDbLedger implements Ledger {
       return { charge, key, inc: gcraIncrementUs(charge.amount, charge.limitPerMinute), branch: gcraBranch(this.tatHints.get(key), nowUs) };
     });
     const hold = holdKey(input.requestId, input.expiresAt);
-    assertTransactionSize(buckets.length + input.counters.length + 1, 'reserve');
+    const circuits = input.circuits ?? [];
+    const guardItems = [...circuits.map((ref) => this.circuitCheck(ref, input.now)), ...(input.loop ? [this.loopCheck(input.loop)] : [])];
+    assertTransactionSize(buckets.length + input.counters.length + guardItems.length + 1, 'reserve');
 
     const holdPut: TransactWriteItem = {
       Put: {
@@ -157,9 +182,20 @@ export class DynamoDbLedger implements Ledger {
     const counterUpdates = input.counters.map((ref) => this.reserveCounter(ref, input.amount));
 
     for (let branchRetries = 0; ; branchRetries++) {
-      const items = [...buckets.map((b) => this.chargeBucket(b, nowUs)), ...counterUpdates, holdPut];
+      const items = [...buckets.map((b) => this.chargeBucket(b, nowUs)), ...counterUpdates, ...guardItems, holdPut];
       const reasons = await this.transact(items);
       if (!reasons) break;
+
+      // Guardrails first: an open circuit or a loop explains the denial better than a budget does.
+      const guardAt = buckets.length + input.counters.length;
+      for (const [k, ref] of circuits.entries()) {
+        const reason = reasons[guardAt + k];
+        if (reason?.Code === 'ConditionalCheckFailed') throw circuitOpen(ref, reason.Item && unmarshall(reason.Item), input.now);
+      }
+      if (input.loop && reasons[guardAt + circuits.length]?.Code === 'ConditionalCheckFailed') {
+        const old = reasons[guardAt + circuits.length]?.Item;
+        throw loopDetected(input.loop, old ? unmarshall(old) : undefined);
+      }
 
       // A counter condition never depends on a guess: it failing means the budget is spent.
       for (const [j, ref] of input.counters.entries()) {
@@ -219,6 +255,7 @@ export class DynamoDbLedger implements Ledger {
       rateStates,
       expiresAt: input.expiresAt,
       holdShard: hold.shard,
+      ...(input.loop ? { loop: input.loop } : {}),
     };
   }
 
@@ -226,7 +263,7 @@ export class DynamoDbLedger implements Ledger {
     const { reservation, cost } = input;
     assertMicros(cost, 'cost');
     const hold = holdKey(reservation.requestId, reservation.expiresAt);
-    const bucketAdjustments = this.tokenAdjustments(input);
+    const bucketAdjustments = [...this.tokenAdjustments(input), ...this.loopStreak(input)];
     const usagePut = (condition?: string): TransactWriteItem => ({
       Put: {
         TableName: this.usage,
@@ -305,6 +342,52 @@ export class DynamoDbLedger implements Ledger {
       }
       return { ref, committed, spent, reserved, requests };
     });
+  }
+
+  async getLoopOverrides(keyIds: readonly string[]): Promise<Map<string, LoopOverrides>> {
+    const out = new Map<string, LoopOverrides>();
+    const unique = [...new Set(keyIds)];
+    if (unique.length === 0) return out;
+    for (const item of await this.batchGet(unique.map((id) => ({ pk: `limit#key:${id}`, sk: 'limits' })))) {
+      const value = unmarshall(item);
+      const overrides: { maxRepeats?: number; maxFailures?: number } = {};
+      if (typeof value.loopMaxRepeats === 'number') overrides.maxRepeats = value.loopMaxRepeats;
+      if (typeof value.loopMaxFailures === 'number') overrides.maxFailures = value.loopMaxFailures;
+      if (Object.keys(overrides).length > 0) out.set(String(value.pk).slice('limit#key:'.length), overrides);
+    }
+    return out;
+  }
+
+  async setLoopOverrides(
+    keyId: string,
+    overrides: { readonly maxRepeats?: number | null; readonly maxFailures?: number | null },
+  ): Promise<void> {
+    const sets = ['updatedAt = :now'];
+    const removes: string[] = [];
+    const values: Item = { ':now': { S: new Date(this.clock.now()).toISOString() } };
+    for (const [field, attr] of [['maxRepeats', 'loopMaxRepeats'], ['maxFailures', 'loopMaxFailures']] as const) {
+      const v = overrides[field];
+      if (v === undefined) continue;
+      if (v === null) {
+        removes.push(attr);
+        continue;
+      }
+      if (!Number.isInteger(v) || v < 1) throw new RangeError(`${field} must be a positive whole number, got ${v}`);
+      sets.push(`${attr} = :${attr}`);
+      values[`:${attr}`] = { N: String(v) };
+    }
+    try {
+      await this.client.send(
+        new UpdateItemCommand({
+          TableName: this.budgets,
+          Key: marshall({ pk: `limit#key:${keyId}`, sk: 'limits' }),
+          UpdateExpression: `SET ${sets.join(', ')}${removes.length ? ` REMOVE ${removes.join(', ')}` : ''}`,
+          ExpressionAttributeValues: values,
+        }),
+      );
+    } catch (err) {
+      throw translateError(err);
+    }
   }
 
   async getLimits(scopes: readonly ScopeId[]): Promise<Map<ScopeId, BudgetLimits>> {
@@ -423,6 +506,78 @@ export class DynamoDbLedger implements Ledger {
     if (!reasons) return true;
     if (reasons[0]?.Code === 'ConditionalCheckFailed') return false;
     throw unexpectedCancellation(reasons);
+  }
+
+  /** Passes only while the scope's circuit is closed (no item, or its `openUntil` has passed). */
+  private circuitCheck(ref: CircuitRef, now: number): TransactWriteItem {
+    return {
+      ConditionCheck: {
+        TableName: this.budgets,
+        Key: marshall(circuitKey(ref)),
+        ConditionExpression: 'attribute_not_exists(openUntil) OR openUntil <= :now',
+        ExpressionAttributeValues: { ':now': { N: String(now) } },
+        ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+      },
+    };
+  }
+
+  /**
+   * Passes while the fingerprint's copies finished in this window (`n<window>`) are fewer than the maximum
+   * and its failure streak is short or old. Copies are counted by settle, when they finish: a loop (each
+   * retry after the previous answer) is caught, a parallel fan-out of identical requests is not taken for one.
+   */
+  private loopCheck(check: LoopCheck): TransactWriteItem {
+    return {
+      ConditionCheck: {
+        TableName: this.budgets,
+        Key: marshall(loopKey(check)),
+        ConditionExpression:
+          '(attribute_not_exists(#n) OR #n < :maxRepeats) AND ' +
+          '(attribute_not_exists(fails) OR fails < :maxFails OR lastFailAt < :since)',
+        ExpressionAttributeNames: { '#n': `n${check.window}` },
+        ExpressionAttributeValues: {
+          ':maxRepeats': { N: String(check.maxRepeats) },
+          ':maxFails': { N: String(check.maxFailures) },
+          ':since': { N: String(check.failuresBlockSince) },
+        },
+        ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+      },
+    };
+  }
+
+  /**
+   * Settle's loop guard update: counts the finished copy in its window (dropping the previous window's
+   * count) and extends ('failed') or clears ('succeeded') the failure streak.
+   */
+  private loopStreak(input: SettleInput): TransactWriteItem[] {
+    const check = input.reservation.loop;
+    if (!check) return [];
+    const windowMs = check.now - check.failuresBlockSince;
+    const values: Item = {
+      ':one': { N: '1' },
+      ':ttl': { N: String(Math.ceil((check.windowEnd + windowMs) / 1000) + DAY_S) },
+    };
+    let update = 'ADD #n :one';
+    const sets = ['#ttl = :ttl'];
+    const removes = ['#prev'];
+    if (input.loopOutcome === 'failed') {
+      update += ', fails :one';
+      sets.push('lastFailAt = :now');
+      values[':now'] = { N: String(this.clock.now()) };
+    } else if (input.loopOutcome === 'succeeded') {
+      removes.push('fails', 'lastFailAt');
+    }
+    return [
+      {
+        Update: {
+          TableName: this.budgets,
+          Key: marshall(loopKey(check)),
+          UpdateExpression: `${update} SET ${sets.join(', ')} REMOVE ${removes.join(', ')}`,
+          ExpressionAttributeNames: { '#n': `n${check.window}`, '#prev': `n${check.window - 1}`, '#ttl': 'ttl' },
+          ExpressionAttributeValues: values,
+        },
+      },
+    ];
   }
 
   private reserveCounter(ref: CounterRef, amount: MicroUsd): TransactWriteItem {
@@ -674,6 +829,38 @@ function budgetExceeded(
     message = `Budget exceeded for ${ref.scope} (${ref.window} window): limit ${displayUsd(ref.limit ?? 0)}, spent ${displayUsd(spent)}${inFlight}, ${needs}.`;
   }
   return new BudgetExceededError(message, { code: 'insufficient_quota', headers });
+}
+
+/** The caller-facing denial for a scope whose circuit is open (from the circuit item as it was). */
+function circuitOpen(ref: CircuitRef, old: Record<string, unknown> | undefined, now: number): CircuitOpenError {
+  const until = num(old?.openUntil);
+  const byAck = until >= UNTIL_ACKNOWLEDGED;
+  const headers: Record<string, string> = {
+    'x-tollgate-circuit-scope': ref.scope,
+    'x-tollgate-circuit-closes-at': byAck ? 'on-acknowledgement' : new Date(until).toISOString(),
+  };
+  if (!byAck) headers['Retry-After'] = String(Math.max(1, Math.ceil((until - now) / 1000)));
+  const when = byAck ? 'it stays open until an operator acknowledges it' : `it closes at ${new Date(until).toISOString()}`;
+  const why = ref.scope === 'platform' ? '' : typeof old?.reason === 'string' ? ` (${old.reason})` : '';
+  return new CircuitOpenError(`The spend circuit breaker for ${ref.scope} is open${why}; ${when}.`, { code: 'circuit_open', headers });
+}
+
+/** The caller-facing denial of the loop guard, from the fingerprint's item as it was. */
+function loopDetected(check: LoopCheck, old: Record<string, unknown> | undefined): LoopDetectedError {
+  const count = num(old?.[`n${check.window}`]);
+  const windowMs = check.now - check.failuresBlockSince;
+  const minutes = Math.round(windowMs / 60_000);
+  const repeats = count >= check.maxRepeats;
+  const retryAt = repeats ? check.windowEnd : num(old?.lastFailAt) + windowMs;
+  const message = repeats
+    ? `Loop detected: this exact request was sent ${count} times within ${minutes} minutes by key ${check.keyId} (at most ${check.maxRepeats}); ` +
+      'change the request or wait before retrying.'
+    : `Loop detected: this exact request failed upstream ${num(old?.fails)} times in a row for key ${check.keyId}; ` +
+      `it is refused for ${minutes} minutes after the last failure.`;
+  return new LoopDetectedError(message, {
+    code: 'loop_detected',
+    headers: { 'Retry-After': String(Math.max(1, Math.ceil((retryAt - check.now) / 1000))) },
+  });
 }
 
 /** The caller-facing denial for buckets without capacity now, with OpenAI-style rate-limit headers. */

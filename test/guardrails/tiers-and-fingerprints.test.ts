@@ -1,0 +1,104 @@
+import { crossingsOf, tierOf } from '../../lambda/core/guardrails/alerts';
+import { parseBudgetNotification } from '../../lambda/core/guardrails/kill-switch';
+import { isEmptyAnswer, loopCheckFor, requestFingerprint } from '../../lambda/core/guardrails/loop-guard';
+import { DEFAULT_GUARDRAILS, loopSettingsFor } from '../../lambda/core/guardrails/settings';
+import type { CounterValue } from '../../lambda/core/stores';
+import type { BudgetLimits, ScopeId } from '../../lambda/core/types';
+import { windowKey } from '../../lambda/core/windows';
+import { BUDGET_NOTIFICATION } from './fixtures';
+
+const T0 = Date.parse('2026-11-23T10:20:00.000Z');
+
+
+function value(scope: ScopeId, window: 'hour' | 'day' | 'month', spent: number): CounterValue {
+  return { ref: { scope, window, windowKey: windowKey(window, T0), windowEnd: 0 }, committed: spent, spent, reserved: 0, requests: 1 };
+}
+
+describe('alert tiers', () => {
+  it('when spend is below 80 % of a limit, it is in no tier', () => {
+    expect(tierOf('hour', 799_999, 1_000_000, 1_000)).toBeUndefined();
+  });
+
+  it('when spend crosses 80 %, it is a warning; at the limit, critical; at 200 % of a day, an escalation', () => {
+    expect(tierOf('hour', 800_000, 1_000_000, 1_000)).toBe('warning');
+    expect(tierOf('hour', 1_000_000, 1_000_000, 1_000)).toBe('critical');
+    expect(tierOf('day', 2_000_000, 1_000_000, 1_000)).toBe('escalation');
+    expect(tierOf('month', 2_500_000, 1_000_000, 1_000)).toBe('critical');
+  });
+
+  it('when less is left than the last request reserved (past 80 %), the limit counts as reached', () => {
+    expect(tierOf('hour', 950_000, 1_000_000, 60_000)).toBe('critical');
+    // A huge reservation far below 80 % does not count as reaching the limit.
+    expect(tierOf('hour', 200_000, 1_000_000, 900_000)).toBeUndefined();
+  });
+
+  it('when the hourly limit is reached, the crossing opens the circuit until the hour ends (or the cooldown)', () => {
+    const limits = new Map<ScopeId, BudgetLimits>([['user:ann', { hour: 1_000_000, day: 500_000 }]]);
+    const [hour, day] = crossingsOf([value('user:ann', 'hour', 1_000_000), value('user:ann', 'day', 1_000_000)], limits, {
+      now: T0,
+      lastReservation: 10,
+      cooldownMs: 0,
+    });
+    expect(hour!.alert.type).toBe('spend_critical');
+    expect(hour!.circuit).toMatchObject({ scope: 'user:ann', cause: 'breaker', closesAt: Date.parse('2026-11-23T11:00:00.000Z') });
+    expect(hour!.dedupeKey).toBe('hour#2026-11-23T10#critical');
+    expect(day!.alert.type).toBe('spend_escalation');
+    expect(day!.circuit!.closesAt).toBeUndefined();
+    const cooled = crossingsOf([value('user:ann', 'hour', 1_000_000)], limits, { now: T0, lastReservation: 10, cooldownMs: 15 * 60_000 });
+    expect(cooled[0]!.circuit!.closesAt).toBe(T0 + 15 * 60_000);
+  });
+
+  it('when a counter has no limit, no alert is made for it', () => {
+    expect(crossingsOf([value('user:bob', 'hour', 9_999_999)], new Map(), { now: T0, lastReservation: 1, cooldownMs: 0 })).toEqual([]);
+  });
+});
+
+describe('loop guard fingerprints', () => {
+  const body = { model: 'gpt-4o', messages: [{ role: 'user', content: 'Classify: refund please' }], temperature: 0 };
+
+  it('when only key order, streaming or surrounding whitespace differ, the fingerprint is the same', () => {
+    const reordered = { temperature: 0, stream: true, messages: [{ content: '  Classify: refund please ', role: 'user' }], model: 'gpt-4o' };
+    expect(requestFingerprint(reordered)).toBe(requestFingerprint(body));
+  });
+
+  it('when the prompt changes, the fingerprint changes', () => {
+    expect(requestFingerprint({ ...body, messages: [{ role: 'user', content: 'Classify: invoice' }] })).not.toBe(requestFingerprint(body));
+  });
+
+  it('when the same body comes from another key or goes to another model, it is another loop', () => {
+    const fp = requestFingerprint(body);
+    const s = DEFAULT_GUARDRAILS.loop;
+    const a = loopCheckFor({ keyId: 'k1', model: 'openai/gpt-4o', bodyFingerprint: fp }, T0, s);
+    expect(loopCheckFor({ keyId: 'k2', model: 'openai/gpt-4o', bodyFingerprint: fp }, T0, s).fingerprint).not.toBe(a.fingerprint);
+    expect(loopCheckFor({ keyId: 'k1', model: 'openai/gpt-4o-mini', bodyFingerprint: fp }, T0, s).fingerprint).not.toBe(a.fingerprint);
+    expect(a.windowEnd - T0).toBeLessThanOrEqual(s.windowMs);
+    expect(a.maxRepeats).toBe(5);
+    expect(a.maxFailures).toBe(3);
+  });
+
+  it('when a key has overrides, they replace the defaults', () => {
+    expect(loopSettingsFor(DEFAULT_GUARDRAILS.loop, { maxRepeats: 50 })).toMatchObject({ maxRepeats: 50, maxFailures: 3 });
+  });
+
+  it('when an answer carries no text and no tool call, it counts as empty', () => {
+    expect(isEmptyAnswer({ choices: [{ message: { role: 'assistant', content: '' } }] })).toBe(true);
+    expect(isEmptyAnswer({ choices: [{ message: { role: 'assistant', content: 'ok' } }] })).toBe(false);
+    expect(isEmptyAnswer({ choices: [{ message: { content: null, tool_calls: [{ id: 't' }] } }] })).toBe(false);
+    expect(isEmptyAnswer({ type: 'message', content: [{ type: 'text', text: ' ' }] })).toBe(true);
+  });
+});
+
+describe('AWS Budgets notifications', () => {
+  it('when a real ACTUAL notification arrives, its budget, threshold and actual amount are read', () => {
+    expect(parseBudgetNotification(BUDGET_NOTIFICATION)).toEqual({
+      budgetName: 'tollgate-dev-monthly',
+      alertType: 'ACTUAL',
+      thresholdMicros: 100_000_000,
+      actualMicros: 104_370_000,
+    });
+  });
+
+  it('when the message is not a budget notification, it is not parsed', () => {
+    expect(parseBudgetNotification('{"AlarmName":"x","NewStateValue":"ALARM"}')).toBeUndefined();
+  });
+});
