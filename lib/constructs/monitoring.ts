@@ -1,18 +1,14 @@
 import { Duration } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import type * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
 
-/** An alarm on a widget's metric. */
-export interface AlarmSpec {
-  readonly threshold: number;
+/** Options every alarm shares. */
+export interface AlarmSpecBase {
   /** What the alarm means to an operator; becomes the alarm description. */
   readonly description: string;
-  /**
-   * @default GREATER_THAN_OR_EQUAL_TO_THRESHOLD
-   */
-  readonly comparison?: cloudwatch.ComparisonOperator;
   /**
    * @default 1
    */
@@ -23,6 +19,36 @@ export interface AlarmSpec {
   readonly treatMissingData?: cloudwatch.TreatMissingData;
 }
 
+/** An alarm when the metric crosses a fixed threshold. */
+export interface StaticAlarmSpec extends AlarmSpecBase {
+  /**
+   * @default 'static'
+   */
+  readonly kind?: 'static';
+  readonly threshold: number;
+  /**
+   * @default GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+   */
+  readonly comparison?: cloudwatch.ComparisonOperator;
+}
+
+/** An alarm when the metric leaves the band CloudWatch anomaly detection learned from its history. */
+export interface AnomalyAlarmSpec extends AlarmSpecBase {
+  readonly kind: 'anomaly';
+  /**
+   * Width of the expected band in standard deviations; must be greater than 0.
+   * @default 2
+   */
+  readonly stdDevs?: number;
+  /**
+   * @default GREATER_THAN_UPPER_THRESHOLD (spend falling is not an incident)
+   */
+  readonly comparison?: cloudwatch.ComparisonOperator;
+}
+
+/** An alarm on a widget's metric. */
+export type AlarmSpec = StaticAlarmSpec | AnomalyAlarmSpec;
+
 /** One graph on the dashboard, optionally with an alarm on the same metric. */
 export interface MonitoredMetric {
   /** Stable id: the alarm's construct id and name suffix. */
@@ -30,6 +56,24 @@ export interface MonitoredMetric {
   readonly title: string;
   readonly metrics: ReadonlyArray<cloudwatch.Metric | cloudwatch.MathExpression>;
   readonly alarm?: AlarmSpec;
+  /**
+   * The period of this graph's metrics (and its alarm).
+   * @default the monitoring's period
+   */
+  readonly period?: Duration;
+  /**
+   * Stack the lines (for parts of a whole, such as cost by model).
+   * @default false
+   */
+  readonly stacked?: boolean;
+}
+
+/** A CloudWatch Logs Insights query shown as a table on the dashboard. */
+export interface MonitoredQuery {
+  readonly title: string;
+  readonly logGroups: readonly logs.ILogGroup[];
+  /** The query, one pipeline stage per line. */
+  readonly queryLines: readonly string[];
 }
 
 export interface MonitoringProps {
@@ -46,8 +90,8 @@ export interface MonitoringProps {
 
 /**
  * The dashboard and alarm factory: each {@link MonitoredMetric} becomes a graph and, when it has an alarm spec,
- * an alarm that notifies the alarm topic and is drawn on its graph. Widgets and alarms are defined here once
- * instead of pasted per metric.
+ * an alarm (static or anomaly detection) that notifies the alarm topic and is drawn on its graph. Widgets and
+ * alarms are defined here once instead of pasted per metric.
  */
 export class Monitoring extends Construct {
   readonly dashboard: cloudwatch.Dashboard;
@@ -67,9 +111,26 @@ export class Monitoring extends Construct {
 
   /** Adds a titled row of graphs (three per row) and their alarms. */
   addSection(title: string, metrics: readonly MonitoredMetric[]): void {
-    this.dashboard.addWidgets(new cloudwatch.TextWidget({ markdown: `## ${title}`, width: 24, height: 1 }));
+    this.addHeading(title);
     const widgets = metrics.map((m) => this.widget(m));
     for (let i = 0; i < widgets.length; i += 3) this.dashboard.addWidgets(...widgets.slice(i, i + 3));
+  }
+
+  /** Adds a titled row of Logs Insights tables (two per row). */
+  addQueries(title: string, queries: readonly MonitoredQuery[]): void {
+    this.addHeading(title);
+    const widgets = queries.map(
+      (q) =>
+        new cloudwatch.LogQueryWidget({
+          title: q.title,
+          logGroupNames: q.logGroups.map((g) => g.logGroupName),
+          queryLines: [...q.queryLines],
+          view: cloudwatch.LogQueryVisualizationType.TABLE,
+          width: 12,
+          height: 6,
+        }),
+    );
+    for (let i = 0; i < widgets.length; i += 2) this.dashboard.addWidgets(...widgets.slice(i, i + 2));
   }
 
   /** Adds the alarm status widget listing every alarm made so far; call it last. */
@@ -80,24 +141,46 @@ export class Monitoring extends Construct {
     );
   }
 
+  private addHeading(title: string): void {
+    this.dashboard.addWidgets(new cloudwatch.TextWidget({ markdown: `## ${title}`, width: 24, height: 1 }));
+  }
+
   private widget(m: MonitoredMetric): cloudwatch.GraphWidget {
-    const left = m.metrics.map((metric) => metric.with({ period: this.period }));
+    const period = m.period ?? this.period;
+    const left = m.metrics.map((metric) => metric.with({ period }));
     let annotations: cloudwatch.HorizontalAnnotation[] | undefined;
     if (m.alarm) {
-      if (left.length !== 1) throw new Error(`Monitoring: "${m.id}" has an alarm, so it must graph exactly one metric`);
-      const alarm = new cloudwatch.Alarm(this, `${m.id}Alarm`, {
-        alarmName: `${this.props.alarmNamePrefix}${m.id}`,
-        alarmDescription: m.alarm.description,
-        metric: left[0],
-        threshold: m.alarm.threshold,
-        comparisonOperator: m.alarm.comparison ?? cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        evaluationPeriods: m.alarm.evaluationPeriods ?? 1,
-        treatMissingData: m.alarm.treatMissingData ?? cloudwatch.TreatMissingData.NOT_BREACHING,
-      });
+      if (left.length !== 1) throw new Error(`Monitoring: "${m.id}" has an alarm, so its metrics must hold exactly one metric`);
+      const alarm = this.alarm(m.id, m.alarm, left[0]!);
       alarm.addAlarmAction(new actions.SnsAction(this.props.alarmTopic));
       this.alarms.push(alarm);
-      annotations = [alarm.toAnnotation()];
+      // An anomaly alarm's threshold is a band, not a line: CloudWatch draws the band with the alarm.
+      if (m.alarm.kind !== 'anomaly') annotations = [alarm.toAnnotation()];
     }
-    return new cloudwatch.GraphWidget({ title: m.title, left, leftAnnotations: annotations, width: 8, height: 6 });
+    return new cloudwatch.GraphWidget({ title: m.title, left, leftAnnotations: annotations, stacked: m.stacked ?? false, width: 8, height: 6 });
+  }
+
+  private alarm(id: string, spec: AlarmSpec, metric: cloudwatch.IMetric): cloudwatch.Alarm {
+    const common = {
+      alarmName: `${this.props.alarmNamePrefix}${id}`,
+      alarmDescription: spec.description,
+      metric,
+      evaluationPeriods: spec.evaluationPeriods ?? 1,
+      treatMissingData: spec.treatMissingData ?? cloudwatch.TreatMissingData.NOT_BREACHING,
+    };
+    if (spec.kind === 'anomaly') {
+      const stdDevs = spec.stdDevs ?? 2;
+      if (!(stdDevs > 0)) throw new Error(`Monitoring: "${id}".alarm.stdDevs must be greater than 0, got ${stdDevs}`);
+      return new cloudwatch.AnomalyDetectionAlarm(this, `${id}Alarm`, {
+        ...common,
+        stdDevs,
+        comparisonOperator: spec.comparison ?? cloudwatch.ComparisonOperator.GREATER_THAN_UPPER_THRESHOLD,
+      });
+    }
+    return new cloudwatch.Alarm(this, `${id}Alarm`, {
+      ...common,
+      threshold: spec.threshold,
+      comparisonOperator: spec.comparison ?? cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+    });
   }
 }

@@ -1,6 +1,17 @@
-import { Stack, type StackProps } from 'aws-cdk-lib';
+import { Duration, Stack, type StackProps } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import type { Construct } from 'constructs';
+import {
+  baseDimensions,
+  DIMENSIONS,
+  ERROR_CLASSES,
+  GATEWAY_SERVICE,
+  GUARDRAIL_METRICS,
+  GUARDRAILS_SERVICE,
+  METRICS_NAMESPACE,
+  REQUEST_METRICS,
+} from '../../lambda/observability/metric-names';
+import { REQUEST_LOG_MESSAGE } from '../../lambda/observability/request-log';
 import { resourceName, type DeploymentConfig } from '../config';
 import { Monitoring, type MonitoredMetric } from '../constructs/monitoring';
 import type { TollgateFunction } from '../constructs/tollgate-function';
@@ -21,10 +32,20 @@ export interface ObservabilityStackProps extends StackProps {
 const WAF_BLOCKED_ALARM = 500;
 /** Gateway 5xx responses in 5 minutes before someone should look. */
 const API_5XX_ALARM = 5;
+/** Percentage of requests answered with 5xx in 5 minutes (of at least {@link API_5XX_RATE_MIN_REQUESTS}). */
+const API_5XX_RATE_ALARM_PERCENT = 5;
+/** Below this many requests in 5 minutes the 5xx rate is noise (one failure of two requests is 50 %). */
+const API_5XX_RATE_MIN_REQUESTS = 20;
+/** Standard deviations of the cost-per-hour anomaly band. */
+const COST_ANOMALY_STD_DEVS = 2;
+/** How many users / keys the top-spenders tables show. */
+const TOP_N = 10;
 
 /**
- * One dashboard and the alarms, all notifying the alerts topic. This is the infrastructure-health skeleton;
- * the business metrics of the observability issue are added as further {@link Monitoring.addSection} calls.
+ * One dashboard and the alarms, all notifying the alerts topic: infrastructure health (API Gateway, Lambda,
+ * DynamoDB, WAF, ECS), the business view from the gateway's own metrics (cost per hour and by model, tokens,
+ * requests, error rate by class, latency, guardrail events; see lambda/observability/metric-names.ts), Logs
+ * Insights tables of the top users and keys by cost and the tightest budgets, and the alarm status.
  * It is deployed last because it only reads the other stacks' resource names.
  */
 export class ObservabilityStack extends Stack {
@@ -121,6 +142,167 @@ export class ObservabilityStack extends Stack {
       { id: 'agent-memory', title: 'agent memory %', metrics: [agent.service.metricMemoryUtilization()] },
     ]);
 
+    this.addBusiness(config, gateway);
+
     this.monitoring.addAlarmStatus();
+  }
+
+  /** Cost, tokens, requests, errors and guardrail events from the gateway's EMF metrics, and the log queries. */
+  private addBusiness(config: DeploymentConfig, gateway: GatewayStack): void {
+    const dims = baseDimensions(GATEWAY_SERVICE, config.stage);
+    const gw = (metricName: string, statistic: string, label?: string) =>
+      new cloudwatch.Metric({ namespace: METRICS_NAMESPACE, metricName, dimensionsMap: dims, statistic, ...(label ? { label } : {}) });
+    const errorsByClass = Object.fromEntries(
+      ERROR_CLASSES.map((c) => [
+        `e_${c}`,
+        new cloudwatch.Metric({
+          namespace: METRICS_NAMESPACE,
+          metricName: REQUEST_METRICS.errorCount,
+          dimensionsMap: { ...dims, [DIMENSIONS.errorClass]: c },
+          statistic: 'Sum',
+          label: c,
+        }),
+      ]),
+    );
+    const perModel = (metricName: string, statistic: string, period: Duration) =>
+      new cloudwatch.MathExpression({
+        expression:
+          `SEARCH('{${METRICS_NAMESPACE},${DIMENSIONS.service},${DIMENSIONS.stage},${DIMENSIONS.provider},${DIMENSIONS.model}} ` +
+          `MetricName="${metricName}" ${DIMENSIONS.service}="${GATEWAY_SERVICE}" ${DIMENSIONS.stage}="${config.stage}"', '${statistic}', ${period.toSeconds()})`,
+        label: '',
+        period,
+      });
+    const hour = Duration.hours(1);
+    const day = Duration.days(1);
+
+    this.monitoring.addSection('Spend', [
+      {
+        id: 'cost-per-hour-anomaly',
+        title: 'Cost per hour (USD)',
+        metrics: [gw(REQUEST_METRICS.costUsd, 'Sum', 'cost USD')],
+        period: hour,
+        alarm: {
+          kind: 'anomaly',
+          stdDevs: COST_ANOMALY_STD_DEVS,
+          evaluationPeriods: 2,
+          description: `Gateway spend per hour rose above its expected band (${COST_ANOMALY_STD_DEVS} standard deviations) for two hours running.`,
+        },
+      },
+      {
+        id: 'daily-cost',
+        title: 'Cost per day (USD)',
+        metrics: [gw(REQUEST_METRICS.costUsd, 'Sum', 'cost USD')],
+        period: day,
+        alarm: {
+          threshold: config.alerts.dailyCostUsd,
+          description: `Gateway spend reached $${config.alerts.dailyCostUsd} in a day (tollgate.alerts.dailyCostUsd).`,
+        },
+      },
+      { id: 'cost-by-model', title: 'Cost by model per hour (USD)', metrics: [perModel(REQUEST_METRICS.costUsd, 'Sum', hour)], period: hour, stacked: true },
+    ]);
+
+    this.monitoring.addSection('Traffic', [
+      {
+        id: 'tokens',
+        title: 'Tokens',
+        metrics: [
+          gw(REQUEST_METRICS.tokensProcessed, 'Sum', 'total'),
+          gw(REQUEST_METRICS.inputTokens, 'Sum', 'input'),
+          gw(REQUEST_METRICS.outputTokens, 'Sum', 'output'),
+          gw(REQUEST_METRICS.cachedInputTokens, 'Sum', 'cached input'),
+        ],
+      },
+      { id: 'requests', title: 'Requests', metrics: [gw(REQUEST_METRICS.requestCount, 'Sum', 'requests')] },
+      { id: 'requests-by-model', title: 'Requests by model', metrics: [perModel(REQUEST_METRICS.requestCount, 'Sum', Duration.minutes(5))], stacked: true },
+      {
+        id: 'error-rate',
+        title: 'Error rate (%)',
+        metrics: [
+          new cloudwatch.MathExpression({
+            expression: `100 * (${Object.keys(errorsByClass).map((id) => `FILL(${id}, 0)`).join(' + ')}) / requests`,
+            label: 'errors %',
+            usingMetrics: { ...errorsByClass, requests: gw(REQUEST_METRICS.requestCount, 'Sum') },
+          }),
+        ],
+      },
+      { id: 'errors-by-class', title: 'Errors by class', metrics: Object.values(errorsByClass), stacked: true },
+      {
+        id: 'gateway-latency',
+        title: 'Latency p99 (ms)',
+        metrics: [gw(REQUEST_METRICS.latency, 'p99', 'request'), gw(REQUEST_METRICS.upstreamLatency, 'p99', 'upstream')],
+      },
+    ]);
+
+    const api = gateway.api;
+    const guard = (metricName: string) =>
+      new cloudwatch.Metric({
+        namespace: METRICS_NAMESPACE,
+        metricName,
+        dimensionsMap: baseDimensions(GUARDRAILS_SERVICE, config.stage),
+        statistic: 'Sum',
+      });
+    this.monitoring.addSection('Guardrails', [
+      {
+        id: 'api-5xx-rate',
+        title: 'API 5xx rate (%)',
+        metrics: [
+          new cloudwatch.MathExpression({
+            expression: `IF(requests >= ${API_5XX_RATE_MIN_REQUESTS}, 100 * errors / requests, 0)`,
+            label: '5xx %',
+            usingMetrics: { errors: api.metricServerError({ statistic: 'Sum' }), requests: api.metricCount({ statistic: 'Sum' }) },
+          }),
+        ],
+        alarm: {
+          threshold: API_5XX_RATE_ALARM_PERCENT,
+          description: `${API_5XX_RATE_ALARM_PERCENT} % or more of the gateway's responses were 5xx in 5 minutes (with at least ${API_5XX_RATE_MIN_REQUESTS} requests).`,
+        },
+      },
+      {
+        id: 'kill-switch-activated',
+        title: 'Kill switch activations',
+        metrics: [guard(GUARDRAIL_METRICS.killSwitchActivated)],
+        alarm: { threshold: 1, description: 'The kill switch suspended API keys because a budget threshold was crossed.' },
+      },
+      {
+        id: 'circuit-opened',
+        title: 'Circuit breakers opened',
+        metrics: [guard(GUARDRAIL_METRICS.circuitOpened)],
+        alarm: { threshold: 1, description: 'A provider circuit breaker opened: requests to that provider are refused until it recovers.' },
+      },
+      { id: 'alerts-sent', title: 'Alerts sent', metrics: [guard(GUARDRAIL_METRICS.alertSent)] },
+    ]);
+
+    // LogQueryWidget joins the lines with "| ".
+    const requests = [`filter message = "${REQUEST_LOG_MESSAGE}" and ispresent(costMicros)`];
+    const topBy = (field: string) => [
+      ...requests,
+      `stats sum(costMicros) / 1000000 as costUsd, count(*) as requests, sum(inputTokens + outputTokens) as tokens by ${field}`,
+      'sort costUsd desc',
+      `limit ${TOP_N}`,
+    ];
+    this.monitoring.addQueries('Who spends', [
+      { title: `Top ${TOP_N} users by cost (USD)`, logGroups: [gateway.gateway.logGroup], queryLines: topBy('userId') },
+      { title: `Top ${TOP_N} keys by cost (USD)`, logGroups: [gateway.gateway.logGroup], queryLines: topBy('keyId, userId') },
+      {
+        title: 'Budget utilisation: tightest budgets (USD left, latest)',
+        logGroups: [gateway.gateway.logGroup],
+        queryLines: [
+          `filter message = "${REQUEST_LOG_MESSAGE}" and ispresent(budgetRemainingMicros)`,
+          'stats latest(budgetRemainingMicros) / 1000000 as remainingUsd, sum(costMicros) / 1000000 as spentInRangeUsd by budgetScope',
+          'sort remainingUsd asc',
+          `limit ${TOP_N}`,
+        ],
+      },
+      {
+        title: 'Errors by class and code',
+        logGroups: [gateway.gateway.logGroup],
+        queryLines: [
+          `filter message = "${REQUEST_LOG_MESSAGE}" and ispresent(errorClass)`,
+          'stats count(*) as requests by errorClass, errorCode, status',
+          'sort requests desc',
+          `limit ${TOP_N * 2}`,
+        ],
+      },
+    ]);
   }
 }
