@@ -1,34 +1,71 @@
 /**
- * The agent worker's entry point (the agent issue fills in the work loop). Today it proves the container's
- * lifecycle: it starts, logs one ready line, stays up, and on SIGTERM (what ECS sends before stopping a task)
- * or SIGINT it logs and exits with status 0 so deployments drain cleanly.
+ * The agent container's entry point (Fargate). Reads its settings with loadConfig, takes runs from the SQS
+ * queue and executes them through the gateway (see worker.ts). On SIGTERM — what ECS sends before stopping a
+ * task — or SIGINT it stops gracefully: the current run finishes within the grace period or goes back to the
+ * queue, then the process exits with status 0.
+ *
+ * Environment (set by the agent stack): TOLLGATE_STAGE, TOLLGATE_TABLE_RUNS, TOLLGATE_AGENT_QUEUE_URL,
+ * TOLLGATE_GATEWAY_URL, TOLLGATE_AGENT_* limits, and the `jwt-secret` as TOLLGATE_JWT_SECRET (an ECS secret
+ * injected from the SSM SecureString, never a plain value in the task definition).
  */
+import { SQSClient } from '@aws-sdk/client-sqs';
+import { ConfigError, type GatewayConfig, loadConfig } from '../../lambda/config';
+import { SqsRunQueue } from '../../lambda/core/agent/sqs-queue';
+import { systemClock } from '../../lambda/core/clock';
+import { JwtKeyRingSource, TokenIssuer } from '../../lambda/core/jwt';
 import { jsonLogger, type Logger } from '../../lambda/core/log';
+import { createDynamoDbClient } from '../../lambda/store/dynamodb/client';
+import { DynamoDbRunStore } from '../../lambda/store/dynamodb/runs-store';
+import { createAgentWorker, serviceTokens } from './service';
 
-export interface AgentWorker {
+/** A running agent process. */
+export interface AgentProcess {
   /** Resolves when the worker has stopped. */
   readonly stopped: Promise<void>;
   stop(signal: string): void;
 }
 
-/** Starts the worker: logs readiness and keeps the process alive until {@link AgentWorker.stop}. */
-export function startAgent(options: { readonly log: Logger; readonly stage: string }): AgentWorker {
-  let release: () => void = () => undefined;
-  const stopped = new Promise<void>((resolve) => {
-    release = resolve;
+function required<T>(value: T | undefined, setting: string): T {
+  if (value === undefined) throw new ConfigError(setting, 'is required by the agent worker');
+  return value;
+}
+
+/** Starts the worker from configuration; logs `agent ready` once it takes runs. */
+export function startAgent(options: {
+  readonly log: Logger;
+  readonly config: GatewayConfig;
+  readonly env: Readonly<Record<string, string | undefined>>;
+}): AgentProcess {
+  const { log, config } = options;
+  const queueUrl = required(config.agent.queueUrl, 'TOLLGATE_AGENT_QUEUE_URL');
+  const gatewayUrl = required(config.agent.gatewayUrl, 'TOLLGATE_GATEWAY_URL');
+  const table = required(config.tables.runs, 'TOLLGATE_TABLE_RUNS');
+  const jwtSecret = required(options.env.TOLLGATE_JWT_SECRET || undefined, 'TOLLGATE_JWT_SECRET');
+  const issuer = new TokenIssuer({
+    keys: new JwtKeyRingSource(jwtSecret),
+    clock: systemClock,
+    ...config.jwt,
   });
-  // Keeps the event loop alive until stopped; the agent's work loop replaces this.
-  const keepAlive = setInterval(() => undefined, 60_000);
-  options.log.log('info', 'agent ready', { stage: options.stage, pid: process.pid });
+  const dynamodb = createDynamoDbClient({ region: config.region, ...(config.dynamodbEndpoint ? { endpoint: config.dynamodbEndpoint } : {}) });
+  const worker = createAgentWorker({
+    settings: config.agent,
+    gatewayUrl,
+    queue: new SqsRunQueue({ client: new SQSClient({ region: config.region }), queueUrl, log }),
+    runs: new DynamoDbRunStore(dynamodb, { table, retentionDays: config.agent.runRetentionDays }),
+    tokens: serviceTokens(issuer),
+    clock: systemClock,
+    log,
+  });
+  const stopped = worker.start();
+  log.log('info', 'agent ready', { stage: config.stage, pid: process.pid, maxIterations: config.agent.maxIterations });
   let stopping = false;
   return {
     stopped,
     stop(signal) {
       if (stopping) return;
       stopping = true;
-      options.log.log('info', 'agent stopping', { signal });
-      clearInterval(keepAlive);
-      release();
+      log.log('info', 'agent stopping', { signal });
+      void worker.stop();
     },
   };
 }
@@ -36,11 +73,16 @@ export function startAgent(options: { readonly log: Logger; readonly stage: stri
 if (require.main === module) {
   const log = jsonLogger();
   // Handlers go in before the ready line: a supervisor may signal as soon as it sees it.
-  let worker: AgentWorker | undefined;
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => worker?.stop(signal));
-  worker = startAgent({ log, stage: process.env.TOLLGATE_STAGE ?? 'local' });
-  void worker.stopped.then(() => {
-    log.log('info', 'agent stopped');
-    process.exitCode = 0;
-  });
+  let agent: AgentProcess | undefined;
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => agent?.stop(signal));
+  try {
+    agent = startAgent({ log, config: loadConfig(process.env), env: process.env });
+    void agent.stopped.then(() => {
+      log.log('info', 'agent stopped');
+      process.exit(0);
+    });
+  } catch (err) {
+    log.log('error', 'agent failed to start', { error: err instanceof Error ? err.message : String(err) });
+    process.exit(1);
+  }
 }
