@@ -6,9 +6,10 @@ module.exports = {
   transform: {
     '^.+\\.(t|j)sx?$': ['@swc/jest', { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'commonjs' } }],
   },
-  // ESM-only packages (middy) are transformed to CommonJS for jest.
+  // ESM-only packages (middy, jose) are transformed to CommonJS for jest.
   // @middy/* is ESM-only and exports only an "import" condition: map it to its files and transform them.
-  transformIgnorePatterns: ['/node_modules/(?!(@middy)/)'],
+  // jose v6 is ESM-only too; its "default" export condition resolves, it only needs the transform.
+  transformIgnorePatterns: ['/node_modules/(?!(@middy|jose)/)'],
   moduleNameMapper: {
     '^@middy/([a-z-]+)$': '<rootDir>/node_modules/@middy/$1/index.js',
     '^@middy/([a-z-]+)/(.*)$': '<rootDir>/node_modules/@middy/$1/$2.js',

@@ -6,17 +6,36 @@ import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { BedrockRuntimeClient } from '@aws-sdk/client-bedrock-runtime';
 import type { GatewayConfig } from './config';
 import { Authenticator } from './core/auth';
+import { JwtKeyRingSource, type JwtSecretSource, TokenIssuer, TokenVerifier } from './core/jwt';
+import { KMSClient } from '@aws-sdk/client-kms';
+import { ByokCipher, type DataKeyProvider, KmsDataKeyProvider } from './core/byok/crypto';
+import { ByokService } from './core/byok/service';
+import { HttpProviderKeyValidator, type ProviderKeyValidator } from './core/byok/validate';
+import { createAdminRoutes } from './http/admin-routes';
+import { createByokRoutes } from './http/byok-routes';
+import { type AuditLog, DynamoDbAuditLog } from './store/dynamodb/audit-store';
+import { DynamoDbByokStore } from './store/dynamodb/byok-store';
 import { type Clock, systemClock } from './core/clock';
 import { StoreUnavailableError } from './core/errors';
 import { jsonLogger, type Logger } from './core/log';
 import type { SecretSource } from './core/secrets';
 import { RequestPipeline } from './core/pipeline';
 import { PriceBook } from './core/pricing';
-import { GatewayApp } from './http/app';
+import { GatewayApp, type RequestObserver } from './http/app';
+import { createMetricsObserver } from './observability/metrics-observer';
+import { createRequestLogObserver } from './observability/request-log';
 import { createProviders, type ProviderRegistry } from './providers/registry';
 import { DynamoDbKeyStore } from './store/dynamodb/key-store';
 import { DynamoDbLedger } from './store/dynamodb/ledger';
+import type { AlertSink } from './core/guardrails/alerts';
+import { DynamoDbGuardrailStore } from './store/dynamodb/guardrails-store';
 import { DynamoDbUsageStore } from './store/dynamodb/usage-store';
+import { SQSClient } from '@aws-sdk/client-sqs';
+import type { RunQueue } from './core/agent/queue';
+import type { RunStore } from './core/agent/run';
+import { SqsRunQueue } from './core/agent/sqs-queue';
+import { createAgentRoutes } from './http/agent-routes';
+import { DynamoDbRunStore } from './store/dynamodb/runs-store';
 
 /** Secret values the gateway needs at runtime. Never logged, never in env vars in AWS (SSM at cold start). */
 export interface GatewaySecrets {
@@ -24,6 +43,11 @@ export interface GatewaySecrets {
   readonly keyPepper: string;
   readonly openaiApiKey?: string;
   readonly anthropicApiKey?: string;
+  /**
+   * The `jwt-secret` value (`kid:secret[,kid:secret…]`), or a function reading it from the cached secret source
+   * so a rotation is picked up. Absent: service tokens are refused (401 `service_tokens_disabled`).
+   */
+  readonly jwtSecret?: JwtSecretSource;
 }
 
 /**
@@ -41,7 +65,8 @@ export async function loadGatewaySecrets(source: SecretSource): Promise<GatewayS
       code: 'gateway_not_configured',
     });
   }
-  return { keyPepper, openaiApiKey, anthropicApiKey };
+  // Read through the (cached) source on use, so a rotated jwt-secret reaches a warm instance.
+  return { keyPepper, openaiApiKey, anthropicApiKey, jwtSecret: () => source.get('jwt-secret') };
 }
 
 export interface GatewayDependencies {
@@ -53,17 +78,59 @@ export interface GatewayDependencies {
   readonly bedrockClient?: BedrockRuntimeClient;
   /** Replace the provider registry (tests of routing). */
   readonly providers?: ProviderRegistry;
+  /**
+   * Told of every guardrail alert as it is recorded (locally: printed). Alerts are kept in the budgets table
+   * and its outbox either way; in AWS the alert dispatcher publishes the outbox to the alerts topic.
+   */
+  readonly alertSink?: AlertSink;
+  /**
+   * Publish per-request CloudWatch metrics (EMF lines on stdout, see lambda/observability/metrics-observer.ts).
+   * @default false (the Lambda handler turns it on; locally the dashboard reads the tables instead)
+   */
+  readonly emitMetrics?: boolean;
+  /**
+   * More request observers, after the request log line and the metrics.
+   * @default []
+   */
+  readonly observers?: readonly RequestObserver[];
+  /**
+   * The local admin token `/admin/*` accepts when `config.adminAuth` is `local-token` (printed by `npm start`).
+   */
+  readonly adminToken?: string;
+  /**
+   * Wraps BYOK data keys. @default KMS with `config.dataKeyArn` when set; otherwise BYOK is off. The local server
+   * and tests pass a {@link LocalDataKeyProvider}.
+   */
+  readonly byokDataKeys?: DataKeyProvider;
+  /** Checks a BYOK key with its provider before storing it. @default HTTP calls to the configured endpoints */
+  readonly byokValidator?: ProviderKeyValidator;
+  /**
+   * The queue agent runs go on. @default SQS at `config.agent.queueUrl` when set; the local server passes an
+   * in-memory queue. Agent routes are served when there is a queue and `config.tables.runs` is named.
+   */
+  readonly runQueue?: RunQueue;
 }
 
 export interface Gateway {
   readonly app: GatewayApp;
   readonly keys: DynamoDbKeyStore;
   readonly ledger: DynamoDbLedger;
+  /** Circuits, alerts and the kill switch's state. */
+  readonly guardrails: DynamoDbGuardrailStore;
   readonly usage: DynamoDbUsageStore;
   readonly pipeline: RequestPipeline;
   readonly authenticator: Authenticator;
   readonly prices: PriceBook;
   readonly providers: ProviderRegistry;
+  /** Issues service JWTs with the gateway's own `jwt-secret` (tests, the local admin API). */
+  readonly tokens: TokenIssuer;
+  /** BYOK keys; absent when no data-key provider is configured (then BYOK routes answer 404). */
+  readonly byok?: ByokService;
+  /** The admin audit log; absent when `config.tables.audit` is not set (then admin changes are refused). */
+  readonly audit?: AuditLog;
+  /** Agent runs and their queue; absent when either is not configured (then agent routes answer 404). */
+  readonly runs?: RunStore;
+  readonly runQueue?: RunQueue;
 }
 
 export function createGateway(deps: GatewayDependencies): Gateway {
@@ -86,7 +153,16 @@ export function createGateway(deps: GatewayDependencies): Gateway {
       { defaultMaxTokens: config.defaultMaxOutputTokens, clock, ...(deps.bedrockClient ? { bedrockClient: deps.bedrockClient } : {}) },
     );
   const prices = new PriceBook({ overrides: config.priceOverrides, providers: providers.ids(), now: () => clock.now() });
-  const authenticator = new Authenticator({ keys, pepper: secrets.keyPepper, cacheMs: config.authCacheMs, clock });
+  const jwtOptions = { keys: new JwtKeyRingSource(secrets.jwtSecret), clock, ...config.jwt };
+  const tokens = new TokenIssuer(jwtOptions);
+  const authenticator = new Authenticator({
+    keys,
+    pepper: secrets.keyPepper,
+    cacheMs: config.authCacheMs,
+    clock,
+    tokens: new TokenVerifier(jwtOptions),
+  });
+  const guardrails = new DynamoDbGuardrailStore(dynamodb, { tables: config.tables, platformShards: config.platformShards });
   const pipeline = new RequestPipeline({
     ledger,
     keys,
@@ -96,9 +172,63 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     holdTtlMs: config.holdTtlMs,
     platformShards: config.platformShards,
     upstreamTimeoutMs: config.upstreamTimeoutMs,
+    guardrails: { store: guardrails, settings: config.guardrails, ...(deps.alertSink ? { sink: deps.alertSink } : {}) },
   });
+  const dataKeys =
+    deps.byokDataKeys ??
+    (config.dataKeyArn ? new KmsDataKeyProvider({ client: new KMSClient({ region: config.region }), keyId: config.dataKeyArn }) : undefined);
+  const byok = dataKeys
+    ? new ByokService({
+        store: new DynamoDbByokStore(dynamodb, config.tables),
+        cipher: new ByokCipher(dataKeys),
+        validator: deps.byokValidator ?? new HttpProviderKeyValidator(config.providers),
+        clock,
+        log,
+        cacheMs: config.authCacheMs,
+      })
+    : undefined;
+  const audit = config.tables.audit
+    ? new DynamoDbAuditLog(dynamodb, { table: config.tables.audit, retentionDays: config.usageRetentionDays })
+    : undefined;
+  const identityRoutes = [
+    ...(byok ? createByokRoutes({ byok, authenticator }) : []),
+    ...createAdminRoutes({
+      mode: config.adminAuth,
+      ...(deps.adminToken ? { localToken: deps.adminToken } : {}),
+      keys,
+      ledger,
+      usage,
+      ...(audit ? { audit } : {}),
+      authenticator,
+      pipeline,
+      tokens,
+      pepper: secrets.keyPepper,
+      clock,
+    }),
+  ];
+  const runQueue =
+    deps.runQueue ??
+    (config.agent.queueUrl ? new SqsRunQueue({ client: new SQSClient({ region: config.region }), queueUrl: config.agent.queueUrl, log }) : undefined);
+  const runs =
+    config.tables.runs && runQueue
+      ? new DynamoDbRunStore(dynamodb, { table: config.tables.runs, retentionDays: config.agent.runRetentionDays })
+      : undefined;
+  const agentRoutes =
+    runs && runQueue
+      ? createAgentRoutes({
+          runs,
+          queue: runQueue,
+          authenticator,
+          clock,
+          log,
+          defaultMaxCostMicros: config.agent.defaultMaxCostMicros,
+          checkModel: (model) => void prices.resolve(model),
+        })
+      : [];
   const app = new GatewayApp({
     authenticator,
+    ...(byok ? { byok } : {}),
+    routes: [...identityRoutes, ...agentRoutes],
     pipeline,
     prices,
     providers,
@@ -106,6 +236,25 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     log,
     maxBodyBytes: config.maxBodyBytes,
     defaultMaxOutputTokens: config.defaultMaxOutputTokens,
+    observers: [
+      createRequestLogObserver(log),
+      ...(deps.emitMetrics ? [createMetricsObserver({ stage: config.stage })] : []),
+      ...(deps.observers ?? []),
+    ],
   });
-  return { app, keys, ledger, usage, pipeline, authenticator, prices, providers };
+  return {
+    app,
+    keys,
+    ledger,
+    usage,
+    pipeline,
+    authenticator,
+    prices,
+    providers,
+    tokens,
+    guardrails,
+    ...(byok ? { byok } : {}),
+    ...(audit ? { audit } : {}),
+    ...(runs && runQueue ? { runs, runQueue } : {}),
+  };
 }

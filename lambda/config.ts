@@ -4,6 +4,8 @@
  * {@link SecretSource} (SSM in AWS, the environment or a local file on one machine).
  */
 import type { TableNames } from './store/dynamodb/schema';
+import { type MicroUsd, usdToMicros } from './core/money';
+import { DEFAULT_GUARDRAILS, type GuardrailSettings } from './core/guardrails/settings';
 
 export interface ProviderEndpoints {
   /** OpenAI-compatible base URL, ending in `/v1` as the OpenAI SDK's `OPENAI_BASE_URL` does. */
@@ -40,7 +42,56 @@ export interface GatewayConfig {
   readonly providers: ProviderEndpoints;
   /** SSM parameter prefix holding this stage's secrets, e.g. `/tollgate/prod/` (AWS only). */
   readonly ssmPrefix?: string;
+  /** Loop guard, circuit breaker and alert spacing (README "Guardrails"). */
+  readonly guardrails: GuardrailSettings;
+  /** The kill switch's budget and alerts topic (the kill-switch and alert-dispatcher Lambdas). */
+  readonly killSwitch: KillSwitchConfig;
+  /** Service JWTs: the `iss` and `aud` every token must carry. */
+  readonly jwt: { readonly issuer: string; readonly audience: string };
+  /** The KMS key BYOK provider keys are envelope-encrypted with (AWS); absent locally (a local key is used). */
+  readonly dataKeyArn?: string;
+  /**
+   * Who may call `/admin/*`: `iam` (API Gateway's AWS_IAM authorizer vouched for the caller; the request must
+   * carry its IAM ARN), `local-token` (the local admin token printed at start-up), or `off` (every admin
+   * request is refused). Explicit, never guessed.
+   */
+  readonly adminAuth: AdminAuthMode;
+  /** The agent service: its queue, the gateway URL its worker calls, and the loop guards of a run. */
+  readonly agent: AgentSettings;
 }
+
+/** Settings of agent runs (issue 6), shared by the gateway (which queues runs) and the agent worker. */
+export interface AgentSettings {
+  /** The SQS queue of runs (AWS); absent: the gateway serves no agent routes unless given a queue. */
+  readonly queueUrl?: string;
+  /** The gateway the worker calls (`…/v1/chat/completions`), e.g. the API's base URL. */
+  readonly gatewayUrl?: string;
+  /** Model calls a run may make. */
+  readonly maxIterations: number;
+  /** Wall-clock limit of one run. */
+  readonly runTimeoutMs: number;
+  /** The cost cap of a run that names none (micro-USD). */
+  readonly defaultMaxCostMicros: MicroUsd;
+  /** How long finished runs are kept (DynamoDB TTL). */
+  readonly runRetentionDays: number;
+  /** How long a stopping worker lets its current run finish before returning it to the queue. */
+  readonly shutdownGraceMs: number;
+}
+
+/** What the kill switch acts on; set by the guardrails stack. */
+export interface KillSwitchConfig {
+  /** The AWS Budgets budget whose notifications may stop the platform. */
+  readonly budgetName?: string;
+  /** The account owning that budget (DescribeBudget's AccountId). */
+  readonly accountId?: string;
+  /** Percent of the budget's limit that actual spend must reach before the kill switch acts. */
+  readonly thresholdPercent: number;
+  /** The alerts SNS topic the kill switch and the alert dispatcher publish to. */
+  readonly alertsTopicArn?: string;
+}
+
+/** How `/admin/*` requests are authorized; see {@link GatewayConfig.adminAuth}. */
+export type AdminAuthMode = 'iam' | 'local-token' | 'off';
 
 /** Prices in USD per million tokens, as price pages print them. */
 export interface PriceOverride {
@@ -119,6 +170,8 @@ export function loadConfig(env: Env = process.env): GatewayConfig {
       budgets: env.TOLLGATE_TABLE_BUDGETS || `${prefix}budgets`,
       usage: env.TOLLGATE_TABLE_USAGE || `${prefix}usage`,
       byok: env.TOLLGATE_TABLE_BYOK || `${prefix}byok`,
+      audit: env.TOLLGATE_TABLE_AUDIT || `${prefix}audit`,
+      runs: env.TOLLGATE_TABLE_RUNS || `${prefix}runs`,
     },
     dynamodbEndpoint: env.TOLLGATE_DYNAMODB_ENDPOINT || undefined,
     maxBodyBytes: int(env, 'TOLLGATE_MAX_BODY_BYTES', 2 * 1024 * 1024, 1024, 10 * 1024 * 1024),
@@ -136,5 +189,56 @@ export function loadConfig(env: Env = process.env): GatewayConfig {
       mockEnabled: bool(env, 'TOLLGATE_MOCK_PROVIDER', true),
     },
     ssmPrefix: env.TOLLGATE_SSM_PREFIX || undefined,
+    guardrails: {
+      loop: {
+        maxRepeats: int(env, 'TOLLGATE_LOOP_MAX_REPEATS', DEFAULT_GUARDRAILS.loop.maxRepeats, 1, 10_000),
+        windowMs: int(env, 'TOLLGATE_LOOP_WINDOW_MS', DEFAULT_GUARDRAILS.loop.windowMs, 10_000, 24 * 3_600_000),
+        maxFailures: int(env, 'TOLLGATE_LOOP_MAX_FAILURES', DEFAULT_GUARDRAILS.loop.maxFailures, 1, 10_000),
+      },
+      breaker: {
+        cooldownMs: int(env, 'TOLLGATE_CIRCUIT_COOLDOWN_MS', DEFAULT_GUARDRAILS.breaker.cooldownMs, 0, 7 * 86_400_000),
+        warningSpacingMs: int(env, 'TOLLGATE_ALERT_WARNING_SPACING_MS', DEFAULT_GUARDRAILS.breaker.warningSpacingMs, 0, 7 * 86_400_000),
+      },
+    },
+    killSwitch: {
+      budgetName: env.TOLLGATE_BUDGET_NAME || undefined,
+      accountId: env.TOLLGATE_ACCOUNT_ID || undefined,
+      thresholdPercent: int(env, 'TOLLGATE_KILL_SWITCH_PERCENT', 100, 1, 1_000),
+      alertsTopicArn: env.TOLLGATE_ALERTS_TOPIC_ARN || undefined,
+    },
+    jwt: {
+      issuer: env.TOLLGATE_JWT_ISSUER || 'tollgate',
+      audience: env.TOLLGATE_JWT_AUDIENCE || `tollgate-${stage}`,
+    },
+    dataKeyArn: env.TOLLGATE_DATA_KEY_ARN || undefined,
+    adminAuth: adminAuthMode(env.TOLLGATE_ADMIN_AUTH),
+    agent: {
+      queueUrl: env.TOLLGATE_AGENT_QUEUE_URL || undefined,
+      gatewayUrl: env.TOLLGATE_GATEWAY_URL ? env.TOLLGATE_GATEWAY_URL.replace(/\/+$/, '') : undefined,
+      maxIterations: int(env, 'TOLLGATE_AGENT_MAX_ITERATIONS', 20, 1, 200),
+      runTimeoutMs: int(env, 'TOLLGATE_AGENT_RUN_TIMEOUT_MS', 600_000, 1_000, 3_600_000),
+      defaultMaxCostMicros: usd(env, 'TOLLGATE_AGENT_DEFAULT_MAX_COST_USD', 1_000_000),
+      runRetentionDays: int(env, 'TOLLGATE_AGENT_RUN_RETENTION_DAYS', 30, 1, 3_650),
+      shutdownGraceMs: int(env, 'TOLLGATE_AGENT_SHUTDOWN_GRACE_MS', 25_000, 0, 600_000),
+    },
   };
+}
+
+function usd(env: Env, name: string, fallback: MicroUsd): MicroUsd {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  let micros: MicroUsd;
+  try {
+    micros = usdToMicros(raw);
+  } catch {
+    micros = 0;
+  }
+  if (micros <= 0) throw new ConfigError(name, `must be a positive dollar amount such as 1 or 0.25, got "${raw}"`);
+  return micros;
+}
+
+function adminAuthMode(raw: string | undefined): AdminAuthMode {
+  if (raw === undefined || raw === '') return 'off';
+  if (raw === 'iam' || raw === 'local-token' || raw === 'off') return raw;
+  throw new ConfigError('TOLLGATE_ADMIN_AUTH', `must be iam, local-token or off, got "${raw}"`);
 }

@@ -36,6 +36,8 @@ export function addTollgate(app: App, config: DeploymentConfig): TollgateStacks 
   const guardrails = new GuardrailsStack(app, name('Guardrails'), { ...common('Guardrails'), data });
   const gateway = new GatewayStack(app, name('Gateway'), { ...common('Gateway'), data });
   const agent = new AgentStack(app, name('Agent'), { ...common('Agent'), data });
+  // The agent reads the gateway URL the gateway stack publishes in SSM when it deploys, so it comes after.
+  agent.addStackDependency(gateway);
   const observability = new ObservabilityStack(app, name('Observability'), {
     ...common('Observability'),
     data,

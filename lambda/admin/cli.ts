@@ -9,6 +9,11 @@
  *   budgets set SCOPE WINDOW USD|none      (SCOPE: key:ID user:ID org:ID platform; WINDOW: hour|day|month)
  *   budgets show SCOPE [--json]
  *   usage --by user|key|org|model [--id ID] [--window hour|day|month] [--json]
+ *   tokens issue --service S --scopes a,b [--ttl 1h] [--on-behalf-of U]   services register --service S --scopes a,b
+ *   audit [--id yyyy-mm-dd]     --url URL [--admin-token T | SigV4]: keys/budgets/usage over /admin/* (identity-cli.ts)
+ *   circuits list | circuits reset SCOPE --ack "…" | alerts | killswitch status|resume --ack "…" | loopguard …
+ *                                          (guardrails: see lambda/core/guardrails/admin-commands.ts)
+ *   report [--window hour|day|month] [--json]   the dashboard's summary (spend over time, models, top users…)
  */
 import { SSMClient } from '@aws-sdk/client-ssm';
 import { join } from 'node:path';
@@ -24,12 +29,18 @@ import type { KeyStore, Ledger, UsageStore } from '../core/stores';
 import { type KeyRecord, parseScope, type UsageRecord } from '../core/types';
 import { isWindow, type Window, WINDOWS, windowBounds, windowKey } from '../core/windows';
 import { createDynamoDbClient } from '../store/dynamodb/client';
+import { runReport } from './report';
 import { ensureTables } from '../store/dynamodb/create-tables';
 import { DynamoDbKeyStore } from '../store/dynamodb/key-store';
 import { DynamoDbLedger } from '../store/dynamodb/ledger';
+import { GUARDRAIL_GROUPS, runGuardrailCommand } from '../core/guardrails/admin-commands';
+import { DynamoDbGuardrailStore } from '../store/dynamodb/guardrails-store';
+import { DynamoDbKeyStatusBatch } from '../store/dynamodb/key-status-batch';
 import { DynamoDbUsageStore } from '../store/dynamodb/usage-store';
 import { startDynamoDbLocal } from '../local/dynamodb-local';
 import { loadOrCreatePepper, readRunning, stateDir } from '../local/state';
+import { AdminHttpError } from './http-client';
+import { IDENTITY_GROUPS, IdentityUsageError, runIdentityCommand } from './identity-cli';
 
 class UsageError extends Error {}
 
@@ -37,6 +48,8 @@ interface Stores {
   readonly keys: KeyStore;
   readonly ledger: Ledger;
   readonly usage: UsageStore;
+  readonly guardrails: DynamoDbGuardrailStore;
+  readonly bulk: DynamoDbKeyStatusBatch;
   readonly pepper: string;
   close(): Promise<void>;
 }
@@ -77,6 +90,8 @@ function storesFor(
       usageRetentionDays: config.usageRetentionDays,
     }),
     usage: new DynamoDbUsageStore(dynamodb, config.tables),
+    guardrails: new DynamoDbGuardrailStore(dynamodb, { tables: config.tables, platformShards: config.platformShards }),
+    bulk: new DynamoDbKeyStatusBatch(dynamodb, config.tables),
     pepper,
     close,
   };
@@ -142,10 +157,25 @@ export async function run(argv: readonly string[], out: (text: string) => void):
       id: { type: 'string' },
       json: { type: 'boolean', default: false },
       aws: { type: 'boolean', default: false },
+      // Identity (issue 5): tokens, services, audit, and the HTTP/SigV4 mode (lambda/admin/identity-cli.ts).
+      url: { type: 'string' },
+      'admin-token': { type: 'string' },
+      region: { type: 'string' },
+      service: { type: 'string' },
+      ttl: { type: 'string' },
+      'on-behalf-of': { type: 'string' },
+      ack: { type: 'string' },
+      'since-hours': { type: 'string' },
+      'max-repeats': { type: 'string' },
+      'max-failures': { type: 'string' },
     },
   });
   const [group, action, ...rest] = positionals;
   if (!group) throw new UsageError('usage: admin keys|budgets|usage …  (see lambda/admin/cli.ts header)');
+  if (values.url || (IDENTITY_GROUPS as readonly string[]).includes(group)) {
+    await runIdentityCommand({ group, ...(action ? { action } : {}), rest, values }, out);
+    return;
+  }
   const stores = await connect(values.aws || process.env.TOLLGATE_TARGET === 'aws');
   const print = (human: string, json: unknown) => out(values.json ? JSON.stringify(json, null, 2) : human);
   try {
@@ -197,6 +227,15 @@ export async function run(argv: readonly string[], out: (text: string) => void):
       print(`${existing.prefix}: ${existing.status} → ${status}`, { keyId, status });
       return;
     }
+    if ((GUARDRAIL_GROUPS as readonly string[]).includes(group)) {
+      await runGuardrailCommand(
+        { group, ...(action ? { action } : {}), rest, ack: values.ack, by: values.by, json: values.json, sinceHours: values['since-hours'], maxRepeats: values['max-repeats'], maxFailures: values['max-failures'] },
+        { keys: stores.keys, ledger: stores.ledger, guardrails: stores.guardrails, bulk: stores.bulk, clock: systemClock },
+        print,
+        table,
+      );
+      return;
+    }
     if (group === 'budgets') {
       const scope = parseScope(rest[0] ?? '');
       if (action === 'set') {
@@ -234,6 +273,10 @@ export async function run(argv: readonly string[], out: (text: string) => void):
         return;
       }
       throw new UsageError(`unknown budgets command "${action ?? ''}"`);
+    }
+    if (group === 'report') {
+      await runReport(stores, { window: windowArg(values.window, 'day'), json: values.json, now: Date.now() }, out);
+      return;
     }
     if (group === 'usage') {
       const by = values.by ?? action ?? 'model';
@@ -276,7 +319,10 @@ export async function run(argv: readonly string[], out: (text: string) => void):
 
 if (require.main === module) {
   run(process.argv.slice(2), (text) => process.stdout.write(`${text}\n`)).catch((err: unknown) => {
-    const message = err instanceof UsageError || err instanceof TollgateError || err instanceof RangeError ? err.message : String(err);
+    const message =
+      err instanceof UsageError || err instanceof TollgateError || err instanceof RangeError || err instanceof IdentityUsageError || err instanceof AdminHttpError
+        ? err.message
+        : String(err);
     process.stderr.write(`admin: ${message}\n`);
     process.exitCode = 2;
   });

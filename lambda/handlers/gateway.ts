@@ -10,14 +10,14 @@ import type { APIGatewayProxyEvent, Context } from 'aws-lambda';
 import { createGateway, type Gateway, loadGatewaySecrets } from '../compose';
 import { loadConfig } from '../config';
 import { asTollgateError } from '../core/errors';
-import { jsonLogger } from '../core/log';
+import { powertoolsLogger } from '../core/log';
 import { SsmSecretSource } from '../core/secrets';
 import { dialectOf, errorResponse } from '../http/dialects';
 import { createDynamoDbClient } from '../store/dynamodb/client';
 import { toHttpRequest, toStreamingResult, type StreamingResult } from './api-gateway';
 
 const config = loadConfig();
-const log = jsonLogger();
+const log = powertoolsLogger({ serviceName: 'tollgate-gateway', persistentKeys: { stage: config.stage } });
 
 async function initialise(): Promise<Gateway> {
   if (!config.ssmPrefix) throw new Error('TOLLGATE_SSM_PREFIX is not set');
@@ -29,6 +29,8 @@ async function initialise(): Promise<Gateway> {
     secrets,
     dynamodb: createDynamoDbClient({ region: config.region, ...(config.dynamodbEndpoint ? { endpoint: config.dynamodbEndpoint } : {}) }),
     log,
+    // Each request's EMF line is written when its observers run, i.e. after settlement in requestEnd below.
+    emitMetrics: true,
   });
 }
 
@@ -46,6 +48,7 @@ void gateway().catch(() => undefined);
 const pendingSettlement = new WeakMap<object, () => Promise<unknown>>();
 
 export async function handleEvent(event: APIGatewayProxyEvent, context: Context, signal: AbortSignal): Promise<StreamingResult> {
+  log.powertools.addContext(context);
   let gw: Gateway;
   try {
     gw = await gateway();

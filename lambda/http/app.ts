@@ -41,6 +41,11 @@ export interface GatewayAppOptions {
   readonly routes?: readonly Route[];
   /** Told of every request once it is over (settlement included): metrics, alerts, audit. */
   readonly observers?: readonly RequestObserver[];
+  /**
+   * The caller's own provider keys (BYOK): when the user has one for the model's provider, the call uses it
+   * (decrypted for this call only) and is recorded with `byok: true`.
+   */
+  readonly byok?: { keyFor(userId: string, provider: string): Promise<string | undefined> };
 }
 
 /** What one request's handler gets. */
@@ -76,6 +81,10 @@ export interface RequestEvent {
   readonly principal?: Pick<Principal, 'keyId' | 'userId' | 'orgId'>;
   /** The usage record, for requests that reached a provider (or were reserved for). */
   readonly usage?: UsageRecord;
+  /** How long the provider took to answer (to its first byte, for streams), for requests that called one. */
+  readonly upstreamMs?: number;
+  /** The tightest budget left after this request, as its `x-tollgate-budget-*` headers told the caller. */
+  readonly budget?: { readonly scope: string; readonly remainingUsd: string };
 }
 
 export type RequestObserver = (event: RequestEvent) => void;
@@ -114,6 +123,8 @@ interface BillableRoute {
 export class GatewayApp {
   private readonly routes: readonly Route[];
   private readonly newRequestId: () => string;
+  /** Provider latency by request id, kept only while observers are waiting for the request to finish. */
+  private readonly upstreamMs = new Map<string, number>();
 
   constructor(private readonly o: GatewayAppOptions) {
     this.newRequestId = o.newRequestId ?? (() => `req_${randomUUID().replace(/-/g, '')}`);
@@ -194,7 +205,11 @@ export class GatewayApp {
     if (observers.length === 0) return res;
     const settle = res.after;
     const status = res.status;
+    const budgetScope = res.headers['x-tollgate-budget-scope'];
+    const budgetRemaining = res.headers['x-tollgate-budget-remaining-usd'];
     const notify = (usage: UsageRecord | undefined) => {
+      const upstreamMs = this.upstreamMs.get(requestId);
+      this.upstreamMs.delete(requestId);
       const event: RequestEvent = {
         requestId,
         method: req.method,
@@ -204,6 +219,8 @@ export class GatewayApp {
         ...(error ? { error: { kind: error.kind, ...(error.code ? { code: error.code } : {}), message: error.message } } : {}),
         ...(principal ? { principal: { keyId: principal.keyId, userId: principal.userId, ...(principal.orgId ? { orgId: principal.orgId } : {}) } } : {}),
         ...(usage ? { usage } : {}),
+        ...(upstreamMs !== undefined ? { upstreamMs } : {}),
+        ...(budgetScope && budgetRemaining ? { budget: { scope: budgetScope, remainingUsd: budgetRemaining } } : {}),
       };
       for (const observe of observers) {
         try {
@@ -282,25 +299,36 @@ export class GatewayApp {
         param: 'model',
       });
     }
+    // The user's own key for this provider, if any: held only in this request's closure, never stored or logged.
+    const byokKey = this.o.byok ? await this.o.byok.keyFor(principal.userId, model.provider) : undefined;
     const call: BillableCall = {
       requestId,
       startedAt: ctx.startedAt,
       principal,
+      ...(byokKey ? { byok: true } : {}),
       requestType: route.requestType,
       endpoint: req.path,
       model,
       stream,
       estimate: { inputTokens: route.estimateInput(body), maxOutputTokens: route.maxOutput(body, model) },
       userAgent: req.headers['user-agent'],
+      fingerprint: this.o.pipeline.fingerprintOf(body),
       clientSignal: req.signal,
-      invoke: ({ signal }) =>
-        operation.call(provider, upstreamBody, {
-          requestId,
-          signal,
-          callerWantsStreamUsage: wantsUsage,
-          ...(req.headers['anthropic-version'] ? { anthropicVersion: req.headers['anthropic-version'] } : {}),
-          ...(req.headers['anthropic-beta'] ? { anthropicBeta: req.headers['anthropic-beta'] } : {}),
-        }),
+      invoke: async ({ signal }) => {
+        const calledAt = this.o.clock.now();
+        try {
+          return await operation.call(provider, upstreamBody, {
+            requestId,
+            signal,
+            callerWantsStreamUsage: wantsUsage,
+            ...(byokKey ? { apiKeyOverride: byokKey } : {}),
+            ...(req.headers['anthropic-version'] ? { anthropicVersion: req.headers['anthropic-version'] } : {}),
+            ...(req.headers['anthropic-beta'] ? { anthropicBeta: req.headers['anthropic-beta'] } : {}),
+          });
+        } finally {
+          if (this.o.observers?.length) this.upstreamMs.set(requestId, Math.max(0, this.o.clock.now() - calledAt));
+        }
+      },
     };
     const outcome = await this.o.pipeline.run(call);
     if (outcome.kind === 'error') {

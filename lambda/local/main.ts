@@ -17,6 +17,14 @@ import { jsonLogger } from '../core/log';
 import { usdToMicros } from '../core/money';
 import { createDynamoDbClient } from '../store/dynamodb/client';
 import { ensureTables } from '../store/dynamodb/create-tables';
+import { LocalDataKeyProvider } from '../core/byok/crypto';
+import { loadOrCreateByokMasterKey } from '../admin/local-identity';
+import { InMemoryRunQueue } from '../core/agent/queue';
+import { registerService } from '../core/auth';
+import { DEFAULT_KEY_SCOPES } from '../core/key-admin';
+import { AGENT_SERVICE, AGENT_TOKEN_SCOPES, createAgentWorker, serviceTokens } from '../../agent/src/service';
+import { createDashboardRoutes, DASHBOARD_PATH } from './dashboard/routes';
+import { consoleAlertSink } from '../core/guardrails/alerts';
 import { startDynamoDbLocal } from './dynamodb-local';
 import { createLocalServer } from './server';
 import { clearRunning, loadOrCreatePepper, stateDir, writeRunning } from './state';
@@ -40,8 +48,11 @@ async function main(): Promise<void> {
   const inMemory = values['in-memory'] || env.TOLLGATE_IN_MEMORY === 'true';
 
   const dynamo = await startDynamoDbLocal({ port: 0, inMemory, dataDir: join(dir, 'dynamodb') });
+  // The in-process agent worker, once started (stopped first, so its current run is recorded).
+  let stopAgent: (() => Promise<void>) | undefined;
   const stopAll = async (code: number): Promise<never> => {
     clearRunning(dir);
+    await stopAgent?.();
     await dynamo.stop();
     process.exit(code);
   };
@@ -49,15 +60,25 @@ async function main(): Promise<void> {
   process.once('SIGTERM', () => void stopAll(0));
 
   try {
-    const config = { ...loadConfig(env), dynamodbEndpoint: dynamo.endpoint };
+    // Locally /admin/* accepts the admin token printed below (explicit: never inferred from the environment).
+    const config = { ...loadConfig(env), dynamodbEndpoint: dynamo.endpoint, adminAuth: 'local-token' as const };
     const dynamodb = createDynamoDbClient({ region: config.region, endpoint: dynamo.endpoint });
     await ensureTables(dynamodb, config.tables);
     const keyPepper = loadOrCreatePepper(dir);
+    // Agent runs locally: an in-memory queue, and service tokens signed with a per-process secret.
+    const runQueue = new InMemoryRunQueue();
+    const jwtSecret = env.TOLLGATE_SECRET_JWT_SECRET || `local:${randomBytes(32).toString('hex')}`;
+    const adminToken = `tga-${randomBytes(24).toString('base64url')}`;
     const gateway = createGateway({
       config,
-      secrets: { keyPepper, openaiApiKey: env.OPENAI_API_KEY, anthropicApiKey: env.ANTHROPIC_API_KEY },
+      adminToken,
+      byokDataKeys: new LocalDataKeyProvider(loadOrCreateByokMasterKey(dir)),
+      secrets: { keyPepper, openaiApiKey: env.OPENAI_API_KEY, anthropicApiKey: env.ANTHROPIC_API_KEY, jwtSecret },
       dynamodb,
       log,
+      // Guardrail alerts are printed here (and kept in the table: `npm run admin -- alerts`).
+      alertSink: consoleAlertSink(),
+      runQueue,
     });
 
     // First run: hand the newcomer a key to try, with a small daily budget.
@@ -71,13 +92,26 @@ async function main(): Promise<void> {
     if (!anyKey) {
       const created = await createApiKey(
         gateway,
-        { userId: 'demo', name: 'first-run demo key', budget: { window: 'day', limit: usdToMicros('5') } },
+        {
+          userId: 'demo',
+          name: 'first-run demo key',
+          scopes: [...DEFAULT_KEY_SCOPES, 'ai:agent'],
+          budget: { window: 'day', limit: usdToMicros('5') },
+        },
         { pepper: keyPepper, clock: systemClock },
       );
       demoKey = created.raw;
     }
 
-    const server = createLocalServer({ app: gateway.app, maxBodyBytes: config.maxBodyBytes, log });
+    const dashboard = createDashboardRoutes({
+      adminToken,
+      usage: gateway.usage,
+      ledger: gateway.ledger,
+      guardrails: gateway.guardrails,
+      clock: systemClock,
+      log,
+    });
+    const server = createLocalServer({ app: gateway.app, maxBodyBytes: config.maxBodyBytes, log, extraRoutes: dashboard });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => resolve());
@@ -85,8 +119,25 @@ async function main(): Promise<void> {
     const address = server.address();
     const actualPort = typeof address === 'object' && address ? address.port : port;
     const url = `http://${host}:${actualPort}`;
-    const adminToken = `tga-${randomBytes(24).toString('base64url')}`;
     writeRunning(dir, { pid: process.pid, url, dynamodbEndpoint: dynamo.endpoint, adminToken });
+
+    // The agent worker, in process, calling this gateway over HTTP as the Fargate task calls the API.
+    if (gateway.runs) {
+      await registerService(gateway.keys, { service: AGENT_SERVICE, scopes: [...AGENT_TOKEN_SCOPES] }, { clock: systemClock });
+      const agent = createAgentWorker({
+        settings: config.agent,
+        gatewayUrl: url,
+        queue: runQueue,
+        runs: gateway.runs,
+        tokens: serviceTokens(gateway.tokens),
+        clock: systemClock,
+        log,
+        // Ctrl-C should not wait long: an unfinished run goes back to the (in-memory) queue.
+        worker: { shutdownGraceMs: 2_000 },
+      });
+      void agent.start();
+      stopAgent = () => agent.stop();
+    }
 
     const sweeper = setInterval(() => {
       gateway.ledger.sweepExpired(Date.now()).catch((err: unknown) => {
@@ -100,6 +151,9 @@ async function main(): Promise<void> {
       '',
       `tollgate listening on ${url}  (OpenAI base URL: ${url}/v1)`,
       `DynamoDB Local on ${dynamo.endpoint} (${inMemory ? 'in memory' : `data in ${join(dir, 'dynamodb')}`})`,
+      `dashboard: ${url}${DASHBOARD_PATH}?token=${adminToken}`,
+      `admin API: ${url}/admin/…  (Authorization: Bearer ${adminToken}; npm run admin -- --url ${url} …)`,
+      ...(stopAgent ? [`agent runs: POST ${url}/v1/agent/runs (key scope ai:agent; worker in process, in-memory queue)`] : []),
       `providers: ${providers.join(', ')}${providers.includes('openai') ? '' : '  (set OPENAI_API_KEY / ANTHROPIC_API_KEY for real ones)'}`,
       ...(demoKey
         ? [

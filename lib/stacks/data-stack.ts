@@ -5,6 +5,9 @@ import * as kms from 'aws-cdk-lib/aws-kms';
 import type { Construct } from 'constructs';
 import { BYOK_ENCRYPTION_CONTEXT, dataKeyAlias, secretsPrefix, type SecretName } from '../../lambda/core/secrets';
 import { TABLES, type TableDefinition, type TableNames } from '../../lambda/store/dynamodb/schema';
+
+/** A table's logical id. */
+export type TableId = TableDefinition['id'];
 import { resourceName, type DeploymentConfig } from '../config';
 
 export interface DataStackProps extends StackProps {
@@ -59,6 +62,8 @@ export class DataStack extends Stack {
       budgets: this.tables.budgets.tableName,
       usage: this.tables.usage.tableName,
       byok: this.tables.byok.tableName,
+      audit: this.tables.audit.tableName,
+      runs: this.tables.runs.tableName,
     };
   }
 
@@ -70,6 +75,8 @@ export class DataStack extends Stack {
       TOLLGATE_TABLE_BUDGETS: names.budgets,
       TOLLGATE_TABLE_USAGE: names.usage,
       TOLLGATE_TABLE_BYOK: names.byok,
+      TOLLGATE_TABLE_AUDIT: names.audit,
+      TOLLGATE_TABLE_RUNS: names.runs,
     };
   }
 
@@ -77,7 +84,7 @@ export class DataStack extends Stack {
    * Grants item access on the named tables and their indexes (listed by name, no wildcards), and use of the
    * data key only through DynamoDB.
    */
-  grantTables(grantee: iam.IGrantable, access: Partial<Record<TableDefinition['id'], TableAccess>>): void {
+  grantTables(grantee: iam.IGrantable, access: Partial<Record<TableId, TableAccess>>): void {
     const resources: string[] = [];
     const actions = new Set<string>();
     for (const def of TABLES) {

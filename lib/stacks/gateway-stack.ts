@@ -4,12 +4,14 @@ import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import * as ssm from 'aws-cdk-lib/aws-ssm';
 import * as wafv2 from 'aws-cdk-lib/aws-wafv2';
 import type { Construct } from 'constructs';
 import { GATEWAY_SECRET_NAMES, secretsPrefix } from '../../lambda/core/secrets';
 import { resourceName, type DeploymentConfig } from '../config';
 import { TollgateFunction } from '../constructs/tollgate-function';
 import type { DataStack } from './data-stack';
+import { agentNames, agentQueueRefs, grantRunsTable } from './agent-stack';
 
 export interface GatewayStackProps extends StackProps {
   readonly config: DeploymentConfig;
@@ -59,15 +61,22 @@ export class GatewayStack extends Stack {
         TOLLGATE_SSM_PREFIX: secretsPrefix(config.stage),
         TOLLGATE_UPSTREAM_TIMEOUT_MS: String(config.gateway.upstreamTimeoutMs),
         TOLLGATE_DATA_KEY_ARN: data.key.keyArn,
+        // /admin/* is AWS_IAM-authorized by API Gateway; the Lambda also requires the caller's IAM ARN.
+        TOLLGATE_ADMIN_AUTH: 'iam',
+        // Agent runs: stored here and queued for the agent stack's worker (names, not references: no cycle).
+        TOLLGATE_TABLE_RUNS: agentNames.runsTable(config),
+        TOLLGATE_AGENT_QUEUE_URL: agentQueueRefs(this, config).url,
         POWERTOOLS_SERVICE_NAME: 'tollgate-gateway',
         POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
         ...(config.gateway.openaiBaseUrl ? { OPENAI_BASE_URL: config.gateway.openaiBaseUrl } : {}),
         ...(config.gateway.anthropicBaseUrl ? { ANTHROPIC_BASE_URL: config.gateway.anthropicBaseUrl } : {}),
       },
     });
-    data.grantTables(this.gateway.fn, { keys: 'readWrite', budgets: 'readWrite', usage: 'readWrite', byok: 'readWrite' });
+    data.grantTables(this.gateway.fn, { keys: 'readWrite', budgets: 'readWrite', usage: 'readWrite', byok: 'readWrite', audit: 'readWrite' });
     data.grantSecrets(this.gateway.fn, GATEWAY_SECRET_NAMES);
     data.grantByokCrypto(this.gateway.fn);
+    grantRunsTable(this, this.gateway.fn, { config, data, actions: ['dynamodb:GetItem', 'dynamodb:PutItem'] });
+    this.gateway.fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [agentQueueRefs(this, config).arn] }));
     if (config.gateway.bedrock) this.grantBedrock();
 
     this.sweeper = new TollgateFunction(this, 'Sweeper', {
@@ -151,6 +160,13 @@ export class GatewayStack extends Stack {
     Validations.of(adminMethod).acknowledge({
       id: 'AwsSolutions-COG4',
       reason: 'Admin routes use AWS_IAM (SigV4) authorization by API Gateway; operators are IAM principals, not Cognito users.',
+    });
+
+    // The agent worker calls this API; it reads the URL from here when its stack deploys.
+    new ssm.StringParameter(this, 'GatewayUrlParameter', {
+      parameterName: agentNames.gatewayUrlParameter(config),
+      stringValue: this.api.url,
+      description: `tollgate ${config.stage}: the gateway base URL the agent worker calls`,
     });
 
     this.webAcl = this.createWebAcl(config);

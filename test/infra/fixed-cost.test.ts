@@ -37,14 +37,16 @@ describe('fixed monthly cost', () => {
   });
 
   it('when alarms watch metric math, each metric in the expression is billed', () => {
-    // 10 single-metric alarms (API 5xx, 4 functions × errors/throttles, WAF) + 4 table alarms × 2 metrics.
-    expect(line(defaults, 'CloudWatch alarm metrics')).toMatchObject({ quantity: 18, monthly: 1_800_000 });
+    // 10 single-metric alarms (API 5xx, 4 functions × errors/throttles, WAF) + 4 table alarms × 2 metrics
+    // + observability: cost anomaly (3: metric + band), daily cost (1), API 5xx rate (2: 5xx + count),
+    //   kill switch activated (1), circuit opened (1); and the runs and audit tables' throttle alarms (2 × 2).
+    expect(line(defaults, 'CloudWatch alarm metrics')).toMatchObject({ quantity: 30, monthly: 3_000_000 });
   });
 
   it('when the total is computed, it is the exact integer sum of the lines', () => {
     expect(defaults.total).toBe(defaults.lines.reduce((s, l) => s + l.monthly, 0));
     expect(Number.isInteger(defaults.total)).toBe(true);
-    expect(defaults.total).toBe(59_508_750);
+    expect(defaults.total).toBe(60_708_750);
   });
 
   it('when the config doubles NAT gateways and tasks and drops the geo rule, the estimate follows the template', () => {

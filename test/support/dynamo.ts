@@ -35,6 +35,8 @@ export async function createTestTables(): Promise<TestTables> {
     budgets: `${prefix}budgets`,
     usage: `${prefix}usage`,
     byok: `${prefix}byok`,
+    audit: `${prefix}audit`,
+    runs: `${prefix}runs`,
   };
   await ensureTables(client, tables);
   return {

@@ -65,6 +65,8 @@ export interface FakeUpstream {
   readonly requests: RecordedRequest[];
   /** Replaces the script. */
   script(script: FakeScript): void;
+  /** Replaces the script with one chosen per request from its JSON body (multi-step conversations). */
+  scriptEach(next: (body: Record<string, unknown>) => FakeScript): void;
   /** Forgets the requests and the script. */
   reset(): void;
   close(): Promise<void>;
@@ -247,7 +249,7 @@ const ROUTES: Readonly<Record<string, { anthropic: boolean; handle: (x: Exchange
 /** Starts the fake on 127.0.0.1 and a free port. Close it in afterAll. */
 export async function startFakeUpstream(): Promise<FakeUpstream> {
   const requests: RecordedRequest[] = [];
-  let current: FakeScript = {};
+  let current: FakeScript | ((body: Record<string, unknown>) => FakeScript) = {};
 
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -266,7 +268,7 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
       }
       const path = (req.url ?? '/').split('?')[0];
       requests.push({ method: req.method ?? 'GET', path, headers, body, rawBody });
-      const script = current;
+      const script = typeof current === 'function' ? current((body ?? {}) as Record<string, unknown>) : current;
       void respond(req, res, path, (body ?? {}) as Record<string, unknown>, script);
     });
   });
@@ -305,6 +307,9 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
     requests,
     script(script) {
       current = script;
+    },
+    scriptEach(next) {
+      current = next;
     },
     reset() {
       requests.length = 0;

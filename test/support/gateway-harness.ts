@@ -20,6 +20,8 @@ import { type FakeUpstream, startFakeUpstream } from './fake-upstream';
 export const TEST_PEPPER = 'test-pepper-9f8e7d6c5b4a';
 export const UPSTREAM_OPENAI_KEY = 'sk-upstream-openai-SECRET-123456';
 export const UPSTREAM_ANTHROPIC_KEY = 'sk-ant-upstream-SECRET-654321';
+/** The harness gateway's `jwt-secret` (kid `test`), so service JWTs work in e2e tests. */
+export const TEST_JWT_SECRET = `test:${'j'.repeat(40)}`;
 
 export interface Harness {
   readonly url: string;
@@ -56,7 +58,7 @@ export async function startHarness(options: { env?: Record<string, string>; cloc
   const log = jsonLogger({ level: 'debug', sink: (line) => logs.push(line) });
   const gateway = createGateway({
     config,
-    secrets: { keyPepper: TEST_PEPPER, openaiApiKey: UPSTREAM_OPENAI_KEY, anthropicApiKey: UPSTREAM_ANTHROPIC_KEY },
+    secrets: { keyPepper: TEST_PEPPER, openaiApiKey: UPSTREAM_OPENAI_KEY, anthropicApiKey: UPSTREAM_ANTHROPIC_KEY, jwtSecret: TEST_JWT_SECRET },
     dynamodb: tables.client,
     log,
     ...(options.clock ? { clock: options.clock } : {}),

@@ -8,9 +8,14 @@
  *             limit#<scope>      / limits             spend limits by window
  *             rl#<keyId>         / requests|tokens    GCRA token buckets (tat in µs), TTL
  *             hold#<n>           / <expiresAt>#<id>   reservations, sharded, sorted by expiry for the sweeper
+ *             circuit#<scope>[#s<n>] / state         open circuits, checked by reserve (guardrails-store.ts)
+ *             loop#<keyId>       / <fingerprint>      loop guard counts and failure streak
+ *             alert…, circuits, killswitch            alerts (dedupe, spacing, log, outbox), kill switch state
  * usage     pk user#<id> / sk <iso>#<requestId>         GSI byKey (keyPk, sk), byOrg (orgPk, sk),
  *                                                     byDay (dayPk = day#<date>#<n>, sk), TTL
- * byok      pk userId / sk provider                   (identity issue)
+ * byok      pk userId / sk provider                   encrypted provider keys (envelope, see core/byok)
+ * audit     pk audit#<day> / sk <iso>#<requestId>     who changed what through /admin (GSI byActor), TTL
+ * runs      pk runId                                 agent runs: status, steps, tokens, cost, result, TTL
  */
 
 export type AttributeType = 'S' | 'N';
@@ -23,7 +28,7 @@ export interface IndexDefinition {
 
 export interface TableDefinition {
   /** Logical name, also the suffix of the physical table name. */
-  readonly id: 'keys' | 'budgets' | 'usage' | 'byok';
+  readonly id: 'keys' | 'budgets' | 'usage' | 'byok' | 'audit' | 'runs';
   readonly partitionKey: { readonly name: string; readonly type: AttributeType };
   readonly sortKey?: { readonly name: string; readonly type: AttributeType };
   readonly globalIndexes: readonly IndexDefinition[];
@@ -67,7 +72,30 @@ export const BYOK_TABLE: TableDefinition = {
   globalIndexes: [],
 };
 
-export const TABLES: readonly TableDefinition[] = [KEYS_TABLE, BUDGETS_TABLE, USAGE_TABLE, BYOK_TABLE];
+
+/** The audit log of admin changes (who changed what through /admin), with a TTL. */
+export const AUDIT_TABLE: TableDefinition = {
+  id: 'audit',
+  partitionKey: { name: 'pk', type: 'S' },
+  sortKey: { name: 'sk', type: 'S' },
+  globalIndexes: [
+    { indexName: 'byActor', partitionKey: { name: 'actor', type: 'S' }, sortKey: { name: 'sk', type: 'S' } },
+  ],
+  ttlAttribute: 'ttl',
+};
+
+/**
+ * Agent runs: one item per run, written by the gateway (queued) and the agent worker (progress, final
+ * status), with a `version` for optimistic concurrency and a TTL.
+ */
+export const RUNS_TABLE: TableDefinition = {
+  id: 'runs',
+  partitionKey: { name: 'runId', type: 'S' },
+  globalIndexes: [],
+  ttlAttribute: 'ttl',
+};
+
+export const TABLES: readonly TableDefinition[] = [KEYS_TABLE, BUDGETS_TABLE, USAGE_TABLE, BYOK_TABLE, AUDIT_TABLE, RUNS_TABLE];
 
 /** Physical table names, passed to adapters as constructor arguments (never read from env inside them). */
 export interface TableNames {
@@ -75,6 +103,10 @@ export interface TableNames {
   readonly budgets: string;
   readonly usage: string;
   readonly byok: string;
+  /** The admin audit log. */
+  readonly audit: string;
+  /** Agent runs. */
+  readonly runs: string;
 }
 
 /** Number of partitions the `day#` usage index and the hold items are spread over. */
