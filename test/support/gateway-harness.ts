@@ -7,7 +7,7 @@ import { QueryCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createGateway, type Gateway } from '../../lambda/compose';
+import { createGateway, type Gateway, type GatewayDependencies, type GatewaySecrets } from '../../lambda/compose';
 import { type GatewayConfig, loadConfig } from '../../lambda/config';
 import { type Clock, systemClock } from '../../lambda/core/clock';
 import { createApiKey, type CreateKeyInput } from '../../lambda/core/key-admin';
@@ -41,7 +41,17 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(options: { env?: Record<string, string>; clock?: Clock } = {}): Promise<Harness> {
+export interface HarnessOptions {
+  /** Environment the gateway's config is read from (on top of the harness defaults). */
+  readonly env?: Record<string, string>;
+  readonly clock?: Clock;
+  /** Secrets replacing the harness defaults. */
+  readonly secrets?: Partial<GatewaySecrets>;
+  /** More composition options (the admin token, a BYOK data-key provider, …). */
+  readonly gateway?: Omit<Partial<GatewayDependencies>, 'config' | 'secrets' | 'dynamodb' | 'log' | 'clock'>;
+}
+
+export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
   const upstream = await startFakeUpstream();
   const tables = await createTestTables();
   const config: GatewayConfig = {
@@ -56,9 +66,17 @@ export async function startHarness(options: { env?: Record<string, string>; cloc
   };
   const logs: string[] = [];
   const log = jsonLogger({ level: 'debug', sink: (line) => logs.push(line) });
+  const secrets: GatewaySecrets = {
+    keyPepper: TEST_PEPPER,
+    openaiApiKey: UPSTREAM_OPENAI_KEY,
+    anthropicApiKey: UPSTREAM_ANTHROPIC_KEY,
+    jwtSecret: TEST_JWT_SECRET,
+    ...options.secrets,
+  };
   const gateway = createGateway({
+    ...options.gateway,
     config,
-    secrets: { keyPepper: TEST_PEPPER, openaiApiKey: UPSTREAM_OPENAI_KEY, anthropicApiKey: UPSTREAM_ANTHROPIC_KEY, jwtSecret: TEST_JWT_SECRET },
+    secrets,
     dynamodb: tables.client,
     log,
     ...(options.clock ? { clock: options.clock } : {}),
@@ -85,7 +103,7 @@ export async function startHarness(options: { env?: Record<string, string>; cloc
     config,
     logs,
     async createKey(input = {}) {
-      const created = await createApiKey(gateway, { userId: 'alice', ...input }, { pepper: TEST_PEPPER, clock });
+      const created = await createApiKey(gateway, { userId: 'alice', ...input }, { pepper: secrets.keyPepper, clock });
       return { raw: created.raw, keyId: created.record.keyId };
     },
     async settled() {
