@@ -8,6 +8,7 @@ import { createLocalServer } from '../../lambda/local/server';
 import { jsonLogger } from '../../lambda/core/log';
 import { maxCostOf } from '../../lambda/core/pricing';
 import { estimateChatInputTokens } from '../../lambda/core/tokens';
+import { ManualClock } from '../../lambda/core/clock';
 import { type Harness, startHarness, TEST_PEPPER } from '../support/gateway-harness';
 import type { AddressInfo } from 'node:net';
 import { createServer } from 'node:net';
@@ -16,7 +17,8 @@ jest.setTimeout(90_000);
 
 let h: Harness;
 beforeAll(async () => {
-  h = await startHarness({ env: { TOLLGATE_MAX_BODY_BYTES: String(64 * 1024) } });
+  // A fixed instant mid-hour: a run straddling an hour or midnight would split its counters across windows.
+  h = await startHarness({ env: { TOLLGATE_MAX_BODY_BYTES: String(64 * 1024) }, clock: new ManualClock(Date.UTC(2026, 10, 23, 10, 30, 0)) });
 });
 afterAll(async () => {
   await h.close();

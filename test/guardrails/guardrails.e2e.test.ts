@@ -3,16 +3,18 @@
  * a client looping on a failing request, a burst over the hourly limit trips the breaker, and an operator's
  * acknowledged reset (or the kill switch's resume) restores service.
  */
-import { systemClock } from '../../lambda/core/clock';
+import { ManualClock } from '../../lambda/core/clock';
 import { KillSwitch } from '../../lambda/core/guardrails/kill-switch';
 import { silentLogger } from '../../lambda/core/log';
 import { DynamoDbKeyStatusBatch } from '../../lambda/store/dynamodb/key-status-batch';
 import { type Harness, startHarness } from '../support/gateway-harness';
 
 let h: Harness;
+/** A fixed instant mid-hour: a burst straddling an hour would land in two hourly windows. */
+const clock = new ManualClock(Date.UTC(2026, 10, 23, 10, 30, 0));
 
 beforeAll(async () => {
-  h = await startHarness();
+  h = await startHarness({ clock });
 });
 afterAll(() => h.close());
 beforeEach(() => h.upstream.reset?.());
@@ -55,7 +57,7 @@ it('when a client loops on the same failing request, the loop guard stops it aft
   expect((await chat(raw, 'Classify this ticket: "where is my parcel"')).status).toBe(200);
   await h.settled();
   // The loop alert was recorded once.
-  const alerts = (await h.gateway.guardrails.listAlerts(Date.now() - 60_000)).filter((a) => a.type === 'loop_detected' && a.details.userId === 'looper');
+  const alerts = (await h.gateway.guardrails.listAlerts(clock.now() - 60_000)).filter((a) => a.type === 'loop_detected' && a.details.userId === 'looper');
   expect(alerts).toHaveLength(1);
 });
 
@@ -81,19 +83,19 @@ it('when a burst crosses the hourly limit, the breaker opens with circuit_open; 
   expect(error.code).toBe('circuit_open');
   expect(denied!.headers.get('x-tollgate-circuit-scope')).toBe('user:burster');
   const closesAt = Date.parse(denied!.headers.get('x-tollgate-circuit-closes-at')!);
-  expect(closesAt).toBeGreaterThan(Date.now());
-  expect(closesAt).toBeLessThanOrEqual(Date.now() + 3_600_000);
+  expect(closesAt).toBeGreaterThan(clock.now());
+  expect(closesAt).toBeLessThanOrEqual(clock.now() + 3_600_000);
   const reached = h.upstream.requests.length;
   // Open: another request is refused without reaching the provider.
   expect((await chat(raw, 'one more')).status).toBe(429);
   expect(h.upstream.requests.length).toBe(reached);
-  const alerts = (await h.gateway.guardrails.listAlerts(Date.now() - 60_000)).filter((a) => a.scope === 'user:burster');
+  const alerts = (await h.gateway.guardrails.listAlerts(clock.now() - 60_000)).filter((a) => a.scope === 'user:burster');
   expect(alerts.map((a) => a.type)).toContain('spend_critical');
 
   // The operator raises the limit and resets the circuit with an acknowledgement.
   await h.gateway.ledger.setLimit(`user:burster`, 'hour', 10_000_000);
   h.gateway.pipeline.invalidateLimits();
-  expect(await h.gateway.guardrails.resetCircuit('user:burster', { by: 'ops', reason: 'limit raised for the launch', at: Date.now() })).toBe(true);
+  expect(await h.gateway.guardrails.resetCircuit('user:burster', { by: 'ops', reason: 'limit raised for the launch', at: clock.now() })).toBe(true);
   const again = await chat(raw, 'after the reset');
   expect(again.status).toBe(200);
   await again.arrayBuffer();
@@ -109,7 +111,7 @@ it('when the kill switch stopped the platform, its suspended keys are refused un
     store: h.gateway.guardrails,
     budgets: { describe: async () => ({ limitMicros: 100_000_000, actualMicros: 120_000_000 }) },
     reporter: { report: async () => undefined },
-    clock: systemClock,
+    clock,
     log: silentLogger,
     budgetName: 'tollgate-test-monthly',
   });
@@ -120,7 +122,7 @@ it('when the kill switch stopped the platform, its suspended keys are refused un
   await stopped.arrayBuffer();
   expect(await h.gateway.keys.get(keyId)).toMatchObject({ status: 'suspended', statusChangedBy: 'kill-switch' });
   // Behind the suspended keys, the platform circuit is open too.
-  expect((await h.gateway.guardrails.listCircuits(Date.now())).find((c) => c.scope === 'platform')).toMatchObject({ cause: 'kill-switch' });
+  expect((await h.gateway.guardrails.listCircuits(clock.now())).find((c) => c.scope === 'platform')).toMatchObject({ cause: 'kill-switch' });
   const resumed = await killSwitch.resume({ by: 'ops', reason: 'budget raised' });
   expect(resumed.restoredKeys).toBeGreaterThan(0);
   const ok = await chat(raw, 'hello after resume');

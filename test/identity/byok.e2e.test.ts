@@ -101,7 +101,7 @@ describe('BYOK round trip', () => {
 
     const items = await h.scanAll();
     const counters = items.filter((i) => i.table === h.tables.tables.budgets && String(i.pk).startsWith('ctr#'));
-    const day = windowKey('day', Date.now());
+    const day = windowKey('day', Date.parse(record!.timestamp));
     expect(counters.find((c) => c.pk === 'ctr#user:alice#byok' && c.sk === day)?.spent).toBe(record!.costMicros);
     expect(counters.some((c) => String(c.pk).startsWith('ctr#platform'))).toBe(false);
     expect(counters.some((c) => c.pk === 'ctr#user:alice')).toBe(false);

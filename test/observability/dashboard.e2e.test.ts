@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext } from 'playwright-core';
 import { formatReport, runReport } from '../../lambda/admin/report';
-import { systemClock } from '../../lambda/core/clock';
+import { ManualClock } from '../../lambda/core/clock';
 import { silentLogger } from '../../lambda/core/log';
 import { displayUsd, usdToMicros } from '../../lambda/core/money';
 import type { UsageRecord } from '../../lambda/core/types';
@@ -54,8 +54,14 @@ function sumCost(rs: readonly UsageRecord[]): number {
   return rs.reduce((s, r) => s + r.costMicros, 0);
 }
 
+/**
+ * One fixed instant for the gateway, the summary, the report and the page, in the middle of an hour: a run
+ * straddling an hour (or midnight) would otherwise split across windows and the figures would not add up.
+ */
+const clock = new ManualClock(Date.UTC(2026, 10, 23, 10, 30, 0));
+
 beforeAll(async () => {
-  h = await startHarness();
+  h = await startHarness({ clock });
   keys.alice = await h.createKey({ userId: 'alice', orgId: 'acme', name: 'alice-key' });
   keys.bob = await h.createKey({ userId: 'bob', name: 'bob-key' });
   await h.gateway.ledger.setLimit('user:alice', 'day', usdToMicros('0.01'));
@@ -79,7 +85,7 @@ beforeAll(async () => {
     app: h.gateway.app,
     maxBodyBytes: h.config.maxBodyBytes,
     log: silentLogger,
-    extraRoutes: createDashboardRoutes({ adminToken: ADMIN_TOKEN, usage: h.gateway.usage, ledger: h.gateway.ledger, guardrails, clock: systemClock, log: silentLogger }),
+    extraRoutes: createDashboardRoutes({ adminToken: ADMIN_TOKEN, usage: h.gateway.usage, ledger: h.gateway.ledger, guardrails, clock, log: silentLogger }),
   });
   await new Promise<void>((resolve) => dashboardServer.listen(0, '127.0.0.1', () => resolve()));
   dashboardUrl = `http://127.0.0.1:${(dashboardServer.address() as AddressInfo).port}`;
@@ -94,7 +100,7 @@ afterAll(async () => {
 describe('spend summary', () => {
   let summary: SpendSummary;
   beforeAll(async () => {
-    summary = await buildSpendSummary({ usage: h.gateway.usage, ledger: h.gateway.ledger, guardrails }, { window: 'day', now: Date.now() });
+    summary = await buildSpendSummary({ usage: h.gateway.usage, ledger: h.gateway.ledger, guardrails }, { window: 'day', now: clock.now() });
   });
 
   it('when the scripted run is summarised, the totals are the sums of the usage records', () => {
@@ -126,9 +132,9 @@ describe('spend summary', () => {
 
   it('when spend is bucketed by hour, the buckets cover the day and add up to the total', () => {
     expect(summary.overTime).toHaveLength(24);
-    expect(summary.overTime[0]!.start).toBe(new Date(windowBounds('day', Date.now()).start).toISOString());
+    expect(summary.overTime[0]!.start).toBe(new Date(windowBounds('day', clock.now()).start).toISOString());
     expect(summary.overTime.reduce((s, b) => s + b.costMicros, 0)).toBe(summary.totals.costMicros);
-    const hour = new Date().getUTCHours();
+    const hour = new Date(clock.now()).getUTCHours();
     expect(summary.overTime[hour]!.requests).toBe(5);
   });
 
@@ -150,7 +156,7 @@ describe('spend summary', () => {
 describe('admin report', () => {
   it('when the day report is printed, it shows the same totals, models, users and budgets as the summary', async () => {
     const out: string[] = [];
-    const summary = await runReport({ usage: h.gateway.usage, ledger: h.gateway.ledger }, { window: 'day', json: false, now: Date.now() }, (t) => out.push(t));
+    const summary = await runReport({ usage: h.gateway.usage, ledger: h.gateway.ledger }, { window: 'day', json: false, now: clock.now() }, (t) => out.push(t));
     const text = out.join('\n');
     expect(text).toBe(formatReport(summary));
     expect(text).toContain(`spend ${displayUsd(sumCost(records))} · 5 requests (1 failed, 20%)`);
@@ -164,7 +170,7 @@ describe('admin report', () => {
 
   it('when --json is asked for, it prints the summary with integer micro-USD', async () => {
     const out: string[] = [];
-    await runReport({ usage: h.gateway.usage, ledger: h.gateway.ledger }, { window: 'hour', json: true, now: Date.now() }, (t) => out.push(t));
+    await runReport({ usage: h.gateway.usage, ledger: h.gateway.ledger }, { window: 'hour', json: true, now: clock.now() }, (t) => out.push(t));
     const parsed = JSON.parse(out.join('')) as SpendSummary;
     expect(parsed.window).toBe('hour');
     expect(parsed.overTime).toHaveLength(12);
@@ -259,7 +265,7 @@ describe('dashboard in headless Chromium', () => {
     // Spend over time: one column per hour of the day, the current hour holding the whole run.
     const columns = page.locator('[data-testid="spend-over-time"] rect.col');
     expect(await columns.count()).toBe(24);
-    const hour = new Date().getUTCHours();
+    const hour = new Date(clock.now()).getUTCHours();
     expect(await columns.nth(hour).locator('title').textContent()).toBe(
       `${String(hour).padStart(2, '0')}h: ${displayUsd(sumCost(records))}, 5 requests`,
     );
