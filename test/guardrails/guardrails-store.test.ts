@@ -212,6 +212,27 @@ describe('loop guard in the ledger', () => {
     expect(await attempt(ledger, keyId, 'ok', later + 1)).not.toBeInstanceOf(Error);
   });
 
+  it('when a probe after a failure streak fails too, the next probe waits twice as long', async () => {
+    const clock = new ManualClock(T0);
+    const { ledger } = stores(clock);
+    const keyId = unique('k');
+    const w = settings.windowMs;
+    const at = (t: number, outcome: 'ok' | 'upstream_error') => {
+      clock.set(t);
+      return attempt(ledger, keyId, outcome, t);
+    };
+    for (let i = 0; i < 3; i++) expect(await at(T0, 'upstream_error')).not.toBeInstanceOf(Error);
+    // The first probe, a window after the last failure, is admitted and fails too.
+    expect(await at(T0 + w + 1, 'upstream_error')).not.toBeInstanceOf(Error);
+    // A window after that failed probe is no longer enough: the block doubled.
+    const refused = (await at(T0 + 2 * w + 2, 'upstream_error')) as LoopDetectedError;
+    expect(refused).toBeInstanceOf(LoopDetectedError);
+    expect(refused.message).toMatch(/refused for 20 minutes/);
+    expect(Number(refused.headers['Retry-After'])).toBe(Math.ceil((w - 1) / 1000));
+    // Two windows after the failed probe, the next probe passes.
+    expect(await at(T0 + 3 * w + 2, 'ok')).not.toBeInstanceOf(Error);
+  });
+
   it('when failures alternate with successes, the streak never builds up', async () => {
     const { ledger } = stores();
     const keyId = unique('k');

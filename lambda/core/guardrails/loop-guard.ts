@@ -3,7 +3,7 @@
  * provider. A request is identified by its fingerprint: SHA-256 of (key, model, normalized body).
  *
  *   reserve (the existing TransactWriteItems) also checks loop#<keyId> / <fingerprint>:
- *     n_<window> < maxRepeats  AND  (fails < maxFailures OR lastFailAt < now − window)
+ *     n_<window> < maxRepeats  AND  (fails < maxFailures OR lastFailAt < now − block(fails))
  *   settle (the existing TransactWriteItems) also counts the finished copy:
  *     ADD n_<window> 1;  upstream failure or empty answer → ADD fails 1, SET lastFailAt;  success → REMOVE fails
  *
@@ -11,10 +11,24 @@
  * while a deliberate parallel fan-out of identical requests is not mistaken for one.
  * So the guard costs no extra round trip. Windows are fixed (aligned to multiples of `windowMs`), so a loop
  * straddling a boundary can get up to 2 × maxRepeats copies through in one window's length; after
- * `maxFailures` failures in a row one probe copy is admitted per window, and a success clears the streak.
+ * `maxFailures` failures in a row one probe copy is admitted after a block that doubles with every failed
+ * probe (1, 2, 4 … 64 windows: with the defaults 10 minutes up to ~10.7 hours), and a success clears the
+ * streak. The doubling is written into the condition as one term per streak length, so it still costs no read.
  */
 import { createHash } from 'node:crypto';
 import type { LoopGuardSettings } from './settings';
+
+/** Failed probes double the block up to this many times (64 windows). */
+export const MAX_BACKOFF_DOUBLINGS = 6;
+
+/**
+ * How long copies are refused after the last failure of a streak `fails` long: nothing below `maxFailures`,
+ * then one window, doubled by each further failure (each failed probe), up to 2^{@link MAX_BACKOFF_DOUBLINGS}.
+ */
+export function failureBlockMs(fails: number, maxFailures: number, windowMs: number): number {
+  if (fails < maxFailures) return 0;
+  return windowMs * 2 ** Math.min(fails - maxFailures, MAX_BACKOFF_DOUBLINGS);
+}
 
 /** What reserve checks and counts for one call's fingerprint. */
 export interface LoopCheck {
@@ -26,8 +40,8 @@ export interface LoopCheck {
   readonly windowEnd: number;
   readonly maxRepeats: number;
   readonly maxFailures: number;
-  /** Failures older than this (ms epoch) no longer block: one probe per window after a failure streak. */
-  readonly failuresBlockSince: number;
+  /** Length of a window (ms): the first block after a failure streak, doubled by each failed probe. */
+  readonly windowMs: number;
   readonly now: number;
 }
 
@@ -83,7 +97,7 @@ export function loopCheckFor(
     windowEnd: (window + 1) * settings.windowMs,
     maxRepeats: settings.maxRepeats,
     maxFailures: settings.maxFailures,
-    failuresBlockSince: now - settings.windowMs,
+    windowMs: settings.windowMs,
     now,
   };
 }

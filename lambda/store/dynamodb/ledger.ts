@@ -31,7 +31,7 @@ import {
   RateLimitError,
   StoreUnavailableError,
 } from '../../core/errors';
-import type { LoopCheck } from '../../core/guardrails/loop-guard';
+import { failureBlockMs, type LoopCheck, MAX_BACKOFF_DOUBLINGS } from '../../core/guardrails/loop-guard';
 import type { LoopOverrides } from '../../core/guardrails/settings';
 import { displayUsd, type MicroUsd } from '../../core/money';
 import {
@@ -527,19 +527,28 @@ export class DynamoDbLedger implements Ledger {
    * retry after the previous answer) is caught, a parallel fan-out of identical requests is not taken for one.
    */
   private loopCheck(check: LoopCheck): TransactWriteItem {
+    // Conditions cannot compute 2^fails, so the backoff is one term per streak length:
+    //   fails = max+j AND lastFailAt < now − window·2^j   (j < D),   fails >= max+D AND lastFailAt < now − window·2^D
+    const values: Item = {
+      ':maxRepeats': { N: String(check.maxRepeats) },
+      ':maxFails': { N: String(check.maxFailures) },
+    };
+    const terms: string[] = [];
+    for (let j = 0; j <= MAX_BACKOFF_DOUBLINGS; j++) {
+      const fails = check.maxFailures + j;
+      values[`:f${j}`] = { N: String(fails) };
+      values[`:s${j}`] = { N: String(check.now - failureBlockMs(fails, check.maxFailures, check.windowMs)) };
+      terms.push(`(fails ${j < MAX_BACKOFF_DOUBLINGS ? '=' : '>='} :f${j} AND lastFailAt < :s${j})`);
+    }
     return {
       ConditionCheck: {
         TableName: this.budgets,
         Key: marshall(loopKey(check)),
         ConditionExpression:
           '(attribute_not_exists(#n) OR #n < :maxRepeats) AND ' +
-          '(attribute_not_exists(fails) OR fails < :maxFails OR lastFailAt < :since)',
+          `(attribute_not_exists(fails) OR fails < :maxFails OR ${terms.join(' OR ')})`,
         ExpressionAttributeNames: { '#n': `n${check.window}` },
-        ExpressionAttributeValues: {
-          ':maxRepeats': { N: String(check.maxRepeats) },
-          ':maxFails': { N: String(check.maxFailures) },
-          ':since': { N: String(check.failuresBlockSince) },
-        },
+        ExpressionAttributeValues: values,
         ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
       },
     };
@@ -552,7 +561,7 @@ export class DynamoDbLedger implements Ledger {
   private loopStreak(input: SettleInput): TransactWriteItem[] {
     const check = input.reservation.loop;
     if (!check) return [];
-    const windowMs = check.now - check.failuresBlockSince;
+    const windowMs = check.windowMs;
     const values: Item = {
       ':one': { N: '1' },
       ':ttl': { N: String(Math.ceil((check.windowEnd + windowMs) / 1000) + DAY_S) },
@@ -848,15 +857,15 @@ function circuitOpen(ref: CircuitRef, old: Record<string, unknown> | undefined, 
 /** The caller-facing denial of the loop guard, from the fingerprint's item as it was. */
 function loopDetected(check: LoopCheck, old: Record<string, unknown> | undefined): LoopDetectedError {
   const count = num(old?.[`n${check.window}`]);
-  const windowMs = check.now - check.failuresBlockSince;
-  const minutes = Math.round(windowMs / 60_000);
+  const minutes = Math.round(check.windowMs / 60_000);
   const repeats = count >= check.maxRepeats;
-  const retryAt = repeats ? check.windowEnd : num(old?.lastFailAt) + windowMs;
+  const blockMs = failureBlockMs(num(old?.fails), check.maxFailures, check.windowMs);
+  const retryAt = repeats ? check.windowEnd : num(old?.lastFailAt) + blockMs;
   const message = repeats
     ? `Loop detected: this exact request was sent ${count} times within ${minutes} minutes by key ${check.keyId} (at most ${check.maxRepeats}); ` +
       'change the request or wait before retrying.'
     : `Loop detected: this exact request failed upstream ${num(old?.fails)} times in a row for key ${check.keyId}; ` +
-      `it is refused for ${minutes} minutes after the last failure.`;
+      `it is refused for ${Math.round(blockMs / 60_000)} minutes after the last failure (doubling with each failed retry).`;
   return new LoopDetectedError(message, {
     code: 'loop_detected',
     headers: { 'Retry-After': String(Math.max(1, Math.ceil((retryAt - check.now) / 1000))) },
