@@ -78,6 +78,7 @@ export class ObservabilityStack extends Stack {
       ['sweeper', gateway.sweeper],
       ['kill-switch', guardrails.killSwitch],
       ['alert-notifier', guardrails.alertNotifier],
+      ['alert-dispatcher', guardrails.alertDispatcher],
     ];
     this.monitoring.addSection(
       'Lambda',
@@ -140,6 +141,12 @@ export class ObservabilityStack extends Stack {
       },
       { id: 'agent-cpu', title: 'agent CPU %', metrics: [agent.service.metricCpuUtilization()] },
       { id: 'agent-memory', title: 'agent memory %', metrics: [agent.service.metricMemoryUtilization()] },
+      {
+        id: 'agent-dead-letters',
+        title: 'agent runs in the dead-letter queue',
+        metrics: [agent.deadLetterQueue.metricApproximateNumberOfMessagesVisible({ statistic: 'Maximum' })],
+        alarm: { threshold: 1, description: 'An agent run failed every delivery attempt and sits in the dead-letter queue.' },
+      },
     ]);
 
     this.addBusiness(config, gateway);

@@ -37,16 +37,16 @@ describe('fixed monthly cost', () => {
   });
 
   it('when alarms watch metric math, each metric in the expression is billed', () => {
-    // 10 single-metric alarms (API 5xx, 4 functions × errors/throttles, WAF) + 4 table alarms × 2 metrics
+    // 13 single-metric alarms (API 5xx, 5 functions × errors/throttles, WAF, agent dead letters) + 4 table alarms × 2 metrics
     // + observability: cost anomaly (3: metric + band), daily cost (1), API 5xx rate (2: 5xx + count),
     //   kill switch activated (1), circuit opened (1); and the runs and audit tables' throttle alarms (2 × 2).
-    expect(line(defaults, 'CloudWatch alarm metrics')).toMatchObject({ quantity: 30, monthly: 3_000_000 });
+    expect(line(defaults, 'CloudWatch alarm metrics')).toMatchObject({ quantity: 33, monthly: 3_300_000 });
   });
 
   it('when the total is computed, it is the exact integer sum of the lines', () => {
     expect(defaults.total).toBe(defaults.lines.reduce((s, l) => s + l.monthly, 0));
     expect(Number.isInteger(defaults.total)).toBe(true);
-    expect(defaults.total).toBe(60_708_750);
+    expect(defaults.total).toBe(61_008_750);
   });
 
   it('when the config doubles NAT gateways and tasks and drops the geo rule, the estimate follows the template', () => {
