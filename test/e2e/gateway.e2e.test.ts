@@ -149,7 +149,7 @@ describe('Anthropic Messages through the gateway', () => {
     const { raw, keyId } = await h.createKey({ userId: 'u-anthropic' });
     h.upstream.script({ replyText: 'Bonjour', usage: { inputTokens: 100, outputTokens: 10, cachedTokens: 1000, cacheWriteTokens: 200 } });
     const msg = await anthropic(raw).messages.create({
-      model: 'claude-sonnet-4-5',
+      model: 'claude-sonnet-4-6',
       max_tokens: 50,
       messages: [{ role: 'user', content: 'Say hello in French' }],
     });
@@ -165,7 +165,7 @@ describe('Anthropic Messages through the gateway', () => {
   it('when the Anthropic SDK streams, text arrives and usage from message_start and message_delta is settled', async () => {
     const { raw, keyId } = await h.createKey({ userId: 'u-anthropic-stream' });
     h.upstream.script({ replyText: 'streamed words here', usage: { inputTokens: 40, outputTokens: 7 } });
-    const stream = anthropic(raw).messages.stream({ model: 'claude-sonnet-4-5', max_tokens: 50, messages: [{ role: 'user', content: 'go' }] });
+    const stream = anthropic(raw).messages.stream({ model: 'claude-sonnet-4-6', max_tokens: 50, messages: [{ role: 'user', content: 'go' }] });
     const final = await stream.finalMessage();
     expect(final.content[0]).toMatchObject({ type: 'text', text: 'streamed words here' });
     const [record] = (await usageRecords()).filter((r) => r.keyId === keyId);
