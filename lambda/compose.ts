@@ -145,12 +145,20 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     clock,
   });
   const usage = new DynamoDbUsageStore(dynamodb, config.tables);
+  const dataKeys =
+    deps.byokDataKeys ??
+    (config.dataKeyArn ? new KmsDataKeyProvider({ client: new KMSClient({ region: config.region }), keyId: config.dataKeyArn }) : undefined);
   const providers =
     deps.providers ??
     createProviders(
       config.providers,
       { openaiApiKey: secrets.openaiApiKey, anthropicApiKey: secrets.anthropicApiKey },
-      { defaultMaxTokens: config.defaultMaxOutputTokens, clock, ...(deps.bedrockClient ? { bedrockClient: deps.bedrockClient } : {}) },
+      {
+        defaultMaxTokens: config.defaultMaxOutputTokens,
+        clock,
+        byok: dataKeys !== undefined,
+        ...(deps.bedrockClient ? { bedrockClient: deps.bedrockClient } : {}),
+      },
     );
   const prices = new PriceBook({ overrides: config.priceOverrides, providers: providers.ids(), now: () => clock.now() });
   const jwtOptions = { keys: new JwtKeyRingSource(secrets.jwtSecret), clock, ...config.jwt };
@@ -174,9 +182,6 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     upstreamTimeoutMs: config.upstreamTimeoutMs,
     guardrails: { store: guardrails, settings: config.guardrails, ...(deps.alertSink ? { sink: deps.alertSink } : {}) },
   });
-  const dataKeys =
-    deps.byokDataKeys ??
-    (config.dataKeyArn ? new KmsDataKeyProvider({ client: new KMSClient({ region: config.region }), keyId: config.dataKeyArn }) : undefined);
   const byok = dataKeys
     ? new ByokService({
         store: new DynamoDbByokStore(dynamodb, config.tables),

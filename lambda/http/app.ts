@@ -301,6 +301,12 @@ export class GatewayApp {
     }
     // The user's own key for this provider, if any: held only in this request's closure, never stored or logged.
     const byokKey = this.o.byok ? await this.o.byok.keyFor(principal.userId, model.provider) : undefined;
+    if (!byokKey && this.o.providers.needsCallerKey(model.provider)) {
+      throw new InvalidRequestError(
+        `This gateway has no platform key for ${model.provider}; store your own with PUT /v1/byok/${model.provider} to use "${body.model as string}".`,
+        { code: 'provider_key_required', param: 'model' },
+      );
+    }
     const call: BillableCall = {
       requestId,
       startedAt: ctx.startedAt,

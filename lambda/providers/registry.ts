@@ -11,16 +11,26 @@ import { OpenAiProvider } from './openai/provider';
 /** A map of provider id → provider. */
 export class ProviderRegistry {
   private readonly providers = new Map<string, Provider>();
+  private readonly byokOnly = new Set<string>();
 
   constructor(providers: Iterable<Provider> = []) {
     for (const provider of providers) this.register(provider);
   }
 
-  /** Adds a provider; a second provider with the same id is a programming error. */
-  register(provider: Provider): this {
+  /**
+   * Adds a provider; a second provider with the same id is a programming error. With `byokOnly`, the
+   * platform has no key for it: only callers who stored their own key (BYOK) can use it.
+   */
+  register(provider: Provider, options: { readonly byokOnly?: boolean } = {}): this {
     if (this.providers.has(provider.id)) throw new Error(`provider "${provider.id}" is registered twice`);
     this.providers.set(provider.id, provider);
+    if (options.byokOnly) this.byokOnly.add(provider.id);
     return this;
+  }
+
+  /** Whether calls to this provider need the caller's own key (the platform has none). */
+  needsCallerKey(id: string): boolean {
+    return this.byokOnly.has(id);
   }
 
   /** The provider with this id, or undefined when none is configured. */
@@ -34,7 +44,7 @@ export class ProviderRegistry {
   }
 }
 
-/** The platform's provider keys; a provider without a key is not offered. */
+/** The platform's provider keys; a provider without a key is offered only to BYOK callers, when BYOK is on. */
 export interface ProviderSecrets {
   readonly openaiApiKey?: string;
   readonly anthropicApiKey?: string;
@@ -47,11 +57,13 @@ export interface CreateProvidersOptions {
   readonly defaultMaxTokens?: number;
   /** Stamps `created` on translated answers. @default systemClock */
   readonly clock?: Clock;
+  /** BYOK is configured: register openai and anthropic even without a platform key, for callers' own keys. */
+  readonly byok?: boolean;
 }
 
 /**
- * Builds the registry from configuration: openai and anthropic when their key is configured, bedrock when
- * a region is set, mock when enabled.
+ * Builds the registry from configuration: openai and anthropic when their key is configured (or, with BYOK
+ * on, for callers' own keys only), bedrock when a region is set, mock when enabled.
  */
 export function createProviders(
   config: ProviderEndpoints,
@@ -60,11 +72,16 @@ export function createProviders(
 ): ProviderRegistry {
   const registry = new ProviderRegistry();
   const shared = { defaultMaxTokens: options.defaultMaxTokens, clock: options.clock };
-  if (secrets.openaiApiKey) {
-    registry.register(new OpenAiProvider({ baseUrl: config.openaiBaseUrl, apiKey: secrets.openaiApiKey }));
+  if (secrets.openaiApiKey || options.byok) {
+    registry.register(new OpenAiProvider({ baseUrl: config.openaiBaseUrl, apiKey: secrets.openaiApiKey ?? '' }), {
+      byokOnly: !secrets.openaiApiKey,
+    });
   }
-  if (secrets.anthropicApiKey) {
-    registry.register(new AnthropicProvider({ baseUrl: config.anthropicBaseUrl, apiKey: secrets.anthropicApiKey, ...shared }));
+  if (secrets.anthropicApiKey || options.byok) {
+    registry.register(
+      new AnthropicProvider({ baseUrl: config.anthropicBaseUrl, apiKey: secrets.anthropicApiKey ?? '', ...shared }),
+      { byokOnly: !secrets.anthropicApiKey },
+    );
   }
   if (config.bedrockRegion) {
     const client = options.bedrockClient ?? new BedrockRuntimeClient({ region: config.bedrockRegion });
