@@ -10,6 +10,23 @@ import type { Window } from './windows';
 import type { LoopCheck } from './guardrails/loop-guard';
 import type { LoopOverrides } from './guardrails/settings';
 
+/**
+ * A change of a key's status. With `onlyIfStatus`/`onlyIfActor` it applies only to a key in that state (so the
+ * kill switch never resumes a key an operator suspended).
+ */
+export interface KeyStatusChange {
+  readonly status: KeyStatus;
+  readonly actor: StatusActor;
+  readonly reason?: string;
+  readonly onlyIfStatus?: KeyStatus;
+  readonly onlyIfActor?: StatusActor;
+}
+
+/** The same conditional change on many keys in few round trips (the kill switch); resolves with how many changed. */
+export interface KeyStatusBatch {
+  setStatusMany(keyIds: readonly string[], change: KeyStatusChange & { readonly reason: string; readonly onlyIfStatus: KeyStatus }): Promise<number>;
+}
+
 export interface KeyStore {
   get(keyId: string): Promise<KeyRecord | undefined>;
   /** Creates a key; fails if the id exists. */
@@ -23,13 +40,7 @@ export interface KeyStore {
    */
   setStatus(
     keyId: string,
-    change: {
-      readonly status: KeyStatus;
-      readonly actor: StatusActor;
-      readonly reason?: string;
-      readonly onlyIfStatus?: KeyStatus;
-      readonly onlyIfActor?: StatusActor;
-    },
+    change: KeyStatusChange,
   ): Promise<boolean>;
   touchLastUsed(keyId: string, atIso: string): Promise<void>;
 }

@@ -16,8 +16,7 @@ import { randomUUID } from 'node:crypto';
 import type { Clock } from '../clock';
 import type { Logger } from '../log';
 import { displayUsd, type MicroUsd, usdToMicros } from '../money';
-import type { Acknowledgement, Alert, GuardrailStore, KeyStore, KillSwitchState } from '../stores';
-import type { KeyStatus, StatusActor } from '../types';
+import type { Acknowledgement, Alert, GuardrailStore, KeyStatusBatch, KeyStore, KillSwitchState } from '../stores';
 
 /** What the kill switch needs from AWS Budgets: the budget's limit and actual spend right now. */
 export interface BudgetReader {
@@ -78,18 +77,7 @@ export function parseBudgetNotification(message: string): BudgetNotification | u
 }
 
 /** Status changes of many keys in few round trips (conditional, like KeyStore.setStatus with onlyIf…). */
-export interface BulkStatusChanger {
-  setStatusMany(
-    keyIds: readonly string[],
-    change: {
-      readonly status: KeyStatus;
-      readonly actor: StatusActor;
-      readonly reason: string;
-      readonly onlyIfStatus: KeyStatus;
-      readonly onlyIfActor?: StatusActor;
-    },
-  ): Promise<number>;
-}
+export type BulkStatusChanger = KeyStatusBatch;
 
 export interface KillSwitchOptions {
   readonly keys: KeyStore;

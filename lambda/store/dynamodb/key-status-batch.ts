@@ -6,23 +6,12 @@
  */
 import { type CancellationReason, type DynamoDBClient, TransactWriteItemsCommand, type TransactWriteItem } from '@aws-sdk/client-dynamodb';
 import { marshall } from '@aws-sdk/util-dynamodb';
-import type { KeyStatus, StatusActor } from '../../core/types';
+import type { KeyStatusBatch } from '../../core/stores';
 import { errorName, translateError } from './client';
 import type { TableNames } from './schema';
 
 /** What the kill switch changes on many keys at once. */
-export interface KeyStatusChange {
-  readonly status: KeyStatus;
-  readonly actor: StatusActor;
-  readonly reason: string;
-  readonly onlyIfStatus: KeyStatus;
-  readonly onlyIfActor?: StatusActor;
-}
-
-/** Changes many keys' status; resolves with how many changed. */
-export interface KeyStatusBatch {
-  setStatusMany(keyIds: readonly string[], change: KeyStatusChange): Promise<number>;
-}
+type BatchChange = Parameters<KeyStatusBatch['setStatusMany']>[1];
 
 const MAX_ITEMS = 100;
 
@@ -36,13 +25,13 @@ export class DynamoDbKeyStatusBatch implements KeyStatusBatch {
     this.table = tables.keys;
   }
 
-  async setStatusMany(keyIds: readonly string[], change: KeyStatusChange): Promise<number> {
+  async setStatusMany(keyIds: readonly string[], change: BatchChange): Promise<number> {
     let changed = 0;
     for (let i = 0; i < keyIds.length; i += MAX_ITEMS) changed += await this.chunk(keyIds.slice(i, i + MAX_ITEMS), change);
     return changed;
   }
 
-  private async chunk(ids: readonly string[], change: KeyStatusChange): Promise<number> {
+  private async chunk(ids: readonly string[], change: BatchChange): Promise<number> {
     let pending = [...new Set(ids)];
     for (let attempt = 0; pending.length > 0; attempt++) {
       const items = pending.map((keyId) => this.update(keyId, change));
@@ -62,7 +51,7 @@ export class DynamoDbKeyStatusBatch implements KeyStatusBatch {
     return 0;
   }
 
-  private update(keyId: string, change: KeyStatusChange): TransactWriteItem {
+  private update(keyId: string, change: BatchChange): TransactWriteItem {
     const conditions = ['attribute_exists(keyId)', '#status = :onlyStatus'];
     const values: Record<string, unknown> = {
       ':status': change.status,

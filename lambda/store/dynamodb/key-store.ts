@@ -13,8 +13,8 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { InvalidRequestError } from '../../core/errors';
-import type { KeyStore } from '../../core/stores';
-import type { KeyRecord, KeyStatus, StatusActor } from '../../core/types';
+import type { KeyStatusChange, KeyStore } from '../../core/stores';
+import type { KeyRecord, KeyStatus } from '../../core/types';
 import { errorName, translateError } from './client';
 import type { TableNames } from './schema';
 
@@ -90,13 +90,7 @@ export class DynamoDbKeyStore implements KeyStore {
    */
   async setStatus(
     keyId: string,
-    change: {
-      readonly status: KeyStatus;
-      readonly actor: StatusActor;
-      readonly reason?: string;
-      readonly onlyIfStatus?: KeyStatus;
-      readonly onlyIfActor?: StatusActor;
-    },
+    change: KeyStatusChange,
   ): Promise<boolean> {
     const conditions = ['attribute_exists(keyId)'];
     const values: Item = { ':status': { S: change.status }, ':actor': { S: change.actor } };
