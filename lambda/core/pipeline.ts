@@ -259,6 +259,8 @@ export class RequestPipeline {
           provider: call.model.provider,
           requestType: call.requestType,
           endpoint: call.endpoint,
+          ...(call.stream ? { stream: true } : {}),
+          ...(call.byok ? { byok: true } : {}),
         },
       });
     } catch (err) {

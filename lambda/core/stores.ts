@@ -89,6 +89,9 @@ export interface ReserveInput {
     readonly provider?: string;
     readonly requestType?: RequestType;
     readonly endpoint?: string;
+    readonly stream?: boolean;
+    /** A BYOK call (the sweeper's record says so too). */
+    readonly byok?: boolean;
   };
 }
 
@@ -148,7 +151,8 @@ export interface Ledger {
   reserve(input: ReserveInput): Promise<Reservation>;
   /**
    * Atomically: removes the hold, moves its amount out of every counter's held total, adds the actual cost,
-   * and writes the usage record. A hold already reclaimed by the sweeper is not released twice.
+   * and writes the usage record. A hold already reclaimed by the sweeper is not released twice: its estimated
+   * charge is replaced by the actual cost once; a repeated settle changes nothing.
    */
   settle(input: SettleInput): Promise<void>;
   /** Current values of counters (platform shards are summed into one value per window). */
@@ -160,7 +164,11 @@ export interface Ledger {
   setLoopOverrides(keyId: string, overrides: { readonly maxRepeats?: number | null; readonly maxFailures?: number | null }): Promise<void>;
   /** Sets (or, with `null`, removes) one scope's limit for one window. */
   setLimit(scope: ScopeId, window: Window, limit: MicroUsd | null): Promise<void>;
-  /** Releases holds whose expiry has passed (a crashed invocation's); returns how many. */
+  /**
+   * Reclaims holds whose expiry has passed (a crashed invocation's, or one whose settle kept failing) and
+   * charges each its full reservation: an estimated `abandoned` usage record that a late settle with real
+   * usage replaces exactly once. Returns how many.
+   */
   sweepExpired(now: number): Promise<number>;
 }
 

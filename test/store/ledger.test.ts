@@ -204,7 +204,7 @@ describe('DynamoDbLedger reserve and settle', () => {
     for (const r of reservations) expect(await holdsOf(r.requestId)).toBe(0);
   });
 
-  it('when the sweeper reclaims an expired hold, a late settle adds the cost once and never releases twice', async () => {
+  it('when the sweeper reclaims an expired hold, it charges the full reservation as an estimated abandoned record', async () => {
     const user = uniqueUser();
     const l = ledger();
     const ref = counter(`user:${user}`, { limit: 1_000_000 });
@@ -213,20 +213,51 @@ describe('DynamoDbLedger reserve and settle', () => {
     expect(await l.sweepExpired(T0 + 30_000)).toBe(0);
     expect(await l.sweepExpired(T0 + 61_000)).toBeGreaterThanOrEqual(1);
     expect(await holdsOf(r.requestId)).toBe(0);
-    expect((await l.readCounters([ref]))[0]).toMatchObject({ committed: 0, reserved: 0, spent: 0 });
+    expect((await l.readCounters([ref]))[0]).toMatchObject({ committed: 400_000, reserved: 0, spent: 400_000, requests: 1 });
     const store = new DynamoDbUsageStore(db.client, db.tables);
     const range = { by: 'user' as const, id: user, from: '2026-11-23T00:00:00Z', to: '2026-11-24T00:00:00Z' };
-    expect((await store.query(range)).map((u) => [u.outcome, u.costMicros])).toEqual([['abandoned', 0]]);
+    expect((await store.query(range)).map((u) => [u.outcome, u.costMicros, u.costEstimated])).toEqual([['abandoned', 400_000, true]]);
+    // Swept money is still spent: the next reservation finds only 600_000 left.
+    await expect(l.reserve(reserveInput(user, { amount: 600_001, counters: [ref] }))).rejects.toBeInstanceOf(BudgetExceededError);
+  });
 
-    const late = usageFor(r, user, 150_000, T0 + 1);
+  it('when a settle arrives after the sweep, its actual cost replaces the estimate exactly once', async () => {
+    const user = uniqueUser();
+    const l = ledger();
+    const ref = counter(`user:${user}`, { limit: 1_000_000 });
+    const r = await l.reserve(reserveInput(user, { amount: 400_000, counters: [ref], ttlMs: 60_000 }));
+    await l.sweepExpired(T0 + 61_000);
+
+    const late = usageFor(r, user, 150_000);
     await l.settle({ reservation: r, cost: 150_000, usage: late });
     await l.settle({ reservation: r, cost: 150_000, usage: late }); // a retry of the same settle
     expect((await l.readCounters([ref]))[0]).toMatchObject({ committed: 150_000, reserved: 0, spent: 150_000, requests: 1 });
-    const outcomes = (await store.query(range)).map((u) => [u.outcome, u.costMicros]);
-    expect(outcomes).toEqual([
-      ['abandoned', 0],
-      ['ok', 150_000],
-    ]);
+    const store = new DynamoDbUsageStore(db.client, db.tables);
+    const range = { by: 'user' as const, id: user, from: '2026-11-23T00:00:00Z', to: '2026-11-24T00:00:00Z' };
+    expect((await store.query(range)).map((u) => [u.outcome, u.costMicros, u.costEstimated])).toEqual([['ok', 150_000, false]]);
+  });
+
+  it('when a late settle costs more than the swept reservation, the difference is charged on top', async () => {
+    const user = uniqueUser();
+    const l = ledger();
+    const ref = counter(`user:${user}`);
+    const r = await l.reserve(reserveInput(user, { amount: 100_000, counters: [ref], ttlMs: 60_000 }));
+    await l.sweepExpired(T0 + 61_000);
+    await l.settle({ reservation: r, cost: 130_000, usage: usageFor(r, user, 130_000) });
+    expect((await l.readCounters([ref]))[0]).toMatchObject({ committed: 130_000, reserved: 0, spent: 130_000, requests: 1 });
+  });
+
+  it('when a hold is gone and no record of it exists, a late settle charges its whole cost once', async () => {
+    const user = uniqueUser();
+    const l = ledger();
+    const ref = counter(`user:${user}`);
+    const r = await l.reserve(reserveInput(user, { amount: 100_000, counters: [ref], ttlMs: 60_000 }));
+    await l.sweepExpired(T0 + 61_000);
+    // A record under another key (an older writer's timestamp): the abandoned one stays, the settle adds its own.
+    const elsewhere = usageFor(r, user, 20_000, T0 + 1);
+    await l.settle({ reservation: r, cost: 20_000, usage: elsewhere });
+    await l.settle({ reservation: r, cost: 20_000, usage: elsewhere });
+    expect((await l.readCounters([ref]))[0]).toMatchObject({ committed: 120_000, spent: 120_000, requests: 2 });
   });
 
   it('when the same reservation is settled twice, the second settle changes nothing', async () => {

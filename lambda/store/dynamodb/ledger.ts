@@ -5,8 +5,9 @@
  *
  *   reserve:  [bucket updates…] [counter updates…] [circuit checks…] [loop check] [hold put]   all-or-nothing
  *   settle:   [hold delete] [counter updates…] [token bucket adjust] [loop count + streak] [usage put]
- *             └─ hold already reclaimed by the sweeper? → [counters += cost] [usage put IF new]   (no release)
- *   sweep:    [hold delete] [counters −= amount…] [usage put 'abandoned']
+ *             └─ hold already reclaimed by the sweeper? → settleLate (below)
+ *   sweep:    [hold delete] [counters: reserved → spent (full amount)…] [usage put 'abandoned', estimated]
+ *   late settle after a sweep: [counters += cost − amount] [usage put replacing 'abandoned']   (exactly once)
  *
  * DynamoDB conditions cannot do arithmetic, so each counter keeps `committed` (= spent + reserved) and the
  * reserve condition compares it with a precomputed `limit − amount`.
@@ -264,14 +265,8 @@ export class DynamoDbLedger implements Ledger {
     assertMicros(cost, 'cost');
     const hold = holdKey(reservation.requestId, reservation.expiresAt);
     const bucketAdjustments = [...this.tokenAdjustments(input), ...this.loopStreak(input)];
-    const usagePut = (condition?: string): TransactWriteItem => ({
-      Put: {
-        TableName: this.usage,
-        Item: usageItem(input.usage, { retentionDays: this.usageRetentionDays }),
-        ...(condition
-          ? { ConditionExpression: condition, ExpressionAttributeValues: { ':abandoned': { S: 'abandoned' } } }
-          : {}),
-      },
+    const usagePut = (): TransactWriteItem => ({
+      Put: { TableName: this.usage, Item: usageItem(input.usage, { retentionDays: this.usageRetentionDays }) },
     });
 
     const settleItems: TransactWriteItem[] = [
@@ -293,18 +288,54 @@ export class DynamoDbLedger implements Ledger {
     if (!reasons) return;
     if (reasons[0]?.Code !== 'ConditionalCheckFailed') throw unexpectedCancellation(reasons);
 
-    // The hold is gone: the sweeper reclaimed it (and released its amount), or this request was settled
-    // already. Add the actual cost without touching `reserved`, and only if no record of this request's
-    // settlement exists yet (the sweeper's 'abandoned' one may be replaced): never double-charge.
-    const lateItems: TransactWriteItem[] = [
+    return this.settleLate(input, bucketAdjustments);
+  }
+
+  /**
+   * Settle after the hold is gone: the sweeper reclaimed it (charging its full amount and writing an estimated
+   * 'abandoned' record), or this request was settled already (a retried settle). Exactly one of:
+   *
+   *   'abandoned' record for the held amount  → [counters += cost − held] [usage put replacing it]
+   *   no record at all                        → [counters += cost, requests +1] [usage put IF new]
+   *   any other record                        → settled before: nothing changes
+   */
+  private async settleLate(input: SettleInput, bucketAdjustments: readonly TransactWriteItem[]): Promise<void> {
+    const { reservation, cost } = input;
+    const held = reservation.amount;
+    const replace: TransactWriteItem[] = [
+      ...reservation.counters.map((ref) => this.counterUpdate(ref, { committed: cost - held, spent: cost - held, requests: 0 })),
+      ...bucketAdjustments,
+      {
+        Put: {
+          TableName: this.usage,
+          Item: usageItem(input.usage, { retentionDays: this.usageRetentionDays }),
+          ConditionExpression: 'outcome = :abandoned AND costMicros = :held',
+          ExpressionAttributeValues: { ':abandoned': { S: 'abandoned' }, ':held': { N: String(held) } },
+          ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+        },
+      },
+    ];
+    const reasons = await this.transact(replace);
+    if (!reasons) return;
+    const usageReason = reasons[replace.length - 1];
+    if (usageReason?.Code !== 'ConditionalCheckFailed') throw unexpectedCancellation(reasons);
+    if (usageReason.Item !== undefined && Object.keys(usageReason.Item).length > 0) return; // settled before
+
+    const fresh: TransactWriteItem[] = [
       ...reservation.counters.map((ref) => this.counterUpdate(ref, { committed: cost, spent: cost, requests: 1 })),
       ...bucketAdjustments,
-      usagePut('attribute_not_exists(pk) OR outcome = :abandoned'),
+      {
+        Put: {
+          TableName: this.usage,
+          Item: usageItem(input.usage, { retentionDays: this.usageRetentionDays }),
+          ConditionExpression: 'attribute_not_exists(pk)',
+        },
+      },
     ];
-    const lateReasons = await this.transact(lateItems);
-    if (!lateReasons) return;
-    if (lateReasons[lateItems.length - 1]?.Code === 'ConditionalCheckFailed') return; // settled before
-    throw unexpectedCancellation(lateReasons);
+    const freshReasons = await this.transact(fresh);
+    if (!freshReasons) return;
+    if (freshReasons[fresh.length - 1]?.Code === 'ConditionalCheckFailed') return; // settled meanwhile
+    throw unexpectedCancellation(freshReasons);
   }
 
   async readCounters(refs: readonly CounterRef[]): Promise<CounterValue[]> {
@@ -461,27 +492,14 @@ export class DynamoDbLedger implements Ledger {
     return released;
   }
 
-  /** Releases one expired hold; false when it vanished meanwhile (settled after all). */
+  /**
+   * Reclaims one expired hold, charging its full amount: the gateway cannot prove the provider did not do the
+   * work, so the money stays spent (moved from `reserved` to `spent`, `committed` unchanged) and the usage
+   * record says `abandoned`, estimated. A late settle with real usage replaces both exactly once
+   * ({@link settleLate}). False when the hold vanished meanwhile (settled after all).
+   */
   private async releaseHold(hold: StoredHold, now: number): Promise<boolean> {
-    const record: UsageRecord = {
-      requestId: hold.requestId,
-      timestamp: new Date(hold.reservedAt).toISOString(),
-      userId: hold.context.userId,
-      keyId: hold.context.keyId,
-      ...(hold.context.orgId !== undefined ? { orgId: hold.context.orgId } : {}),
-      provider: hold.context.provider ?? 'unknown',
-      model: hold.context.model,
-      requestType: hold.context.requestType ?? 'chat',
-      endpoint: hold.context.endpoint ?? 'unknown',
-      stream: false,
-      usage: { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0 },
-      costMicros: 0,
-      costEstimated: false,
-      outcome: 'abandoned',
-      httpStatus: 0,
-      durationMs: Math.max(0, now - hold.reservedAt),
-      byok: false,
-    };
+    const record = abandonedRecord(hold, now);
     const items: TransactWriteItem[] = [
       {
         Delete: {
@@ -494,9 +512,14 @@ export class DynamoDbLedger implements Ledger {
         Update: {
           TableName: this.budgets,
           Key: marshall({ pk: c.pk, sk: c.sk }),
-          UpdateExpression: 'ADD committed :neg, reserved :neg SET #ttl = if_not_exists(#ttl, :ttl)',
+          UpdateExpression: 'ADD reserved :neg, spent :amount, requests :one SET #ttl = if_not_exists(#ttl, :ttl)',
           ExpressionAttributeNames: { '#ttl': 'ttl' },
-          ExpressionAttributeValues: { ':neg': { N: String(-hold.amount) }, ':ttl': { N: String(c.ttl) } },
+          ExpressionAttributeValues: {
+            ':neg': { N: String(-hold.amount) },
+            ':amount': { N: String(hold.amount) },
+            ':one': { N: '1' },
+            ':ttl': { N: String(c.ttl) },
+          },
         },
       })),
       { Put: { TableName: this.usage, Item: usageItem(record, { retentionDays: this.usageRetentionDays }) } },
@@ -770,6 +793,29 @@ interface StoredHold {
   readonly reservedAt: number;
   readonly counters: ReadonlyArray<{ readonly pk: string; readonly sk: string; readonly ttl: number }>;
   readonly context: ReserveInput['context'];
+}
+
+/** The usage record of a hold the sweeper reclaims: charged its full amount, estimated, outcome `abandoned`. */
+function abandonedRecord(hold: StoredHold, now: number): UsageRecord {
+  return {
+    requestId: hold.requestId,
+    timestamp: new Date(hold.reservedAt).toISOString(),
+    userId: hold.context.userId,
+    keyId: hold.context.keyId,
+    ...(hold.context.orgId !== undefined ? { orgId: hold.context.orgId } : {}),
+    provider: hold.context.provider ?? 'unknown',
+    model: hold.context.model,
+    requestType: hold.context.requestType ?? 'chat',
+    endpoint: hold.context.endpoint ?? 'unknown',
+    stream: hold.context.stream ?? false,
+    usage: { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0 },
+    costMicros: hold.amount,
+    costEstimated: true,
+    outcome: 'abandoned',
+    httpStatus: 0,
+    durationMs: Math.max(0, now - hold.reservedAt),
+    byok: hold.context.byok ?? false,
+  };
 }
 
 function bucketHintKey(charge: Pick<RateCharge, 'keyId' | 'dimension'>): string {
