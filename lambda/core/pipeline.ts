@@ -23,6 +23,7 @@ import { byokScopesOf } from './byok/scope';
 import type { Clock } from './clock';
 import { asTollgateError, LoopDetectedError, type TollgateError, UpstreamError } from './errors';
 import { type AlertSink, crossingsOf, recordCrossings } from './guardrails/alerts';
+import { countersPastLimit, overshootAlert, overshootOf } from './guardrails/overshoot';
 import { isEmptyAnswer, loopCheckFor, type LoopCheck, requestFingerprint } from './guardrails/loop-guard';
 import { type GuardrailSettings, loopSettingsFor, type LoopOverrides } from './guardrails/settings';
 import type { Logger } from './log';
@@ -41,6 +42,7 @@ import type {
 } from './stores';
 import type { BudgetLimits, RequestType, ScopeId, TokenUsage, UsageOutcome, UsageRecord } from './types';
 import { WINDOWS, windowBounds, windowKey } from './windows';
+import { settleWithRetries, type SettleRetryOptions } from './settle-retry';
 
 export interface PipelineOptions {
   readonly ledger: Ledger;
@@ -52,6 +54,12 @@ export interface PipelineOptions {
   readonly holdTtlMs: number;
   readonly platformShards: number;
   readonly upstreamTimeoutMs: number;
+  /**
+   * Retries of a settle the store refused for being unreachable (bounded, with backoff); after them the hold
+   * is left for the sweeper, which charges its full reservation.
+   * @default 4 attempts, 250 ms × 4ⁿ apart (core/settle-retry.ts)
+   */
+  readonly settleRetry?: SettleRetryOptions;
   /** Circuit breaker, loop guard and tier alerts; without it none of them run. */
   readonly guardrails?: {
     readonly store: GuardrailStore;
@@ -78,7 +86,10 @@ export interface BillableCall {
    * `requestFingerprint`); without one the loop guard does not apply to the call.
    */
   readonly fingerprint?: string;
-  /** Aborted when the caller goes away. */
+  /**
+   * Aborted when the caller goes away. A stream's upstream call is stopped with it (nobody reads the tokens);
+   * a non-stream call runs to its end and is settled with its real usage (the provider bills it anyway).
+   */
   readonly clientSignal: AbortSignal;
   readonly invoke: (ctx: Pick<ProviderCallContext, 'signal'>) => Promise<ProviderResult>;
 }
@@ -277,7 +288,7 @@ export class RequestPipeline {
 
     const timeout = AbortSignal.timeout(this.options.upstreamTimeoutMs);
     const upstreamAbort = new AbortController();
-    const signal = AbortSignal.any([call.clientSignal, timeout, upstreamAbort.signal]);
+    const signal = AbortSignal.any([...(call.stream ? [call.clientSignal] : []), timeout, upstreamAbort.signal]);
     const baseHeaders = rateHeaders(reservation.rateStates);
 
     const settleWith = (s: Settlement) => () => this.settle(call, reservation, s, { limits, afterHold });
@@ -291,6 +302,15 @@ export class RequestPipeline {
       const error = timeout.aborted && !call.clientSignal.aborted
         ? new UpstreamError(`The provider did not answer within ${this.options.upstreamTimeoutMs} ms.`, { cause: err })
         : asTollgateError(err);
+      if (isGatewayRefusal(error)) {
+        // Nothing reached the provider: the hold is released at $0 and the loop guard hears nothing.
+        return {
+          kind: 'error',
+          error,
+          headers: baseHeaders,
+          after: settleWith({ outcome: 'rejected', usage: undefined, httpStatus: error.status, endedAt: clock.now(), mayHaveOutput: false }),
+        };
+      }
       log.log('warn', 'upstream call failed', { requestId: call.requestId, model: call.model.id, status: error.status, error: error.message });
       return {
         kind: 'error',
@@ -308,7 +328,15 @@ export class RequestPipeline {
         kind: 'json',
         body: result.body,
         headers,
-        after: settleWith({ outcome: 'ok', usage: result.usage, httpStatus: 200, endedAt: clock.now(), mayHaveOutput: true, emptyAnswer }),
+        // A caller that left while the provider answered is billed like any other (the provider billed us).
+        after: settleWith({
+          outcome: call.clientSignal.aborted ? 'client_disconnected' : 'ok',
+          usage: result.usage,
+          httpStatus: 200,
+          endedAt: clock.now(),
+          mayHaveOutput: true,
+          emptyAnswer,
+        }),
       };
     }
 
@@ -450,6 +478,7 @@ export class RequestPipeline {
       usage: usage ?? { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0 },
       costMicros: cost,
       costEstimated: usage === undefined && cost > 0,
+      ...(overshootOf(reservation.amount, cost) > 0 ? { overshootMicros: overshootOf(reservation.amount, cost) } : {}),
       outcome: s.outcome,
       httpStatus: s.httpStatus,
       durationMs: Math.max(0, s.endedAt - call.startedAt),
@@ -458,18 +487,28 @@ export class RequestPipeline {
     };
     const actualTokens = usage ? usage.inputTokens + usage.outputTokens : undefined;
     try {
-      await ledger.settle({
-        reservation,
-        cost,
-        ...(actualTokens === undefined ? {} : { actualTokens }),
-        usage: record,
-        ...(loopOutcomeOf(s) ? { loopOutcome: loopOutcomeOf(s) } : {}),
-      });
+      await settleWithRetries(
+        () =>
+          ledger.settle({
+            reservation,
+            cost,
+            ...(actualTokens === undefined ? {} : { actualTokens }),
+            usage: record,
+            ...(loopOutcomeOf(s) ? { loopOutcome: loopOutcomeOf(s) } : {}),
+          }),
+        {
+          ...this.options.settleRetry,
+          onRetry: (err, attempt) =>
+            log.log('warn', 'settle failed; retrying', { requestId: call.requestId, attempt, error: err.message }),
+        },
+      );
     } catch (err) {
-      // The hold stays and the sweeper will release it after its expiry; the actual cost is what we lose.
-      log.log('error', 'settle failed; hold left for the sweeper', {
+      // The hold stays; after its expiry the sweeper charges its full reservation (never less than this cost
+      // unless the answer overshot), and a later settle of this request would still replace that estimate.
+      log.log('error', 'settle failed; hold left for the sweeper, which charges the reservation', {
         requestId: call.requestId,
         costMicros: cost,
+        reservedMicros: reservation.amount,
         error: err instanceof Error ? err.message : String(err),
       });
       return undefined;
@@ -485,8 +524,66 @@ export class RequestPipeline {
       outputTokens: record.usage.outputTokens,
       durationMs: record.durationMs,
     });
-    await Promise.all([this.touchLastUsed(p.keyId, p.key.lastUsedAt), this.checkTiers(call, reservation, cost, ctx)]);
+    await Promise.all([
+      this.touchLastUsed(p.keyId, p.key.lastUsedAt),
+      this.checkTiers(call, reservation, cost, ctx),
+      record.overshootMicros ? this.reportOvershoot(call, reservation, cost, ctx.limits) : Promise.resolve(),
+    ]);
     return record;
+  }
+
+  /**
+   * A settle above its reservation (core/guardrails/overshoot.ts): logged, alerted once per request, and the
+   * circuit of a scope it took past a limit opens until the window ends. Failures are logged, never thrown.
+   */
+  private async reportOvershoot(
+    call: BillableCall,
+    reservation: Reservation,
+    cost: MicroUsd,
+    limits: Map<ScopeId, BudgetLimits>,
+  ): Promise<void> {
+    const { log, clock } = this.options;
+    log.log('warn', 'settle above its reservation', {
+      requestId: call.requestId,
+      keyId: call.principal.keyId,
+      model: call.model.id,
+      reservedMicros: reservation.amount,
+      costMicros: cost,
+      overshootMicros: overshootOf(reservation.amount, cost),
+    });
+    const guard = this.options.guardrails;
+    if (!guard) return;
+    try {
+      const limited = reservation.counters.filter((c) => c.limit !== undefined);
+      const values = limited.length > 0 ? await this.options.ledger.readCounters(limited) : [];
+      const past = countersPastLimit(values, limits)[0];
+      const now = clock.now();
+      const { alert, circuit } = overshootAlert({
+        requestId: call.requestId,
+        keyId: call.principal.keyId,
+        model: call.model.id,
+        reserved: reservation.amount,
+        cost,
+        now,
+        ...(past ? { past } : {}),
+      });
+      const fresh = await guard.store.recordAlert(alert, {
+        dedupeKey: `overshoot#${call.requestId}`,
+        dedupeUntil: now + 86_400_000,
+        ...(circuit ? { openCircuit: circuit } : {}),
+      });
+      if (!fresh) return;
+      log.log(alert.severity === 'critical' ? 'error' : 'warn', 'guardrail alert', {
+        requestId: call.requestId,
+        alertType: alert.type,
+        scope: alert.scope,
+        summary: alert.summary,
+        ...(circuit ? { circuitOpened: true } : {}),
+      });
+      if (guard.sink) await guard.sink.publish(alert);
+    } catch (err) {
+      log.log('warn', 'overshoot alert failed', { requestId: call.requestId, error: err instanceof Error ? err.message : String(err) });
+    }
   }
 
   /** lastUsedAt is written at most once a minute per key, after the response. */
@@ -514,9 +611,17 @@ export function rateHeaders(states: readonly RateState[]): Record<string, string
   return headers;
 }
 
+/**
+ * A failure of the gateway's own making before the provider was called (a request its translator cannot
+ * express, a bad header value): a 4xx that is not the provider's answer.
+ */
+function isGatewayRefusal(error: TollgateError): boolean {
+  return !(error instanceof UpstreamError) && error.status >= 400 && error.status < 500;
+}
+
 /** What an ended call says about the upstream, for the loop guard's failure streak. */
 function loopOutcomeOf(s: Settlement): 'failed' | 'succeeded' | undefined {
-  if (s.outcome === 'client_disconnected' || s.outcome === 'abandoned') return undefined;
+  if (s.outcome === 'client_disconnected' || s.outcome === 'abandoned' || s.outcome === 'rejected') return undefined;
   if (s.outcome !== 'ok' || s.emptyAnswer) return 'failed';
   return 'succeeded';
 }

@@ -80,7 +80,9 @@ export type UsageOutcome =
   | 'client_disconnected'
   | 'timeout'
   | 'stream_incomplete'
-  | 'abandoned';
+  | 'abandoned'
+  /** The gateway itself refused the request after reserving (nothing reached the provider); released at $0. */
+  | 'rejected';
 
 /** One row of the usage ledger: one per request that reached the reservation step. */
 export interface UsageRecord {
@@ -99,6 +101,8 @@ export interface UsageRecord {
   readonly costMicros: MicroUsd;
   /** True when the cost came from the reservation because the provider reported no usage. */
   readonly costEstimated: boolean;
+  /** What the request cost above its reservation (micro-USD); absent when it stayed within it. */
+  readonly overshootMicros?: number;
   readonly outcome: UsageOutcome;
   readonly httpStatus: number;
   readonly durationMs: number;

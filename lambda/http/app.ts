@@ -16,6 +16,7 @@ import {
 } from '../core/errors';
 import type { Logger } from '../core/log';
 import { formatUsd } from '../core/money';
+import { type OutputCap, outputCapFor } from '../core/output-cap';
 import type { BillableCall, RequestPipeline } from '../core/pipeline';
 import type { PriceBook, ResolvedModel } from '../core/pricing';
 import { estimateChatInputTokens, estimateEmbeddingInputTokens, estimateMessagesInputTokens } from '../core/tokens';
@@ -114,7 +115,10 @@ interface BillableRoute {
   readonly scope: KeyScope;
   readonly schema: Parameters<typeof validate>[0];
   estimateInput(body: Record<string, unknown>): number;
-  maxOutput(body: Record<string, unknown>, model: ResolvedModel): number;
+  /** The output cap per choice (core/output-cap.ts); undefined for routes without output (embeddings). */
+  outputCap(body: Record<string, unknown>, model: ResolvedModel): OutputCap | undefined;
+  /** Output tokens reserved for: the cap times the choices asked for. */
+  maxOutput(body: Record<string, unknown>, cap: OutputCap | undefined): number;
   stream(body: Record<string, unknown>): boolean;
   /** The provider operation that serves this route. */
   readonly operation: 'chatCompletions' | 'messages' | 'embeddings';
@@ -128,17 +132,22 @@ export class GatewayApp {
 
   constructor(private readonly o: GatewayAppOptions) {
     this.newRequestId = o.newRequestId ?? (() => `req_${randomUUID().replace(/-/g, '')}`);
-    const outputCap = (body: Record<string, unknown>, model: ResolvedModel, ...fields: string[]): number => {
-      for (const f of fields) if (typeof body[f] === 'number') return body[f] as number;
-      return model.price.maxOutputTokens ?? o.defaultMaxOutputTokens;
+    const outputCap = (body: Record<string, unknown>, model: ResolvedModel, ...fields: string[]): OutputCap => {
+      const requested = fields.map((f) => body[f]).find((v): v is number => typeof v === 'number');
+      return outputCapFor({
+        ...(requested !== undefined ? { requested } : {}),
+        ...(model.price.maxOutputTokens !== undefined ? { modelMax: model.price.maxOutputTokens } : {}),
+        defaultMax: o.defaultMaxOutputTokens,
+      });
     };
     const chat: BillableRoute = {
       requestType: 'chat',
       scope: 'ai:complete',
       schema: chatCompletionSchema,
       estimateInput: (b) => estimateChatInputTokens(b as ChatCompletionBody),
+      outputCap: (b, m) => outputCap(b, m, 'max_completion_tokens', 'max_tokens'),
       // n choices each produce up to the cap.
-      maxOutput: (b, m) => outputCap(b, m, 'max_completion_tokens', 'max_tokens') * (typeof b.n === 'number' ? b.n : 1),
+      maxOutput: (b, cap) => (cap?.tokens ?? 0) * (typeof b.n === 'number' ? b.n : 1),
       stream: (b) => b.stream === true,
       operation: 'chatCompletions',
     };
@@ -147,7 +156,8 @@ export class GatewayApp {
       scope: 'ai:complete',
       schema: messagesSchema,
       estimateInput: (b) => estimateMessagesInputTokens(b as MessagesBody),
-      maxOutput: (b, m) => outputCap(b, m, 'max_tokens'),
+      outputCap: (b, m) => outputCap(b, m, 'max_tokens'),
+      maxOutput: (_b, cap) => cap?.tokens ?? 0,
       stream: (b) => b.stream === true,
       operation: 'messages',
     };
@@ -156,6 +166,7 @@ export class GatewayApp {
       scope: 'ai:embed',
       schema: embeddingsSchema,
       estimateInput: (b) => estimateEmbeddingInputTokens(b.input),
+      outputCap: () => undefined,
       maxOutput: () => 0,
       stream: () => false,
       operation: 'embeddings',
@@ -299,6 +310,8 @@ export class GatewayApp {
         param: 'model',
       });
     }
+    // What the provider cannot express is refused here, before anything is reserved or counted.
+    provider.check?.(route.operation, upstreamBody);
     // The user's own key for this provider, if any: held only in this request's closure, never stored or logged.
     const byokKey = this.o.byok ? await this.o.byok.keyFor(principal.userId, model.provider) : undefined;
     if (!byokKey && this.o.providers.needsCallerKey(model.provider)) {
@@ -307,6 +320,7 @@ export class GatewayApp {
         { code: 'provider_key_required', param: 'model' },
       );
     }
+    const cap = route.outputCap(body, model);
     const call: BillableCall = {
       requestId,
       startedAt: ctx.startedAt,
@@ -316,7 +330,7 @@ export class GatewayApp {
       endpoint: req.path,
       model,
       stream,
-      estimate: { inputTokens: route.estimateInput(body), maxOutputTokens: route.maxOutput(body, model) },
+      estimate: { inputTokens: route.estimateInput(body), maxOutputTokens: route.maxOutput(body, cap) },
       userAgent: req.headers['user-agent'],
       fingerprint: this.o.pipeline.fingerprintOf(body),
       clientSignal: req.signal,
@@ -327,6 +341,8 @@ export class GatewayApp {
             requestId,
             signal,
             callerWantsStreamUsage: wantsUsage,
+            // The cap the reservation assumed, for the provider to send when the caller gave none.
+            ...(cap && !cap.fromCaller ? { maxOutputTokens: cap.tokens } : {}),
             ...(byokKey ? { apiKeyOverride: byokKey } : {}),
             ...(req.headers['anthropic-version'] ? { anthropicVersion: req.headers['anthropic-version'] } : {}),
             ...(req.headers['anthropic-beta'] ? { anthropicBeta: req.headers['anthropic-beta'] } : {}),

@@ -23,6 +23,13 @@ export interface ProviderCallContext {
   readonly anthropicVersion?: string;
   /** The caller's `anthropic-beta` header (Anthropic upstreams). */
   readonly anthropicBeta?: string;
+  /**
+   * The output cap (per choice) the reservation assumed, given when the caller set none: the provider sends it
+   * upstream in its own field (`max_completion_tokens`, `max_tokens`, Bedrock's `maxTokens`,
+   * `max_output_tokens`) so the answer cannot cost more than was reserved. Absent: the body carries the
+   * caller's own cap.
+   */
+  readonly maxOutputTokens?: number;
 }
 
 /** A complete JSON answer. */
@@ -68,6 +75,9 @@ export type EmbeddingsBody = Record<string, unknown> & {
   readonly input: string | readonly string[] | readonly number[] | readonly (readonly number[])[];
 };
 
+/** The operations a provider may serve, by the route that reaches them. */
+export type ProviderOperation = 'chatCompletions' | 'messages' | 'embeddings';
+
 export interface Provider {
   /** The name used in `provider/model` routing: `openai`, `anthropic`, `bedrock`, `mock`. */
   readonly id: string;
@@ -77,6 +87,12 @@ export interface Provider {
   messages?(body: MessagesBody, ctx: ProviderCallContext): Promise<ProviderResult>;
   /** OpenAI `/v1/embeddings` (always JSON). */
   embeddings?(body: EmbeddingsBody, ctx: ProviderCallContext): Promise<JsonResult>;
+  /**
+   * Refuses, before anything is reserved, a request this provider cannot express (throws
+   * `InvalidRequestError`): a translating provider runs its translation here, so the gateway's own refusals
+   * never hold budget or reach the loop guard. Optional: pass-through providers leave that to their upstream.
+   */
+  check?(operation: ProviderOperation, body: Record<string, unknown>): void;
 }
 
 /**

@@ -11,6 +11,7 @@ import type {
   MessagesBody,
   Provider,
   ProviderCallContext,
+  ProviderOperation,
   ProviderResult,
   StreamResult,
 } from '../contract';
@@ -83,9 +84,15 @@ export class AnthropicProvider implements Provider {
     });
   }
 
+  /** Translated chat requests are translated once here, before the reservation, to refuse what cannot be expressed. */
+  check(operation: ProviderOperation, body: Record<string, unknown>): void {
+    if (operation === 'chatCompletions') toAnthropicRequest(body as ChatCompletionBody, { defaultMaxTokens: this.defaultMaxTokens });
+  }
+
   /** Native Messages: the body goes up as given; streams come back byte for byte. */
   async messages(body: MessagesBody, ctx: AnthropicCallContext): Promise<ProviderResult> {
-    const response = await this.post({ ...body }, ctx);
+    const capped = body.max_tokens === undefined && ctx.maxOutputTokens !== undefined ? { max_tokens: ctx.maxOutputTokens } : {};
+    const response = await this.post({ ...body, ...capped }, ctx);
     if (!body.stream) {
       const json = await readJson(this.id, response, ctx.signal);
       return { kind: 'json', body: json, usage: usageFromAnthropic((json as { usage?: unknown } | null)?.usage) };
@@ -95,7 +102,7 @@ export class AnthropicProvider implements Provider {
 
   /** OpenAI chat completions, answered by the Messages API and translated both ways. */
   async chatCompletions(body: ChatCompletionBody, ctx: AnthropicCallContext): Promise<ProviderResult> {
-    const request = toAnthropicRequest(body, { defaultMaxTokens: this.defaultMaxTokens });
+    const request = toAnthropicRequest(body, { defaultMaxTokens: ctx.maxOutputTokens ?? this.defaultMaxTokens });
     const response = await this.post(request, ctx);
     const identity: ChatAnswerIdentity = {
       id: `chatcmpl-${ctx.requestId}`,

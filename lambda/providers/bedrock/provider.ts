@@ -19,7 +19,7 @@ import {
 import { systemClock, type Clock } from '../../core/clock';
 import { InvalidRequestError, UpstreamError } from '../../core/errors';
 import type { TokenUsage } from '../../core/types';
-import { upstreamStatusFor, type ChatCompletionBody, type Provider, type ProviderCallContext, type ProviderResult } from '../contract';
+import { upstreamStatusFor, type ChatCompletionBody, type Provider, type ProviderCallContext, type ProviderOperation, type ProviderResult } from '../contract';
 import {
   ChatChunkEncoder,
   chatCompletionBody,
@@ -250,8 +250,13 @@ export class BedrockProvider implements Provider {
     this.clock = options.clock ?? systemClock;
   }
 
+  /** Chat requests are translated once here, before the reservation, to refuse what Converse cannot express. */
+  check(operation: ProviderOperation, body: Record<string, unknown>): void {
+    if (operation === 'chatCompletions') toConverseRequest(body as ChatCompletionBody, { defaultMaxTokens: this.defaultMaxTokens });
+  }
+
   async chatCompletions(body: ChatCompletionBody, ctx: ProviderCallContext): Promise<ProviderResult> {
-    const input = toConverseRequest(body, { defaultMaxTokens: this.defaultMaxTokens });
+    const input = toConverseRequest(body, { defaultMaxTokens: ctx.maxOutputTokens ?? this.defaultMaxTokens });
     const identity: ChatAnswerIdentity = {
       id: `chatcmpl-${ctx.requestId}`,
       model: body.model,

@@ -135,7 +135,7 @@ export class MockProvider implements Provider {
   }
 
   async chatCompletions(body: ChatCompletionBody, ctx: ProviderCallContext): Promise<ProviderResult> {
-    const maxTokens = body.max_completion_tokens ?? body.max_tokens;
+    const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? ctx.maxOutputTokens;
     const answer = await this.answer(
       { messages: body.messages, maxTokens: typeof maxTokens === 'number' ? maxTokens : undefined },
       ctx,
@@ -165,7 +165,10 @@ export class MockProvider implements Provider {
   }
 
   async messages(body: MessagesBody, ctx: ProviderCallContext): Promise<ProviderResult> {
-    const answer = await this.answer({ messages: body.messages, system: body.system, maxTokens: body.max_tokens }, ctx);
+    const answer = await this.answer(
+      { messages: body.messages, system: body.system, maxTokens: body.max_tokens ?? ctx.maxOutputTokens },
+      ctx,
+    );
     const id = `msg_mock_${ctx.requestId}`;
     const stopReason = answer.truncated ? 'max_tokens' : 'end_turn';
     const wireUsage = (u: TokenUsage, outputTokens: number): Record<string, number> => ({

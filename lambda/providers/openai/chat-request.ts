@@ -171,6 +171,9 @@ export function readChatRequest(
     else turns.push({ role, parts: kept });
   };
 
+  // Tool results must answer a call an earlier assistant message made: Anthropic and Bedrock refuse them
+  // otherwise, so the gateway does (400 before anything is reserved) instead of the upstream.
+  const toolCallIds = new Set<string>();
   body.messages.forEach((message, i) => {
     const at = `messages[${i}]`;
     switch (message.role) {
@@ -183,14 +186,20 @@ export function readChatRequest(
       case 'user':
         append('user', userParts(message.content, `${at}.content`));
         break;
-      case 'assistant':
-        append('assistant', [
-          { type: 'text', text: textOnly(message.content, `${at}.content`) },
-          ...toolCallParts(message.tool_calls, `${at}.tool_calls`),
-        ]);
+      case 'assistant': {
+        const calls = toolCallParts(message.tool_calls, `${at}.tool_calls`);
+        for (const call of calls) if (call.type === 'tool_call') toolCallIds.add(call.id);
+        append('assistant', [{ type: 'text', text: textOnly(message.content, `${at}.content`) }, ...calls]);
         break;
+      }
       case 'tool':
         if (typeof message.tool_call_id !== 'string') throw invalid(`${at}.tool_call_id is required`, at);
+        if (!toolCallIds.has(message.tool_call_id)) {
+          throw invalid(
+            `${at} answers tool call "${message.tool_call_id}", which no earlier assistant message made; a tool message must follow the assistant message whose tool_calls it answers`,
+            `${at}.tool_call_id`,
+          );
+        }
         append('user', [
           { type: 'tool_result', toolCallId: message.tool_call_id, text: textOnly(message.content, `${at}.content`) },
         ]);

@@ -30,6 +30,12 @@ export interface OpenAiCompatibleOptions {
   readonly apiKey: ApiKeySource;
   /** Headers sent with every request, e.g. an organization id. */
   readonly headers?: Readonly<Record<string, string>>;
+  /**
+   * The body field that carries the output cap the gateway adds when the caller set none
+   * ({@link ProviderCallContext.maxOutputTokens}).
+   * @default 'max_completion_tokens' (OpenAI's; `max_tokens` is deprecated there and refused by reasoning models)
+   */
+  readonly outputCapField?: 'max_completion_tokens' | 'max_tokens';
 }
 
 /** The provider for any upstream that speaks OpenAI's chat-completions and embeddings APIs. */
@@ -65,7 +71,14 @@ export class OpenAiCompatibleProvider implements Provider {
     });
   }
 
-  async chatCompletions(body: ChatCompletionBody, ctx: ProviderCallContext): Promise<ProviderResult> {
+  /** The body with the gateway's output cap added when the caller set neither cap field. */
+  private withOutputCap(body: ChatCompletionBody, ctx: ProviderCallContext): ChatCompletionBody {
+    if (ctx.maxOutputTokens === undefined || body.max_completion_tokens !== undefined || body.max_tokens !== undefined) return body;
+    return { ...body, [this.options.outputCapField ?? 'max_completion_tokens']: ctx.maxOutputTokens };
+  }
+
+  async chatCompletions(callerBody: ChatCompletionBody, ctx: ProviderCallContext): Promise<ProviderResult> {
+    const body = this.withOutputCap(callerBody, ctx);
     if (!body.stream) {
       const response = await this.post('/chat/completions', this.prepareChatBody({ ...body }), ctx);
       const json = await readJson(this.id, response, ctx.signal);

@@ -94,6 +94,7 @@ export function usageRecordFromItem(item: Item): UsageRecord {
     },
     costMicros: raw.costMicros,
     costEstimated: raw.costEstimated,
+    ...(raw.overshootMicros !== undefined ? { overshootMicros: raw.overshootMicros } : {}),
     outcome: raw.outcome,
     httpStatus: raw.httpStatus,
     durationMs: raw.durationMs,
