@@ -20,6 +20,7 @@ import { StoreUnavailableError } from './core/errors';
 import { jsonLogger, type Logger } from './core/log';
 import type { SecretSource } from './core/secrets';
 import { RequestPipeline } from './core/pipeline';
+import { AdmissionGate, AdmittingLedger } from './core/admission';
 import { PriceBook } from './core/pricing';
 import { GatewayApp, type RequestObserver } from './http/app';
 import { createMetricsObserver } from './observability/metrics-observer';
@@ -172,7 +173,9 @@ export function createGateway(deps: GatewayDependencies): Gateway {
   });
   const guardrails = new DynamoDbGuardrailStore(dynamodb, { tables: config.tables, platformShards: config.platformShards });
   const pipeline = new RequestPipeline({
-    ledger,
+    // Admission calls go through per-instance lanes that shed a burst with 429 before the store times out.
+    ledger: new AdmittingLedger(ledger, new AdmissionGate(config.admission)),
+    settleRetry: config.settleRetry,
     keys,
     clock,
     log,

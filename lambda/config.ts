@@ -6,6 +6,8 @@
 import type { TableNames } from './store/dynamodb/schema';
 import { type MicroUsd, usdToMicros } from './core/money';
 import { DEFAULT_GUARDRAILS, type GuardrailSettings } from './core/guardrails/settings';
+import { type AdmissionOptions, DEFAULT_ADMISSION } from './core/admission';
+import { DEFAULT_SETTLE_ATTEMPTS, DEFAULT_SETTLE_BASE_DELAY_MS } from './core/settle-retry';
 
 export interface ProviderEndpoints {
   /** OpenAI-compatible base URL, ending in `/v1` as the OpenAI SDK's `OPENAI_BASE_URL` does. */
@@ -37,6 +39,10 @@ export interface GatewayConfig {
   /** Operator price overrides and extra models (JSON, see README). */
   readonly priceOverrides: Readonly<Record<string, PriceOverride>>;
   readonly upstreamTimeoutMs: number;
+  /** Load shedding at admission (core/admission.ts): bursts past these bounds get 429 `gateway_busy`. */
+  readonly admission: Required<AdmissionOptions>;
+  /** Settle retries when the store is unreachable, before the hold is left for the sweeper (core/settle-retry.ts). */
+  readonly settleRetry: { readonly attempts: number; readonly baseDelayMs: number };
   /** How long usage records are kept (DynamoDB TTL). */
   readonly usageRetentionDays: number;
   readonly providers: ProviderEndpoints;
@@ -181,6 +187,17 @@ export function loadConfig(env: Env = process.env): GatewayConfig {
     defaultMaxOutputTokens: int(env, 'TOLLGATE_DEFAULT_MAX_OUTPUT_TOKENS', 4_096, 1, 1_000_000),
     priceOverrides: parsePriceOverrides(env.TOLLGATE_PRICES),
     upstreamTimeoutMs: int(env, 'TOLLGATE_UPSTREAM_TIMEOUT_MS', 600_000, 1_000, 900_000),
+    admission: {
+      maxInFlight: int(env, 'TOLLGATE_ADMISSION_MAX_IN_FLIGHT', DEFAULT_ADMISSION.maxInFlight, 1, 10_000),
+      maxQueued: int(env, 'TOLLGATE_ADMISSION_MAX_QUEUED', DEFAULT_ADMISSION.maxQueued, 0, 100_000),
+      perKeyInFlight: int(env, 'TOLLGATE_ADMISSION_PER_KEY_IN_FLIGHT', DEFAULT_ADMISSION.perKeyInFlight, 1, 1_000),
+      perKeyQueued: int(env, 'TOLLGATE_ADMISSION_PER_KEY_QUEUED', DEFAULT_ADMISSION.perKeyQueued, 0, 100_000),
+      maxWaitMs: int(env, 'TOLLGATE_ADMISSION_MAX_WAIT_MS', DEFAULT_ADMISSION.maxWaitMs, 0, 60_000),
+    },
+    settleRetry: {
+      attempts: int(env, 'TOLLGATE_SETTLE_ATTEMPTS', DEFAULT_SETTLE_ATTEMPTS, 1, 20),
+      baseDelayMs: int(env, 'TOLLGATE_SETTLE_RETRY_BASE_MS', DEFAULT_SETTLE_BASE_DELAY_MS, 0, 60_000),
+    },
     usageRetentionDays: int(env, 'TOLLGATE_USAGE_RETENTION_DAYS', 400, 1, 3_650),
     providers: {
       openaiBaseUrl: (env.OPENAI_BASE_URL || 'https://api.openai.com/v1').replace(/\/+$/, ''),

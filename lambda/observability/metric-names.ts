@@ -39,6 +39,11 @@ export const REQUEST_METRICS = {
   cachedInputTokens: 'CachedInputTokens',
   /** None (a dollar amount): what the request was billed; the sum over a period is the spend. */
   costUsd: 'CostUsd',
+  /**
+   * None (a dollar amount): what a request cost above its reservation; emitted only for such requests, so
+   * any datapoint is worth an alarm (the provider billed past the output cap the gateway sent).
+   */
+  overshootUsd: 'OvershootUsd',
   /** Milliseconds from arrival until the response and its settlement finished. */
   latency: 'Latency',
   /** Milliseconds the provider took to answer (to its first byte, for streams). */

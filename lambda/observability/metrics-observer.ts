@@ -51,6 +51,7 @@ export function createMetricsObserver(options: MetricsObserverOptions): RequestO
       metrics.addMetric(REQUEST_METRICS.cachedInputTokens, MetricUnit.Count, t.cachedInputTokens);
       // Integer micro-USD until here; CloudWatch only takes a double, so this is the one conversion.
       metrics.addMetric(REQUEST_METRICS.costUsd, MetricUnit.NoUnit, usage.costMicros / MICROS_PER_USD);
+      if (usage.overshootMicros) metrics.addMetric(REQUEST_METRICS.overshootUsd, MetricUnit.NoUnit, usage.overshootMicros / MICROS_PER_USD);
     }
     addMetadata(metrics, event);
     metrics.publishStoredMetrics();

@@ -6,35 +6,48 @@ import { StoreUnavailableError, TollgateError } from '../../core/errors';
 
 export interface DynamoDbClientOptions {
   readonly region: string;
-  /** DynamoDB Local's URL; when set the client uses fake credentials and fails fast. @default AWS's endpoint */
+  /** DynamoDB Local's URL; when set the client uses fake credentials. @default AWS's endpoint */
   readonly endpoint?: string;
   /**
-   * Attempts per call, first one included (the SDK backs off between them).
-   * @default 2 with an endpoint, 3 in AWS
+   * Attempts per call, first one included (the SDK backs off between them, longer after throttling).
+   * @default 3 with an endpoint, 4 in AWS
    */
   readonly maxAttempts?: number;
-  /** Time to establish a connection. @default 1_000 */
+  /**
+   * Time to get a connected socket, waiting for a free one in the pool included.
+   * @default 3_000 in AWS, 10_000 with an endpoint (a JVM on a loaded machine)
+   */
   readonly connectionTimeoutMs?: number;
-  /** Time a request may wait for the answer. @default 5_000 with an endpoint, 3_000 in AWS */
+  /** Time a request may wait for the answer. @default 3_000 in AWS, 10_000 with an endpoint */
   readonly requestTimeoutMs?: number;
+  /**
+   * Sockets the client may open at once. The SDK's default (50) makes a burst queue for sockets inside the
+   * connection timeout; admission (core/admission.ts) bounds the calls in flight well below this instead.
+   * @default 256
+   */
+  readonly maxSockets?: number;
 }
 
 /**
- * Creates the client. Timeouts are short on purpose: when the store is dead the gateway must answer 503 in
- * seconds (fail closed), not hang until the Lambda times out.
+ * Creates the client. Timeouts suit DynamoDB: single-digit-millisecond calls, so a call that has not
+ * answered in seconds is stuck and is retried or fails closed (503) rather than hanging until the Lambda
+ * times out; but a burst never fails them, because admission sheds load with 429 before calls queue here.
  */
 export function createDynamoDbClient(options: DynamoDbClientOptions): DynamoDBClient {
   const local = options.endpoint !== undefined;
+  const maxSockets = options.maxSockets ?? 256;
   return new DynamoDBClient({
     region: options.region,
     endpoint: options.endpoint,
     credentials: local ? { accessKeyId: 'local', secretAccessKey: 'local' } : undefined,
-    maxAttempts: options.maxAttempts ?? (local ? 2 : 3),
+    maxAttempts: options.maxAttempts ?? (local ? 3 : 4),
     requestHandler: {
-      connectionTimeout: options.connectionTimeoutMs ?? 1_000,
-      requestTimeout: options.requestTimeoutMs ?? (local ? 5_000 : 3_000),
+      connectionTimeout: options.connectionTimeoutMs ?? (local ? 10_000 : 3_000),
+      requestTimeout: options.requestTimeoutMs ?? (local ? 10_000 : 3_000),
       // Without this the SDK only logs a warning when the timeout passes and keeps waiting.
       throwOnRequestTimeout: true,
+      httpAgent: { keepAlive: true, maxSockets },
+      httpsAgent: { keepAlive: true, maxSockets },
     },
   });
 }
