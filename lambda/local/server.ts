@@ -55,7 +55,7 @@ function headersOf(req: IncomingMessage): Record<string, string> {
 async function writeBody(res: ServerResponse, response: HttpResponse): Promise<void> {
   const { body } = response;
   if (!isStreamBody(body)) {
-    await new Promise<void>((resolve) => res.end(body, () => resolve()));
+    await endResponse(res, body);
     return;
   }
   res.flushHeaders();
@@ -73,7 +73,19 @@ async function writeBody(res: ServerResponse, response: HttpResponse): Promise<v
       });
     }
   }
-  if (!res.destroyed) await new Promise<void>((resolve) => res.end(() => resolve()));
+  await endResponse(res);
+}
+
+/**
+ * Ends the response and resolves once it is handed to the socket, or at once when the caller has gone: the
+ * end callback of a destroyed response never runs, and the settlement after it must.
+ */
+function endResponse(res: ServerResponse, body?: string | Uint8Array): Promise<void> {
+  if (res.destroyed) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    res.once('close', resolve);
+    res.end(body ?? '', () => resolve());
+  });
 }
 
 export function createLocalServer(options: LocalServerOptions): Server {
