@@ -39,8 +39,8 @@ export interface AdmissionOptions {
    */
   readonly perKeyQueued?: number;
   /**
-   * Longest wait in a lane before the request is shed (well below the store client's timeouts).
-   * @default 2_000
+   * Longest wait in a lane before the request is shed (below the store client's timeouts).
+   * @default 5_000
    */
   readonly maxWaitMs?: number;
 }
@@ -50,7 +50,7 @@ export const DEFAULT_ADMISSION: Required<AdmissionOptions> = {
   maxQueued: 512,
   perKeyInFlight: 4,
   perKeyQueued: 64,
-  maxWaitMs: 2_000,
+  maxWaitMs: 5_000,
 };
 
 /** The 429 a shed request gets. */

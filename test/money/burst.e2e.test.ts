@@ -44,18 +44,19 @@ async function fire(key: string, body: unknown): Promise<Answer> {
 
 it(`when ${BURST} concurrent requests on one key race a budget that fits ${FITS}, they get only 200s and 429s and at most ${FITS} reach the upstream`, async () => {
   const { raw, keyId } = await h.createKey({ userId: 'burst' });
-  const body = { model: 'gpt-4o', max_tokens: MAX_TOKENS, messages: [{ role: 'user', content: 'burst' }] };
+  // Distinct bodies of one length: one reservation each, and nothing for the loop guard to count.
+  const body = (i: number) => ({ model: 'gpt-4o', max_tokens: MAX_TOKENS, messages: [{ role: 'user', content: `burst ${String(i).padStart(4, '0')}` }] });
   // No usage from the upstream: every admitted request is charged exactly its reservation, so the budget
   // fits exactly FITS of them however the settles interleave with the burst.
   h.upstream.script({ omitUsage: true, delayMs: 20 });
   const reservation = maxCostOf(h.gateway.prices.resolve('gpt-4o').price, {
-    inputTokens: estimateChatInputTokens(body),
+    inputTokens: estimateChatInputTokens(body(0)),
     maxOutputTokens: MAX_TOKENS,
   });
   const limit = FITS * reservation;
   await h.gateway.ledger.setLimit(`key:${keyId}`, 'day', limit);
 
-  const answers = await Promise.all(Array.from({ length: BURST }, () => fire(raw, body)));
+  const answers = await Promise.all(Array.from({ length: BURST }, (_, i) => fire(raw, body(i))));
   await h.settled();
 
   const statuses = new Set(answers.map((a) => a.status));
