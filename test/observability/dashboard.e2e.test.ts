@@ -19,6 +19,7 @@ import { createDashboardRoutes } from '../../lambda/local/dashboard/routes';
 import { createLocalServer } from '../../lambda/local/server';
 import { buildSpendSummary, type GuardrailsView, type SpendSummary } from '../../lambda/observability/spend-summary';
 import { type Harness, startHarness } from '../support/gateway-harness';
+import { TEST_NOW } from '../support/clock';
 
 const ADMIN_TOKEN = 'tga-test-admin-token-0123456789abcdef';
 const CHROMIUM = '/usr/bin/chromium';
@@ -58,7 +59,7 @@ function sumCost(rs: readonly UsageRecord[]): number {
  * One fixed instant for the gateway, the summary, the report and the page, in the middle of an hour: a run
  * straddling an hour (or midnight) would otherwise split across windows and the figures would not add up.
  */
-const clock = new ManualClock(Date.UTC(2026, 10, 23, 10, 30, 0));
+const clock = new ManualClock(TEST_NOW);
 
 beforeAll(async () => {
   h = await startHarness({ clock });
