@@ -23,6 +23,7 @@ import { TEST_NOW } from '../support/clock';
 
 const ADMIN_TOKEN = 'tga-test-admin-token-0123456789abcdef';
 const CHROMIUM = '/usr/bin/chromium';
+const BROWSER_TIMEOUT_MS = 240_000;
 
 let h: Harness;
 let dashboardServer: Server;
@@ -222,8 +223,11 @@ describe('dashboard in headless Chromium', () => {
   let profile: string;
   beforeAll(async () => {
     profile = mkdtempSync(join(tmpdir(), 'tollgate-chromium-'));
+    // Playwright's 30 s defaults judge the machine: a browser starting and rendering on a loaded 2-core box can
+    // take longer. These bounds only catch a browser that never answers (inside jest's testTimeout).
     context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
+      timeout: BROWSER_TIMEOUT_MS,
       headless: true,
       args: [
         '--headless',
@@ -236,6 +240,8 @@ describe('dashboard in headless Chromium', () => {
         '--disable-sync',
       ],
     });
+    context.setDefaultTimeout(BROWSER_TIMEOUT_MS);
+    context.setDefaultNavigationTimeout(BROWSER_TIMEOUT_MS);
   });
   afterAll(async () => {
     await context?.close();
