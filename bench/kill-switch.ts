@@ -116,7 +116,8 @@ async function main(): Promise<void> {
   mockClient(SNSClient).on(PublishCommand).resolves({ MessageId: 'bench' });
 
   const dynamo = await startDynamoDbLocal({ port: 0, inMemory: true, startTimeoutMs: 120_000 });
-  const client = createDynamoDbClient({ region: 'us-east-1', endpoint: dynamo.endpoint, requestTimeoutMs: 60_000 });
+  // Retries as in the tests: a busy DynamoDB Local answers lock timeouts that real DynamoDB would not.
+  const client = createDynamoDbClient({ region: 'us-east-1', endpoint: dynamo.endpoint, requestTimeoutMs: 60_000, maxAttempts: 10 });
   try {
     const tables: TableNames = { keys: 'ks-keys', budgets: 'ks-budgets', usage: 'ks-usage', byok: 'ks-byok', audit: 'ks-audit', runs: 'ks-runs' };
     await ensureTables(client, tables);
