@@ -60,9 +60,22 @@ describe('MockProvider.chatCompletions', () => {
   });
 
   it('when the last user message says tollgate:slow:<ms>, it waits at least that long', async () => {
-    const started = Date.now();
-    await provider.chatCompletions(chat('tollgate:slow:60'), callContext());
-    expect(Date.now() - started).toBeGreaterThanOrEqual(55);
+    // Jest's fake timers, not the wall clock: the answer is pending at 59 ms and arrives at 60 ms.
+    jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] });
+    try {
+      let answered = false;
+      const call = provider.chatCompletions(chat('tollgate:slow:60'), callContext()).then((r) => {
+        answered = true;
+        return r;
+      });
+      await jest.advanceTimersByTimeAsync(59);
+      expect(answered).toBe(false);
+      await jest.advanceTimersByTimeAsync(1);
+      await call;
+      expect(answered).toBe(true);
+    } finally {
+      jest.useRealTimers();
+    }
   });
 
   it('when a slow call is aborted by a timeout, it stops waiting and throws a 502 that says it timed out', async () => {
