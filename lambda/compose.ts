@@ -171,7 +171,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     clock,
     tokens: new TokenVerifier(jwtOptions),
   });
-  const guardrails = new DynamoDbGuardrailStore(dynamodb, { tables: config.tables, platformShards: config.platformShards });
+  const guardrails = new DynamoDbGuardrailStore(dynamodb, { tables: config.tables, platformShards: config.platformShards, clock });
   const pipeline = new RequestPipeline({
     // Admission calls go through per-instance lanes that shed a burst with 429 before the store times out.
     ledger: new AdmittingLedger(ledger, new AdmissionGate(config.admission)),

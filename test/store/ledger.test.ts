@@ -9,7 +9,8 @@ import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
 import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
 import { createTestTables, type TestTables } from '../support/dynamo';
 
-const T0 = Date.parse('2026-11-23T10:00:00.000Z');
+// Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write (see test/support/clock.ts).
+const T0 = Date.parse('2099-11-23T10:00:00.000Z');
 let db: TestTables;
 let seq = 0;
 
@@ -121,8 +122,8 @@ describe('DynamoDbLedger reserve and settle', () => {
     const usage = await new DynamoDbUsageStore(db.client, db.tables).query({
       by: 'user',
       id: user,
-      from: '2026-11-23T00:00:00Z',
-      to: '2026-11-24T00:00:00Z',
+      from: '2099-11-23T00:00:00Z',
+      to: '2099-11-24T00:00:00Z',
     });
     expect(usage).toEqual([usageFor(r, user, 12_345)]);
   });
@@ -192,8 +193,8 @@ describe('DynamoDbLedger reserve and settle', () => {
     const records = await new DynamoDbUsageStore(db.client, db.tables).query({
       by: 'user',
       id: user,
-      from: '2026-11-23T00:00:00Z',
-      to: '2026-11-24T00:00:00Z',
+      from: '2099-11-23T00:00:00Z',
+      to: '2099-11-24T00:00:00Z',
     });
     const total = records.reduce((sum, r) => sum + r.costMicros, 0);
     expect(records).toHaveLength(costs.length);
@@ -215,7 +216,7 @@ describe('DynamoDbLedger reserve and settle', () => {
     expect(await holdsOf(r.requestId)).toBe(0);
     expect((await l.readCounters([ref]))[0]).toMatchObject({ committed: 400_000, reserved: 0, spent: 400_000, requests: 1 });
     const store = new DynamoDbUsageStore(db.client, db.tables);
-    const range = { by: 'user' as const, id: user, from: '2026-11-23T00:00:00Z', to: '2026-11-24T00:00:00Z' };
+    const range = { by: 'user' as const, id: user, from: '2099-11-23T00:00:00Z', to: '2099-11-24T00:00:00Z' };
     expect((await store.query(range)).map((u) => [u.outcome, u.costMicros, u.costEstimated])).toEqual([['abandoned', 400_000, true]]);
     // Swept money is still spent: the next reservation finds only 600_000 left.
     await expect(l.reserve(reserveInput(user, { amount: 600_001, counters: [ref] }))).rejects.toBeInstanceOf(BudgetExceededError);
@@ -233,7 +234,7 @@ describe('DynamoDbLedger reserve and settle', () => {
     await l.settle({ reservation: r, cost: 150_000, usage: late }); // a retry of the same settle
     expect((await l.readCounters([ref]))[0]).toMatchObject({ committed: 150_000, reserved: 0, spent: 150_000, requests: 1 });
     const store = new DynamoDbUsageStore(db.client, db.tables);
-    const range = { by: 'user' as const, id: user, from: '2026-11-23T00:00:00Z', to: '2026-11-24T00:00:00Z' };
+    const range = { by: 'user' as const, id: user, from: '2099-11-23T00:00:00Z', to: '2099-11-24T00:00:00Z' };
     expect((await store.query(range)).map((u) => [u.outcome, u.costMicros, u.costEstimated])).toEqual([['ok', 150_000, false]]);
   });
 
@@ -340,7 +341,7 @@ describe('DynamoDbLedger rate limits', () => {
 describe('DynamoDbLedger counters and limits', () => {
   it('when platform spend lands on several shards, readCounters returns one summed value', async () => {
     const l = ledger(new ManualClock(T0), 4);
-    const at = Date.parse('2031-01-01T00:00:00Z'); // a window no other test touches
+    const at = Date.parse('2101-01-01T00:00:00Z'); // a window no other test touches
     const refs = [0, 3, 3, 1].map((shard) => counter('platform', { shard, at }));
     for (const [i, ref] of refs.entries()) {
       await l.reserve(reserveInput('platform-user', { amount: (i + 1) * 100, counters: [ref], now: at }));
