@@ -180,6 +180,8 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     holdTtlMs: config.holdTtlMs,
     platformShards: config.platformShards,
     upstreamTimeoutMs: config.upstreamTimeoutMs,
+    defaults: config.defaults,
+    minOutputTokens: config.minOutputTokens,
     guardrails: { store: guardrails, settings: config.guardrails, ...(deps.alertSink ? { sink: deps.alertSink } : {}) },
   });
   const byok = dataKeys

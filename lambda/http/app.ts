@@ -93,6 +93,11 @@ function isUsageRecord(value: unknown): value is UsageRecord {
   return typeof value === 'object' && value !== null && 'requestId' in value && 'costMicros' in value;
 }
 
+/** Whether a chat body carries its own output cap. */
+function hasOutputCap(body: Record<string, unknown>): boolean {
+  return typeof body.max_completion_tokens === 'number' || typeof body.max_tokens === 'number';
+}
+
 function matchPath(pattern: string, path: string): Record<string, string> | undefined {
   if (!pattern.includes(':')) return pattern === path ? {} : undefined;
   const p = pattern.split('/');
@@ -316,14 +321,22 @@ export class GatewayApp {
       endpoint: req.path,
       model,
       stream,
-      estimate: { inputTokens: route.estimateInput(body), maxOutputTokens: route.maxOutput(body, model) },
+      estimate: {
+        inputTokens: route.estimateInput(body),
+        maxOutputTokens: route.maxOutput(body, model),
+        // A chat request without a cap gets one from the gateway (core/output-cap.ts), sent upstream below.
+        ...(route.requestType === 'chat' && !hasOutputCap(body) ? { gatewayChoosesCap: true } : {}),
+      },
       userAgent: req.headers['user-agent'],
       fingerprint: this.o.pipeline.fingerprintOf(body),
+      repeatedTurn: this.o.pipeline.repeatedTurnOf(body),
       clientSignal: req.signal,
-      invoke: async ({ signal }) => {
+      invoke: async ({ signal, maxOutputTokens }) => {
         const calledAt = this.o.clock.now();
+        const choices = typeof body.n === 'number' ? body.n : 1;
+        const sent = maxOutputTokens === undefined ? upstreamBody : { ...upstreamBody, max_completion_tokens: Math.max(1, Math.floor(maxOutputTokens / choices)) };
         try {
-          return await operation.call(provider, upstreamBody, {
+          return await operation.call(provider, sent, {
             requestId,
             signal,
             callerWantsStreamUsage: wantsUsage,
