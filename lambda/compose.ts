@@ -211,6 +211,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
       tokens,
       pepper: secrets.keyPepper,
       clock,
+      defaults: config.defaults,
     }),
   ];
   const runQueue =
