@@ -203,17 +203,24 @@ export function repeatedTurns(body: Readonly<Record<string, unknown>>, threshold
   for (const m of body.messages as ReadonlyArray<Record<string, unknown>>) {
     if (!m || typeof m !== 'object') continue;
     if (m.role === 'assistant') {
-      const text = normalizeVolatile(textOf(m.content)).toLowerCase();
-      if (text.length >= MIN_REPEATED_TEXT) bump('assistant', text, text);
+      const made: string[] = [];
       for (const c of Array.isArray(m.tool_calls) ? (m.tool_calls as ReadonlyArray<Record<string, unknown>>) : []) {
         const fn = c?.function as { name?: unknown; arguments?: unknown } | undefined;
-        if (typeof c?.id === 'string') calls.set(c.id, `${String(fn?.name)}(${normalizeVolatile(String(fn?.arguments ?? ''))})`);
+        const sig = `${String(fn?.name)}(${normalizeVolatile(String(fn?.arguments ?? ''))})`;
+        made.push(sig);
+        if (typeof c?.id === 'string') calls.set(c.id, sig);
       }
       for (const block of Array.isArray(m.content) ? (m.content as ReadonlyArray<Record<string, unknown>>) : []) {
         if (block?.type === 'tool_use' && typeof block.id === 'string') {
-          calls.set(block.id, `${String(block.name)}(${normalizeVolatile(JSON.stringify(block.input ?? null))})`);
+          const sig = `${String(block.name)}(${normalizeVolatile(JSON.stringify(block.input ?? null))})`;
+          made.push(sig);
+          calls.set(block.id, sig);
         }
       }
+      // An answer that makes tool calls is the same turn only with the same calls: "Recording it." before each
+      // of ten different record_output calls is progress, not a loop.
+      const text = normalizeVolatile(textOf(m.content)).toLowerCase();
+      if (text.length >= MIN_REPEATED_TEXT || made.length > 0) bump('assistant', `${text}\u0000${made.join('\u0000')}`, text || made.join(', '));
     } else if (m.role === 'tool' && typeof m.tool_call_id === 'string') {
       const call = calls.get(m.tool_call_id) ?? '?';
       const result = normalizeVolatile(textOf(m.content));
