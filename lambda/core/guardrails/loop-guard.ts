@@ -155,6 +155,12 @@ export function isEmptyAnswer(body: unknown): boolean {
   return false;
 }
 
+/**
+ * Tool calls may repeat this many more times than plain answers: an agent retrying a failing tool is allowed its
+ * own bounded retries (the agent service: 1 call + 3 retries) before the gateway calls it a loop.
+ */
+const TOOL_REPEAT_ALLOWANCE = 2;
+
 /** The shortest answer text that counts for {@link repeatedTurns} ("OK", "4", "Done." may repeat in any chat). */
 const MIN_REPEATED_TEXT = 12;
 
@@ -183,8 +189,8 @@ function textOf(content: unknown): string {
 }
 
 /**
- * The growing-conversation loop, found in the body alone: the same assistant answer, or the same tool call
- * (name and arguments) with the same result, present `threshold` times or more (normalized: case, whitespace and
+ * The growing-conversation loop, found in the body alone: the same assistant answer present `threshold` times or
+ * more, or the same tool call (name and arguments, or its same result) `threshold + 2` times (normalized: case, whitespace and
  * volatile tokens do not count). A conversation that keeps failing and retrying carries each failed turn, so
  * its Nth retry holds N copies; a long chat, a batch of distinct work or an agent that makes progress does not.
  * Works for OpenAI chat messages (`assistant` content, `tool_calls` / `tool` results) and Anthropic messages
@@ -192,10 +198,10 @@ function textOf(content: unknown): string {
  */
 export function repeatedTurns(body: Readonly<Record<string, unknown>>, threshold: number): RepeatedTurn | undefined {
   if (threshold < 2 || !Array.isArray(body.messages)) return undefined;
-  const counts = new Map<string, { kind: RepeatedTurn['kind']; count: number; sample: string }>();
-  const bump = (kind: RepeatedTurn['kind'], key: string, sample: string) => {
+  const counts = new Map<string, { kind: RepeatedTurn['kind']; tool: boolean; count: number; sample: string }>();
+  const bump = (kind: RepeatedTurn['kind'], key: string, sample: string, tool = kind === 'tool') => {
     const id = `${kind}\u0000${key}`;
-    const hit = counts.get(id) ?? { kind, count: 0, sample: sample.slice(0, 80) };
+    const hit = counts.get(id) ?? { kind, tool, count: 0, sample: sample.slice(0, 80) };
     hit.count++;
     counts.set(id, hit);
   };
@@ -220,7 +226,7 @@ export function repeatedTurns(body: Readonly<Record<string, unknown>>, threshold
       // An answer that makes tool calls is the same turn only with the same calls: "Recording it." before each
       // of ten different record_output calls is progress, not a loop.
       const text = normalizeVolatile(textOf(m.content)).toLowerCase();
-      if (text.length >= MIN_REPEATED_TEXT || made.length > 0) bump('assistant', `${text}\u0000${made.join('\u0000')}`, text || made.join(', '));
+      if (text.length >= MIN_REPEATED_TEXT || made.length > 0) bump('assistant', `${text}\u0000${made.join('\u0000')}`, text || made.join(', '), made.length > 0);
     } else if (m.role === 'tool' && typeof m.tool_call_id === 'string') {
       const call = calls.get(m.tool_call_id) ?? '?';
       const result = normalizeVolatile(textOf(m.content));
@@ -235,6 +241,9 @@ export function repeatedTurns(body: Readonly<Record<string, unknown>>, threshold
     }
   }
   let worst: RepeatedTurn | undefined;
-  for (const c of counts.values()) if (c.count >= threshold && (!worst || c.count > worst.count)) worst = { ...c };
+  for (const c of counts.values()) {
+    const limit = c.tool ? threshold + TOOL_REPEAT_ALLOWANCE : threshold;
+    if (c.count >= limit && (!worst || c.count > worst.count)) worst = { kind: c.kind, count: c.count, sample: c.sample };
+  }
   return worst;
 }
