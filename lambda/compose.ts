@@ -183,6 +183,8 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     holdTtlMs: config.holdTtlMs,
     platformShards: config.platformShards,
     upstreamTimeoutMs: config.upstreamTimeoutMs,
+    defaults: config.defaults,
+    minOutputTokens: config.minOutputTokens,
     guardrails: { store: guardrails, settings: config.guardrails, ...(deps.alertSink ? { sink: deps.alertSink } : {}) },
   });
   const byok = dataKeys
@@ -212,6 +214,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
       tokens,
       pepper: secrets.keyPepper,
       clock,
+      defaults: config.defaults,
     }),
   ];
   const runQueue =

@@ -5,7 +5,9 @@
  */
 import type { TableNames } from './store/dynamodb/schema';
 import { type MicroUsd, usdToMicros } from './core/money';
-import { DEFAULT_GUARDRAILS, type GuardrailSettings } from './core/guardrails/settings';
+import { DEFAULT_GUARDRAILS, DEFAULT_VELOCITY, type GuardrailSettings } from './core/guardrails/settings';
+import { DEFAULT_LIMITS, type DefaultLimits, parseBudgetDefaults } from './core/guardrails/defaults';
+import type { BudgetLimits } from './core/types';
 import { type AdmissionOptions, DEFAULT_ADMISSION } from './core/admission';
 import { DEFAULT_SETTLE_ATTEMPTS, DEFAULT_SETTLE_BASE_DELAY_MS } from './core/settle-retry';
 
@@ -36,6 +38,13 @@ export interface GatewayConfig {
   readonly platformShards: number;
   /** Output tokens reserved when a request sets no max_tokens and the model has no known cap. */
   readonly defaultMaxOutputTokens: number;
+  /**
+   * When the caller sets no output cap, the gateway reserves (and sends upstream) the largest cap the tightest
+   * remaining budget allows, but never less than this (core/output-cap.ts).
+   */
+  readonly minOutputTokens: number;
+  /** Limits every key, user and the platform get unless an operator set their own (core/guardrails/defaults.ts). */
+  readonly defaults: DefaultLimits;
   /** Operator price overrides and extra models (JSON, see README). */
   readonly priceOverrides: Readonly<Record<string, PriceOverride>>;
   readonly upstreamTimeoutMs: number;
@@ -94,6 +103,11 @@ export interface KillSwitchConfig {
   readonly thresholdPercent: number;
   /** The alerts SNS topic the kill switch and the alert dispatcher publish to. */
   readonly alertsTopicArn?: string;
+  /**
+   * Percent of the platform's limit (explicit or default) that platform spend in the ledger must reach before
+   * the kill switch stops everything (checked every minute by the sweeper).
+   */
+  readonly ledgerPercent: number;
 }
 
 /** How `/admin/*` requests are authorized; see {@link GatewayConfig.adminAuth}. */
@@ -185,6 +199,14 @@ export function loadConfig(env: Env = process.env): GatewayConfig {
     holdTtlMs: int(env, 'TOLLGATE_HOLD_TTL_MS', 16 * 60_000, 60_000, 24 * 3_600_000),
     platformShards: int(env, 'TOLLGATE_PLATFORM_SHARDS', 8, 1, 64),
     defaultMaxOutputTokens: int(env, 'TOLLGATE_DEFAULT_MAX_OUTPUT_TOKENS', 4_096, 1, 1_000_000),
+    minOutputTokens: int(env, 'TOLLGATE_MIN_OUTPUT_TOKENS', 1_024, 1, 1_000_000),
+    defaults: {
+      key: budgets(env, 'TOLLGATE_DEFAULT_KEY_BUDGETS', DEFAULT_LIMITS.key),
+      user: budgets(env, 'TOLLGATE_DEFAULT_USER_BUDGETS', DEFAULT_LIMITS.user),
+      platform: budgets(env, 'TOLLGATE_DEFAULT_PLATFORM_BUDGETS', DEFAULT_LIMITS.platform),
+      ...optionalRate(env, 'TOLLGATE_DEFAULT_KEY_RPM', 'keyRpm', DEFAULT_LIMITS.keyRpm),
+      ...optionalRate(env, 'TOLLGATE_DEFAULT_KEY_TPM', 'keyTpm', DEFAULT_LIMITS.keyTpm),
+    },
     priceOverrides: parsePriceOverrides(env.TOLLGATE_PRICES),
     upstreamTimeoutMs: int(env, 'TOLLGATE_UPSTREAM_TIMEOUT_MS', 600_000, 1_000, 900_000),
     admission: {
@@ -211,6 +233,14 @@ export function loadConfig(env: Env = process.env): GatewayConfig {
         maxRepeats: int(env, 'TOLLGATE_LOOP_MAX_REPEATS', DEFAULT_GUARDRAILS.loop.maxRepeats, 1, 10_000),
         windowMs: int(env, 'TOLLGATE_LOOP_WINDOW_MS', DEFAULT_GUARDRAILS.loop.windowMs, 10_000, 24 * 3_600_000),
         maxFailures: int(env, 'TOLLGATE_LOOP_MAX_FAILURES', DEFAULT_GUARDRAILS.loop.maxFailures, 1, 10_000),
+        maxTurnRepeats: int(env, 'TOLLGATE_LOOP_MAX_TURN_REPEATS', DEFAULT_GUARDRAILS.loop.maxTurnRepeats, 0, 10_000),
+      },
+      velocity: {
+        enabled: bool(env, 'TOLLGATE_VELOCITY', DEFAULT_VELOCITY.enabled),
+        windowMs: int(env, 'TOLLGATE_VELOCITY_WINDOW_MS', DEFAULT_VELOCITY.windowMs, 10_000, 3_600_000),
+        floorMicros: usd(env, 'TOLLGATE_VELOCITY_FLOOR_USD', DEFAULT_VELOCITY.floorMicros),
+        multiple: int(env, 'TOLLGATE_VELOCITY_MULTIPLE', DEFAULT_VELOCITY.multiple, 1, 1_000),
+        cooldownMs: int(env, 'TOLLGATE_VELOCITY_COOLDOWN_MS', DEFAULT_VELOCITY.cooldownMs, 1_000, 86_400_000),
       },
       breaker: {
         cooldownMs: int(env, 'TOLLGATE_CIRCUIT_COOLDOWN_MS', DEFAULT_GUARDRAILS.breaker.cooldownMs, 0, 7 * 86_400_000),
@@ -222,6 +252,7 @@ export function loadConfig(env: Env = process.env): GatewayConfig {
       accountId: env.TOLLGATE_ACCOUNT_ID || undefined,
       thresholdPercent: int(env, 'TOLLGATE_KILL_SWITCH_PERCENT', 100, 1, 1_000),
       alertsTopicArn: env.TOLLGATE_ALERTS_TOPIC_ARN || undefined,
+      ledgerPercent: int(env, 'TOLLGATE_LEDGER_KILL_PERCENT', 95, 1, 1_000),
     },
     jwt: {
       issuer: env.TOLLGATE_JWT_ISSUER || 'tollgate',
@@ -252,6 +283,25 @@ function usd(env: Env, name: string, fallback: MicroUsd): MicroUsd {
   }
   if (micros <= 0) throw new ConfigError(name, `must be a positive dollar amount such as 1 or 0.25, got "${raw}"`);
   return micros;
+}
+
+/** A budget-defaults setting: `month=100`, `day=10,hour=2` or `none`. */
+function budgets(env: Env, name: string, fallback: BudgetLimits): BudgetLimits {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  try {
+    return parseBudgetDefaults(raw);
+  } catch (err) {
+    throw new ConfigError(name, `must be WINDOW=USD[,WINDOW=USD] (hour, day, month) or none, got "${raw}"`);
+  }
+}
+
+/** A per-minute default that may be turned off with `none`. */
+function optionalRate<K extends string>(env: Env, name: string, key: K, fallback: number | undefined): Partial<Record<K, number>> {
+  const raw = env[name];
+  if (raw === 'none') return {};
+  const value = raw === undefined || raw === '' ? fallback : int(env, name, 0, 1, 100_000_000);
+  return value === undefined ? {} : ({ [key]: value } as Partial<Record<K, number>>);
 }
 
 function adminAuthMode(raw: string | undefined): AdminAuthMode {

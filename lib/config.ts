@@ -5,6 +5,7 @@
  * A top-level `-c stage=prod` overrides the stage alone.
  */
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { DEFAULT_LIMITS, formatBudgetDefaults } from '../lambda/core/guardrails/defaults';
 
 /** Everything a deployment can set. Every field is filled after {@link resolveDeploymentConfig}. */
 export interface DeploymentConfig {
@@ -18,6 +19,8 @@ export interface DeploymentConfig {
   readonly api: ApiConfig;
   readonly gateway: GatewayFunctionConfig;
   readonly agent: AgentConfig;
+  /** Limits every key, user and the platform get unless an operator sets their own (README "Safe defaults"). */
+  readonly limits: LimitsConfig;
   /** Retention of every log group the app creates, in days (a value CloudWatch accepts). */
   readonly logRetentionDays: number;
 }
@@ -64,6 +67,23 @@ export interface GatewayFunctionConfig {
   readonly anthropicBaseUrl?: string;
 }
 
+/**
+ * Default limits, as the gateway's environment takes them: budgets as `WINDOW=USD[,…]` or `none`, rates as
+ * a number or `none`. Passed to the gateway and the sweeper (whose ledger kill switch uses the platform's).
+ */
+export interface LimitsConfig {
+  /** @default "month=100" */
+  readonly keyBudgets: string;
+  /** @default "day=10" */
+  readonly userBudgets: string;
+  /** @default "day=1000" (also the ledger kill switch's limit) */
+  readonly platformBudgets: string;
+  /** @default "60" */
+  readonly keyRpm: string;
+  /** @default "100000" */
+  readonly keyTpm: string;
+}
+
 export interface AgentConfig {
   /** NAT gateways in the agent VPC (1 or 2; each costs money every hour). */
   readonly natGateways: number;
@@ -100,6 +120,13 @@ export const DEFAULT_CONFIG: DeploymentConfig = {
     bedrock: false,
   },
   agent: { natGateways: 1, desiredCount: 1, cpu: 256, memoryMb: 512 },
+  limits: {
+    keyBudgets: formatBudgetDefaults(DEFAULT_LIMITS.key),
+    userBudgets: formatBudgetDefaults(DEFAULT_LIMITS.user),
+    platformBudgets: formatBudgetDefaults(DEFAULT_LIMITS.platform),
+    keyRpm: String(DEFAULT_LIMITS.keyRpm),
+    keyTpm: String(DEFAULT_LIMITS.keyTpm),
+  },
   logRetentionDays: 30,
 };
 
@@ -212,6 +239,7 @@ export function resolveDeploymentConfig(raw: unknown, overrides: { readonly stag
     'api',
     'gateway',
     'agent',
+    'limits',
     'logRetentionDays',
   ]);
 
@@ -251,6 +279,22 @@ export function resolveDeploymentConfig(raw: unknown, overrides: { readonly stag
     'openaiBaseUrl',
     'anthropicBaseUrl',
   ]);
+  const lm = section(root.limits, 'tollgate.limits', ['keyBudgets', 'userBudgets', 'platformBudgets', 'keyRpm', 'keyTpm']);
+  const budgetText = (key: keyof LimitsConfig): string => {
+    const value = lm[key] ?? d.limits[key];
+    const text = typeof value === 'number' ? String(value) : value;
+    const ok = typeof text === 'string' && (text === 'none' || /^(hour|day|month)=\d+(\.\d{1,2})?(,(hour|day|month)=\d+(\.\d{1,2})?)*$/.test(text));
+    if (!ok) throw new DeploymentConfigError(`tollgate.limits.${key}`, `must be "WINDOW=USD[,WINDOW=USD]" (hour, day, month) or "none", got ${JSON.stringify(value)}`);
+    return text as string;
+  };
+  const rateText = (key: 'keyRpm' | 'keyTpm'): string => {
+    const value = lm[key] ?? d.limits[key];
+    const text = typeof value === 'number' ? String(value) : value;
+    if (typeof text !== 'string' || !(text === 'none' || /^[1-9]\d{0,7}$/.test(text))) {
+      throw new DeploymentConfigError(`tollgate.limits.${key}`, `must be a whole number from 1 to 99999999 or "none", got ${JSON.stringify(value)}`);
+    }
+    return text;
+  };
   const ag = section(root.agent, 'tollgate.agent', ['natGateways', 'desiredCount', 'cpu', 'memoryMb']);
 
   const cpu = integer(ag, 'tollgate.agent', 'cpu', d.agent.cpu, 256, 4096);
@@ -305,6 +349,13 @@ export function resolveDeploymentConfig(raw: unknown, overrides: { readonly stag
       desiredCount: integer(ag, 'tollgate.agent', 'desiredCount', d.agent.desiredCount, 0, 10),
       cpu,
       memoryMb: agentMemory,
+    },
+    limits: {
+      keyBudgets: budgetText('keyBudgets'),
+      userBudgets: budgetText('userBudgets'),
+      platformBudgets: budgetText('platformBudgets'),
+      keyRpm: rateText('keyRpm'),
+      keyTpm: rateText('keyTpm'),
     },
     logRetentionDays,
   };

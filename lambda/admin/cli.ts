@@ -26,7 +26,8 @@ import { createApiKey } from '../core/key-admin';
 import { displayUsd, formatUsd, usdToMicros } from '../core/money';
 import { SsmSecretSource } from '../core/secrets';
 import type { KeyStore, Ledger, UsageStore } from '../core/stores';
-import { type KeyRecord, parseScope, type UsageRecord } from '../core/types';
+import { type KeyRecord, parseScope, type ScopeId, UNLIMITED, type UsageRecord } from '../core/types';
+import { type DefaultLimits, describeLimits, keyRateLimits } from '../core/guardrails/defaults';
 import { isWindow, type Window, WINDOWS, windowBounds, windowKey } from '../core/windows';
 import { createDynamoDbClient } from '../store/dynamodb/client';
 import { runReport } from './report';
@@ -45,6 +46,8 @@ import { IDENTITY_GROUPS, IdentityUsageError, runIdentityCommand } from './ident
 class UsageError extends Error {}
 
 interface Stores {
+  /** The limits keys, users and the platform get when they set none (from the same environment as the gateway). */
+  readonly defaults: DefaultLimits;
   readonly keys: KeyStore;
   readonly ledger: Ledger;
   readonly usage: UsageStore;
@@ -83,6 +86,7 @@ function storesFor(
   close: () => Promise<void>,
 ): Stores {
   return {
+    defaults: config.defaults,
     keys: new DynamoDbKeyStore(dynamodb, config.tables),
     ledger: new DynamoDbLedger(dynamodb, {
       tables: config.tables,
@@ -129,6 +133,20 @@ function windowArg(value: string | undefined, fallback: Window): Window {
   const w = value ?? fallback;
   if (!isWindow(w)) throw new UsageError(`window must be one of ${WINDOWS.join(', ')}, got "${w}"`);
   return w;
+}
+
+/** A per-minute limit: a positive number, or `none` (stored as 0: explicitly unlimited, no default). */
+function rateArg(name: string, value: string | undefined): number | undefined {
+  if (value === 'none') return 0;
+  return intArg(name, value);
+}
+
+/** Budget limits of a scope with where each comes from: `$100.00 (default)`, `$20.00`, `none`. */
+async function limitRows(stores: Stores, scope: ScopeId): Promise<Record<string, string>> {
+  const rows = describeLimits(scope, (await stores.ledger.getLimitSettings([scope])).get(scope), stores.defaults);
+  return Object.fromEntries(
+    Object.entries(rows).map(([w, r]) => [w, r.limit === undefined ? 'none' : `${displayUsd(r.limit)}${r.source === 'default' ? ' (default)' : ''}`]),
+  );
 }
 
 function intArg(name: string, value: string | undefined): number | undefined {
@@ -190,10 +208,10 @@ export async function run(argv: readonly string[], out: (text: string) => void):
             ...(values.org ? { orgId: values.org } : {}),
             ...(values.name ? { name: values.name } : {}),
             ...(values.scopes ? { scopes: values.scopes.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
-            ...(values.rpm ? { rpm: intArg('rpm', values.rpm) } : {}),
-            ...(values.tpm ? { tpm: intArg('tpm', values.tpm) } : {}),
+            ...(values.rpm ? { rpm: rateArg('rpm', values.rpm) } : {}),
+            ...(values.tpm ? { tpm: rateArg('tpm', values.tpm) } : {}),
             ...(values.expires ? { expiresAt: values.expires } : {}),
-            ...(budgetUsd ? { budget: { window: windowArg(values.window, 'month'), limit: usdToMicros(budgetUsd) } } : {}),
+            ...(budgetUsd ? { budget: { window: windowArg(values.window, 'month'), limit: budgetUsd === UNLIMITED ? (UNLIMITED as typeof UNLIMITED) : usdToMicros(budgetUsd) } } : {}),
           },
           { pepper: stores.pepper, clock: systemClock },
         );
@@ -215,7 +233,16 @@ export async function run(argv: readonly string[], out: (text: string) => void):
       if (action === 'show') {
         const k = await stores.keys.get(keyId);
         if (!k) throw new UsageError(`no key ${keyId}`);
-        print(Object.entries(keyRow(k)).map(([f, v]) => `${f.padEnd(9)} ${v}`).join('\n'), publicKey(k));
+        const rates = keyRateLimits(k, stores.defaults, { service: k.keyId.startsWith('svc:') });
+        const rate = (own: number | undefined, effective: number | undefined) =>
+          effective === undefined ? 'none' : `${effective}${own === undefined ? ' (default)' : ''}`;
+        const budgets = await limitRows(stores, `key:${k.keyId}`);
+        const row = { ...keyRow(k), rpm: rate(k.rpm, rates.rpm), tpm: rate(k.tpm, rates.tpm), ...Object.fromEntries(Object.entries(budgets).map(([w, v]) => [`budget/${w}`, v])) };
+        print(Object.entries(row).map(([f, v]) => `${f.padEnd(12)} ${v}`).join('\n'), {
+          ...publicKey(k),
+          limits: { rpm: rates.rpm ?? null, tpm: rates.tpm ?? null, rpmSource: k.rpm === undefined ? 'default' : 'set', tpmSource: k.tpm === undefined ? 'default' : 'set' },
+          budgets: describeLimits(`key:${k.keyId}`, (await stores.ledger.getLimitSettings([`key:${k.keyId}`])).get(`key:${k.keyId}`), stores.defaults),
+        });
         return;
       }
       const status = { suspend: 'suspended', resume: 'active', revoke: 'revoked' }[action ?? ''] as KeyRecord['status'] | undefined;
@@ -241,28 +268,30 @@ export async function run(argv: readonly string[], out: (text: string) => void):
       if (action === 'set') {
         const window = windowArg(rest[1], 'day');
         const amount = rest[2];
-        if (!amount) throw new UsageError('budgets set SCOPE WINDOW USD|none');
-        const limit = amount === 'none' ? null : usdToMicros(amount);
+        if (!amount) throw new UsageError('budgets set SCOPE WINDOW USD|none|default');
+        // `none` is stored as the explicit "no limit"; `default` forgets the scope's own limit (the default applies).
+        const limit = amount === UNLIMITED ? UNLIMITED : amount === 'default' ? null : usdToMicros(amount);
         await stores.ledger.setLimit(scope, window, limit);
-        print(`${scope} ${window} limit: ${limit === null ? 'none' : displayUsd(limit)}`, {
+        const now = (await limitRows(stores, scope))[window];
+        print(`${scope} ${window} limit: ${now}`, {
           scope,
           window,
-          limit_usd: limit === null ? null : formatUsd(limit),
+          limit_usd: typeof limit === 'number' ? formatUsd(limit) : limit,
         });
         return;
       }
       if (action === 'show') {
-        const limits = (await stores.ledger.getLimits([scope])).get(scope) ?? {};
+        const limits = describeLimits(scope, (await stores.ledger.getLimitSettings([scope])).get(scope), stores.defaults);
         const now = Date.now();
         const refs = WINDOWS.map((w) => ({ scope, window: w, windowKey: windowKey(w, now), windowEnd: windowBounds(w, now).end, ...(scope === 'platform' ? { shard: 0 } : {}) }));
         const values2 = await stores.ledger.readCounters(refs);
         const rows = WINDOWS.map((w) => {
           const v = values2.find((x) => x.ref.window === w);
-          const limit = limits[w];
+          const limit = limits[w].limit;
           return {
             window: w,
             period: windowKey(w, now).split('#')[1]!,
-            limit: limit === undefined ? 'none' : displayUsd(limit),
+            limit: limit === undefined ? 'none' : `${displayUsd(limit)}${limits[w].source === 'default' ? ' (default)' : ''}`,
             spent: displayUsd(v?.spent ?? 0),
             held: displayUsd(v?.reserved ?? 0),
             remaining: limit === undefined ? '' : displayUsd(Math.max(0, limit - (v?.committed ?? 0))),

@@ -13,7 +13,7 @@
 import { RateLimitError, StoreUnavailableError } from './errors';
 import type { LoopOverrides } from './guardrails/settings';
 import type { CounterRef, CounterValue, Ledger, Reservation, ReserveInput, SettleInput } from './stores';
-import type { BudgetLimits, ScopeId } from './types';
+import type { BudgetLimits, ScopeId, StoredLimits, UNLIMITED } from './types';
 import type { Window } from './windows';
 
 /** Bounds of the admission lanes of one gateway instance. */
@@ -176,6 +176,7 @@ export class AdmissionGate {
  */
 export class AdmittingLedger implements Ledger {
   private readonly limitsInFlight = new Map<string, Promise<Map<ScopeId, BudgetLimits>>>();
+  private readonly settingsInFlight = new Map<string, Promise<Map<ScopeId, StoredLimits>>>();
   private readonly overridesInFlight = new Map<string, Promise<Map<string, LoopOverrides>>>();
 
   constructor(
@@ -196,6 +197,12 @@ export class AdmittingLedger implements Ledger {
     return shared(this.limitsInFlight, [...scopes].sort().join('\n'), () => this.gate.instanceLane(() => this.inner.getLimits(scopes)));
   }
 
+  getLimitSettings(scopes: readonly ScopeId[]): Promise<Map<ScopeId, StoredLimits>> {
+    return shared(this.settingsInFlight, [...scopes].sort().join('\n'), () =>
+      this.gate.instanceLane(() => this.inner.getLimitSettings(scopes)),
+    );
+  }
+
   getLoopOverrides(keyIds: readonly string[]): Promise<Map<string, LoopOverrides>> {
     return shared(this.overridesInFlight, [...keyIds].sort().join('\n'), () =>
       this.gate.instanceLane(() => this.inner.getLoopOverrides(keyIds)),
@@ -214,7 +221,7 @@ export class AdmittingLedger implements Ledger {
     return this.inner.setLoopOverrides(keyId, overrides);
   }
 
-  setLimit(scope: ScopeId, window: Window, limit: number | null): Promise<void> {
+  setLimit(scope: ScopeId, window: Window, limit: number | typeof UNLIMITED | null): Promise<void> {
     return this.inner.setLimit(scope, window, limit);
   }
 

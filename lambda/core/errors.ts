@@ -3,6 +3,7 @@
  * renders them in the caller's dialect (OpenAI or Anthropic) with {@link TollgateError.status}. Messages are
  * written for the caller and never contain a secret.
  */
+import type { ScopeId } from './types';
 
 /** What kind of failure this is, independent of any wire dialect. */
 export type ErrorKind =
@@ -120,4 +121,25 @@ export class CircuitOpenError extends TollgateError {
 export class LoopDetectedError extends TollgateError {
   readonly status = 429;
   readonly kind = 'rate_limit' as const;
+}
+
+/**
+ * The spend-velocity breaker refused a request: its scope spent more within a short window than its floor and
+ * its own baseline allow (core/guardrails/velocity.ts). A 429 `circuit_open`; the pipeline then opens the
+ * scope's circuit and alerts.
+ */
+export class SpendVelocityError extends CircuitOpenError {
+  constructor(
+    message: string,
+    readonly trip: {
+      readonly scope: ScopeId;
+      readonly window: number;
+      readonly windowEnd: number;
+      readonly spentMicros: number;
+      readonly ceilingMicros: number;
+    },
+    options: TollgateErrorOptions = {},
+  ) {
+    super(message, options);
+  }
 }

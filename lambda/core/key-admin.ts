@@ -7,7 +7,7 @@ import type { Clock } from './clock';
 import { InvalidRequestError } from './errors';
 import type { MicroUsd } from './money';
 import type { KeyStore, Ledger } from './stores';
-import { KEY_SCOPES, type KeyRecord, type KeyScope } from './types';
+import { KEY_SCOPES, type KeyRecord, type KeyScope, type UNLIMITED } from './types';
 import type { Window } from './windows';
 
 export const DEFAULT_KEY_SCOPES: readonly KeyScope[] = ['ai:complete', 'ai:embed', 'ai:usage'];
@@ -17,11 +17,13 @@ export interface CreateKeyInput {
   readonly orgId?: string;
   readonly name?: string;
   readonly scopes?: readonly string[];
+  /** Requests per minute; absent = the default (60), 0 = explicitly unlimited (`--rpm none`). */
   readonly rpm?: number;
+  /** Tokens per minute; absent = the default (100,000), 0 = explicitly unlimited. */
   readonly tpm?: number;
   readonly expiresAt?: string;
-  /** The key's own spend limit. */
-  readonly budget?: { readonly window: Window; readonly limit: MicroUsd };
+  /** The key's own spend limit (`none`: explicitly unlimited, no default applies). */
+  readonly budget?: { readonly window: Window; readonly limit: MicroUsd | typeof UNLIMITED };
 }
 
 export interface CreatedKey {
@@ -48,8 +50,8 @@ export async function createApiKey(
     }
   }
   for (const [name, v] of [['rpm', input.rpm], ['tpm', input.tpm]] as const) {
-    if (v !== undefined && (!Number.isInteger(v) || v < 1)) {
-      throw new InvalidRequestError(`${name} must be a positive whole number`, { param: name });
+    if (v !== undefined && (!Number.isInteger(v) || v < 0)) {
+      throw new InvalidRequestError(`${name} must be a positive whole number (or 0 / "none" for no limit)`, { param: name });
     }
   }
   if (input.expiresAt !== undefined && Number.isNaN(Date.parse(input.expiresAt))) {
@@ -64,8 +66,8 @@ export async function createApiKey(
     ...(input.orgId ? { orgId: input.orgId } : {}),
     name: input.name ?? `${input.userId} key`,
     scopes: scopes as KeyScope[],
-    ...(input.rpm ? { rpm: input.rpm } : {}),
-    ...(input.tpm ? { tpm: input.tpm } : {}),
+    ...(input.rpm !== undefined ? { rpm: input.rpm } : {}),
+    ...(input.tpm !== undefined ? { tpm: input.tpm } : {}),
     status: 'active',
     createdAt: new Date(options.clock.now()).toISOString(),
     ...(input.expiresAt ? { expiresAt: new Date(input.expiresAt).toISOString() } : {}),

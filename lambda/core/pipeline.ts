@@ -21,13 +21,16 @@ import type { ProviderCallContext, ProviderResult } from '../providers/contract'
 import type { Principal } from './auth';
 import { byokScopesOf } from './byok/scope';
 import type { Clock } from './clock';
-import { asTollgateError, LoopDetectedError, type TollgateError, UpstreamError } from './errors';
+import { asTollgateError, LoopDetectedError, SpendVelocityError, type TollgateError, UpstreamError } from './errors';
 import { type AlertSink, crossingsOf, recordCrossings } from './guardrails/alerts';
 import { countersPastLimit, overshootAlert, overshootOf } from './guardrails/overshoot';
-import { isEmptyAnswer, loopCheckFor, type LoopCheck, requestFingerprint } from './guardrails/loop-guard';
+import { type DefaultLimits, effectiveLimits, keyRateLimits, NO_DEFAULT_LIMITS } from './guardrails/defaults';
+import { isEmptyAnswer, loopCheckFor, type LoopCheck, repeatedTurns, type RepeatedTurn, requestFingerprint } from './guardrails/loop-guard';
 import { type GuardrailSettings, loopSettingsFor, type LoopOverrides } from './guardrails/settings';
+import { baselineHourKey, VelocityBaselines, velocityScopes } from './guardrails/velocity';
+import { chooseOutputCap } from './output-cap';
 import type { Logger } from './log';
-import { formatUsd, type MicroUsd } from './money';
+import { displayUsd, formatUsd, type MicroUsd } from './money';
 import { costOf, maxCostOf, type ResolvedModel } from './pricing';
 import type {
   CircuitRef,
@@ -60,6 +63,13 @@ export interface PipelineOptions {
    * @default 4 attempts, 250 ms × 4ⁿ apart (core/settle-retry.ts)
    */
   readonly settleRetry?: SettleRetryOptions;
+  /**
+   * Limits of keys, users and the platform that set none of their own (core/guardrails/defaults.ts).
+   * @default none (the composition root passes the configured ones)
+   */
+  readonly defaults?: DefaultLimits;
+  /** The least output a gateway-chosen cap reserves (core/output-cap.ts). @default 1024 */
+  readonly minOutputTokens?: number;
   /** Circuit breaker, loop guard and tier alerts; without it none of them run. */
   readonly guardrails?: {
     readonly store: GuardrailStore;
@@ -78,7 +88,13 @@ export interface BillableCall {
   readonly endpoint: string;
   readonly model: ResolvedModel;
   readonly stream: boolean;
-  readonly estimate: { readonly inputTokens: number; readonly maxOutputTokens: number };
+  readonly estimate: {
+    readonly inputTokens: number;
+    /** The caller's cap (or, when `gatewayChoosesCap`, the model's cap, which the gateway may lower). */
+    readonly maxOutputTokens: number;
+    /** The caller set no cap: the gateway picks one (core/output-cap.ts), reserves for it and sends it upstream. */
+    readonly gatewayChoosesCap?: boolean;
+  };
   readonly userAgent?: string;
   readonly byok?: boolean;
   /**
@@ -86,12 +102,15 @@ export interface BillableCall {
    * `requestFingerprint`); without one the loop guard does not apply to the call.
    */
   readonly fingerprint?: string;
+  /** A turn the conversation keeps repeating (`repeatedTurnOf`): the call is a loop and is refused. */
+  readonly repeatedTurn?: RepeatedTurn;
   /**
    * Aborted when the caller goes away. A stream's upstream call is stopped with it (nobody reads the tokens);
    * a non-stream call runs to its end and is settled with its real usage (the provider bills it anyway).
    */
   readonly clientSignal: AbortSignal;
-  readonly invoke: (ctx: Pick<ProviderCallContext, 'signal'>) => Promise<ProviderResult>;
+  /** Calls the provider; `maxOutputTokens` is set when the gateway chose the cap (send it upstream). */
+  readonly invoke: (ctx: Pick<ProviderCallContext, 'signal'> & { readonly maxOutputTokens?: number }) => Promise<ProviderResult>;
 }
 
 export type CallOutcome =
@@ -125,8 +144,16 @@ export class RequestPipeline {
   private readonly limitsCache = new Map<ScopeId, { limits: BudgetLimits; at: number }>();
   private readonly lastTouched = new Map<string, number>();
   private readonly loopCache = new Map<string, { overrides: LoopOverrides | undefined; at: number }>();
+  /** Committed spend per counter as last read here (`scope|windowKey`), for the output-cap decision. */
+  private readonly lastCommitted = new Map<string, number>();
+  private readonly velocity: VelocityBaselines | undefined;
+  private readonly defaults: DefaultLimits;
 
-  constructor(private readonly options: PipelineOptions) {}
+  constructor(private readonly options: PipelineOptions) {
+    const v = options.guardrails?.settings.velocity;
+    this.velocity = v?.enabled ? new VelocityBaselines(v) : undefined;
+    this.defaults = options.defaults ?? NO_DEFAULT_LIMITS;
+  }
 
   /** Scopes a principal's spend counts toward, tightest first in messages. */
   scopesOf(principal: Pick<Principal, 'keyId' | 'userId' | 'orgId'>): ScopeId[] {
@@ -136,7 +163,7 @@ export class RequestPipeline {
     return scopes;
   }
 
-  /** Budget limits of the given scopes, cached for a few seconds. */
+  /** Effective budget limits of the given scopes (their own, or the defaults), cached for a few seconds. */
   async limitsOf(scopes: readonly ScopeId[]): Promise<Map<ScopeId, BudgetLimits>> {
     const now = this.options.clock.now();
     const out = new Map<ScopeId, BudgetLimits>();
@@ -147,9 +174,9 @@ export class RequestPipeline {
       else missing.push(scope);
     }
     if (missing.length > 0) {
-      const fetched = await this.options.ledger.getLimits(missing);
+      const fetched = await this.options.ledger.getLimitSettings(missing);
       for (const scope of missing) {
-        const limits = fetched.get(scope) ?? {};
+        const limits = effectiveLimits(scope, fetched.get(scope), this.defaults);
         this.limitsCache.set(scope, { limits, at: now });
         out.set(scope, limits);
       }
@@ -171,6 +198,12 @@ export class RequestPipeline {
   /** The loop guard's fingerprint of a validated request body (BillableCall.fingerprint). */
   fingerprintOf(body: Readonly<Record<string, unknown>>): string {
     return requestFingerprint(body);
+  }
+
+  /** The turn a conversation keeps repeating, if it repeats one often enough to be a loop (BillableCall.repeatedTurn). */
+  repeatedTurnOf(body: Readonly<Record<string, unknown>>): RepeatedTurn | undefined {
+    const guard = this.options.guardrails;
+    return guard ? repeatedTurns(body, guard.settings.loop.maxTurnRepeats) : undefined;
   }
 
   /** The circuit items a request must find closed: one per scope, the platform's in the request's shard. */
@@ -231,23 +264,42 @@ export class RequestPipeline {
         ? loopCheckFor(
             {
               keyId: principal.keyId,
+              // Keyed by user: the same loop through several keys is one loop, and a service acting for
+              // many users sees each user's requests apart.
+              userId: principal.userId,
               model: call.model.id,
-              // A service acts for many users under one principal key: the same request from two users'
-              // runs is two requests, not a loop.
-              bodyFingerprint: principal.service ? `${principal.userId}\n${call.fingerprint}` : call.fingerprint,
+              bodyFingerprint: call.fingerprint,
             },
             now,
             loopSettingsFor(guard.settings.loop, loopOverrides),
           )
         : undefined;
-    const counters = this.countersFor(scopes, limits, now, call.requestId);
-    const estimatedTokens = call.estimate.inputTokens + call.estimate.maxOutputTokens;
-    const rateCharges: RateCharge[] = [];
-    if (principal.key.rpm) rateCharges.push({ keyId: principal.keyId, dimension: 'requests', limitPerMinute: principal.key.rpm, amount: 1 });
-    if (principal.key.tpm) {
-      rateCharges.push({ keyId: principal.keyId, dimension: 'tokens', limitPerMinute: principal.key.tpm, amount: estimatedTokens });
+    if (guard && call.repeatedTurn) {
+      const err = repeatedTurnError(call.repeatedTurn, principal.keyId);
+      return { kind: 'error', error: err, headers: {}, after: () => this.alertRepeatedTurn(call, call.repeatedTurn!, err).then(() => undefined) };
     }
-    const amount = maxCostOf(call.model.price, call.estimate);
+    const counters = this.countersFor(scopes, limits, now, call.requestId);
+    const rates = keyRateLimits(principal.key, this.defaults, { service: principal.service !== undefined });
+    const cap = chooseOutputCap({
+      ...(call.estimate.gatewayChoosesCap ? {} : { requested: call.estimate.maxOutputTokens }),
+      modelCap: call.estimate.maxOutputTokens,
+      inputTokens: call.estimate.inputTokens,
+      price: call.model.price,
+      ...this.remainingOf(counters),
+      ...(rates.tpm ? { tokensPerMinute: rates.tpm } : {}),
+      floorTokens: this.options.minOutputTokens ?? 1_024,
+    });
+    const estimate = { inputTokens: call.estimate.inputTokens, maxOutputTokens: cap.maxOutputTokens };
+    const estimatedTokens = estimate.inputTokens + estimate.maxOutputTokens;
+    const rateCharges: RateCharge[] = [];
+    if (rates.rpm) rateCharges.push({ keyId: principal.keyId, dimension: 'requests', limitPerMinute: rates.rpm, amount: 1 });
+    if (rates.tpm) {
+      rateCharges.push({ keyId: principal.keyId, dimension: 'tokens', limitPerMinute: rates.tpm, amount: estimatedTokens });
+    }
+    const amount = maxCostOf(call.model.price, estimate);
+    // The velocity breaker counts the input and a modest output at admission; settle puts in the real cost.
+    const admitted = Math.min(amount, maxCostOf(call.model.price, { inputTokens: estimate.inputTokens, maxOutputTokens: this.options.minOutputTokens ?? 1_024 }));
+    const velocity = this.velocity && guard && !call.byok ? this.velocity.chargesFor(scopes, now, admitted) : [];
 
     // Throws 429 (rate, budget, open circuit) or 503 before anything reaches the provider; a loop becomes a
     // 429 whose alert is recorded after the response.
@@ -262,6 +314,7 @@ export class RequestPipeline {
         rateCharges,
         ...(guard ? { circuits: this.circuitsFor(scopes, call.requestId) } : {}),
         ...(loop ? { loop } : {}),
+        ...(velocity.length ? { velocity } : {}),
         context: {
           keyId: principal.keyId,
           userId: principal.userId,
@@ -278,12 +331,17 @@ export class RequestPipeline {
       if (err instanceof LoopDetectedError && loop && guard) {
         return { kind: 'error', error: err, headers: {}, after: () => this.alertLoop(call, loop, err).then(() => undefined) };
       }
+      if (err instanceof SpendVelocityError && guard) {
+        const refused = this.velocityRefusal(err);
+        return { kind: 'error', error: refused, headers: {}, after: () => this.recordVelocityTrip(call, refused).then(() => undefined) };
+      }
       throw err;
     }
 
     // Off the critical path: the limited counters after the hold, read while the provider works; they give
     // the remaining-budget headers and tell settle whether any alert tier is within reach.
     const afterHold = this.readLimited(reservation);
+    void this.readBaselines(scopes, now);
     const remaining = afterHold.then((values) => values && tightestOf(values, limits));
 
     const timeout = AbortSignal.timeout(this.options.upstreamTimeoutMs);
@@ -297,7 +355,7 @@ export class RequestPipeline {
 
     let result: ProviderResult;
     try {
-      result = await call.invoke({ signal });
+      result = await call.invoke({ signal, ...(cap.chosenByGateway ? { maxOutputTokens: cap.maxOutputTokens } : {}) });
     } catch (err) {
       const error = timeout.aborted && !call.clientSignal.aborted
         ? new UpstreamError(`The provider did not answer within ${this.options.upstreamTimeoutMs} ms.`, { cause: err })
@@ -378,7 +436,131 @@ export class RequestPipeline {
   private async readLimited(reservation: Reservation): Promise<CounterValue[] | undefined> {
     const limited = reservation.counters.filter((c) => c.limit !== undefined);
     if (limited.length === 0) return [];
-    return this.options.ledger.readCounters(limited).catch(() => undefined);
+    const values = await this.options.ledger.readCounters(limited).catch(() => undefined);
+    if (values) {
+      if (this.lastCommitted.size > 50_000) this.lastCommitted.clear();
+      for (const v of values) this.lastCommitted.set(`${v.ref.scope}|${v.ref.windowKey}`, v.committed);
+    }
+    return values;
+  }
+
+  /**
+   * The tightest budget left among a request's counters, from the values last read here (or the whole limit
+   * when none was read): what a gateway-chosen output cap may spend. Platform shards count their share.
+   */
+  private remainingOf(counters: readonly CounterRef[]): { remainingMicros?: MicroUsd } {
+    let tightest: number | undefined;
+    for (const c of counters) {
+      if (c.limit === undefined) continue;
+      const committed = this.lastCommitted.get(`${c.scope}|${c.windowKey}`) ?? 0;
+      const share = c.scope === 'platform' ? committed / this.options.platformShards : committed;
+      const left = Math.max(0, c.limit - Math.ceil(share));
+      if (tightest === undefined || left < tightest) tightest = left;
+    }
+    return tightest === undefined ? {} : { remainingMicros: tightest };
+  }
+
+  /**
+   * Reads the velocity baselines (the previous hour's spend) this instance lacks, off the critical path (the
+   * provider is working meanwhile); until read, the floor alone is the ceiling.
+   */
+  private async readBaselines(scopes: readonly ScopeId[], now: number): Promise<void> {
+    if (!this.velocity) return;
+    const missing = this.velocity.missing(velocityScopes(scopes), now);
+    if (missing.length === 0) return;
+    const hourKey = baselineHourKey(now);
+    const prev = now - 3_600_000;
+    try {
+      const values = await this.options.ledger.readCounters(
+        missing.map((scope) => ({ scope, window: 'hour' as const, windowKey: hourKey, windowEnd: windowBounds('hour', prev).end })),
+      );
+      for (const scope of missing) this.velocity.remember(scope, now, values.find((v) => v.ref.scope === scope)?.spent ?? 0);
+    } catch (err) {
+      this.options.log.log('warn', 'velocity baseline read failed', { error: err instanceof Error ? err.message : String(err) });
+    }
+  }
+
+  /** The velocity refusal as the caller sees it: Retry-After is the circuit's cooldown, not the window's end. */
+  private velocityRefusal(err: SpendVelocityError): SpendVelocityError {
+    const cooldownMs = this.options.guardrails?.settings.velocity?.cooldownMs ?? 0;
+    return new SpendVelocityError(err.message, err.trip, {
+      code: 'circuit_open',
+      headers: { ...err.headers, 'Retry-After': String(Math.max(1, Math.ceil(cooldownMs / 1000))) },
+    });
+  }
+
+  /**
+   * After a velocity refusal: counts the trip (once per velocity window) and opens the scope's circuit — for
+   * the cooldown on the day's first trip, until an operator acknowledges it on a later one — with one alert.
+   */
+  private async recordVelocityTrip(call: BillableCall, err: SpendVelocityError): Promise<void> {
+    const guard = this.options.guardrails;
+    const settings = guard?.settings.velocity;
+    if (!guard || !settings) return;
+    const { scope, window, spentMicros, ceilingMicros } = err.trip;
+    const now = this.options.clock.now();
+    const day = new Date(now).toISOString().slice(0, 10);
+    try {
+      const trips = await guard.store.countVelocityTrip(scope, day, window);
+      if (trips === undefined) return;
+      const escalate = trips >= 2;
+      const why = `${displayUsd(spentMicros)} within ${Math.round(settings.windowMs / 60_000)} minutes, over its ceiling of ${displayUsd(ceilingMicros)}`;
+      const alert = {
+        id: `velocity-${call.requestId}`,
+        at: now,
+        type: escalate ? 'spend_velocity_escalation' : 'spend_velocity',
+        severity: 'critical' as const,
+        scope,
+        summary: escalate
+          ? `${scope} tripped the spend-velocity breaker again today (${why}); its circuit is open until an operator acknowledges it`
+          : `${scope} tripped the spend-velocity breaker (${why}); its circuit is open until ${new Date(now + settings.cooldownMs).toISOString()}`,
+        details: { scope, keyId: call.principal.keyId, userId: call.principal.userId, model: call.model.id, spentMicros, ceilingMicros, trips },
+      };
+      const fresh = await guard.store.recordAlert(alert, {
+        dedupeKey: `velocity#${day}#w${window}`,
+        dedupeUntil: err.trip.windowEnd + settings.cooldownMs,
+        openCircuit: {
+          scope,
+          cause: escalate ? 'escalation' : 'velocity',
+          openedAt: now,
+          ...(escalate ? {} : { closesAt: now + settings.cooldownMs }),
+          reason: escalate ? 'spend velocity tripped twice today' : 'spend velocity over its ceiling',
+        },
+      });
+      if (!fresh) return;
+      this.options.log.log('error', 'guardrail alert', { requestId: call.requestId, alertType: alert.type, scope, summary: alert.summary, circuitOpened: true });
+      if (guard.sink) await guard.sink.publish(alert);
+    } catch (e) {
+      this.options.log.log('warn', 'velocity trip record failed', { requestId: call.requestId, error: e instanceof Error ? e.message : String(e) });
+    }
+  }
+
+  /** Records the alert of a repeated-turn loop, once per user, turn and loop window. */
+  private async alertRepeatedTurn(call: BillableCall, turn: RepeatedTurn, err: LoopDetectedError): Promise<void> {
+    const guard = this.options.guardrails;
+    if (!guard) return;
+    const now = this.options.clock.now();
+    const windowMs = guard.settings.loop.windowMs;
+    const window = Math.floor(now / windowMs);
+    const scope: ScopeId = `user:${call.principal.userId}`;
+    try {
+      const alert = {
+        id: `loop-${call.requestId}`,
+        at: now,
+        type: 'loop_detected',
+        severity: 'warning' as const,
+        scope,
+        summary: `Loop guard stopped user ${call.principal.userId} (key ${call.principal.keyId}) on ${call.model.id}: ${err.message}`,
+        details: { keyId: call.principal.keyId, userId: call.principal.userId, model: call.model.id, kind: `repeated_${turn.kind}`, repeats: turn.count },
+      };
+      const sample = turn.sample.replace(/[^A-Za-z0-9]+/g, '').slice(0, 40);
+      const fresh = await guard.store.recordAlert(alert, { dedupeKey: `loopturn#${call.model.id}#${sample}#${window}`, dedupeUntil: (window + 1) * windowMs });
+      if (!fresh) return;
+      this.options.log.log('warn', 'guardrail alert', { requestId: call.requestId, alertType: alert.type, scope, summary: alert.summary });
+      if (guard.sink) await guard.sink.publish(alert);
+    } catch (e) {
+      this.options.log.log('warn', 'loop alert failed', { requestId: call.requestId, error: e instanceof Error ? e.message : String(e) });
+    }
   }
 
   /**
@@ -432,7 +614,7 @@ export class RequestPipeline {
   private async alertLoop(call: BillableCall, loop: LoopCheck, err: LoopDetectedError): Promise<void> {
     const guard = this.options.guardrails;
     if (!guard) return;
-    const scope: ScopeId = `key:${call.principal.keyId}`;
+    const scope: ScopeId = `user:${call.principal.userId}`;
     try {
       const alert = {
         id: `loop-${call.requestId}`,
@@ -598,6 +780,16 @@ export class RequestPipeline {
       this.options.log.log('warn', 'lastUsedAt update failed', { keyId, error: err instanceof Error ? err.message : String(err) });
     }
   }
+}
+
+/** The refusal of a conversation that keeps repeating a turn (see core/guardrails/loop-guard.ts `repeatedTurns`). */
+function repeatedTurnError(turn: RepeatedTurn, keyId: string): LoopDetectedError {
+  const what = turn.kind === 'assistant' ? 'the same answer' : 'the same tool call with the same result';
+  return new LoopDetectedError(
+    `Loop detected: this conversation carries ${what} ${turn.count} times ("${turn.sample.slice(0, 60)}"), so it is retrying a ` +
+      `failing step (key ${keyId}). Change the approach or start a new conversation; retrying this one will not help.`,
+    { code: 'loop_detected', headers: { 'x-should-retry': 'false' } },
+  );
 }
 
 /** OpenAI-style rate-limit headers from the buckets a request was charged against. */

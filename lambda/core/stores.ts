@@ -5,10 +5,12 @@
  * becomes {@link StoreUnavailableError}, anything else is rethrown.
  */
 import type { MicroUsd } from './money';
-import type { BudgetLimits, KeyRecord, KeyStatus, RequestType, ScopeId, StatusActor, UsageRecord } from './types';
+import type { BudgetLimits, KeyRecord, StoredLimits, KeyStatus, RequestType, ScopeId, StatusActor, UsageRecord } from './types';
 import type { Window } from './windows';
 import type { LoopCheck } from './guardrails/loop-guard';
 import type { LoopOverrides } from './guardrails/settings';
+import type { VelocityCharge } from './guardrails/velocity';
+import type { UNLIMITED } from './types';
 
 /**
  * A change of a key's status. With `onlyIfStatus`/`onlyIfActor` it applies only to a key in that state (so the
@@ -80,6 +82,8 @@ export interface ReserveInput {
   readonly circuits?: readonly CircuitRef[];
   /** The loop guard's counter for this request's fingerprint (same transaction): 429 `loop_detected`. */
   readonly loop?: LoopCheck;
+  /** The spend-velocity windows of the key and user (same transaction): 429 `circuit_open`. */
+  readonly velocity?: readonly VelocityCharge[];
   /** Stored with the hold so the sweeper can record what it reclaims. */
   readonly context: {
     readonly keyId: string;
@@ -115,6 +119,8 @@ export interface Reservation {
   readonly holdShard: number;
   /** The loop check counted at reserve; settle records the upstream outcome on it. */
   readonly loop?: LoopCheck;
+  /** The velocity windows added to at reserve; settle corrects them to the actual cost. */
+  readonly velocity?: readonly VelocityCharge[];
 }
 
 export interface SettleInput {
@@ -157,13 +163,19 @@ export interface Ledger {
   settle(input: SettleInput): Promise<void>;
   /** Current values of counters (platform shards are summed into one value per window). */
   readCounters(refs: readonly CounterRef[]): Promise<CounterValue[]>;
+  /** Limits set explicitly (numbers only: windows marked unlimited are absent, as are unset ones). */
   getLimits(scopes: readonly ScopeId[]): Promise<Map<ScopeId, BudgetLimits>>;
+  /** Limits as stored, with the explicit `none` marker (defaults apply to windows absent here). */
+  getLimitSettings(scopes: readonly ScopeId[]): Promise<Map<ScopeId, StoredLimits>>;
   /** Per-key loop guard overrides (stored with the key's limits); keys without any are absent. */
   getLoopOverrides(keyIds: readonly string[]): Promise<Map<string, LoopOverrides>>;
   /** Sets (or, with `null` fields, removes) a key's loop guard overrides. */
   setLoopOverrides(keyId: string, overrides: { readonly maxRepeats?: number | null; readonly maxFailures?: number | null }): Promise<void>;
-  /** Sets (or, with `null`, removes) one scope's limit for one window. */
-  setLimit(scope: ScopeId, window: Window, limit: MicroUsd | null): Promise<void>;
+  /**
+   * Sets one scope's limit for one window: an amount, `none` (explicitly unlimited: no default applies), or
+   * `null` (not set: the default applies again).
+   */
+  setLimit(scope: ScopeId, window: Window, limit: MicroUsd | typeof UNLIMITED | null): Promise<void>;
   /**
    * Reclaims holds whose expiry has passed (a crashed invocation's, or one whose settle kept failing) and
    * charges each its full reservation: an estimated `abandoned` usage record that a late settle with real
@@ -197,7 +209,7 @@ export interface CircuitRef {
 }
 
 /** Why a circuit is open. */
-export type CircuitCause = 'breaker' | 'escalation' | 'kill-switch';
+export type CircuitCause = 'breaker' | 'escalation' | 'kill-switch' | 'velocity';
 
 /** An open circuit: every request of the scope gets 429 `circuit_open` until `closesAt` or an ack. */
 export interface CircuitState {
@@ -280,8 +292,13 @@ export interface GuardrailStore {
   openCircuit(state: CircuitState): Promise<boolean>;
   /** Circuits open at `now`. */
   listCircuits(now: number): Promise<CircuitState[]>;
-  /** Closes a circuit and records who and why; false when none was open. */
+  /** Closes a circuit (and clears its recent velocity windows) and records who and why; false when none was open. */
   resetCircuit(scope: ScopeId, ack: Acknowledgement): Promise<boolean>;
+  /**
+   * Counts a velocity trip of `scope` on day `day` in velocity window `window`: the day's trip count, or
+   * undefined when this window's trip was counted already (so racing refusals count once).
+   */
+  countVelocityTrip(scope: ScopeId, day: string, window: number): Promise<number | undefined>;
   getKillSwitch(): Promise<KillSwitchState>;
   /**
    * Marks the kill switch active; 'activated' the first time, 'incomplete' when an earlier activation did not

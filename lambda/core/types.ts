@@ -41,9 +41,9 @@ export interface KeyRecord {
   readonly orgId?: string;
   readonly name: string;
   readonly scopes: readonly KeyScope[];
-  /** Requests per minute; absent means no per-key request limit. */
+  /** Requests per minute; absent means the gateway's default (60), 0 means explicitly unlimited (`none`). */
   readonly rpm?: number;
-  /** Tokens per minute (input estimate + max output); absent means no per-key token limit. */
+  /** Tokens per minute (input estimate + max output); absent means the default (100,000), 0 means explicitly unlimited. */
   readonly tpm?: number;
   readonly status: KeyStatus;
   readonly statusChangedBy?: StatusActor;
@@ -56,6 +56,12 @@ export interface KeyRecord {
 
 /** Spend limits of one scope, by window, in micro-USD. A window without a limit is not enforced. */
 export type BudgetLimits = Partial<Record<Window, MicroUsd>>;
+
+/** The explicit "no limit" an operator stores with `none`: distinct from "not set", which gets the default. */
+export const UNLIMITED = 'none';
+
+/** A scope's limits as stored: a window absent is "not set" (the default applies), `none` is unlimited. */
+export type StoredLimits = Partial<Record<Window, MicroUsd | typeof UNLIMITED>>;
 
 /** Token usage in the common units every provider adapter reports. */
 export interface TokenUsage {

@@ -28,7 +28,8 @@ import { createApiKey } from '../core/key-admin';
 import { formatUsd, usdToMicros } from '../core/money';
 import type { RequestPipeline } from '../core/pipeline';
 import type { KeyStore, Ledger, UsageStore } from '../core/stores';
-import { type KeyRecord, type KeyStatus, parseScope, type ScopeId, type UsageRecord } from '../core/types';
+import { type KeyRecord, type KeyStatus, parseScope, type ScopeId, UNLIMITED, type UsageRecord } from '../core/types';
+import { type DefaultLimits, describeLimits, keyRateLimits, NO_DEFAULT_LIMITS } from '../core/guardrails/defaults';
 import { isWindow, type Window, WINDOWS, windowBounds } from '../core/windows';
 import type { AuditLog, AuditValue } from '../store/dynamodb/audit-store';
 import type { Route, RouteContext } from './app';
@@ -53,6 +54,8 @@ export interface AdminRoutesOptions {
   readonly tokens: TokenIssuer;
   readonly pepper: string;
   readonly clock: Clock;
+  /** The default limits, shown next to a scope's own. @default none */
+  readonly defaults?: DefaultLimits;
 }
 
 function digest(text: string): Buffer {
@@ -100,6 +103,11 @@ function str(body: Record<string, unknown>, name: string, options: { required?: 
   return v;
 }
 
+/** A per-minute limit in a body: a positive number, or `"none"` (0: explicitly unlimited). */
+function rate(body: Record<string, unknown>, name: string): number | undefined {
+  return body[name] === UNLIMITED ? 0 : int(body, name);
+}
+
 function int(body: Record<string, unknown>, name: string): number | undefined {
   const v = body[name];
   if (v === undefined || v === null) return undefined;
@@ -135,6 +143,10 @@ function usd(value: unknown, name: string): number {
   } catch (err) {
     throw new InvalidRequestError(err instanceof Error ? err.message : `"${name}" is not an amount`, { param: name });
   }
+}
+
+function budgetView(rows: ReturnType<typeof describeLimits>): Record<string, { usd: string | null; source: string }> {
+  return Object.fromEntries(WINDOWS.map((w) => [w, { usd: rows[w].limit === undefined ? null : formatUsd(rows[w].limit!), source: rows[w].source }]));
 }
 
 /** The admin routes, for GatewayApp's `routes` option. */
@@ -207,10 +219,12 @@ export function createAdminRoutes(options: AdminRoutesOptions): Route[] {
           ...(orgId ? { orgId } : {}),
           ...(str(body, 'name') ? { name: str(body, 'name') } : {}),
           ...(scopes(body) ? { scopes: scopes(body) } : {}),
-          ...(int(body, 'rpm') ? { rpm: int(body, 'rpm') } : {}),
-          ...(int(body, 'tpm') ? { tpm: int(body, 'tpm') } : {}),
+          ...(rate(body, 'rpm') !== undefined ? { rpm: rate(body, 'rpm') } : {}),
+          ...(rate(body, 'tpm') !== undefined ? { tpm: rate(body, 'tpm') } : {}),
           ...(str(body, 'expiresAt') ? { expiresAt: str(body, 'expiresAt') } : {}),
-          ...(budget ? { budget: { window: windowOf(budget.window, 'month'), limit: usd(budget.usd, 'budget.usd') } } : {}),
+          ...(budget
+            ? { budget: { window: windowOf(budget.window, 'month'), limit: budget.usd === UNLIMITED || budget.usd === null ? (UNLIMITED as typeof UNLIMITED) : usd(budget.usd, 'budget.usd') } }
+            : {}),
         };
         const created = await change(
           ctx,
@@ -238,7 +252,17 @@ export function createAdminRoutes(options: AdminRoutesOptions): Route[] {
       handler: admin(async (ctx) => {
         const k = await keys.get(ctx.params.keyId!);
         if (!k) throw new NotFoundError(`No key ${ctx.params.keyId}.`, { code: 'key_not_found' });
-        return jsonResponse(200, publicKey(k));
+        const defaults = options.defaults ?? NO_DEFAULT_LIMITS;
+        const rates = keyRateLimits(k, defaults, { service: k.keyId.startsWith('svc:') });
+        const scope: ScopeId = `key:${k.keyId}`;
+        return jsonResponse(200, {
+          ...publicKey(k),
+          limits: {
+            rpm: { value: rates.rpm ?? null, source: k.rpm === undefined ? 'default' : k.rpm === 0 ? 'none' : 'set' },
+            tpm: { value: rates.tpm ?? null, source: k.tpm === undefined ? 'default' : k.tpm === 0 ? 'none' : 'set' },
+            budgets: budgetView(describeLimits(scope, (await ledger.getLimitSettings([scope])).get(scope), defaults)),
+          },
+        });
       }),
     },
     setStatus('suspended', 'suspend'),
@@ -298,10 +322,11 @@ export function createAdminRoutes(options: AdminRoutesOptions): Route[] {
         const scope = scopeOf(ctx.params.scope!);
         const window = windowOf(ctx.params.window, 'day');
         const body = parseJsonBody(ctx.req.body);
-        const limit = body.usd === null || body.usd === 'none' ? null : usd(body.usd, 'usd');
+        // null / "none": explicitly unlimited (no default applies); "default": back to the default.
+        const limit = body.usd === null || body.usd === UNLIMITED ? UNLIMITED : body.usd === 'default' ? null : usd(body.usd, 'usd');
         await change(ctx, actor, { action: 'budgets.set', target: scope, details: { window, limitMicros: limit } }, () => ledger.setLimit(scope, window, limit));
         options.pipeline.invalidateLimits();
-        return jsonResponse(200, { scope, window, limit_usd: limit === null ? null : formatUsd(limit) });
+        return jsonResponse(200, { scope, window, limit_usd: typeof limit === 'number' ? formatUsd(limit) : limit === null ? 'default' : UNLIMITED });
       }),
     },
     {
@@ -309,10 +334,12 @@ export function createAdminRoutes(options: AdminRoutesOptions): Route[] {
       path: '/admin/budgets/:scope',
       handler: admin(async (ctx) => {
         const scope = scopeOf(ctx.params.scope!);
-        const limits = (await ledger.getLimits([scope])).get(scope) ?? {};
+        const rows = describeLimits(scope, (await ledger.getLimitSettings([scope])).get(scope), options.defaults ?? NO_DEFAULT_LIMITS);
         return jsonResponse(200, {
           scope,
-          limits: Object.fromEntries(WINDOWS.map((w) => [w, limits[w] === undefined ? null : formatUsd(limits[w]!)])),
+          // The limit that applies per window (null: none), and where it comes from.
+          limits: Object.fromEntries(WINDOWS.map((w) => [w, rows[w].limit === undefined ? null : formatUsd(rows[w].limit!)])),
+          sources: Object.fromEntries(WINDOWS.map((w) => [w, rows[w].source])),
         });
       }),
     },

@@ -16,7 +16,7 @@ import {
 } from '../core/errors';
 import type { Logger } from '../core/log';
 import { formatUsd } from '../core/money';
-import { type OutputCap, outputCapFor } from '../core/output-cap';
+import { type RequestedCap, requestedCapFor } from '../core/output-cap';
 import type { BillableCall, RequestPipeline } from '../core/pipeline';
 import type { PriceBook, ResolvedModel } from '../core/pricing';
 import { estimateChatInputTokens, estimateEmbeddingInputTokens, estimateMessagesInputTokens } from '../core/tokens';
@@ -116,9 +116,9 @@ interface BillableRoute {
   readonly schema: Parameters<typeof validate>[0];
   estimateInput(body: Record<string, unknown>): number;
   /** The output cap per choice (core/output-cap.ts); undefined for routes without output (embeddings). */
-  outputCap(body: Record<string, unknown>, model: ResolvedModel): OutputCap | undefined;
+  outputCap(body: Record<string, unknown>, model: ResolvedModel): RequestedCap | undefined;
   /** Output tokens reserved for: the cap times the choices asked for. */
-  maxOutput(body: Record<string, unknown>, cap: OutputCap | undefined): number;
+  maxOutput(body: Record<string, unknown>, cap: RequestedCap | undefined): number;
   stream(body: Record<string, unknown>): boolean;
   /** The provider operation that serves this route. */
   readonly operation: 'chatCompletions' | 'messages' | 'embeddings';
@@ -132,9 +132,9 @@ export class GatewayApp {
 
   constructor(private readonly o: GatewayAppOptions) {
     this.newRequestId = o.newRequestId ?? (() => `req_${randomUUID().replace(/-/g, '')}`);
-    const outputCap = (body: Record<string, unknown>, model: ResolvedModel, ...fields: string[]): OutputCap => {
+    const outputCap = (body: Record<string, unknown>, model: ResolvedModel, ...fields: string[]): RequestedCap => {
       const requested = fields.map((f) => body[f]).find((v): v is number => typeof v === 'number');
-      return outputCapFor({
+      return requestedCapFor({
         ...(requested !== undefined ? { requested } : {}),
         ...(model.price.maxOutputTokens !== undefined ? { modelMax: model.price.maxOutputTokens } : {}),
         defaultMax: o.defaultMaxOutputTokens,
@@ -330,19 +330,27 @@ export class GatewayApp {
       endpoint: req.path,
       model,
       stream,
-      estimate: { inputTokens: route.estimateInput(body), maxOutputTokens: route.maxOutput(body, cap) },
+      estimate: {
+        inputTokens: route.estimateInput(body),
+        maxOutputTokens: route.maxOutput(body, cap),
+        // No cap from the caller: the pipeline lowers the model's to what the budget allows (chooseOutputCap),
+        // reserves for it and hands it to the provider, which sends it upstream in its own field.
+        ...(cap && !cap.fromCaller ? { gatewayChoosesCap: true } : {}),
+      },
       userAgent: req.headers['user-agent'],
       fingerprint: this.o.pipeline.fingerprintOf(body),
+      repeatedTurn: this.o.pipeline.repeatedTurnOf(body),
       clientSignal: req.signal,
-      invoke: async ({ signal }) => {
+      invoke: async ({ signal, maxOutputTokens }) => {
         const calledAt = this.o.clock.now();
+        const choices = typeof body.n === 'number' && body.n > 0 ? body.n : 1;
         try {
           return await operation.call(provider, upstreamBody, {
             requestId,
             signal,
             callerWantsStreamUsage: wantsUsage,
-            // The cap the reservation assumed, for the provider to send when the caller gave none.
-            ...(cap && !cap.fromCaller ? { maxOutputTokens: cap.tokens } : {}),
+            // The cap (per choice) the reservation assumed, for the provider to send when the caller gave none.
+            ...(maxOutputTokens !== undefined ? { maxOutputTokens: Math.max(1, Math.floor(maxOutputTokens / choices)) } : {}),
             ...(byokKey ? { apiKeyOverride: byokKey } : {}),
             ...(req.headers['anthropic-version'] ? { anthropicVersion: req.headers['anthropic-version'] } : {}),
             ...(req.headers['anthropic-beta'] ? { anthropicBeta: req.headers['anthropic-beta'] } : {}),

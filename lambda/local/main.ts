@@ -25,6 +25,8 @@ import { DEFAULT_KEY_SCOPES } from '../core/key-admin';
 import { AGENT_SERVICE, AGENT_TOKEN_SCOPES, createAgentWorker, serviceTokens } from '../../agent/src/service';
 import { createDashboardRoutes, DASHBOARD_PATH } from './dashboard/routes';
 import { consoleAlertSink } from '../core/guardrails/alerts';
+import { checkLedgerSpend, KillSwitch } from '../core/guardrails/kill-switch';
+import { DynamoDbKeyStatusBatch } from '../store/dynamodb/key-status-batch';
 import { startDynamoDbLocal } from './dynamodb-local';
 import { createLocalServer } from './server';
 import { clearRunning, loadOrCreatePepper, stateDir, writeRunning } from './state';
@@ -139,10 +141,31 @@ async function main(): Promise<void> {
       stopAgent = () => agent.stop();
     }
 
+    // The kill switch on the ledger's platform spend, checked with every sweep (as the AWS sweeper does).
+    const sink = consoleAlertSink();
+    const killSwitch = new KillSwitch({
+      keys: gateway.keys,
+      bulk: new DynamoDbKeyStatusBatch(dynamodb, config.tables),
+      store: gateway.guardrails,
+      budgets: { describe: async () => undefined },
+      reporter: {
+        report: async (alert) => {
+          await gateway.guardrails.recordAlert(alert, { dedupeKey: `kill-switch#${alert.id}`, dedupeUntil: alert.at + 86_400_000 });
+          await sink.publish(alert);
+        },
+      },
+      clock: systemClock,
+      log,
+      budgetName: '',
+    });
     const sweeper = setInterval(() => {
-      gateway.ledger.sweepExpired(Date.now()).catch((err: unknown) => {
-        log.log('warn', 'hold sweep failed', { error: err instanceof Error ? err.message : String(err) });
-      });
+      const now = Date.now();
+      gateway.ledger
+        .sweepExpired(now)
+        .then(() => checkLedgerSpend(killSwitch, { ledger: gateway.ledger, defaults: config.defaults, percent: config.killSwitch.ledgerPercent, now }))
+        .catch((err: unknown) => {
+          log.log('warn', 'hold sweep or ledger kill-switch check failed', { error: err instanceof Error ? err.message : String(err) });
+        });
     }, SWEEP_EVERY_MS);
     sweeper.unref();
 

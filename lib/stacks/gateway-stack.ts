@@ -60,6 +60,7 @@ export class GatewayStack extends Stack {
         TOLLGATE_BEDROCK: String(config.gateway.bedrock),
         TOLLGATE_SSM_PREFIX: secretsPrefix(config.stage),
         TOLLGATE_UPSTREAM_TIMEOUT_MS: String(config.gateway.upstreamTimeoutMs),
+        ...limitsEnvironment(config),
         TOLLGATE_DATA_KEY_ARN: data.key.keyArn,
         // /admin/* is AWS_IAM-authorized by API Gateway; the Lambda also requires the caller's IAM ARN.
         TOLLGATE_ADMIN_AUTH: 'iam',
@@ -84,9 +85,10 @@ export class GatewayStack extends Stack {
       description: 'Reclaims expired budget holds every minute',
       timeout: Duration.seconds(55),
       logRetentionDays: config.logRetentionDays,
-      environment: { TOLLGATE_STAGE: config.stage, ...data.tableEnvironment },
+      environment: { TOLLGATE_STAGE: config.stage, ...data.tableEnvironment, TOLLGATE_PLATFORM_SHARDS: String(config.gateway.platformShards), ...limitsEnvironment(config) },
     });
-    data.grantTables(this.sweeper.fn, { budgets: 'readWrite', usage: 'readWrite' });
+    // budgets and usage: the holds; keys: the ledger kill switch suspends every key when platform spend passes its limit.
+    data.grantTables(this.sweeper.fn, { budgets: 'readWrite', usage: 'readWrite', keys: 'readWrite' });
     new events.Rule(this, 'SweepEveryMinute', {
       description: 'Runs the tollgate hold sweeper',
       schedule: events.Schedule.rate(Duration.minutes(1)),
@@ -256,4 +258,15 @@ export class GatewayStack extends Stack {
       rules,
     });
   }
+}
+
+/** The default limits (lib/config.ts `limits`) as the gateway's and the sweeper's environment. */
+function limitsEnvironment(config: DeploymentConfig): Record<string, string> {
+  return {
+    TOLLGATE_DEFAULT_KEY_BUDGETS: config.limits.keyBudgets,
+    TOLLGATE_DEFAULT_USER_BUDGETS: config.limits.userBudgets,
+    TOLLGATE_DEFAULT_PLATFORM_BUDGETS: config.limits.platformBudgets,
+    TOLLGATE_DEFAULT_KEY_RPM: config.limits.keyRpm,
+    TOLLGATE_DEFAULT_KEY_TPM: config.limits.keyTpm,
+  };
 }

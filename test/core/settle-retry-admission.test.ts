@@ -1,6 +1,6 @@
 import { AdmissionLane } from '../../lambda/core/admission';
 import { RateLimitError, StoreUnavailableError, UpstreamError } from '../../lambda/core/errors';
-import { outputCapFor } from '../../lambda/core/output-cap';
+import { requestedCapFor } from '../../lambda/core/output-cap';
 import { settleWithRetries } from '../../lambda/core/settle-retry';
 
 const noSleep = () => Promise.resolve();
@@ -72,13 +72,13 @@ describe('AdmissionLane', () => {
   });
 });
 
-describe('outputCapFor', () => {
+describe('requestedCapFor', () => {
   it("when the caller gives a cap, it is the caller's and nothing is added upstream", () => {
-    expect(outputCapFor({ requested: 64, modelMax: 16_384, defaultMax: 4_096 })).toEqual({ tokens: 64, fromCaller: true });
+    expect(requestedCapFor({ requested: 64, modelMax: 16_384, defaultMax: 4_096 })).toEqual({ tokens: 64, fromCaller: true });
   });
 
   it("when the caller gives none, the model's maximum is reserved and sent, else the gateway default", () => {
-    expect(outputCapFor({ modelMax: 16_384, defaultMax: 4_096 })).toEqual({ tokens: 16_384, fromCaller: false });
-    expect(outputCapFor({ defaultMax: 4_096 })).toEqual({ tokens: 4_096, fromCaller: false });
+    expect(requestedCapFor({ modelMax: 16_384, defaultMax: 4_096 })).toEqual({ tokens: 16_384, fromCaller: false });
+    expect(requestedCapFor({ defaultMax: 4_096 })).toEqual({ tokens: 4_096, fromCaller: false });
   });
 });

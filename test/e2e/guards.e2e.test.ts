@@ -122,7 +122,10 @@ describe('budgets', () => {
   });
 
   it('when 20 requests race for a budget that fits 7 of them, exactly 7 reach the upstream and nothing is left over', async () => {
-    const content = 'race for the last dollar';
+    // Distinct racers (same length, so the same hold): identical copies in flight would meet the loop guard,
+    // which counts copies at admission.
+    const contentOf = (i: number) => `race for the last dollar, racer ${String(i).padStart(2, '0')}`;
+    const content = contentOf(0);
     const price = h.gateway.prices.resolve('gpt-4o').price;
     const hold = maxCostOf(price, {
       inputTokens: estimateChatInputTokens({ messages: [{ role: 'user', content }] }),
@@ -136,8 +139,8 @@ describe('budgets', () => {
     const gate = new Promise<void>((resolve) => (release = resolve));
     h.upstream.script({ until: gate, usage: { inputTokens: 10, outputTokens: 10 } });
     let answered = 0;
-    const racing = Array.from({ length: 20 }, () =>
-      post('/v1/chat/completions', raw, chatBody(content, { max_tokens: 1000 })).then((r) => {
+    const racing = Array.from({ length: 20 }, (_, i) =>
+      post('/v1/chat/completions', raw, chatBody(contentOf(i), { max_tokens: 1000 })).then((r) => {
         answered += 1;
         return r;
       }),

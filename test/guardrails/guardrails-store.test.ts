@@ -176,7 +176,7 @@ describe('loop guard in the ledger', () => {
   const settings = DEFAULT_GUARDRAILS.loop;
 
   async function attempt(ledger: DynamoDbLedger, keyId: string, outcome: 'ok' | 'upstream_error', now = T0): Promise<unknown> {
-    const loop = loopCheckFor({ keyId, model: 'mock/gpt-4o', bodyFingerprint: 'same-body' }, now, settings);
+    const loop = loopCheckFor({ keyId, userId: `owner-of-${keyId}`, model: 'mock/gpt-4o', bodyFingerprint: 'same-body' }, now, settings);
     let r: Reservation;
     try {
       r = await ledger.reserve(input(keyId, { loop }, now));

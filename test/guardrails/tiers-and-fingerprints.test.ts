@@ -65,12 +65,12 @@ describe('loop guard fingerprints', () => {
     expect(requestFingerprint({ ...body, messages: [{ role: 'user', content: 'Classify: invoice' }] })).not.toBe(requestFingerprint(body));
   });
 
-  it('when the same body comes from another key or goes to another model, it is another loop', () => {
+  it('when the same body comes from another user or goes to another model, it is another loop', () => {
     const fp = requestFingerprint(body);
     const s = DEFAULT_GUARDRAILS.loop;
-    const a = loopCheckFor({ keyId: 'k1', model: 'openai/gpt-4o', bodyFingerprint: fp }, T0, s);
-    expect(loopCheckFor({ keyId: 'k2', model: 'openai/gpt-4o', bodyFingerprint: fp }, T0, s).fingerprint).not.toBe(a.fingerprint);
-    expect(loopCheckFor({ keyId: 'k1', model: 'openai/gpt-4o-mini', bodyFingerprint: fp }, T0, s).fingerprint).not.toBe(a.fingerprint);
+    const a = loopCheckFor({ keyId: 'k1', userId: 'u1', model: 'openai/gpt-4o', bodyFingerprint: fp }, T0, s);
+    expect(loopCheckFor({ keyId: 'k2', userId: 'u2', model: 'openai/gpt-4o', bodyFingerprint: fp }, T0, s).fingerprint).not.toBe(a.fingerprint);
+    expect(loopCheckFor({ keyId: 'k1', userId: 'u1', model: 'openai/gpt-4o-mini', bodyFingerprint: fp }, T0, s).fingerprint).not.toBe(a.fingerprint);
     expect(a.windowEnd - T0).toBeLessThanOrEqual(s.windowMs);
     expect(a.maxRepeats).toBe(5);
     expect(a.maxFailures).toBe(3);

@@ -8,6 +8,11 @@
  *                 ─▶ suspend every active key, page by page, N at a time (statusChangedBy 'kill-switch')
  *                 ─▶ report to the alerts topic
  *
+ * The same path also runs on the ledger's own figures ({@link checkLedgerSpend}, every minute from the sweeper):
+ * platform-wide spend recorded by the gateway — every provider, OpenAI and Anthropic included, which the AWS bill
+ * never shows — reaching `ledgerPercent` (95) of the platform's limit (its own, or the default $1,000 a day)
+ * stops the platform within a minute, with the same acknowledgement and resume.
+ *
  * Idempotent: a second notification finds the switch active and completed, and changes nothing; one that
  * finds an unfinished pass (a timeout) finishes it. `resume` restores exactly the keys the kill switch
  * suspended (setStatus with onlyIfActor 'kill-switch'), never keys an operator suspended by hand.
@@ -16,7 +21,9 @@ import { randomUUID } from 'node:crypto';
 import type { Clock } from '../clock';
 import type { Logger } from '../log';
 import { displayUsd, type MicroUsd, usdToMicros } from '../money';
-import type { Acknowledgement, Alert, GuardrailStore, KeyStatusBatch, KeyStore, KillSwitchState } from '../stores';
+import type { Acknowledgement, Alert, GuardrailStore, KeyStatusBatch, KeyStore, KillSwitchState, Ledger } from '../stores';
+import { WINDOWS, windowBounds, windowKey } from '../windows';
+import { type DefaultLimits, effectiveLimits } from './defaults';
 
 /** What the kill switch needs from AWS Budgets: the budget's limit and actual spend right now. */
 export interface BudgetReader {
@@ -134,26 +141,34 @@ export class KillSwitch {
       );
     }
 
+    return this.stopPlatform({ source: this.o.budgetName, what: `AWS budget ${this.o.budgetName}`, actualMicros: budget.actualMicros, thresholdMicros: killAt });
+  }
+
+  /**
+   * Stops the platform: marks the kill switch active (once), opens the platform circuit until acknowledged,
+   * suspends every active key and reports. Shared by the AWS Budgets path and the ledger check.
+   */
+  async stopPlatform(trigger: { readonly source: string; readonly what: string; readonly actualMicros: MicroUsd; readonly thresholdMicros: MicroUsd }): Promise<KillSwitchResult> {
     const now = this.o.clock.now();
-    const state = await this.o.store.activateKillSwitch({ at: now, budgetName: this.o.budgetName, actualMicros: budget.actualMicros, thresholdMicros: killAt });
+    const state = await this.o.store.activateKillSwitch({ at: now, budgetName: trigger.source, actualMicros: trigger.actualMicros, thresholdMicros: trigger.thresholdMicros });
     if (state === 'already-active') {
-      this.o.log.log('info', 'kill switch already active; notification changes nothing', { budget: this.o.budgetName });
+      this.o.log.log('info', 'kill switch already active; notification changes nothing', { budget: trigger.source });
       return { action: 'unchanged', reason: 'already active' };
     }
     await this.o.store.openCircuit({
       scope: 'platform',
       cause: 'kill-switch',
       openedAt: now,
-      reason: `kill switch: AWS budget ${this.o.budgetName} at ${displayUsd(budget.actualMicros)}`,
+      reason: `kill switch: ${trigger.what} at ${displayUsd(trigger.actualMicros)}`,
     });
     const before = state === 'incomplete' ? (await this.o.store.getKillSwitch()).suspendedKeys : 0;
-    const { suspended, completed } = await this.suspendAll(before);
+    const { suspended, completed } = await this.suspendAll(before, trigger.what);
     const total = before + suspended;
     await this.o.store.recordKillSwitchProgress({ suspendedKeys: total, completed });
     const summary =
-      `Kill switch ${completed ? 'activated' : 'partly activated (will resume)'}: AWS budget ${this.o.budgetName} actual spend ` +
-      `${displayUsd(budget.actualMicros)} ≥ ${displayUsd(killAt)}; platform circuit open, ${total} keys suspended`;
-    this.o.log.log('error', 'kill switch activated', { budget: this.o.budgetName, actualMicros: budget.actualMicros, suspendedKeys: total, completed, metric: 'KillSwitchActivated' });
+      `Kill switch ${completed ? 'activated' : 'partly activated (will resume)'}: ${trigger.what} actual spend ` +
+      `${displayUsd(trigger.actualMicros)} ≥ ${displayUsd(trigger.thresholdMicros)}; platform circuit open, ${total} keys suspended`;
+    this.o.log.log('error', 'kill switch activated', { budget: trigger.source, actualMicros: trigger.actualMicros, suspendedKeys: total, completed, metric: 'KillSwitchActivated' });
     await this.o.reporter.report({
       id: randomUUID(),
       at: this.o.clock.now(),
@@ -162,9 +177,9 @@ export class KillSwitch {
       scope: 'platform',
       summary,
       details: {
-        budget: this.o.budgetName,
-        actual: displayUsd(budget.actualMicros),
-        threshold: displayUsd(killAt),
+        budget: trigger.source,
+        actual: displayUsd(trigger.actualMicros),
+        threshold: displayUsd(trigger.thresholdMicros),
         suspended: total,
         completed,
       },
@@ -206,7 +221,7 @@ export class KillSwitch {
    * Suspends every active key. The ids are listed first (paging an index while its items leave it is not
    * reliable), then changed 1,000 at a time; stops early (completed false) when time runs short.
    */
-  private async suspendAll(alreadySuspended: number): Promise<{ suspended: number; completed: boolean }> {
+  private async suspendAll(alreadySuspended: number, what: string): Promise<{ suspended: number; completed: boolean }> {
     const ids: string[] = [];
     for await (const page of this.o.keys.listAll({ status: 'active' })) ids.push(...page.map((k) => k.keyId));
     let suspended = 0;
@@ -214,7 +229,7 @@ export class KillSwitch {
       const n = await this.changeAll(ids.slice(i, i + 1_000), {
         status: 'suspended',
         actor: 'kill-switch',
-        reason: `kill switch: AWS budget ${this.o.budgetName} exceeded`,
+        reason: `kill switch: ${what} exceeded`,
         onlyIfStatus: 'active',
       });
       suspended += n;
@@ -250,4 +265,42 @@ export class KillSwitch {
     this.o.log.log(level, 'kill switch: notification ignored', { reason });
     return { action: 'ignored', reason };
   }
+}
+
+/** What {@link checkLedgerSpend} needs. */
+export interface LedgerSpendCheckOptions {
+  readonly ledger: Pick<Ledger, 'readCounters' | 'getLimitSettings'>;
+  readonly defaults: DefaultLimits;
+  /** Percent of the platform's limit that platform spend must reach. */
+  readonly percent: number;
+  readonly now: number;
+}
+
+/**
+ * The kill switch on the ledger's figures: reads the platform's spend in every window (all shards, every
+ * provider) and, when one has reached `percent` of the platform's limit (its own or the default), stops the
+ * platform through {@link KillSwitch.stopPlatform}. The hard platform budget refuses requests shard by shard
+ * near 100 %, so the total can stop just short of the limit: hence a percentage below 100 by default.
+ * Undefined when no window is over (the common case: one BatchGet of a few items a minute).
+ */
+export async function checkLedgerSpend(killSwitch: KillSwitch, o: LedgerSpendCheckOptions): Promise<KillSwitchResult | undefined> {
+  const stored = (await o.ledger.getLimitSettings(['platform'])).get('platform');
+  const limits = effectiveLimits('platform', stored, o.defaults);
+  const windows = WINDOWS.filter((w) => limits[w] !== undefined);
+  if (windows.length === 0) return undefined;
+  const values = await o.ledger.readCounters(
+    windows.map((w) => ({ scope: 'platform' as const, window: w, windowKey: windowKey(w, o.now), windowEnd: windowBounds(w, o.now).end, shard: 0 })),
+  );
+  for (const v of values) {
+    const limit = limits[v.ref.window]!;
+    const threshold = Math.ceil((limit * o.percent) / 100);
+    if (v.spent < threshold) continue;
+    return killSwitch.stopPlatform({
+      source: `ledger:platform/${v.ref.window}`,
+      what: `platform ${v.ref.window} spend in the ledger (limit ${displayUsd(limit)})`,
+      actualMicros: v.spent,
+      thresholdMicros: threshold,
+    });
+  }
+  return undefined;
 }

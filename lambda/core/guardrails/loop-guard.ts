@@ -1,14 +1,20 @@
 /**
- * The loop guard: the same request, sent again and again by one key, is refused before it reaches the
- * provider. A request is identified by its fingerprint: SHA-256 of (key, model, normalized body).
+ * The loop guard: the same request, sent again and again by one user (through any of their keys), is refused
+ * before it reaches the provider. A request is identified by its fingerprint: SHA-256 of (user, model, body
+ * normalized: key order, transport fields, surrounding whitespace and volatile tokens — ids, timestamps,
+ * "attempt 3" counters — do not count, so near-duplicates are the same request).
  *
- *   reserve (the existing TransactWriteItems) also checks loop#<keyId> / <fingerprint>:
- *     n_<window> < maxRepeats  AND  (fails < maxFailures OR lastFailAt < now − block(fails))
- *   settle (the existing TransactWriteItems) also counts the finished copy:
- *     ADD n_<window> 1;  upstream failure or empty answer → ADD fails 1, SET lastFailAt;  success → REMOVE fails
+ *   reserve (the existing TransactWriteItems) counts the copy at ADMISSION on loop#user:<id> / <fingerprint>:
+ *     IF n_<window> < maxRepeats AND (fails < maxFailures OR lastFailAt < now − block(fails))
+ *     ADD n_<window> 1, fails 1                  (presumed failed until it settles)
+ *   settle (the existing TransactWriteItems): failure or empty answer → SET lastFailAt;
+ *     success → REMOVE fails;  the caller left → ADD fails −1
  *
- * Copies are counted when they finish, so a loop (every retry sent after the previous answer) is caught
- * while a deliberate parallel fan-out of identical requests is not mistaken for one.
+ * Counting at admission (issue 15): a client that retries the instant it has an answer meets exactly the stated
+ * limits (5 copies, 3 failures), however fast it is and however late settle runs; the price is that more than
+ * 5 identical requests in flight at once are refused too. Distinct work (different bodies) is never counted
+ * together. A growing conversation (the same answer or tool result coming back turn after turn) is caught
+ * without state by {@link repeatedTurns}, before anything is reserved.
  * So the guard costs no extra round trip. Windows are fixed (aligned to multiples of `windowMs`), so a loop
  * straddling a boundary can get up to 2 × maxRepeats copies through in one window's length; after
  * `maxFailures` failures in a row one probe copy is admitted after a block that doubles with every failed
@@ -32,6 +38,9 @@ export function failureBlockMs(fails: number, maxFailures: number, windowMs: num
 
 /** What reserve checks and counts for one call's fingerprint. */
 export interface LoopCheck {
+  /** Whose loop state this is: `user:<id>` (every key of the user shares it). */
+  readonly owner: string;
+  /** The key the copy came through (for messages). */
   readonly keyId: string;
   readonly fingerprint: string;
   /** Index of the fixed window `now` falls in (floor(now / windowMs)). */
@@ -61,8 +70,29 @@ function canonicalJson(value: unknown): string {
 }
 
 /**
+ * Volatile tokens that make copies of one request look different: UUIDs, ISO timestamps, long hex ids, long
+ * digit runs (epoch times, request ids) and retry counters ("attempt 3", "retry #4"). Short numbers stay:
+ * "17 × 23" and "18 × 24" are different work.
+ */
+const VOLATILE_TOKENS: ReadonlyArray<readonly [RegExp, string]> = [
+  [/\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/gi, '<uuid>'],
+  [/\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?/g, '<time>'],
+  [/\b\d{1,2}:\d{2}:\d{2}\b/g, '<time>'],
+  [/\b(attempt|retry|try|iteration|round)\s*(?:#|no\.?|number)?\s*\d+(\s*(?:of|\/)\s*\d+)?/gi, '$1 <n>'],
+  [/\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{16,}\b/gi, '<hex>'],
+  [/\d{6,}/g, '<n>'],
+];
+
+/** Text with volatile tokens replaced and whitespace collapsed (near-duplicates become equal). */
+export function normalizeVolatile(text: string): string {
+  let out = text;
+  for (const [pattern, replacement] of VOLATILE_TOKENS) out = out.replace(pattern, replacement);
+  return out.replace(/\s+/g, ' ').trim();
+}
+
+/**
  * The body's part of a fingerprint: canonical JSON of the validated request body without volatile fields
- * (`stream`, `user`, `metadata`, …) and with strings trimmed of surrounding whitespace. Hex SHA-256.
+ * (`stream`, `user`, `metadata`, …) and with strings trimmed and normalized ({@link normalizeVolatile}). Hex SHA-256.
  */
 export function requestFingerprint(body: Readonly<Record<string, unknown>>): string {
   const normalized: Record<string, unknown> = {};
@@ -71,7 +101,7 @@ export function requestFingerprint(body: Readonly<Record<string, unknown>>): str
 }
 
 function trimStrings(value: unknown): unknown {
-  if (typeof value === 'string') return value.trim();
+  if (typeof value === 'string') return normalizeVolatile(value);
   if (Array.isArray(value)) return value.map(trimStrings);
   if (value !== null && typeof value === 'object') {
     return Object.fromEntries(Object.entries(value as Record<string, unknown>).map(([k, v]) => [k, trimStrings(v)]));
@@ -84,13 +114,15 @@ function trimStrings(value: unknown): unknown {
  * body to another model (or from another key) is another request.
  */
 export function loopCheckFor(
-  call: { readonly keyId: string; readonly model: string; readonly bodyFingerprint: string },
+  call: { readonly keyId: string; readonly userId: string; readonly model: string; readonly bodyFingerprint: string },
   now: number,
   settings: LoopGuardSettings,
 ): LoopCheck {
   const window = Math.floor(now / settings.windowMs);
-  const fingerprint = createHash('sha256').update(`${call.keyId}\n${call.model}\n${call.bodyFingerprint}`).digest('hex').slice(0, 32);
+  const owner = `user:${call.userId}`;
+  const fingerprint = createHash('sha256').update(`${owner}\n${call.model}\n${call.bodyFingerprint}`).digest('hex').slice(0, 32);
   return {
+    owner,
     keyId: call.keyId,
     fingerprint,
     window,
@@ -121,4 +153,97 @@ export function isEmptyAnswer(body: unknown): boolean {
     return b.content.every((block: { type?: unknown; text?: unknown }) => block?.type === 'text' && String(block.text ?? '').trim() === '');
   }
   return false;
+}
+
+/**
+ * Tool calls may repeat this many more times than plain answers: an agent retrying a failing tool is allowed its
+ * own bounded retries (the agent service: 1 call + 3 retries) before the gateway calls it a loop.
+ */
+const TOOL_REPEAT_ALLOWANCE = 2;
+
+/** The shortest answer text that counts for {@link repeatedTurns} ("OK", "4", "Done." may repeat in any chat). */
+const MIN_REPEATED_TEXT = 12;
+
+/** What {@link repeatedTurns} found: the turn that keeps coming back and how often. */
+export interface RepeatedTurn {
+  readonly kind: 'assistant' | 'tool';
+  readonly count: number;
+  /** The first characters of the repeated content (for the message and the alert). */
+  readonly sample: string;
+}
+
+function textOf(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) {
+    return content
+      .map((part: unknown) => {
+        if (typeof part === 'string') return part;
+        const p = part as { type?: unknown; text?: unknown; content?: unknown };
+        if (typeof p?.text === 'string') return p.text;
+        if (p?.type === 'tool_result') return textOf(p.content);
+        return '';
+      })
+      .join('\n');
+  }
+  return '';
+}
+
+/**
+ * The growing-conversation loop, found in the body alone: the same assistant answer present `threshold` times or
+ * more, or the same tool call (name and arguments, or its same result) `threshold + 2` times (normalized: case, whitespace and
+ * volatile tokens do not count). A conversation that keeps failing and retrying carries each failed turn, so
+ * its Nth retry holds N copies; a long chat, a batch of distinct work or an agent that makes progress does not.
+ * Works for OpenAI chat messages (`assistant` content, `tool_calls` / `tool` results) and Anthropic messages
+ * (`tool_use` / `tool_result` blocks). Undefined when nothing repeats that often.
+ */
+export function repeatedTurns(body: Readonly<Record<string, unknown>>, threshold: number): RepeatedTurn | undefined {
+  if (threshold < 2 || !Array.isArray(body.messages)) return undefined;
+  const counts = new Map<string, { kind: RepeatedTurn['kind']; tool: boolean; count: number; sample: string }>();
+  const bump = (kind: RepeatedTurn['kind'], key: string, sample: string, tool = kind === 'tool') => {
+    const id = `${kind}\u0000${key}`;
+    const hit = counts.get(id) ?? { kind, tool, count: 0, sample: sample.slice(0, 80) };
+    hit.count++;
+    counts.set(id, hit);
+  };
+  const calls = new Map<string, string>();
+  for (const m of body.messages as ReadonlyArray<Record<string, unknown>>) {
+    if (!m || typeof m !== 'object') continue;
+    if (m.role === 'assistant') {
+      const made: string[] = [];
+      for (const c of Array.isArray(m.tool_calls) ? (m.tool_calls as ReadonlyArray<Record<string, unknown>>) : []) {
+        const fn = c?.function as { name?: unknown; arguments?: unknown } | undefined;
+        const sig = `${String(fn?.name)}(${normalizeVolatile(String(fn?.arguments ?? ''))})`;
+        made.push(sig);
+        if (typeof c?.id === 'string') calls.set(c.id, sig);
+      }
+      for (const block of Array.isArray(m.content) ? (m.content as ReadonlyArray<Record<string, unknown>>) : []) {
+        if (block?.type === 'tool_use' && typeof block.id === 'string') {
+          const sig = `${String(block.name)}(${normalizeVolatile(JSON.stringify(block.input ?? null))})`;
+          made.push(sig);
+          calls.set(block.id, sig);
+        }
+      }
+      // An answer that makes tool calls is the same turn only with the same calls: "Recording it." before each
+      // of ten different record_output calls is progress, not a loop.
+      const text = normalizeVolatile(textOf(m.content)).toLowerCase();
+      if (text.length >= MIN_REPEATED_TEXT || made.length > 0) bump('assistant', `${text}\u0000${made.join('\u0000')}`, text || made.join(', '), made.length > 0);
+    } else if (m.role === 'tool' && typeof m.tool_call_id === 'string') {
+      const call = calls.get(m.tool_call_id) ?? '?';
+      const result = normalizeVolatile(textOf(m.content));
+      bump('tool', `${call}=>${result}`, `${call} → ${result}`);
+    } else if (m.role === 'user' && Array.isArray(m.content)) {
+      for (const block of m.content as ReadonlyArray<Record<string, unknown>>) {
+        if (block?.type !== 'tool_result' || typeof block.tool_use_id !== 'string') continue;
+        const call = calls.get(block.tool_use_id) ?? '?';
+        const result = normalizeVolatile(textOf(block.content));
+        bump('tool', `${call}=>${result}`, `${call} → ${result}`);
+      }
+    }
+  }
+  let worst: RepeatedTurn | undefined;
+  for (const c of counts.values()) {
+    const limit = c.tool ? threshold + TOOL_REPEAT_ALLOWANCE : threshold;
+    if (c.count >= limit && (!worst || c.count > worst.count)) worst = { kind: c.kind, count: c.count, sample: c.sample };
+  }
+  return worst;
 }

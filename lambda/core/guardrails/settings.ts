@@ -11,6 +11,28 @@ export interface LoopGuardSettings {
   readonly windowMs: number;
   /** Upstream failures in a row after which further copies are refused for a window. @default 3 */
   readonly maxFailures: number;
+  /**
+   * A conversation that carries the same assistant answer (or the same tool call with the same result) this
+   * many times is a loop: the request is refused before it is reserved. 0 turns the check off. @default 3
+   */
+  readonly maxTurnRepeats: number;
+}
+
+/**
+ * The spend-velocity breaker (core/guardrails/velocity.ts): per key and per user, spend admitted within a short
+ * window beyond `floor` AND beyond `multiple` × the scope's own recent baseline opens the scope's circuit.
+ */
+export interface VelocitySettings {
+  /** Off: no velocity items in the reserve transaction. @default true */
+  readonly enabled: boolean;
+  /** Length of the fixed velocity window. @default 5 minutes */
+  readonly windowMs: number;
+  /** Spend a scope may always reach within one window (micro-USD). @default $3 */
+  readonly floorMicros: number;
+  /** How many times its baseline (its average spend per window over the previous hour) a scope may spend. @default 4 */
+  readonly multiple: number;
+  /** How long a tripped velocity circuit stays open; a second trip the same day stays open until acknowledged. @default 15 minutes */
+  readonly cooldownMs: number;
 }
 
 /** Per-key overrides of the loop guard (absent fields keep the gateway's settings). */
@@ -29,11 +51,22 @@ export interface BreakerSettings {
 export interface GuardrailSettings {
   readonly loop: LoopGuardSettings;
   readonly breaker: BreakerSettings;
+  /** @default DEFAULT_GUARDRAILS.velocity (absent: the breaker is off) */
+  readonly velocity?: VelocitySettings;
 }
 
+export const DEFAULT_VELOCITY: VelocitySettings = {
+  enabled: true,
+  windowMs: 5 * 60_000,
+  floorMicros: 3_000_000,
+  multiple: 4,
+  cooldownMs: 15 * 60_000,
+};
+
 export const DEFAULT_GUARDRAILS: GuardrailSettings = {
-  loop: { maxRepeats: 5, windowMs: 10 * 60_000, maxFailures: 3 },
+  loop: { maxRepeats: 5, windowMs: 10 * 60_000, maxFailures: 3, maxTurnRepeats: 3 },
   breaker: { cooldownMs: 0, warningSpacingMs: 6 * 3_600_000 },
+  velocity: DEFAULT_VELOCITY,
 };
 
 /** The key's effective loop settings. */
@@ -42,5 +75,6 @@ export function loopSettingsFor(base: LoopGuardSettings, overrides: LoopOverride
     windowMs: base.windowMs,
     maxRepeats: overrides?.maxRepeats ?? base.maxRepeats,
     maxFailures: overrides?.maxFailures ?? base.maxFailures,
+    maxTurnRepeats: base.maxTurnRepeats,
   };
 }

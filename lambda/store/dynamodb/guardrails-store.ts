@@ -9,6 +9,7 @@
  *   alertlog#<yyyy-mm-dd>  / <at>#<id>     every alert, for the CLI and tests (TTL 90 days)
  *   alertout               / <at>#<id>     outbox: alerts the dispatcher has not published yet (TTL 2 days)
  *   killswitch             / state         what the kill switch did, and who resumed service
+ *   veltrip#<scope>        / <yyyy-mm-dd>  velocity trips of the day (trips, lastWindow): the 2nd escalates
  *
  * An alert is recorded with its marker, spacing, log and outbox items (and, for a tripping tier, the circuit)
  * in ONE TransactWriteItems, so a recorded alert is never lost and never recorded twice.
@@ -149,7 +150,16 @@ export class DynamoDbGuardrailStore implements GuardrailStore {
   }
 
   async resetCircuit(scope: ScopeId, ack: Acknowledgement): Promise<boolean> {
+    // The velocity windows of the last hour are cleared too, or the window that tripped would trip again.
+    const velocity = await this.query({
+      KeyConditionExpression: 'pk = :pk',
+      ExpressionAttributeValues: { ':pk': { S: `vel#${scope}` } },
+      ScanIndexForward: false,
+      Limit: 20,
+      ProjectionExpression: 'pk, sk',
+    });
     const items: TransactWriteItem[] = [
+      ...velocity.slice(0, 20).map((Key) => ({ Delete: { TableName: this.table, Key } })),
       { Delete: { TableName: this.table, Key: marshall({ pk: REGISTRY_PK, sk: scope }), ConditionExpression: 'attribute_exists(pk)' } },
       ...this.circuitKeys(scope).map((Key) => ({ Delete: { TableName: this.table, Key: marshall(Key) } })),
       ...this.alertPuts({
@@ -162,10 +172,31 @@ export class DynamoDbGuardrailStore implements GuardrailStore {
         details: { scope, by: ack.by, reason: ack.reason },
       }),
     ];
+    const registryAt = Math.min(velocity.length, 20);
     const reasons = await this.transact(items);
     if (!reasons) return true;
-    if (reasons[0]?.Code === 'ConditionalCheckFailed') return false;
+    if (reasons[registryAt]?.Code === 'ConditionalCheckFailed') return false;
     throw unexpected(reasons);
+  }
+
+  async countVelocityTrip(scope: ScopeId, day: string, window: number): Promise<number | undefined> {
+    try {
+      const out = await this.client.send(
+        new UpdateItemCommand({
+          TableName: this.table,
+          Key: marshall({ pk: `veltrip#${scope}`, sk: day }),
+          UpdateExpression: 'ADD trips :one SET lastWindow = :w, #ttl = :ttl',
+          ConditionExpression: 'attribute_not_exists(lastWindow) OR lastWindow < :w',
+          ExpressionAttributeNames: { '#ttl': 'ttl' },
+          ExpressionAttributeValues: marshall({ ':one': 1, ':w': window, ':ttl': ttlOf(Date.parse(`${day}T00:00:00.000Z`) + 2 * DAY_MS) }),
+          ReturnValues: 'UPDATED_NEW',
+        }),
+      );
+      return Number(out.Attributes?.trips?.N ?? 1);
+    } catch (err) {
+      if (errorName(err) === 'ConditionalCheckFailedException') return undefined;
+      throw translateError(err);
+    }
   }
 
   async getKillSwitch(): Promise<KillSwitchState> {

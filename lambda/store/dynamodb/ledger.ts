@@ -3,8 +3,8 @@
  * by settle into the usage table. Every admission decision is ONE TransactWriteItems, so a denial changes
  * nothing and two racing requests can never both take the last dollar:
  *
- *   reserve:  [bucket updates…] [counter updates…] [circuit checks…] [loop check] [hold put]   all-or-nothing
- *   settle:   [hold delete] [counter updates…] [token bucket adjust] [loop count + streak] [usage put]
+ *   reserve:  [bucket updates…] [counter updates…] [circuit checks…] [loop count] [velocity adds…] [hold put]
+ *   settle:   [hold delete] [counter updates…] [token bucket adjust] [loop streak] [velocity fix…] [usage put]
  *             └─ hold already reclaimed by the sweeper? → settleLate (below)
  *   sweep:    [hold delete] [counters: reserved → spent (full amount)…] [usage put 'abandoned', estimated]
  *   late settle after a sweep: [counters += cost − amount] [usage put replacing 'abandoned']   (exactly once)
@@ -30,8 +30,10 @@ import {
   InvalidRequestError,
   LoopDetectedError,
   RateLimitError,
+  SpendVelocityError,
   StoreUnavailableError,
 } from '../../core/errors';
+import type { VelocityCharge } from '../../core/guardrails/velocity';
 import { failureBlockMs, type LoopCheck, MAX_BACKOFF_DOUBLINGS } from '../../core/guardrails/loop-guard';
 import type { LoopOverrides } from '../../core/guardrails/settings';
 import { displayUsd, type MicroUsd } from '../../core/money';
@@ -60,7 +62,7 @@ import type {
   ReserveInput,
   SettleInput,
 } from '../../core/stores';
-import type { BudgetLimits, ScopeId, UsageRecord } from '../../core/types';
+import { type BudgetLimits, type ScopeId, type StoredLimits, UNLIMITED, type UsageRecord } from '../../core/types';
 import { COUNTER_RETENTION_MS, WINDOWS, type Window } from '../../core/windows';
 import { errorName, translateError } from './client';
 import { shardOf } from './hash';
@@ -105,9 +107,14 @@ export function circuitKey(ref: CircuitRef): { pk: string; sk: string } {
 /** `openUntil` of a circuit that stays open until an operator acknowledges it. */
 export const UNTIL_ACKNOWLEDGED = Number.MAX_SAFE_INTEGER;
 
-/** Key of a loop guard item: one per key and fingerprint. */
-export function loopKey(check: Pick<LoopCheck, 'keyId' | 'fingerprint'>): { pk: string; sk: string } {
-  return { pk: `loop#${check.keyId}`, sk: check.fingerprint };
+/** Key of a loop guard item: one per owner (the user) and fingerprint. */
+export function loopKey(check: Pick<LoopCheck, 'owner' | 'fingerprint'>): { pk: string; sk: string } {
+  return { pk: `loop#${check.owner}`, sk: check.fingerprint };
+}
+
+/** Key of a spend-velocity window item: `vel#<scope>` / `w<window, zero-padded>`. */
+export function velocityKey(charge: Pick<VelocityCharge, 'scope' | 'window'>): { pk: string; sk: string } {
+  return { pk: `vel#${charge.scope}`, sk: `w${String(charge.window).padStart(12, '0')}` };
 }
 
 /** Key of a hold item: sharded by request id, sorted by expiry so the sweeper finds expired ones by range. */
@@ -156,7 +163,12 @@ export class DynamoDbLedger implements Ledger {
     });
     const hold = holdKey(input.requestId, input.expiresAt);
     const circuits = input.circuits ?? [];
-    const guardItems = [...circuits.map((ref) => this.circuitCheck(ref, input.now)), ...(input.loop ? [this.loopCheck(input.loop)] : [])];
+    const velocity = input.velocity ?? [];
+    const guardItems = [
+      ...circuits.map((ref) => this.circuitCheck(ref, input.now)),
+      ...(input.loop ? [this.loopCheck(input.loop)] : []),
+      ...velocity.map((charge) => this.velocityAdd(charge)),
+    ];
     assertTransactionSize(buckets.length + input.counters.length + guardItems.length + 1, 'reserve');
 
     const holdPut: TransactWriteItem = {
@@ -196,6 +208,11 @@ export class DynamoDbLedger implements Ledger {
       if (input.loop && reasons[guardAt + circuits.length]?.Code === 'ConditionalCheckFailed') {
         const old = reasons[guardAt + circuits.length]?.Item;
         throw loopDetected(input.loop, old ? unmarshall(old) : undefined);
+      }
+      const velocityAt = guardAt + circuits.length + (input.loop ? 1 : 0);
+      for (const [k, charge] of velocity.entries()) {
+        const reason = reasons[velocityAt + k];
+        if (reason?.Code === 'ConditionalCheckFailed') throw velocityTripped(charge, reason.Item && unmarshall(reason.Item), input.now);
       }
 
       // A counter condition never depends on a guess: it failing means the budget is spent.
@@ -257,6 +274,7 @@ export class DynamoDbLedger implements Ledger {
       expiresAt: input.expiresAt,
       holdShard: hold.shard,
       ...(input.loop ? { loop: input.loop } : {}),
+      ...(velocity.length ? { velocity } : {}),
     };
   }
 
@@ -264,7 +282,7 @@ export class DynamoDbLedger implements Ledger {
     const { reservation, cost } = input;
     assertMicros(cost, 'cost');
     const hold = holdKey(reservation.requestId, reservation.expiresAt);
-    const bucketAdjustments = [...this.tokenAdjustments(input), ...this.loopStreak(input)];
+    const bucketAdjustments = [...this.tokenAdjustments(input), ...this.loopStreak(input), ...this.velocitySettle(input)];
     const usagePut = (): TransactWriteItem => ({
       Put: { TableName: this.usage, Item: usageItem(input.usage, { retentionDays: this.usageRetentionDays }) },
     });
@@ -429,21 +447,40 @@ export class DynamoDbLedger implements Ledger {
       const value = unmarshall(item);
       const scope = String(value.pk).slice('limit#'.length) as ScopeId;
       const limits: Partial<Record<Window, MicroUsd>> = {};
-      for (const window of WINDOWS) if (value[window] !== undefined) limits[window] = num(value[window]);
+      for (const window of WINDOWS) if (typeof value[window] === 'number') limits[window] = value[window] as number;
       out.set(scope, limits);
     }
     return out;
   }
 
-  async setLimit(scope: ScopeId, window: Window, limit: MicroUsd | null): Promise<void> {
-    if (limit !== null) assertMicros(limit, 'limit');
+  async getLimitSettings(scopes: readonly ScopeId[]): Promise<Map<ScopeId, StoredLimits>> {
+    const unique = [...new Set(scopes)];
+    const out = new Map<ScopeId, StoredLimits>(unique.map((scope) => [scope, {}]));
+    const items = await this.batchGet(unique.map((scope) => ({ pk: `limit#${scope}`, sk: 'limits' })));
+    for (const item of items) {
+      const value = unmarshall(item);
+      const scope = String(value.pk).slice('limit#'.length) as ScopeId;
+      const limits: Partial<Record<Window, MicroUsd | typeof UNLIMITED>> = {};
+      for (const window of WINDOWS) {
+        const v = value[window];
+        if (typeof v === 'number') limits[window] = v;
+        else if (v === UNLIMITED) limits[window] = UNLIMITED;
+      }
+      out.set(scope, limits);
+    }
+    return out;
+  }
+
+  async setLimit(scope: ScopeId, window: Window, limit: MicroUsd | typeof UNLIMITED | null): Promise<void> {
+    if (limit !== null && limit !== UNLIMITED) assertMicros(limit, 'limit');
     const values: Item = { ':now': { S: new Date(this.clock.now()).toISOString() } };
     let update = 'SET updatedAt = :now';
     if (limit === null) {
       update += ' REMOVE #w';
     } else {
       update += ', #w = :limit';
-      values[':limit'] = { N: String(limit) };
+      // The explicit "no limit" is a string, so no number comparison can ever mistake it for a limit.
+      values[':limit'] = limit === UNLIMITED ? { S: UNLIMITED } : { N: String(limit) };
     }
     try {
       await this.client.send(
@@ -545,9 +582,10 @@ export class DynamoDbLedger implements Ledger {
   }
 
   /**
-   * Passes while the fingerprint's copies finished in this window (`n<window>`) are fewer than the maximum
-   * and its failure streak is short or old. Copies are counted by settle, when they finish: a loop (each
-   * retry after the previous answer) is caught, a parallel fan-out of identical requests is not taken for one.
+   * Counts the copy at admission: passes while the fingerprint's copies admitted in this window (`n<window>`)
+   * are fewer than the maximum and its failure streak is short or old, then adds one to both. The copy is
+   * presumed failed until it settles (settle clears the streak on success, or takes the presumption back when
+   * the caller left), so a client that retries the instant it gets an answer meets exactly the stated limits.
    */
   private loopCheck(check: LoopCheck): TransactWriteItem {
     // Conditions cannot compute 2^fails, so the backoff is one term per streak length:
@@ -563,49 +601,86 @@ export class DynamoDbLedger implements Ledger {
       values[`:s${j}`] = { N: String(check.now - failureBlockMs(fails, check.maxFailures, check.windowMs)) };
       terms.push(`(fails ${j < MAX_BACKOFF_DOUBLINGS ? '=' : '>='} :f${j} AND lastFailAt < :s${j})`);
     }
+    values[':one'] = { N: '1' };
+    values[':ttl'] = { N: String(Math.ceil((check.windowEnd + check.windowMs) / 1000) + DAY_S) };
     return {
-      ConditionCheck: {
+      Update: {
         TableName: this.budgets,
         Key: marshall(loopKey(check)),
+        UpdateExpression: 'ADD #n :one, fails :one SET #ttl = :ttl REMOVE #prev',
         ConditionExpression:
           '(attribute_not_exists(#n) OR #n < :maxRepeats) AND ' +
           `(attribute_not_exists(fails) OR fails < :maxFails OR ${terms.join(' OR ')})`,
-        ExpressionAttributeNames: { '#n': `n${check.window}` },
+        ExpressionAttributeNames: { '#n': `n${check.window}`, '#prev': `n${check.window - 1}`, '#ttl': 'ttl' },
         ExpressionAttributeValues: values,
         ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
       },
     };
   }
 
+  /** Adds the request's admitted spend to a velocity window while that window is below its ceiling. */
+  private velocityAdd(charge: VelocityCharge): TransactWriteItem {
+    return {
+      Update: {
+        TableName: this.budgets,
+        Key: marshall(velocityKey(charge)),
+        UpdateExpression: 'ADD v :a SET #ttl = :ttl',
+        ConditionExpression: 'attribute_not_exists(v) OR v < :ceiling',
+        ExpressionAttributeNames: { '#ttl': 'ttl' },
+        ExpressionAttributeValues: {
+          ':a': { N: String(charge.admittedMicros) },
+          ':ceiling': { N: String(charge.ceilingMicros) },
+          ':ttl': { N: String(Math.ceil(charge.windowEnd / 1000) + DAY_S) },
+        },
+        ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+      },
+    };
+  }
+
+  /** Settle's velocity correction: the window keeps the actual cost instead of what was admitted. */
+  private velocitySettle(input: SettleInput): TransactWriteItem[] {
+    return (input.reservation.velocity ?? [])
+      .filter((charge) => input.cost !== charge.admittedMicros)
+      .map((charge) => ({
+        Update: {
+          TableName: this.budgets,
+          Key: marshall(velocityKey(charge)),
+          UpdateExpression: 'ADD v :d SET #ttl = if_not_exists(#ttl, :ttl)',
+          ExpressionAttributeNames: { '#ttl': 'ttl' },
+          ExpressionAttributeValues: {
+            ':d': { N: String(input.cost - charge.admittedMicros) },
+            ':ttl': { N: String(Math.ceil(charge.windowEnd / 1000) + DAY_S) },
+          },
+        },
+      }));
+  }
+
   /**
-   * Settle's loop guard update: counts the finished copy in its window (dropping the previous window's
-   * count) and extends ('failed') or clears ('succeeded') the failure streak.
+   * Settle's loop guard update (the copy was counted, and presumed failed, at admission): a failure stamps
+   * lastFailAt (the block runs from it), a success clears the streak, no outcome (the caller left) takes the
+   * presumed failure back.
    */
   private loopStreak(input: SettleInput): TransactWriteItem[] {
     const check = input.reservation.loop;
     if (!check) return [];
-    const windowMs = check.windowMs;
-    const values: Item = {
-      ':one': { N: '1' },
-      ':ttl': { N: String(Math.ceil((check.windowEnd + windowMs) / 1000) + DAY_S) },
-    };
-    let update = 'ADD #n :one';
-    const sets = ['#ttl = :ttl'];
-    const removes = ['#prev'];
+    const values: Item = { ':ttl': { N: String(Math.ceil((check.windowEnd + check.windowMs) / 1000) + DAY_S) } };
+    let update: string;
     if (input.loopOutcome === 'failed') {
-      update += ', fails :one';
-      sets.push('lastFailAt = :now');
+      update = 'SET lastFailAt = :now, #ttl = :ttl';
       values[':now'] = { N: String(this.clock.now()) };
     } else if (input.loopOutcome === 'succeeded') {
-      removes.push('fails', 'lastFailAt');
+      update = 'SET #ttl = :ttl REMOVE fails, lastFailAt';
+    } else {
+      update = 'ADD fails :minus SET #ttl = :ttl';
+      values[':minus'] = { N: '-1' };
     }
     return [
       {
         Update: {
           TableName: this.budgets,
           Key: marshall(loopKey(check)),
-          UpdateExpression: `${update} SET ${sets.join(', ')} REMOVE ${removes.join(', ')}`,
-          ExpressionAttributeNames: { '#n': `n${check.window}`, '#prev': `n${check.window - 1}`, '#ttl': 'ttl' },
+          UpdateExpression: update,
+          ExpressionAttributeNames: { '#ttl': 'ttl' },
           ExpressionAttributeValues: values,
         },
       },
@@ -895,6 +970,8 @@ function circuitOpen(ref: CircuitRef, old: Record<string, unknown> | undefined, 
     'x-tollgate-circuit-closes-at': byAck ? 'on-acknowledgement' : new Date(until).toISOString(),
   };
   if (!byAck) headers['Retry-After'] = String(Math.max(1, Math.ceil((until - now) / 1000)));
+  // An SDK's automatic retries cannot outlast an open circuit; the caller (or an operator) must act.
+  headers['x-should-retry'] = 'false';
   const when = byAck ? 'it stays open until an operator acknowledges it' : `it closes at ${new Date(until).toISOString()}`;
   const why = ref.scope === 'platform' ? '' : typeof old?.reason === 'string' ? ` (${old.reason})` : '';
   return new CircuitOpenError(`The spend circuit breaker for ${ref.scope} is open${why}; ${when}.`, { code: 'circuit_open', headers });
@@ -908,14 +985,34 @@ function loopDetected(check: LoopCheck, old: Record<string, unknown> | undefined
   const blockMs = failureBlockMs(num(old?.fails), check.maxFailures, check.windowMs);
   const retryAt = repeats ? check.windowEnd : num(old?.lastFailAt) + blockMs;
   const message = repeats
-    ? `Loop detected: this exact request was sent ${count} times within ${minutes} minutes by key ${check.keyId} (at most ${check.maxRepeats}); ` +
+    ? `Loop detected: this request (or a near-copy) was sent ${count} times within ${minutes} minutes by ${check.owner} (last through key ${check.keyId}) (at most ${check.maxRepeats}); ` +
       'change the request or wait before retrying.'
-    : `Loop detected: this exact request failed upstream ${num(old?.fails)} times in a row for key ${check.keyId}; ` +
+    : `Loop detected: this request failed upstream ${num(old?.fails)} times in a row for ${check.owner} (last through key ${check.keyId}); ` +
       `it is refused for ${Math.round(blockMs / 60_000)} minutes after the last failure (doubling with each failed retry).`;
   return new LoopDetectedError(message, {
     code: 'loop_detected',
-    headers: { 'Retry-After': String(Math.max(1, Math.ceil((retryAt - check.now) / 1000))) },
+    headers: { 'Retry-After': String(Math.max(1, Math.ceil((retryAt - check.now) / 1000))), 'x-should-retry': 'false' },
   });
+}
+
+/** The caller-facing denial of the spend-velocity breaker (the pipeline then opens the circuit and alerts). */
+function velocityTripped(charge: VelocityCharge, old: Record<string, unknown> | undefined, now: number): SpendVelocityError {
+  const spent = num(old?.v);
+  const retryS = Math.max(1, Math.ceil((charge.windowEnd - now) / 1000));
+  return new SpendVelocityError(
+    `The spend circuit breaker for ${charge.scope} is open: ${displayUsd(spent)} admitted within a few minutes, over its velocity ` +
+      `ceiling of ${displayUsd(charge.ceilingMicros)} (a runaway loop?). Requests are refused until an operator or the cooldown closes it.`,
+    { scope: charge.scope, window: charge.window, windowEnd: charge.windowEnd, spentMicros: spent, ceilingMicros: charge.ceilingMicros },
+    {
+      code: 'circuit_open',
+      headers: {
+        'Retry-After': String(retryS),
+        'x-should-retry': 'false',
+        'x-tollgate-circuit-scope': charge.scope,
+        'x-tollgate-circuit-cause': 'velocity',
+      },
+    },
+  );
 }
 
 /** The caller-facing denial for buckets without capacity now, with OpenAI-style rate-limit headers. */
