@@ -42,6 +42,13 @@ export interface FakeScript {
   readonly endAfterEvents?: number;
   /** End streams (and answers) without usage. */
   readonly omitUsage?: boolean;
+  /**
+   * The whole error body (JSON-serialised unless a string) for an error answer, built from the credential the
+   * request carried (`Authorization: Bearer …` or `x-api-key`): for tests of what an echoing upstream leaks.
+   */
+  readonly errorBody?: (credential: string) => unknown;
+  /** Extra headers on an error answer, built from the credential the request carried. */
+  readonly errorHeaders?: (credential: string) => Record<string, string>;
   /** Answer with a tool call after the text. */
   readonly toolCall?: { readonly id: string; readonly name: string; readonly input: Record<string, unknown> };
 }
@@ -227,9 +234,26 @@ function anthropicMessages(x: Exchange): Promise<void> | void {
   return writeEvents(x, events);
 }
 
+/** The credential a request carried, as the real APIs read it. */
+function credentialOf(x: Exchange): string {
+  const auth = x.req.headers.authorization;
+  if (typeof auth === 'string' && auth.startsWith('Bearer ')) return auth.slice('Bearer '.length);
+  const apiKey = x.req.headers['x-api-key'];
+  return typeof apiKey === 'string' ? apiKey : '';
+}
+
 function sendError(x: Exchange, status: number, anthropic: boolean): void {
   const message = x.script.errorMessage ?? 'scripted failure';
-  const headers: Record<string, string> = x.script.retryAfter ? { 'retry-after': x.script.retryAfter } : {};
+  const headers: Record<string, string> = {
+    ...(x.script.retryAfter ? { 'retry-after': x.script.retryAfter } : {}),
+    ...x.script.errorHeaders?.(credentialOf(x)),
+  };
+  if (x.script.errorBody) {
+    const custom = x.script.errorBody(credentialOf(x));
+    x.res.writeHead(status, { 'content-type': typeof custom === 'string' ? 'text/plain' : 'application/json', ...headers });
+    x.res.end(typeof custom === 'string' ? custom : JSON.stringify(custom));
+    return;
+  }
   const body = anthropic
     ? { type: 'error', error: { type: status === 400 ? 'invalid_request_error' : 'api_error', message } }
     : { error: { message, type: status === 400 ? 'invalid_request_error' : 'server_error', param: null, code: null } };
