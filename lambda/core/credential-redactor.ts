@@ -56,6 +56,36 @@ export class CredentialRedactor {
     return copy as E;
   }
 
+  /**
+   * `body` with every known credential (and `extra`) replaced, for streamed answers (an upstream `error` event
+   * mid-stream). Only exact credentials are matched, never the key-shape pattern, so model output is left alone.
+   * Bytes are passed on up to the last newline of what has arrived (a credential never spans a line), so an SSE
+   * stream, whose chunks end with a newline, is not held back. A failure of `body` is rethrown redacted.
+   */
+  async *redactStream(body: AsyncIterable<Uint8Array>, extra: readonly string[] = []): AsyncGenerator<Uint8Array> {
+    const secrets = [...CredentialRedactor.variants(extra), ...this.secrets];
+    const scrub = (bytes: Uint8Array): Uint8Array => {
+      const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
+      if (!secrets.some((s) => text.includes(s))) return bytes;
+      let out = text;
+      for (const secret of secrets) out = out.split(secret).join(REDACTED);
+      return Buffer.from(out, 'utf8');
+    };
+    let held: Uint8Array = new Uint8Array(0);
+    try {
+      for await (const chunk of body) {
+        const all = held.length === 0 ? chunk : Buffer.concat([held, chunk]);
+        const cut = all.lastIndexOf(0x0a) + 1;
+        held = all.subarray(cut);
+        if (cut > 0) yield scrub(all.subarray(0, cut));
+      }
+    } catch (err) {
+      // A stream that fails mid-way is logged by whoever reads it: the failure quotes the upstream.
+      throw this.redactError(err, extra);
+    }
+    if (held.length > 0) yield scrub(held);
+  }
+
   /** Each secret as it may appear in text: raw and JSON-escaped; longest first so no fragment survives. */
   private static variants(credentials: readonly (string | undefined)[]): string[] {
     const out = new Set<string>();

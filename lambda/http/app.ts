@@ -371,7 +371,7 @@ export class GatewayApp {
     return {
       status: 200,
       headers: { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', ...outcome.headers },
-      body: outcome.body,
+      body: this.redactor.redactStream(outcome.body, byokKey ? [byokKey] : []),
       after: outcome.after,
     };
   }

@@ -88,3 +88,33 @@ describe('upstream errors never carry a credential', () => {
     expect(parsed.error.message).toMatch(/upstream/);
   });
 });
+
+describe('streamed answers never carry a credential', () => {
+  it.each(ROUTES.filter((r) => r.path !== '/v1/embeddings').map((r) => [r.name, r] as const))(
+    'when %s streams and the upstream sends an error event echoing the credential mid-stream, the caller and the logs see none',
+    async (_name, route) => {
+      h.upstream.script({
+        midStreamEvent: (c) =>
+          route.credential === ANTHROPIC_KEY
+            ? `event: error\ndata: ${JSON.stringify({ type: 'error', error: { type: 'overloaded_error', message: `key ${c}` } })}\n\n`
+            : `data: ${JSON.stringify({ error: { message: `key ${c}`, param: c, code: null } })}\n\n`,
+      });
+      const logsBefore = h.logs.length;
+      const res = await fetch(`${h.url}${route.path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${route.caller()}`, 'content-type': 'application/json' },
+        // Its own content: the loop guard has seen the failing copies of the first describe's bodies.
+        body: JSON.stringify({ ...(route.body as Record<string, unknown>), stream: true, messages: [{ role: 'user', content: `stream ${route.name}` }] }),
+      });
+      // A translated stream cannot carry the upstream's error event: the gateway cuts it instead.
+      const text = await res.text().catch(() => '');
+      await h.settled();
+      expect(res.status).toBe(200);
+      if (route.name !== 'OpenAI chat translated to Anthropic') expect(text).toContain('[redacted]');
+      for (const secret of ALL) {
+        expect(text).not.toContain(secret);
+        expect(h.logs.slice(logsBefore).join('\n')).not.toContain(secret);
+      }
+    },
+  );
+});
