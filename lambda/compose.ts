@@ -37,6 +37,7 @@ import type { RunStore } from './core/agent/run';
 import { SqsRunQueue } from './core/agent/sqs-queue';
 import { createAgentRoutes } from './http/agent-routes';
 import { DynamoDbRunStore } from './store/dynamodb/runs-store';
+import { CredentialRedactor, jwtSecretParts } from './core/credential-redactor';
 
 /** Secret values the gateway needs at runtime. Never logged, never in env vars in AWS (SSM at cold start). */
 export interface GatewaySecrets {
@@ -132,6 +133,21 @@ export interface Gateway {
   /** Agent runs and their queue; absent when either is not configured (then agent routes answer 404). */
   readonly runs?: RunStore;
   readonly runQueue?: RunQueue;
+}
+
+/**
+ * The redactor for every credential this gateway holds: provider keys, the key pepper, the JWT secret (when
+ * given as a value) and the local admin token. A JWT secret read through a function is rotated at run time
+ * and is covered only by the key-shape pattern.
+ */
+export function gatewayCredentialRedactor(secrets: GatewaySecrets, adminToken?: string): CredentialRedactor {
+  return new CredentialRedactor([
+    secrets.keyPepper,
+    secrets.openaiApiKey,
+    secrets.anthropicApiKey,
+    ...(typeof secrets.jwtSecret === 'string' ? jwtSecretParts(secrets.jwtSecret) : []),
+    adminToken,
+  ]);
 }
 
 export function createGateway(deps: GatewayDependencies): Gateway {
@@ -247,6 +263,8 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     log,
     maxBodyBytes: config.maxBodyBytes,
     defaultMaxOutputTokens: config.defaultMaxOutputTokens,
+    inputLimits: { maxJsonDepth: config.maxJsonDepth, maxOutputTokens: config.maxOutputTokens },
+    redactor: gatewayCredentialRedactor(secrets, deps.adminToken),
     observers: [
       createRequestLogObserver(log),
       ...(deps.emitMetrics ? [createMetricsObserver({ stage: config.stage })] : []),

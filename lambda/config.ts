@@ -30,6 +30,10 @@ export interface GatewayConfig {
   readonly dynamodbEndpoint?: string;
   /** Largest accepted request body; larger ones get 413 before anything else happens. */
   readonly maxBodyBytes: number;
+  /** Deepest JSON nesting accepted in a request body; deeper ones get 400 `json_too_deep`. */
+  readonly maxJsonDepth: number;
+  /** Largest `max_tokens` (or equivalent) a request may ask of a model whose own output cap is unknown. */
+  readonly maxOutputTokens: number;
   /** How long a key record and budget limits are cached in memory. Seconds, so a suspension bites fast. */
   readonly authCacheMs: number;
   /** How long a hold may live before the sweeper reclaims it (longer than the longest request). */
@@ -195,6 +199,8 @@ export function loadConfig(env: Env = process.env): GatewayConfig {
     },
     dynamodbEndpoint: env.TOLLGATE_DYNAMODB_ENDPOINT || undefined,
     maxBodyBytes: int(env, 'TOLLGATE_MAX_BODY_BYTES', 2 * 1024 * 1024, 1024, 10 * 1024 * 1024),
+    maxJsonDepth: int(env, 'TOLLGATE_MAX_JSON_DEPTH', 64, 8, 1_000),
+    maxOutputTokens: int(env, 'TOLLGATE_MAX_OUTPUT_TOKENS', 262_144, 1, 10_000_000),
     authCacheMs: int(env, 'TOLLGATE_AUTH_CACHE_MS', 5_000, 0, 60_000),
     holdTtlMs: int(env, 'TOLLGATE_HOLD_TTL_MS', 16 * 60_000, 60_000, 24 * 3_600_000),
     platformShards: int(env, 'TOLLGATE_PLATFORM_SHARDS', 8, 1, 64),

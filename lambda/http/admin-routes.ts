@@ -108,10 +108,15 @@ function rate(body: Record<string, unknown>, name: string): number | undefined {
   return body[name] === UNLIMITED ? 0 : int(body, name);
 }
 
+/** The largest rate limit (`rpm`, `tpm`) an admin may set; larger numbers are typos, not limits. */
+const MAX_RATE_LIMIT = 1_000_000_000;
+
 function int(body: Record<string, unknown>, name: string): number | undefined {
   const v = body[name];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new InvalidRequestError(`"${name}" must be a positive whole number.`, { param: name });
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_RATE_LIMIT) {
+    throw new InvalidRequestError(`"${name}" must be a whole number from 1 to ${MAX_RATE_LIMIT}.`, { param: name });
+  }
   return v;
 }
 

@@ -24,7 +24,9 @@ import type { KeyScope, RequestType, UsageRecord } from '../core/types';
 import { WINDOWS } from '../core/windows';
 import type { ChatCompletionBody, MessagesBody, ProviderCallContext, ProviderResult } from '../providers/contract';
 import type { ProviderRegistry } from '../providers/registry';
+import { CredentialRedactor } from '../core/credential-redactor';
 import { type Dialect, dialectOf, errorResponse, jsonResponse } from './dialects';
+import { checkOutputCap, checkRequestBody, checkStoredByokKey, decodePathParam, DEFAULT_INPUT_LIMITS, forwardedHeader, type InputLimits } from './input-boundary';
 import { chatCompletionSchema, embeddingsSchema, messagesSchema, parseJsonBody, validate } from './schemas';
 import type { HttpRequest, HttpResponse } from './types';
 
@@ -47,6 +49,13 @@ export interface GatewayAppOptions {
    * (decrypted for this call only) and is recorded with `byok: true`.
    */
   readonly byok?: { keyFor(userId: string, provider: string): Promise<string | undefined> };
+  /** JSON depth and output-cap limits of the input boundary. @default {@link DEFAULT_INPUT_LIMITS} */
+  readonly inputLimits?: Partial<InputLimits>;
+  /**
+   * Scrubs the gateway's credentials (and a call's BYOK key) from every error a caller or a log sees.
+   * @default one that knows no credential and scrubs only key-shaped text
+   */
+  readonly redactor?: CredentialRedactor;
 }
 
 /** What one request's handler gets. */
@@ -103,7 +112,7 @@ function matchPath(pattern: string, path: string): Record<string, string> | unde
   for (let i = 0; i < p.length; i++) {
     if (p[i]!.startsWith(':')) {
       if (a[i] === '') return undefined;
-      params[p[i]!.slice(1)] = decodeURIComponent(a[i]!);
+      params[p[i]!.slice(1)] = decodePathParam(p[i]!.slice(1), a[i]!);
     } else if (p[i] !== a[i]) return undefined;
   }
   return params;
@@ -122,6 +131,8 @@ interface BillableRoute {
   stream(body: Record<string, unknown>): boolean;
   /** The provider operation that serves this route. */
   readonly operation: 'chatCompletions' | 'messages' | 'embeddings';
+  /** Body fields that cap the output, bounded by {@link checkOutputCap}. */
+  readonly outputCapFields: readonly string[];
 }
 
 export class GatewayApp {
@@ -129,8 +140,12 @@ export class GatewayApp {
   private readonly newRequestId: () => string;
   /** Provider latency by request id, kept only while observers are waiting for the request to finish. */
   private readonly upstreamMs = new Map<string, number>();
+  private readonly limits: InputLimits;
+  private readonly redactor: CredentialRedactor;
 
   constructor(private readonly o: GatewayAppOptions) {
+    this.limits = { ...DEFAULT_INPUT_LIMITS, ...o.inputLimits };
+    this.redactor = o.redactor ?? new CredentialRedactor();
     this.newRequestId = o.newRequestId ?? (() => `req_${randomUUID().replace(/-/g, '')}`);
     const outputCap = (body: Record<string, unknown>, model: ResolvedModel, ...fields: string[]): RequestedCap => {
       const requested = fields.map((f) => body[f]).find((v): v is number => typeof v === 'number');
@@ -150,6 +165,7 @@ export class GatewayApp {
       maxOutput: (b, cap) => (cap?.tokens ?? 0) * (typeof b.n === 'number' ? b.n : 1),
       stream: (b) => b.stream === true,
       operation: 'chatCompletions',
+      outputCapFields: ['max_completion_tokens', 'max_tokens'],
     };
     const messages: BillableRoute = {
       requestType: 'messages',
@@ -160,6 +176,7 @@ export class GatewayApp {
       maxOutput: (_b, cap) => cap?.tokens ?? 0,
       stream: (b) => b.stream === true,
       operation: 'messages',
+      outputCapFields: ['max_tokens'],
     };
     const embeddings: BillableRoute = {
       requestType: 'embeddings',
@@ -170,6 +187,7 @@ export class GatewayApp {
       maxOutput: () => 0,
       stream: () => false,
       operation: 'embeddings',
+      outputCapFields: [],
     };
     this.routes = [
       { method: 'POST', path: '/v1/chat/completions', handler: (c) => this.billable(c, chat) },
@@ -204,12 +222,13 @@ export class GatewayApp {
     let error: TollgateError | undefined;
     try {
       if (req.body.length > this.o.maxBodyBytes) throw this.tooLarge(req.body.length);
+      checkRequestBody(req, this.limits);
       const matched = this.match(req);
       params = matched.params;
       res = await matched.route.handler(ctx);
       res = { ...res, headers: { ...res.headers, 'x-request-id': requestId } };
     } catch (err) {
-      error = asTollgateError(err);
+      error = this.redactor.redactError(asTollgateError(err));
       res = this.fail(ctx, error);
     }
     const observers = this.o.observers ?? [];
@@ -297,6 +316,9 @@ export class GatewayApp {
     this.o.authenticator.authorize(principal, route.scope);
     const body = validate(route.schema, parseJsonBody(req.body)) as Record<string, unknown>;
     const model = this.o.prices.resolve(body.model as string);
+    checkOutputCap(body, route.outputCapFields, model, this.limits);
+    const anthropicVersion = forwardedHeader(req.headers, 'anthropic-version');
+    const anthropicBeta = forwardedHeader(req.headers, 'anthropic-beta');
     const upstreamBody = { ...body, model: model.upstreamModel };
     const stream = route.stream(body);
     const wantsUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true;
@@ -314,6 +336,7 @@ export class GatewayApp {
     provider.check?.(route.operation, upstreamBody);
     // The user's own key for this provider, if any: held only in this request's closure, never stored or logged.
     const byokKey = this.o.byok ? await this.o.byok.keyFor(principal.userId, model.provider) : undefined;
+    if (byokKey) checkStoredByokKey(byokKey, model.provider);
     if (!byokKey && this.o.providers.needsCallerKey(model.provider)) {
       throw new InvalidRequestError(
         `This gateway has no platform key for ${model.provider}; store your own with PUT /v1/byok/${model.provider} to use "${body.model as string}".`,
@@ -352,9 +375,12 @@ export class GatewayApp {
             // The cap (per choice) the reservation assumed, for the provider to send when the caller gave none.
             ...(maxOutputTokens !== undefined ? { maxOutputTokens: Math.max(1, Math.floor(maxOutputTokens / choices)) } : {}),
             ...(byokKey ? { apiKeyOverride: byokKey } : {}),
-            ...(req.headers['anthropic-version'] ? { anthropicVersion: req.headers['anthropic-version'] } : {}),
-            ...(req.headers['anthropic-beta'] ? { anthropicBeta: req.headers['anthropic-beta'] } : {}),
+            ...(anthropicVersion ? { anthropicVersion } : {}),
+            ...(anthropicBeta ? { anthropicBeta } : {}),
           });
+        } catch (err) {
+          // Whatever the upstream echoed (our key, the caller's own key) is gone before the pipeline logs it.
+          throw this.redactor.redactError(err, byokKey ? [byokKey] : []);
         } finally {
           if (this.o.observers?.length) this.upstreamMs.set(requestId, Math.max(0, this.o.clock.now() - calledAt));
         }
@@ -362,13 +388,14 @@ export class GatewayApp {
     };
     const outcome = await this.o.pipeline.run(call);
     if (outcome.kind === 'error') {
-      return { ...errorResponse(ctx.dialect, outcome.error, outcome.headers), after: outcome.after };
+      const error = this.redactor.redactError(outcome.error, byokKey ? [byokKey] : []);
+      return { ...errorResponse(ctx.dialect, error, outcome.headers), after: outcome.after };
     }
     if (outcome.kind === 'json') return { ...jsonResponse(200, outcome.body, outcome.headers), after: outcome.after };
     return {
       status: 200,
       headers: { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', ...outcome.headers },
-      body: outcome.body,
+      body: this.redactor.redactStream(outcome.body, byokKey ? [byokKey] : []),
       after: outcome.after,
     };
   }

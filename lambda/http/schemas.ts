@@ -4,6 +4,7 @@
  */
 import * as z from 'zod/mini';
 import { InvalidRequestError } from '../core/errors';
+import { decodeUtf8 } from './input-boundary';
 
 // zod/mini: the same validation at a tenth of the bundle size of the chainable API (the gateway Lambda's
 // cold start pays for every kilobyte).
@@ -12,6 +13,8 @@ const name = z.string().check(z.minLength(1), z.maxLength(256));
 const opt = <T extends z.ZodMiniType>(t: T) => z.optional(t);
 const optNull = <T extends z.ZodMiniType>(t: T) => z.optional(z.nullable(t));
 const typedPart = z.looseObject({ type: z.string() });
+/** A number within the range the provider documents for the parameter. */
+const within = (min: number, max: number) => z.number().check(z.minimum(min), z.maximum(max));
 
 const chatMessage = z.looseObject({
   role: z.enum(['system', 'developer', 'user', 'assistant', 'tool', 'function']),
@@ -26,7 +29,12 @@ export const chatCompletionSchema = z.looseObject({
   max_tokens: optNull(positiveInt),
   max_completion_tokens: optNull(positiveInt),
   n: optNull(z.int().check(z.minimum(1), z.maximum(128))),
-  temperature: optNull(z.number().check(z.minimum(0), z.maximum(2))),
+  temperature: optNull(within(0, 2)),
+  top_p: optNull(within(0, 1)),
+  presence_penalty: optNull(within(-2, 2)),
+  frequency_penalty: optNull(within(-2, 2)),
+  top_logprobs: optNull(z.int().check(z.minimum(0), z.maximum(20))),
+  seed: optNull(z.int()),
   tools: opt(z.array(typedPart)),
 });
 
@@ -41,6 +49,9 @@ export const messagesSchema = z.looseObject({
   messages: z.array(anthropicMessage).check(z.minLength(1)),
   system: opt(z.union([z.string(), z.array(typedPart)])),
   stream: opt(z.boolean()),
+  temperature: opt(within(0, 1)),
+  top_p: opt(within(0, 1)),
+  top_k: opt(z.int().check(z.minimum(0))),
   tools: opt(z.array(z.looseObject({}))),
 });
 
@@ -52,7 +63,7 @@ export const embeddingsSchema = z.looseObject({
     z.array(z.int()).check(z.minLength(1)),
     z.array(z.array(z.int()).check(z.minLength(1))).check(z.minLength(1)),
   ]),
-  dimensions: opt(positiveInt),
+  dimensions: opt(z.int().check(z.minimum(1), z.maximum(65_536))),
   encoding_format: opt(z.enum(['float', 'base64'])),
 });
 
@@ -61,8 +72,9 @@ export function parseJsonBody(body: Buffer): Record<string, unknown> {
   if (body.length === 0) throw new InvalidRequestError('The request body is empty; send a JSON object.', { code: 'invalid_json' });
   let value: unknown;
   try {
-    value = JSON.parse(body.toString('utf8'));
-  } catch {
+    value = JSON.parse(decodeUtf8(body));
+  } catch (err) {
+    if (err instanceof InvalidRequestError) throw err;
     throw new InvalidRequestError('The request body is not valid JSON.', { code: 'invalid_json' });
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {

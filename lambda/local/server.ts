@@ -52,6 +52,19 @@ function headersOf(req: IncomingMessage): Record<string, string> {
   return out;
 }
 
+/**
+ * The path and query of a request target. Parsed against a fixed origin so that `//v1/…` stays a path (a
+ * base URL would read it as a host); a target URL cannot parse is kept as it came, for the router to refuse.
+ */
+function targetOf(raw: string): { path: string; query: URLSearchParams } {
+  try {
+    const url = new URL(`http://localhost${raw.startsWith('/') ? raw : `/${raw}`}`);
+    return { path: url.pathname, query: url.searchParams };
+  } catch {
+    return { path: raw.split('?')[0] ?? '/', query: new URLSearchParams() };
+  }
+}
+
 async function writeBody(res: ServerResponse, response: HttpResponse): Promise<void> {
   const { body } = response;
   if (!isStreamBody(body)) {
@@ -96,14 +109,14 @@ export function createLocalServer(options: LocalServerOptions): Server {
       if (!res.writableFinished) abort.abort();
     });
     const done = (async () => {
-      const url = new URL(req.url ?? '/', 'http://localhost');
+      const url = targetOf(req.url ?? '/');
       let response: HttpResponse;
       try {
         const body = await readBody(req, options.maxBodyBytes);
         const request: HttpRequest = {
           method: (req.method ?? 'GET').toUpperCase(),
-          path: url.pathname,
-          query: url.searchParams,
+          path: url.path,
+          query: url.query,
           headers: headersOf(req),
           body,
           sourceIp: req.socket.remoteAddress,
@@ -112,7 +125,7 @@ export function createLocalServer(options: LocalServerOptions): Server {
         response = (await options.extraRoutes?.(request)) ?? (await app.handle(request));
       } catch (err) {
         if (!(err instanceof BodyTooLarge)) throw err;
-        response = app.reject(url.pathname, app.tooLarge());
+        response = app.reject(url.path, app.tooLarge());
         res.setHeader('connection', 'close');
       }
       try {

@@ -35,6 +35,8 @@ export interface UpstreamPost {
 
 /** The longest upstream error message we quote to the caller. */
 const MAX_QUOTED_MESSAGE = 500;
+/** The longest upstream `error.code` / `error.param` we pass on. */
+const MAX_QUOTED_FIELD = 128;
 
 /** Things that look like provider keys, scrubbed from quoted upstream messages even when they are not ours. */
 const KEY_PATTERN = /\b(?:sk|pk|rk)-[A-Za-z0-9_\-*.]{4,}|\bAKIA[A-Z0-9]{12,}/g;
@@ -108,8 +110,8 @@ export async function upstreamHttpError(
   const passThrough = status !== 502;
   return new UpstreamError(quoted ? `${what}: ${quoted}` : what, {
     status,
-    code: passThrough ? parsed.code && redactSecrets(parsed.code, secrets) : 'upstream_error',
-    param: passThrough ? parsed.param : undefined,
+    code: passThrough ? parsed.code && redactSecrets(parsed.code, secrets).slice(0, MAX_QUOTED_FIELD) : 'upstream_error',
+    param: passThrough ? parsed.param && redactSecrets(parsed.param, secrets).slice(0, MAX_QUOTED_FIELD) : undefined,
     headers,
   });
 }

@@ -47,6 +47,15 @@ export interface FakeScript {
   readonly endAfterEvents?: number;
   /** End streams (and answers) without usage. */
   readonly omitUsage?: boolean;
+  /**
+   * The whole error body (JSON-serialised unless a string) for an error answer, built from the credential the
+   * request carried (`Authorization: Bearer …` or `x-api-key`): for tests of what an echoing upstream leaks.
+   */
+  readonly errorBody?: (credential: string) => unknown;
+  /** Streams: a raw event written after the first one (e.g. an `error` event), built from the credential. */
+  readonly midStreamEvent?: (credential: string) => string;
+  /** Extra headers on an error answer, built from the credential the request carried. */
+  readonly errorHeaders?: (credential: string) => Record<string, string>;
   /** Answer with a tool call after the text. */
   readonly toolCall?: { readonly id: string; readonly name: string; readonly input: Record<string, unknown> };
 }
@@ -106,6 +115,7 @@ async function writeEvents(x: Exchange, events: readonly string[]): Promise<void
     if (x.script.hangAfterEvents !== undefined && i >= x.script.hangAfterEvents) return;
     if (x.script.endAfterEvents !== undefined && i >= x.script.endAfterEvents) break;
     x.res.write(events[i]);
+    if (i === 0 && x.script.midStreamEvent) x.res.write(x.script.midStreamEvent(credentialOf(x)));
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
   x.res.end();
@@ -232,9 +242,26 @@ function anthropicMessages(x: Exchange): Promise<void> | void {
   return writeEvents(x, events);
 }
 
+/** The credential a request carried, as the real APIs read it. */
+function credentialOf(x: Exchange): string {
+  const auth = x.req.headers.authorization;
+  if (typeof auth === 'string' && auth.startsWith('Bearer ')) return auth.slice('Bearer '.length);
+  const apiKey = x.req.headers['x-api-key'];
+  return typeof apiKey === 'string' ? apiKey : '';
+}
+
 function sendError(x: Exchange, status: number, anthropic: boolean): void {
   const message = x.script.errorMessage ?? 'scripted failure';
-  const headers: Record<string, string> = x.script.retryAfter ? { 'retry-after': x.script.retryAfter } : {};
+  const headers: Record<string, string> = {
+    ...(x.script.retryAfter ? { 'retry-after': x.script.retryAfter } : {}),
+    ...x.script.errorHeaders?.(credentialOf(x)),
+  };
+  if (x.script.errorBody) {
+    const custom = x.script.errorBody(credentialOf(x));
+    x.res.writeHead(status, { 'content-type': typeof custom === 'string' ? 'text/plain' : 'application/json', ...headers });
+    x.res.end(typeof custom === 'string' ? custom : JSON.stringify(custom));
+    return;
+  }
   const body = anthropic
     ? { type: 'error', error: { type: status === 400 ? 'invalid_request_error' : 'api_error', message } }
     : { error: { message, type: status === 400 ? 'invalid_request_error' : 'server_error', param: null, code: null } };

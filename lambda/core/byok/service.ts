@@ -104,8 +104,9 @@ export class ByokService {
    * provider refuses it; 502 when the provider cannot be asked (nothing is stored either way).
    */
   async save(userId: string, provider: ByokProvider, apiKey: string): Promise<ByokView> {
-    if (apiKey.length < MIN_KEY_LENGTH || apiKey.length > MAX_KEY_LENGTH || /\s/.test(apiKey)) {
-      throw new InvalidRequestError(`apiKey must be ${MIN_KEY_LENGTH} to ${MAX_KEY_LENGTH} characters without spaces.`, {
+    // Printable ASCII only: the key travels in an HTTP header, where anything else fails only at call time.
+    if (apiKey.length < MIN_KEY_LENGTH || apiKey.length > MAX_KEY_LENGTH || !/^[\x21-\x7e]+$/.test(apiKey)) {
+      throw new InvalidRequestError(`apiKey must be ${MIN_KEY_LENGTH} to ${MAX_KEY_LENGTH} printable ASCII characters without spaces.`, {
         code: 'invalid_byok_key',
         param: 'apiKey',
       });
