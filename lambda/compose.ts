@@ -234,6 +234,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     authenticator,
     ...(byok ? { byok } : {}),
     routes: [...identityRoutes, ...agentRoutes],
+    usage,
     pipeline,
     prices,
     providers,

@@ -21,10 +21,20 @@ import type { PriceBook, ResolvedModel } from '../core/pricing';
 import { estimateChatInputTokens, estimateEmbeddingInputTokens, estimateMessagesInputTokens } from '../core/tokens';
 import type { KeyScope, RequestType, UsageRecord } from '../core/types';
 import { WINDOWS } from '../core/windows';
-import type { ChatCompletionBody, MessagesBody, ProviderCallContext, ProviderResult } from '../providers/contract';
+import type { ChatCompletionBody, MessagesBody, Provider, ProviderCallContext, ProviderResult } from '../providers/contract';
 import type { ProviderRegistry } from '../providers/registry';
+import type { UsageStore } from '../core/stores';
+import { createClientRoutes } from './client-routes';
 import { type Dialect, dialectOf, errorResponse, jsonResponse } from './dialects';
+import {
+  checkResponsesRequest,
+  estimateResponsesInputTokens,
+  responsesMaxOutput,
+  responsesOperation,
+  responsesSchema,
+} from './responses-routes';
 import { chatCompletionSchema, embeddingsSchema, messagesSchema, parseJsonBody, validate } from './schemas';
+import { type StreamDialect, withStreamCost } from './stream-cost';
 import type { HttpRequest, HttpResponse } from './types';
 
 export interface GatewayAppOptions {
@@ -46,6 +56,8 @@ export interface GatewayAppOptions {
    * (decrypted for this call only) and is recorded with `byok: true`.
    */
   readonly byok?: { keyFor(userId: string, provider: string): Promise<string | undefined> };
+  /** Recorded requests, for `GET /v1/usage/requests/{id}`; without it that route answers 404. */
+  readonly usage?: Pick<UsageStore, 'findRequest'>;
 }
 
 /** What one request's handler gets. */
@@ -108,6 +120,8 @@ function matchPath(pattern: string, path: string): Record<string, string> | unde
   return params;
 }
 
+type ProviderOperation = (body: Record<string, unknown>, ctx: ProviderCallContext) => Promise<ProviderResult>;
+
 /** A completion-like route: how to validate it, estimate it, and call a provider for it. */
 interface BillableRoute {
   readonly requestType: RequestType;
@@ -116,8 +130,12 @@ interface BillableRoute {
   estimateInput(body: Record<string, unknown>): number;
   maxOutput(body: Record<string, unknown>, model: ResolvedModel): number;
   stream(body: Record<string, unknown>): boolean;
-  /** The provider operation that serves this route. */
-  readonly operation: 'chatCompletions' | 'messages' | 'embeddings';
+  /** The provider operation that serves this route, by name or chosen per provider. */
+  readonly operation: 'chatCompletions' | 'messages' | 'embeddings' | ((provider: Provider) => ProviderOperation | undefined);
+  /** Refusals that need the validated body, before anything is reserved. */
+  check?(body: Record<string, unknown>): void;
+  /** The wire format of the route's streams, whose usage event gets the call's cost. */
+  readonly streamDialect?: StreamDialect;
 }
 
 export class GatewayApp {
@@ -141,6 +159,7 @@ export class GatewayApp {
       maxOutput: (b, m) => outputCap(b, m, 'max_completion_tokens', 'max_tokens') * (typeof b.n === 'number' ? b.n : 1),
       stream: (b) => b.stream === true,
       operation: 'chatCompletions',
+      streamDialect: 'chat',
     };
     const messages: BillableRoute = {
       requestType: 'messages',
@@ -150,6 +169,18 @@ export class GatewayApp {
       maxOutput: (b, m) => outputCap(b, m, 'max_tokens'),
       stream: (b) => b.stream === true,
       operation: 'messages',
+      streamDialect: 'messages',
+    };
+    const responses: BillableRoute = {
+      requestType: 'chat',
+      scope: 'ai:complete',
+      schema: responsesSchema,
+      estimateInput: (b) => estimateResponsesInputTokens(b),
+      maxOutput: (b, m) => responsesMaxOutput(b, m, o.defaultMaxOutputTokens),
+      stream: (b) => b.stream === true,
+      operation: (provider) => responsesOperation(provider, o.clock),
+      check: checkResponsesRequest,
+      streamDialect: 'responses',
     };
     const embeddings: BillableRoute = {
       requestType: 'embeddings',
@@ -164,7 +195,8 @@ export class GatewayApp {
       { method: 'POST', path: '/v1/chat/completions', handler: (c) => this.billable(c, chat) },
       { method: 'POST', path: '/v1/messages', handler: (c) => this.billable(c, messages) },
       { method: 'POST', path: '/v1/embeddings', handler: (c) => this.billable(c, embeddings) },
-      { method: 'GET', path: '/v1/models', handler: (c) => this.models(c) },
+      { method: 'POST', path: '/v1/responses', handler: (c) => this.billable(c, responses) },
+      ...createClientRoutes({ authenticator: o.authenticator, prices: o.prices, ...(o.usage ? { usage: o.usage } : {}) }),
       { method: 'GET', path: '/v1/usage', handler: (c) => this.usage(c) },
       { method: 'GET', path: '/health', handler: async () => jsonResponse(200, { status: 'ok' }) },
       ...(o.routes ?? []),
@@ -180,7 +212,7 @@ export class GatewayApp {
       req,
       requestId,
       startedAt: this.o.clock.now(),
-      dialect: dialectOf(req.path),
+      dialect: dialectOf(req.path, req.headers),
       get params() {
         return params;
       },
@@ -194,6 +226,11 @@ export class GatewayApp {
     try {
       if (req.body.length > this.o.maxBodyBytes) throw this.tooLarge(req.body.length);
       const matched = this.match(req);
+      if (!matched.route) {
+        // Authentication comes before route lookup: without a valid key, an unknown route is a 401 too.
+        await ctx.authenticate();
+        throw matched.error;
+      }
       params = matched.params;
       res = await matched.route.handler(ctx);
       res = { ...res, headers: { ...res.headers, 'x-request-id': requestId } };
@@ -265,7 +302,7 @@ export class GatewayApp {
     return errorResponse(ctx.dialect, error, { 'x-request-id': ctx.requestId });
   }
 
-  private match(req: HttpRequest): { route: Route; params: Record<string, string> } {
+  private match(req: HttpRequest): { route: Route; params: Record<string, string> } | { route?: undefined; error: TollgateError } {
     const path = req.path.length > 1 ? req.path.replace(/\/+$/, '') : req.path;
     const candidates = this.routes
       .map((route) => ({ route, params: matchPath(route.path, path) }))
@@ -277,7 +314,7 @@ export class GatewayApp {
         code: 'method_not_allowed',
       });
     }
-    throw new NotFoundError(`Unknown route: ${req.method} ${path}.`, { code: 'unknown_url' });
+    return { error: new NotFoundError(`Unknown route: ${req.method} ${path}.`, { code: 'unknown_url' }) };
   }
 
   private async billable(ctx: RouteContext, route: BillableRoute): Promise<HttpResponse> {
@@ -285,14 +322,17 @@ export class GatewayApp {
     const principal = await ctx.authenticate();
     this.o.authenticator.authorize(principal, route.scope);
     const body = validate(route.schema, parseJsonBody(req.body)) as Record<string, unknown>;
+    route.check?.(body);
     const model = this.o.prices.resolve(body.model as string);
     const upstreamBody = { ...body, model: model.upstreamModel };
     const stream = route.stream(body);
     const wantsUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true;
     const provider = this.o.providers.get(model.provider);
-    const operation = provider?.[route.operation] as
-      | ((b: Record<string, unknown>, c: ProviderCallContext) => Promise<ProviderResult>)
-      | undefined;
+    const operation: ProviderOperation | undefined = !provider
+      ? undefined
+      : typeof route.operation === 'function'
+        ? route.operation(provider)
+        : (provider[route.operation] as ProviderOperation | undefined)?.bind(provider);
     if (!provider || !operation) {
       throw new InvalidRequestError(`The model "${body.model as string}" cannot be used with ${req.path}.`, {
         code: 'unsupported_endpoint',
@@ -323,7 +363,7 @@ export class GatewayApp {
       invoke: async ({ signal }) => {
         const calledAt = this.o.clock.now();
         try {
-          return await operation.call(provider, upstreamBody, {
+          return await operation(upstreamBody, {
             requestId,
             signal,
             callerWantsStreamUsage: wantsUsage,
@@ -344,15 +384,9 @@ export class GatewayApp {
     return {
       status: 200,
       headers: { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', ...outcome.headers },
-      body: outcome.body,
+      body: route.streamDialect ? withStreamCost(outcome.body, { dialect: route.streamDialect, model, requestId }) : outcome.body,
       after: outcome.after,
     };
-  }
-
-  private async models(ctx: RouteContext): Promise<HttpResponse> {
-    await ctx.authenticate();
-    const data = this.o.prices.listModels().map((m) => ({ id: m.id, object: 'model', created: 0, owned_by: m.provider }));
-    return jsonResponse(200, { object: 'list', data });
   }
 
   /** The caller's own spend and remaining budgets, for its key, user and org. */

@@ -77,6 +77,11 @@ export interface Provider {
   messages?(body: MessagesBody, ctx: ProviderCallContext): Promise<ProviderResult>;
   /** OpenAI `/v1/embeddings` (always JSON). */
   embeddings?(body: EmbeddingsBody, ctx: ProviderCallContext): Promise<JsonResult>;
+  /**
+   * OpenAI `/v1/responses`, natively. Providers without it answer the Responses API through
+   * `chatCompletions` (providers/responses/via-chat.ts).
+   */
+  responses?(body: Record<string, unknown> & { readonly model: string }, ctx: ProviderCallContext): Promise<ProviderResult>;
 }
 
 /**

@@ -17,6 +17,7 @@ import type {
 import type { ChatAnswerIdentity } from '../openai/chat-format';
 import { parseSse, SseParser } from '../sse';
 import { postUpstream, readBody, readJson, resolveApiKey, type ApiKeySource } from '../upstream-http';
+import { readStructuredOutput } from '../openai/chat-request';
 import { anthropicStreamToChatChunks, fromAnthropicMessage, toAnthropicRequest } from './translate';
 import { AnthropicStreamUsage, usageFromAnthropic } from './usage';
 
@@ -96,6 +97,7 @@ export class AnthropicProvider implements Provider {
   /** OpenAI chat completions, answered by the Messages API and translated both ways. */
   async chatCompletions(body: ChatCompletionBody, ctx: AnthropicCallContext): Promise<ProviderResult> {
     const request = toAnthropicRequest(body, { defaultMaxTokens: this.defaultMaxTokens });
+    const structured = readStructuredOutput(body);
     const response = await this.post(request, ctx);
     const identity: ChatAnswerIdentity = {
       id: `chatcmpl-${ctx.requestId}`,
@@ -104,7 +106,7 @@ export class AnthropicProvider implements Provider {
     };
     if (!body.stream) {
       const json = await readJson(this.id, response, ctx.signal);
-      const { body: answer, usage } = fromAnthropicMessage(json, identity);
+      const { body: answer, usage } = fromAnthropicMessage(json, identity, structured);
       return { kind: 'json', body: answer, usage };
     }
     let usage: TokenUsage | undefined;
@@ -114,6 +116,7 @@ export class AnthropicProvider implements Provider {
       onUsage: (u) => {
         usage = u;
       },
+      ...(structured ? { structured } : {}),
     });
     return { kind: 'stream', body: chunks, usage: () => usage };
   }
