@@ -139,7 +139,7 @@ export function fromAnthropicMessage(
   const body = chatCompletionBody(identity, {
     text: texts.length === 0 && toolCalls.length > 0 ? null : texts.join(''),
     toolCalls,
-    finishReason: m.stop_reason === 'tool_use' && toolCalls.length === 0 ? 'stop' : finishReason(m.stop_reason),
+    finishReason: structured && m.stop_reason === 'tool_use' && toolCalls.length === 0 ? 'stop' : finishReason(m.stop_reason),
     usage: usage ?? { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0 },
   });
   return { body, usage };
@@ -207,7 +207,7 @@ export async function* anthropicStreamToChatChunks(
         break;
       case 'message_delta':
         if (delta.stop_reason !== undefined && delta.stop_reason !== null) {
-          yield encoder.finish(delta.stop_reason === 'tool_use' && toolIndex.size === 0 ? 'stop' : finishReason(delta.stop_reason));
+          yield encoder.finish(jsonBlocks.size > 0 && delta.stop_reason === 'tool_use' && toolIndex.size === 0 ? 'stop' : finishReason(delta.stop_reason));
         }
         break;
       case 'message_stop': {

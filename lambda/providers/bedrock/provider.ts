@@ -237,7 +237,7 @@ export async function* converseStreamToChatChunks(
     } else if (event.messageStop) {
       stopped = true;
       const reason = event.messageStop.stopReason;
-      yield encoder.finish(reason === 'tool_use' && toolIndex.size === 0 ? 'stop' : finishReason(reason));
+      yield encoder.finish(jsonBlocks.size > 0 && reason === 'tool_use' && toolIndex.size === 0 ? 'stop' : finishReason(reason));
     } else if (event.metadata) {
       usage = usageFromBedrock(event.metadata.usage);
       options.onUsage(usage);
@@ -299,7 +299,7 @@ export class BedrockProvider implements Provider {
       const answer = chatCompletionBody(identity, {
         text: texts.length === 0 && toolCalls.length > 0 ? null : texts.join(''),
         toolCalls,
-        finishReason: output.stopReason === 'tool_use' && toolCalls.length === 0 ? 'stop' : finishReason(output.stopReason),
+        finishReason: structured && output.stopReason === 'tool_use' && toolCalls.length === 0 ? 'stop' : finishReason(output.stopReason),
         usage: usage ?? { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0 },
       });
       return { kind: 'json', body: answer, usage };
