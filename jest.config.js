@@ -9,7 +9,7 @@ module.exports = {
   // ESM-only packages (middy, jose) are transformed to CommonJS for jest.
   // @middy/* is ESM-only and exports only an "import" condition: map it to its files and transform them.
   // jose v6 is ESM-only too; its "default" export condition resolves, it only needs the transform.
-  // The Vercel AI SDK (ai, @ai-sdk/*) and eventsource-parser are ESM-only the same way (client e2e suite).
+  // The Vercel AI SDK (ai, @ai-sdk/*) and its @workflow/serde are ESM-only the same way (client e2e suite).
   // @ai-sdk/provider-utils imports zod's locale by file name (ESM): map it to zod's CommonJS twin.
   transformIgnorePatterns: ['/node_modules/(?!(@middy|jose|ai|@ai-sdk|@workflow)/)'],
   moduleNameMapper: {

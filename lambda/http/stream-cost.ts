@@ -23,6 +23,9 @@ export type StreamDialect = 'chat' | 'messages' | 'responses';
 
 const RESPONSES_FINAL = new Set(['response.completed', 'response.incomplete', 'response.failed']);
 
+/** A usage object (not the `"usage": null` OpenAI puts in every chunk of a stream that asked for usage). */
+const HAS_USAGE = /"usage"\s*:\s*\{/;
+
 /** Returns the usage an event reports as final (or cumulative), undefined for the others. */
 type UsageReader = (event: Record<string, unknown>) => TokenUsage | undefined;
 
@@ -52,7 +55,7 @@ export async function* withStreamCost(
 ): AsyncGenerator<Uint8Array> {
   const read = readerFor(options.dialect);
   const annotate = (event: SseEvent): SseEvent => {
-    if (!event.data.includes('"usage"')) return event;
+    if (!HAS_USAGE.test(event.data)) return event;
     let parsed: Record<string, unknown>;
     try {
       parsed = JSON.parse(event.data) as Record<string, unknown>;
