@@ -46,6 +46,8 @@ describe('whether a denial can be retried', () => {
       statuses.push(res.status);
       if (res.status === 429) denied = res;
       else await res.arrayBuffer();
+      // The loop guard counts finished copies: each settles before the next is sent.
+      await s.h.settled();
     }
     expect(denied).toBeDefined();
     expect(await denied!.json()).toMatchObject({ error: { code: 'loop_detected' } });
