@@ -4,6 +4,7 @@
  * is asked for), and the keys and helpers the per-client files use.
  */
 import { ManualClock } from '../../lambda/core/clock';
+import { TEST_NOW } from '../support/clock';
 import type { FakeScript } from '../support/fake-upstream';
 import { type Harness, startHarness } from '../support/gateway-harness';
 
@@ -81,8 +82,8 @@ export interface ClientSuite {
 
 /** Starts the harness with the plausible model; call in beforeAll and close `h` in afterAll. */
 export async function startClientSuite(): Promise<ClientSuite> {
-  // A fixed instant mid-hour: a run straddling an hour or midnight would split its counters across windows.
-  const h = await startHarness({ clock: new ManualClock(Date.UTC(2026, 10, 23, 10, 30, 0)) });
+  // A fixed far-future instant mid-hour (test/support/clock.ts): no window split, no TTL can delete a record.
+  const h = await startHarness({ clock: new ManualClock(TEST_NOW) });
   h.upstream.scriptEach(plausibleModel);
   return {
     h,
