@@ -9,8 +9,11 @@ module.exports = {
   // ESM-only packages (middy, jose) are transformed to CommonJS for jest.
   // @middy/* is ESM-only and exports only an "import" condition: map it to its files and transform them.
   // jose v6 is ESM-only too; its "default" export condition resolves, it only needs the transform.
-  transformIgnorePatterns: ['/node_modules/(?!(@middy|jose)/)'],
+  // The Vercel AI SDK (ai, @ai-sdk/*) and its @workflow/serde are ESM-only the same way (client e2e suite).
+  // @ai-sdk/provider-utils imports zod's locale by file name (ESM): map it to zod's CommonJS twin.
+  transformIgnorePatterns: ['/node_modules/(?!(@middy|jose|ai|@ai-sdk|@workflow)/)'],
   moduleNameMapper: {
+    '^zod/v4/locales/en\\.js$': '<rootDir>/node_modules/zod/v4/locales/en.cjs',
     '^@middy/([a-z-]+)$': '<rootDir>/node_modules/@middy/$1/index.js',
     '^@middy/([a-z-]+)/(.*)$': '<rootDir>/node_modules/@middy/$1/$2.js',
   },

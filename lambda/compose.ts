@@ -256,6 +256,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     authenticator,
     ...(byok ? { byok } : {}),
     routes: [...identityRoutes, ...agentRoutes],
+    usage,
     pipeline,
     prices,
     providers,

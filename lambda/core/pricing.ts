@@ -141,10 +141,14 @@ export class PriceBook {
   private lookupData(provider: string, model: string): ModelPrice | undefined {
     const dataProvider = provider === 'mock' ? undefined : PRICE_DATA_PROVIDER[provider];
     if (provider !== 'mock' && !dataProvider) return undefined;
-    const result = calcPrice({ input_tokens: 1 }, model, {
-      ...(dataProvider ? { providerId: dataProvider } : {}),
-      timestamp: new Date(this.now()),
-    });
+    const timestamp = new Date(this.now());
+    // The mock matches by model name first; embedding models match no provider pattern, so it then asks
+    // each provider it imitates by id.
+    const result =
+      calcPrice({ input_tokens: 1 }, model, { ...(dataProvider ? { providerId: dataProvider } : {}), timestamp }) ??
+      (provider === 'mock'
+        ? MOCKED_PROVIDERS.map((providerId) => calcPrice({ input_tokens: 1 }, model, { providerId, timestamp })).find(Boolean)
+        : undefined);
     if (!result) return undefined;
     // The mock provider imitates only the providers it can speak for.
     if (provider === 'mock' && !(MOCKED_PROVIDERS as readonly string[]).includes(result.provider.id)) return undefined;

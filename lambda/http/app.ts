@@ -22,12 +22,16 @@ import type { PriceBook, ResolvedModel } from '../core/pricing';
 import { estimateChatInputTokens, estimateEmbeddingInputTokens, estimateMessagesInputTokens } from '../core/tokens';
 import type { KeyScope, RequestType, UsageRecord } from '../core/types';
 import { WINDOWS } from '../core/windows';
-import type { ChatCompletionBody, MessagesBody, ProviderCallContext, ProviderResult } from '../providers/contract';
+import type { ChatCompletionBody, MessagesBody, Provider, ProviderCallContext, ProviderResult } from '../providers/contract';
 import type { ProviderRegistry } from '../providers/registry';
 import { CredentialRedactor } from '../core/credential-redactor';
+import type { UsageStore } from '../core/stores';
+import { createClientRoutes } from './client-routes';
 import { type Dialect, dialectOf, errorResponse, jsonResponse } from './dialects';
 import { checkOutputCap, checkRequestBody, checkStoredByokKey, decodePathParam, DEFAULT_INPUT_LIMITS, forwardedHeader, type InputLimits } from './input-boundary';
+import { checkResponsesRequest, estimateResponsesInputTokens, responsesOperation, responsesSchema } from './responses-routes';
 import { chatCompletionSchema, embeddingsSchema, messagesSchema, parseJsonBody, validate } from './schemas';
+import { type StreamDialect, withStreamCost } from './stream-cost';
 import type { HttpRequest, HttpResponse } from './types';
 
 export interface GatewayAppOptions {
@@ -56,6 +60,8 @@ export interface GatewayAppOptions {
    * @default one that knows no credential and scrubs only key-shaped text
    */
   readonly redactor?: CredentialRedactor;
+  /** Recorded requests, for `GET /v1/usage/requests/{id}`; without it that route answers 404. */
+  readonly usage?: Pick<UsageStore, 'findRequest'>;
 }
 
 /** What one request's handler gets. */
@@ -118,6 +124,8 @@ function matchPath(pattern: string, path: string): Record<string, string> | unde
   return params;
 }
 
+type ProviderOperation = (body: Record<string, unknown>, ctx: ProviderCallContext) => Promise<ProviderResult>;
+
 /** A completion-like route: how to validate it, estimate it, and call a provider for it. */
 interface BillableRoute {
   readonly requestType: RequestType;
@@ -129,10 +137,14 @@ interface BillableRoute {
   /** Output tokens reserved for: the cap times the choices asked for. */
   maxOutput(body: Record<string, unknown>, cap: RequestedCap | undefined): number;
   stream(body: Record<string, unknown>): boolean;
-  /** The provider operation that serves this route. */
-  readonly operation: 'chatCompletions' | 'messages' | 'embeddings';
+  /** The provider operation that serves this route, by name or chosen per provider. */
+  readonly operation: 'chatCompletions' | 'messages' | 'embeddings' | ((provider: Provider) => ProviderOperation | undefined);
   /** Body fields that cap the output, bounded by {@link checkOutputCap}. */
   readonly outputCapFields: readonly string[];
+  /** Refusals that need the validated body, before anything is reserved. */
+  check?(body: Record<string, unknown>): void;
+  /** The wire format of the route's streams, whose usage event gets the call's cost. */
+  readonly streamDialect?: StreamDialect;
 }
 
 export class GatewayApp {
@@ -166,6 +178,7 @@ export class GatewayApp {
       stream: (b) => b.stream === true,
       operation: 'chatCompletions',
       outputCapFields: ['max_completion_tokens', 'max_tokens'],
+      streamDialect: 'chat',
     };
     const messages: BillableRoute = {
       requestType: 'messages',
@@ -177,6 +190,20 @@ export class GatewayApp {
       stream: (b) => b.stream === true,
       operation: 'messages',
       outputCapFields: ['max_tokens'],
+      streamDialect: 'messages',
+    };
+    const responses: BillableRoute = {
+      requestType: 'chat',
+      scope: 'ai:complete',
+      schema: responsesSchema,
+      estimateInput: (b) => estimateResponsesInputTokens(b),
+      outputCap: (b, m) => outputCap(b, m, 'max_output_tokens'),
+      maxOutput: (_b, cap) => cap?.tokens ?? 0,
+      stream: (b) => b.stream === true,
+      operation: (provider) => responsesOperation(provider, o.clock),
+      check: checkResponsesRequest,
+      outputCapFields: ['max_output_tokens'],
+      streamDialect: 'responses',
     };
     const embeddings: BillableRoute = {
       requestType: 'embeddings',
@@ -193,7 +220,8 @@ export class GatewayApp {
       { method: 'POST', path: '/v1/chat/completions', handler: (c) => this.billable(c, chat) },
       { method: 'POST', path: '/v1/messages', handler: (c) => this.billable(c, messages) },
       { method: 'POST', path: '/v1/embeddings', handler: (c) => this.billable(c, embeddings) },
-      { method: 'GET', path: '/v1/models', handler: (c) => this.models(c) },
+      { method: 'POST', path: '/v1/responses', handler: (c) => this.billable(c, responses) },
+      ...createClientRoutes({ authenticator: o.authenticator, prices: o.prices, ...(o.usage ? { usage: o.usage } : {}) }),
       { method: 'GET', path: '/v1/usage', handler: (c) => this.usage(c) },
       { method: 'GET', path: '/health', handler: async () => jsonResponse(200, { status: 'ok' }) },
       ...(o.routes ?? []),
@@ -209,7 +237,7 @@ export class GatewayApp {
       req,
       requestId,
       startedAt: this.o.clock.now(),
-      dialect: dialectOf(req.path),
+      dialect: dialectOf(req.path, req.headers),
       get params() {
         return params;
       },
@@ -224,6 +252,11 @@ export class GatewayApp {
       if (req.body.length > this.o.maxBodyBytes) throw this.tooLarge(req.body.length);
       checkRequestBody(req, this.limits);
       const matched = this.match(req);
+      if (!matched.route) {
+        // Authentication comes before route lookup: without a valid key, an unknown route is a 401 too.
+        await ctx.authenticate();
+        throw matched.error;
+      }
       params = matched.params;
       res = await matched.route.handler(ctx);
       res = { ...res, headers: { ...res.headers, 'x-request-id': requestId } };
@@ -295,7 +328,7 @@ export class GatewayApp {
     return errorResponse(ctx.dialect, error, { 'x-request-id': ctx.requestId });
   }
 
-  private match(req: HttpRequest): { route: Route; params: Record<string, string> } {
+  private match(req: HttpRequest): { route: Route; params: Record<string, string> } | { route?: undefined; error: TollgateError } {
     const path = req.path.length > 1 ? req.path.replace(/\/+$/, '') : req.path;
     const candidates = this.routes
       .map((route) => ({ route, params: matchPath(route.path, path) }))
@@ -307,7 +340,7 @@ export class GatewayApp {
         code: 'method_not_allowed',
       });
     }
-    throw new NotFoundError(`Unknown route: ${req.method} ${path}.`, { code: 'unknown_url' });
+    return { error: new NotFoundError(`Unknown route: ${req.method} ${path}.`, { code: 'unknown_url' }) };
   }
 
   private async billable(ctx: RouteContext, route: BillableRoute): Promise<HttpResponse> {
@@ -315,6 +348,7 @@ export class GatewayApp {
     const principal = await ctx.authenticate();
     this.o.authenticator.authorize(principal, route.scope);
     const body = validate(route.schema, parseJsonBody(req.body)) as Record<string, unknown>;
+    route.check?.(body);
     const model = this.o.prices.resolve(body.model as string);
     checkOutputCap(body, route.outputCapFields, model, this.limits);
     const anthropicVersion = forwardedHeader(req.headers, 'anthropic-version');
@@ -323,9 +357,11 @@ export class GatewayApp {
     const stream = route.stream(body);
     const wantsUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true;
     const provider = this.o.providers.get(model.provider);
-    const operation = provider?.[route.operation] as
-      | ((b: Record<string, unknown>, c: ProviderCallContext) => Promise<ProviderResult>)
-      | undefined;
+    const operation: ProviderOperation | undefined = !provider
+      ? undefined
+      : typeof route.operation === 'function'
+        ? route.operation(provider)
+        : (provider[route.operation] as ProviderOperation | undefined)?.bind(provider);
     if (!provider || !operation) {
       throw new InvalidRequestError(`The model "${body.model as string}" cannot be used with ${req.path}.`, {
         code: 'unsupported_endpoint',
@@ -333,7 +369,7 @@ export class GatewayApp {
       });
     }
     // What the provider cannot express is refused here, before anything is reserved or counted.
-    provider.check?.(route.operation, upstreamBody);
+    if (typeof route.operation === 'string') provider.check?.(route.operation, upstreamBody);
     // The user's own key for this provider, if any: held only in this request's closure, never stored or logged.
     const byokKey = this.o.byok ? await this.o.byok.keyFor(principal.userId, model.provider) : undefined;
     if (byokKey) checkStoredByokKey(byokKey, model.provider);
@@ -368,7 +404,7 @@ export class GatewayApp {
         const calledAt = this.o.clock.now();
         const choices = typeof body.n === 'number' && body.n > 0 ? body.n : 1;
         try {
-          return await operation.call(provider, upstreamBody, {
+          return await operation(upstreamBody, {
             requestId,
             signal,
             callerWantsStreamUsage: wantsUsage,
@@ -395,15 +431,12 @@ export class GatewayApp {
     return {
       status: 200,
       headers: { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', ...outcome.headers },
-      body: this.redactor.redactStream(outcome.body, byokKey ? [byokKey] : []),
+      body: this.redactor.redactStream(
+        route.streamDialect ? withStreamCost(outcome.body, { dialect: route.streamDialect, model, requestId }) : outcome.body,
+        byokKey ? [byokKey] : [],
+      ),
       after: outcome.after,
     };
-  }
-
-  private async models(ctx: RouteContext): Promise<HttpResponse> {
-    await ctx.authenticate();
-    const data = this.o.prices.listModels().map((m) => ({ id: m.id, object: 'model', created: 0, owned_by: m.provider }));
-    return jsonResponse(200, { object: 'list', data });
   }
 
   /** The caller's own spend and remaining budgets, for its key, user and org. */

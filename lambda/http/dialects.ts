@@ -1,7 +1,14 @@
 /**
  * The one error-to-HTTP mapping. Each route speaks a dialect; errors are rendered in it with the error's status.
  */
-import { type ErrorKind, type TollgateError } from '../core/errors';
+import {
+  BudgetExceededError,
+  CircuitOpenError,
+  type ErrorKind,
+  LoopDetectedError,
+  RateLimitError,
+  type TollgateError,
+} from '../core/errors';
 import type { HttpResponse } from './types';
 
 export type Dialect = 'openai' | 'anthropic';
@@ -46,10 +53,33 @@ export function jsonResponse(status: number, body: unknown, headers: Record<stri
 }
 
 export function errorResponse(dialect: Dialect, err: TollgateError, headers: Record<string, string> = {}): HttpResponse {
-  return jsonResponse(err.status, errorBody(dialect, err), { ...headers, ...err.headers });
+  const retry = shouldRetry(err);
+  return jsonResponse(err.status, errorBody(dialect, err), {
+    ...headers,
+    ...err.headers,
+    ...(retry === undefined ? {} : { 'x-should-retry': String(retry) }),
+  });
 }
 
-/** Anthropic routes live under /v1/messages; everything else speaks OpenAI. */
-export function dialectOf(path: string): Dialect {
-  return path.startsWith('/v1/messages') ? 'anthropic' : 'openai';
+/**
+ * Whether an SDK's automatic retry can succeed (`x-should-retry`, which the OpenAI and Anthropic SDKs obey):
+ * a spent budget, an open circuit and a detected loop cannot within a retry's seconds, so `false`; a rate
+ * limit with `Retry-After` can, so `true`; a request larger than the whole rate limit never can. Undefined
+ * leaves the SDK's own rule (retry 408/409/429/5xx).
+ */
+export function shouldRetry(err: TollgateError): boolean | undefined {
+  if (err instanceof BudgetExceededError || err instanceof CircuitOpenError || err instanceof LoopDetectedError) return false;
+  if (err instanceof RateLimitError) return Object.keys(err.headers).some((h) => h.toLowerCase() === 'retry-after');
+  return undefined;
+}
+
+/**
+ * Anthropic routes live under /v1/messages; a request carrying `anthropic-version` (every Anthropic SDK
+ * sends it) speaks Anthropic on the shared routes too (`/v1/models`, unknown routes); everything else
+ * speaks OpenAI.
+ */
+export function dialectOf(path: string, headers?: Readonly<Record<string, string>>): Dialect {
+  if (path.startsWith('/v1/messages')) return 'anthropic';
+  if (headers?.['anthropic-version'] !== undefined && !path.startsWith('/v1/chat/') && !path.startsWith('/v1/responses')) return 'anthropic';
+  return 'openai';
 }

@@ -93,6 +93,11 @@ export interface Provider {
    * never hold budget or reach the loop guard. Optional: pass-through providers leave that to their upstream.
    */
   check?(operation: ProviderOperation, body: Record<string, unknown>): void;
+  /**
+   * OpenAI `/v1/responses`, natively. Providers without it answer the Responses API through
+   * `chatCompletions` (providers/responses/via-chat.ts).
+   */
+  responses?(body: Record<string, unknown> & { readonly model: string }, ctx: ProviderCallContext): Promise<ProviderResult>;
 }
 
 /**

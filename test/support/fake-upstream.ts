@@ -2,7 +2,8 @@
  * A fake OpenAI + Anthropic upstream on a real node:http server (127.0.0.1, a free port), for tests that
  * must cross real HTTP. It records every request and can be scripted per test.
  *
- * OpenAI:    POST /v1/chat/completions (stream and not), POST /v1/embeddings, GET /v1/models
+ * OpenAI:    POST /v1/chat/completions (stream and not), POST /v1/responses (stream and not, the real event
+ *            sequence), POST /v1/embeddings, GET /v1/models
  * Anthropic: POST /v1/messages (stream and not) with the real event sequence
  *
  * Usage in a script is written in each wire format's own terms: for OpenAI `inputTokens` is `prompt_tokens`
@@ -175,6 +176,80 @@ function openAiChat(x: Exchange): Promise<void> | void {
   return writeEvents(x, events);
 }
 
+/** OpenAI's Responses API: the response object, or its event stream in the order the real API sends it. */
+function openAiResponses(x: Exchange): Promise<void> | void {
+  const createdAt = 1_700_000_000;
+  const model = String(x.body.model);
+  const tool = x.script.toolCall;
+  const usage = {
+    input_tokens: x.usage.inputTokens,
+    input_tokens_details: { cached_tokens: x.usage.cachedTokens },
+    output_tokens: x.usage.outputTokens,
+    output_tokens_details: { reasoning_tokens: 0 },
+    total_tokens: x.usage.inputTokens + x.usage.outputTokens,
+  };
+  const textPart = { type: 'output_text', text: x.text, annotations: [], logprobs: [] };
+  const message = { id: 'msg_fake', type: 'message', status: 'completed', role: 'assistant', content: [textPart] };
+  const call = tool
+    ? { id: 'fc_fake', type: 'function_call', status: 'completed', arguments: JSON.stringify(tool.input), call_id: tool.id, name: tool.name }
+    : undefined;
+  const output = [...(x.text ? [message] : []), ...(call ? [call] : [])];
+  const response = (status: string, out: unknown[], withUsage: boolean): Record<string, unknown> => ({
+    id: 'resp_fake',
+    object: 'response',
+    created_at: createdAt,
+    status,
+    error: null,
+    incomplete_details: null,
+    instructions: x.body.instructions ?? null,
+    max_output_tokens: x.body.max_output_tokens ?? null,
+    model,
+    output: out,
+    parallel_tool_calls: true,
+    previous_response_id: null,
+    reasoning: { effort: null, summary: null },
+    store: x.body.store ?? true,
+    temperature: 1,
+    text: x.body.text ?? { format: { type: 'text' } },
+    tool_choice: x.body.tool_choice ?? 'auto',
+    tools: x.body.tools ?? [],
+    top_p: 1,
+    truncation: 'disabled',
+    usage: withUsage && !x.script.omitUsage ? usage : null,
+    user: null,
+    metadata: {},
+  });
+  if (!x.body.stream) return sendJson(x.res, 200, response('completed', output, true));
+  let seq = 0;
+  const event = (type: string, data: Record<string, unknown>): string =>
+    `event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...data })}\n\n`;
+  const events = [event('response.created', { response: response('in_progress', [], false) }), event('response.in_progress', { response: response('in_progress', [], false) })];
+  let index = 0;
+  if (x.text) {
+    events.push(
+      event('response.output_item.added', { output_index: index, item: { ...message, status: 'in_progress', content: [] } }),
+      event('response.content_part.added', { item_id: 'msg_fake', output_index: index, content_index: 0, part: { ...textPart, text: '' } }),
+      ...pieces(x.text).map((p) => event('response.output_text.delta', { item_id: 'msg_fake', output_index: index, content_index: 0, delta: p, logprobs: [] })),
+      event('response.output_text.done', { item_id: 'msg_fake', output_index: index, content_index: 0, text: x.text, logprobs: [] }),
+      event('response.content_part.done', { item_id: 'msg_fake', output_index: index, content_index: 0, part: textPart }),
+      event('response.output_item.done', { output_index: index, item: message }),
+    );
+    index++;
+  }
+  if (call) {
+    const half = Math.floor(call.arguments.length / 2);
+    events.push(
+      event('response.output_item.added', { output_index: index, item: { ...call, status: 'in_progress', arguments: '' } }),
+      event('response.function_call_arguments.delta', { item_id: 'fc_fake', output_index: index, delta: call.arguments.slice(0, half) }),
+      event('response.function_call_arguments.delta', { item_id: 'fc_fake', output_index: index, delta: call.arguments.slice(half) }),
+      event('response.function_call_arguments.done', { item_id: 'fc_fake', output_index: index, arguments: call.arguments }),
+      event('response.output_item.done', { output_index: index, item: call }),
+    );
+  }
+  events.push(event('response.completed', { response: response('completed', output, true) }));
+  return writeEvents(x, events);
+}
+
 function openAiEmbeddings(x: Exchange): void {
   const inputs = Array.isArray(x.body.input) ? x.body.input : [x.body.input];
   sendJson(x.res, 200, {
@@ -271,6 +346,7 @@ function sendError(x: Exchange, status: number, anthropic: boolean): void {
 const ROUTES: Readonly<Record<string, { anthropic: boolean; handle: (x: Exchange) => Promise<void> | void }>> = {
   'POST /v1/chat/completions': { anthropic: false, handle: openAiChat },
   'POST /v1/embeddings': { anthropic: false, handle: openAiEmbeddings },
+  'POST /v1/responses': { anthropic: false, handle: openAiResponses },
   'POST /v1/messages': { anthropic: true, handle: anthropicMessages },
   'GET /v1/models': {
     anthropic: false,

@@ -18,6 +18,7 @@ import type {
 import type { ChatAnswerIdentity } from '../openai/chat-format';
 import { parseSse, SseParser } from '../sse';
 import { postUpstream, readBody, readJson, resolveApiKey, type ApiKeySource } from '../upstream-http';
+import { readStructuredOutput } from '../openai/chat-request';
 import { anthropicStreamToChatChunks, fromAnthropicMessage, toAnthropicRequest } from './translate';
 import { AnthropicStreamUsage, usageFromAnthropic } from './usage';
 
@@ -103,6 +104,7 @@ export class AnthropicProvider implements Provider {
   /** OpenAI chat completions, answered by the Messages API and translated both ways. */
   async chatCompletions(body: ChatCompletionBody, ctx: AnthropicCallContext): Promise<ProviderResult> {
     const request = toAnthropicRequest(body, { defaultMaxTokens: ctx.maxOutputTokens ?? this.defaultMaxTokens });
+    const structured = readStructuredOutput(body);
     const response = await this.post(request, ctx);
     const identity: ChatAnswerIdentity = {
       id: `chatcmpl-${ctx.requestId}`,
@@ -111,7 +113,7 @@ export class AnthropicProvider implements Provider {
     };
     if (!body.stream) {
       const json = await readJson(this.id, response, ctx.signal);
-      const { body: answer, usage } = fromAnthropicMessage(json, identity);
+      const { body: answer, usage } = fromAnthropicMessage(json, identity, structured);
       return { kind: 'json', body: answer, usage };
     }
     let usage: TokenUsage | undefined;
@@ -121,6 +123,7 @@ export class AnthropicProvider implements Provider {
       onUsage: (u) => {
         usage = u;
       },
+      ...(structured ? { structured } : {}),
     });
     return { kind: 'stream', body: chunks, usage: () => usage };
   }

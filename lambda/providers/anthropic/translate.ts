@@ -16,7 +16,9 @@ import {
 import {
   mapParams,
   readChatRequest,
+  readStructuredOutput,
   stopSequences,
+  type StructuredOutput,
   type ChatPart,
   type ChatToolChoice,
   type ParamRule,
@@ -89,13 +91,21 @@ export function toAnthropicRequest(
     ...mapParams(body, ANTHROPIC_PARAMS),
   };
   if (request.system.length > 0) out.system = request.system.join('\n\n');
-  if (request.tools.length > 0) {
-    out.tools = request.tools.map((tool) => ({
-      name: tool.name,
-      ...(tool.description ? { description: tool.description } : {}),
-      input_schema: tool.parameters,
-    }));
-    const choice = request.toolChoice ? TOOL_CHOICES[request.toolChoice.type](request.toolChoice) : undefined;
+  const structured = readStructuredOutput(body);
+  if (request.tools.length > 0 || structured) {
+    out.tools = [
+      ...request.tools.map((tool) => ({
+        name: tool.name,
+        ...(tool.description ? { description: tool.description } : {}),
+        input_schema: tool.parameters,
+      })),
+      ...(structured ? [{ name: structured.toolName, description: structured.description, input_schema: structured.schema }] : []),
+    ];
+    let choice = request.toolChoice ? TOOL_CHOICES[request.toolChoice.type](request.toolChoice) : undefined;
+    // Structured output: the answer must be a tool call, the schema's own unless the caller named another.
+    if (structured && choice?.type !== 'tool') {
+      choice = request.tools.length > 0 && choice?.type !== 'none' ? { type: 'any' } : { type: 'tool', name: structured.toolName };
+    }
     if (body.parallel_tool_calls === false && choice?.type !== 'none') {
       out.tool_choice = { ...(choice ?? { type: 'auto' }), disable_parallel_tool_use: true };
     } else if (choice) {
@@ -109,6 +119,7 @@ export function toAnthropicRequest(
 export function fromAnthropicMessage(
   message: unknown,
   identity: ChatAnswerIdentity,
+  structured?: StructuredOutput,
 ): { body: Record<string, unknown>; usage: TokenUsage | undefined } {
   const m = (typeof message === 'object' && message !== null ? message : {}) as Record<string, unknown>;
   if (!Array.isArray(m.content)) {
@@ -118,7 +129,9 @@ export function fromAnthropicMessage(
   const toolCalls: ChatToolCall[] = [];
   for (const block of m.content as Record<string, unknown>[]) {
     if (block?.type === 'text' && typeof block.text === 'string') texts.push(block.text);
-    if (block?.type === 'tool_use' && typeof block.id === 'string' && typeof block.name === 'string') {
+    if (block?.type === 'tool_use' && structured && block.name === structured.toolName) {
+      texts.push(JSON.stringify(block.input ?? {}));
+    } else if (block?.type === 'tool_use' && typeof block.id === 'string' && typeof block.name === 'string') {
       toolCalls.push({ id: block.id, name: block.name, arguments: JSON.stringify(block.input ?? {}) });
     }
   }
@@ -126,7 +139,7 @@ export function fromAnthropicMessage(
   const body = chatCompletionBody(identity, {
     text: texts.length === 0 && toolCalls.length > 0 ? null : texts.join(''),
     toolCalls,
-    finishReason: finishReason(m.stop_reason),
+    finishReason: structured && m.stop_reason === 'tool_use' && toolCalls.length === 0 ? 'stop' : finishReason(m.stop_reason),
     usage: usage ?? { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0 },
   });
   return { body, usage };
@@ -144,10 +157,14 @@ export async function* anthropicStreamToChatChunks(
     readonly identity: ChatAnswerIdentity;
     readonly includeUsage: boolean;
     readonly onUsage: (usage: TokenUsage | undefined) => void;
+    /** The structured-output tool, whose input streams as the message's text. */
+    readonly structured?: StructuredOutput;
   },
 ): AsyncGenerator<Uint8Array> {
   const encoder = new ChatChunkEncoder(options.identity);
   const usage = new AnthropicStreamUsage();
+  /** Content-block indexes of the structured-output tool. */
+  const jsonBlocks = new Set<number>();
   /** Anthropic content-block index → OpenAI tool-call index. */
   const toolIndex = new Map<number, number>();
 
@@ -169,7 +186,9 @@ export async function* anthropicStreamToChatChunks(
         yield encoder.start();
         break;
       case 'content_block_start':
-        if (block.type === 'tool_use') {
+        if (block.type === 'tool_use' && options.structured && block.name === options.structured.toolName) {
+          jsonBlocks.add(index);
+        } else if (block.type === 'tool_use') {
           toolIndex.set(index, toolIndex.size);
           yield encoder.toolCallStart(toolIndex.size - 1, { id: String(block.id), name: String(block.name) });
         } else if (block.type === 'text' && typeof block.text === 'string' && block.text !== '') {
@@ -179,13 +198,17 @@ export async function* anthropicStreamToChatChunks(
       case 'content_block_delta':
         if (delta.type === 'text_delta' && typeof delta.text === 'string') {
           yield encoder.text(delta.text);
+        } else if (delta.type === 'input_json_delta' && jsonBlocks.has(index)) {
+          if (typeof delta.partial_json === 'string' && delta.partial_json !== '') yield encoder.text(delta.partial_json);
         } else if (delta.type === 'input_json_delta' && typeof delta.partial_json === 'string') {
           const at = toolIndex.get(index);
           if (at !== undefined && delta.partial_json !== '') yield encoder.toolCallArguments(at, delta.partial_json);
         }
         break;
       case 'message_delta':
-        if (delta.stop_reason !== undefined && delta.stop_reason !== null) yield encoder.finish(finishReason(delta.stop_reason));
+        if (delta.stop_reason !== undefined && delta.stop_reason !== null) {
+          yield encoder.finish(jsonBlocks.size > 0 && delta.stop_reason === 'tool_use' && toolIndex.size === 0 ? 'stop' : finishReason(delta.stop_reason));
+        }
         break;
       case 'message_stop': {
         const final = usage.current();

@@ -30,7 +30,9 @@ import {
 import {
   mapParams,
   readChatRequest,
+  readStructuredOutput,
   stopSequences,
+  type StructuredOutput,
   type ChatPart,
   type ChatToolChoice,
   type ParamRule,
@@ -118,15 +120,25 @@ export function toConverseRequest(
     inferenceConfig: { maxTokens: request.maxTokens, ...mapParams(body, BEDROCK_INFERENCE_PARAMS) },
   };
   if (request.system.length > 0) input.system = request.system.map((text) => ({ text }));
-  if (request.tools.length > 0) {
-    const tools: Tool[] = request.tools.map((tool) => ({
-      toolSpec: {
-        name: tool.name,
-        ...(tool.description ? { description: tool.description } : {}),
-        inputSchema: { json: tool.parameters as DocumentType },
-      },
-    }));
-    const toolChoice = request.toolChoice ? TOOL_CHOICES[request.toolChoice.type](request.toolChoice) : undefined;
+  const structured = readStructuredOutput(body);
+  if (request.tools.length > 0 || structured) {
+    const tools: Tool[] = [
+      ...request.tools.map((tool) => ({
+        toolSpec: {
+          name: tool.name,
+          ...(tool.description ? { description: tool.description } : {}),
+          inputSchema: { json: tool.parameters as DocumentType },
+        },
+      })),
+      ...(structured
+        ? [{ toolSpec: { name: structured.toolName, description: structured.description, inputSchema: { json: structured.schema as DocumentType } } }]
+        : []),
+    ];
+    let toolChoice = request.toolChoice ? TOOL_CHOICES[request.toolChoice.type](request.toolChoice) : undefined;
+    // Structured output: the answer must be a tool call, the schema's own unless the caller named another.
+    if (structured && !toolChoice?.tool) {
+      toolChoice = request.tools.length > 0 && request.toolChoice?.type !== 'none' ? { any: {} } : { tool: { name: structured.toolName } };
+    }
     input.toolConfig = { tools, ...(toolChoice ? { toolChoice } : {}) };
   }
   return input;
@@ -195,10 +207,13 @@ export async function* converseStreamToChatChunks(
     readonly identity: ChatAnswerIdentity;
     readonly includeUsage: boolean;
     readonly onUsage: (usage: TokenUsage | undefined) => void;
+    /** The structured-output tool, whose input streams as the message's text. */
+    readonly structured?: StructuredOutput;
   },
 ): AsyncGenerator<Uint8Array> {
   const encoder = new ChatChunkEncoder(options.identity);
   const toolIndex = new Map<number, number>();
+  const jsonBlocks = new Set<number>();
   let usage: TokenUsage | undefined;
   let stopped = false;
 
@@ -207,7 +222,9 @@ export async function* converseStreamToChatChunks(
       yield encoder.start();
     } else if (event.contentBlockStart) {
       const toolUse = event.contentBlockStart.start?.toolUse;
-      if (toolUse) {
+      if (toolUse && options.structured && toolUse.name === options.structured.toolName) {
+        jsonBlocks.add(event.contentBlockStart.contentBlockIndex ?? 0);
+      } else if (toolUse) {
         toolIndex.set(event.contentBlockStart.contentBlockIndex ?? 0, toolIndex.size);
         yield encoder.toolCallStart(toolIndex.size - 1, { id: toolUse.toolUseId ?? '', name: toolUse.name ?? '' });
       }
@@ -215,10 +232,12 @@ export async function* converseStreamToChatChunks(
       const delta = event.contentBlockDelta.delta;
       const at = toolIndex.get(event.contentBlockDelta.contentBlockIndex ?? 0);
       if (delta?.text !== undefined && delta.text !== '') yield encoder.text(delta.text);
+      else if (delta?.toolUse?.input && jsonBlocks.has(event.contentBlockDelta.contentBlockIndex ?? 0)) yield encoder.text(delta.toolUse.input);
       else if (delta?.toolUse?.input && at !== undefined) yield encoder.toolCallArguments(at, delta.toolUse.input);
     } else if (event.messageStop) {
       stopped = true;
-      yield encoder.finish(finishReason(event.messageStop.stopReason));
+      const reason = event.messageStop.stopReason;
+      yield encoder.finish(jsonBlocks.size > 0 && reason === 'tool_use' && toolIndex.size === 0 ? 'stop' : finishReason(reason));
     } else if (event.metadata) {
       usage = usageFromBedrock(event.metadata.usage);
       options.onUsage(usage);
@@ -257,6 +276,7 @@ export class BedrockProvider implements Provider {
 
   async chatCompletions(body: ChatCompletionBody, ctx: ProviderCallContext): Promise<ProviderResult> {
     const input = toConverseRequest(body, { defaultMaxTokens: ctx.maxOutputTokens ?? this.defaultMaxTokens });
+    const structured = readStructuredOutput(body);
     const identity: ChatAnswerIdentity = {
       id: `chatcmpl-${ctx.requestId}`,
       model: body.model,
@@ -270,7 +290,9 @@ export class BedrockProvider implements Provider {
       const toolCalls: ChatToolCall[] = [];
       for (const block of output.output?.message?.content ?? []) {
         if (block.text !== undefined) texts.push(block.text);
-        if (block.toolUse) {
+        if (block.toolUse && structured && block.toolUse.name === structured.toolName) {
+          texts.push(JSON.stringify(block.toolUse.input ?? {}));
+        } else if (block.toolUse) {
           toolCalls.push({
             id: block.toolUse.toolUseId ?? '',
             name: block.toolUse.name ?? '',
@@ -282,7 +304,7 @@ export class BedrockProvider implements Provider {
       const answer = chatCompletionBody(identity, {
         text: texts.length === 0 && toolCalls.length > 0 ? null : texts.join(''),
         toolCalls,
-        finishReason: finishReason(output.stopReason),
+        finishReason: structured && output.stopReason === 'tool_use' && toolCalls.length === 0 ? 'stop' : finishReason(output.stopReason),
         usage: usage ?? { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0 },
       });
       return { kind: 'json', body: answer, usage };
@@ -307,6 +329,7 @@ export class BedrockProvider implements Provider {
       onUsage: (u) => {
         usage = u;
       },
+      ...(structured ? { structured } : {}),
     });
     return { kind: 'stream', body: chunks, usage: () => usage };
   }

@@ -6,6 +6,10 @@
  * - `tollgate:fail` → an {@link UpstreamError} 502
  * - `tollgate:empty` → an empty reply
  * - `tollgate:slow:<ms>` → waits that long first (an abort of the call's signal ends the wait)
+ *
+ * Tools and structured output are answered plausibly (see ./plan.ts): a declared tool is called with
+ * arguments generated from its schema, a tool result is answered in text, and a requested JSON schema gets
+ * JSON that validates against it.
  */
 import { createHash } from 'node:crypto';
 import { systemClock, type Clock } from '../../core/clock';
@@ -23,6 +27,7 @@ import type {
 import { ChatChunkEncoder, chatCompletionBody } from '../openai/chat-format';
 import { encodeSseJson } from '../sse';
 import { networkError } from '../upstream-http';
+import { chatPlanInput, messagesPlanInput, planAnswer, textOf, type PlanInput } from './plan';
 
 /** Tokens added per message for role and framing, roughly as real tokenizers do. */
 const MESSAGE_OVERHEAD_TOKENS = 4;
@@ -35,17 +40,6 @@ const utf8 = new TextEncoder();
 /** The mock's token estimate for a text: one token per 4 UTF-8 bytes, rounded up. */
 export function estimateTokens(text: string): number {
   return Math.ceil(utf8.encode(text).length / 4);
-}
-
-function textOf(content: unknown): string {
-  if (typeof content === 'string') return content;
-  if (!Array.isArray(content)) return '';
-  return content
-    .map((part) => {
-      const p = part as { type?: unknown; text?: unknown } | null;
-      return p && typeof p.text === 'string' ? p.text : '';
-    })
-    .join('');
 }
 
 /** The first `maxBytes` UTF-8 bytes of `text`, never cutting a character. */
@@ -62,6 +56,8 @@ function clipBytes(text: string, maxBytes: number): string {
 
 interface MockAnswer {
   readonly text: string;
+  /** A tool call the answer makes (after its text, which is then empty). */
+  readonly toolCall?: { readonly id: string; readonly name: string; readonly arguments: string };
   readonly truncated: boolean;
   readonly usage: TokenUsage;
 }
@@ -70,6 +66,9 @@ interface Conversation {
   readonly messages: readonly Record<string, unknown>[];
   readonly system?: unknown;
   readonly maxTokens?: number;
+  /** Reads the plan inputs (tools, structured output) from the request in its dialect. */
+  readonly plan: (prompt: string) => PlanInput;
+  readonly requestId: string;
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -122,28 +121,47 @@ export class MockProvider implements Provider {
     if (prompt.includes('tollgate:fail')) {
       throw new UpstreamError('upstream mock failed as asked (tollgate:fail)', { status: 502, code: 'upstream_error' });
     }
-    const full = prompt.includes('tollgate:empty') ? '' : `Mock reply to: ${Array.from(prompt).slice(0, QUOTED_CHARS).join('')}`;
-    const text = conversation.maxTokens === undefined ? full : clipBytes(full, conversation.maxTokens * 4);
+    const plan = planAnswer(conversation.plan(prompt));
     const inputTokens =
       conversation.messages.reduce((sum, m) => sum + estimateTokens(textOf(m.content)) + MESSAGE_OVERHEAD_TOKENS, 0) +
       (conversation.system === undefined ? 0 : estimateTokens(textOf(conversation.system)) + MESSAGE_OVERHEAD_TOKENS);
-    return {
-      text,
-      truncated: text.length < full.length,
-      usage: { inputTokens, outputTokens: estimateTokens(text), cachedInputTokens: 0, cacheWriteTokens: 0 },
-    };
+    const usageOf = (outputText: string): TokenUsage => ({ inputTokens, outputTokens: estimateTokens(outputText), cachedInputTokens: 0, cacheWriteTokens: 0 });
+    if (plan.kind === 'tool_call') {
+      const toolCall = { id: `call_mock_${conversation.requestId.slice(-12)}`, name: plan.tool.name, arguments: plan.arguments };
+      return { text: '', toolCall, truncated: false, usage: usageOf(plan.tool.name + plan.arguments) };
+    }
+    // JSON is never clipped: a cut document would not parse.
+    if (plan.kind === 'json') return { text: plan.json, truncated: false, usage: usageOf(plan.json) };
+    const full = prompt.includes('tollgate:empty')
+      ? ''
+      : plan.kind === 'tool_result'
+        ? `Mock reply using the tool result: ${plan.result}`
+        : `Mock reply to: ${Array.from(prompt).slice(0, QUOTED_CHARS).join('')}`;
+    const text = conversation.maxTokens === undefined ? full : clipBytes(full, conversation.maxTokens * 4);
+    return { text, truncated: text.length < full.length, usage: usageOf(text) };
   }
 
   async chatCompletions(body: ChatCompletionBody, ctx: ProviderCallContext): Promise<ProviderResult> {
     const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? ctx.maxOutputTokens;
     const answer = await this.answer(
-      { messages: body.messages, maxTokens: typeof maxTokens === 'number' ? maxTokens : undefined },
+      {
+        messages: body.messages,
+        maxTokens: typeof maxTokens === 'number' ? maxTokens : undefined,
+        plan: (prompt) => chatPlanInput(body, prompt),
+        requestId: ctx.requestId,
+      },
       ctx,
     );
     const identity = { id: `chatcmpl-mock-${ctx.requestId}`, model: body.model, created: Math.floor(this.clock.now() / 1000) };
-    const finishReason = answer.truncated ? 'length' : 'stop';
+    const finishReason = answer.toolCall ? 'tool_calls' : answer.truncated ? 'length' : 'stop';
+    const toolCall = answer.toolCall;
     if (!body.stream) {
-      const json = chatCompletionBody(identity, { text: answer.text, toolCalls: [], finishReason, usage: answer.usage });
+      const json = chatCompletionBody(identity, {
+        text: toolCall ? null : answer.text,
+        toolCalls: toolCall ? [toolCall] : [],
+        finishReason,
+        usage: answer.usage,
+      });
       return { kind: 'json', body: json, usage: answer.usage };
     }
     let usage: TokenUsage | undefined;
@@ -154,6 +172,14 @@ export class MockProvider implements Provider {
       for (const piece of pieces(answer.text)) {
         await gap(ctx.signal);
         yield encoder.text(piece);
+      }
+      if (toolCall) {
+        yield encoder.toolCallStart(0, toolCall);
+        const half = Math.floor(toolCall.arguments.length / 2);
+        for (const part of [toolCall.arguments.slice(0, half), toolCall.arguments.slice(half)]) {
+          await gap(ctx.signal);
+          if (part !== '') yield encoder.toolCallArguments(0, part);
+        }
       }
       await gap(ctx.signal);
       yield encoder.finish(finishReason);
@@ -166,11 +192,21 @@ export class MockProvider implements Provider {
 
   async messages(body: MessagesBody, ctx: ProviderCallContext): Promise<ProviderResult> {
     const answer = await this.answer(
-      { messages: body.messages, system: body.system, maxTokens: body.max_tokens ?? ctx.maxOutputTokens },
+      {
+        messages: body.messages,
+        system: body.system,
+        maxTokens: body.max_tokens ?? ctx.maxOutputTokens,
+        plan: (prompt) => messagesPlanInput(body, prompt),
+        requestId: ctx.requestId,
+      },
       ctx,
     );
     const id = `msg_mock_${ctx.requestId}`;
-    const stopReason = answer.truncated ? 'max_tokens' : 'end_turn';
+    const toolCall = answer.toolCall ? { ...answer.toolCall, id: answer.toolCall.id.replace('call_', 'toolu_') } : undefined;
+    const stopReason = toolCall ? 'tool_use' : answer.truncated ? 'max_tokens' : 'end_turn';
+    const toolBlock = toolCall
+      ? { type: 'tool_use', id: toolCall.id, name: toolCall.name, input: JSON.parse(toolCall.arguments) as unknown }
+      : undefined;
     const wireUsage = (u: TokenUsage, outputTokens: number): Record<string, number> => ({
       input_tokens: u.inputTokens,
       cache_creation_input_tokens: 0,
@@ -185,7 +221,7 @@ export class MockProvider implements Provider {
           type: 'message',
           role: 'assistant',
           model: body.model,
-          content: answer.text === '' ? [] : [{ type: 'text', text: answer.text }],
+          content: [...(answer.text === '' ? [] : [{ type: 'text', text: answer.text }]), ...(toolBlock ? [toolBlock] : [])],
           stop_reason: stopReason,
           stop_sequence: null,
           usage: wireUsage(answer.usage, answer.usage.outputTokens),
@@ -217,6 +253,15 @@ export class MockProvider implements Provider {
       }
       await gap(ctx.signal);
       yield event('content_block_stop', { index: 0 });
+      if (toolCall) {
+        yield event('content_block_start', { index: 1, content_block: { type: 'tool_use', id: toolCall.id, name: toolCall.name, input: {} } });
+        const half = Math.floor(toolCall.arguments.length / 2);
+        for (const part of [toolCall.arguments.slice(0, half), toolCall.arguments.slice(half)]) {
+          await gap(ctx.signal);
+          yield event('content_block_delta', { index: 1, delta: { type: 'input_json_delta', partial_json: part } });
+        }
+        yield event('content_block_stop', { index: 1 });
+      }
       usage = answer.usage;
       yield event('message_delta', {
         delta: { stop_reason: stopReason, stop_sequence: null },

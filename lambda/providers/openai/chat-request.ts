@@ -247,3 +247,63 @@ export function stopSequences(value: unknown): string[] | undefined {
   if (Array.isArray(value) && value.every((v) => typeof v === 'string')) return value.length > 0 ? value : undefined;
   throw invalid('stop must be a string or an array of strings', 'stop');
 }
+
+/**
+ * Structured output for providers without OpenAI's `response_format`: the schema becomes one more tool the
+ * model is made to call, and its input is the answer (turned back into the message's text).
+ */
+export interface StructuredOutput {
+  /** The tool's name: the schema's name, made unique among the caller's tools. */
+  readonly toolName: string;
+  readonly schema: Record<string, unknown>;
+  readonly description: string;
+}
+
+const TOOL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * Reads `response_format`: undefined for text (or none), a {@link StructuredOutput} for `json_schema` and
+ * `json_object` (any JSON object); anything else is a 400, never silently dropped.
+ */
+export function readStructuredOutput(body: Readonly<Record<string, unknown>>): StructuredOutput | undefined {
+  const format = body.response_format;
+  if (format === undefined || format === null) return undefined;
+  if (!isRecord(format)) throw invalid('response_format must be an object', 'response_format');
+  const taken = new Set(parseTools(body.tools).map((t) => t.name));
+  const unique = (name: string): string => {
+    let candidate = TOOL_NAME.test(name) ? name : 'json_response';
+    while (taken.has(candidate)) candidate = `${candidate}_json`.slice(-64);
+    return candidate;
+  };
+  switch (format.type) {
+    case 'text':
+      return undefined;
+    case 'json_object':
+      return {
+        toolName: unique('json_response'),
+        schema: { type: 'object', additionalProperties: true },
+        description: 'Give your answer as a JSON object by calling this tool; its input is the answer.',
+      };
+    case 'json_schema': {
+      const spec = format.json_schema;
+      if (!isRecord(spec) || !isRecord(spec.schema)) {
+        throw invalid('response_format.json_schema.schema must be a JSON Schema object', 'response_format.json_schema.schema');
+      }
+      if (spec.schema.type !== undefined && spec.schema.type !== 'object') {
+        throw invalid(
+          "response_format.json_schema.schema must describe an object (type: 'object') for this model's provider",
+          'response_format.json_schema.schema',
+        );
+      }
+      return {
+        toolName: unique(typeof spec.name === 'string' ? spec.name : 'json_response'),
+        schema: { type: 'object', ...spec.schema },
+        description:
+          (typeof spec.description === 'string' ? `${spec.description} ` : '') +
+          'Give your answer by calling this tool; its input is the answer.',
+      };
+    }
+    default:
+      throw invalid('response_format.type must be text, json_object or json_schema', 'response_format.type');
+  }
+}

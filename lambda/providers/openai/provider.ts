@@ -19,7 +19,9 @@ import type {
 } from '../contract';
 import { encodeSse, SseParser, type SseEvent } from '../sse';
 import { postUpstream, readBody, readJson, resolveApiKey, type ApiKeySource } from '../upstream-http';
+import { usageFromResponses } from '../responses/response';
 import { usageFromOpenAi } from './chat-format';
+import { relayResponsesStream } from './responses';
 
 export type { ApiKeySource } from '../upstream-http';
 
@@ -93,6 +95,18 @@ export class OpenAiCompatibleProvider implements Provider {
     return relayChatStream(readBody(this.id, response, ctx.signal), {
       passUsageChunk: ctx.callerWantsStreamUsage === true,
     });
+  }
+
+  /** The Responses API, passed through (see ./responses.ts). */
+  async responses(body: Record<string, unknown> & { readonly model: string }, ctx: ProviderCallContext): Promise<ProviderResult> {
+    // The cap the reservation assumed, when the caller set none (the Responses API's own field).
+    const capped = ctx.maxOutputTokens === undefined || body.max_output_tokens !== undefined ? body : { ...body, max_output_tokens: ctx.maxOutputTokens };
+    const response = await this.post('/responses', capped, ctx);
+    if (body.stream !== true) {
+      const json = await readJson(this.id, response, ctx.signal);
+      return { kind: 'json', body: json, usage: usageFromResponses((json as { usage?: unknown } | null)?.usage) };
+    }
+    return relayResponsesStream(readBody(this.id, response, ctx.signal));
   }
 
   async embeddings(body: EmbeddingsBody, ctx: ProviderCallContext): Promise<JsonResult> {

@@ -123,6 +123,38 @@ export class DynamoDbUsageStore implements UsageStore {
     return items.map(usageRecordFromItem);
   }
 
+  /**
+   * One key's record of one request: the key's records newest first (GSI byKey) filtered on the request id,
+   * stopping at the first match or after `maxScanned` records read.
+   */
+  async findRequest(q: { readonly keyId: string; readonly requestId: string; readonly maxScanned: number }): Promise<UsageRecord | undefined> {
+    let startKey: Item | undefined;
+    let scanned = 0;
+    try {
+      do {
+        const page = await this.client.send(
+          new QueryCommand({
+            TableName: this.table,
+            IndexName: 'byKey',
+            KeyConditionExpression: 'keyPk = :p',
+            FilterExpression: 'requestId = :r',
+            ExpressionAttributeValues: { ':p': { S: `key#${q.keyId}` }, ':r': { S: q.requestId } },
+            ScanIndexForward: false,
+            Limit: Math.min(500, Math.max(1, q.maxScanned - scanned)),
+            ExclusiveStartKey: startKey,
+          }),
+        );
+        const found = page.Items?.[0];
+        if (found) return usageRecordFromItem(found);
+        scanned += page.ScannedCount ?? 0;
+        startKey = page.LastEvaluatedKey;
+      } while (startKey && scanned < q.maxScanned);
+    } catch (err) {
+      throw translateError(err);
+    }
+    return undefined;
+  }
+
   /** Every record with from ≤ timestamp < to, oldest first: reads each shard of each day's byDay partition. */
   async queryAll(fromIso: string, toIso: string): Promise<UsageRecord[]> {
     const { from, to } = range(fromIso, toIso);

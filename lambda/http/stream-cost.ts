@@ -1,0 +1,76 @@
+/**
+ * Cost on streams: the event that carries a stream's final usage gets one more field, `tollgate`, with the
+ * call's cost priced from that usage exactly as settlement prices it (clients ignore unknown fields):
+ *
+ * - OpenAI chat: the usage chunk (sent when the caller asks `stream_options.include_usage`)
+ * - Anthropic messages: each `message_delta` (cumulative usage; the last one is final)
+ * - Responses: `response.completed` / `response.incomplete` / `response.failed`
+ *
+ *   {"type":"message_delta", …, "usage":{…}, "tollgate":{"cost_usd":"0.000123","request_id":"req_…"}}
+ *
+ * Events are re-framed one by one as they complete; nothing is held back.
+ */
+import { formatUsd } from '../core/money';
+import { costOf, type ResolvedModel } from '../core/pricing';
+import type { TokenUsage } from '../core/types';
+import { AnthropicStreamUsage } from '../providers/anthropic/usage';
+import { usageFromOpenAi } from '../providers/openai/chat-format';
+import { usageFromResponses } from '../providers/responses/response';
+import { encodeSse, SseParser, type SseEvent } from '../providers/sse';
+
+/** Which wire format a stream is in. */
+export type StreamDialect = 'chat' | 'messages' | 'responses';
+
+const RESPONSES_FINAL = new Set(['response.completed', 'response.incomplete', 'response.failed']);
+
+/** A usage object (not the `"usage": null` OpenAI puts in every chunk of a stream that asked for usage). */
+const HAS_USAGE = /"usage"\s*:\s*\{/;
+
+/** Returns the usage an event reports as final (or cumulative), undefined for the others. */
+type UsageReader = (event: Record<string, unknown>) => TokenUsage | undefined;
+
+function readerFor(dialect: StreamDialect): UsageReader {
+  switch (dialect) {
+    case 'chat':
+      return (e) => (typeof e.usage === 'object' && e.usage !== null ? usageFromOpenAi(e.usage) : undefined);
+    case 'messages': {
+      const usage = new AnthropicStreamUsage();
+      return (e) => {
+        usage.observe(e);
+        return e.type === 'message_delta' ? usage.current() : undefined;
+      };
+    }
+    case 'responses':
+      return (e) =>
+        typeof e.type === 'string' && RESPONSES_FINAL.has(e.type)
+          ? usageFromResponses((e.response as { usage?: unknown } | undefined)?.usage)
+          : undefined;
+  }
+}
+
+/** Adds the call's cost to the stream's usage event(s); every other event passes unchanged. */
+export async function* withStreamCost(
+  body: AsyncIterable<Uint8Array>,
+  options: { readonly dialect: StreamDialect; readonly model: ResolvedModel; readonly requestId: string },
+): AsyncGenerator<Uint8Array> {
+  const read = readerFor(options.dialect);
+  const annotate = (event: SseEvent): SseEvent => {
+    if (!HAS_USAGE.test(event.data)) return event;
+    let parsed: Record<string, unknown>;
+    try {
+      parsed = JSON.parse(event.data) as Record<string, unknown>;
+    } catch {
+      return event;
+    }
+    if (typeof parsed !== 'object' || parsed === null) return event;
+    const usage = read(parsed);
+    if (!usage) return event;
+    const tollgate = { cost_usd: formatUsd(costOf(options.model.price, usage)), request_id: options.requestId };
+    return { ...event, data: JSON.stringify({ ...parsed, tollgate }) };
+  };
+  const parser = new SseParser();
+  for await (const chunk of body) {
+    for (const event of parser.push(chunk)) yield encodeSse(annotate(event));
+  }
+  for (const event of parser.end()) yield encodeSse(annotate(event));
+}

@@ -1,0 +1,35 @@
+/**
+ * OpenAI's own Responses API (`POST {baseUrl}/responses`), passed through: the body goes up as given, the
+ * answer comes back as sent, and usage is read from the response (or from the stream's final
+ * `response.completed` / `response.incomplete` / `response.failed` event).
+ */
+import type { TokenUsage } from '../../core/types';
+import type { StreamResult } from '../contract';
+import { SseParser } from '../sse';
+import { usageFromResponses } from '../responses/response';
+
+/** Final events of a Responses stream; each carries the response with its usage. */
+const FINAL_EVENTS = ['response.completed', 'response.incomplete', 'response.failed'];
+
+/** Passes a Responses stream through untouched while reading the usage of its final event. */
+export function relayResponsesStream(upstream: AsyncIterable<Uint8Array>): StreamResult {
+  let usage: TokenUsage | undefined;
+  const observe = (data: string): void => {
+    if (!data.includes('"usage"') || !FINAL_EVENTS.some((type) => data.includes(`"${type}"`))) return;
+    try {
+      const event = JSON.parse(data) as { type?: unknown; response?: { usage?: unknown } };
+      if (typeof event.type === 'string' && FINAL_EVENTS.includes(event.type)) usage = usageFromResponses(event.response?.usage) ?? usage;
+    } catch {
+      // Not JSON: the caller still gets the bytes.
+    }
+  };
+  async function* relay(): AsyncGenerator<Uint8Array> {
+    const parser = new SseParser();
+    for await (const chunk of upstream) {
+      for (const event of parser.push(chunk)) observe(event.data);
+      yield chunk;
+    }
+    for (const event of parser.end()) observe(event.data);
+  }
+  return { kind: 'stream', body: relay(), usage: () => usage };
+}
