@@ -17,13 +17,15 @@ import { chatBody, LEGITIMATE_PROMPTS } from './waf-corpus';
 import { evaluateWebAcl } from './waf-evaluator';
 
 const OPERATOR = 'arn:aws:iam::123456789012:role/platform-admin';
+/** Two full synths, or cfn-lint over ten templates, on a loaded 2-core box: a bound that only catches a hang. */
+const HANG = 900_000;
 
 let dev: SynthesizedApp;
 let prod: SynthesizedApp;
 beforeAll(() => {
   dev = synthApp();
   prod = synthApp({ profile: 'prod', alerts: { email: 'ops@example.com' }, admin: { operatorRoleArns: [OPERATOR] } });
-});
+}, HANG);
 afterAll(() => {
   dev.dispose();
   prod.dispose();
@@ -389,5 +391,5 @@ describe('cfn-lint', () => {
       );
       expect(unexpected.map((f) => `${f.Rule.Id} ${path.basename(f.Filename)} ${f.Location.Path.join('/')}: ${f.Message}`)).toEqual([]);
     }
-  });
+  }, HANG);
 });
