@@ -11,6 +11,12 @@ import { DEFAULT_LIMITS, formatBudgetDefaults } from '../lambda/core/guardrails/
 export interface DeploymentConfig {
   /** Stage name: part of every resource name, the API stage and the SSM prefix. */
   readonly stage: string;
+  /**
+   * Cost profile: `dev` (the default: a NAT instance, the agent service scaled to zero on queue depth, no
+   * Container Insights, alert destination warned about) or `prod` (NAT gateways, an always-on agent task,
+   * Container Insights, an alert destination required). Every value a profile sets can still be set on its own.
+   */
+  readonly profile: CostProfile;
   /** Region to deploy to; absent means the CLI profile's region. */
   readonly region?: string;
   readonly budget: BudgetConfig;
@@ -21,20 +27,41 @@ export interface DeploymentConfig {
   readonly agent: AgentConfig;
   /** Limits every key, user and the platform get unless an operator sets their own (README "Safe defaults"). */
   readonly limits: LimitsConfig;
+  readonly admin: AdminConfig;
+  readonly secrets: GeneratedSecretsConfig;
   /** Retention of every log group the app creates, in days (a value CloudWatch accepts). */
   readonly logRetentionDays: number;
 }
+
+/** The cost profiles; see {@link DeploymentConfig.profile}. */
+export type CostProfile = 'dev' | 'prod';
+export const COST_PROFILES: readonly CostProfile[] = ['dev', 'prod'];
+
+/** How the agent VPC's private subnets reach the internet. */
+export type NatKind = 'instance' | 'gateway';
 
 export interface BudgetConfig {
   /** The monthly AWS cost budget in USD (whole dollars or cents). */
   readonly monthlyUsd: number;
   /** Percentages of the budget (actual spend) that notify the budget topic. */
   readonly thresholdsPercent: readonly number[];
+  /** Percentages of the budget that notify when AWS forecasts the month's spend to reach them. */
+  readonly forecastThresholdsPercent: readonly number[];
 }
+
+/** AWS Budgets allows at most this many notifications per budget. */
+export const MAX_BUDGET_NOTIFICATIONS = 5;
+
+/** The cost-allocation tag every resource carries, and the budget filters on (activate it once in Billing). */
+export const COST_ALLOCATION_TAG = 'tollgate:deployment';
 
 export interface AlertsConfig {
   /** An address subscribed to the alerts topic (confirm the email AWS sends); absent for none. */
   readonly email?: string;
+  /** The `slack-webhook-url` secret will be set: the notifier posts alarms and alerts to Slack. */
+  readonly slack: boolean;
+  /** Synth fails when neither email nor Slack is set (prod); otherwise it only warns (dev). */
+  readonly requireDestination: boolean;
   /** The daily-cost alarm threshold in USD (observability). */
   readonly dailyCostUsd: number;
 }
@@ -44,7 +71,11 @@ export interface WafConfig {
   readonly ratePerIpPer5Min: number;
   /** ISO 3166 alpha-2 country codes blocked outright; empty disables the geo rule. */
   readonly blockedCountries: readonly string[];
-  /** Rules of AWSManagedRulesCommonRuleSet set to count instead of block. */
+  /**
+   * More rules of AWSManagedRulesCommonRuleSet to count instead of block everywhere. The body-inspecting rules
+   * of every managed group are always counted on `/v1` (prompts carry code, HTML, SQL, paths and URLs) and
+   * blocked everywhere else; see lib/stacks/waf.ts.
+   */
   readonly commonRuleSetCountOnly: readonly string[];
 }
 
@@ -85,13 +116,35 @@ export interface LimitsConfig {
 }
 
 export interface AgentConfig {
-  /** NAT gateways in the agent VPC (1 or 2; each costs money every hour). */
+  /** `instance`: one t4g.nano NAT instance (dev); `gateway`: managed NAT gateways (prod). */
+  readonly nat: NatKind;
+  /** NAT gateways in the agent VPC when `nat` is `gateway` (1 or 2; each costs money every hour). */
   readonly natGateways: number;
-  /** Running agent tasks (0 keeps the service but stops paying for tasks). */
-  readonly desiredCount: number;
+  /** Tasks always running; 0 scales the service to zero when the run queue is empty. */
+  readonly minTasks: number;
+  /** Most tasks the queue depth scales the service out to. */
+  readonly maxTasks: number;
+  /** ECS Container Insights on the cluster (billed as custom metrics). */
+  readonly containerInsights: boolean;
   /** Fargate task CPU units (256 = 0.25 vCPU). */
   readonly cpu: number;
   readonly memoryMb: number;
+}
+
+export interface AdminConfig {
+  /**
+   * IAM role ARNs that may call `/admin/*` (the API's resource policy denies every other principal). Empty:
+   * the gateway stack creates one role, `tollgate-<stage>-operator`, that principals of the account may assume.
+   */
+  readonly operatorRoleArns: readonly string[];
+}
+
+export interface GeneratedSecretsConfig {
+  /**
+   * Delete the generated `key-pepper` and `jwt-secret` parameters when the data stack is deleted. Off by default:
+   * a new pepper would invalidate every issued API key.
+   */
+  readonly removeOnDelete: boolean;
 }
 
 /** A deployment setting has a bad value; the message names the setting. */
@@ -105,11 +158,12 @@ export class DeploymentConfigError extends Error {
   }
 }
 
-/** The defaults, which are also the deployment the cost estimate prices. */
+/** The defaults (the `dev` profile), which are also the deployment the cost estimate prices first. */
 export const DEFAULT_CONFIG: DeploymentConfig = {
   stage: 'dev',
-  budget: { monthlyUsd: 100, thresholdsPercent: [50, 80, 100] },
-  alerts: { dailyCostUsd: 20 },
+  profile: 'dev',
+  budget: { monthlyUsd: 100, thresholdsPercent: [50, 80, 100], forecastThresholdsPercent: [100] },
+  alerts: { dailyCostUsd: 20, slack: false, requireDestination: false },
   waf: { ratePerIpPer5Min: 1000, blockedCountries: ['CN', 'RU'], commonRuleSetCountOnly: ['SizeRestrictions_BODY'] },
   api: { throttleRatePerSecond: 100, throttleBurst: 200 },
   gateway: {
@@ -119,7 +173,7 @@ export const DEFAULT_CONFIG: DeploymentConfig = {
     upstreamTimeoutMs: 600_000,
     bedrock: false,
   },
-  agent: { natGateways: 1, desiredCount: 1, cpu: 256, memoryMb: 512 },
+  agent: { nat: 'instance', natGateways: 1, minTasks: 0, maxTasks: 1, containerInsights: false, cpu: 256, memoryMb: 512 },
   limits: {
     keyBudgets: formatBudgetDefaults(DEFAULT_LIMITS.key),
     userBudgets: formatBudgetDefaults(DEFAULT_LIMITS.user),
@@ -127,7 +181,18 @@ export const DEFAULT_CONFIG: DeploymentConfig = {
     keyRpm: String(DEFAULT_LIMITS.keyRpm),
     keyTpm: String(DEFAULT_LIMITS.keyTpm),
   },
+  admin: { operatorRoleArns: [] },
+  secrets: { removeOnDelete: false },
   logRetentionDays: 30,
+};
+
+/** What each profile changes from {@link DEFAULT_CONFIG}; an explicit setting still wins. */
+export const PROFILE_DEFAULTS: Readonly<Record<CostProfile, { readonly agent: Partial<AgentConfig>; readonly alerts: Partial<AlertsConfig> }>> = {
+  dev: { agent: {}, alerts: {} },
+  prod: {
+    agent: { nat: 'gateway', natGateways: 2, minTasks: 1, maxTasks: 2, containerInsights: true },
+    alerts: { requireDestination: true },
+  },
 };
 
 /** Fargate's valid CPU → memory (MiB) combinations, for the sizes an agent plausibly needs. */
@@ -229,9 +294,9 @@ export function resolveDeploymentConfig(raw: unknown, overrides: { readonly stag
       throw new DeploymentConfigError('tollgate', 'is not valid JSON');
     }
   }
-  const d = DEFAULT_CONFIG;
   const root = section(parsed, 'tollgate', [
     'stage',
+    'profile',
     'region',
     'budget',
     'alerts',
@@ -240,30 +305,50 @@ export function resolveDeploymentConfig(raw: unknown, overrides: { readonly stag
     'gateway',
     'agent',
     'limits',
+    'admin',
+    'secrets',
     'logRetentionDays',
   ]);
 
-  const stage = overrides.stage ?? root.stage ?? d.stage;
+  const stage = overrides.stage ?? root.stage ?? DEFAULT_CONFIG.stage;
   if (typeof stage !== 'string' || !/^[a-z][a-z0-9-]{0,19}$/.test(stage)) {
     throw new DeploymentConfigError('tollgate.stage', `must be 1-20 lower-case letters, digits or "-", starting with a letter, got ${JSON.stringify(stage)}`);
   }
+  const profile = root.profile ?? DEFAULT_CONFIG.profile;
+  if (typeof profile !== 'string' || !(COST_PROFILES as readonly string[]).includes(profile)) {
+    throw new DeploymentConfigError('tollgate.profile', `must be one of ${COST_PROFILES.join(', ')}, got ${JSON.stringify(profile)}`);
+  }
+  const p = PROFILE_DEFAULTS[profile as CostProfile];
+  const d: DeploymentConfig = {
+    ...DEFAULT_CONFIG,
+    agent: { ...DEFAULT_CONFIG.agent, ...p.agent },
+    alerts: { ...DEFAULT_CONFIG.alerts, ...p.alerts },
+  };
   const region = root.region;
   if (region !== undefined && (typeof region !== 'string' || !/^[a-z]{2}(-gov)?-[a-z]+-\d$/.test(region))) {
     throw new DeploymentConfigError('tollgate.region', `must be an AWS region such as "us-east-1", got ${JSON.stringify(region)}`);
   }
 
-  const b = section(root.budget, 'tollgate.budget', ['monthlyUsd', 'thresholdsPercent']);
-  const thresholds = b.thresholdsPercent ?? d.budget.thresholdsPercent;
-  if (
-    !Array.isArray(thresholds) ||
-    thresholds.length === 0 ||
-    thresholds.length > 10 ||
-    !thresholds.every((t, i) => typeof t === 'number' && t > 0 && t <= 1000 && (i === 0 || t > thresholds[i - 1]))
-  ) {
-    throw new DeploymentConfigError('tollgate.budget.thresholdsPercent', `must be 1 to 10 increasing percentages above 0 and at most 1000, got ${JSON.stringify(thresholds)}`);
+  const b = section(root.budget, 'tollgate.budget', ['monthlyUsd', 'thresholdsPercent', 'forecastThresholdsPercent']);
+  const percentages = (key: string, fallback: readonly number[], min: number): number[] => {
+    const list = b[key] ?? fallback;
+    if (
+      !Array.isArray(list) ||
+      list.length < min ||
+      list.length > MAX_BUDGET_NOTIFICATIONS ||
+      !list.every((t, i) => typeof t === 'number' && t > 0 && t <= 1000 && (i === 0 || t > list[i - 1]))
+    ) {
+      throw new DeploymentConfigError(`tollgate.budget.${key}`, `must be ${min} to ${MAX_BUDGET_NOTIFICATIONS} increasing percentages above 0 and at most 1000, got ${JSON.stringify(list)}`);
+    }
+    return list as number[];
+  };
+  const thresholds = percentages('thresholdsPercent', d.budget.thresholdsPercent, 1);
+  const forecastThresholds = percentages('forecastThresholdsPercent', d.budget.forecastThresholdsPercent, 0);
+  if (thresholds.length + forecastThresholds.length > MAX_BUDGET_NOTIFICATIONS) {
+    throw new DeploymentConfigError('tollgate.budget', `AWS Budgets allows ${MAX_BUDGET_NOTIFICATIONS} notifications per budget; thresholdsPercent and forecastThresholdsPercent have ${thresholds.length + forecastThresholds.length}`);
   }
 
-  const a = section(root.alerts, 'tollgate.alerts', ['email', 'dailyCostUsd']);
+  const a = section(root.alerts, 'tollgate.alerts', ['email', 'slack', 'requireDestination', 'dailyCostUsd']);
   if (a.email !== undefined && (typeof a.email !== 'string' || !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(a.email))) {
     throw new DeploymentConfigError('tollgate.alerts.email', `must be an email address, got ${JSON.stringify(a.email)}`);
   }
@@ -295,7 +380,18 @@ export function resolveDeploymentConfig(raw: unknown, overrides: { readonly stag
     }
     return text;
   };
-  const ag = section(root.agent, 'tollgate.agent', ['natGateways', 'desiredCount', 'cpu', 'memoryMb']);
+  const ag = section(root.agent, 'tollgate.agent', ['nat', 'natGateways', 'minTasks', 'maxTasks', 'containerInsights', 'cpu', 'memoryMb']);
+  const nat = ag.nat ?? d.agent.nat;
+  if (nat !== 'instance' && nat !== 'gateway') {
+    throw new DeploymentConfigError('tollgate.agent.nat', `must be "instance" or "gateway", got ${JSON.stringify(nat)}`);
+  }
+  const minTasks = integer(ag, 'tollgate.agent', 'minTasks', d.agent.minTasks, 0, 10);
+  const maxTasks = integer(ag, 'tollgate.agent', 'maxTasks', Math.max(d.agent.maxTasks, minTasks, 1), 1, 10);
+  if (maxTasks < minTasks) {
+    throw new DeploymentConfigError('tollgate.agent.maxTasks', `must be at least minTasks (${minTasks}), got ${maxTasks}`);
+  }
+  const ad = section(root.admin, 'tollgate.admin', ['operatorRoleArns']);
+  const sec = section(root.secrets, 'tollgate.secrets', ['removeOnDelete']);
 
   const cpu = integer(ag, 'tollgate.agent', 'cpu', d.agent.cpu, 256, 4096);
   const memoryRange = FARGATE_MEMORY[cpu];
@@ -318,13 +414,17 @@ export function resolveDeploymentConfig(raw: unknown, overrides: { readonly stag
 
   return {
     stage,
+    profile: profile as CostProfile,
     region: region as string | undefined,
     budget: {
       monthlyUsd: usd(b, 'tollgate.budget', 'monthlyUsd', d.budget.monthlyUsd, 1_000_000),
-      thresholdsPercent: thresholds as number[],
+      thresholdsPercent: thresholds,
+      forecastThresholdsPercent: forecastThresholds,
     },
     alerts: {
       email: a.email as string | undefined,
+      slack: boolean(a, 'tollgate.alerts', 'slack', d.alerts.slack),
+      requireDestination: boolean(a, 'tollgate.alerts', 'requireDestination', d.alerts.requireDestination),
       dailyCostUsd: usd(a, 'tollgate.alerts', 'dailyCostUsd', d.alerts.dailyCostUsd, 1_000_000),
     },
     waf: {
@@ -345,8 +445,11 @@ export function resolveDeploymentConfig(raw: unknown, overrides: { readonly stag
       anthropicBaseUrl: httpsUrl(g, 'tollgate.gateway', 'anthropicBaseUrl'),
     },
     agent: {
+      nat,
       natGateways: integer(ag, 'tollgate.agent', 'natGateways', d.agent.natGateways, 1, 2),
-      desiredCount: integer(ag, 'tollgate.agent', 'desiredCount', d.agent.desiredCount, 0, 10),
+      minTasks,
+      maxTasks,
+      containerInsights: boolean(ag, 'tollgate.agent', 'containerInsights', d.agent.containerInsights),
       cpu,
       memoryMb: agentMemory,
     },
@@ -357,6 +460,10 @@ export function resolveDeploymentConfig(raw: unknown, overrides: { readonly stag
       keyRpm: rateText('keyRpm'),
       keyTpm: rateText('keyTpm'),
     },
+    admin: {
+      operatorRoleArns: stringList(ad, 'tollgate.admin', 'operatorRoleArns', d.admin.operatorRoleArns, /^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@\/-]{1,512}$/, 'IAM role ARNs (arn:aws:iam::<account>:role/<name>)'),
+    },
+    secrets: { removeOnDelete: boolean(sec, 'tollgate.secrets', 'removeOnDelete', d.secrets.removeOnDelete) },
     logRetentionDays,
   };
 }

@@ -1,10 +1,10 @@
 import type { App, Environment } from 'aws-cdk-lib';
 import { Tags } from 'aws-cdk-lib';
-import type { DeploymentConfig } from './config';
+import { COST_ALLOCATION_TAG, type DeploymentConfig } from './config';
 import { AgentStack } from './stacks/agent-stack';
 import { DataStack } from './stacks/data-stack';
 import { GatewayStack } from './stacks/gateway-stack';
-import { GuardrailsStack } from './stacks/guardrails-stack';
+import { costAllocationTagValue, GuardrailsStack } from './stacks/guardrails-stack';
 import { ObservabilityStack } from './stacks/observability-stack';
 
 /** The stacks of one tollgate deployment, in deployment order. */
@@ -46,9 +46,10 @@ export function addTollgate(app: App, config: DeploymentConfig): TollgateStacks 
     guardrails,
   });
 
-  for (const stack of [data, guardrails, gateway, agent, observability]) {
-    Tags.of(stack).add('app', 'tollgate');
-    Tags.of(stack).add('tollgate:stage', config.stage);
-  }
+  // Every taggable resource carries the cost-allocation tag the AWS budget filters on (activate it once in
+  // Billing → Cost allocation tags, or `aws ce update-cost-allocation-tags-status`).
+  Tags.of(app).add(COST_ALLOCATION_TAG, costAllocationTagValue(config));
+  Tags.of(app).add('app', 'tollgate');
+  Tags.of(app).add('tollgate:stage', config.stage);
   return { data, guardrails, gateway, agent, observability };
 }

@@ -10,6 +10,11 @@ export interface AlarmSpecBase {
   /** What the alarm means to an operator; becomes the alarm description. */
   readonly description: string;
   /**
+   * Datapoints within evaluationPeriods that must breach.
+   * @default evaluationPeriods
+   */
+  readonly datapointsToAlarm?: number;
+  /**
    * @default 1
    */
   readonly evaluationPeriods?: number;
@@ -90,7 +95,8 @@ export interface MonitoringProps {
 
 /**
  * The dashboard and alarm factory: each {@link MonitoredMetric} becomes a graph and, when it has an alarm spec,
- * an alarm (static or anomaly detection) that notifies the alarm topic and is drawn on its graph. Widgets and
+ * an alarm (static or anomaly detection) that notifies the alarm topic when it fires and when it recovers (OK),
+ * and is drawn on its graph. Widgets and
  * alarms are defined here once instead of pasted per metric.
  */
 export class Monitoring extends Construct {
@@ -152,7 +158,9 @@ export class Monitoring extends Construct {
     if (m.alarm) {
       if (left.length !== 1) throw new Error(`Monitoring: "${m.id}" has an alarm, so its metrics must hold exactly one metric`);
       const alarm = this.alarm(m.id, m.alarm, left[0]!);
+      // OK too, so whoever was paged also hears that it recovered.
       alarm.addAlarmAction(new actions.SnsAction(this.props.alarmTopic));
+      alarm.addOkAction(new actions.SnsAction(this.props.alarmTopic));
       this.alarms.push(alarm);
       // An anomaly alarm's threshold is a band, not a line: CloudWatch draws the band with the alarm.
       if (m.alarm.kind !== 'anomaly') annotations = [alarm.toAnnotation()];
@@ -166,6 +174,7 @@ export class Monitoring extends Construct {
       alarmDescription: spec.description,
       metric,
       evaluationPeriods: spec.evaluationPeriods ?? 1,
+      ...(spec.datapointsToAlarm ? { datapointsToAlarm: spec.datapointsToAlarm } : {}),
       treatMissingData: spec.treatMissingData ?? cloudwatch.TreatMissingData.NOT_BREACHING,
     };
     if (spec.kind === 'anomaly') {

@@ -3,6 +3,7 @@ import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as nodejs from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 
 /** The repository root (the folder holding package.json); Lambda entries are resolved from it. */
@@ -28,6 +29,11 @@ export interface TollgateFunctionOptions {
    */
   readonly environment?: Readonly<Record<string, string>>;
   readonly logRetentionDays: number;
+  /**
+   * Where asynchronous invocations (SNS, EventBridge) that failed every retry are kept.
+   * @default none
+   */
+  readonly deadLetterQueue?: sqs.IQueue;
 }
 
 export interface TollgateFunctionProps extends TollgateFunctionOptions {
@@ -63,6 +69,7 @@ export class TollgateFunction extends Construct {
       logGroup: this.logGroup,
       loggingFormat: lambda.LoggingFormat.JSON,
       environment: { ...props.environment },
+      ...(props.deadLetterQueue ? { deadLetterQueue: props.deadLetterQueue } : {}),
       bundling: {
         forceDockerBundling: false,
         minify: true,

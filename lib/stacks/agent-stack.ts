@@ -1,4 +1,6 @@
 import { ArnFormat, Duration, RemovalPolicy, Stack, Validations, type StackProps } from 'aws-cdk-lib';
+import * as appscaling from 'aws-cdk-lib/aws-applicationautoscaling';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import { Platform } from 'aws-cdk-lib/aws-ecr-assets';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
@@ -7,10 +9,38 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import * as ssm from 'aws-cdk-lib/aws-ssm';
 import type { Construct } from 'constructs';
-import { secretsPrefix } from '../../lambda/core/secrets';
 import { resourceName, type DeploymentConfig } from '../config';
 import { REPO_ROOT } from '../constructs/tollgate-function';
 import type { DataStack } from './data-stack';
+
+/** The agent VPC's address range (literal, so security group rules can name it). */
+export const AGENT_VPC_CIDR = '10.0.0.0/16';
+
+/** The NAT instance of the `dev` profile: the smallest Graviton instance, with standard (not unlimited) CPU credits. */
+export const NAT_INSTANCE_TYPE = 't4g.nano';
+
+/**
+ * An ECS secret from one of the stage's SSM SecureStrings whose grant is the data stack's narrow one
+ * (GetParameters on that parameter, kms:Decrypt only through SSM for it), instead of `Secret.fromSsmParameter`'s
+ * grantRead, which adds ssm:GetParameterHistory (old values) and DescribeParameters.
+ */
+class StageSecret extends ecs.Secret {
+  readonly hasField = false;
+  readonly arn: string;
+
+  constructor(
+    private readonly data: DataStack,
+    private readonly name: 'jwt-secret',
+  ) {
+    super();
+    this.arn = data.secretParameterArn(name);
+  }
+
+  grantRead(grantee: iam.IGrantable): iam.Grant {
+    this.data.grantSecrets(grantee, [this.name]);
+    return iam.Grant.drop(grantee, `read the ${this.name} parameter`);
+  }
+}
 
 export interface AgentStackProps extends StackProps {
   readonly config: DeploymentConfig;
@@ -59,13 +89,7 @@ export function grantRunsTable(
       resources: [stack.formatArn({ service: 'dynamodb', resource: 'table', resourceName: agentNames.runsTable(options.config) })],
     }),
   );
-  grantee.grantPrincipal.addToPrincipalPolicy(
-    new iam.PolicyStatement({
-      actions: ['kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey'],
-      resources: [options.data.key.keyArn],
-      conditions: { StringEquals: { 'kms:ViaService': `dynamodb.${stack.region}.amazonaws.com` } },
-    }),
-  );
+  options.data.grantTableKey(grantee, [agentNames.runsTable(options.config)]);
 }
 
 /**
@@ -83,15 +107,30 @@ export class AgentStack extends Stack {
   /** The run queue (the gateway sends, the agent receives) and its dead-letter queue. */
   readonly queue: sqs.Queue;
   readonly deadLetterQueue: sqs.Queue;
+  /** The NAT instance provider (`agent.nat: instance`), absent with NAT gateways. */
+  readonly natInstances?: ec2.NatInstanceProviderV2;
+  /** Scales the service between minTasks and maxTasks on the run backlog (visible + in-flight messages). */
+  readonly scaling: ecs.ScalableTaskCount;
 
   constructor(scope: Construct, id: string, props: AgentStackProps) {
     super(scope, id, props);
     const { config, data } = props;
     const retention = config.logRetentionDays as logs.RetentionDays;
 
+    if (config.agent.nat === 'instance') {
+      this.natInstances = ec2.NatProvider.instanceV2({
+        instanceType: new ec2.InstanceType(NAT_INSTANCE_TYPE),
+        machineImage: ec2.MachineImage.latestAmazonLinux2023({ cpuType: ec2.AmazonLinuxCpuType.ARM_64 }),
+        creditSpecification: ec2.CpuCredits.STANDARD,
+        associatePublicIpAddress: true,
+        defaultAllowedTraffic: ec2.NatTrafficDirection.OUTBOUND_ONLY,
+      });
+    }
     this.vpc = new ec2.Vpc(this, 'Vpc', {
+      ipAddresses: ec2.IpAddresses.cidr(AGENT_VPC_CIDR),
       maxAzs: 2,
-      natGateways: config.agent.natGateways,
+      natGateways: config.agent.nat === 'instance' ? 1 : config.agent.natGateways,
+      ...(this.natInstances ? { natGatewayProvider: this.natInstances } : {}),
       subnetConfiguration: [
         { name: 'public', subnetType: ec2.SubnetType.PUBLIC, cidrMask: 24 },
         { name: 'private', subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS, cidrMask: 22 },
@@ -108,11 +147,34 @@ export class AgentStack extends Stack {
       trafficType: ec2.FlowLogTrafficType.REJECT,
     });
 
+    if (this.natInstances) {
+      // The tasks' only egress is HTTPS, so that is all the NAT instance accepts, and only from inside the VPC.
+      this.natInstances.connections.allowFrom(ec2.Peer.ipv4(AGENT_VPC_CIDR), ec2.Port.tcp(443), 'HTTPS from the agent subnets');
+      for (const instance of this.natInstances.gatewayInstances) {
+        // An encrypted root volume (the NAT provider has no block-device option).
+        (instance.node.defaultChild as ec2.CfnInstance).blockDeviceMappings = [
+          { deviceName: '/dev/xvda', ebs: { encrypted: true, volumeType: 'gp3', deleteOnTermination: true } },
+        ];
+        for (const rule of ['AwsSolutions-EC28', 'AwsSolutions-EC29']) {
+          Validations.of(instance).acknowledge({
+            id: rule,
+            reason: 'The dev profile NAT instance is a disposable t4g.nano: basic monitoring is enough (detailed monitoring would cost more than the instance) and it holds no state, so termination protection or an ASG adds nothing; prod uses managed NAT gateways.',
+          });
+        }
+      }
+    }
+
     this.cluster = new ecs.Cluster(this, 'Cluster', {
       clusterName: resourceName(config, 'agents'),
       vpc: this.vpc,
-      containerInsightsV2: ecs.ContainerInsights.ENABLED,
+      containerInsightsV2: config.agent.containerInsights ? ecs.ContainerInsights.ENABLED : ecs.ContainerInsights.DISABLED,
     });
+    if (!config.agent.containerInsights) {
+      Validations.of(this.cluster).acknowledge({
+        id: 'AwsSolutions-ECS4',
+        reason: 'The dev cost profile leaves Container Insights off (about $9/month of custom metrics); the dashboard still plots the free AWS/ECS CPU and memory metrics, and the prod profile turns it on.',
+      });
+    }
 
     this.securityGroup = new ec2.SecurityGroup(this, 'AgentSecurityGroup', {
       vpc: this.vpc,
@@ -147,10 +209,6 @@ export class AgentStack extends Stack {
       memoryLimitMiB: config.agent.memoryMb,
       runtimePlatform: { cpuArchitecture: ecs.CpuArchitecture.ARM64, operatingSystemFamily: ecs.OperatingSystemFamily.LINUX },
     });
-    const jwtSecret = ssm.StringParameter.fromSecureStringParameterAttributes(this, 'JwtSecret', {
-      parameterName: `${secretsPrefix(config.stage)}jwt-secret`,
-      encryptionKey: data.key,
-    });
     this.taskDefinition.addContainer('agent', {
       image: ecs.ContainerImage.fromAsset(REPO_ROOT, {
         file: 'agent/Dockerfile',
@@ -170,7 +228,8 @@ export class AgentStack extends Stack {
         TOLLGATE_AGENT_RUN_TIMEOUT_MS: String(AGENT_RUN_TIMEOUT.toMilliseconds()),
         TOLLGATE_AGENT_SHUTDOWN_GRACE_MS: String(AGENT_SHUTDOWN_GRACE.toMilliseconds()),
       },
-      secrets: { TOLLGATE_JWT_SECRET: ecs.Secret.fromSsmParameter(jwtSecret) },
+      // Created at deploy by the data stack's generated-secret resource, so the task can start in a fresh account.
+      secrets: { TOLLGATE_JWT_SECRET: new StageSecret(data, 'jwt-secret') },
       stopTimeout: Duration.seconds(30),
     });
     Validations.of(this.taskDefinition).acknowledge({
@@ -194,13 +253,35 @@ export class AgentStack extends Stack {
       serviceName: resourceName(config, 'agent'),
       cluster: this.cluster,
       taskDefinition: this.taskDefinition,
-      desiredCount: config.agent.desiredCount,
+      desiredCount: config.agent.minTasks,
       assignPublicIp: false,
       vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS },
       securityGroups: [this.securityGroup],
       minHealthyPercent: 100,
       maxHealthyPercent: 200,
       circuitBreaker: { rollback: true },
+    });
+
+    // Scale on the backlog, in-flight runs included, so a task is never scaled in while it works on a run.
+    this.scaling = this.service.autoScaleTaskCount({ minCapacity: config.agent.minTasks, maxCapacity: config.agent.maxTasks });
+    const minute = Duration.minutes(1);
+    this.scaling.scaleOnMetric('ScaleOnRunBacklog', {
+      metric: new cloudwatch.MathExpression({
+        expression: 'FILL(visible, 0) + FILL(inFlight, 0)',
+        label: 'agent runs waiting or running',
+        usingMetrics: {
+          visible: this.queue.metricApproximateNumberOfMessagesVisible({ statistic: 'Maximum', period: minute }),
+          inFlight: this.queue.metricApproximateNumberOfMessagesNotVisible({ statistic: 'Maximum', period: minute }),
+        },
+        period: minute,
+      }),
+      scalingSteps: [
+        { upper: 0, change: -config.agent.maxTasks },
+        { lower: 1, change: +1 },
+      ],
+      adjustmentType: appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+      cooldown: minute,
+      evaluationPeriods: 1,
     });
   }
 }

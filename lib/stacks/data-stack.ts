@@ -1,31 +1,37 @@
-import { RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import { CustomResource, Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import type { Construct } from 'constructs';
 import { BYOK_ENCRYPTION_CONTEXT, dataKeyAlias, secretsPrefix, type SecretName } from '../../lambda/core/secrets';
 import { TABLES, type TableDefinition, type TableNames } from '../../lambda/store/dynamodb/schema';
+import type { GeneratedSecretKind } from '../../lambda/handlers/generated-secret';
+import { resourceName, type DeploymentConfig } from '../config';
+import { TollgateFunction } from '../constructs/tollgate-function';
 
 /** A table's logical id. */
 export type TableId = TableDefinition['id'];
-import { resourceName, type DeploymentConfig } from '../config';
 
 export interface DataStackProps extends StackProps {
   readonly config: DeploymentConfig;
 }
 
-/** What a principal may do with one table. */
-export type TableAccess = 'read' | 'readWrite';
+/**
+ * One DynamoDB item action a principal may use on a table (without the `dynamodb:` prefix). Transactions need
+ * the action of each item they touch (a TransactWriteItems `Put` needs PutItem), so there is no Transact action.
+ */
+export type TableAction =
+  | 'GetItem'
+  | 'BatchGetItem'
+  | 'Query'
+  | 'Scan'
+  | 'ConditionCheckItem'
+  | 'PutItem'
+  | 'UpdateItem'
+  | 'DeleteItem';
 
-const READ_ACTIONS = [
-  'dynamodb:GetItem',
-  'dynamodb:BatchGetItem',
-  'dynamodb:Query',
-  'dynamodb:Scan',
-  'dynamodb:ConditionCheckItem',
-  'dynamodb:DescribeTable',
-];
-const WRITE_ACTIONS = ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:BatchWriteItem'];
+/** The generated secrets (created at deploy by a custom resource) and the parameters they are stored in. */
+export const GENERATED_SECRETS: readonly (SecretName & GeneratedSecretKind)[] = ['key-pepper', 'jwt-secret'];
 
 /**
  * The data layer: the four tables, built from lambda/store/dynamodb/schema.ts so local and deployed tables cannot
@@ -35,6 +41,10 @@ const WRITE_ACTIONS = ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:Dele
 export class DataStack extends Stack {
   readonly key: kms.Key;
   readonly tables: Readonly<Record<TableDefinition['id'], dynamodb.Table>>;
+  /** Creates the generated secrets at deploy; see lambda/handlers/generated-secret.ts. */
+  readonly secretGenerator: TollgateFunction;
+  /** One custom resource per generated secret, by name. */
+  readonly generatedSecrets: Readonly<Record<(typeof GENERATED_SECRETS)[number], CustomResource>>;
   private readonly config: DeploymentConfig;
 
   constructor(scope: Construct, id: string, props: DataStackProps) {
@@ -53,6 +63,44 @@ export class DataStack extends Stack {
       tables[def.id] = this.table(def);
     }
     this.tables = tables as Record<TableDefinition['id'], dynamodb.Table>;
+
+    this.secretGenerator = new TollgateFunction(this, 'SecretGenerator', {
+      entry: 'lambda/handlers/generated-secret.ts',
+      description: 'Creates the generated SecureString secrets (key pepper, JWT secret) at deploy; values never leave SSM',
+      timeout: Duration.minutes(1),
+      logRetentionDays: props.config.logRetentionDays,
+    });
+    const names = [...GENERATED_SECRETS];
+    const arns = names.map((n) => this.secretParameterArn(n));
+    const secretActions = ['ssm:PutParameter', ...(props.config.secrets.removeOnDelete ? ['ssm:DeleteParameter'] : [])];
+    this.secretGenerator.fn.addToRolePolicy(new iam.PolicyStatement({ actions: secretActions, resources: arns }));
+    this.secretGenerator.fn.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['kms:Encrypt', 'kms:GenerateDataKey'],
+        resources: [this.key.keyArn],
+        conditions: {
+          StringEquals: { 'kms:ViaService': `ssm.${this.region}.amazonaws.com`, 'kms:EncryptionContext:PARAMETER_ARN': arns },
+        },
+      }),
+    );
+    const generated: Partial<Record<(typeof GENERATED_SECRETS)[number], CustomResource>> = {};
+    for (const name of names) {
+      const id = name.split('-').map((w) => w[0].toUpperCase() + w.slice(1)).join('');
+      generated[name] = new CustomResource(this, `${id}Secret`, {
+        serviceToken: this.secretGenerator.fn.functionArn,
+        resourceType: 'Custom::TollgateGeneratedSecret',
+        properties: {
+          ParameterName: `${secretsPrefix(props.config.stage)}${name}`,
+          Kind: name,
+          KeyId: this.key.keyArn,
+          RemoveOnDelete: String(props.config.secrets.removeOnDelete),
+        },
+        // The parameter outlives the stack unless removeOnDelete: the handler decides, so the resource itself goes.
+        removalPolicy: RemovalPolicy.DESTROY,
+      });
+      generated[name].node.addDependency(this.secretGenerator);
+    }
+    this.generatedSecrets = generated as Record<(typeof GENERATED_SECRETS)[number], CustomResource>;
   }
 
   /** Physical table names, as the Lambda config and adapters expect them. */
@@ -81,30 +129,68 @@ export class DataStack extends Stack {
   }
 
   /**
-   * Grants item access on the named tables and their indexes (listed by name, no wildcards), and use of the
-   * data key only through DynamoDB.
+   * Grants exactly the listed item actions per table (one statement per table; its indexes, by name, only when
+   * Query or Scan is granted), and use of the data key only through DynamoDB and only for those tables.
    */
-  grantTables(grantee: iam.IGrantable, access: Partial<Record<TableId, TableAccess>>): void {
-    const resources: string[] = [];
-    const actions = new Set<string>();
+  grantTables(grantee: iam.IGrantable, access: Partial<Record<TableId, readonly TableAction[]>>): void {
+    const granted: string[] = [];
     for (const def of TABLES) {
-      const mode = access[def.id];
-      if (!mode) continue;
+      const actions = access[def.id];
+      if (!actions || actions.length === 0) continue;
       const table = this.tables[def.id];
-      resources.push(table.tableArn, ...def.globalIndexes.map((ix) => `${table.tableArn}/index/${ix.indexName}`));
-      READ_ACTIONS.forEach((a) => actions.add(a));
-      if (mode === 'readWrite') WRITE_ACTIONS.forEach((a) => actions.add(a));
+      const reads = actions.includes('Query') || actions.includes('Scan');
+      grantee.grantPrincipal.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          actions: [...new Set(actions)].sort().map((a) => `dynamodb:${a}`),
+          resources: [table.tableArn, ...(reads ? def.globalIndexes.map((ix) => `${table.tableArn}/index/${ix.indexName}`) : [])],
+        }),
+      );
+      granted.push(resourceName(this.config, def.id));
     }
-    if (resources.length === 0) return;
+    if (granted.length > 0) this.grantTableKey(grantee, granted);
+  }
+
+  /**
+   * Append-only access to the audit table: PutItem only (no update, delete or batch write), limited to audit
+   * partitions (`audit#<day>`) and without returning an overwritten item, plus Query to read the trail back.
+   */
+  grantAuditAppend(grantee: iam.IGrantable): void {
+    const table = this.tables.audit;
+    const def = TABLES.find((t) => t.id === 'audit');
     grantee.grantPrincipal.addToPrincipalPolicy(
-      new iam.PolicyStatement({ actions: [...actions].sort(), resources }),
+      new iam.PolicyStatement({
+        actions: ['dynamodb:PutItem'],
+        resources: [table.tableArn],
+        conditions: {
+          'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['audit#*'] },
+          StringEqualsIfExists: { 'dynamodb:ReturnValues': 'NONE' },
+        },
+      }),
     );
     grantee.grantPrincipal.addToPrincipalPolicy(
       new iam.PolicyStatement({
-        actions: ['kms:Decrypt', 'kms:DescribeKey', 'kms:Encrypt', 'kms:GenerateDataKey'],
-        resources: [this.key.keyArn],
-        conditions: { StringEquals: { 'kms:ViaService': `dynamodb.${this.region}.amazonaws.com` } },
+        actions: ['dynamodb:Query'],
+        resources: [table.tableArn, ...(def?.globalIndexes ?? []).map((ix) => `${table.tableArn}/index/${ix.indexName}`)],
       }),
+    );
+    this.grantTableKey(grantee, [resourceName(this.config, 'audit')]);
+  }
+
+  /**
+   * The data key for table access: only through DynamoDB, and Encrypt/Decrypt only with the encryption context of
+   * the named tables (DynamoDB passes `aws:dynamodb:tableName`).
+   */
+  grantTableKey(grantee: iam.IGrantable, tableNames: readonly string[]): void {
+    const viaDynamoDb = { 'kms:ViaService': `dynamodb.${this.region}.amazonaws.com` };
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey'],
+        resources: [this.key.keyArn],
+        conditions: { StringEquals: { ...viaDynamoDb, 'kms:EncryptionContext:aws:dynamodb:tableName': [...tableNames] } },
+      }),
+    );
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({ actions: ['kms:DescribeKey'], resources: [this.key.keyArn], conditions: { StringEquals: viaDynamoDb } }),
     );
   }
 

@@ -1,4 +1,4 @@
-import { Duration, RemovalPolicy, Stack, Validations, type StackProps } from 'aws-cdk-lib';
+import { CfnOutput, Duration, RemovalPolicy, Stack, Validations, type StackProps } from 'aws-cdk-lib';
 import * as apigw from 'aws-cdk-lib/aws-apigateway';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
@@ -9,6 +9,7 @@ import * as wafv2 from 'aws-cdk-lib/aws-wafv2';
 import type { Construct } from 'constructs';
 import { GATEWAY_SECRET_NAMES, secretsPrefix } from '../../lambda/core/secrets';
 import { resourceName, type DeploymentConfig } from '../config';
+import { GatewayWaf } from '../constructs/gateway-waf';
 import { TollgateFunction } from '../constructs/tollgate-function';
 import type { DataStack } from './data-stack';
 import { agentNames, agentQueueRefs, grantRunsTable } from './agent-stack';
@@ -39,7 +40,12 @@ export class GatewayStack extends Stack {
   readonly gateway: TollgateFunction;
   readonly sweeper: TollgateFunction;
   readonly webAcl: wafv2.CfnWebACL;
+  readonly waf: GatewayWaf;
   readonly accessLogs: logs.LogGroup;
+  /** The role operators assume to call `/admin/*`, when the config names none of its own. */
+  readonly operatorRole?: iam.Role;
+  /** The principals the admin API's resource policy lets call `/admin/*`. */
+  readonly operatorRoleArns: readonly string[];
 
   constructor(scope: Construct, id: string, props: GatewayStackProps) {
     super(scope, id, props);
@@ -73,7 +79,16 @@ export class GatewayStack extends Stack {
         ...(config.gateway.anthropicBaseUrl ? { ANTHROPIC_BASE_URL: config.gateway.anthropicBaseUrl } : {}),
       },
     });
-    data.grantTables(this.gateway.fn, { keys: 'readWrite', budgets: 'readWrite', usage: 'readWrite', byok: 'readWrite', audit: 'readWrite' });
+    data.grantTables(this.gateway.fn, {
+      // Authentication, key admin (create, list by user or all, status changes) and last-used stamps.
+      keys: ['GetItem', 'Query', 'Scan', 'PutItem', 'UpdateItem', 'ConditionCheckItem'],
+      // The ledger: counters, holds, rate buckets, circuits, loop guard and alerts, in transactions.
+      budgets: ['GetItem', 'BatchGetItem', 'Query', 'PutItem', 'UpdateItem', 'DeleteItem', 'ConditionCheckItem'],
+      // Usage records are written by the settle transaction and read by reports; never changed.
+      usage: ['Query', 'PutItem'],
+      byok: ['GetItem', 'Query', 'PutItem', 'DeleteItem'],
+    });
+    data.grantAuditAppend(this.gateway.fn);
     data.grantSecrets(this.gateway.fn, GATEWAY_SECRET_NAMES);
     data.grantByokCrypto(this.gateway.fn);
     grantRunsTable(this, this.gateway.fn, { config, data, actions: ['dynamodb:GetItem', 'dynamodb:PutItem'] });
@@ -87,8 +102,13 @@ export class GatewayStack extends Stack {
       logRetentionDays: config.logRetentionDays,
       environment: { TOLLGATE_STAGE: config.stage, ...data.tableEnvironment, TOLLGATE_PLATFORM_SHARDS: String(config.gateway.platformShards), ...limitsEnvironment(config) },
     });
-    // budgets and usage: the holds; keys: the ledger kill switch suspends every key when platform spend passes its limit.
-    data.grantTables(this.sweeper.fn, { budgets: 'readWrite', usage: 'readWrite', keys: 'readWrite' });
+    // budgets and usage: the holds (an expired one is charged in full); keys and budgets: the ledger kill switch
+    // reads platform spend and suspends every key when it passes its limit.
+    data.grantTables(this.sweeper.fn, {
+      budgets: ['GetItem', 'BatchGetItem', 'Query', 'PutItem', 'UpdateItem', 'DeleteItem', 'ConditionCheckItem'],
+      usage: ['PutItem'],
+      keys: ['GetItem', 'Query', 'UpdateItem', 'ConditionCheckItem'],
+    });
     new events.Rule(this, 'SweepEveryMinute', {
       description: 'Runs the tollgate hold sweeper',
       schedule: events.Schedule.rate(Duration.minutes(1)),
@@ -99,10 +119,39 @@ export class GatewayStack extends Stack {
       retention: config.logRetentionDays as logs.RetentionDays,
       removalPolicy: RemovalPolicy.DESTROY,
     });
+    if (config.admin.operatorRoleArns.length === 0) {
+      this.operatorRole = new iam.Role(this, 'OperatorRole', {
+        roleName: resourceName(config, 'operator'),
+        description: `tollgate ${config.stage}: operators assume this role to call /admin/* (the API's resource policy names it)`,
+        assumedBy: new iam.AccountRootPrincipal(),
+        maxSessionDuration: Duration.hours(1),
+      });
+    }
+    this.operatorRoleArns = this.operatorRole ? [this.operatorRole.roleArn] : [...config.admin.operatorRoleArns];
     this.api = new apigw.RestApi(this, 'Api', {
       restApiName: resourceName(config, 'api'),
       description: `tollgate ${config.stage}: OpenAI- and Anthropic-compatible AI gateway`,
       endpointConfiguration: { types: [apigw.EndpointType.REGIONAL] },
+      // /v1 is public (the Lambda checks tollgate keys); /admin is for the operator roles only. With a resource
+      // policy, an IAM policy alone no longer makes a principal an admin: the Deny names everyone else.
+      policy: new iam.PolicyDocument({
+        statements: [
+          new iam.PolicyStatement({
+            sid: 'AllowInvoke',
+            principals: [new iam.AnyPrincipal()],
+            actions: ['execute-api:Invoke'],
+            resources: ['execute-api:/*'],
+          }),
+          new iam.PolicyStatement({
+            sid: 'DenyAdminToAllButOperators',
+            effect: iam.Effect.DENY,
+            principals: [new iam.AnyPrincipal()],
+            actions: ['execute-api:Invoke'],
+            resources: ['execute-api:/*/*/admin/*'],
+            conditions: { StringNotLike: { 'aws:PrincipalArn': [...this.operatorRoleArns] } },
+          }),
+        ],
+      }),
       // The account-level role API Gateway needs to write execution logs (APIG6); retained on delete.
       cloudWatchRole: true,
       deployOptions: {
@@ -163,6 +212,19 @@ export class GatewayStack extends Stack {
       id: 'AwsSolutions-COG4',
       reason: 'Admin routes use AWS_IAM (SigV4) authorization by API Gateway; operators are IAM principals, not Cognito users.',
     });
+    if (this.operatorRole) {
+      this.operatorRole.addToPolicy(
+        new iam.PolicyStatement({ actions: ['execute-api:Invoke'], resources: [this.api.arnForExecuteApi('*', '/admin/*', config.stage)] }),
+      );
+      Validations.of(this.operatorRole).acknowledge({
+        id: 'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:<ApiF70053CD>/' + config.stage + '/*/admin/*]',
+        reason: 'The operator role may call every method under /admin/* of this API and stage only; the admin routes are one proxy resource, so a path wildcard is the exact set.',
+      });
+      new CfnOutput(this, 'OperatorRoleArn', {
+        description: 'Assume this role to call /admin/* (npm run admin -- --url <BaseUrl> …)',
+        value: this.operatorRole.roleArn,
+      });
+    }
 
     // The agent worker calls this API; it reads the URL from here when its stack deploys.
     new ssm.StringParameter(this, 'GatewayUrlParameter', {
@@ -171,7 +233,15 @@ export class GatewayStack extends Stack {
       description: `tollgate ${config.stage}: the gateway base URL the agent worker calls`,
     });
 
-    this.webAcl = this.createWebAcl(config);
+    this.waf = new GatewayWaf(this, 'Waf', {
+      name: resourceName(config, 'web-acl'),
+      stageName: config.stage,
+      ratePerIpPer5Min: config.waf.ratePerIpPer5Min,
+      blockedCountries: config.waf.blockedCountries,
+      commonRuleSetCountOnly: config.waf.commonRuleSetCountOnly,
+      logRetentionDays: config.logRetentionDays,
+    });
+    this.webAcl = this.waf.webAcl;
     new wafv2.CfnWebACLAssociation(this, 'WebAclAssociation', {
       resourceArn: this.api.deploymentStage.stageArn,
       webAclArn: this.webAcl.attrArn,
@@ -202,61 +272,6 @@ export class GatewayStack extends Stack {
         reason: 'Callers choose the model per request (bedrock/<model>), and cross-region inference profiles route to foundation models in other regions, so the set of models is not known at deploy time; the actions are limited to invocation.',
       });
     }
-  }
-
-  private createWebAcl(config: DeploymentConfig): wafv2.CfnWebACL {
-    const visibility = (metricName: string): wafv2.CfnWebACL.VisibilityConfigProperty => ({
-      cloudWatchMetricsEnabled: true,
-      metricName,
-      sampledRequestsEnabled: true,
-    });
-    const rules: wafv2.CfnWebACL.RuleProperty[] = [];
-    if (config.waf.blockedCountries.length > 0) {
-      rules.push({
-        name: 'GeoBlock',
-        priority: rules.length,
-        action: { block: {} },
-        statement: { geoMatchStatement: { countryCodes: [...config.waf.blockedCountries] } },
-        visibilityConfig: visibility('GeoBlock'),
-      });
-    }
-    rules.push({
-      name: 'RatePerIp',
-      priority: rules.length,
-      action: { block: {} },
-      statement: {
-        rateBasedStatement: { limit: config.waf.ratePerIpPer5Min, aggregateKeyType: 'IP', evaluationWindowSec: 300 },
-      },
-      visibilityConfig: visibility('RatePerIp'),
-    });
-    rules.push({
-      name: 'AWSManagedRulesCommonRuleSet',
-      priority: rules.length,
-      overrideAction: { none: {} },
-      statement: {
-        managedRuleGroupStatement: {
-          vendorName: 'AWS',
-          name: 'AWSManagedRulesCommonRuleSet',
-          // LLM prompts are routinely larger than the 8 KB this rule blocks at.
-          ruleActionOverrides: config.waf.commonRuleSetCountOnly.map((name) => ({ name, actionToUse: { count: {} } })),
-        },
-      },
-      visibilityConfig: visibility('CommonRuleSet'),
-    });
-    rules.push({
-      name: 'AWSManagedRulesKnownBadInputsRuleSet',
-      priority: rules.length,
-      overrideAction: { none: {} },
-      statement: { managedRuleGroupStatement: { vendorName: 'AWS', name: 'AWSManagedRulesKnownBadInputsRuleSet' } },
-      visibilityConfig: visibility('KnownBadInputs'),
-    });
-    return new wafv2.CfnWebACL(this, 'WebAcl', {
-      name: resourceName(config, 'web-acl'),
-      scope: 'REGIONAL',
-      defaultAction: { allow: {} },
-      visibilityConfig: visibility(resourceName(config, 'web-acl')),
-      rules,
-    });
   }
 }
 

@@ -1,4 +1,4 @@
-import { Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import { Annotations, Duration, RemovalPolicy, Stack, Validations, type StackProps } from 'aws-cdk-lib';
 import * as budgets from 'aws-cdk-lib/aws-budgets';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
@@ -6,11 +6,32 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subs from 'aws-cdk-lib/aws-sns-subscriptions';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
 import { secretsPrefix } from '../../lambda/core/secrets';
-import { resourceName, type DeploymentConfig } from '../config';
+import { COST_ALLOCATION_TAG, DeploymentConfigError, resourceName, type DeploymentConfig } from '../config';
 import { TollgateFunction } from '../constructs/tollgate-function';
 import type { DataStack } from './data-stack';
+
+/** How often the kill switch is invoked with a heartbeat (it ignores it), so its silence can alarm. */
+export const KILL_SWITCH_HEARTBEAT = Duration.hours(1);
+
+/** The SNS-shaped event the heartbeat rule sends: not a Budgets notification, so the kill switch ignores it. */
+export const KILL_SWITCH_HEARTBEAT_EVENT = {
+  Records: [{ EventSource: 'tollgate:heartbeat', Sns: { MessageId: 'heartbeat', Message: 'tollgate kill-switch heartbeat' } }],
+} as const;
+
+/** The value of the {@link COST_ALLOCATION_TAG} on every resource of a stage. */
+export function costAllocationTagValue(config: Pick<DeploymentConfig, 'stage'>): string {
+  return resourceName(config, 'app').replace(/-app$/, '');
+}
+
+/** Service names AWS Budgets filters Bedrock usage by (model usage cannot carry a resource tag). */
+export const BEDROCK_BUDGET_SERVICES = ['Amazon Bedrock'];
+
+/** The warning synth shows when no alert destination is set (and the error when one is required). */
+export const NO_ALERT_DESTINATION =
+  'no alert destination: set tollgate.alerts.email and/or tollgate.alerts.slack (with `npm run secrets -- set slack-webhook-url`); until then alarms, budget notifications and the kill switch reach nobody';
 
 export interface GuardrailsStackProps extends StackProps {
   readonly config: DeploymentConfig;
@@ -36,6 +57,8 @@ export class GuardrailsStack extends Stack {
   readonly killSwitch: TollgateFunction;
   readonly alertNotifier: TollgateFunction;
   readonly alertDispatcher: TollgateFunction;
+  /** Budget notifications the kill switch could not process after every retry. */
+  readonly killSwitchDeadLetterQueue: sqs.Queue;
 
   constructor(scope: Construct, id: string, props: GuardrailsStackProps) {
     super(scope, id, props);
@@ -85,8 +108,25 @@ export class GuardrailsStack extends Stack {
       masterKey: this.topicKey,
       enforceSSL: true,
     });
+    // CloudWatch publishes alarm state changes with its own principal: only this stage's alarms, from this account.
+    this.alertsTopic.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'AllowThisStagesAlarmsToPublish',
+        principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['sns:Publish'],
+        resources: [this.alertsTopic.topicArn],
+        conditions: {
+          StringEquals: { 'aws:SourceAccount': this.account },
+          ArnLike: { 'aws:SourceArn': `arn:${this.partition}:cloudwatch:${this.region}:${this.account}:alarm:${resourceName(config, '')}*` },
+        },
+      }),
+    );
     if (config.alerts.email) {
       this.alertsTopic.addSubscription(new subs.EmailSubscription(config.alerts.email));
+    }
+    if (!config.alerts.email && !config.alerts.slack) {
+      if (config.alerts.requireDestination) throw new DeploymentConfigError('tollgate.alerts', NO_ALERT_DESTINATION);
+      Annotations.of(this).addWarningV2('@tollgate/alerts:no-destination', NO_ALERT_DESTINATION);
     }
 
     this.budget = new budgets.CfnBudget(this, 'Budget', {
@@ -95,14 +135,19 @@ export class GuardrailsStack extends Stack {
         budgetType: 'COST',
         timeUnit: 'MONTHLY',
         budgetLimit: { amount: config.budget.monthlyUsd, unit: 'USD' },
-      },
-      notificationsWithSubscribers: config.budget.thresholdsPercent.map((threshold) => ({
-        notification: {
-          notificationType: 'ACTUAL',
-          comparisonOperator: 'GREATER_THAN',
-          threshold,
-          thresholdType: 'PERCENTAGE',
+        // This deployment's resources (by cost-allocation tag) or Bedrock model usage, not the whole account.
+        filterExpression: {
+          or: [
+            { tags: { key: COST_ALLOCATION_TAG, values: [costAllocationTagValue(config)], matchOptions: ['EQUALS'] } },
+            { dimensions: { key: 'SERVICE', values: BEDROCK_BUDGET_SERVICES, matchOptions: ['EQUALS'] } },
+          ],
         },
+      },
+      notificationsWithSubscribers: [
+        ...config.budget.thresholdsPercent.map((threshold) => ({ threshold, notificationType: 'ACTUAL' })),
+        ...config.budget.forecastThresholdsPercent.map((threshold) => ({ threshold, notificationType: 'FORECASTED' })),
+      ].map(({ threshold, notificationType }) => ({
+        notification: { notificationType, comparisonOperator: 'GREATER_THAN', threshold, thresholdType: 'PERCENTAGE' },
         subscribers: [{ subscriptionType: 'SNS', address: this.budgetTopic.topicArn }],
       })),
     });
@@ -110,8 +155,19 @@ export class GuardrailsStack extends Stack {
     if (budgetsMayPublish.policyDependable) this.budget.node.addDependency(budgetsMayPublish.policyDependable);
     this.budget.node.addDependency(this.topicKey);
 
+    this.killSwitchDeadLetterQueue = new sqs.Queue(this, 'KillSwitchDeadLetterQueue', {
+      queueName: resourceName(config, 'kill-switch-dlq'),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+    });
+    Validations.of(this.killSwitchDeadLetterQueue).acknowledge({
+      id: 'AwsSolutions-SQS3',
+      reason: 'This is itself the dead-letter queue of the kill switch (Lambda async failures and SNS deliveries that failed); an alarm fires on its first message.',
+    });
     this.killSwitch = new TollgateFunction(this, 'KillSwitch', {
       entry: 'lambda/handlers/kill-switch.ts',
+      deadLetterQueue: this.killSwitchDeadLetterQueue,
       description: 'Suspends API keys when the AWS budget crosses its threshold',
       timeout: Duration.minutes(5),
       logRetentionDays: config.logRetentionDays,
@@ -123,7 +179,12 @@ export class GuardrailsStack extends Stack {
         TOLLGATE_ACCOUNT_ID: this.account,
       },
     });
-    data.grantTables(this.killSwitch.fn, { keys: 'readWrite', budgets: 'readWrite' });
+    data.grantTables(this.killSwitch.fn, {
+      // Active keys by the byStatus index, then suspended in transactions of conditional updates.
+      keys: ['GetItem', 'Query', 'UpdateItem', 'ConditionCheckItem'],
+      // The platform circuit, its own progress marker and the alert record.
+      budgets: ['GetItem', 'Query', 'PutItem', 'UpdateItem', 'DeleteItem', 'ConditionCheckItem'],
+    });
     // DescribeBudget verifies a notification against the budget's actual spend before anything is stopped.
     this.killSwitch.fn.addToRolePolicy(
       new iam.PolicyStatement({
@@ -135,10 +196,18 @@ export class GuardrailsStack extends Stack {
     this.killSwitch.fn.addToRolePolicy(
       new iam.PolicyStatement({ actions: ['sns:Publish'], resources: [this.alertsTopic.topicArn] }),
     );
-    this.killSwitch.fn.addToRolePolicy(
-      new iam.PolicyStatement({ actions: ['kms:GenerateDataKey', 'kms:Decrypt'], resources: [this.topicKey.keyArn] }),
-    );
-    this.budgetTopic.addSubscription(new subs.LambdaSubscription(this.killSwitch.fn));
+    this.grantTopicKeyForPublish(this.killSwitch.fn);
+    this.budgetTopic.addSubscription(new subs.LambdaSubscription(this.killSwitch.fn, { deadLetterQueue: this.killSwitchDeadLetterQueue }));
+    new events.Rule(this, 'KillSwitchHeartbeat', {
+      description: 'Invokes the kill switch with a heartbeat it ignores, so an alarm notices when it cannot run',
+      schedule: events.Schedule.rate(KILL_SWITCH_HEARTBEAT),
+      targets: [
+        new targets.LambdaFunction(this.killSwitch.fn, {
+          event: events.RuleTargetInput.fromObject(KILL_SWITCH_HEARTBEAT_EVENT),
+          retryAttempts: 0,
+        }),
+      ],
+    });
 
     this.alertNotifier = new TollgateFunction(this, 'AlertNotifier', {
       entry: 'lambda/handlers/alert-notifier.ts',
@@ -160,11 +229,10 @@ export class GuardrailsStack extends Stack {
       logRetentionDays: config.logRetentionDays,
       environment: { TOLLGATE_STAGE: config.stage, ...data.tableEnvironment, TOLLGATE_ALERTS_TOPIC_ARN: this.alertsTopic.topicArn },
     });
-    data.grantTables(this.alertDispatcher.fn, { budgets: 'readWrite' });
-    for (const fn of [this.alertDispatcher.fn]) {
-      fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['sns:Publish'], resources: [this.alertsTopic.topicArn] }));
-      fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['kms:GenerateDataKey', 'kms:Decrypt'], resources: [this.topicKey.keyArn] }));
-    }
+    // The outbox: queued alerts are read by query and marked sent (or dropped) one by one.
+    data.grantTables(this.alertDispatcher.fn, { budgets: ['GetItem', 'Query', 'UpdateItem', 'DeleteItem'] });
+    this.alertDispatcher.fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['sns:Publish'], resources: [this.alertsTopic.topicArn] }));
+    this.grantTopicKeyForPublish(this.alertDispatcher.fn);
     new events.Rule(this, 'DispatchAlertsEveryMinute', {
       description: 'Publishes queued guardrail alerts',
       schedule: events.Schedule.rate(Duration.minutes(1)),
@@ -172,5 +240,16 @@ export class GuardrailsStack extends Stack {
     });
     this.alertsTopic.addSubscription(new subs.LambdaSubscription(this.alertNotifier.fn));
     this.budgetTopic.addSubscription(new subs.LambdaSubscription(this.alertNotifier.fn));
+  }
+
+  /** Publishing to the encrypted topics: the topic key, only through SNS. */
+  private grantTopicKeyForPublish(grantee: iam.IGrantable): void {
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['kms:GenerateDataKey', 'kms:Decrypt'],
+        resources: [this.topicKey.keyArn],
+        conditions: { StringEquals: { 'kms:ViaService': `sns.${this.region}.amazonaws.com` } },
+      }),
+    );
   }
 }

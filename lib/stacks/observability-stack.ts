@@ -15,10 +15,10 @@ import { REQUEST_LOG_MESSAGE } from '../../lambda/observability/request-log';
 import { resourceName, type DeploymentConfig } from '../config';
 import { Monitoring, type MonitoredMetric } from '../constructs/monitoring';
 import type { TollgateFunction } from '../constructs/tollgate-function';
-import type { AgentStack } from './agent-stack';
+import { AGENT_RUN_TIMEOUT, type AgentStack } from './agent-stack';
 import type { DataStack } from './data-stack';
 import type { GatewayStack } from './gateway-stack';
-import type { GuardrailsStack } from './guardrails-stack';
+import { KILL_SWITCH_HEARTBEAT, type GuardrailsStack } from './guardrails-stack';
 
 export interface ObservabilityStackProps extends StackProps {
   readonly config: DeploymentConfig;
@@ -38,6 +38,10 @@ const API_5XX_RATE_ALARM_PERCENT = 5;
 const API_5XX_RATE_MIN_REQUESTS = 20;
 /** Standard deviations of the cost-per-hour anomaly band. */
 const COST_ANOMALY_STD_DEVS = 2;
+/** The sweeper and alert dispatcher run every minute: this long without an invocation means they stopped. */
+const EVERY_MINUTE_SILENCE = Duration.minutes(10);
+/** A run waiting this long means no worker takes runs (a run takes at most AGENT_RUN_TIMEOUT once started). */
+const AGENT_QUEUE_STALLED = AGENT_RUN_TIMEOUT.plus(Duration.minutes(20));
 /** How many users / keys the top-spenders tables show. */
 const TOP_N = 10;
 
@@ -149,9 +153,51 @@ export class ObservabilityStack extends Stack {
       },
     ]);
 
+    this.addHeartbeats(gateway, agent, guardrails);
     this.addBusiness(config, gateway);
 
     this.monitoring.addAlarmStatus();
+  }
+
+  /**
+   * Silence alarms: the sweeper, the alert dispatcher and the kill switch run on schedules (the kill switch gets
+   * a heartbeat it ignores), so no invocation in a while means they are broken, and missing data breaches. The
+   * agent queue is idle most of the time (and SQS stops reporting an idle queue), so its heartbeat is the age of
+   * the oldest run instead: a run that waits longer than any run takes means no worker is taking runs.
+   */
+  private addHeartbeats(gateway: GatewayStack, agent: AgentStack, guardrails: GuardrailsStack): void {
+    const silence = (name: string, f: TollgateFunction, period: Duration): MonitoredMetric => ({
+      id: `${name}-heartbeat`,
+      title: `${name} invocations`,
+      metrics: [f.fn.metricInvocations({ statistic: 'Sum' })],
+      period,
+      alarm: {
+        threshold: 1,
+        comparison: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+        description: `The ${name} function was not invoked for ${period.toHumanString()}: its schedule or the function is broken.`,
+      },
+    });
+    this.monitoring.addSection('Heartbeats', [
+      silence('sweeper', gateway.sweeper, EVERY_MINUTE_SILENCE),
+      silence('alert-dispatcher', guardrails.alertDispatcher, EVERY_MINUTE_SILENCE),
+      silence('kill-switch', guardrails.killSwitch, KILL_SWITCH_HEARTBEAT.plus(KILL_SWITCH_HEARTBEAT).plus(KILL_SWITCH_HEARTBEAT)),
+      {
+        id: 'kill-switch-dead-letters',
+        title: 'kill-switch notifications in the dead-letter queue',
+        metrics: [guardrails.killSwitchDeadLetterQueue.metricApproximateNumberOfMessagesVisible({ statistic: 'Maximum' })],
+        alarm: { threshold: 1, description: 'A budget notification failed every kill-switch attempt: check the budget and suspend keys by hand if needed.' },
+      },
+      {
+        id: 'agent-queue-stalled',
+        title: 'agent run queue: oldest run (s)',
+        metrics: [agent.queue.metricApproximateAgeOfOldestMessage({ statistic: 'Maximum' })],
+        alarm: {
+          threshold: AGENT_QUEUE_STALLED.toSeconds(),
+          description: `An agent run has waited ${AGENT_QUEUE_STALLED.toMinutes()} minutes: no agent task is taking runs (scaling, image or task start broken).`,
+        },
+      },
+    ]);
   }
 
   /** Cost, tokens, requests, errors and guardrail events from the gateway's EMF metrics, and the log queries. */

@@ -66,7 +66,7 @@ describe('agent stack: task definition', () => {
     const statements = statementsOf('agent', 'TaskTaskRole');
     const actions = statements.flatMap(actionsOf).sort();
     expect(actions).toEqual(
-      ['dynamodb:GetItem', 'dynamodb:PutItem', 'kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey', 'sqs:ChangeMessageVisibility', 'sqs:DeleteMessage', 'sqs:ReceiveMessage'].sort(),
+      ['dynamodb:GetItem', 'dynamodb:PutItem', 'kms:Decrypt', 'kms:DescribeKey', 'kms:Encrypt', 'kms:GenerateDataKey', 'sqs:ChangeMessageVisibility', 'sqs:DeleteMessage', 'sqs:ReceiveMessage'].sort(),
     );
     const sqs = statements.find((s) => actionsOf(s).includes('sqs:ReceiveMessage'))!;
     expect(sqs.Resource).toEqual({ 'Fn::GetAtt': [expect.stringMatching(/^RunQueue/), 'Arn'] });

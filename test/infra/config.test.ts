@@ -10,6 +10,14 @@ describe('resolveDeploymentConfig', () => {
     expect(config.budget.thresholdsPercent).toEqual([50, 80, 100]);
   });
 
+  it('when the prod profile is chosen, it switches to NAT gateways, an always-on task, Container Insights and a required alert destination; explicit settings still win', () => {
+    const prod = resolveDeploymentConfig({ profile: 'prod' });
+    expect(prod.agent).toMatchObject({ nat: 'gateway', natGateways: 2, minTasks: 1, maxTasks: 2, containerInsights: true });
+    expect(prod.alerts.requireDestination).toBe(true);
+    expect(resolveDeploymentConfig({ profile: 'prod', agent: { natGateways: 1, minTasks: 0 } }).agent).toMatchObject({ nat: 'gateway', natGateways: 1, minTasks: 0 });
+    expect(DEFAULT_CONFIG.agent).toMatchObject({ nat: 'instance', minTasks: 0, containerInsights: false });
+  });
+
   it('when settings are given, they replace the defaults section by section', () => {
     const config = resolveDeploymentConfig({ stage: 'prod', waf: { blockedCountries: [] }, agent: { natGateways: 2 } });
     expect(config.stage).toBe('prod');
@@ -41,7 +49,7 @@ describe('resolveDeploymentConfig', () => {
     ['a zero budget', { budget: { monthlyUsd: 0 } }, 'tollgate.budget.monthlyUsd: must be a dollar amount'],
     ['a budget with fractions of a cent', { budget: { monthlyUsd: 10.001 } }, 'tollgate.budget.monthlyUsd:'],
     ['a budget given as text', { budget: { monthlyUsd: '100' } }, 'tollgate.budget.monthlyUsd:'],
-    ['empty thresholds', { budget: { thresholdsPercent: [] } }, 'tollgate.budget.thresholdsPercent: must be 1 to 10 increasing'],
+    ['empty thresholds', { budget: { thresholdsPercent: [] } }, 'tollgate.budget.thresholdsPercent: must be 1 to 5 increasing'],
     ['unsorted thresholds', { budget: { thresholdsPercent: [80, 50] } }, 'tollgate.budget.thresholdsPercent:'],
     ['a negative threshold', { budget: { thresholdsPercent: [-5] } }, 'tollgate.budget.thresholdsPercent:'],
     ['a bad email', { alerts: { email: 'ops' } }, 'tollgate.alerts.email: must be an email address'],
@@ -64,7 +72,13 @@ describe('resolveDeploymentConfig', () => {
     ['a base URL that is not a URL', { gateway: { anthropicBaseUrl: 'anthropic' } }, 'tollgate.gateway.anthropicBaseUrl:'],
     ['zero NAT gateways', { agent: { natGateways: 0 } }, 'tollgate.agent.natGateways: must be a whole number from 1 to 2'],
     ['three NAT gateways', { agent: { natGateways: 3 } }, 'tollgate.agent.natGateways:'],
-    ['too many agent tasks', { agent: { desiredCount: 11 } }, 'tollgate.agent.desiredCount:'],
+    ['too many agent tasks', { agent: { maxTasks: 11 } }, 'tollgate.agent.maxTasks:'],
+    ['fewer max than min tasks', { agent: { minTasks: 2, maxTasks: 1 } }, 'tollgate.agent.maxTasks: must be at least minTasks (2)'],
+    ['the retired desiredCount', { agent: { desiredCount: 1 } }, 'tollgate.agent.desiredCount: is not a setting'],
+    ['an unknown NAT kind', { agent: { nat: 'none' } }, 'tollgate.agent.nat: must be "instance" or "gateway"'],
+    ['an unknown profile', { profile: 'staging' }, 'tollgate.profile: must be one of dev, prod'],
+    ['six budget notifications', { budget: { thresholdsPercent: [20, 40, 60, 80], forecastThresholdsPercent: [90, 100] } }, 'tollgate.budget: AWS Budgets allows 5'],
+    ['an operator that is not a role ARN', { admin: { operatorRoleArns: ['alice'] } }, 'tollgate.admin.operatorRoleArns: must be a list of IAM role ARNs'],
     ['a CPU size Fargate lacks', { agent: { cpu: 300 } }, 'tollgate.agent.cpu: must be one of'],
     ['memory that does not fit the CPU', { agent: { cpu: 256, memoryMb: 4096 } }, 'tollgate.agent.memoryMb: must be 512 to 2048'],
     ['a log retention CloudWatch lacks', { logRetentionDays: 31 }, 'tollgate.logRetentionDays: must be a CloudWatch retention'],

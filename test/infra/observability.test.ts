@@ -89,6 +89,11 @@ const EXPECTED_GRAPHS: Record<string, string[]> = {
   'agent CPU %': [`AWS/ECS CPUUtilization ${ECS} Average`],
   'agent memory %': [`AWS/ECS MemoryUtilization ${ECS} Average`],
   'agent runs in the dead-letter queue': ['AWS/SQS ApproximateNumberOfMessagesVisible QueueName=<Import:RunDeadLetterQueue> Maximum'],
+  'sweeper invocations': [`AWS/Lambda Invocations ${fn('SweeperFunction')} Sum 600s`],
+  'alert-dispatcher invocations': [`AWS/Lambda Invocations ${fn('AlertDispatcherFunction')} Sum 600s`],
+  'kill-switch invocations': [`AWS/Lambda Invocations ${fn('KillSwitchFunction')} Sum 10800s`],
+  'kill-switch notifications in the dead-letter queue': ['AWS/SQS ApproximateNumberOfMessagesVisible QueueName=<Import:KillSwitchDeadLetterQueue> Maximum'],
+  'agent run queue: oldest run (s)': ['AWS/SQS ApproximateAgeOfOldestMessage QueueName=<Import:RunQueue> Maximum'],
   'Cost per hour (USD)': [`Tollgate CostUsd ${GW} Sum 3600s`],
   'Cost per day (USD)': [`Tollgate CostUsd ${GW} Sum 86400s`],
   'Cost by model per hour (USD)': [
@@ -129,7 +134,7 @@ describe('observability dashboard', () => {
     const headings = dashboardOf(synth)
       .filter((w) => w.type === 'text')
       .map((w) => w.properties.markdown);
-    expect(headings).toEqual(['## API', '## Lambda', '## Gateway function', '## DynamoDB', '## Edge and agents', '## Spend', '## Traffic', '## Guardrails', '## Who spends']);
+    expect(headings).toEqual(['## API', '## Lambda', '## Gateway function', '## DynamoDB', '## Edge and agents', '## Heartbeats', '## Spend', '## Traffic', '## Guardrails', '## Who spends']);
   });
 
   it('when the Logs Insights tables are synthesized, they read the gateway log group and rank users and keys by summed micro-USD cost', () => {
@@ -198,6 +203,11 @@ const EXPECTED_ALARMS: Record<string, string> = {
   ...tableAlarms,
   'waf-blocked': '>= 500 x1',
   'agent-dead-letters': '>= 1 x1',
+  'sweeper-heartbeat': '< 1 x1',
+  'alert-dispatcher-heartbeat': '< 1 x1',
+  'kill-switch-heartbeat': '< 1 x1',
+  'kill-switch-dead-letters': '>= 1 x1',
+  'agent-queue-stalled': '>= 1800 x1',
   'cost-per-hour-anomaly': '> band(2) x2',
   'daily-cost': '>= 20 x1',
   'api-5xx-rate': '>= 5 x1',
@@ -206,7 +216,7 @@ const EXPECTED_ALARMS: Record<string, string> = {
 };
 
 function summarize(p: AlarmProps): string {
-  const op = { GreaterThanOrEqualToThreshold: '>=', GreaterThanUpperThreshold: '>' }[p.ComparisonOperator] ?? p.ComparisonOperator;
+  const op = { GreaterThanOrEqualToThreshold: '>=', GreaterThanUpperThreshold: '>', LessThanThreshold: '<' }[p.ComparisonOperator] ?? p.ComparisonOperator;
   if (p.ThresholdMetricId) {
     const band = p.Metrics!.find((m) => m.Id === p.ThresholdMetricId)!.Expression!;
     return `${op} band(${/ANOMALY_DETECTION_BAND\(\w+, (\d+)\)/.exec(band)![1]}) x${p.EvaluationPeriods}`;

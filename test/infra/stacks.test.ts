@@ -131,7 +131,8 @@ describe('gateway stack', () => {
     });
   });
 
-  it('when the web ACL is created, it has the geo block, the per-IP rate rule and both managed groups, with SizeRestrictions_BODY counted', () => {
+  it('when the web ACL is created, it has the geo block, the per-IP rate rule, three managed groups with their body rules counted, and the label rule that blocks body findings off /v1', () => {
+    const counted = (rules: string[]) => Match.arrayWith(rules.map((name) => ({ Name: name, ActionToUse: { Count: {} } })));
     t.gateway.hasResourceProperties('AWS::WAFv2::WebACL', {
       Scope: 'REGIONAL',
       DefaultAction: { Allow: {} },
@@ -146,17 +147,22 @@ describe('gateway stack', () => {
           Name: 'AWSManagedRulesCommonRuleSet',
           OverrideAction: { None: {} },
           Statement: {
-            ManagedRuleGroupStatement: {
+            ManagedRuleGroupStatement: Match.objectLike({
               VendorName: 'AWS',
               Name: 'AWSManagedRulesCommonRuleSet',
-              RuleActionOverrides: [{ Name: 'SizeRestrictions_BODY', ActionToUse: { Count: {} } }],
-            },
+              RuleActionOverrides: counted(['SizeRestrictions_BODY', 'EC2MetaDataSSRF_BODY', 'GenericLFI_BODY', 'GenericRFI_BODY', 'CrossSiteScripting_BODY']),
+            }),
           },
         }),
         Match.objectLike({
           Name: 'AWSManagedRulesKnownBadInputsRuleSet',
-          Statement: { ManagedRuleGroupStatement: { VendorName: 'AWS', Name: 'AWSManagedRulesKnownBadInputsRuleSet' } },
+          Statement: { ManagedRuleGroupStatement: Match.objectLike({ VendorName: 'AWS', Name: 'AWSManagedRulesKnownBadInputsRuleSet', RuleActionOverrides: counted(['JavaDeserializationRCE_BODY', 'Log4JRCE_BODY']) }) },
         }),
+        Match.objectLike({
+          Name: 'AWSManagedRulesSQLiRuleSet',
+          Statement: { ManagedRuleGroupStatement: Match.objectLike({ VendorName: 'AWS', Name: 'AWSManagedRulesSQLiRuleSet', RuleActionOverrides: counted(['SQLi_BODY', 'SQLiExtendedPatterns_BODY']) }) },
+        }),
+        Match.objectLike({ Name: 'BlockBodyFindingsOutsideV1', Action: { Block: {} } }),
       ],
     });
   });
@@ -251,8 +257,9 @@ describe('gateway stack', () => {
 });
 
 describe('agent stack', () => {
-  it('when the VPC is built, it spans 2 AZs with the configured NAT count and DynamoDB and S3 gateway endpoints', () => {
-    t.agent.resourceCountIs('AWS::EC2::NatGateway', 1);
+  it('when the VPC is built, it spans 2 AZs with a NAT instance (dev profile) and DynamoDB and S3 gateway endpoints', () => {
+    t.agent.resourceCountIs('AWS::EC2::NatGateway', 0);
+    t.agent.resourceCountIs('AWS::EC2::Instance', 1);
     t.agent.resourceCountIs('AWS::EC2::Subnet', 4);
     const endpoints = Object.values(resourcesOf(t.agent, 'AWS::EC2::VPCEndpoint'));
     expect(endpoints.map((e) => e.Properties?.VpcEndpointType)).toEqual(['Gateway', 'Gateway']);
@@ -280,9 +287,9 @@ describe('agent stack', () => {
     t.agent.resourceCountIs('AWS::EC2::SecurityGroupIngress', 0);
   });
 
-  it('when the cluster is created, container insights are on', () => {
+  it('when the cluster is created with the dev profile, container insights are off (prod turns them on: see deploy.test.ts)', () => {
     t.agent.hasResourceProperties('AWS::ECS::Cluster', {
-      ClusterSettings: [{ Name: 'containerInsights', Value: 'enabled' }],
+      ClusterSettings: [{ Name: 'containerInsights', Value: 'disabled' }],
     });
   });
 
@@ -299,24 +306,18 @@ describe('agent stack', () => {
     const images = Object.values(manifest?.contents.dockerImages ?? {});
     expect(images.map((i) => i.source.dockerFile)).toEqual(['agent/Dockerfile']);
   });
-
-  it('when NAT gateways are set to 2 in config, the template has 2', () => {
-    const two = synthApp({ agent: { natGateways: 2 } });
-    try {
-      two.templates.agent.resourceCountIs('AWS::EC2::NatGateway', 2);
-    } finally {
-      two.dispose();
-    }
-  });
 });
 
 describe('guardrails stack', () => {
-  it('when the budget is created, it notifies the budget topic at 50, 80 and 100 % of actual cost', () => {
+  it('when the budget is created, it notifies the budget topic at 50, 80 and 100 % of actual cost and at 100 % forecast', () => {
     const topicId = logicalIdOf(synth.stacks.guardrails, synth.stacks.guardrails.budgetTopic);
     t.guardrails.hasResourceProperties('AWS::Budgets::Budget', {
-      Budget: { BudgetType: 'COST', TimeUnit: 'MONTHLY', BudgetLimit: { Amount: 100, Unit: 'USD' } },
-      NotificationsWithSubscribers: [50, 80, 100].map((threshold) => ({
-        Notification: { NotificationType: 'ACTUAL', ComparisonOperator: 'GREATER_THAN', Threshold: threshold, ThresholdType: 'PERCENTAGE' },
+      Budget: Match.objectLike({ BudgetType: 'COST', TimeUnit: 'MONTHLY', BudgetLimit: { Amount: 100, Unit: 'USD' } }),
+      NotificationsWithSubscribers: [
+        ...[50, 80, 100].map((threshold) => ['ACTUAL', threshold] as const),
+        ['FORECASTED', 100] as const,
+      ].map(([type, threshold]) => ({
+        Notification: { NotificationType: type, ComparisonOperator: 'GREATER_THAN', Threshold: threshold, ThresholdType: 'PERCENTAGE' },
         Subscribers: [{ SubscriptionType: 'SNS', Address: { Ref: topicId } }],
       })),
     });

@@ -1,0 +1,395 @@
+/**
+ * Issue 13 on the synthesized templates: a fresh-account deploy (generated secrets, nothing waits on what does not
+ * exist), alarms that reach people, a WAF that lets prompts through, a budget that sees this deployment, least
+ * privilege, the two cost profiles, and cfn-lint over every template. Two apps are synthesized for the whole file:
+ * the default (`dev`) and `prod` with an email destination and named operator roles.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Annotations, Match, type Template } from 'aws-cdk-lib/assertions';
+import { estimateFixedCost, type CfnTemplate } from '../../bench/fixed-cost';
+import { DeploymentConfigError, MAX_BUDGET_NOTIFICATIONS, resolveDeploymentConfig } from '../../lib/config';
+import { BODY_FINDINGS_RULE, BODY_INSPECTING_RULES, WAF_REDACTED_HEADERS } from '../../lib/constructs/gateway-waf';
+import { NO_ALERT_DESTINATION } from '../../lib/stacks/guardrails-stack';
+import { synthApp, type SynthesizedApp } from './app-fixture';
+import { chatBody, LEGITIMATE_PROMPTS } from './waf-corpus';
+import { evaluateWebAcl } from './waf-evaluator';
+
+const OPERATOR = 'arn:aws:iam::123456789012:role/platform-admin';
+/** Two full synths, or cfn-lint over ten templates, on a loaded 2-core box: a bound that only catches a hang. */
+const HANG = 900_000;
+
+let dev: SynthesizedApp;
+let prod: SynthesizedApp;
+beforeAll(() => {
+  dev = synthApp();
+  prod = synthApp({ profile: 'prod', alerts: { email: 'ops@example.com' }, admin: { operatorRoleArns: [OPERATOR] } });
+}, HANG);
+afterAll(() => {
+  dev.dispose();
+  prod.dispose();
+});
+
+type Resource = { Type: string; Properties?: Record<string, unknown>; [k: string]: unknown };
+type PolicyStatement = { Effect?: string; Action: string | string[]; Resource?: unknown; Condition?: Record<string, Record<string, unknown>> };
+
+function resources(template: Template, type?: string): Record<string, Resource> {
+  const all = template.toJSON().Resources as Record<string, Resource>;
+  return Object.fromEntries(Object.entries(all).filter(([, r]) => !type || r.Type === type));
+}
+
+function allTemplates(app: SynthesizedApp): Template[] {
+  return Object.values(app.templates);
+}
+
+function statements(app: SynthesizedApp): PolicyStatement[] {
+  return allTemplates(app).flatMap((t) =>
+    Object.values(resources(t, 'AWS::IAM::Policy')).flatMap((p) => (p.Properties as { PolicyDocument: { Statement: PolicyStatement[] } }).PolicyDocument.Statement),
+  );
+}
+
+function actions(s: PolicyStatement): string[] {
+  return ([] as string[]).concat(s.Action);
+}
+
+function logicalId(app: SynthesizedApp, stack: keyof SynthesizedApp['stacks'], construct: { node: { defaultChild?: unknown } }): string {
+  const s = app.stacks[stack];
+  return s.getLogicalId((construct.node.defaultChild ?? construct) as never);
+}
+
+describe('fresh-account deploy', () => {
+  it('when the data stack deploys, a custom resource creates the key pepper and JWT secret as SecureStrings with the data key, and no value is in the template', () => {
+    const generated = Object.values(resources(dev.templates.data, 'Custom::TollgateGeneratedSecret'));
+    expect(generated.map((g) => g.Properties?.ParameterName).sort()).toEqual(['/tollgate/dev/jwt-secret', '/tollgate/dev/key-pepper']);
+    const keyId = logicalId(dev, 'data', dev.stacks.data.key);
+    for (const g of generated) {
+      expect(Object.keys(g.Properties ?? {}).sort()).toEqual(['KeyId', 'Kind', 'ParameterName', 'RemoveOnDelete', 'ServiceToken']);
+      expect(g.Properties?.KeyId).toEqual({ 'Fn::GetAtt': [keyId, 'Arn'] });
+      expect(g.Properties?.RemoveOnDelete).toBe('false');
+    }
+    for (const t of allTemplates(dev)) {
+      expect(JSON.stringify(t.toJSON().Outputs ?? {})).not.toMatch(/pepper|jwt-secret/i);
+      expect(resources(t, 'AWS::SSM::Parameter')).not.toEqual(expect.objectContaining({ Type: 'SecureString' }));
+    }
+  });
+
+  it('when the secret generator is granted, it may only PutParameter the two generated names and encrypt with the data key through SSM for them', () => {
+    const fnRole = logicalId(dev, 'data', dev.stacks.data.secretGenerator.fn.role as never);
+    const policy = Object.values(resources(dev.templates.data, 'AWS::IAM::Policy')).find((p) => JSON.stringify(p.Properties?.Roles).includes(fnRole));
+    const stmts = (policy?.Properties as { PolicyDocument: { Statement: PolicyStatement[] } }).PolicyDocument.Statement;
+    const ssm = stmts.filter((s) => actions(s).some((a) => a.startsWith('ssm:')));
+    expect(ssm.map(actions)).toEqual([['ssm:PutParameter']]);
+    expect(JSON.stringify(ssm[0].Resource)).toMatch(/key-pepper.*jwt-secret|jwt-secret.*key-pepper/);
+    const kms = stmts.find((s) => actions(s).includes('kms:Encrypt'));
+    expect(kms?.Condition?.StringEquals).toEqual(expect.objectContaining({ 'kms:ViaService': expect.anything(), 'kms:EncryptionContext:PARAMETER_ARN': expect.any(Array) }));
+  });
+
+  it('when secrets.removeOnDelete is not set, the generator cannot delete a parameter; the agent task only needs a generated secret from a stack it depends on', () => {
+    expect(statements(dev).some((s) => actions(s).includes('ssm:DeleteParameter'))).toBe(false);
+    const task = Object.values(resources(dev.templates.agent, 'AWS::ECS::TaskDefinition'))[0];
+    const secrets = (task.Properties as { ContainerDefinitions: Array<{ Secrets?: Array<{ ValueFrom: unknown }> }> }).ContainerDefinitions[0].Secrets ?? [];
+    for (const s of secrets) expect(JSON.stringify(s.ValueFrom)).toContain('parameter/tollgate/dev/jwt-secret');
+    expect(dev.stacks.agent.dependencies).toContain(dev.stacks.data);
+  });
+
+  it('when provider keys are not set, no stack waits on them: nothing creates or resolves them at deploy (the gateway reads them at runtime)', () => {
+    for (const t of allTemplates(dev)) {
+      const json = JSON.stringify(t.toJSON());
+      expect(json).not.toMatch(/resolve:ssm-secure/);
+      expect(JSON.stringify(t.toJSON().Parameters ?? {})).not.toMatch(/api-key/);
+    }
+  });
+});
+
+describe('alarms reach people', () => {
+  it('when CloudWatch publishes to the alerts topic, the policy allows it for this stage\'s alarms and this account only', () => {
+    const topicId = logicalId(dev, 'guardrails', dev.stacks.guardrails.alertsTopic);
+    dev.templates.guardrails.hasResourceProperties('AWS::SNS::TopicPolicy', {
+      Topics: [{ Ref: topicId }],
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({
+            Effect: 'Allow',
+            Principal: { Service: 'cloudwatch.amazonaws.com' },
+            Action: 'sns:Publish',
+            Condition: {
+              StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } },
+              ArnLike: { 'aws:SourceArn': { 'Fn::Join': ['', Match.arrayWith([Match.stringLikeRegexp(':alarm:tollgate-dev-\\*$')])] } },
+            },
+          }),
+        ]),
+      },
+    });
+  });
+
+  it('when an alarm notifies the alerts topic, its name is in the policy\'s scope and it also notifies on OK', () => {
+    const notifying = allTemplates(dev).flatMap((t) => Object.values(resources(t, 'AWS::CloudWatch::Alarm'))).filter((a) => JSON.stringify(a.Properties?.AlarmActions ?? []).includes('AlertsTopic'));
+    expect(notifying.length).toBeGreaterThan(25);
+    for (const a of notifying) {
+      expect(a.Properties?.AlarmName).toMatch(/^tollgate-dev-/);
+      expect(a.Properties?.OKActions).toEqual(a.Properties?.AlarmActions);
+    }
+  });
+
+  it('when no email or Slack is configured, synth warns loudly; with the prod profile it fails naming tollgate.alerts', () => {
+    Annotations.fromStack(dev.stacks.guardrails).hasWarning('*', Match.stringLikeRegexp('no alert destination'));
+    Annotations.fromStack(prod.stacks.guardrails).hasNoWarning('*', Match.stringLikeRegexp('no alert destination'));
+    expect(() => synthApp({ profile: 'prod' })).toThrow(new DeploymentConfigError('tollgate.alerts', NO_ALERT_DESTINATION));
+  });
+
+  it.each([
+    ['sweeper', 600],
+    ['alert-dispatcher', 600],
+    ['kill-switch', 10_800],
+  ])('when the %s is silent, its heartbeat alarm fires: fewer than 1 invocation per period, missing data breaching', (name, period) => {
+    dev.templates.observability.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      AlarmName: `tollgate-dev-${name}-heartbeat`,
+      MetricName: 'Invocations',
+      Namespace: 'AWS/Lambda',
+      Period: period,
+      Threshold: 1,
+      ComparisonOperator: 'LessThanThreshold',
+      TreatMissingData: 'breaching',
+    });
+  });
+
+  it('when the kill switch is only called by budget notifications, an hourly heartbeat invokes it with an event it ignores', () => {
+    const fnId = logicalId(dev, 'guardrails', dev.stacks.guardrails.killSwitch.fn);
+    dev.templates.guardrails.hasResourceProperties('AWS::Events::Rule', {
+      ScheduleExpression: 'rate(1 hour)',
+      Targets: [Match.objectLike({ Arn: { 'Fn::GetAtt': [fnId, 'Arn'] }, Input: Match.stringLikeRegexp('heartbeat') })],
+    });
+  });
+
+  it('when agent runs wait longer than any run takes, the queue alarm fires; an idle queue (no data) is not an incident', () => {
+    dev.templates.observability.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      AlarmName: 'tollgate-dev-agent-queue-stalled',
+      MetricName: 'ApproximateAgeOfOldestMessage',
+      Threshold: 1800,
+      TreatMissingData: 'notBreaching',
+    });
+  });
+});
+
+describe('WAF lets prompts through', () => {
+  const webAclOf = (app: SynthesizedApp) =>
+    Object.values(resources(app.templates.gateway, 'AWS::WAFv2::WebACL'))[0].Properties as unknown as Parameters<typeof evaluateWebAcl>[0];
+
+  it('when a managed group inspects bodies, each of its body rules only counts (and labels)', () => {
+    const acl = webAclOf(dev) as unknown as { Rules: Array<{ Name: string; Statement: { ManagedRuleGroupStatement?: { Name: string; RuleActionOverrides: Array<{ Name: string; ActionToUse: object }> } } }> };
+    for (const [group, { rules }] of Object.entries(BODY_INSPECTING_RULES)) {
+      const rule = acl.Rules.find((r) => r.Statement.ManagedRuleGroupStatement?.Name === group);
+      const counted = (rule?.Statement.ManagedRuleGroupStatement?.RuleActionOverrides ?? []).filter((o) => 'Count' in o.ActionToUse).map((o) => o.Name);
+      expect(counted).toEqual(expect.arrayContaining([...rules]));
+    }
+  });
+
+  it.each(LEGITIMATE_PROMPTS.map((p) => [p.name, p.prompt]))('when a prompt carries %s, it passes on /v1 and the same body is blocked on /admin', (_name, prompt) => {
+    const body = chatBody(prompt);
+    for (const uriPath of ['/dev/v1/chat/completions', '/v1/chat/completions', '/dev/v1/messages']) {
+      expect(evaluateWebAcl(webAclOf(dev), { uriPath, body }, BODY_INSPECTING_RULES)).toEqual({ action: 'ALLOW' });
+    }
+    expect(evaluateWebAcl(webAclOf(dev), { uriPath: '/dev/admin/keys', body }, BODY_INSPECTING_RULES)).toEqual({ action: 'BLOCK', rule: BODY_FINDINGS_RULE });
+  });
+
+  it('when a path climbs out of /v1 (/dev/v1/../admin), the body findings still block it', () => {
+    const body = chatBody('<script>alert(1)</script>');
+    expect(evaluateWebAcl(webAclOf(dev), { uriPath: '/dev/v1/../admin/keys', body }, BODY_INSPECTING_RULES)).toEqual({ action: 'BLOCK', rule: BODY_FINDINGS_RULE });
+  });
+
+  it('when the body rules were left blocking, the corpus test would fail (the evaluator is not vacuous)', () => {
+    const acl = JSON.parse(JSON.stringify(webAclOf(dev))) as { Rules: Array<{ Statement: { ManagedRuleGroupStatement?: { RuleActionOverrides?: unknown[] } } }> };
+    for (const r of acl.Rules) if (r.Statement.ManagedRuleGroupStatement) r.Statement.ManagedRuleGroupStatement.RuleActionOverrides = [];
+    const outcome = evaluateWebAcl(acl as never, { uriPath: '/dev/v1/chat/completions', body: chatBody(LEGITIMATE_PROMPTS[0].prompt) }, BODY_INSPECTING_RULES);
+    expect(outcome.action).toBe('BLOCK');
+  });
+
+  it('when WAF logs, it writes to an aws-waf-logs- group with retention and redacts the Authorization and x-api-key headers', () => {
+    const aclId = logicalId(dev, 'gateway', dev.stacks.gateway.webAcl as never);
+    dev.templates.gateway.hasResourceProperties('AWS::Logs::LogGroup', { LogGroupName: 'aws-waf-logs-tollgate-dev-web-acl', RetentionInDays: 30 });
+    dev.templates.gateway.hasResourceProperties('AWS::WAFv2::LoggingConfiguration', {
+      ResourceArn: { 'Fn::GetAtt': [aclId, 'Arn'] },
+      LogDestinationConfigs: [{ 'Fn::Join': ['', Match.arrayWith([Match.stringLikeRegexp(':log-group:aws-waf-logs-tollgate-dev-web-acl$')])] }],
+      RedactedFields: WAF_REDACTED_HEADERS.map((name) => ({ SingleHeader: { Name: name } })),
+    });
+  });
+});
+
+describe('the budget sees this deployment', () => {
+  it('when any resource carries tags, it carries the cost-allocation tag of this stage', () => {
+    let tagged = 0;
+    for (const t of allTemplates(dev)) {
+      for (const [id, r] of Object.entries(resources(t))) {
+        const tags = r.Properties?.Tags;
+        if (tags === undefined) continue;
+        tagged++;
+        const list = Array.isArray(tags) ? (tags as Array<{ Key: string; Value: string }>) : Object.entries(tags as object).map(([Key, Value]) => ({ Key, Value }));
+        expect({ id, tag: list.find((x) => x.Key === 'tollgate:deployment')?.Value }).toEqual({ id, tag: 'tollgate-dev' });
+      }
+    }
+    expect(tagged).toBeGreaterThan(40);
+  });
+
+  it('when the budget is created, it is filtered to the tag or Bedrock and notifies on ACTUAL and FORECASTED, at most 5 times', () => {
+    const budget = Object.values(resources(dev.templates.guardrails, 'AWS::Budgets::Budget'))[0].Properties as {
+      Budget: { FilterExpression: unknown };
+      NotificationsWithSubscribers: Array<{ Notification: { NotificationType: string; Threshold: number } }>;
+    };
+    expect(budget.Budget.FilterExpression).toEqual({
+      Or: [
+        { Tags: { Key: 'tollgate:deployment', Values: ['tollgate-dev'], MatchOptions: ['EQUALS'] } },
+        { Dimensions: { Key: 'SERVICE', Values: ['Amazon Bedrock'], MatchOptions: ['EQUALS'] } },
+      ],
+    });
+    const n = budget.NotificationsWithSubscribers.map((x) => `${x.Notification.NotificationType}@${x.Notification.Threshold}`);
+    expect(n).toEqual(['ACTUAL@50', 'ACTUAL@80', 'ACTUAL@100', 'FORECASTED@100']);
+    expect(n.length).toBeLessThanOrEqual(MAX_BUDGET_NOTIFICATIONS);
+    expect(() => resolveDeploymentConfig({ budget: { thresholdsPercent: [25, 50, 75, 100], forecastThresholdsPercent: [80, 100] } })).toThrow(
+      /tollgate.budget: AWS Budgets allows 5 notifications per budget/,
+    );
+  });
+
+  it('when a budget notification fails the kill switch, it lands in a dead-letter queue (Lambda retries and SNS delivery alike) that alarms', () => {
+    const dlqId = logicalId(dev, 'guardrails', dev.stacks.guardrails.killSwitchDeadLetterQueue);
+    const fnId = logicalId(dev, 'guardrails', dev.stacks.guardrails.killSwitch.fn);
+    expect(resources(dev.templates.guardrails)[fnId].Properties?.DeadLetterConfig).toEqual({ TargetArn: { 'Fn::GetAtt': [dlqId, 'Arn'] } });
+    dev.templates.guardrails.hasResourceProperties('AWS::SNS::Subscription', {
+      Protocol: 'lambda',
+      Endpoint: { 'Fn::GetAtt': [fnId, 'Arn'] },
+      RedrivePolicy: { deadLetterTargetArn: { 'Fn::GetAtt': [dlqId, 'Arn'] } },
+    });
+    dev.templates.observability.hasResourceProperties('AWS::CloudWatch::Alarm', { AlarmName: 'tollgate-dev-kill-switch-dead-letters', MetricName: 'ApproximateNumberOfMessagesVisible' });
+  });
+});
+
+describe('least privilege', () => {
+  it('when any principal is granted the audit table, the only write is PutItem on audit partitions, with no returned old item', () => {
+    const auditArn = `${logicalId(dev, 'data', dev.stacks.data.tables.audit)}`;
+    const onAudit = statements(dev).filter((s) => JSON.stringify(s.Resource ?? '').includes(auditArn) && actions(s).some((a) => a.startsWith('dynamodb:')));
+    expect(onAudit.map(actions).flat().sort()).toEqual(['dynamodb:PutItem', 'dynamodb:Query']);
+    const put = onAudit.find((s) => actions(s).includes('dynamodb:PutItem'));
+    expect(put?.Condition).toEqual({
+      'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['audit#*'] },
+      StringEqualsIfExists: { 'dynamodb:ReturnValues': 'NONE' },
+    });
+  });
+
+  it('when tables are granted, each statement names one table with its own action set, and nothing grants batch writes or DescribeTable', () => {
+    const tableIds = Object.values(dev.stacks.data.tables).map((t) => logicalId(dev, 'data', t));
+    for (const s of statements(dev).filter((x) => actions(x).some((a) => a.startsWith('dynamodb:')))) {
+      const named = tableIds.filter((id) => JSON.stringify(s.Resource ?? '').includes(id));
+      expect(named.length).toBeLessThanOrEqual(1);
+      expect(actions(s)).not.toEqual(expect.arrayContaining(['dynamodb:BatchWriteItem']));
+      expect(actions(s)).not.toContain('dynamodb:DescribeTable');
+    }
+    const usageId = logicalId(dev, 'data', dev.stacks.data.tables.usage);
+    const gatewayUsage = statements(dev).filter((s) => JSON.stringify(s.Resource ?? '').includes(usageId)).map(actions);
+    expect(gatewayUsage).toContainEqual(['dynamodb:PutItem', 'dynamodb:Query']);
+  });
+
+  it('when kms:Decrypt is granted anywhere, it is conditioned on the calling service or an encryption context', () => {
+    const decrypts = statements(dev).filter((s) => actions(s).includes('kms:Decrypt'));
+    expect(decrypts.length).toBeGreaterThan(5);
+    for (const s of decrypts) expect(JSON.stringify(s.Condition ?? {})).toMatch(/kms:ViaService|kms:EncryptionContext/);
+  });
+
+  it('when anything reads a secret, it cannot read parameter history or list parameters', () => {
+    for (const app of [dev, prod]) {
+      for (const t of allTemplates(app)) expect(JSON.stringify(t.toJSON())).not.toMatch(/GetParameterHistory|DescribeParameters/);
+    }
+  });
+
+  it('when the admin API is called, its resource policy denies /admin/* to every principal but the operator roles', () => {
+    const policyOf = (app: SynthesizedApp) =>
+      (Object.values(resources(app.templates.gateway, 'AWS::ApiGateway::RestApi'))[0].Properties as { Policy: { Statement: PolicyStatement[] } }).Policy.Statement;
+    const deny = (app: SynthesizedApp) => policyOf(app).find((s) => s.Effect === 'Deny');
+    expect(deny(prod)).toMatchObject({ Action: 'execute-api:Invoke', Resource: 'execute-api:/*/*/admin/*', Condition: { StringNotLike: { 'aws:PrincipalArn': [OPERATOR] } } });
+    expect(Object.values(resources(prod.templates.gateway, 'AWS::IAM::Role')).some((r) => r.Properties?.RoleName === 'tollgate-prod-operator')).toBe(false);
+    const roleId = logicalId(dev, 'gateway', dev.stacks.gateway.operatorRole!);
+    expect(JSON.stringify(deny(dev)?.Condition)).toBe(JSON.stringify({ StringNotLike: { 'aws:PrincipalArn': [{ 'Fn::GetAtt': [roleId, 'Arn'] }] } }));
+    expect(policyOf(dev).find((s) => s.Effect !== 'Deny')).toMatchObject({ Action: 'execute-api:Invoke', Resource: 'execute-api:/*' });
+  });
+});
+
+describe('cost profiles', () => {
+  const estimate = (app: SynthesizedApp) => estimateFixedCost(allTemplates(app).map((t) => t.toJSON() as CfnTemplate));
+
+  it('when the dev profile is synthesized, it has a t4g.nano NAT instance, no NAT gateway, no Container Insights and an agent service that scales from zero on the run backlog', () => {
+    dev.templates.agent.resourceCountIs('AWS::EC2::NatGateway', 0);
+    dev.templates.agent.hasResourceProperties('AWS::EC2::Instance', { InstanceType: 't4g.nano', SourceDestCheck: false });
+    dev.templates.agent.hasResourceProperties('AWS::ECS::Cluster', { ClusterSettings: [{ Name: 'containerInsights', Value: 'disabled' }] });
+    dev.templates.agent.hasResourceProperties('AWS::ECS::Service', { DesiredCount: 0 });
+    dev.templates.agent.hasResourceProperties('AWS::ApplicationAutoScaling::ScalableTarget', { MinCapacity: 0, MaxCapacity: 1, ScalableDimension: 'ecs:service:DesiredCount' });
+    dev.templates.agent.hasResourceProperties('AWS::ApplicationAutoScaling::ScalingPolicy', { PolicyType: 'StepScaling' });
+    const scalingAlarms = Object.values(resources(dev.templates.agent, 'AWS::CloudWatch::Alarm'));
+    expect(scalingAlarms).toHaveLength(2);
+    for (const a of scalingAlarms) {
+      const names = JSON.stringify(a.Properties?.Metrics);
+      expect(names).toContain('ApproximateNumberOfMessagesVisible');
+      expect(names).toContain('ApproximateNumberOfMessagesNotVisible');
+    }
+  });
+
+  it('when the dev profile is priced, its fixed monthly cost is at most $30', () => {
+    expect(estimate(dev).total).toBeLessThanOrEqual(30_000_000);
+  });
+
+  it('when the prod profile is synthesized, it has 2 NAT gateways, an always-on task, Container Insights, and the estimate counts them', () => {
+    prod.templates.agent.resourceCountIs('AWS::EC2::NatGateway', 2);
+    prod.templates.agent.resourceCountIs('AWS::EC2::Instance', 0);
+    prod.templates.agent.hasResourceProperties('AWS::ApplicationAutoScaling::ScalableTarget', { MinCapacity: 1, MaxCapacity: 2 });
+    prod.templates.agent.hasResourceProperties('AWS::ECS::Cluster', { ClusterSettings: [{ Name: 'containerInsights', Value: 'enabled' }] });
+    const items = estimate(prod).lines.map((l) => l.item);
+    expect(items).toEqual(expect.arrayContaining(['NAT gateway hours', 'Fargate tasks (ARM64)', 'Container Insights metrics', 'KMS key rotations', 'CloudWatch log groups']));
+    expect(estimate(prod).total).toBeGreaterThan(estimate(dev).total);
+  });
+});
+
+/**
+ * cfn-lint findings that are known and accepted, each with its reason. Anything else (error or warning) fails.
+ */
+const CFN_LINT_EXCEPTIONS: ReadonlyArray<{ readonly rule: string; readonly resourceType: string; readonly reason: string }> = [
+  {
+    rule: 'E3002',
+    resourceType: 'AWS::CloudWatch::Dashboard',
+    reason: 'Tags on AWS::CloudWatch::Dashboard are accepted by CloudFormation; cfn-lint 1.51\'s resource schema has not caught up (schema lag). Tags.of(app) puts the cost-allocation tag there.',
+  },
+  {
+    rule: 'E3002',
+    resourceType: 'AWS::ApplicationAutoScaling::ScalableTarget',
+    reason: 'Tags on AWS::ApplicationAutoScaling::ScalableTarget are supported by CloudFormation and CDK emits them from Tags.of(app); cfn-lint 1.51\'s schema predates them (schema lag).',
+  },
+  {
+    rule: 'W3005',
+    resourceType: '*',
+    reason: 'CDK adds an explicit DependsOn (a Lambda on its role policy, a custom resource on its provider) that a GetAtt already implies; redundant but harmless.',
+  },
+];
+
+describe('cfn-lint', () => {
+  it('when every synthesized template of both profiles is linted, there are no findings beyond the named exceptions', () => {
+    const version = spawnSync('cfn-lint', ['--version'], { encoding: 'utf8' });
+    if (version.error || version.status !== 0) {
+      if (process.env.TOLLGATE_SKIP_CFN_LINT === '1') return;
+      throw new Error('cfn-lint is not installed (pip install cfn-lint); set TOLLGATE_SKIP_CFN_LINT=1 to skip this check explicitly (never in CI)');
+    }
+    for (const app of [dev, prod]) {
+      const assembly = app.app.synth();
+      const files = assembly.stacks.map((s) => path.join(assembly.directory, s.templateFile));
+      files.forEach((f) => expect(fs.existsSync(f)).toBe(true));
+      const run = spawnSync('cfn-lint', ['--format', 'json', '--', ...files], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+      const findings = JSON.parse(run.stdout || '[]') as Array<{ Rule: { Id: string }; Level: string; Filename: string; Location: { Path: Array<string | number> }; Message: string }>;
+      const typeOf = (f: (typeof findings)[number]) => {
+        const [section, id] = f.Location.Path;
+        if (section !== 'Resources') return '';
+        const t = JSON.parse(fs.readFileSync(f.Filename, 'utf8')) as { Resources: Record<string, { Type: string }> };
+        return t.Resources[String(id)]?.Type ?? '';
+      };
+      const unexpected = findings.filter(
+        (f) => !CFN_LINT_EXCEPTIONS.some((e) => e.rule === f.Rule.Id && (e.resourceType === '*' || e.resourceType === typeOf(f))),
+      );
+      expect(unexpected.map((f) => `${f.Rule.Id} ${path.basename(f.Filename)} ${f.Location.Path.join('/')}: ${f.Message}`)).toEqual([]);
+    }
+  }, HANG);
+});
