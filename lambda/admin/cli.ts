@@ -3,7 +3,7 @@
  * (the running `npm start`, or a DynamoDB Local of its own on the same data) or, with `--aws`, against the
  * deployed tables (names from TOLLGATE_TABLE_* / TOLLGATE_STAGE, pepper from SSM).
  *
- *   keys create --user U [--org O] [--name N] [--scopes a,b] [--rpm N] [--tpm N] [--budget-usd X --window W]
+ *   keys create --user U [--org O] [--name N] [--scopes a,b] [--rpm N] [--tpm N] [--cache] [--budget-usd X --window W]
  *               [--expires ISO] [--json]
  *   keys list [--user U] [--json] | keys show ID | keys suspend|resume|revoke ID [--reason "…"]
  *   budgets set SCOPE WINDOW USD|none      (SCOPE: key:ID user:ID org:ID platform; WINDOW: hour|day|month)
@@ -149,6 +149,8 @@ export async function run(argv: readonly string[], out: (text: string) => void):
       scopes: { type: 'string' },
       rpm: { type: 'string' },
       tpm: { type: 'string' },
+      cache: { type: 'boolean', default: false },
+      day: { type: 'string' },
       'budget-usd': { type: 'string' },
       window: { type: 'string' },
       expires: { type: 'string' },
@@ -192,6 +194,7 @@ export async function run(argv: readonly string[], out: (text: string) => void):
             ...(values.scopes ? { scopes: values.scopes.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
             ...(values.rpm ? { rpm: intArg('rpm', values.rpm) } : {}),
             ...(values.tpm ? { tpm: intArg('tpm', values.tpm) } : {}),
+            ...(values.cache ? { responseCache: true } : {}),
             ...(values.expires ? { expiresAt: values.expires } : {}),
             ...(budgetUsd ? { budget: { window: windowArg(values.window, 'month'), limit: usdToMicros(budgetUsd) } } : {}),
           },

@@ -19,6 +19,8 @@ export interface CreateKeyInput {
   readonly scopes?: readonly string[];
   readonly rpm?: number;
   readonly tpm?: number;
+  /** Use the response cache for this key's requests. @default false */
+  readonly responseCache?: boolean;
   readonly expiresAt?: string;
   /** The key's own spend limit. */
   readonly budget?: { readonly window: Window; readonly limit: MicroUsd };
@@ -66,6 +68,7 @@ export async function createApiKey(
     scopes: scopes as KeyScope[],
     ...(input.rpm ? { rpm: input.rpm } : {}),
     ...(input.tpm ? { tpm: input.tpm } : {}),
+    ...(input.responseCache ? { responseCache: true } : {}),
     status: 'active',
     createdAt: new Date(options.clock.now()).toISOString(),
     ...(input.expiresAt ? { expiresAt: new Date(input.expiresAt).toISOString() } : {}),

@@ -17,6 +17,7 @@ import {
 import type { Logger } from '../core/log';
 import { formatUsd } from '../core/money';
 import type { BillableCall, RequestPipeline } from '../core/pipeline';
+import { SPEND_HEADERS, type SpendLayer } from '../core/routing/spend-layer';
 import type { PriceBook, ResolvedModel } from '../core/pricing';
 import { estimateChatInputTokens, estimateEmbeddingInputTokens, estimateMessagesInputTokens } from '../core/tokens';
 import type { KeyScope, RequestType, UsageRecord } from '../core/types';
@@ -46,6 +47,11 @@ export interface GatewayAppOptions {
    * (decrypted for this call only) and is recorded with `byok: true`.
    */
   readonly byok?: { keyFor(userId: string, provider: string): Promise<string | undefined> };
+  /**
+   * Response cache, routing rules and fallback in front of the pipeline (lambda/core/routing/spend-layer.ts);
+   * without it every request goes to the model it names, once.
+   */
+  readonly spend?: Pick<SpendLayer, 'serve'>;
 }
 
 /** What one request's handler gets. */
@@ -85,6 +91,8 @@ export interface RequestEvent {
   readonly upstreamMs?: number;
   /** The tightest budget left after this request, as its `x-tollgate-budget-*` headers told the caller. */
   readonly budget?: { readonly scope: string; readonly remainingUsd: string };
+  /** What the spend layer did, as its `x-tollgate-cache*` and `x-tollgate-fallback` headers told the caller. */
+  readonly spend?: { readonly cache?: 'hit' | 'miss'; readonly savedUsd?: string; readonly fallback?: string };
 }
 
 export type RequestObserver = (event: RequestEvent) => void;
@@ -207,6 +215,12 @@ export class GatewayApp {
     const status = res.status;
     const budgetScope = res.headers['x-tollgate-budget-scope'];
     const budgetRemaining = res.headers['x-tollgate-budget-remaining-usd'];
+    const cacheState = res.headers[SPEND_HEADERS.cache];
+    const spend: NonNullable<RequestEvent['spend']> = {
+      ...(cacheState === 'hit' || cacheState === 'miss' ? { cache: cacheState } : {}),
+      ...(res.headers[SPEND_HEADERS.cacheSaved] ? { savedUsd: res.headers[SPEND_HEADERS.cacheSaved] } : {}),
+      ...(res.headers[SPEND_HEADERS.fallback] ? { fallback: res.headers[SPEND_HEADERS.fallback] } : {}),
+    };
     const notify = (usage: UsageRecord | undefined) => {
       const upstreamMs = this.upstreamMs.get(requestId);
       this.upstreamMs.delete(requestId);
@@ -221,6 +235,7 @@ export class GatewayApp {
         ...(usage ? { usage } : {}),
         ...(upstreamMs !== undefined ? { upstreamMs } : {}),
         ...(budgetScope && budgetRemaining ? { budget: { scope: budgetScope, remainingUsd: budgetRemaining } } : {}),
+        ...(Object.keys(spend).length ? { spend } : {}),
       };
       for (const observe of observers) {
         try {
@@ -285,58 +300,65 @@ export class GatewayApp {
     const principal = await ctx.authenticate();
     this.o.authenticator.authorize(principal, route.scope);
     const body = validate(route.schema, parseJsonBody(req.body)) as Record<string, unknown>;
-    const model = this.o.prices.resolve(body.model as string);
-    const upstreamBody = { ...body, model: model.upstreamModel };
     const stream = route.stream(body);
     const wantsUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true;
-    const provider = this.o.providers.get(model.provider);
-    const operation = provider?.[route.operation] as
-      | ((b: Record<string, unknown>, c: ProviderCallContext) => Promise<ProviderResult>)
-      | undefined;
-    if (!provider || !operation) {
-      throw new InvalidRequestError(`The model "${body.model as string}" cannot be used with ${req.path}.`, {
-        code: 'unsupported_endpoint',
-        param: 'model',
-      });
-    }
-    // The user's own key for this provider, if any: held only in this request's closure, never stored or logged.
-    const byokKey = this.o.byok ? await this.o.byok.keyFor(principal.userId, model.provider) : undefined;
-    if (!byokKey && this.o.providers.needsCallerKey(model.provider)) {
-      throw new InvalidRequestError(
-        `This gateway has no platform key for ${model.provider}; store your own with PUT /v1/byok/${model.provider} to use "${body.model as string}".`,
-        { code: 'provider_key_required', param: 'model' },
-      );
-    }
-    const call: BillableCall = {
-      requestId,
-      startedAt: ctx.startedAt,
-      principal,
-      ...(byokKey ? { byok: true } : {}),
-      requestType: route.requestType,
-      endpoint: req.path,
-      model,
-      stream,
-      estimate: { inputTokens: route.estimateInput(body), maxOutputTokens: route.maxOutput(body, model) },
-      userAgent: req.headers['user-agent'],
-      fingerprint: this.o.pipeline.fingerprintOf(body),
-      clientSignal: req.signal,
-      invoke: async ({ signal }) => {
-        const calledAt = this.o.clock.now();
-        try {
-          return await operation.call(provider, upstreamBody, {
-            requestId,
-            signal,
-            callerWantsStreamUsage: wantsUsage,
-            ...(byokKey ? { apiKeyOverride: byokKey } : {}),
-            ...(req.headers['anthropic-version'] ? { anthropicVersion: req.headers['anthropic-version'] } : {}),
-            ...(req.headers['anthropic-beta'] ? { anthropicBeta: req.headers['anthropic-beta'] } : {}),
-          });
-        } finally {
-          if (this.o.observers?.length) this.upstreamMs.set(requestId, Math.max(0, this.o.clock.now() - calledAt));
-        }
-      },
+    const inputTokens = route.estimateInput(body);
+    const fingerprint = this.o.pipeline.fingerprintOf(body);
+    // One attempt's call at one model: the requested one, or the one a routing rule chose (lambda/core/routing).
+    const callFor = async (modelName: string, attemptId: string): Promise<BillableCall> => {
+      const model = this.o.prices.resolve(modelName);
+      const upstreamBody = { ...body, model: model.upstreamModel };
+      const provider = this.o.providers.get(model.provider);
+      const operation = provider?.[route.operation] as
+        | ((b: Record<string, unknown>, c: ProviderCallContext) => Promise<ProviderResult>)
+        | undefined;
+      if (!provider || !operation) {
+        throw new InvalidRequestError(`The model "${modelName}" cannot be used with ${req.path}.`, {
+          code: 'unsupported_endpoint',
+          param: 'model',
+        });
+      }
+      // The user's own key for this provider, if any: held only in this request's closure, never stored or logged.
+      const byokKey = this.o.byok ? await this.o.byok.keyFor(principal.userId, model.provider) : undefined;
+      if (!byokKey && this.o.providers.needsCallerKey(model.provider)) {
+        throw new InvalidRequestError(
+          `This gateway has no platform key for ${model.provider}; store your own with PUT /v1/byok/${model.provider} to use "${modelName}".`,
+          { code: 'provider_key_required', param: 'model' },
+        );
+      }
+      return {
+        requestId: attemptId,
+        startedAt: attemptId === requestId ? ctx.startedAt : this.o.clock.now(),
+        principal,
+        ...(byokKey ? { byok: true } : {}),
+        requestType: route.requestType,
+        endpoint: req.path,
+        model,
+        stream,
+        estimate: { inputTokens, maxOutputTokens: route.maxOutput(body, model) },
+        userAgent: req.headers['user-agent'],
+        fingerprint,
+        clientSignal: req.signal,
+        invoke: async ({ signal }) => {
+          const calledAt = this.o.clock.now();
+          try {
+            return await operation.call(provider, upstreamBody, {
+              requestId: attemptId,
+              signal,
+              callerWantsStreamUsage: wantsUsage,
+              ...(byokKey ? { apiKeyOverride: byokKey } : {}),
+              ...(req.headers['anthropic-version'] ? { anthropicVersion: req.headers['anthropic-version'] } : {}),
+              ...(req.headers['anthropic-beta'] ? { anthropicBeta: req.headers['anthropic-beta'] } : {}),
+            });
+          } finally {
+            if (this.o.observers?.length) this.upstreamMs.set(requestId, Math.max(0, this.o.clock.now() - calledAt));
+          }
+        },
+      };
     };
-    const outcome = await this.o.pipeline.run(call);
+    const outcome = this.o.spend
+      ? await this.o.spend.serve({ requestId, startedAt: ctx.startedAt, principal, endpoint: req.path, body, headers: req.headers, stream, inputTokens, callFor })
+      : await this.o.pipeline.run(await callFor(body.model as string, requestId));
     if (outcome.kind === 'error') {
       return { ...errorResponse(ctx.dialect, outcome.error, outcome.headers), after: outcome.after };
     }

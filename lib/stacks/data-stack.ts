@@ -64,6 +64,8 @@ export class DataStack extends Stack {
       byok: this.tables.byok.tableName,
       audit: this.tables.audit.tableName,
       runs: this.tables.runs.tableName,
+      cache: this.tables.cache.tableName,
+      reconcile: this.tables.reconcile.tableName,
     };
   }
 
@@ -77,6 +79,8 @@ export class DataStack extends Stack {
       TOLLGATE_TABLE_BYOK: names.byok,
       TOLLGATE_TABLE_AUDIT: names.audit,
       TOLLGATE_TABLE_RUNS: names.runs,
+      TOLLGATE_TABLE_CACHE: names.cache,
+      TOLLGATE_TABLE_RECONCILE: names.reconcile,
     };
   }
 
