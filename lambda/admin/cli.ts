@@ -14,6 +14,8 @@
  *   circuits list | circuits reset SCOPE --ack "…" | alerts | killswitch status|resume --ack "…" | loopguard …
  *                                          (guardrails: see lambda/core/guardrails/admin-commands.ts)
  *   report [--window hour|day|month] [--json]   the dashboard's summary (spend over time, models, top users…)
+ *   reconcile [--day YYYY-MM-DD] [--json]     ledger vs the providers' cost reports (admin keys from
+ *                                            TOLLGATE_SECRET_OPENAI_ADMIN_KEY / _ANTHROPIC_ADMIN_KEY or SSM)
  */
 import { SSMClient } from '@aws-sdk/client-ssm';
 import { join } from 'node:path';
@@ -24,7 +26,9 @@ import { systemClock } from '../core/clock';
 import { TollgateError } from '../core/errors';
 import { createApiKey } from '../core/key-admin';
 import { displayUsd, formatUsd, usdToMicros } from '../core/money';
-import { SsmSecretSource } from '../core/secrets';
+import { EnvSecretSource, RECONCILE_SECRET_NAMES, type SecretSource, SsmSecretSource } from '../core/secrets';
+import { jsonLogger } from '../core/log';
+import { runReconcile, yesterdayOf } from '../handlers/reconcile';
 import type { KeyStore, Ledger, UsageStore } from '../core/stores';
 import { type KeyRecord, parseScope, type UsageRecord } from '../core/types';
 import { isWindow, type Window, WINDOWS, windowBounds, windowKey } from '../core/windows';
@@ -51,6 +55,10 @@ interface Stores {
   readonly guardrails: DynamoDbGuardrailStore;
   readonly bulk: DynamoDbKeyStatusBatch;
   readonly pepper: string;
+  /** For billing reconciliation: the client, the config and where the admin keys come from. */
+  readonly dynamodb: ReturnType<typeof createDynamoDbClient>;
+  readonly config: ReturnType<typeof loadConfig>;
+  readonly reconcileSecrets: SecretSource;
   close(): Promise<void>;
 }
 
@@ -60,7 +68,8 @@ async function connect(aws: boolean): Promise<Stores> {
     const dynamodb = createDynamoDbClient({ region: config.region });
     const prefix = config.ssmPrefix ?? `/tollgate/${config.stage}/`;
     const secrets = await loadGatewaySecrets(new SsmSecretSource({ client: new SSMClient({ region: config.region }), prefix }));
-    return storesFor(dynamodb, config, secrets.keyPepper, async () => undefined);
+    const reconcileSecrets = new SsmSecretSource({ client: new SSMClient({ region: config.region }), prefix, names: RECONCILE_SECRET_NAMES });
+    return storesFor(dynamodb, config, secrets.keyPepper, async () => undefined, reconcileSecrets);
   }
   const dir = stateDir();
   const running = readRunning(dir);
@@ -73,7 +82,7 @@ async function connect(aws: boolean): Promise<Stores> {
   }
   const dynamodb = createDynamoDbClient({ region: config.region, endpoint });
   await ensureTables(dynamodb, config.tables);
-  return storesFor(dynamodb, config, loadOrCreatePepper(dir), stop);
+  return storesFor(dynamodb, config, loadOrCreatePepper(dir), stop, new EnvSecretSource(process.env));
 }
 
 function storesFor(
@@ -81,8 +90,12 @@ function storesFor(
   config: ReturnType<typeof loadConfig>,
   pepper: string,
   close: () => Promise<void>,
+  reconcileSecrets: SecretSource,
 ): Stores {
   return {
+    dynamodb,
+    config,
+    reconcileSecrets,
     keys: new DynamoDbKeyStore(dynamodb, config.tables),
     ledger: new DynamoDbLedger(dynamodb, {
       tables: config.tables,
@@ -276,6 +289,28 @@ export async function run(argv: readonly string[], out: (text: string) => void):
         return;
       }
       throw new UsageError(`unknown budgets command "${action ?? ''}"`);
+    }
+    if (group === 'reconcile') {
+      const day = values.day ?? yesterdayOf(Date.now());
+      const result = await runReconcile(day, {
+        config: stores.config,
+        dynamodb: stores.dynamodb,
+        secrets: stores.reconcileSecrets,
+        now: Date.now(),
+        log: jsonLogger({ level: 'warn' }),
+      });
+      const rows = result.rows.map((r) => ({
+        provider: r.provider,
+        model: r.model,
+        ledger: displayUsd(r.ledgerMicros),
+        billed: displayUsd(r.billedMicros),
+        drift: `${r.driftMicros < 0 ? '-' : ''}${displayUsd(Math.abs(r.driftMicros))}`,
+        alarm: r.alarm ? 'ALARM' : '',
+      }));
+      const failed = result.failed.map((f) => `${f.provider}: ${f.error}`).join('\n');
+      print(`billing drift for ${day}\n${table(rows)}${failed ? `\nunreadable reports:\n${failed}` : ''}`, result);
+      if (result.rows.some((r) => r.alarm) || result.failed.length) process.exitCode = 2;
+      return;
     }
     if (group === 'report') {
       await runReport(stores, { window: windowArg(values.window, 'day'), json: values.json, now: Date.now() }, out);

@@ -47,7 +47,7 @@ async function savings(): Promise<Record<string, number>> {
   return day as unknown as Record<string, number>;
 }
 
-const question = (text: string) => ({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: text }], temperature: 0 });
+const question = (text: string) => ({ model: 'gpt-4o-mini', messages: [{ role: 'user' as const, content: text }], temperature: 0 });
 
 describe('response cache', () => {
   it('when a key with the cache on repeats a request, the second answer comes from the cache at $0 with the saved cost, and nothing is reserved or recorded', async () => {
