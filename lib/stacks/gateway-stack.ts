@@ -63,6 +63,7 @@ export class GatewayStack extends Stack {
         TOLLGATE_DATA_KEY_ARN: data.key.keyArn,
         // /admin/* is AWS_IAM-authorized by API Gateway; the Lambda also requires the caller's IAM ARN.
         TOLLGATE_ADMIN_AUTH: 'iam',
+        ...(config.gateway.routes?.rules.length ? { TOLLGATE_ROUTES: JSON.stringify(config.gateway.routes) } : {}),
         // Agent runs: stored here and queued for the agent stack's worker (names, not references: no cycle).
         TOLLGATE_TABLE_RUNS: agentNames.runsTable(config),
         TOLLGATE_AGENT_QUEUE_URL: agentQueueRefs(this, config).url,
@@ -72,7 +73,7 @@ export class GatewayStack extends Stack {
         ...(config.gateway.anthropicBaseUrl ? { ANTHROPIC_BASE_URL: config.gateway.anthropicBaseUrl } : {}),
       },
     });
-    data.grantTables(this.gateway.fn, { keys: 'readWrite', budgets: 'readWrite', usage: 'readWrite', byok: 'readWrite', audit: 'readWrite' });
+    data.grantTables(this.gateway.fn, { keys: 'readWrite', budgets: 'readWrite', usage: 'readWrite', byok: 'readWrite', audit: 'readWrite', cache: 'readWrite' });
     data.grantSecrets(this.gateway.fn, GATEWAY_SECRET_NAMES);
     data.grantByokCrypto(this.gateway.fn);
     grantRunsTable(this, this.gateway.fn, { config, data, actions: ['dynamodb:GetItem', 'dynamodb:PutItem'] });

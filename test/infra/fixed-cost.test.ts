@@ -33,20 +33,20 @@ describe('fixed monthly cost', () => {
     expect(line(defaults, 'KMS')).toMatchObject({ quantity: 2, monthly: 2_000_000 });
     expect(line(defaults, 'CloudWatch dashboards')).toMatchObject({ quantity: 1, monthly: 3_000_000 });
     expect(line(defaults, 'AWS Budgets')).toMatchObject({ quantity: 1, monthly: 0 });
-    expect(line(defaults, 'SSM SecureString')).toMatchObject({ quantity: 5, monthly: 0 });
+    expect(line(defaults, 'SSM SecureString')).toMatchObject({ quantity: 7, monthly: 0 });
   });
 
   it('when alarms watch metric math, each metric in the expression is billed', () => {
     // 13 single-metric alarms (API 5xx, 5 functions × errors/throttles, WAF, agent dead letters) + 4 table alarms × 2 metrics
     // + observability: cost anomaly (3: metric + band), daily cost (1), API 5xx rate (2: 5xx + count),
     //   kill switch activated (1), circuit opened (1); and the runs and audit tables' throttle alarms (2 × 2).
-    expect(line(defaults, 'CloudWatch alarm metrics')).toMatchObject({ quantity: 33, monthly: 3_300_000 });
+    expect(line(defaults, 'CloudWatch alarm metrics')).toMatchObject({ quantity: 40, monthly: 4_000_000 });
   });
 
   it('when the total is computed, it is the exact integer sum of the lines', () => {
     expect(defaults.total).toBe(defaults.lines.reduce((s, l) => s + l.monthly, 0));
     expect(Number.isInteger(defaults.total)).toBe(true);
-    expect(defaults.total).toBe(61_008_750);
+    expect(defaults.total).toBe(61_708_750);
   });
 
   it('when the config doubles NAT gateways and tasks and drops the geo rule, the estimate follows the template', () => {

@@ -209,3 +209,44 @@ describe('response cache', () => {
     expect(res.response.headers.get('x-tollgate-cache')).toBe('miss');
   });
 });
+
+describe('local dashboard', () => {
+  it('when the dashboard is asked over HTTP, it shows the cache hits, savings, fallbacks and billing drift of the window', async () => {
+    const { createDashboardRoutes } = await import('../../lambda/local/dashboard/routes');
+    const { createLocalServer } = await import('../../lambda/local/server');
+    const { DynamoDbDriftStore } = await import('../../lambda/store/dynamodb/reconcile-store');
+    const { silentLogger } = await import('../../lambda/core/log');
+    const drift = new DynamoDbDriftStore(h.tables.client, { table: h.tables.tables.reconcile });
+    const day = new Date(T0).toISOString().slice(0, 10);
+    await drift.put([{ day, provider: 'openai', model: 'gpt-4o', ledgerMicros: 1_000_000, billedMicros: 3_500_000, driftMicros: 2_500_000, alarm: true }], { at: T0 });
+    const { raw } = await h.createKey({ userId: 'cache-dash', responseCache: true });
+    await openai(raw).chat.completions.create(question('dashboard?'));
+    await h.settled();
+    await openai(raw).chat.completions.create(question('dashboard?'));
+    await h.settled();
+    const server = createLocalServer({
+      app: h.gateway.app,
+      maxBodyBytes: h.config.maxBodyBytes,
+      log: silentLogger,
+      extraRoutes: createDashboardRoutes({ adminToken: 'dash-token', usage: h.gateway.usage, ledger: h.gateway.ledger, savings: h.gateway.cache, drift, clock, log: silentLogger }),
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    try {
+      const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+      const summary = (await (await fetch(`${base}/dashboard/summary.json?window=day`, { headers: { authorization: 'Bearer dash-token' } })).json()) as {
+        savings: { cacheHits: number; savedMicros: number };
+        drift: Array<{ provider: string; driftMicros: number }>;
+      };
+      expect(summary.savings.cacheHits).toBeGreaterThanOrEqual(1);
+      expect(summary.savings.savedMicros).toBeGreaterThan(0);
+      expect(summary.drift[0]).toMatchObject({ provider: 'openai', driftMicros: 2_500_000 });
+      const html = await (await fetch(`${base}/dashboard?window=day`, { headers: { authorization: 'Bearer dash-token' } })).text();
+      expect(html).toContain('data-testid="savings"');
+      expect(html).toContain('data-testid="cache-hits"');
+      expect(html).toMatch(/openai\/gpt-4o<\/strong> ledger \$1\.00 · billed \$3\.50/);
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+});
