@@ -119,7 +119,7 @@ async function main(): Promise<void> {
   // Retries as in the tests: a busy DynamoDB Local answers lock timeouts that real DynamoDB would not.
   const client = createDynamoDbClient({ region: 'us-east-1', endpoint: dynamo.endpoint, requestTimeoutMs: 60_000, maxAttempts: 10 });
   try {
-    const tables: TableNames = { keys: 'ks-keys', budgets: 'ks-budgets', usage: 'ks-usage', byok: 'ks-byok', audit: 'ks-audit', runs: 'ks-runs' };
+    const tables: TableNames = { keys: 'ks-keys', budgets: 'ks-budgets', usage: 'ks-usage', byok: 'ks-byok', audit: 'ks-audit', runs: 'ks-runs', cache: 'ks-cache', reconcile: 'ks-reconcile' };
     await ensureTables(client, tables);
     const config = {
       ...loadConfig({ TOLLGATE_BUDGET_NAME: BUDGET, TOLLGATE_ACCOUNT_ID: '123456789012', TOLLGATE_ALERTS_TOPIC_ARN: TOPIC, TOLLGATE_PLATFORM_SHARDS: '4' }),

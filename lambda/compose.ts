@@ -38,6 +38,8 @@ import { SqsRunQueue } from './core/agent/sqs-queue';
 import { createAgentRoutes } from './http/agent-routes';
 import { DynamoDbRunStore } from './store/dynamodb/runs-store';
 import { CredentialRedactor, jwtSecretParts } from './core/credential-redactor';
+import { DynamoDbCacheStore } from './store/dynamodb/cache-store';
+import { SpendLayer } from './core/routing/spend-layer';
 
 /** Secret values the gateway needs at runtime. Never logged, never in env vars in AWS (SSM at cold start). */
 export interface GatewaySecrets {
@@ -133,6 +135,8 @@ export interface Gateway {
   /** Agent runs and their queue; absent when either is not configured (then agent routes answer 404). */
   readonly runs?: RunStore;
   readonly runQueue?: RunQueue;
+  /** The response cache's table (answers and daily savings counters). */
+  readonly cache: DynamoDbCacheStore;
 }
 
 /**
@@ -252,8 +256,18 @@ export function createGateway(deps: GatewayDependencies): Gateway {
           checkModel: (model) => void prices.resolve(model),
         })
       : [];
+  const cache = new DynamoDbCacheStore(dynamodb, { table: config.tables.cache, maxItemBytes: config.responseCache.maxItemBytes });
+  const spend = new SpendLayer({
+    pipeline,
+    routing: config.routing,
+    clock,
+    log,
+    rates: ledger,
+    ...(config.responseCache.enabled ? { cache: { store: cache, settings: config.responseCache } } : {}),
+  });
   const app = new GatewayApp({
     authenticator,
+    spend,
     ...(byok ? { byok } : {}),
     routes: [...identityRoutes, ...agentRoutes],
     usage,
@@ -283,6 +297,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     providers,
     tokens,
     guardrails,
+    cache,
     ...(byok ? { byok } : {}),
     ...(audit ? { audit } : {}),
     ...(runs && runQueue ? { runs, runQueue } : {}),

@@ -10,6 +10,7 @@ import { DEFAULT_LIMITS, type DefaultLimits, parseBudgetDefaults } from './core/
 import type { BudgetLimits } from './core/types';
 import { type AdmissionOptions, DEFAULT_ADMISSION } from './core/admission';
 import { DEFAULT_SETTLE_ATTEMPTS, DEFAULT_SETTLE_BASE_DELAY_MS } from './core/settle-retry';
+import { parseRoutingRules, type RoutingSettings } from './core/routing/rules';
 
 export interface ProviderEndpoints {
   /** OpenAI-compatible base URL, ending in `/v1` as the OpenAI SDK's `OPENAI_BASE_URL` does. */
@@ -77,6 +78,40 @@ export interface GatewayConfig {
   readonly adminAuth: AdminAuthMode;
   /** The agent service: its queue, the gateway URL its worker calls, and the loop guards of a run. */
   readonly agent: AgentSettings;
+  /** The response cache (README "Response cache"). */
+  readonly responseCache: ResponseCacheConfig;
+  /** Aliases, routing rules, fallback lists and budget downgrades (`TOLLGATE_ROUTES`, README "Routing"). */
+  readonly routing: RoutingSettings;
+  /** Billing reconciliation (README "Billing reconciliation"). */
+  readonly reconcile: ReconcileConfig;
+}
+
+/** The response cache's settings; whether a request uses it is the key's setting and the request's headers. */
+export interface ResponseCacheConfig {
+  /** Off: no request reads or writes the cache, whatever its key or headers say. */
+  readonly enabled: boolean;
+  /** How long an answer is kept when the request names no max-age. */
+  readonly defaultTtlSeconds: number;
+  /** The longest any answer is kept. */
+  readonly maxTtlSeconds: number;
+  /** Largest cache item (compressed answer + attributes); DynamoDB's item limit is 400 KB. */
+  readonly maxItemBytes: number;
+  /** Largest answer captured for storing before compression. */
+  readonly maxCaptureBytes: number;
+}
+
+/** Where billing reconciliation reads the providers' own reports, and when drift alarms. */
+export interface ReconcileConfig {
+  /** OpenAI admin API base (`…/v1`), for `GET /organization/costs`. */
+  readonly openaiAdminBaseUrl: string;
+  /** Anthropic admin API base (no `/v1`), for `GET /v1/organizations/cost_report`. */
+  readonly anthropicAdminBaseUrl: string;
+  /** Cost Explorer endpoint override (tests); absent: the AWS endpoint of us-east-1. */
+  readonly costExplorerEndpoint?: string;
+  /** Compare Bedrock spend with Cost Explorer. */
+  readonly bedrock: boolean;
+  /** A day/provider/model whose drift is past this many micro-USD (either way) is an alarm. */
+  readonly alarmDriftMicros: MicroUsd;
 }
 
 /** Settings of agent runs (issue 6), shared by the gateway (which queues runs) and the agent worker. */
@@ -196,6 +231,8 @@ export function loadConfig(env: Env = process.env): GatewayConfig {
       byok: env.TOLLGATE_TABLE_BYOK || `${prefix}byok`,
       audit: env.TOLLGATE_TABLE_AUDIT || `${prefix}audit`,
       runs: env.TOLLGATE_TABLE_RUNS || `${prefix}runs`,
+      cache: env.TOLLGATE_TABLE_CACHE || `${prefix}cache`,
+      reconcile: env.TOLLGATE_TABLE_RECONCILE || `${prefix}reconcile`,
     },
     dynamodbEndpoint: env.TOLLGATE_DYNAMODB_ENDPOINT || undefined,
     maxBodyBytes: int(env, 'TOLLGATE_MAX_BODY_BYTES', 2 * 1024 * 1024, 1024, 10 * 1024 * 1024),
@@ -275,7 +312,30 @@ export function loadConfig(env: Env = process.env): GatewayConfig {
       runRetentionDays: int(env, 'TOLLGATE_AGENT_RUN_RETENTION_DAYS', 30, 1, 3_650),
       shutdownGraceMs: int(env, 'TOLLGATE_AGENT_SHUTDOWN_GRACE_MS', 25_000, 0, 600_000),
     },
+    responseCache: {
+      enabled: bool(env, 'TOLLGATE_CACHE', true),
+      defaultTtlSeconds: int(env, 'TOLLGATE_CACHE_TTL_SECONDS', 3_600, 1, 30 * 86_400),
+      maxTtlSeconds: int(env, 'TOLLGATE_CACHE_MAX_TTL_SECONDS', 86_400, 1, 30 * 86_400),
+      maxItemBytes: int(env, 'TOLLGATE_CACHE_MAX_ITEM_BYTES', 380_000, 4_096, 400_000),
+      maxCaptureBytes: int(env, 'TOLLGATE_CACHE_MAX_CAPTURE_BYTES', 4 * 1024 * 1024, 4_096, 64 * 1024 * 1024),
+    },
+    routing: routingRules(env.TOLLGATE_ROUTES),
+    reconcile: {
+      openaiAdminBaseUrl: (env.TOLLGATE_OPENAI_ADMIN_BASE_URL || env.OPENAI_BASE_URL || 'https://api.openai.com/v1').replace(/\/+$/, ''),
+      anthropicAdminBaseUrl: (env.TOLLGATE_ANTHROPIC_ADMIN_BASE_URL || env.ANTHROPIC_BASE_URL || 'https://api.anthropic.com').replace(/\/+$/, ''),
+      costExplorerEndpoint: env.TOLLGATE_COST_EXPLORER_ENDPOINT || undefined,
+      bedrock: bool(env, 'TOLLGATE_BEDROCK', false),
+      alarmDriftMicros: usd(env, 'TOLLGATE_RECONCILE_ALARM_USD', 5_000_000),
+    },
   };
+}
+
+function routingRules(raw: string | undefined): RoutingSettings {
+  try {
+    return parseRoutingRules(raw);
+  } catch (err) {
+    throw new ConfigError('TOLLGATE_ROUTES', err instanceof Error ? err.message : String(err));
+  }
 }
 
 function usd(env: Env, name: string, fallback: MicroUsd): MicroUsd {

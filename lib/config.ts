@@ -4,6 +4,7 @@
  * {@link DeploymentConfigError} whose message starts with the setting's path, e.g. `tollgate.natGateways: …`.
  * A top-level `-c stage=prod` overrides the stage alone.
  */
+import { parseRoutingRules, type RoutingSettings } from '../lambda/core/routing/rules';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { DEFAULT_LIMITS, formatBudgetDefaults } from '../lambda/core/guardrails/defaults';
 
@@ -96,6 +97,13 @@ export interface GatewayFunctionConfig {
   readonly bedrock: boolean;
   readonly openaiBaseUrl?: string;
   readonly anthropicBaseUrl?: string;
+  /**
+   * Routing rules, aliases, fallback lists and budget downgrades (the JSON of `TOLLGATE_ROUTES`, README "Routing"),
+   * checked at synth. @default no rules: every request goes to the model it names
+   */
+  readonly routes?: RoutingSettings;
+  /** Billing drift (either way) of one provider and day, in USD, past which the drift alarm fires. @default 5 */
+  readonly billingDriftAlarmUsd: number;
 }
 
 /**
@@ -172,6 +180,7 @@ export const DEFAULT_CONFIG: DeploymentConfig = {
     platformShards: 8,
     upstreamTimeoutMs: 600_000,
     bedrock: false,
+    billingDriftAlarmUsd: 5,
   },
   agent: { nat: 'instance', natGateways: 1, minTasks: 0, maxTasks: 1, containerInsights: false, cpu: 256, memoryMb: 512 },
   limits: {
@@ -363,6 +372,8 @@ export function resolveDeploymentConfig(raw: unknown, overrides: { readonly stag
     'bedrock',
     'openaiBaseUrl',
     'anthropicBaseUrl',
+    'routes',
+    'billingDriftAlarmUsd',
   ]);
   const lm = section(root.limits, 'tollgate.limits', ['keyBudgets', 'userBudgets', 'platformBudgets', 'keyRpm', 'keyTpm']);
   const budgetText = (key: keyof LimitsConfig): string => {
@@ -443,6 +454,8 @@ export function resolveDeploymentConfig(raw: unknown, overrides: { readonly stag
       bedrock: boolean(g, 'tollgate.gateway', 'bedrock', d.gateway.bedrock),
       openaiBaseUrl: httpsUrl(g, 'tollgate.gateway', 'openaiBaseUrl'),
       anthropicBaseUrl: httpsUrl(g, 'tollgate.gateway', 'anthropicBaseUrl'),
+      ...(g.routes !== undefined ? { routes: routesOf(g.routes) } : {}),
+      billingDriftAlarmUsd: integer(g, 'tollgate.gateway', 'billingDriftAlarmUsd', d.gateway.billingDriftAlarmUsd, 1, 1_000_000),
     },
     agent: {
       nat,
@@ -471,4 +484,12 @@ export function resolveDeploymentConfig(raw: unknown, overrides: { readonly stag
 /** Names shared by the stacks, derived from the stage in one place. */
 export function resourceName(config: Pick<DeploymentConfig, 'stage'>, suffix: string): string {
   return `tollgate-${config.stage}-${suffix}`;
+}
+
+function routesOf(value: unknown): RoutingSettings {
+  try {
+    return parseRoutingRules(JSON.stringify(value));
+  } catch (err) {
+    throw new DeploymentConfigError('tollgate.gateway.routes', err instanceof Error ? err.message : String(err));
+  }
 }

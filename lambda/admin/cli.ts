@@ -3,7 +3,7 @@
  * (the running `npm start`, or a DynamoDB Local of its own on the same data) or, with `--aws`, against the
  * deployed tables (names from TOLLGATE_TABLE_* / TOLLGATE_STAGE, pepper from SSM).
  *
- *   keys create --user U [--org O] [--name N] [--scopes a,b] [--rpm N] [--tpm N] [--budget-usd X --window W]
+ *   keys create --user U [--org O] [--name N] [--scopes a,b] [--rpm N] [--tpm N] [--cache] [--budget-usd X --window W]
  *               [--expires ISO] [--json]
  *   keys list [--user U] [--json] | keys show ID | keys suspend|resume|revoke ID [--reason "…"]
  *   budgets set SCOPE WINDOW USD|none      (SCOPE: key:ID user:ID org:ID platform; WINDOW: hour|day|month)
@@ -14,6 +14,8 @@
  *   circuits list | circuits reset SCOPE --ack "…" | alerts | killswitch status|resume --ack "…" | loopguard …
  *                                          (guardrails: see lambda/core/guardrails/admin-commands.ts)
  *   report [--window hour|day|month] [--json]   the dashboard's summary (spend over time, models, top users…)
+ *   reconcile [--day YYYY-MM-DD] [--json]     ledger vs the providers' cost reports (admin keys from
+ *                                            TOLLGATE_SECRET_OPENAI_ADMIN_KEY / _ANTHROPIC_ADMIN_KEY or SSM)
  */
 import { SSMClient } from '@aws-sdk/client-ssm';
 import { join } from 'node:path';
@@ -24,7 +26,9 @@ import { systemClock } from '../core/clock';
 import { TollgateError } from '../core/errors';
 import { createApiKey } from '../core/key-admin';
 import { displayUsd, formatUsd, usdToMicros } from '../core/money';
-import { SsmSecretSource } from '../core/secrets';
+import { EnvSecretSource, RECONCILE_SECRET_NAMES, type SecretSource, SsmSecretSource } from '../core/secrets';
+import { jsonLogger } from '../core/log';
+import { runReconcile, yesterdayOf } from '../handlers/reconcile';
 import type { KeyStore, Ledger, UsageStore } from '../core/stores';
 import { type KeyRecord, parseScope, type ScopeId, UNLIMITED, type UsageRecord } from '../core/types';
 import { type DefaultLimits, describeLimits, keyRateLimits } from '../core/guardrails/defaults';
@@ -54,6 +58,10 @@ interface Stores {
   readonly guardrails: DynamoDbGuardrailStore;
   readonly bulk: DynamoDbKeyStatusBatch;
   readonly pepper: string;
+  /** For billing reconciliation: the client, the config and where the admin keys come from. */
+  readonly dynamodb: ReturnType<typeof createDynamoDbClient>;
+  readonly config: ReturnType<typeof loadConfig>;
+  readonly reconcileSecrets: SecretSource;
   close(): Promise<void>;
 }
 
@@ -63,7 +71,8 @@ async function connect(aws: boolean): Promise<Stores> {
     const dynamodb = createDynamoDbClient({ region: config.region });
     const prefix = config.ssmPrefix ?? `/tollgate/${config.stage}/`;
     const secrets = await loadGatewaySecrets(new SsmSecretSource({ client: new SSMClient({ region: config.region }), prefix }));
-    return storesFor(dynamodb, config, secrets.keyPepper, async () => undefined);
+    const reconcileSecrets = new SsmSecretSource({ client: new SSMClient({ region: config.region }), prefix, names: RECONCILE_SECRET_NAMES });
+    return storesFor(dynamodb, config, secrets.keyPepper, async () => undefined, reconcileSecrets);
   }
   const dir = stateDir();
   const running = readRunning(dir);
@@ -76,7 +85,7 @@ async function connect(aws: boolean): Promise<Stores> {
   }
   const dynamodb = createDynamoDbClient({ region: config.region, endpoint });
   await ensureTables(dynamodb, config.tables);
-  return storesFor(dynamodb, config, loadOrCreatePepper(dir), stop);
+  return storesFor(dynamodb, config, loadOrCreatePepper(dir), stop, new EnvSecretSource(process.env));
 }
 
 function storesFor(
@@ -84,9 +93,13 @@ function storesFor(
   config: ReturnType<typeof loadConfig>,
   pepper: string,
   close: () => Promise<void>,
+  reconcileSecrets: SecretSource,
 ): Stores {
   return {
     defaults: config.defaults,
+    dynamodb,
+    config,
+    reconcileSecrets,
     keys: new DynamoDbKeyStore(dynamodb, config.tables),
     ledger: new DynamoDbLedger(dynamodb, {
       tables: config.tables,
@@ -167,6 +180,8 @@ export async function run(argv: readonly string[], out: (text: string) => void):
       scopes: { type: 'string' },
       rpm: { type: 'string' },
       tpm: { type: 'string' },
+      cache: { type: 'boolean', default: false },
+      day: { type: 'string' },
       'budget-usd': { type: 'string' },
       window: { type: 'string' },
       expires: { type: 'string' },
@@ -210,6 +225,7 @@ export async function run(argv: readonly string[], out: (text: string) => void):
             ...(values.scopes ? { scopes: values.scopes.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
             ...(values.rpm ? { rpm: rateArg('rpm', values.rpm) } : {}),
             ...(values.tpm ? { tpm: rateArg('tpm', values.tpm) } : {}),
+            ...(values.cache ? { responseCache: true } : {}),
             ...(values.expires ? { expiresAt: values.expires } : {}),
             ...(budgetUsd ? { budget: { window: windowArg(values.window, 'month'), limit: budgetUsd === UNLIMITED ? (UNLIMITED as typeof UNLIMITED) : usdToMicros(budgetUsd) } } : {}),
           },
@@ -302,6 +318,28 @@ export async function run(argv: readonly string[], out: (text: string) => void):
         return;
       }
       throw new UsageError(`unknown budgets command "${action ?? ''}"`);
+    }
+    if (group === 'reconcile') {
+      const day = values.day ?? yesterdayOf(Date.now());
+      const result = await runReconcile(day, {
+        config: stores.config,
+        dynamodb: stores.dynamodb,
+        secrets: stores.reconcileSecrets,
+        now: Date.now(),
+        log: jsonLogger({ level: 'warn' }),
+      });
+      const rows = result.rows.map((r) => ({
+        provider: r.provider,
+        model: r.model,
+        ledger: displayUsd(r.ledgerMicros),
+        billed: displayUsd(r.billedMicros),
+        drift: `${r.driftMicros < 0 ? '-' : ''}${displayUsd(Math.abs(r.driftMicros))}`,
+        alarm: r.alarm ? 'ALARM' : '',
+      }));
+      const failed = result.failed.map((f) => `${f.provider}: ${f.error}`).join('\n');
+      print(`billing drift for ${day}\n${table(rows)}${failed ? `\nunreadable reports:\n${failed}` : ''}`, result);
+      if (result.rows.some((r) => r.alarm) || result.failed.length) process.exitCode = 2;
+      return;
     }
     if (group === 'report') {
       await runReport(stores, { window: windowArg(values.window, 'day'), json: values.json, now: Date.now() }, out);

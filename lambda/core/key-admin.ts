@@ -21,6 +21,8 @@ export interface CreateKeyInput {
   readonly rpm?: number;
   /** Tokens per minute; absent = the default (100,000), 0 = explicitly unlimited. */
   readonly tpm?: number;
+  /** Use the response cache for this key's requests. @default false */
+  readonly responseCache?: boolean;
   readonly expiresAt?: string;
   /** The key's own spend limit (`none`: explicitly unlimited, no default applies). */
   readonly budget?: { readonly window: Window; readonly limit: MicroUsd | typeof UNLIMITED };
@@ -68,6 +70,7 @@ export async function createApiKey(
     scopes: scopes as KeyScope[],
     ...(input.rpm !== undefined ? { rpm: input.rpm } : {}),
     ...(input.tpm !== undefined ? { tpm: input.tpm } : {}),
+    ...(input.responseCache ? { responseCache: true } : {}),
     status: 'active',
     createdAt: new Date(options.clock.now()).toISOString(),
     ...(input.expiresAt ? { expiresAt: new Date(input.expiresAt).toISOString() } : {}),

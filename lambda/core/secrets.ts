@@ -15,6 +15,8 @@ export const SECRET_NAMES = [
   'key-pepper',
   'jwt-secret',
   'slack-webhook-url',
+  'openai-admin-key',
+  'anthropic-admin-key',
 ] as const;
 export type SecretName = (typeof SECRET_NAMES)[number];
 
@@ -23,6 +25,9 @@ export type SecretName = (typeof SECRET_NAMES)[number];
  * when one name is not granted, so this list is also {@link SsmSecretSource}'s default.
  */
 export const GATEWAY_SECRET_NAMES: readonly SecretName[] = ['openai-api-key', 'anthropic-api-key', 'key-pepper', 'jwt-secret'];
+
+/** The admin keys billing reconciliation reads the providers' cost reports with (and nothing else does). */
+export const RECONCILE_SECRET_NAMES: readonly SecretName[] = ['openai-admin-key', 'anthropic-admin-key'];
 
 /** True when `name` is one of {@link SECRET_NAMES}. */
 export function isSecretName(name: string): name is SecretName {

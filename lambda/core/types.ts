@@ -45,6 +45,8 @@ export interface KeyRecord {
   readonly rpm?: number;
   /** Tokens per minute (input estimate + max output); absent means the default (100,000), 0 means explicitly unlimited. */
   readonly tpm?: number;
+  /** Answers to this key's requests are served from and stored in the response cache (core/cache). @default false */
+  readonly responseCache?: boolean;
   readonly status: KeyStatus;
   readonly statusChangedBy?: StatusActor;
   readonly statusReason?: string;

@@ -18,6 +18,7 @@ import type { Logger } from '../core/log';
 import { formatUsd } from '../core/money';
 import { type RequestedCap, requestedCapFor } from '../core/output-cap';
 import type { BillableCall, RequestPipeline } from '../core/pipeline';
+import { SPEND_HEADERS, type SpendLayer } from '../core/routing/spend-layer';
 import type { PriceBook, ResolvedModel } from '../core/pricing';
 import { estimateChatInputTokens, estimateEmbeddingInputTokens, estimateMessagesInputTokens } from '../core/tokens';
 import type { KeyScope, RequestType, UsageRecord } from '../core/types';
@@ -62,6 +63,11 @@ export interface GatewayAppOptions {
   readonly redactor?: CredentialRedactor;
   /** Recorded requests, for `GET /v1/usage/requests/{id}`; without it that route answers 404. */
   readonly usage?: Pick<UsageStore, 'findRequest'>;
+  /**
+   * Response cache, routing rules and fallback in front of the pipeline (lambda/core/routing/spend-layer.ts);
+   * without it every request goes to the model it names, once.
+   */
+  readonly spend?: Pick<SpendLayer, 'serve'>;
 }
 
 /** What one request's handler gets. */
@@ -101,6 +107,8 @@ export interface RequestEvent {
   readonly upstreamMs?: number;
   /** The tightest budget left after this request, as its `x-tollgate-budget-*` headers told the caller. */
   readonly budget?: { readonly scope: string; readonly remainingUsd: string };
+  /** What the spend layer did, as its `x-tollgate-cache*` and `x-tollgate-fallback` headers told the caller. */
+  readonly spend?: { readonly cache?: 'hit' | 'miss'; readonly savedUsd?: string; readonly fallback?: string };
 }
 
 export type RequestObserver = (event: RequestEvent) => void;
@@ -270,6 +278,12 @@ export class GatewayApp {
     const status = res.status;
     const budgetScope = res.headers['x-tollgate-budget-scope'];
     const budgetRemaining = res.headers['x-tollgate-budget-remaining-usd'];
+    const cacheState = res.headers[SPEND_HEADERS.cache];
+    const spend: NonNullable<RequestEvent['spend']> = {
+      ...(cacheState === 'hit' || cacheState === 'miss' ? { cache: cacheState } : {}),
+      ...(res.headers[SPEND_HEADERS.cacheSaved] ? { savedUsd: res.headers[SPEND_HEADERS.cacheSaved] } : {}),
+      ...(res.headers[SPEND_HEADERS.fallback] ? { fallback: res.headers[SPEND_HEADERS.fallback] } : {}),
+    };
     const notify = (usage: UsageRecord | undefined) => {
       const upstreamMs = this.upstreamMs.get(requestId);
       this.upstreamMs.delete(requestId);
@@ -284,6 +298,7 @@ export class GatewayApp {
         ...(usage ? { usage } : {}),
         ...(upstreamMs !== undefined ? { upstreamMs } : {}),
         ...(budgetScope && budgetRemaining ? { budget: { scope: budgetScope, remainingUsd: budgetRemaining } } : {}),
+        ...(Object.keys(spend).length ? { spend } : {}),
       };
       for (const observe of observers) {
         try {
@@ -349,82 +364,95 @@ export class GatewayApp {
     this.o.authenticator.authorize(principal, route.scope);
     const body = validate(route.schema, parseJsonBody(req.body)) as Record<string, unknown>;
     route.check?.(body);
-    const model = this.o.prices.resolve(body.model as string);
-    checkOutputCap(body, route.outputCapFields, model, this.limits);
     const anthropicVersion = forwardedHeader(req.headers, 'anthropic-version');
     const anthropicBeta = forwardedHeader(req.headers, 'anthropic-beta');
-    const upstreamBody = { ...body, model: model.upstreamModel };
     const stream = route.stream(body);
     const wantsUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true;
-    const provider = this.o.providers.get(model.provider);
-    const operation: ProviderOperation | undefined = !provider
-      ? undefined
-      : typeof route.operation === 'function'
-        ? route.operation(provider)
-        : (provider[route.operation] as ProviderOperation | undefined)?.bind(provider);
-    if (!provider || !operation) {
-      throw new InvalidRequestError(`The model "${body.model as string}" cannot be used with ${req.path}.`, {
-        code: 'unsupported_endpoint',
-        param: 'model',
-      });
-    }
-    // What the provider cannot express is refused here, before anything is reserved or counted.
-    if (typeof route.operation === 'string') provider.check?.(route.operation, upstreamBody);
-    // The user's own key for this provider, if any: held only in this request's closure, never stored or logged.
-    const byokKey = this.o.byok ? await this.o.byok.keyFor(principal.userId, model.provider) : undefined;
-    if (byokKey) checkStoredByokKey(byokKey, model.provider);
-    if (!byokKey && this.o.providers.needsCallerKey(model.provider)) {
-      throw new InvalidRequestError(
-        `This gateway has no platform key for ${model.provider}; store your own with PUT /v1/byok/${model.provider} to use "${body.model as string}".`,
-        { code: 'provider_key_required', param: 'model' },
-      );
-    }
-    const cap = route.outputCap(body, model);
-    const call: BillableCall = {
-      requestId,
-      startedAt: ctx.startedAt,
-      principal,
-      ...(byokKey ? { byok: true } : {}),
-      requestType: route.requestType,
-      endpoint: req.path,
-      model,
-      stream,
-      estimate: {
-        inputTokens: route.estimateInput(body),
-        maxOutputTokens: route.maxOutput(body, cap),
-        // No cap from the caller: the pipeline lowers the model's to what the budget allows (chooseOutputCap),
-        // reserves for it and hands it to the provider, which sends it upstream in its own field.
-        ...(cap && !cap.fromCaller ? { gatewayChoosesCap: true } : {}),
-      },
-      userAgent: req.headers['user-agent'],
-      fingerprint: this.o.pipeline.fingerprintOf(body),
-      repeatedTurn: this.o.pipeline.repeatedTurnOf(body),
-      clientSignal: req.signal,
-      invoke: async ({ signal, maxOutputTokens }) => {
-        const calledAt = this.o.clock.now();
-        const choices = typeof body.n === 'number' && body.n > 0 ? body.n : 1;
-        try {
-          return await operation(upstreamBody, {
-            requestId,
-            signal,
-            callerWantsStreamUsage: wantsUsage,
-            // The cap (per choice) the reservation assumed, for the provider to send when the caller gave none.
-            ...(maxOutputTokens !== undefined ? { maxOutputTokens: Math.max(1, Math.floor(maxOutputTokens / choices)) } : {}),
-            ...(byokKey ? { apiKeyOverride: byokKey } : {}),
-            ...(anthropicVersion ? { anthropicVersion } : {}),
-            ...(anthropicBeta ? { anthropicBeta } : {}),
-          });
-        } catch (err) {
-          // Whatever the upstream echoed (our key, the caller's own key) is gone before the pipeline logs it.
-          throw this.redactor.redactError(err, byokKey ? [byokKey] : []);
-        } finally {
-          if (this.o.observers?.length) this.upstreamMs.set(requestId, Math.max(0, this.o.clock.now() - calledAt));
-        }
-      },
+    const inputTokens = route.estimateInput(body);
+    const fingerprint = this.o.pipeline.fingerprintOf(body);
+    const repeatedTurn = this.o.pipeline.repeatedTurnOf(body);
+    // Callers' own keys used by any attempt: scrubbed from whatever error reaches the caller.
+    const byokKeys: string[] = [];
+    // One attempt's call at one model: the requested one, or the one a routing rule chose (lambda/core/routing).
+    const callFor = async (modelName: string, attemptId: string): Promise<BillableCall> => {
+      const model = this.o.prices.resolve(modelName);
+      checkOutputCap(body, route.outputCapFields, model, this.limits);
+      const upstreamBody = { ...body, model: model.upstreamModel };
+      const provider = this.o.providers.get(model.provider);
+      const operation: ProviderOperation | undefined = !provider
+        ? undefined
+        : typeof route.operation === 'function'
+          ? route.operation(provider)
+          : (provider[route.operation] as ProviderOperation | undefined)?.bind(provider);
+      if (!provider || !operation) {
+        throw new InvalidRequestError(`The model "${modelName}" cannot be used with ${req.path}.`, {
+          code: 'unsupported_endpoint',
+          param: 'model',
+        });
+      }
+      // What the provider cannot express is refused here, before anything is reserved or counted.
+      if (typeof route.operation === 'string') provider.check?.(route.operation, upstreamBody);
+      // The user's own key for this provider, if any: held only in this request's closure, never stored or logged.
+      const byokKey = this.o.byok ? await this.o.byok.keyFor(principal.userId, model.provider) : undefined;
+      if (byokKey) {
+        checkStoredByokKey(byokKey, model.provider);
+        byokKeys.push(byokKey);
+      }
+      if (!byokKey && this.o.providers.needsCallerKey(model.provider)) {
+        throw new InvalidRequestError(
+          `This gateway has no platform key for ${model.provider}; store your own with PUT /v1/byok/${model.provider} to use "${modelName}".`,
+          { code: 'provider_key_required', param: 'model' },
+        );
+      }
+      const cap = route.outputCap(body, model);
+      return {
+        requestId: attemptId,
+        startedAt: attemptId === requestId ? ctx.startedAt : this.o.clock.now(),
+        principal,
+        ...(byokKey ? { byok: true } : {}),
+        requestType: route.requestType,
+        endpoint: req.path,
+        model,
+        stream,
+        estimate: {
+          inputTokens,
+          maxOutputTokens: route.maxOutput(body, cap),
+          // No cap from the caller: the pipeline lowers the model's to what the budget allows (chooseOutputCap),
+          // reserves for it and hands it to the provider, which sends it upstream in its own field.
+          ...(cap && !cap.fromCaller ? { gatewayChoosesCap: true } : {}),
+        },
+        userAgent: req.headers['user-agent'],
+        fingerprint,
+        ...(repeatedTurn ? { repeatedTurn } : {}),
+        clientSignal: req.signal,
+        invoke: async ({ signal, maxOutputTokens }) => {
+          const calledAt = this.o.clock.now();
+          const choices = typeof body.n === 'number' && body.n > 0 ? body.n : 1;
+          try {
+            return await operation(upstreamBody, {
+              requestId: attemptId,
+              signal,
+              callerWantsStreamUsage: wantsUsage,
+              // The cap (per choice) the reservation assumed, for the provider to send when the caller gave none.
+              ...(maxOutputTokens !== undefined ? { maxOutputTokens: Math.max(1, Math.floor(maxOutputTokens / choices)) } : {}),
+              ...(byokKey ? { apiKeyOverride: byokKey } : {}),
+              ...(anthropicVersion ? { anthropicVersion } : {}),
+              ...(anthropicBeta ? { anthropicBeta } : {}),
+            });
+          } catch (err) {
+            // Whatever the upstream echoed (our key, the caller's own key) is gone before the pipeline logs it.
+            throw this.redactor.redactError(err, byokKey ? [byokKey] : []);
+          } finally {
+            if (this.o.observers?.length) this.upstreamMs.set(requestId, Math.max(0, this.o.clock.now() - calledAt));
+          }
+        },
+      };
     };
-    const outcome = await this.o.pipeline.run(call);
+    const outcome = this.o.spend
+      ? await this.o.spend.serve({ requestId, startedAt: ctx.startedAt, principal, endpoint: req.path, body, headers: req.headers, stream, inputTokens, callFor })
+      : await this.o.pipeline.run(await callFor(body.model as string, requestId));
     if (outcome.kind === 'error') {
-      const error = this.redactor.redactError(outcome.error, byokKey ? [byokKey] : []);
+      const error = this.redactor.redactError(outcome.error, byokKeys);
       return { ...errorResponse(ctx.dialect, error, outcome.headers), after: outcome.after };
     }
     if (outcome.kind === 'json') return { ...jsonResponse(200, outcome.body, outcome.headers), after: outcome.after };
@@ -432,11 +460,26 @@ export class GatewayApp {
       status: 200,
       headers: { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', ...outcome.headers },
       body: this.redactor.redactStream(
-        route.streamDialect ? withStreamCost(outcome.body, { dialect: route.streamDialect, model, requestId }) : outcome.body,
-        byokKey ? [byokKey] : [],
+        route.streamDialect
+          ? withStreamCost(outcome.body, { dialect: route.streamDialect, model: this.servedModel(outcome.headers, body), requestId })
+          : outcome.body,
+        byokKeys,
       ),
       after: outcome.after,
     };
+  }
+
+  /** The model that served a call: the one a routing rule or fallback chose (its header), else the one named. */
+  private servedModel(headers: Readonly<Record<string, string>>, body: Record<string, unknown>): ResolvedModel {
+    const routed = headers[SPEND_HEADERS.model];
+    if (routed) {
+      try {
+        return this.o.prices.resolve(routed);
+      } catch {
+        // A header naming no priced model: price the stream as the model the caller named.
+      }
+    }
+    return this.o.prices.resolve(body.model as string);
   }
 
   /** The caller's own spend and remaining budgets, for its key, user and org. */

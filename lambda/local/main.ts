@@ -24,6 +24,7 @@ import { registerService } from '../core/auth';
 import { DEFAULT_KEY_SCOPES } from '../core/key-admin';
 import { AGENT_SERVICE, AGENT_TOKEN_SCOPES, createAgentWorker, serviceTokens } from '../../agent/src/service';
 import { createDashboardRoutes, DASHBOARD_PATH } from './dashboard/routes';
+import { DynamoDbDriftStore } from '../store/dynamodb/reconcile-store';
 import { consoleAlertSink } from '../core/guardrails/alerts';
 import { checkLedgerSpend, KillSwitch } from '../core/guardrails/kill-switch';
 import { DynamoDbKeyStatusBatch } from '../store/dynamodb/key-status-batch';
@@ -110,6 +111,8 @@ async function main(): Promise<void> {
       usage: gateway.usage,
       ledger: gateway.ledger,
       guardrails: gateway.guardrails,
+      savings: gateway.cache,
+      drift: new DynamoDbDriftStore(dynamodb, { table: config.tables.reconcile }),
       clock: systemClock,
       log,
     });

@@ -66,6 +66,26 @@ export const GUARDRAIL_METRICS = {
 } as const;
 export type GuardrailMetric = (typeof GUARDRAIL_METRICS)[keyof typeof GUARDRAIL_METRICS];
 
+/** The `service` dimension of billing reconciliation's metrics. */
+export const RECONCILE_SERVICE = 'tollgate-reconcile';
+
+/**
+ * What the spend layer saved or rerouted (service {@link GATEWAY_SERVICE}, from the request observer) and
+ * what billing reconciliation found (service {@link RECONCILE_SERVICE}, by `Provider`).
+ */
+export const SPEND_METRICS = {
+  /** Count: requests answered from the response cache. */
+  cacheHits: 'CacheHits',
+  /** Count: requests that used the cache and were not in it. */
+  cacheMisses: 'CacheMisses',
+  /** None (dollars): what cache hits would have cost. */
+  cacheSavedUsd: 'CacheSavedUsd',
+  /** Count: requests served by a later model after a provider failure, or by a budget downgrade. */
+  fallbacks: 'Fallbacks',
+  /** None (dollars): |billed − ledger| of one provider for one day. */
+  billingDriftUsd: 'BillingDriftUsd',
+} as const;
+
 /** The classes of {@link REQUEST_METRICS.errorCount}. */
 export const ERROR_CLASSES = ['auth', 'budget', 'rate_limit', 'loop', 'upstream', 'client', 'server'] as const;
 export type ErrorClass = (typeof ERROR_CLASSES)[number];

@@ -12,7 +12,7 @@
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { MICROS_PER_USD } from '../core/money';
 import type { RequestEvent, RequestObserver } from '../http/app';
-import { DIMENSIONS, errorClassOf, GATEWAY_SERVICE, METRICS_NAMESPACE, REQUEST_METRICS } from './metric-names';
+import { DIMENSIONS, errorClassOf, GATEWAY_SERVICE, METRICS_NAMESPACE, REQUEST_METRICS, SPEND_METRICS } from './metric-names';
 
 export interface MetricsObserverOptions {
   /** The `Stage` dimension (several stages may share an account). */
@@ -53,6 +53,13 @@ export function createMetricsObserver(options: MetricsObserverOptions): RequestO
       metrics.addMetric(REQUEST_METRICS.costUsd, MetricUnit.NoUnit, usage.costMicros / MICROS_PER_USD);
       if (usage.overshootMicros) metrics.addMetric(REQUEST_METRICS.overshootUsd, MetricUnit.NoUnit, usage.overshootMicros / MICROS_PER_USD);
     }
+    const spend = event.spend;
+    if (spend?.cache === 'hit') {
+      metrics.addMetric(SPEND_METRICS.cacheHits, MetricUnit.Count, 1);
+      if (spend.savedUsd) metrics.addMetric(SPEND_METRICS.cacheSavedUsd, MetricUnit.NoUnit, Number(spend.savedUsd));
+    }
+    if (spend?.cache === 'miss') metrics.addMetric(SPEND_METRICS.cacheMisses, MetricUnit.Count, 1);
+    if (spend?.fallback && event.status < 400) metrics.addMetric(SPEND_METRICS.fallbacks, MetricUnit.Count, 1);
     addMetadata(metrics, event);
     metrics.publishStoredMetrics();
 

@@ -4,6 +4,8 @@
  * circuits and recent alerts. The local dashboard draws it and `npm run admin -- report` prints it, so both
  * always show the same figures. All money is integer micro-USD; formatting happens where it is shown.
  */
+import type { CacheStore } from '../core/cache/store';
+import type { DriftRow, DriftStore } from '../core/reconcile/reconcile';
 import type { MicroUsd } from '../core/money';
 import type { Ledger, UsageStore } from '../core/stores';
 import { type ScopeId, scopeKind, type UsageRecord } from '../core/types';
@@ -94,12 +96,30 @@ export interface SpendSummary {
   readonly circuits?: readonly CircuitView[];
   /** Alerts of the last {@link SummaryOptions.alertsSinceMs}, newest first; undefined without a guardrails source. */
   readonly alerts?: readonly AlertView[];
+  /** Cache hits, savings and fallbacks over the window's days; undefined without a savings source. */
+  readonly savings?: SavingsView;
+  /** Billing drift rows of the window's days (reconciled days only), largest first; undefined without a drift source. */
+  readonly drift?: readonly DriftRow[];
+}
+
+/** The response cache's and fallback's figures over a window (whole UTC days). */
+export interface SavingsView {
+  readonly cacheHits: number;
+  readonly cacheMisses: number;
+  readonly savedMicros: MicroUsd;
+  readonly fallbacks: number;
+  readonly downgrades: number;
+  readonly fallbackCostMicros: MicroUsd;
 }
 
 export interface SummarySources {
   readonly usage: Pick<UsageStore, 'queryAll'>;
   readonly ledger: Pick<Ledger, 'getLimits' | 'readCounters'>;
   readonly guardrails?: GuardrailsView;
+  /** The response cache's daily counters (core/cache). */
+  readonly savings?: Pick<CacheStore, 'readSavings'>;
+  /** Billing reconciliation's drift rows (core/reconcile). */
+  readonly drift?: Pick<DriftStore, 'list'>;
 }
 
 export interface SummaryOptions {
@@ -194,6 +214,26 @@ export async function buildSpendSummary(sources: SummarySources, options: Summar
       ])
     : [undefined, undefined];
 
+  // Savings and drift are kept per UTC day: the window's days up to now.
+  const days: string[] = [];
+  for (let t = Date.parse(from.slice(0, 10)); t <= Math.min(now, bounds.end - 1); t += 86_400_000) days.push(new Date(t).toISOString().slice(0, 10));
+  const [savingDays, driftDays] = await Promise.all([
+    sources.savings ? sources.savings.readSavings(days) : undefined,
+    sources.drift ? Promise.all(days.map((d) => sources.drift!.list(d))) : undefined,
+  ]);
+  const savings = savingDays?.reduce<SavingsView>(
+    (a, d) => ({
+      cacheHits: a.cacheHits + d.cacheHits,
+      cacheMisses: a.cacheMisses + d.cacheMisses,
+      savedMicros: a.savedMicros + d.savedMicros,
+      fallbacks: a.fallbacks + d.fallbacks,
+      downgrades: a.downgrades + d.downgrades,
+      fallbackCostMicros: a.fallbackCostMicros + d.fallbackCostMicros,
+    }),
+    { cacheHits: 0, cacheMisses: 0, savedMicros: 0, fallbacks: 0, downgrades: 0, fallbackCostMicros: 0 },
+  );
+  const drift = driftDays?.flat().sort((a, b) => Math.abs(b.driftMicros) - Math.abs(a.driftMicros));
+
   return {
     window,
     windowKey: windowKey(window, now),
@@ -208,6 +248,8 @@ export async function buildSpendSummary(sources: SummarySources, options: Summar
     budgets,
     ...(circuits ? { circuits: [...circuits].sort((a, b) => b.openedAt - a.openedAt) } : {}),
     ...(alerts ? { alerts: [...alerts].sort((a, b) => b.at - a.at).slice(0, 50) } : {}),
+    ...(savings ? { savings } : {}),
+    ...(drift ? { drift } : {}),
   };
 }
 

@@ -25,6 +25,7 @@ export type TableAction =
   | 'BatchGetItem'
   | 'Query'
   | 'Scan'
+  | 'BatchWriteItem'
   | 'ConditionCheckItem'
   | 'PutItem'
   | 'UpdateItem'
@@ -112,6 +113,8 @@ export class DataStack extends Stack {
       byok: this.tables.byok.tableName,
       audit: this.tables.audit.tableName,
       runs: this.tables.runs.tableName,
+      cache: this.tables.cache.tableName,
+      reconcile: this.tables.reconcile.tableName,
     };
   }
 
@@ -125,6 +128,8 @@ export class DataStack extends Stack {
       TOLLGATE_TABLE_BYOK: names.byok,
       TOLLGATE_TABLE_AUDIT: names.audit,
       TOLLGATE_TABLE_RUNS: names.runs,
+      TOLLGATE_TABLE_CACHE: names.cache,
+      TOLLGATE_TABLE_RECONCILE: names.reconcile,
     };
   }
 

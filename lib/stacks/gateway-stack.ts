@@ -70,6 +70,7 @@ export class GatewayStack extends Stack {
         TOLLGATE_DATA_KEY_ARN: data.key.keyArn,
         // /admin/* is AWS_IAM-authorized by API Gateway; the Lambda also requires the caller's IAM ARN.
         TOLLGATE_ADMIN_AUTH: 'iam',
+        ...(config.gateway.routes?.rules.length ? { TOLLGATE_ROUTES: JSON.stringify(config.gateway.routes) } : {}),
         // Agent runs: stored here and queued for the agent stack's worker (names, not references: no cycle).
         TOLLGATE_TABLE_RUNS: agentNames.runsTable(config),
         TOLLGATE_AGENT_QUEUE_URL: agentQueueRefs(this, config).url,
@@ -87,6 +88,8 @@ export class GatewayStack extends Stack {
       // Usage records are written by the settle transaction and read by reports; never changed.
       usage: ['Query', 'PutItem'],
       byok: ['GetItem', 'Query', 'PutItem', 'DeleteItem'],
+      // The response cache: answers (get, put) and the daily hit and savings counters (update, read by reports).
+      cache: ['GetItem', 'BatchGetItem', 'PutItem', 'UpdateItem'],
     });
     data.grantAuditAppend(this.gateway.fn);
     data.grantSecrets(this.gateway.fn, GATEWAY_SECRET_NAMES);

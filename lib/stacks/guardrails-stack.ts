@@ -8,7 +8,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subs from 'aws-cdk-lib/aws-sns-subscriptions';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
-import { secretsPrefix } from '../../lambda/core/secrets';
+import { RECONCILE_SECRET_NAMES, secretsPrefix } from '../../lambda/core/secrets';
 import { COST_ALLOCATION_TAG, DeploymentConfigError, resourceName, type DeploymentConfig } from '../config';
 import { TollgateFunction } from '../constructs/tollgate-function';
 import type { DataStack } from './data-stack';
@@ -59,6 +59,8 @@ export class GuardrailsStack extends Stack {
   readonly alertDispatcher: TollgateFunction;
   /** Budget notifications the kill switch could not process after every retry. */
   readonly killSwitchDeadLetterQueue: sqs.Queue;
+  /** The daily billing reconciliation. */
+  readonly reconcile: TollgateFunction;
 
   constructor(scope: Construct, id: string, props: GuardrailsStackProps) {
     super(scope, id, props);
@@ -240,6 +242,36 @@ export class GuardrailsStack extends Stack {
     });
     this.alertsTopic.addSubscription(new subs.LambdaSubscription(this.alertNotifier.fn));
     this.budgetTopic.addSubscription(new subs.LambdaSubscription(this.alertNotifier.fn));
+
+    // Billing reconciliation (lambda/handlers/reconcile.ts): yesterday's ledger vs the providers' cost reports.
+    this.reconcile = new TollgateFunction(this, 'BillingReconcile', {
+      entry: 'lambda/handlers/reconcile.ts',
+      description: "Compares the ledger's daily spend per provider and model with the providers' cost reports",
+      timeout: Duration.minutes(5),
+      logRetentionDays: config.logRetentionDays,
+      environment: {
+        TOLLGATE_STAGE: config.stage,
+        ...data.tableEnvironment,
+        TOLLGATE_SSM_PREFIX: secretsPrefix(config.stage),
+        TOLLGATE_BEDROCK: String(config.gateway.bedrock),
+        TOLLGATE_RECONCILE_ALARM_USD: String(config.gateway.billingDriftAlarmUsd),
+        ...(config.gateway.openaiBaseUrl ? { OPENAI_BASE_URL: config.gateway.openaiBaseUrl } : {}),
+        ...(config.gateway.anthropicBaseUrl ? { ANTHROPIC_BASE_URL: config.gateway.anthropicBaseUrl } : {}),
+      },
+    });
+    // Reads a day of usage records; writes one drift row per provider and model (batched) and reads them back.
+    data.grantTables(this.reconcile.fn, { usage: ['Query'], reconcile: ['Query', 'PutItem', 'BatchWriteItem'] });
+    data.grantSecrets(this.reconcile.fn, RECONCILE_SECRET_NAMES);
+    if (config.gateway.bedrock) {
+      // Cost Explorer has no resource-level permissions.
+      this.reconcile.fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['ce:GetCostAndUsage'], resources: ['*'] }));
+    }
+    new events.Rule(this, 'ReconcileBillingDaily', {
+      description: "Reconciles yesterday's ledger with the providers' billing",
+      // 06:00 UTC: the providers' reports for the previous UTC day are complete by then.
+      schedule: events.Schedule.cron({ minute: '0', hour: '6' }),
+      targets: [new targets.LambdaFunction(this.reconcile.fn)],
+    });
   }
 
   /** Publishing to the encrypted topics: the topic key, only through SNS. */

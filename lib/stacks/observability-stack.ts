@@ -10,6 +10,8 @@ import {
   GUARDRAILS_SERVICE,
   METRICS_NAMESPACE,
   REQUEST_METRICS,
+  RECONCILE_SERVICE,
+  SPEND_METRICS,
 } from '../../lambda/observability/metric-names';
 import { REQUEST_LOG_MESSAGE } from '../../lambda/observability/request-log';
 import { resourceName, type DeploymentConfig } from '../config';
@@ -83,6 +85,7 @@ export class ObservabilityStack extends Stack {
       ['kill-switch', guardrails.killSwitch],
       ['alert-notifier', guardrails.alertNotifier],
       ['alert-dispatcher', guardrails.alertDispatcher],
+      ['billing-reconcile', guardrails.reconcile],
     ];
     this.monitoring.addSection(
       'Lambda',
@@ -283,6 +286,44 @@ export class ObservabilityStack extends Stack {
         id: 'gateway-latency',
         title: 'Latency p99 (ms)',
         metrics: [gw(REQUEST_METRICS.latency, 'p99', 'request'), gw(REQUEST_METRICS.upstreamLatency, 'p99', 'upstream')],
+      },
+    ]);
+
+    // What the response cache, routing and fallback saved or rerouted, and what reconciliation found.
+    const drift = new cloudwatch.MathExpression({
+      expression:
+        `SEARCH('{${METRICS_NAMESPACE},${DIMENSIONS.service},${DIMENSIONS.stage},${DIMENSIONS.provider}} ` +
+        `MetricName="${SPEND_METRICS.billingDriftUsd}" ${DIMENSIONS.service}="${RECONCILE_SERVICE}" ${DIMENSIONS.stage}="${config.stage}"', 'Maximum', ${day.toSeconds()})`,
+      label: '',
+      period: day,
+    });
+    this.monitoring.addSection('Savings', [
+      {
+        id: 'cache-hits',
+        title: 'Response cache hits and misses',
+        metrics: [gw(SPEND_METRICS.cacheHits, 'Sum', 'hits'), gw(SPEND_METRICS.cacheMisses, 'Sum', 'misses')],
+        period: hour,
+      },
+      { id: 'cache-saved', title: 'Saved by the response cache (USD)', metrics: [gw(SPEND_METRICS.cacheSavedUsd, 'Sum', 'saved USD')], period: hour },
+      { id: 'fallbacks', title: 'Served by fallback or downgrade', metrics: [gw(SPEND_METRICS.fallbacks, 'Sum', 'fallbacks')], period: hour },
+      { id: 'billing-drift-by-provider', title: 'Billing drift by provider (USD/day)', metrics: [drift], period: day },
+      {
+        id: 'billing-drift',
+        title: 'Largest billing drift (USD/day)',
+        metrics: [
+          new cloudwatch.Metric({
+            namespace: METRICS_NAMESPACE,
+            metricName: SPEND_METRICS.billingDriftUsd,
+            dimensionsMap: baseDimensions(RECONCILE_SERVICE, config.stage),
+            statistic: 'Maximum',
+            period: day,
+          }),
+        ],
+        period: day,
+        alarm: {
+          threshold: config.gateway.billingDriftAlarmUsd,
+          description: `A provider billed $${config.gateway.billingDriftAlarmUsd} more or less in a day than the ledger recorded (tollgate.gateway.billingDriftAlarmUsd).`,
+        },
       },
     ]);
 

@@ -38,7 +38,7 @@ describe('fixed monthly cost', () => {
     expect(line(defaults, 'CloudWatch dashboards')).toMatchObject({ quantity: 1, monthly: 3_000_000 });
     expect(line(defaults, 'CloudWatch log groups')).toMatchObject({ monthly: 0 });
     expect(line(defaults, 'AWS Budgets')).toMatchObject({ quantity: 1, monthly: 0 });
-    expect(line(defaults, 'SSM SecureString')).toMatchObject({ quantity: 5, monthly: 0 });
+    expect(line(defaults, 'SSM SecureString')).toMatchObject({ quantity: 7, monthly: 0 });
   });
 
   it('when alarms watch metric math, each metric in the expression is billed', () => {

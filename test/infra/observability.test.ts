@@ -82,6 +82,8 @@ const EXPECTED_GRAPHS: Record<string, string[]> = {
   'alert-notifier throttles': [`AWS/Lambda Throttles ${fn('AlertNotifierFunction')} Sum`],
   'alert-dispatcher errors': [`AWS/Lambda Errors ${fn('AlertDispatcherFunction')} Sum`],
   'alert-dispatcher throttles': [`AWS/Lambda Throttles ${fn('AlertDispatcherFunction')} Sum`],
+  'billing-reconcile errors': [`AWS/Lambda Errors ${fn('BillingReconcileFunction')} Sum`],
+  'billing-reconcile throttles': [`AWS/Lambda Throttles ${fn('BillingReconcileFunction')} Sum`],
   'gateway duration p99 (ms)': [`AWS/Lambda Duration ${fn('GatewayFunction')} p99`],
   'gateway concurrent executions': [`AWS/Lambda ConcurrentExecutions ${fn('GatewayFunction')} Maximum`],
   ...tableGraphs,
@@ -120,6 +122,13 @@ const EXPECTED_GRAPHS: Record<string, string[]> = {
   'Kill switch activations': [`Tollgate KillSwitchActivated ${GUARD} Sum`],
   'Circuit breakers opened': [`Tollgate CircuitOpened ${GUARD} Sum`],
   'Alerts sent': [`Tollgate AlertSent ${GUARD} Sum`],
+  'Response cache hits and misses': [`Tollgate CacheHits ${GW} Sum 3600s`, `Tollgate CacheMisses ${GW} Sum 3600s`],
+  'Saved by the response cache (USD)': [`Tollgate CacheSavedUsd ${GW} Sum 3600s`],
+  'Served by fallback or downgrade': [`Tollgate Fallbacks ${GW} Sum 3600s`],
+  'Billing drift by provider (USD/day)': [
+    `= SEARCH('{Tollgate,service,Stage,Provider} MetricName="BillingDriftUsd" service="tollgate-reconcile" Stage="dev"', 'Maximum', 86400)`,
+  ],
+  'Largest billing drift (USD/day)': ['Tollgate BillingDriftUsd Stage=dev service=tollgate-reconcile Maximum 86400s'],
 };
 
 describe('observability dashboard', () => {
@@ -134,7 +143,7 @@ describe('observability dashboard', () => {
     const headings = dashboardOf(synth)
       .filter((w) => w.type === 'text')
       .map((w) => w.properties.markdown);
-    expect(headings).toEqual(['## API', '## Lambda', '## Gateway function', '## DynamoDB', '## Edge and agents', '## Heartbeats', '## Spend', '## Traffic', '## Guardrails', '## Who spends']);
+    expect(headings).toEqual(['## API', '## Lambda', '## Gateway function', '## DynamoDB', '## Edge and agents', '## Heartbeats', '## Spend', '## Traffic', '## Savings', '## Guardrails', '## Who spends']);
   });
 
   it('when the Logs Insights tables are synthesized, they read the gateway log group and rank users and keys by summed micro-USD cost', () => {
@@ -200,6 +209,8 @@ const EXPECTED_ALARMS: Record<string, string> = {
   'alert-notifier-throttles': '>= 1 x1',
   'alert-dispatcher-errors': '>= 1 x1',
   'alert-dispatcher-throttles': '>= 1 x1',
+  'billing-reconcile-errors': '>= 1 x1',
+  'billing-reconcile-throttles': '>= 1 x1',
   ...tableAlarms,
   'waf-blocked': '>= 500 x1',
   'agent-dead-letters': '>= 1 x1',
@@ -213,6 +224,7 @@ const EXPECTED_ALARMS: Record<string, string> = {
   'api-5xx-rate': '>= 5 x1',
   'kill-switch-activated': '>= 1 x1',
   'circuit-opened': '>= 1 x1',
+  'billing-drift': '>= 5 x1',
 };
 
 function summarize(p: AlarmProps): string {

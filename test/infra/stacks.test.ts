@@ -377,16 +377,20 @@ describe('guardrails stack', () => {
     });
   });
 
-  it('when the alert notifier is granted SSM access, it can read only the Slack webhook parameter', () => {
+  it('when functions are granted SSM access, the alert notifier reads only the Slack webhook and reconciliation only the admin keys', () => {
     const policies = Object.values(resourcesOf(t.guardrails, 'AWS::IAM::Policy'));
     const ssmResources = policies.flatMap((p) =>
       (p.Properties as { PolicyDocument: { Statement: Array<{ Action: unknown; Resource: unknown }> } }).PolicyDocument.Statement.filter((s) =>
         JSON.stringify(s.Action).includes('ssm:'),
       ).map((s) => JSON.stringify(s.Resource)),
     );
-    expect(ssmResources).toHaveLength(1);
-    expect(ssmResources[0]).toContain('parameter/tollgate/dev/slack-webhook-url');
-    expect(ssmResources[0]).not.toMatch(/openai|anthropic|pepper|jwt/);
+    expect(ssmResources).toHaveLength(2);
+    const slack = ssmResources.find((r) => r.includes('slack-webhook-url'))!;
+    expect(slack).not.toMatch(/openai|anthropic|pepper|jwt/);
+    const admin = ssmResources.find((r) => r.includes('admin-key'))!;
+    expect(admin).toContain('parameter/tollgate/dev/openai-admin-key');
+    expect(admin).toContain('parameter/tollgate/dev/anthropic-admin-key');
+    expect(admin).not.toMatch(/api-key|pepper|jwt|slack/);
   });
 
   it('when no alert email is configured, there is no email subscription; when one is, it subscribes to the alerts topic', () => {

@@ -26,11 +26,11 @@ describe('DynamoDB Local launcher', () => {
       expect(alive(ddb.pid)).toBe(true);
       expect(readFileSync(pidFile, 'utf8').trim()).toBe(String(ddb.pid));
       const client = createDynamoDbClient({ region: 'eu-west-1', endpoint: ddb.endpoint, requestTimeoutMs: 120_000, connectionTimeoutMs: 30_000 });
-      const tables = { keys: 'x-keys', budgets: 'x-budgets', usage: 'x-usage', byok: 'x-byok', audit: 'x-audit', runs: 'x-runs' };
+      const tables = { keys: 'x-keys', budgets: 'x-budgets', usage: 'x-usage', byok: 'x-byok', audit: 'x-audit', runs: 'x-runs', cache: 'x-cache', reconcile: 'x-reconcile' };
       await ensureTables(client, tables);
       await ensureTables(client, tables); // idempotent
       const { TableNames } = await client.send(new ListTablesCommand({}));
-      expect(TableNames).toEqual(['x-audit', 'x-budgets', 'x-byok', 'x-keys', 'x-runs', 'x-usage']);
+      expect(TableNames).toEqual(['x-audit', 'x-budgets', 'x-byok', 'x-cache', 'x-keys', 'x-reconcile', 'x-runs', 'x-usage']);
       client.destroy();
 
       await ddb.stop();

@@ -7,7 +7,7 @@ import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
 import { windowBounds, windowKey } from '../../lambda/core/windows';
 import { createTestTables } from '../support/dynamo';
 
-const TABLES = { keys: 'k', budgets: 'b', usage: 'u', byok: 'y', audit: 'a', runs: 'r' };
+const TABLES = { keys: 'k', budgets: 'b', usage: 'u', byok: 'y', audit: 'a', runs: 'r', cache: 'c', reconcile: 'rc' };
 const T0 = Date.parse('2026-11-23T10:00:00Z');
 
 async function closedPort(): Promise<number> {

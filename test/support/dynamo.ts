@@ -46,6 +46,8 @@ export async function createTestTables(): Promise<TestTables> {
     byok: `${prefix}byok`,
     audit: `${prefix}audit`,
     runs: `${prefix}runs`,
+    cache: `${prefix}cache`,
+    reconcile: `${prefix}reconcile`,
   };
   await ensureTables(client, tables, { timeoutMs: 240_000 });
   return {

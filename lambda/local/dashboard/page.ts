@@ -113,6 +113,28 @@ export function renderDashboard(summary: SpendSummary, options: { readonly nonce
             )
             .join('')}</ul>`;
 
+  const sv = s.savings;
+  const savingsHtml = !sv
+    ? '<p class="empty">Savings are not available on this gateway.</p>'
+    : `<ul class="events"><li>cache hits <strong data-testid="cache-hits">${sv.cacheHits}</strong> of ${sv.cacheHits + sv.cacheMisses} cached lookups` +
+      ` (${sv.cacheHits + sv.cacheMisses > 0 ? ((100 * sv.cacheHits) / (sv.cacheHits + sv.cacheMisses)).toFixed(1) : '0.0'} %)</li>` +
+      `<li>saved by the cache <strong data-testid="cache-saved">${escapeHtml(displayUsd(sv.savedMicros))}</strong></li>` +
+      `<li>served by fallback <strong data-testid="fallbacks">${sv.fallbacks}</strong>, by budget downgrade <strong>${sv.downgrades}</strong>` +
+      ` costing ${escapeHtml(displayUsd(sv.fallbackCostMicros))}</li></ul>`;
+  const driftRows = s.drift;
+  const driftHtml = !driftRows
+    ? '<p class="empty">Billing reconciliation is not available on this gateway.</p>'
+    : driftRows.length === 0
+      ? '<p class="empty">No reconciled day in this window (npm run admin -- reconcile).</p>'
+      : `<ul class="events">${driftRows
+          .slice(0, 20)
+          .map(
+            (r) =>
+              `<li>${escapeHtml(r.day)} <strong>${escapeHtml(r.provider)}/${escapeHtml(r.model)}</strong> ledger ${escapeHtml(displayUsd(r.ledgerMicros))} · billed ${escapeHtml(displayUsd(r.billedMicros))} · ` +
+              `drift <span class="${r.alarm ? 'sev-critical' : 'muted'}">${r.driftMicros < 0 ? '-' : '+'}${escapeHtml(displayUsd(Math.abs(r.driftMicros)))}</span></li>`,
+          )
+          .join('')}</ul>`;
+
   const nav = WINDOWS.map((w) => `<a href="/dashboard?window=${w}"${w === s.window ? ' class="current" aria-current="page"' : ''}>${w}</a>`).join('');
   return `<!doctype html>
 <html lang="en">
@@ -135,6 +157,8 @@ export function renderDashboard(summary: SpendSummary, options: { readonly nonce
 <section data-testid="top-keys"><h2>Top keys by cost</h2>${chartOrEmpty(s.topKeys.length > 0, () => barChart(costBars(s.topKeys, (g) => `${g.name} (${g.userId ?? ''})`), { ariaLabel: 'Top keys by cost' }), 'No usage yet.')}</section>
 <section data-testid="circuits"><h2>Open circuits</h2>${circuitList}</section>
 <section data-testid="alerts"><h2>Recent alerts</h2>${alertList}</section>
+<section data-testid="savings"><h2>Savings: cache and fallback</h2>${savingsHtml}</section>
+<section data-testid="drift"><h2>Billing drift (ledger vs provider)</h2>${driftHtml}</section>
 </main>
 </body>
 </html>

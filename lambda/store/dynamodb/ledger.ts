@@ -278,6 +278,46 @@ export class DynamoDbLedger implements Ledger {
     };
   }
 
+  /**
+   * Charges rate buckets alone, with no hold and no budget counter (a response-cache hit: it costs nothing but
+   * still counts against the key's request rate). One transaction; throws RateLimitError changing nothing.
+   */
+  async chargeRate(input: { readonly now: number; readonly rateCharges: readonly RateCharge[] }): Promise<RateState[]> {
+    const nowUs = input.now * 1000;
+    const charged = input.rateCharges.filter((c) => c.amount > 0);
+    if (charged.length === 0) return [];
+    for (const charge of charged) if (!gcraCanEverAdmit(charge.amount, charge.limitPerMinute)) throw requestTooLarge(charge);
+    const buckets = charged.map((charge) => {
+      const key = bucketHintKey(charge);
+      return { charge, key, inc: gcraIncrementUs(charge.amount, charge.limitPerMinute), branch: gcraBranch(this.tatHints.get(key), nowUs) };
+    });
+    for (let branchRetries = 0; ; branchRetries++) {
+      const reasons = await this.transact(buckets.map((b) => this.chargeBucket(b, nowUs)));
+      if (!reasons) break;
+      const denied: Array<{ charge: RateCharge; inc: number; oldTat: number | undefined }> = [];
+      for (const [i, b] of buckets.entries()) {
+        const reason = reasons[i];
+        if (reason?.Code !== 'ConditionalCheckFailed') continue;
+        const oldTat = reason.Item?.tat?.N !== undefined ? Number(reason.Item.tat.N) : undefined;
+        this.rememberTat(b.key, oldTat);
+        if (gcraAdmits(oldTat, nowUs, b.inc)) b.branch = gcraBranch(oldTat, nowUs);
+        else denied.push({ charge: b.charge, inc: b.inc, oldTat });
+      }
+      if (denied.length) throw rateLimited(denied, nowUs);
+      if (branchRetries >= MAX_BRANCH_RETRIES) {
+        throw new RateLimitError('Too many concurrent requests for this key; slow down and retry.', {
+          code: 'rate_limit_exceeded',
+          headers: { 'Retry-After': '1' },
+        });
+      }
+    }
+    return buckets.map((b) => {
+      const tat = b.branch === 'idle' ? nowUs + b.inc : gcraTatAfter(this.tatHints.get(b.key), nowUs, b.inc);
+      this.rememberTat(b.key, tat);
+      return { dimension: b.charge.dimension, limit: b.charge.limitPerMinute, remaining: gcraRemaining(tat, nowUs, b.charge.limitPerMinute), resetMs: gcraResetMs(tat, nowUs) };
+    });
+  }
+
   async settle(input: SettleInput): Promise<void> {
     const { reservation, cost } = input;
     assertMicros(cost, 'cost');

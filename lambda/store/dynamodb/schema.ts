@@ -16,6 +16,9 @@
  * byok      pk userId / sk provider                   encrypted provider keys (envelope, see core/byok)
  * audit     pk audit#<day> / sk <iso>#<requestId>     who changed what through /admin (GSI byActor), TTL
  * runs      pk runId                                 agent runs: status, steps, tokens, cost, result, TTL
+ * cache     pk entry#<hash> / sk answer               cached answers (gzip), per tenant, TTL (core/cache)
+ *           pk stats#<day>  / sk all                  daily cache hits, savings and fallbacks, TTL
+ * reconcile pk day#<date>   / sk <provider>#<model>   billing drift: ledger vs provider report (core/reconcile)
  */
 
 export type AttributeType = 'S' | 'N';
@@ -28,7 +31,7 @@ export interface IndexDefinition {
 
 export interface TableDefinition {
   /** Logical name, also the suffix of the physical table name. */
-  readonly id: 'keys' | 'budgets' | 'usage' | 'byok' | 'audit' | 'runs';
+  readonly id: 'keys' | 'budgets' | 'usage' | 'byok' | 'audit' | 'runs' | 'cache' | 'reconcile';
   readonly partitionKey: { readonly name: string; readonly type: AttributeType };
   readonly sortKey?: { readonly name: string; readonly type: AttributeType };
   readonly globalIndexes: readonly IndexDefinition[];
@@ -95,7 +98,37 @@ export const RUNS_TABLE: TableDefinition = {
   ttlAttribute: 'ttl',
 };
 
-export const TABLES: readonly TableDefinition[] = [KEYS_TABLE, BUDGETS_TABLE, USAGE_TABLE, BYOK_TABLE, AUDIT_TABLE, RUNS_TABLE];
+/**
+ * The response cache (core/cache): one item per cached answer, keyed by a hash of tenant + normalized request,
+ * and one item per day of cache and fallback counters; everything expires with DynamoDB TTL.
+ */
+export const CACHE_TABLE: TableDefinition = {
+  id: 'cache',
+  partitionKey: { name: 'pk', type: 'S' },
+  sortKey: { name: 'sk', type: 'S' },
+  globalIndexes: [],
+  ttlAttribute: 'ttl',
+};
+
+/** Billing reconciliation (core/reconcile): one item per day, provider and model with the drift found. */
+export const RECONCILE_TABLE: TableDefinition = {
+  id: 'reconcile',
+  partitionKey: { name: 'pk', type: 'S' },
+  sortKey: { name: 'sk', type: 'S' },
+  globalIndexes: [],
+  ttlAttribute: 'ttl',
+};
+
+export const TABLES: readonly TableDefinition[] = [
+  KEYS_TABLE,
+  BUDGETS_TABLE,
+  USAGE_TABLE,
+  BYOK_TABLE,
+  AUDIT_TABLE,
+  RUNS_TABLE,
+  CACHE_TABLE,
+  RECONCILE_TABLE,
+];
 
 /** Physical table names, passed to adapters as constructor arguments (never read from env inside them). */
 export interface TableNames {
@@ -107,6 +140,10 @@ export interface TableNames {
   readonly audit: string;
   /** Agent runs. */
   readonly runs: string;
+  /** Cached answers and daily cache/fallback counters. */
+  readonly cache: string;
+  /** Billing drift per day, provider and model. */
+  readonly reconcile: string;
 }
 
 /** Number of partitions the `day#` usage index and the hold items are spread over. */
