@@ -25,7 +25,6 @@ export type TableAction =
   | 'BatchGetItem'
   | 'Query'
   | 'Scan'
-  | 'BatchWriteItem'
   | 'ConditionCheckItem'
   | 'PutItem'
   | 'UpdateItem'

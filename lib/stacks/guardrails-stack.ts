@@ -259,8 +259,8 @@ export class GuardrailsStack extends Stack {
         ...(config.gateway.anthropicBaseUrl ? { ANTHROPIC_BASE_URL: config.gateway.anthropicBaseUrl } : {}),
       },
     });
-    // Reads a day of usage records; writes one drift row per provider and model (batched) and reads them back.
-    data.grantTables(this.reconcile.fn, { usage: ['Query'], reconcile: ['Query', 'PutItem', 'BatchWriteItem'] });
+    // Reads a day of usage records; writes one drift row per provider and model and reads them back.
+    data.grantTables(this.reconcile.fn, { usage: ['Query'], reconcile: ['Query', 'PutItem'] });
     data.grantSecrets(this.reconcile.fn, RECONCILE_SECRET_NAMES);
     if (config.gateway.bedrock) {
       // Cost Explorer has no resource-level permissions.

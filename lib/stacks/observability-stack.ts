@@ -79,17 +79,20 @@ export class ObservabilityStack extends Stack {
       { id: 'api-latency', title: 'API latency p99 (ms)', metrics: [api.metricLatency({ statistic: 'p99' })] },
     ]);
 
-    const functions: ReadonlyArray<readonly [string, TollgateFunction]> = [
-      ['gateway', gateway.gateway],
-      ['sweeper', gateway.sweeper],
-      ['kill-switch', guardrails.killSwitch],
-      ['alert-notifier', guardrails.alertNotifier],
-      ['alert-dispatcher', guardrails.alertDispatcher],
-      ['billing-reconcile', guardrails.reconcile],
+    // Throttles alarm where a throttled invocation loses service or money (the request path, the sweeper, the
+    // kill switch). The notifier is retried by SNS, the dispatcher has a heartbeat alarm, and the daily reconcile
+    // runs once: their throttles are charted, not alarmed (each alarm metric is $0.10/month).
+    const functions: ReadonlyArray<readonly [string, TollgateFunction, { readonly throttleAlarm: boolean }]> = [
+      ['gateway', gateway.gateway, { throttleAlarm: true }],
+      ['sweeper', gateway.sweeper, { throttleAlarm: true }],
+      ['kill-switch', guardrails.killSwitch, { throttleAlarm: true }],
+      ['alert-notifier', guardrails.alertNotifier, { throttleAlarm: false }],
+      ['alert-dispatcher', guardrails.alertDispatcher, { throttleAlarm: false }],
+      ['billing-reconcile', guardrails.reconcile, { throttleAlarm: false }],
     ];
     this.monitoring.addSection(
       'Lambda',
-      functions.flatMap(([name, f]): MonitoredMetric[] => [
+      functions.flatMap(([name, f, { throttleAlarm }]): MonitoredMetric[] => [
         {
           id: `${name}-errors`,
           title: `${name} errors`,
@@ -100,7 +103,9 @@ export class ObservabilityStack extends Stack {
           id: `${name}-throttles`,
           title: `${name} throttles`,
           metrics: [f.fn.metricThrottles({ statistic: 'Sum' })],
-          alarm: { threshold: 1, description: `The ${name} function was throttled (account or reserved concurrency exhausted).` },
+          ...(throttleAlarm
+            ? { alarm: { threshold: 1, description: `The ${name} function was throttled (account or reserved concurrency exhausted).` } }
+            : {}),
         },
       ]),
     );

@@ -42,26 +42,26 @@ describe('fixed monthly cost', () => {
   });
 
   it('when alarms watch metric math, each metric in the expression is billed', () => {
-    // 31 alarms: the observability alarms (anomaly ×3, math alarms per metric, 6 table alarms × 2) and the agent's
-    // two step-scaling alarms on visible + in-flight messages (2 × 2).
-    expect(line(defaults, 'CloudWatch alarm metrics')).toMatchObject({ quantity: 42, monthly: 4_200_000 });
+    // The observability alarms (anomaly ×3, math alarms per metric, 8 table alarms × 2, billing drift) and the
+    // agent's two step-scaling alarms on visible + in-flight messages (2 × 2).
+    expect(line(defaults, 'CloudWatch alarm metrics')).toMatchObject({ quantity: 46, monthly: 4_600_000 });
   });
 
   it('when the total is computed, it is the exact integer sum of the lines, at most $30 for dev', () => {
     expect(defaults.total).toBe(defaults.lines.reduce((s, l) => s + l.monthly, 0));
     expect(Number.isInteger(defaults.total)).toBe(true);
-    expect(defaults.total).toBe(29_556_000);
+    expect(defaults.total).toBe(29_956_000);
     expect(defaults.total).toBeLessThanOrEqual(30_000_000);
   });
 
   it('when traffic flows, the active month adds the gateway metrics per provider × model', () => {
     expect(defaults.activeMonthLines.map((l) => [l.item, l.quantity])).toEqual([
-      ['Gateway request metrics', 8],
-      ['Gateway per-model metrics', 24],
+      ['Gateway request metrics', 9],
+      ['Gateway per-model metrics', 27],
       ['Gateway error metrics', 7],
       ['Guardrail event metrics', 3],
     ]);
-    expect(defaults.activeMonthTotal).toBe(defaults.total + 42 * 300_000);
+    expect(defaults.activeMonthTotal).toBe(defaults.total + 46 * 300_000);
   });
 
   it('when the config uses NAT gateways, more tasks and Container Insights and drops the geo rule, the estimate follows the template', () => {

@@ -2,7 +2,7 @@
  * Billing drift rows in the reconcile table (schema.ts RECONCILE_TABLE): pk `day#<date>`, sk `<provider>#<model>`;
  * a re-run of the same day replaces its rows.
  */
-import { BatchWriteItemCommand, QueryCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { PutItemCommand, QueryCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import type { DriftRow, DriftStore } from '../../core/reconcile/reconcile';
 import { translateError } from './client';
@@ -16,24 +16,24 @@ export class DynamoDbDriftStore implements DriftStore {
     this.retentionSeconds = (options.retentionDays ?? 400) * 86_400;
   }
 
+  /** One PutItem per row: a day has one row per provider and model, a few dozen at most. */
   async put(rows: readonly DriftRow[], options: { readonly at: number }): Promise<void> {
-    for (let i = 0; i < rows.length; i += 25) {
-      const chunk = rows.slice(i, i + 25);
-      let pending: NonNullable<ConstructorParameters<typeof BatchWriteItemCommand>[0]['RequestItems']> = {
-        [this.options.table]: chunk.map((r) => ({
-          PutRequest: {
-            Item: marshall({ pk: `day#${r.day}`, sk: `${r.provider}#${r.model}`, ...r, reconciledAt: options.at, ttl: Math.ceil(options.at / 1000) + this.retentionSeconds }),
-          },
-        })),
-      };
-      for (let attempt = 0; attempt < 5 && Object.keys(pending).length > 0; attempt++) {
-        try {
-          const out = await this.client.send(new BatchWriteItemCommand({ RequestItems: pending }));
-          pending = out.UnprocessedItems ?? {};
-        } catch (err) {
-          throw translateError(err);
-        }
-      }
+    const ttl = Math.ceil(options.at / 1000) + this.retentionSeconds;
+    for (let i = 0; i < rows.length; i += 10) {
+      await Promise.all(
+        rows.slice(i, i + 10).map(async (r) => {
+          try {
+            await this.client.send(
+              new PutItemCommand({
+                TableName: this.options.table,
+                Item: marshall({ pk: `day#${r.day}`, sk: `${r.provider}#${r.model}`, ...r, reconciledAt: options.at, ttl }),
+              }),
+            );
+          } catch (err) {
+            throw translateError(err);
+          }
+        }),
+      );
     }
   }
 
