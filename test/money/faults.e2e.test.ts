@@ -40,9 +40,10 @@ it('when the store is back, traffic runs into the budget with only 200s and 429s
 it('when the sweeper has run, recorded spend is at least what the provider delivered and every answer has a record', () => {
   expect(figures.unrecordedAnswers).toBe(0);
   expect(figures.recorded.micros).toBeGreaterThanOrEqual(figures.delivered.micros);
-  // Each settle that failed for good was charged its reservation by the sweeper.
+  // Each settle that failed for good was charged its reservation by the sweeper (and so was any hold whose
+  // reserve committed as the store died, though its caller saw 503).
   expect(figures.settlesLeftForSweeper).toBeGreaterThan(0);
-  expect(figures.recorded.abandoned).toBe(figures.settlesLeftForSweeper);
+  expect(figures.recorded.abandoned).toBeGreaterThanOrEqual(figures.settlesLeftForSweeper);
   expect(figures.recorded.counterSpent).toBe(figures.recorded.micros);
   expect(figures.holdsLeft).toBe(0);
 });

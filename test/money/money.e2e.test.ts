@@ -66,7 +66,8 @@ describe('a caller that hangs up', () => {
 describe('holds the sweeper reclaims', () => {
   it('when the sweeper reclaims a hold while the provider is still answering, the late settle replaces the estimate exactly once', async () => {
     const { raw, keyId } = await h.createKey({ userId: 'swept' });
-    h.upstream.script({ delayMs: 400, usage: ANSWER_USAGE });
+    // A long answer, so the sweep below surely runs while the provider is still at work.
+    h.upstream.script({ delayMs: 5_000, usage: ANSWER_USAGE });
     const pending = post(raw, '/v1/chat/completions', { model: 'gpt-4o', max_tokens: 100, messages: [{ role: 'user', content: 'swept' }] });
     await upstreamReceived(1);
     // The sweeper runs as if the hold had expired: it charges the whole reservation.
