@@ -3,6 +3,7 @@
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { StoreUnavailableError, TollgateError } from '../../core/errors';
+import { withoutSdkLogger } from '../aws-clients';
 
 export interface DynamoDbClientOptions {
   readonly region: string;
@@ -25,7 +26,7 @@ export interface DynamoDbClientOptions {
  */
 export function createDynamoDbClient(options: DynamoDbClientOptions): DynamoDBClient {
   const local = options.endpoint !== undefined;
-  return new DynamoDBClient({
+  return withoutSdkLogger(new DynamoDBClient({
     region: options.region,
     endpoint: options.endpoint,
     credentials: local ? { accessKeyId: 'local', secretAccessKey: 'local' } : undefined,
@@ -36,7 +37,7 @@ export function createDynamoDbClient(options: DynamoDbClientOptions): DynamoDBCl
       // Without this the SDK only logs a warning when the timeout passes and keeps waiting.
       throwOnRequestTimeout: true,
     },
-  });
+  }));
 }
 
 /** SDK exception names that mean "the store cannot serve us right now" (after the SDK's own retries). */
