@@ -299,6 +299,8 @@ export class GatewayApp {
         param: 'model',
       });
     }
+    // The reserve's reads (limits, loop overrides) start now, alongside the BYOK lookup rather than after it.
+    if (this.o.byok) this.o.pipeline.prefetch(principal);
     // The user's own key for this provider, if any: held only in this request's closure, never stored or logged.
     const byokKey = this.o.byok ? await this.o.byok.keyFor(principal.userId, model.provider) : undefined;
     if (!byokKey && this.o.providers.needsCallerKey(model.provider)) {
