@@ -9,8 +9,9 @@
  */
 
 /**
- * AWS SDK clients imported only on first use; the Node.js 22 Lambda runtime provides them, so they stay out
- * of the bundle.
+ * Left to the Node.js 22 Lambda runtime's copy of the SDK, so they cost neither bundle bytes nor init time:
+ * the AWS SDK clients the gateway imports only on first use, and the credential providers the SDK's default
+ * chain imports dynamically only when the environment holds no credentials (in Lambda it always does).
  */
 export const LAMBDA_EXTERNAL_MODULES: readonly string[] = [
   '@aws-sdk/client-ssm',
@@ -18,6 +19,12 @@ export const LAMBDA_EXTERNAL_MODULES: readonly string[] = [
   '@aws-sdk/client-kms',
   '@aws-sdk/client-sqs',
   '@aws-sdk/client-sns',
+  '@aws-sdk/credential-provider-sso',
+  '@aws-sdk/credential-provider-ini',
+  '@aws-sdk/credential-provider-process',
+  '@aws-sdk/credential-provider-web-identity',
+  '@aws-sdk/credential-provider-http',
+  '@smithy/credential-provider-imds',
 ];
 
 /** Prefer packages' ES module builds (tree-shakeable) over their CommonJS builds. */
