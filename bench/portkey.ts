@@ -261,9 +261,9 @@ async function main(): Promise<void> {
   const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met');
   const pad = (s: string, w: number) => s.padEnd(w);
   console.log(`\nside by side, ${rounds} interleaved rounds, ${n} sequential + ${nc} at ${CONCURRENCY} concurrent per gateway, node ${process.version}`);
-  console.log(`| ${pad('', 34)} | ${pad('Portkey', 10)} | ${pad('tollgate', 10)} | tollgate / Portkey |`);
-  console.log(`| ${'-'.repeat(34)} | ${'-'.repeat(10)} | ${'-'.repeat(10)} | ------------------ |`);
-  const line = (label: string, a: string, b: string, ratio: string) => console.log(`| ${pad(label, 34)} | ${pad(a, 10)} | ${pad(b, 10)} | ${ratio} |`);
+  console.log(`| ${pad('', 44)} | ${pad('Portkey', 10)} | ${pad('tollgate', 10)} | tollgate / Portkey |`);
+  console.log(`| ${'-'.repeat(44)} | ${'-'.repeat(10)} | ${'-'.repeat(10)} | ------------------ |`);
+  const line = (label: string, a: string, b: string, ratio: string) => console.log(`| ${pad(label, 44)} | ${pad(a, 10)} | ${pad(b, 10)} | ${ratio} |`);
   line('sequential latency p50', `${p.p50.toFixed(1)} ms`, `${t.p50.toFixed(1)} ms`, `${(t.p50 / p.p50).toFixed(2)}× (≤ ${TARGETS.p50.want}×: ${verdict(t.p50 / p.p50 <= TARGETS.p50.want)}; must ≤ ${TARGETS.p50.must}×: ${verdict(t.p50 / p.p50 <= TARGETS.p50.must)})`);
   line('sequential latency p99', `${p.p99.toFixed(1)} ms`, `${t.p99.toFixed(1)} ms`, `${(t.p99 / p.p99).toFixed(2)}×`);
   line(`throughput at ${CONCURRENCY} concurrent (median round)`, `${p.rps.toFixed(0)} req/s`, `${t.rps.toFixed(0)} req/s`, `${(t.rps / p.rps).toFixed(2)}× (≥ ${TARGETS.throughput.want}×: ${verdict(t.rps / p.rps >= TARGETS.throughput.want)}; must ≥ ${TARGETS.throughput.must}×: ${verdict(t.rps / p.rps >= TARGETS.throughput.must)})`);
