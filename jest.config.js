@@ -16,6 +16,11 @@ module.exports = {
   },
   globalSetup: '<rootDir>/test/support/global-setup.ts',
   globalTeardown: '<rootDir>/test/support/global-teardown.ts',
-  testTimeout: 60000,
+  // A timeout only catches a hang: it must never judge a machine's speed. A loaded 2-core CI box or laptop
+  // (a second `npm test`, a browser, a build) makes the heavy tests (5,000 keys, CDK synth, headless Chromium)
+  // several times slower than on a quiet one, so the bound is generous; durations are measured by bench/.
+  testTimeout: 300_000,
+  // Two workers on two cores: DynamoDB Local's JVM and Chromium take CPU too, but one worker would make the
+  // suite twice as long, and every test is independent of the others' speed.
   maxWorkers: 2,
 };

@@ -169,7 +169,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     clock,
     tokens: new TokenVerifier(jwtOptions),
   });
-  const guardrails = new DynamoDbGuardrailStore(dynamodb, { tables: config.tables, platformShards: config.platformShards });
+  const guardrails = new DynamoDbGuardrailStore(dynamodb, { tables: config.tables, platformShards: config.platformShards, clock });
   const pipeline = new RequestPipeline({
     ledger,
     keys,

@@ -73,8 +73,27 @@ const LOCAL_HOST = '127.0.0.1';
 const STOP_GRACE_MS = 5_000;
 const PROBE_INTERVAL_MS = 100;
 
-/** Starts DynamoDB Local and resolves once it answers ListTables. */
+/** Starts of a free-port DynamoDB Local whose port was taken before Java could bind it. */
+const FREE_PORT_ATTEMPTS = 3;
+
+/**
+ * Starts DynamoDB Local and resolves once it answers ListTables. With port 0 the free port is found by us and
+ * bound by Java seconds later (longer on a loaded machine); when something else took it meanwhile, Java
+ * exits with a BindException and the start is tried again on another free port.
+ */
 export async function startDynamoDbLocal(options: DynamoDbLocalOptions = {}): Promise<DynamoDbLocal> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(options);
+    } catch (err) {
+      const portStolen = err instanceof DynamoDbLocalStartError && /BindException|Address already in use/.test(err.message);
+      if ((options.port ?? 8000) !== 0 || !portStolen || attempt >= FREE_PORT_ATTEMPTS) throw err;
+      options.log?.(`dynamodb-local: the free port was taken before Java bound it; trying another (${err.message.split('\n')[0]})`);
+    }
+  }
+}
+
+async function startOnce(options: DynamoDbLocalOptions): Promise<DynamoDbLocal> {
   const requestedPort = options.port ?? 8000;
   const inMemory = options.inMemory ?? options.dataDir === undefined;
   const startTimeoutMs = options.startTimeoutMs ?? 30_000;
@@ -210,7 +229,7 @@ async function waitUntilReady(options: {
     endpoint,
     credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
     maxAttempts: 1,
-    requestHandler: { connectionTimeout: 1_000, requestTimeout: 2_000 },
+    requestHandler: { connectionTimeout: 1_000, requestTimeout: 2_000, throwOnRequestTimeout: true },
   });
   const deadline = Date.now() + startTimeoutMs;
   let childGone = false;

@@ -25,8 +25,9 @@ beforeEach(() => {
   h.upstream.reset();
 });
 
-/** Sum of what the gateway billed for alice's calls (the usage ledger). */
+/** Sum of what the gateway billed for alice's calls (the usage ledger), once every settlement is written. */
 async function billedToAlice(): Promise<{ cost: number; count: number; keyIds: string[] }> {
+  await h.settled();
   const records = await h.gateway.usage.query({ by: 'user', id: 'alice', from: '2000-01-01', to: '2100-01-01' });
   return { cost: records.reduce((n, r) => n + r.costMicros, 0), count: records.length, keyIds: [...new Set(records.map((r) => r.keyId))] };
 }
@@ -87,7 +88,7 @@ describe('agent runs', () => {
   it('when the model keeps calling tools, the iteration guard stops the run at its limit and keeps what it produced', async () => {
     h.upstream.scriptEach(() => ({ replyText: 'Still counting.', toolCall: { id: 'c', name: 'count_words', input: { text: 'one two' } } }));
     const id = await h.createRun();
-    const run = await runToEnd(id, h.worker({ settings: { maxIterations: 3, runTimeoutMs: 60_000, shutdownGraceMs: 1_000 } }));
+    const run = await runToEnd(id, h.worker({ settings: { maxIterations: 3, runTimeoutMs: 600_000, shutdownGraceMs: 1_000 } }));
     expect(run.status).toBe('stopped_iterations');
     expect(run.steps).toBe(3);
     expect(run.result).toBe('Still counting.');
@@ -140,7 +141,7 @@ describe('agent runs', () => {
     let n = 0;
     h.upstream.scriptEach(() => ({ toolCall: { id: `c${n}`, name: 'count_words', input: { text: `step ${n++}` } } }));
     const id = await h.createRun();
-    const run = await runToEnd(id, h.worker({ settings: { maxIterations: 30, runTimeoutMs: 120_000, shutdownGraceMs: 1_000 } }));
+    const run = await runToEnd(id, h.worker({ settings: { maxIterations: 30, runTimeoutMs: 600_000, shutdownGraceMs: 1_000 } }));
     expect(run.status).toBe('stopped_iterations');
     const sizes = h.chatRequests().map((r) => messagesOf(r).length);
     expect(sizes).toHaveLength(30);
@@ -163,13 +164,12 @@ describe('agent runs', () => {
   });
 
   it('when the run passes its wall-clock limit, the call in flight is cut and the run ends timed_out', async () => {
-    h.upstream.script({ delayMs: 1_500 });
+    // The provider never answers: the run can only end if its limit cuts the call (no wall-clock bound needed).
+    h.upstream.script({ hang: true });
     const id = await h.createRun();
-    const started = Date.now();
     const run = await runToEnd(id, h.worker({ settings: { maxIterations: 20, runTimeoutMs: 300, shutdownGraceMs: 1_000 } }));
     expect(run.status).toBe('timed_out');
     expect(run.steps).toBe(0);
-    expect(Date.now() - started).toBeLessThan(1_400);
   });
 
   it('when the user has no budget left, the run stops with stopped_cost and the gateway reason', async () => {
@@ -188,7 +188,7 @@ describe('agent worker shutdown (SIGTERM)', () => {
   it('when stopped mid-run, it finishes the step in flight, returns the run to the queue, and another worker completes it', async () => {
     h.upstream.scriptEach(() => ({ delayMs: 300, toolCall: { id: 'c', name: 'count_words', input: { text: 'a' } } }));
     const id = await h.createRun();
-    const worker = h.worker({ settings: { maxIterations: 20, runTimeoutMs: 60_000, shutdownGraceMs: 10_000 } });
+    const worker = h.worker({ settings: { maxIterations: 20, runTimeoutMs: 600_000, shutdownGraceMs: 600_000 } });
     void worker.start();
     await h.waitFor(id, (r) => r.status === 'running');
     while (h.chatRequests().length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
@@ -207,15 +207,14 @@ describe('agent worker shutdown (SIGTERM)', () => {
   });
 
   it('when the step in flight outlasts the grace period, the call is cut and the run is returned at once', async () => {
-    h.upstream.script({ delayMs: 1_500 });
+    // The provider never answers: stop() can only return if the grace period cuts the call.
+    h.upstream.script({ hang: true });
     const id = await h.createRun();
-    const worker = h.worker({ settings: { maxIterations: 20, runTimeoutMs: 60_000, shutdownGraceMs: 100 } });
+    const worker = h.worker({ settings: { maxIterations: 20, runTimeoutMs: 600_000, shutdownGraceMs: 100 } });
     void worker.start();
     await h.waitFor(id, (r) => r.status === 'running');
     while (h.chatRequests().length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
-    const stopping = Date.now();
     await worker.stop();
-    expect(Date.now() - stopping).toBeLessThan(1_000);
     expect(await h.runs.get(id)).toMatchObject({ status: 'queued', steps: 0 });
     expect(h.queue.waitingRunIds()).toEqual([id]);
     // Leave the queue clean for the next test.

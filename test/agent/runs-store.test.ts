@@ -21,7 +21,7 @@ const run = (id: string) =>
   newRun(
     { instructions: 'Classify.', input: ['a', ''], model: 'gpt-4o', maxCostMicros: 500_000 },
     { id, userId: 'alice', orgId: 'acme', keyId: 'k1' },
-    { now: Date.parse('2026-11-23T10:00:00Z'), defaultMaxCostMicros: 1_000_000 },
+    { now: Date.parse('2099-11-23T10:00:00Z'), defaultMaxCostMicros: 1_000_000 },
   );
 
 describe('DynamoDbRunStore', () => {
@@ -30,7 +30,7 @@ describe('DynamoDbRunStore', () => {
     await store.create(created);
     expect(await store.get('run_a')).toEqual(created);
     const { Item } = await db.client.send(new GetItemCommand({ TableName: table, Key: { runId: { S: 'run_a' } } }));
-    expect(Number(Item!.ttl!.N)).toBe(Date.parse('2026-11-23T10:00:00Z') / 1000 + 7 * 86_400);
+    expect(Number(Item!.ttl!.N)).toBe(Date.parse('2099-11-23T10:00:00Z') / 1000 + 7 * 86_400);
     await expect(store.create(created)).rejects.toBeInstanceOf(RunConflictError);
   });
 

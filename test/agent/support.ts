@@ -18,6 +18,7 @@ import { AGENT_SERVICE, AGENT_TOKEN_SCOPES, createAgentWorker, type CreateAgentW
 import type { AgentWorker } from '../../agent/src/worker';
 import { createTestTables, type TestTables } from '../support/dynamo';
 import { type FakeUpstream, type RecordedRequest, startFakeUpstream } from '../support/fake-upstream';
+import { trackInFlight } from '../support/in-flight';
 import { TEST_JWT_SECRET, TEST_PEPPER, UPSTREAM_OPENAI_KEY } from '../support/gateway-harness';
 
 export interface AgentHarness {
@@ -40,6 +41,8 @@ export interface AgentHarness {
   waitFor(id: string, done: (run: AgentRun) => boolean, timeoutMs?: number): Promise<AgentRun>;
   /** Chat completion requests the fake upstream received. */
   chatRequests(): RecordedRequest[];
+  /** Resolves when every gateway request so far has finished, settlement (usage records) included. */
+  settled(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -67,7 +70,8 @@ export async function startAgentHarness(options: { readonly env?: Record<string,
   });
   const runs = gateway.runs;
   if (!runs) throw new Error('the gateway built no run store');
-  const server: Server = createLocalServer({ app: gateway.app, maxBodyBytes: config.maxBodyBytes, log });
+  const inFlight = trackInFlight();
+  const server: Server = createLocalServer({ app: gateway.app, maxBodyBytes: config.maxBodyBytes, log, onRequest: inFlight.onRequest });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   await registerService(gateway.keys, { service: AGENT_SERVICE, scopes: [...AGENT_TOKEN_SCOPES] }, { clock: systemClock });
@@ -110,7 +114,9 @@ export async function startAgentHarness(options: { readonly env?: Record<string,
       if (res.status !== 202) throw new Error(`POST /v1/agent/runs answered ${res.status}: ${await res.text()}`);
       return ((await res.json()) as { id: string }).id;
     },
-    async waitFor(id, done, timeoutMs = 20_000) {
+    // The default only catches a run that never gets there (a hang), well inside jest's testTimeout; it is no
+    // judgement of speed, which on a loaded machine can be anything.
+    async waitFor(id, done, timeoutMs = 240_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const run = await runs.get(id);
@@ -122,6 +128,7 @@ export async function startAgentHarness(options: { readonly env?: Record<string,
     chatRequests() {
       return upstream.requests.filter((r) => r.path === '/v1/chat/completions');
     },
+    settled: () => inFlight.settled(),
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

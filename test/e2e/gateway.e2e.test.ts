@@ -9,13 +9,13 @@ import { costOf, maxCostOf } from '../../lambda/core/pricing';
 import { estimateChatInputTokens } from '../../lambda/core/tokens';
 import { ManualClock } from '../../lambda/core/clock';
 import { type Harness, startHarness, UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY } from '../support/gateway-harness';
+import { TEST_NOW } from '../support/clock';
 
-jest.setTimeout(60_000);
 
 let h: Harness;
 beforeAll(async () => {
   // A fixed instant mid-hour: a run straddling an hour or midnight would split its counters across windows.
-  h = await startHarness({ clock: new ManualClock(Date.UTC(2026, 10, 23, 10, 30, 0)) });
+  h = await startHarness({ clock: new ManualClock(TEST_NOW) });
 });
 afterAll(async () => {
   await h.close();

@@ -10,15 +10,15 @@ import { maxCostOf } from '../../lambda/core/pricing';
 import { estimateChatInputTokens } from '../../lambda/core/tokens';
 import { ManualClock } from '../../lambda/core/clock';
 import { type Harness, startHarness, TEST_PEPPER } from '../support/gateway-harness';
+import { TEST_NOW } from '../support/clock';
 import type { AddressInfo } from 'node:net';
 import { createServer } from 'node:net';
 
-jest.setTimeout(90_000);
 
 let h: Harness;
 beforeAll(async () => {
   // A fixed instant mid-hour: a run straddling an hour or midnight would split its counters across windows.
-  h = await startHarness({ env: { TOLLGATE_MAX_BODY_BYTES: String(64 * 1024) }, clock: new ManualClock(Date.UTC(2026, 10, 23, 10, 30, 0)) });
+  h = await startHarness({ env: { TOLLGATE_MAX_BODY_BYTES: String(64 * 1024) }, clock: new ManualClock(TEST_NOW) });
 });
 afterAll(async () => {
   await h.close();
@@ -130,11 +130,21 @@ describe('budgets', () => {
     });
     const limit = hold * 7 + Math.floor(hold / 2);
     const { raw, keyId } = await h.createKey({ userId: 'racer', budget: { window: 'hour', limit } });
-    // Slow upstream: every admitted request holds its reservation while the others arrive.
-    h.upstream.script({ delayMs: 3000, usage: { inputTokens: 10, outputTokens: 10 } });
-    const results = await Promise.all(
-      Array.from({ length: 20 }, () => post('/v1/chat/completions', raw, chatBody(content, { max_tokens: 1000 }))),
+    // The upstream answers no one until every racer was decided (refused, or holding its reservation at the
+    // provider): however slow the machine, no early settle can free budget for a later racer.
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    h.upstream.script({ until: gate, usage: { inputTokens: 10, outputTokens: 10 } });
+    let answered = 0;
+    const racing = Array.from({ length: 20 }, () =>
+      post('/v1/chat/completions', raw, chatBody(content, { max_tokens: 1000 })).then((r) => {
+        answered += 1;
+        return r;
+      }),
     );
+    for (let i = 0; answered + h.upstream.requests.length < 20 && i < 30_000; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    release();
+    const results = await Promise.all(racing);
     const statuses = results.map((r) => r.status).sort();
     expect(statuses.filter((s) => s === 200)).toHaveLength(7);
     expect(statuses.filter((s) => s === 429)).toHaveLength(13);

@@ -10,7 +10,8 @@ import { DynamoDbGuardrailStore } from '../../lambda/store/dynamodb/guardrails-s
 import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
 import { createTestTables, type TestTables } from '../support/dynamo';
 
-const T0 = Date.parse('2026-11-23T10:20:00.000Z');
+// Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write (see test/support/clock.ts).
+const T0 = Date.parse('2099-11-23T10:20:00.000Z');
 const SHARDS = 4;
 let db: TestTables;
 let seq = 0;
@@ -29,7 +30,7 @@ function stores(clock = new ManualClock(T0)) {
   return {
     clock,
     ledger: new DynamoDbLedger(db.client, { tables: db.tables, platformShards: SHARDS, usageRetentionDays: 30, clock }),
-    store: new DynamoDbGuardrailStore(db.client, { tables: db.tables, platformShards: SHARDS }),
+    store: new DynamoDbGuardrailStore(db.client, { tables: db.tables, platformShards: SHARDS, clock }),
   };
 }
 
@@ -79,7 +80,7 @@ describe('circuit breaker', () => {
   it('when a scope circuit is open, reserve refuses with circuit_open and says when it closes, changing nothing', async () => {
     const { ledger, store } = stores();
     const keyId = unique('k');
-    const closesAt = Date.parse('2026-11-23T11:00:00.000Z');
+    const closesAt = Date.parse('2099-11-23T11:00:00.000Z');
     expect(await store.openCircuit({ scope: `user:${keyId}`, cause: 'breaker', openedAt: T0, closesAt, reason: 'hourly spend reached its limit' })).toBe(true);
     const counters = [hourCounter(`key:${keyId}`)];
     const err = await ledger.reserve(input(keyId, { counters, circuits: [{ scope: `key:${keyId}` }, { scope: `user:${keyId}` }] })).catch((e: unknown) => e);
@@ -87,7 +88,7 @@ describe('circuit breaker', () => {
     const e = err as CircuitOpenError;
     expect(e.status).toBe(429);
     expect(e.code).toBe('circuit_open');
-    expect(e.headers['x-tollgate-circuit-closes-at']).toBe('2026-11-23T11:00:00.000Z');
+    expect(e.headers['x-tollgate-circuit-closes-at']).toBe('2099-11-23T11:00:00.000Z');
     expect(e.headers['Retry-After']).toBe(String(40 * 60));
     const [v] = await ledger.readCounters(counters);
     expect(v!.committed).toBe(0);

@@ -8,10 +8,11 @@ import { KillSwitch } from '../../lambda/core/guardrails/kill-switch';
 import { silentLogger } from '../../lambda/core/log';
 import { DynamoDbKeyStatusBatch } from '../../lambda/store/dynamodb/key-status-batch';
 import { type Harness, startHarness } from '../support/gateway-harness';
+import { TEST_NOW } from '../support/clock';
 
 let h: Harness;
 /** A fixed instant mid-hour: a burst straddling an hour would land in two hourly windows. */
-const clock = new ManualClock(Date.UTC(2026, 10, 23, 10, 30, 0));
+const clock = new ManualClock(TEST_NOW);
 
 beforeAll(async () => {
   h = await startHarness({ clock });

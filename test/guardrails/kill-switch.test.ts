@@ -140,9 +140,8 @@ describe('kill switch', () => {
     await seedKeys(db, [...active, key('by-hand', 'suspended', 'operator'), key('revoked-one', 'revoked', 'operator')]);
     describeBudget('104.37');
 
-    const started = Date.now();
+    // How long this takes is a machine's speed, not behaviour: `npm run bench:kill-switch` times it.
     await handler(snsEvent(BUDGET_NOTIFICATION), { getRemainingTimeInMillis: () => 300_000 });
-    const tookMs = Date.now() - started;
 
     const state = await store.getKillSwitch();
     expect(state).toMatchObject({ active: true, completed: true, budgetName: BUDGET, actualMicros: 104_370_000 });
@@ -169,7 +168,6 @@ describe('kill switch', () => {
     const message = JSON.parse(published[0]!.args[0].input.Message!);
     expect(message).toMatchObject({ source: 'tollgate', type: 'kill-switch', details: { budget: BUDGET, suspended: 5_001, completed: true } });
     expect(message.summary).toContain('5001 keys suspended');
-    expect(tookMs).toBeLessThan(30_000);
 
     // A repeated notification changes nothing and reports nothing.
     await keys.create(key('created-after'));
@@ -198,5 +196,7 @@ describe('kill switch', () => {
     await expect(
       ledger.reserve({ requestId: 'r-ks2', now: Date.now(), expiresAt: Date.now() + 60_000, amount: 1, counters: [], rateCharges: [], circuits: [{ scope: 'platform', shard: 3 }], context: { keyId: 'x', userId: 'y', model: 'm' } }),
     ).resolves.toBeDefined();
-  });
+    // ~15,000 writes on one DynamoDB Local: seconds on a quiet machine, minutes on a loaded one. The timeout only
+    // catches a hang.
+  }, 600_000);
 });

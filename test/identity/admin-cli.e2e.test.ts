@@ -34,9 +34,12 @@ const chat = (token: string) =>
 describe('admin CLI over the admin API', () => {
   it('when an operator registers a service and issues a token for a user, the printed token is accepted for an hour', async () => {
     await cli('services', 'register', '--service', 'agent', '--scopes', 'ai:complete');
+    // Bracketed by the clock before and after the command (iat is in whole seconds), however long it took.
+    const before = Math.floor(Date.now() / 1000) * 1000;
     const out = await cli('tokens', 'issue', '--service', 'agent', '--scopes', 'ai:complete', '--ttl', '1h', '--on-behalf-of', 'alice', '--json');
     const issued = JSON.parse(out) as { token: string; expiresAt: string };
-    expect(Date.parse(issued.expiresAt) - Date.now()).toBeGreaterThan(3590_000);
+    expect(Date.parse(issued.expiresAt)).toBeGreaterThanOrEqual(before + 3_600_000);
+    expect(Date.parse(issued.expiresAt)).toBeLessThanOrEqual(Date.now() + 3_600_000);
     expect(await chat(issued.token)).toBe(200);
   });
 

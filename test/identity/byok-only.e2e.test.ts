@@ -5,13 +5,14 @@
 import { LocalDataKeyProvider } from '../../lambda/core/byok/crypto';
 import { ManualClock } from '../../lambda/core/clock';
 import { type Harness, startHarness } from '../support/gateway-harness';
+import { TEST_NOW } from '../support/clock';
 
 const OWN_KEY = 'sk-carol-own-openai-key-424242';
 let h: Harness;
 
 beforeAll(async () => {
   h = await startHarness({
-    clock: new ManualClock(Date.UTC(2026, 10, 23, 10, 30, 0)),
+    clock: new ManualClock(TEST_NOW),
     secrets: { openaiApiKey: undefined, anthropicApiKey: undefined },
     gateway: { byokDataKeys: new LocalDataKeyProvider(LocalDataKeyProvider.generateMasterKey()) },
   });

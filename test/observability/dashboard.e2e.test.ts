@@ -19,9 +19,11 @@ import { createDashboardRoutes } from '../../lambda/local/dashboard/routes';
 import { createLocalServer } from '../../lambda/local/server';
 import { buildSpendSummary, type GuardrailsView, type SpendSummary } from '../../lambda/observability/spend-summary';
 import { type Harness, startHarness } from '../support/gateway-harness';
+import { TEST_NOW } from '../support/clock';
 
 const ADMIN_TOKEN = 'tga-test-admin-token-0123456789abcdef';
 const CHROMIUM = '/usr/bin/chromium';
+const BROWSER_TIMEOUT_MS = 240_000;
 
 let h: Harness;
 let dashboardServer: Server;
@@ -58,7 +60,7 @@ function sumCost(rs: readonly UsageRecord[]): number {
  * One fixed instant for the gateway, the summary, the report and the page, in the middle of an hour: a run
  * straddling an hour (or midnight) would otherwise split across windows and the figures would not add up.
  */
-const clock = new ManualClock(Date.UTC(2026, 10, 23, 10, 30, 0));
+const clock = new ManualClock(TEST_NOW);
 
 beforeAll(async () => {
   h = await startHarness({ clock });
@@ -221,8 +223,11 @@ describe('dashboard in headless Chromium', () => {
   let profile: string;
   beforeAll(async () => {
     profile = mkdtempSync(join(tmpdir(), 'tollgate-chromium-'));
+    // Playwright's 30 s defaults judge the machine: a browser starting and rendering on a loaded 2-core box can
+    // take longer. These bounds only catch a browser that never answers (inside jest's testTimeout).
     context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
+      timeout: BROWSER_TIMEOUT_MS,
       headless: true,
       args: [
         '--headless',
@@ -235,6 +240,8 @@ describe('dashboard in headless Chromium', () => {
         '--disable-sync',
       ],
     });
+    context.setDefaultTimeout(BROWSER_TIMEOUT_MS);
+    context.setDefaultNavigationTimeout(BROWSER_TIMEOUT_MS);
   });
   afterAll(async () => {
     await context?.close();

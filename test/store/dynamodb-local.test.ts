@@ -21,10 +21,11 @@ describe('DynamoDB Local launcher', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'tollgate-ddb-'));
     const pidFile = path.join(dir, 'ddb.pid');
     try {
-      const ddb = await startDynamoDbLocal({ port: 0, dataDir: path.join(dir, 'data'), pidFile });
+      // A second JVM starting on a loaded machine: the start timeout only catches one that never answers.
+      const ddb = await startDynamoDbLocal({ port: 0, dataDir: path.join(dir, 'data'), pidFile, startTimeoutMs: 240_000 });
       expect(alive(ddb.pid)).toBe(true);
       expect(readFileSync(pidFile, 'utf8').trim()).toBe(String(ddb.pid));
-      const client = createDynamoDbClient({ region: 'eu-west-1', endpoint: ddb.endpoint });
+      const client = createDynamoDbClient({ region: 'eu-west-1', endpoint: ddb.endpoint, requestTimeoutMs: 120_000, connectionTimeoutMs: 30_000 });
       const tables = { keys: 'x-keys', budgets: 'x-budgets', usage: 'x-usage', byok: 'x-byok', audit: 'x-audit', runs: 'x-runs' };
       await ensureTables(client, tables);
       await ensureTables(client, tables); // idempotent

@@ -21,7 +21,7 @@ function key(keyId: string, overrides: Partial<KeyRecord> = {}): KeyRecord {
     name: `key ${keyId}`,
     scopes: ['ai:complete', 'ai:usage'],
     status: 'active',
-    createdAt: '2026-11-23T10:00:00.000Z',
+    createdAt: '2099-11-23T10:00:00.000Z',
     ...overrides,
   };
 }
@@ -44,8 +44,8 @@ describe('DynamoDbKeyStore', () => {
   });
 
   it('when keys of several users exist, listByUser returns only that user’s keys', async () => {
-    await store.create(key('k-bob-1', { userId: 'bob', createdAt: '2026-11-01T00:00:00.000Z' }));
-    await store.create(key('k-bob-2', { userId: 'bob', createdAt: '2026-11-02T00:00:00.000Z' }));
+    await store.create(key('k-bob-1', { userId: 'bob', createdAt: '2099-11-01T00:00:00.000Z' }));
+    await store.create(key('k-bob-2', { userId: 'bob', createdAt: '2099-11-02T00:00:00.000Z' }));
     await store.create(key('k-carol-1', { userId: 'carol' }));
     const bobs = await store.listByUser('bob');
     expect(bobs.map((k) => k.keyId)).toEqual(['k-bob-1', 'k-bob-2']);
@@ -91,10 +91,10 @@ describe('DynamoDbKeyStore', () => {
 
   it('when touchLastUsed gets an older time than stored, lastUsedAt does not move backwards', async () => {
     await store.create(key('k-touch'));
-    await store.touchLastUsed('k-touch', '2026-11-23T12:00:00.000Z');
-    await store.touchLastUsed('k-touch', '2026-11-23T11:00:00.000Z');
-    expect((await store.get('k-touch'))?.lastUsedAt).toBe('2026-11-23T12:00:00.000Z');
-    await store.touchLastUsed('k-nobody', '2026-11-23T12:00:00.000Z');
+    await store.touchLastUsed('k-touch', '2099-11-23T12:00:00.000Z');
+    await store.touchLastUsed('k-touch', '2099-11-23T11:00:00.000Z');
+    expect((await store.get('k-touch'))?.lastUsedAt).toBe('2099-11-23T12:00:00.000Z');
+    await store.touchLastUsed('k-nobody', '2099-11-23T12:00:00.000Z');
     expect(await store.get('k-nobody')).toBeUndefined();
   });
 });

@@ -9,7 +9,8 @@ import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
 import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
 import { createTestTables, type TestTables } from '../support/dynamo';
 
-const T0 = Date.parse('2026-11-23T10:00:00.000Z');
+// Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write (see test/support/clock.ts).
+const T0 = Date.parse('2099-11-23T10:00:00.000Z');
 let db: TestTables;
 let seq = 0;
 
@@ -121,8 +122,8 @@ describe('DynamoDbLedger reserve and settle', () => {
     const usage = await new DynamoDbUsageStore(db.client, db.tables).query({
       by: 'user',
       id: user,
-      from: '2026-11-23T00:00:00Z',
-      to: '2026-11-24T00:00:00Z',
+      from: '2099-11-23T00:00:00Z',
+      to: '2099-11-24T00:00:00Z',
     });
     expect(usage).toEqual([usageFor(r, user, 12_345)]);
   });
@@ -192,8 +193,8 @@ describe('DynamoDbLedger reserve and settle', () => {
     const records = await new DynamoDbUsageStore(db.client, db.tables).query({
       by: 'user',
       id: user,
-      from: '2026-11-23T00:00:00Z',
-      to: '2026-11-24T00:00:00Z',
+      from: '2099-11-23T00:00:00Z',
+      to: '2099-11-24T00:00:00Z',
     });
     const total = records.reduce((sum, r) => sum + r.costMicros, 0);
     expect(records).toHaveLength(costs.length);
@@ -215,7 +216,7 @@ describe('DynamoDbLedger reserve and settle', () => {
     expect(await holdsOf(r.requestId)).toBe(0);
     expect((await l.readCounters([ref]))[0]).toMatchObject({ committed: 0, reserved: 0, spent: 0 });
     const store = new DynamoDbUsageStore(db.client, db.tables);
-    const range = { by: 'user' as const, id: user, from: '2026-11-23T00:00:00Z', to: '2026-11-24T00:00:00Z' };
+    const range = { by: 'user' as const, id: user, from: '2099-11-23T00:00:00Z', to: '2099-11-24T00:00:00Z' };
     expect((await store.query(range)).map((u) => [u.outcome, u.costMicros])).toEqual([['abandoned', 0]]);
 
     const late = usageFor(r, user, 150_000, T0 + 1);
@@ -336,7 +337,7 @@ describe('DynamoDbLedger rate limits', () => {
 describe('DynamoDbLedger counters and limits', () => {
   it('when platform spend lands on several shards, readCounters returns one summed value', async () => {
     const l = ledger(new ManualClock(T0), 4);
-    const at = Date.parse('2031-01-01T00:00:00Z'); // a window no other test touches
+    const at = Date.parse('2101-01-01T00:00:00Z'); // a window no other test touches
     const refs = [0, 3, 3, 1].map((shard) => counter('platform', { shard, at }));
     for (const [i, ref] of refs.entries()) {
       await l.reserve(reserveInput('platform-user', { amount: (i + 1) * 100, counters: [ref], now: at }));

@@ -18,13 +18,15 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-async function expectUnavailableWithin(ms: number, call: () => Promise<unknown>): Promise<StoreUnavailableError> {
-  const started = Date.now();
+/**
+ * The call rejects with StoreUnavailableError. That it does so instead of hanging is what the jest timeout
+ * catches; how many seconds it takes is the machine's speed, so it is not asserted.
+ */
+async function expectUnavailable(call: () => Promise<unknown>): Promise<StoreUnavailableError> {
   const err = await call().then(
     () => undefined,
     (e: unknown) => e,
   );
-  expect(Date.now() - started).toBeLessThan(ms);
   expect(err).toBeInstanceOf(StoreUnavailableError);
   return err as StoreUnavailableError;
 }
@@ -35,7 +37,7 @@ describe('an unreachable store', () => {
     const client = createDynamoDbClient({ region: 'us-east-1', endpoint: `http://127.0.0.1:${port}` });
     try {
       const ledger = new DynamoDbLedger(client, { tables: TABLES, platformShards: 2, usageRetentionDays: 1 });
-      const err = await expectUnavailableWithin(3_000, () =>
+      const err = await expectUnavailable(() =>
         ledger.reserve({
           requestId: 'r1',
           now: T0,
@@ -49,11 +51,11 @@ describe('an unreachable store', () => {
       expect(err.status).toBe(503);
       expect(err.message).not.toContain(String(port));
       expect(err.message).not.toContain('127.0.0.1');
-      await expectUnavailableWithin(3_000, () => new DynamoDbKeyStore(client, TABLES).get('k'));
-      await expectUnavailableWithin(3_000, () =>
+      await expectUnavailable(() => new DynamoDbKeyStore(client, TABLES).get('k'));
+      await expectUnavailable(() =>
         new DynamoDbUsageStore(client, TABLES).query({ by: 'user', id: 'a', from: '2026-11-23T00:00:00Z', to: '2026-11-24T00:00:00Z' }),
       );
-      await expectUnavailableWithin(3_000, () => ledger.getLimits(['platform']));
+      await expectUnavailable(() => ledger.getLimits(['platform']));
     } finally {
       client.destroy();
     }
@@ -64,9 +66,11 @@ describe('an unreachable store', () => {
     const server: Server = createServer((socket) => sockets.push(socket));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const { port } = server.address() as { port: number };
-    const client = createDynamoDbClient({ region: 'us-east-1', endpoint: `http://127.0.0.1:${port}`, requestTimeoutMs: 300 });
+    const client = createDynamoDbClient({ region: 'us-east-1', endpoint: `http://127.0.0.1:${port}`, requestTimeoutMs: 300, maxAttempts: 2 });
     try {
-      await expectUnavailableWithin(4_000, () => new DynamoDbKeyStore(client, TABLES).get('k'));
+      await expectUnavailable(() => new DynamoDbKeyStore(client, TABLES).get('k'));
+      // Each attempt connected, waited out its request timeout and gave up: two attempts, then the error.
+      expect(sockets).toHaveLength(2);
     } finally {
       client.destroy();
       for (const s of sockets) s.destroy();
@@ -77,7 +81,7 @@ describe('an unreachable store', () => {
   it('when a table does not exist, the adapter reports the store unavailable rather than a bug', async () => {
     const db = await createTestTables();
     try {
-      await expectUnavailableWithin(3_000, () => new DynamoDbKeyStore(db.client, { keys: `${db.tables.keys}-missing` }).get('k'));
+      await expectUnavailable(() => new DynamoDbKeyStore(db.client, { keys: `${db.tables.keys}-missing` }).get('k'));
     } finally {
       await db.cleanup();
     }

@@ -27,23 +27,23 @@ function record(overrides: Partial<UsageRecord> & Pick<UsageRecord, 'requestId' 
 
 describe('usageItem', () => {
   it('when a record has an org, it lays out every key, flattens usage and keeps money an integer N', () => {
-    const r = record({ requestId: 'req-1', timestamp: '2026-11-23T02:15:00.000Z', orgId: 'acme', userAgent: 'curl/8' });
+    const r = record({ requestId: 'req-1', timestamp: '2099-11-23T02:15:00.000Z', orgId: 'acme', userAgent: 'curl/8' });
     const item = usageItem(r, { retentionDays: 30 });
     const shard = usageDayShard('req-1');
     expect(item.pk).toEqual({ S: 'user#alice' });
-    expect(item.sk).toEqual({ S: '2026-11-23T02:15:00.000Z#req-1' });
+    expect(item.sk).toEqual({ S: '2099-11-23T02:15:00.000Z#req-1' });
     expect(item.keyPk).toEqual({ S: 'key#k1' });
     expect(item.orgPk).toEqual({ S: 'org#acme' });
-    expect(item.dayPk).toEqual({ S: `day#2026-11-23#${shard}` });
+    expect(item.dayPk).toEqual({ S: `day#2099-11-23#${shard}` });
     expect(item.costMicros).toEqual({ N: '1234' });
     expect(item.cachedInputTokens).toEqual({ N: '1000' });
     expect(item.usage).toBeUndefined();
-    expect(item.ttl).toEqual({ N: String(Date.parse('2026-11-23T02:15:00.000Z') / 1000 + 30 * 86_400) });
+    expect(item.ttl).toEqual({ N: String(Date.parse('2099-11-23T02:15:00.000Z') / 1000 + 30 * 86_400) });
     expect(usageRecordFromItem(item)).toEqual(r);
   });
 
   it('when a record has no org, it writes no orgPk (so it stays out of the byOrg index)', () => {
-    const item = usageItem(record({ requestId: 'req-2', timestamp: '2026-11-23T02:15:00.000Z' }), { retentionDays: 30 });
+    const item = usageItem(record({ requestId: 'req-2', timestamp: '2099-11-23T02:15:00.000Z' }), { retentionDays: 30 });
     expect(item.orgPk).toBeUndefined();
     expect(item.orgId).toBeUndefined();
   });
@@ -52,11 +52,11 @@ describe('usageItem', () => {
     const seen = new Set<number>();
     for (let i = 0; i < 200; i++) seen.add(usageDayShard(`req-${i}`));
     expect([...seen].sort()).toEqual(Array.from({ length: USAGE_DAY_SHARDS }, (_, n) => n));
-    expect(() => usageItem(record({ requestId: 'x', timestamp: '2026-11-23T00:00:00Z' }), { retentionDays: 1, shard: USAGE_DAY_SHARDS })).toThrow(RangeError);
+    expect(() => usageItem(record({ requestId: 'x', timestamp: '2099-11-23T00:00:00Z' }), { retentionDays: 1, shard: USAGE_DAY_SHARDS })).toThrow(RangeError);
   });
 
   it('when the cost is not a whole number of micro-USD, it refuses to build the item', () => {
-    expect(() => usageItem(record({ requestId: 'x', timestamp: '2026-11-23T00:00:00Z', costMicros: 0.5 }), { retentionDays: 1 })).toThrow(
+    expect(() => usageItem(record({ requestId: 'x', timestamp: '2099-11-23T00:00:00Z', costMicros: 0.5 }), { retentionDays: 1 })).toThrow(
       /costMicros/,
     );
   });
@@ -66,13 +66,13 @@ describe('DynamoDbUsageStore', () => {
   let db: TestTables;
   let store: DynamoDbUsageStore;
   const records = [
-    record({ requestId: 'a1', timestamp: '2026-11-22T23:59:59.999Z', userId: 'alice', keyId: 'ka', orgId: 'acme' }),
-    record({ requestId: 'a2', timestamp: '2026-11-23T00:00:00.000Z', userId: 'alice', keyId: 'ka', orgId: 'acme' }),
-    record({ requestId: 'a3', timestamp: '2026-11-23T10:00:00.000Z', userId: 'alice', keyId: 'kb' }),
-    record({ requestId: 'b1', timestamp: '2026-11-23T11:00:00.000Z', userId: 'bob', keyId: 'kc', orgId: 'acme' }),
-    record({ requestId: 'b2', timestamp: '2026-11-24T00:00:00.000Z', userId: 'bob', keyId: 'kc', orgId: 'acme' }),
+    record({ requestId: 'a1', timestamp: '2099-11-22T23:59:59.999Z', userId: 'alice', keyId: 'ka', orgId: 'acme' }),
+    record({ requestId: 'a2', timestamp: '2099-11-23T00:00:00.000Z', userId: 'alice', keyId: 'ka', orgId: 'acme' }),
+    record({ requestId: 'a3', timestamp: '2099-11-23T10:00:00.000Z', userId: 'alice', keyId: 'kb' }),
+    record({ requestId: 'b1', timestamp: '2099-11-23T11:00:00.000Z', userId: 'bob', keyId: 'kc', orgId: 'acme' }),
+    record({ requestId: 'b2', timestamp: '2099-11-24T00:00:00.000Z', userId: 'bob', keyId: 'kc', orgId: 'acme' }),
     ...Array.from({ length: 12 }, (_, i) =>
-      record({ requestId: `c${i}`, timestamp: `2026-11-23T12:00:${String(i).padStart(2, '0')}.000Z`, userId: 'carol', keyId: 'kd' }),
+      record({ requestId: `c${i}`, timestamp: `2099-11-23T12:00:${String(i).padStart(2, '0')}.000Z`, userId: 'carol', keyId: 'kd' }),
     ),
   ];
 
@@ -85,7 +85,7 @@ describe('DynamoDbUsageStore', () => {
   });
   afterAll(() => db.cleanup());
 
-  const day = { from: '2026-11-23T00:00:00.000Z', to: '2026-11-24T00:00:00.000Z' };
+  const day = { from: '2099-11-23T00:00:00.000Z', to: '2099-11-24T00:00:00.000Z' };
   const ids = (rs: UsageRecord[]): string[] => rs.map((r) => r.requestId);
 
   it('when querying a user for a day, it returns that user’s records with from inclusive and to exclusive', async () => {
@@ -94,7 +94,7 @@ describe('DynamoDbUsageStore', () => {
   });
 
   it('when querying a key, it uses the key’s records only', async () => {
-    expect(ids(await store.query({ by: 'key', id: 'ka', from: '2026-11-01T00:00:00Z', to: '2026-12-01T00:00:00Z' }))).toEqual(['a1', 'a2']);
+    expect(ids(await store.query({ by: 'key', id: 'ka', from: '2099-11-01T00:00:00Z', to: '2099-12-01T00:00:00Z' }))).toEqual(['a1', 'a2']);
   });
 
   it('when querying an org, it spans its users and skips records without an org', async () => {
@@ -108,7 +108,7 @@ describe('DynamoDbUsageStore', () => {
   });
 
   it('when querying everything across days, the partial first and last days are cut at from and to', async () => {
-    const all = await store.queryAll('2026-11-22T23:00:00.000Z', '2026-11-23T10:00:00.001Z');
+    const all = await store.queryAll('2099-11-22T23:00:00.000Z', '2099-11-23T10:00:00.001Z');
     expect(ids(all)).toEqual(['a1', 'a2', 'a3']);
   });
 
@@ -117,7 +117,7 @@ describe('DynamoDbUsageStore', () => {
   });
 
   it('when a stored item is read back, it is the record that was written', async () => {
-    const [first] = await store.query({ by: 'user', id: 'alice', from: '2026-11-22T00:00:00Z', to: '2026-11-23T00:00:00Z' });
+    const [first] = await store.query({ by: 'user', id: 'alice', from: '2099-11-22T00:00:00Z', to: '2099-11-23T00:00:00Z' });
     expect(first).toEqual(records[0]);
     expect(unmarshall(usageItem(records[0] as UsageRecord, { retentionDays: 1 })).costMicros).toBe(1234);
   });

@@ -27,8 +27,17 @@ export function testDynamoDbEndpoint(): string {
 
 /** Creates uniquely-prefixed tables in the run's DynamoDB Local. */
 export async function createTestTables(): Promise<TestTables> {
-  // Generous request timeout: on a 2-core CI box the JVM may be busy serving another worker.
-  const client = createDynamoDbClient({ region: 'us-east-1', endpoint: testDynamoDbEndpoint(), requestTimeoutMs: 15_000 });
+  // Timeouts that only catch a dead store: on a loaded 2-core box the JVM may be busy serving the other worker
+  // (and whatever else runs) for many seconds, and a timed-out write retried by the SDK is not what a test checks.
+  // More attempts: a loaded DynamoDB Local answers 500 "timed out because it took too long waiting for a lock"
+  // ("This request will succeed in actual DynamoDB API"), an emulator artefact the SDK retries with backoff.
+  const client = createDynamoDbClient({
+    region: 'us-east-1',
+    endpoint: testDynamoDbEndpoint(),
+    requestTimeoutMs: 120_000,
+    connectionTimeoutMs: 30_000,
+    maxAttempts: 10,
+  });
   const prefix = `t${Date.now().toString(36)}${randomBytes(4).toString('hex')}-`;
   const tables: TableNames = {
     keys: `${prefix}keys`,
@@ -38,7 +47,7 @@ export async function createTestTables(): Promise<TestTables> {
     audit: `${prefix}audit`,
     runs: `${prefix}runs`,
   };
-  await ensureTables(client, tables);
+  await ensureTables(client, tables, { timeoutMs: 240_000 });
   return {
     client,
     tables,

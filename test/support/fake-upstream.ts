@@ -34,6 +34,11 @@ export interface FakeScript {
   readonly retryAfter?: string;
   /** Wait this long before answering. */
   readonly delayMs?: number;
+  /**
+   * Answer only once this settles: a test holds every admitted request at the provider for as long as it
+   * needs (e.g. until all racers were decided), however slow the machine is.
+   */
+  readonly until?: Promise<unknown>;
   /** Never answer (until the client gives up or the server closes). */
   readonly hang?: boolean;
   /** Streams: send this many events, then hang without ending. */
@@ -284,6 +289,7 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
     if (!route) return sendJson(res, 404, { error: { message: `no route ${req.method} ${path}`, type: 'not_found' } });
     if (script.hang) return;
     if (script.delayMs) await new Promise((resolve) => setTimeout(resolve, script.delayMs));
+    if (script.until) await script.until.catch(() => undefined);
     if (res.destroyed) return;
     const exchange: Exchange = {
       req,

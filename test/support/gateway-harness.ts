@@ -16,6 +16,7 @@ import { createLocalServer } from '../../lambda/local/server';
 import { HOLD_SHARDS } from '../../lambda/store/dynamodb/schema';
 import { createTestTables, type TestTables } from './dynamo';
 import { type FakeUpstream, startFakeUpstream } from './fake-upstream';
+import { trackInFlight } from './in-flight';
 
 export const TEST_PEPPER = 'test-pepper-9f8e7d6c5b4a';
 export const UPSTREAM_OPENAI_KEY = 'sk-upstream-openai-SECRET-123456';
@@ -81,16 +82,8 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     log,
     ...(options.clock ? { clock: options.clock } : {}),
   });
-  const pending = new Set<Promise<void>>();
-  const server: Server = createLocalServer({
-    app: gateway.app,
-    maxBodyBytes: config.maxBodyBytes,
-    log,
-    onRequest: (done) => {
-      pending.add(done);
-      void done.finally(() => pending.delete(done));
-    },
-  });
+  const inFlight = trackInFlight();
+  const server: Server = createLocalServer({ app: gateway.app, maxBodyBytes: config.maxBodyBytes, log, onRequest: inFlight.onRequest });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const clock = options.clock ?? systemClock;
@@ -106,10 +99,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       const created = await createApiKey(gateway, { userId: 'alice', ...input }, { pepper: secrets.keyPepper, clock });
       return { raw: created.raw, keyId: created.record.keyId };
     },
-    async settled() {
-      // Wait for requests in flight, including any that start while we wait.
-      while (pending.size > 0) await Promise.allSettled([...pending]);
-    },
+    settled: () => inFlight.settled(),
     async scan(table) {
       const out = await tables.client.send(new ScanCommand({ TableName: tables.tables[table] }));
       return (out.Items ?? []).map((i) => unmarshall(i));

@@ -15,7 +15,8 @@ export default async function globalSetup(): Promise<void> {
   if (process.env.TOLLGATE_TEST_DDB_ENDPOINT) return;
   let ddb: DynamoDbLocal;
   try {
-    ddb = await startDynamoDbLocal({ port: 0, inMemory: true, startTimeoutMs: 60_000 });
+    // The JVM's start on a loaded 2-core machine can take a minute or more; this only catches one that never answers.
+    ddb = await startDynamoDbLocal({ port: 0, inMemory: true, startTimeoutMs: 240_000 });
   } catch (err) {
     throw new Error(`Cannot start DynamoDB Local for the tests: ${(err as Error).message}`, { cause: err });
   }

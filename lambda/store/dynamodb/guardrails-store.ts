@@ -33,6 +33,7 @@ import type {
   KillSwitchState,
   RecordAlertOptions,
 } from '../../core/stores';
+import { type Clock, systemClock } from '../../core/clock';
 import type { ScopeId } from '../../core/types';
 import { errorName, translateError } from './client';
 import { circuitKey, UNTIL_ACKNOWLEDGED } from './ledger';
@@ -51,12 +52,15 @@ export interface DynamoDbGuardrailStoreOptions {
   readonly tables: Pick<TableNames, 'budgets'>;
   /** Items the platform circuit is spread over: the same number as the platform counter's shards. */
   readonly platformShards: number;
+  /** Where "now" comes from (the last day {@link DynamoDbGuardrailStore.listAlerts} reads). @default systemClock */
+  readonly clock?: Clock;
 }
 
 /** The DynamoDB implementation of {@link GuardrailStore}. */
 export class DynamoDbGuardrailStore implements GuardrailStore {
   private readonly table: string;
   private readonly platformShards: number;
+  private readonly clock: Clock;
 
   constructor(
     private readonly client: DynamoDBClient,
@@ -64,6 +68,7 @@ export class DynamoDbGuardrailStore implements GuardrailStore {
   ) {
     this.table = options.tables.budgets;
     this.platformShards = options.platformShards;
+    this.clock = options.clock ?? systemClock;
   }
 
   async recordAlert(alert: Alert, options: RecordAlertOptions): Promise<boolean> {
@@ -108,7 +113,7 @@ export class DynamoDbGuardrailStore implements GuardrailStore {
 
   async listAlerts(since: number): Promise<Alert[]> {
     const out: Alert[] = [];
-    for (let day = Math.floor(since / DAY_MS); day <= Math.floor(Date.now() / DAY_MS) + 1; day++) {
+    for (let day = Math.floor(since / DAY_MS); day <= Math.floor(this.clock.now() / DAY_MS) + 1; day++) {
       const items = await this.query({
         KeyConditionExpression: 'pk = :pk AND sk >= :from',
         ExpressionAttributeValues: { ':pk': { S: `alertlog#${new Date(day * DAY_MS).toISOString().slice(0, 10)}` }, ':from': { S: pad(since) } },
