@@ -7,7 +7,6 @@ import type { BedrockRuntimeClient } from '@aws-sdk/client-bedrock-runtime';
 import type { GatewayConfig } from './config';
 import { Authenticator } from './core/auth';
 import { JwtKeyRingSource, type JwtSecretSource, TokenIssuer, TokenVerifier } from './core/jwt';
-import { KMSClient } from '@aws-sdk/client-kms';
 import { ByokCipher, type DataKeyProvider, KmsDataKeyProvider } from './core/byok/crypto';
 import { ByokService } from './core/byok/service';
 import { HttpProviderKeyValidator, type ProviderKeyValidator } from './core/byok/validate';
@@ -31,7 +30,7 @@ import { DynamoDbLedger } from './store/dynamodb/ledger';
 import type { AlertSink } from './core/guardrails/alerts';
 import { DynamoDbGuardrailStore } from './store/dynamodb/guardrails-store';
 import { DynamoDbUsageStore } from './store/dynamodb/usage-store';
-import { SQSClient } from '@aws-sdk/client-sqs';
+import { lazyKmsClient, lazySqsClient } from './store/aws-clients';
 import type { RunQueue } from './core/agent/queue';
 import type { RunStore } from './core/agent/run';
 import { SqsRunQueue } from './core/agent/sqs-queue';
@@ -168,7 +167,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
   const usage = new DynamoDbUsageStore(dynamodb, config.tables);
   const dataKeys =
     deps.byokDataKeys ??
-    (config.dataKeyArn ? new KmsDataKeyProvider({ client: new KMSClient({ region: config.region }), keyId: config.dataKeyArn }) : undefined);
+    (config.dataKeyArn ? new KmsDataKeyProvider({ client: lazyKmsClient({ region: config.region }), keyId: config.dataKeyArn }) : undefined);
   const providers =
     deps.providers ??
     createProviders(
@@ -239,7 +238,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
   ];
   const runQueue =
     deps.runQueue ??
-    (config.agent.queueUrl ? new SqsRunQueue({ client: new SQSClient({ region: config.region }), queueUrl: config.agent.queueUrl, log }) : undefined);
+    (config.agent.queueUrl ? new SqsRunQueue({ client: lazySqsClient({ region: config.region }), queueUrl: config.agent.queueUrl, log }) : undefined);
   const runs =
     config.tables.runs && runQueue
       ? new DynamoDbRunStore(dynamodb, { table: config.tables.runs, retentionDays: config.agent.runRetentionDays })

@@ -141,11 +141,11 @@ function hashShard(id: string, shards: number): number {
 }
 
 export class RequestPipeline {
-  private readonly limitsCache = new Map<ScopeId, { limits: BudgetLimits; at: number }>();
+  private readonly limitsCache = new Map<ScopeId, { limits: Promise<BudgetLimits>; at: number }>();
+  /** Last committed value read per counter, to answer the remaining-budget headers without a read. */
+  private readonly knownCommitted = new Map<string, { committed: MicroUsd; at: number }>();
   private readonly lastTouched = new Map<string, number>();
-  private readonly loopCache = new Map<string, { overrides: LoopOverrides | undefined; at: number }>();
-  /** Committed spend per counter as last read here (`scope|windowKey`), for the output-cap decision. */
-  private readonly lastCommitted = new Map<string, number>();
+  private readonly loopCache = new Map<string, { overrides: Promise<LoopOverrides | undefined>; at: number }>();
   private readonly velocity: VelocityBaselines | undefined;
   private readonly defaults: DefaultLimits;
 
@@ -163,36 +163,57 @@ export class RequestPipeline {
     return scopes;
   }
 
-  /** Effective budget limits of the given scopes (their own, or the defaults), cached for a few seconds. */
+  /**
+   * Effective budget limits of the given scopes (their own, or the defaults), cached for a few seconds;
+   * concurrent callers share one read.
+   */
   async limitsOf(scopes: readonly ScopeId[]): Promise<Map<ScopeId, BudgetLimits>> {
     const now = this.options.clock.now();
-    const out = new Map<ScopeId, BudgetLimits>();
     const missing: ScopeId[] = [];
     for (const scope of scopes) {
       const hit = this.limitsCache.get(scope);
-      if (hit && now - hit.at < this.options.limitsCacheMs) out.set(scope, hit.limits);
-      else missing.push(scope);
+      if (!hit || now - hit.at >= this.options.limitsCacheMs) missing.push(scope);
     }
     if (missing.length > 0) {
-      const fetched = await this.options.ledger.getLimitSettings(missing);
+      const fetched = this.options.ledger.getLimitSettings(missing);
       for (const scope of missing) {
-        const limits = effectiveLimits(scope, fetched.get(scope), this.defaults);
-        this.limitsCache.set(scope, { limits, at: now });
-        out.set(scope, limits);
+        const limits = fetched.then((m) => effectiveLimits(scope, m.get(scope), this.defaults));
+        const entry = { limits, at: now };
+        this.limitsCache.set(scope, entry);
+        // A failed read is not cached: the next request reads again.
+        limits.catch(() => {
+          if (this.limitsCache.get(scope) === entry) this.limitsCache.delete(scope);
+        });
       }
     }
+    const out = new Map<ScopeId, BudgetLimits>();
+    await Promise.all(scopes.map(async (scope) => out.set(scope, await this.limitsCache.get(scope)!.limits)));
     return out;
   }
 
   /** A key's loop guard overrides, cached like limits. */
-  private async loopOverridesOf(keyId: string): Promise<LoopOverrides | undefined> {
+  private loopOverridesOf(keyId: string): Promise<LoopOverrides | undefined> {
     const now = this.options.clock.now();
     const hit = this.loopCache.get(keyId);
     if (hit && now - hit.at < this.options.limitsCacheMs) return hit.overrides;
-    const overrides = (await this.options.ledger.getLoopOverrides([keyId])).get(keyId);
+    const overrides = this.options.ledger.getLoopOverrides([keyId]).then((m) => m.get(keyId));
     if (this.loopCache.size > 10_000) this.loopCache.clear();
-    this.loopCache.set(keyId, { overrides, at: now });
+    const entry = { overrides, at: now };
+    this.loopCache.set(keyId, entry);
+    overrides.catch(() => {
+      if (this.loopCache.get(keyId) === entry) this.loopCache.delete(keyId);
+    });
     return overrides;
+  }
+
+  /**
+   * Starts the reads `run` will need for this principal (limits of its platform and BYOK scopes, its loop
+   * overrides) so they run alongside other lookups (the BYOK key) instead of after them: a cold key then
+   * costs two sequential round trips before the reserve, not three. Never rejects; `run` sees any failure.
+   */
+  prefetch(principal: Principal): void {
+    void this.limitsOf([...this.scopesOf(principal), ...byokScopesOf(principal)]).catch(() => undefined);
+    if (this.options.guardrails) void this.loopOverridesOf(principal.keyId).catch(() => undefined);
   }
 
   /** The loop guard's fingerprint of a validated request body (BillableCall.fingerprint). */
@@ -338,11 +359,17 @@ export class RequestPipeline {
       throw err;
     }
 
-    // Off the critical path: the limited counters after the hold, read while the provider works; they give
-    // the remaining-budget headers and tell settle whether any alert tier is within reach.
+    // Off the critical path: the limited counters after the hold, read while the provider works; they tell
+    // settle whether any alert tier is within reach. The remaining-budget headers never wait for this read:
+    // they use it if it is already back, else the last values this instance read (see knownRemaining).
     const afterHold = this.readLimited(reservation);
     void this.readBaselines(scopes, now);
-    const remaining = afterHold.then((values) => values && tightestOf(values, limits));
+    let readBack: CounterValue[] | undefined;
+    void afterHold.then((values) => {
+      readBack = values;
+      if (values) this.remember(values);
+    });
+    const remaining = () => (readBack ? tightestOf(readBack, limits) : this.knownRemaining(reservation, limits));
 
     const timeout = AbortSignal.timeout(this.options.upstreamTimeoutMs);
     const upstreamAbort = new AbortController();
@@ -380,7 +407,7 @@ export class RequestPipeline {
 
     if (result.kind === 'json') {
       const cost = result.usage ? costOf(call.model.price, result.usage) : reservation.amount;
-      const headers = { ...baseHeaders, 'x-tollgate-cost-usd': formatUsd(cost), ...budgetHeaders(await remaining, amount - cost) };
+      const headers = { ...baseHeaders, 'x-tollgate-cost-usd': formatUsd(cost), ...budgetHeaders(remaining(), amount - cost) };
       const emptyAnswer = loop !== undefined && isEmptyAnswer(result.body);
       return {
         kind: 'json',
@@ -421,7 +448,7 @@ export class RequestPipeline {
     return {
       kind: 'stream',
       body: observed(),
-      headers: { ...baseHeaders, ...budgetHeaders(await remaining, 0) },
+      headers: { ...baseHeaders, ...budgetHeaders(remaining(), 0) },
       after: () =>
         this.settle(
           call,
@@ -432,16 +459,37 @@ export class RequestPipeline {
     };
   }
 
+  /** Keeps the committed values just read, for later requests' headers. */
+  private remember(values: readonly CounterValue[]): void {
+    const now = this.options.clock.now();
+    if (this.knownCommitted.size > 10_000) this.knownCommitted.clear();
+    for (const v of values) {
+      const key = counterIdentity(v.ref);
+      const known = this.knownCommitted.get(key);
+      if (!known || known.at <= now) this.knownCommitted.set(key, { committed: v.committed, at: now });
+    }
+  }
+
+  /**
+   * The tightest remaining budget without a store read: each limited counter's last value this instance read
+   * (in an earlier request's read-back, which included that request's hold) plus this request's hold, or just
+   * this hold when the counter was never read here. Advisory: other instances' spend since then is not in it.
+   */
+  private knownRemaining(reservation: Reservation, limits: Map<ScopeId, BudgetLimits>): { scope: string; remaining: MicroUsd } | undefined {
+    const values: CounterValue[] = [];
+    for (const ref of reservation.counters) {
+      if (ref.limit === undefined) continue;
+      const known = this.knownCommitted.get(counterIdentity(ref))?.committed ?? 0;
+      values.push({ ref, spent: 0, reserved: 0, requests: 0, committed: known + reservation.amount });
+    }
+    return tightestOf(values, limits);
+  }
+
   /** The values of the reservation's limited counters (empty when none is limited, undefined when unreadable). */
   private async readLimited(reservation: Reservation): Promise<CounterValue[] | undefined> {
     const limited = reservation.counters.filter((c) => c.limit !== undefined);
     if (limited.length === 0) return [];
-    const values = await this.options.ledger.readCounters(limited).catch(() => undefined);
-    if (values) {
-      if (this.lastCommitted.size > 50_000) this.lastCommitted.clear();
-      for (const v of values) this.lastCommitted.set(`${v.ref.scope}|${v.ref.windowKey}`, v.committed);
-    }
-    return values;
+    return this.options.ledger.readCounters(limited).catch(() => undefined);
   }
 
   /**
@@ -452,7 +500,7 @@ export class RequestPipeline {
     let tightest: number | undefined;
     for (const c of counters) {
       if (c.limit === undefined) continue;
-      const committed = this.lastCommitted.get(`${c.scope}|${c.windowKey}`) ?? 0;
+      const committed = this.knownCommitted.get(counterIdentity(c))?.committed ?? 0;
       const share = c.scope === 'platform' ? committed / this.options.platformShards : committed;
       const left = Math.max(0, c.limit - Math.ceil(share));
       if (tightest === undefined || left < tightest) tightest = left;
@@ -816,6 +864,12 @@ function loopOutcomeOf(s: Settlement): 'failed' | 'succeeded' | undefined {
   if (s.outcome === 'client_disconnected' || s.outcome === 'abandoned' || s.outcome === 'rejected') return undefined;
   if (s.outcome !== 'ok' || s.emptyAnswer) return 'failed';
   return 'succeeded';
+}
+
+/** One counter item's identity (scope, window, window key, platform shard). */
+/** A counter as read back: platform shards are summed into one value per window, so the shard is not part of it. */
+function counterIdentity(ref: CounterRef): string {
+  return `${ref.scope}|${ref.windowKey}`;
 }
 
 /** The tightest remaining budget among counter values (for the response headers). */

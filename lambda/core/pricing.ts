@@ -1,14 +1,14 @@
 /**
  * Prices and model routing: the one place that turns usage into cost.
  *
- * Prices come from maintained data (@pydantic/genai-prices, which ships its data and makes no network call
- * unless asked to) with operator overrides from config. Every price is held as integer micro-USD per million
+ * Prices come from maintained data (@pydantic/genai-prices, compiled at build time into the compact table of
+ * `price-data.ts`, so the Lambda does not load the whole catalogue) with operator overrides from config. Every price is held as integer micro-USD per million
  * tokens; a cost is computed with integer arithmetic and rounded up to a whole micro-USD once per request.
  * A model with no price is refused: never billed at $0.
  */
-import { calcPrice, findProvider, type ModelPrice as DataModelPrice } from '@pydantic/genai-prices';
 import type { PriceOverride } from '../config';
 import { InvalidRequestError } from './errors';
+import { priceTable, type PriceTable, type TablePrice, type TablePrices } from './price-data';
 import { costOfTokens, type MicroUsd, type MicroUsdPerMTok } from './money';
 import type { TokenUsage } from './types';
 
@@ -52,40 +52,34 @@ const MOCKED_PROVIDERS = ['openai', 'anthropic'] as const;
 
 const toMicros = (usdPerMTok: number): MicroUsdPerMTok => Math.round(usdPerMTok * 1_000_000);
 
-function fromData(data: DataModelPrice, contextWindow: number | undefined): ModelPrice {
-  const base = (key: string): number => {
-    const v = data[key];
-    if (v === undefined) return 0;
-    return typeof v === 'number' ? v : v.base;
-  };
+function fromData(data: TablePrices, contextWindow: number | undefined): ModelPrice {
+  const base = (v: TablePrice | undefined): number => (v === undefined ? 0 : typeof v === 'number' ? v : v.base);
   const tierStarts = new Set<number>();
-  for (const key of ['input_mtok', 'output_mtok', 'cache_read_mtok', 'cache_write_mtok']) {
-    const v = data[key];
-    if (v && typeof v === 'object') for (const t of v.tiers) tierStarts.add(t.start);
+  for (const v of [data.input, data.output, data.cacheRead, data.cacheWrite]) {
+    if (v !== undefined && typeof v === 'object') for (const t of v.tiers) tierStarts.add(t.start);
   }
-  const at = (key: string, start: number): number => {
-    const v = data[key];
+  const at = (v: TablePrice | undefined, start: number): number => {
     if (v === undefined) return 0;
     if (typeof v === 'number') return v;
     let price = v.base;
     for (const t of v.tiers) if (start >= t.start) price = t.price;
     return price;
   };
-  const input = toMicros(base('input_mtok'));
+  const input = base(data.input);
   return {
     input,
-    output: toMicros(base('output_mtok')),
+    output: base(data.output),
     // Models without a cache-read price bill cached tokens as ordinary input.
-    cachedInput: data.cache_read_mtok === undefined ? input : toMicros(base('cache_read_mtok')),
-    cacheWrite: data.cache_write_mtok === undefined ? input : toMicros(base('cache_write_mtok')),
+    cachedInput: data.cacheRead === undefined ? input : base(data.cacheRead),
+    cacheWrite: data.cacheWrite === undefined ? input : base(data.cacheWrite),
     tiers: [...tierStarts]
       .sort((a, b) => a - b)
       .map((start) => ({
         fromInputTokens: start,
-        input: toMicros(at('input_mtok', start)),
-        output: toMicros(at('output_mtok', start)),
-        cachedInput: toMicros(data.cache_read_mtok === undefined ? at('input_mtok', start) : at('cache_read_mtok', start)),
-        cacheWrite: toMicros(data.cache_write_mtok === undefined ? at('input_mtok', start) : at('cache_write_mtok', start)),
+        input: at(data.input, start),
+        output: at(data.output, start),
+        cachedInput: at(data.cacheRead ?? data.input, start),
+        cacheWrite: at(data.cacheWrite ?? data.input, start),
       })),
     contextWindow,
     source: 'data',
@@ -111,6 +105,8 @@ export interface PriceBookOptions {
   /** Routing ids of the providers this gateway has configured. */
   readonly providers: readonly string[];
   readonly now?: () => number;
+  /** The price data. @default the table generated from @pydantic/genai-prices */
+  readonly table?: PriceTable;
 }
 
 export class PriceBook {
@@ -118,8 +114,10 @@ export class PriceBook {
   private readonly providers: ReadonlySet<string>;
   private readonly cache = new Map<string, { price: ModelPrice | undefined; at: number }>();
   private readonly now: () => number;
+  private readonly table: PriceTable;
 
   constructor(options: PriceBookOptions) {
+    this.table = options.table ?? priceTable;
     this.overrides = new Map(Object.entries(options.overrides ?? {}).map(([k, v]) => [k, fromOverride(v)]));
     this.providers = new Set(options.providers);
     this.now = options.now ?? Date.now;
@@ -141,18 +139,16 @@ export class PriceBook {
   private lookupData(provider: string, model: string): ModelPrice | undefined {
     const dataProvider = provider === 'mock' ? undefined : PRICE_DATA_PROVIDER[provider];
     if (provider !== 'mock' && !dataProvider) return undefined;
-    const timestamp = new Date(this.now());
+    const at = new Date(this.now());
     // The mock matches by model name first; embedding models match no provider pattern, so it then asks
     // each provider it imitates by id.
     const result =
-      calcPrice({ input_tokens: 1 }, model, { ...(dataProvider ? { providerId: dataProvider } : {}), timestamp }) ??
-      (provider === 'mock'
-        ? MOCKED_PROVIDERS.map((providerId) => calcPrice({ input_tokens: 1 }, model, { providerId, timestamp })).find(Boolean)
-        : undefined);
+      this.table.lookup(model, { ...(dataProvider ? { providerId: dataProvider } : {}), at }) ??
+      (provider === 'mock' ? MOCKED_PROVIDERS.map((providerId) => this.table.lookup(model, { providerId, at })).find(Boolean) : undefined);
     if (!result) return undefined;
     // The mock provider imitates only the providers it can speak for.
-    if (provider === 'mock' && !(MOCKED_PROVIDERS as readonly string[]).includes(result.provider.id)) return undefined;
-    return fromData(result.model_price, result.model.context_window);
+    if (provider === 'mock' && !(MOCKED_PROVIDERS as readonly string[]).includes(result.providerId)) return undefined;
+    return fromData(result.prices, result.model.contextWindow);
   }
 
   /**
@@ -202,7 +198,7 @@ export class PriceBook {
   private routeBareName(name: string): string | undefined {
     const fromOverride = [...this.overrides.keys()].find((k) => k.endsWith(`/${name}`) && this.providers.has(k.split('/')[0]!));
     if (fromOverride) return fromOverride.split('/')[0]!;
-    const matched = findProvider({ modelId: name })?.id;
+    const matched = this.table.providerForModel(name);
     if (matched && ROUTE_FOR_DATA_PROVIDER[matched]) return ROUTE_FOR_DATA_PROVIDER[matched];
     return Object.keys(PRICE_DATA_PROVIDER).find((p) => this.providers.has(p) && this.priceOf(p, name) !== undefined);
   }
@@ -217,7 +213,7 @@ export class PriceBook {
     for (const provider of this.providers) {
       const dataIds = provider === 'mock' ? [...MOCKED_PROVIDERS] : PRICE_DATA_PROVIDER[provider] ? [PRICE_DATA_PROVIDER[provider]!] : [];
       for (const dataId of dataIds) {
-        for (const m of findProvider({ providerId: dataId })?.models ?? []) {
+        for (const m of this.table.modelsOf(dataId)) {
           if (m.deprecated) continue;
           if (this.priceOf(provider, m.id)) out.set(`${provider}/${m.id}`, provider);
         }

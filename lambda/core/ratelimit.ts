@@ -10,18 +10,27 @@
  *                     └── used capacity (tat − now) ───┘
  *                     └────────────── burst ──────────────────────┘
  *
- * DynamoDB conditions cannot take max(), so the store guesses a branch and conditions on it:
- *   idle (tat missing or ≤ now): SET tat = now + inc          IF attribute_not_exists(tat) OR tat <= now
- *   busy (tat > now):            ADD tat inc                  IF tat > now AND tat <= now + burst − inc
- * A wrong guess fails its condition although the request fits; the old item (ALL_OLD) then tells the truth
- * and the write is retried on the right branch. Everything here is pure integer math on µs.
+ * DynamoDB expressions cannot take max(), so the store writes one of two updates:
+ *   advance (the usual one):     SET tat = if_not_exists(tat, now) + inc
+ *                                IF attribute_not_exists(tat) OR (tat >= now − lag AND tat <= now + burst − inc)
+ *   reset (idle longer than lag): SET tat = now + inc          IF attribute_not_exists(tat) OR tat < now − lag
+ * "advance" holds whether the bucket is busy (tat > now) or went idle less than `lag` ago, so concurrent
+ * requests of a busy key never fail a condition on a wrong guess (which would cancel and re-send their whole
+ * reserve transaction). Its price: a bucket idle for d ≤ lag keeps d µs of old debt forgiven, so a burst right
+ * after such a pause can take up to ⌊lag / T⌋ units more than L (at most L/60 with lag = 1 s); the sustained
+ * rate stays L per minute. "reset" is chosen only when this instance saw the bucket idle for over `lag`; a wrong
+ * choice there (another instance wrote meanwhile) fails its condition and is retried once the other way, which
+ * can only happen to a key that was quiet. Everything here is pure integer math on µs.
  */
 
 /** One minute in µs: a bucket refills completely in this time, and may hold at most this much debt. */
 export const GCRA_BURST_US = 60_000_000;
 
+/** How far a bucket's tat may lag behind now and still be advanced from (see the module comment). */
+export const GCRA_LAG_US = 1_000_000;
+
 /** Which conditional write to try. */
-export type GcraBranch = 'idle' | 'busy';
+export type GcraBranch = 'reset' | 'advance';
 
 /**
  * The tat increment, in µs, for charging `amount` units to a bucket of `limitPerMinute`: ⌊amount·T⌋. Rounding
@@ -42,9 +51,22 @@ export function gcraCanEverAdmit(amount: number, limitPerMinute: number): boolea
   return amount <= limitPerMinute;
 }
 
-/** The branch to try, from the last tat we know of (`undefined` when we know nothing). */
+/**
+ * The write to try, from the last tat we know of: "reset" only when we know the bucket has been idle for more
+ * than {@link GCRA_LAG_US}; otherwise (including when we know nothing) "advance".
+ */
 export function gcraBranch(knownTatUs: number | undefined, nowUs: number): GcraBranch {
-  return knownTatUs === undefined || knownTatUs <= nowUs ? 'idle' : 'busy';
+  return knownTatUs !== undefined && knownTatUs < gcraFloorUs(nowUs) ? 'reset' : 'advance';
+}
+
+/** The oldest tat "advance" may add to: now − lag. */
+export function gcraFloorUs(nowUs: number): number {
+  return nowUs - GCRA_LAG_US;
+}
+
+/** The branch whose condition the stored tat (undefined: no item) satisfies. */
+export function gcraBranchFor(storedTatUs: number | undefined, nowUs: number): GcraBranch {
+  return storedTatUs !== undefined && storedTatUs < gcraFloorUs(nowUs) ? 'reset' : 'advance';
 }
 
 /** Whether a bucket whose stored tat is `oldTatUs` (undefined: no item) admits an increment of `incUs` now. */

@@ -4,9 +4,13 @@
  * one machine they come from the environment. A secret value never reaches a log line or an error message: the
  * errors below name the parameter, never its value.
  */
-import { GetParametersCommand, type SSMClient } from '@aws-sdk/client-ssm';
+import type { SSMClient } from '@aws-sdk/client-ssm';
 import { systemClock, type Clock } from './clock';
 import { StoreUnavailableError } from './errors';
+import { lazy, resolveLazily, type Lazily } from './lazy';
+
+/** The SSM commands, loaded with the first fetch (the gateway's cold start reads secrets once). */
+const ssmSdk = lazy(() => import('@aws-sdk/client-ssm'));
 
 /** Every secret tollgate reads. CDK grants `ssm:GetParameters` on exactly these names. */
 export const SECRET_NAMES = [
@@ -59,7 +63,8 @@ export interface SecretSource {
 }
 
 export interface SsmSecretSourceOptions {
-  readonly client: Pick<SSMClient, 'send'>;
+  /** The client, or a function creating it on first use. */
+  readonly client: Lazily<Pick<SSMClient, 'send'>>;
   /** Parameter prefix ending in `/`, e.g. `/tollgate/prod/`. */
   readonly prefix: string;
   /**
@@ -91,7 +96,7 @@ const SSM_BATCH = 10;
  * {@link StoreUnavailableError}, so the caller fails closed.
  */
 export class SsmSecretSource implements SecretSource {
-  private readonly client: Pick<SSMClient, 'send'>;
+  private readonly client: () => Promise<Pick<SSMClient, 'send'>>;
   private readonly prefix: string;
   private readonly names: readonly string[];
   private readonly ttlMs: number;
@@ -105,7 +110,7 @@ export class SsmSecretSource implements SecretSource {
     if (!options.prefix.startsWith('/') || !options.prefix.endsWith('/')) {
       throw new RangeError(`SSM secret prefix must start and end with "/", got "${options.prefix}"`);
     }
-    this.client = options.client;
+    this.client = resolveLazily(options.client);
     this.prefix = options.prefix;
     this.names = options.names ?? GATEWAY_SECRET_NAMES;
     this.ttlMs = options.ttlMs ?? 5 * 60_000;
@@ -132,9 +137,10 @@ export class SsmSecretSource implements SecretSource {
   private async refresh(): Promise<ReadonlyMap<string, string>> {
     try {
       const fetched = new Map<string, string>();
+      const [client, { GetParametersCommand }] = await Promise.all([this.client(), ssmSdk()]);
       for (let i = 0; i < this.names.length; i += SSM_BATCH) {
         const batch = this.names.slice(i, i + SSM_BATCH);
-        const out = await this.client.send(
+        const out = await client.send(
           new GetParametersCommand({ Names: batch.map((n) => `${this.prefix}${n}`), WithDecryption: true }),
         );
         for (const p of out.Parameters ?? []) {

@@ -3,7 +3,6 @@
  * secrets once; each invocation translates the event, runs the same GatewayApp as the local server, streams
  * the answer, and settles usage after the last byte (middy's requestEnd hook runs once the stream is done).
  */
-import { SSMClient } from '@aws-sdk/client-ssm';
 import middy from '@middy/core';
 import { executionModeStreamifyResponse } from '@middy/core/executionModeStreamifyResponse';
 import type { APIGatewayProxyEvent, Context } from 'aws-lambda';
@@ -13,6 +12,7 @@ import { asTollgateError } from '../core/errors';
 import { powertoolsLogger } from '../core/log';
 import { SsmSecretSource } from '../core/secrets';
 import { dialectOf, errorResponse } from '../http/dialects';
+import { lazySsmClient } from '../store/aws-clients';
 import { createDynamoDbClient } from '../store/dynamodb/client';
 import { toHttpRequest, toStreamingResult, type StreamingResult } from './api-gateway';
 
@@ -22,7 +22,7 @@ const log = powertoolsLogger({ serviceName: 'tollgate-gateway', persistentKeys: 
 async function initialise(): Promise<Gateway> {
   if (!config.ssmPrefix) throw new Error('TOLLGATE_SSM_PREFIX is not set');
   const secrets = await loadGatewaySecrets(
-    new SsmSecretSource({ client: new SSMClient({ region: config.region }), prefix: config.ssmPrefix }),
+    new SsmSecretSource({ client: lazySsmClient({ region: config.region }), prefix: config.ssmPrefix }),
   );
   return createGateway({
     config,

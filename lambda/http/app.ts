@@ -371,6 +371,8 @@ export class GatewayApp {
     const inputTokens = route.estimateInput(body);
     const fingerprint = this.o.pipeline.fingerprintOf(body);
     const repeatedTurn = this.o.pipeline.repeatedTurnOf(body);
+    // The reserve's reads (limits, loop overrides) start now, alongside the BYOK lookup rather than after it.
+    if (this.o.byok) this.o.pipeline.prefetch(principal);
     // Callers' own keys used by any attempt: scrubbed from whatever error reaches the caller.
     const byokKeys: string[] = [];
     // One attempt's call at one model: the requested one, or the one a routing rule chose (lambda/core/routing).

@@ -1,6 +1,7 @@
 /** The providers the gateway can route to, by id (`openai/gpt-4o` goes to the provider `openai`). */
-import { BedrockRuntimeClient } from '@aws-sdk/client-bedrock-runtime';
+import type { BedrockRuntimeClient } from '@aws-sdk/client-bedrock-runtime';
 import type { Clock } from '../core/clock';
+import { lazyBedrockClient } from '../store/aws-clients';
 import type { ProviderEndpoints } from '../config';
 import { AnthropicProvider } from './anthropic/provider';
 import { BedrockProvider } from './bedrock/provider';
@@ -84,7 +85,8 @@ export function createProviders(
     );
   }
   if (config.bedrockRegion) {
-    const client = options.bedrockClient ?? new BedrockRuntimeClient({ region: config.bedrockRegion });
+    // Created with the first Bedrock request, so gateways that never call Bedrock never load its SDK.
+    const client = options.bedrockClient ?? lazyBedrockClient({ region: config.bedrockRegion });
     registry.register(new BedrockProvider({ client, ...shared }));
   }
   if (config.mockEnabled) registry.register(new MockProvider({ clock: options.clock }));

@@ -5,6 +5,7 @@ import * as nodejs from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
+import { LAMBDA_BUNDLE_TARGET, LAMBDA_EXTERNAL_MODULES, LAMBDA_MAIN_FIELDS } from './bundling';
 
 /** The repository root (the folder holding package.json); Lambda entries are resolved from it. */
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
@@ -74,7 +75,9 @@ export class TollgateFunction extends Construct {
         forceDockerBundling: false,
         minify: true,
         sourceMap: true,
-        target: 'node22',
+        target: LAMBDA_BUNDLE_TARGET,
+        externalModules: [...LAMBDA_EXTERNAL_MODULES],
+        mainFields: [...LAMBDA_MAIN_FIELDS],
         format: nodejs.OutputFormat.CJS,
       },
     });

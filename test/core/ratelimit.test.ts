@@ -2,6 +2,9 @@ import {
   formatResetDuration,
   gcraAdmits,
   gcraBranch,
+  gcraBranchFor,
+  gcraFloorUs,
+  GCRA_LAG_US,
   gcraBusyCeilingUs,
   gcraCanEverAdmit,
   gcraIncrementUs,
@@ -69,11 +72,14 @@ describe('GCRA rate math', () => {
     expect(gcraResetMs(tat, NOW + 61_000_000)).toBe(0);
   });
 
-  it('when no tat is known or it is in the past, it picks the idle branch, else busy', () => {
-    expect(gcraBranch(undefined, NOW)).toBe('idle');
-    expect(gcraBranch(NOW, NOW)).toBe('idle');
-    expect(gcraBranch(NOW - 1, NOW)).toBe('idle');
-    expect(gcraBranch(NOW + 1, NOW)).toBe('busy');
+  it('when no tat is known or it lags now by at most the lag, it advances; only a known longer idle resets', () => {
+    expect(gcraBranch(undefined, NOW)).toBe('advance');
+    expect(gcraBranch(NOW, NOW)).toBe('advance');
+    expect(gcraBranch(NOW + 1, NOW)).toBe('advance');
+    expect(gcraBranch(NOW - GCRA_LAG_US, NOW)).toBe('advance');
+    expect(gcraBranch(NOW - GCRA_LAG_US - 1, NOW)).toBe('reset');
+    expect(gcraBranchFor(undefined, NOW)).toBe('advance');
+    expect(gcraBranchFor(gcraFloorUs(NOW) - 1, NOW)).toBe('reset');
   });
 
   it('when the busy condition bound is used, it admits exactly the old tats that the admission rule admits', () => {

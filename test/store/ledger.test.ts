@@ -322,19 +322,46 @@ describe('DynamoDbLedger rate limits', () => {
     expect(second.rateStates[0]?.remaining).toBe(50);
   });
 
-  it('when another instance has moved the bucket, the stale branch guess is corrected by one retry', async () => {
+  it('when another instance has moved the bucket, a fresh instance charges it exactly, from where the other left it', async () => {
     const user = uniqueUser();
     const a = ledger();
-    const b = ledger(); // a second Lambda: no hint for this bucket, so it guesses "idle"
+    const b = ledger(); // a second Lambda: no hint for this bucket
     const rpm: RateCharge = { keyId: `key-${user}`, dimension: 'requests', limitPerMinute: 10, amount: 1 };
     await a.reserve(reserveInput(user, { amount: 1, counters: [], rateCharges: [rpm] }));
-    const fromB = await b.reserve(reserveInput(user, { amount: 1, counters: [], rateCharges: [rpm] }));
-    expect(fromB.rateStates[0]).toEqual({ dimension: 'requests', limit: 10, remaining: 8, resetMs: 12_000 });
+    await b.reserve(reserveInput(user, { amount: 1, counters: [], rateCharges: [rpm] }));
     expect(await bucketTat(rpm.keyId, 'requests')).toBe(T0 * 1000 + 12_000_000);
-    // a's hint (its own write) is outdated too, but on the right branch: admitted without a retry.
     const fromA = await a.reserve(reserveInput(user, { amount: 1, counters: [], rateCharges: [rpm] }));
     expect(fromA.rateStates[0]?.remaining).toBeLessThanOrEqual(8);
     expect(await bucketTat(rpm.keyId, 'requests')).toBe(T0 * 1000 + 18_000_000);
+  });
+
+  it('when a key was quiet for longer than the lag, its bucket restarts from now, also from an instance that did not know', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const a = ledger(clock);
+    const rpm: RateCharge = { keyId: `key-${user}`, dimension: 'requests', limitPerMinute: 10, amount: 1 };
+    await a.reserve(reserveInput(user, { amount: 1, counters: [], rateCharges: [rpm], now: clock.now() }));
+    clock.advance(30_000);
+    // a knows the bucket went idle 24 s ago: it resets (tat = now + 6 s), not old tat + 6 s.
+    await a.reserve(reserveInput(user, { amount: 1, counters: [], rateCharges: [rpm], now: clock.now() }));
+    expect(await bucketTat(rpm.keyId, 'requests')).toBe((T0 + 36_000) * 1000);
+    clock.advance(60_000);
+    // b knows nothing and tries "advance"; the old tat is 54 s behind, so one retry resets it.
+    const b = ledger(clock);
+    const fromB = await b.reserve(reserveInput(user, { amount: 1, counters: [], rateCharges: [rpm], now: clock.now() }));
+    expect(await bucketTat(rpm.keyId, 'requests')).toBe((T0 + 96_000) * 1000);
+    expect(fromB.rateStates[0]?.remaining).toBe(9);
+  });
+
+  it('when 30 requests from several instances race for a 10 rpm bucket, exactly 10 are admitted', async () => {
+    const user = uniqueUser();
+    const instances = [ledger(), ledger(), ledger()];
+    const rpm: RateCharge = { keyId: `key-${user}`, dimension: 'requests', limitPerMinute: 10, amount: 1 };
+    const results = await Promise.allSettled(
+      Array.from({ length: 30 }, (_, i) => instances[i % 3]!.reserve(reserveInput(user, { amount: 1, counters: [], rateCharges: [rpm] }))),
+    );
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(10);
+    expect(results.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason instanceof RateLimitError)).toBe(true);
   });
 });
 

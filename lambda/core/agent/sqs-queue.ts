@@ -3,14 +3,9 @@
  * visibility timeout to 0 so another worker can take it at once. SDK failures become
  * {@link StoreUnavailableError} here, at the edge.
  */
-import {
-  ChangeMessageVisibilityCommand,
-  DeleteMessageCommand,
-  ReceiveMessageCommand,
-  SendMessageCommand,
-  type SQSClient,
-} from '@aws-sdk/client-sqs';
+import type { SQSClient } from '@aws-sdk/client-sqs';
 import { StoreUnavailableError } from '../errors';
+import { lazy, resolveLazily, type Lazily } from '../lazy';
 import type { Logger } from '../log';
 import type { ReceiveOptions, RunMessage, RunQueue } from './queue';
 
@@ -18,7 +13,8 @@ import type { ReceiveOptions, RunMessage, RunQueue } from './queue';
 const MAX_WAIT_SECONDS = 20;
 
 export interface SqsRunQueueOptions {
-  readonly client: SQSClient;
+  /** The client, or a function creating it on first use. */
+  readonly client: Lazily<Pick<SQSClient, 'send'>>;
   readonly queueUrl: string;
   /** Told of messages that cannot be read (they are left to go to the dead-letter queue). */
   readonly log?: Logger;
@@ -36,12 +32,19 @@ function isAbort(err: unknown): boolean {
   return typeof err === 'object' && err !== null && (err as { name?: unknown }).name === 'AbortError';
 }
 
+/** The SQS commands, loaded with the first queue call. */
+const sqsSdk = lazy(() => import('@aws-sdk/client-sqs'));
+
 export class SqsRunQueue implements RunQueue {
-  constructor(private readonly options: SqsRunQueueOptions) {}
+  private readonly client: () => Promise<Pick<SQSClient, 'send'>>;
+
+  constructor(private readonly options: SqsRunQueueOptions) {
+    this.client = resolveLazily(options.client);
+  }
 
   async enqueue(runId: string): Promise<void> {
     try {
-      await this.options.client.send(new SendMessageCommand({ QueueUrl: this.options.queueUrl, MessageBody: JSON.stringify({ runId }) }));
+      await (await this.client()).send(new (await sqsSdk()).SendMessageCommand({ QueueUrl: this.options.queueUrl, MessageBody: JSON.stringify({ runId }) }));
     } catch (err) {
       throw unavailable('take the run', err);
     }
@@ -51,8 +54,8 @@ export class SqsRunQueue implements RunQueue {
     if (options.signal?.aborted) return undefined;
     let out;
     try {
-      out = await this.options.client.send(
-        new ReceiveMessageCommand({
+      out = await (await this.client()).send(
+        new (await sqsSdk()).ReceiveMessageCommand({
           QueueUrl: this.options.queueUrl,
           MaxNumberOfMessages: 1,
           WaitTimeSeconds: Math.min(MAX_WAIT_SECONDS, Math.max(0, Math.ceil(options.waitMs / 1000))),
@@ -83,7 +86,7 @@ export class SqsRunQueue implements RunQueue {
 
   async delete(message: RunMessage): Promise<void> {
     try {
-      await this.options.client.send(new DeleteMessageCommand({ QueueUrl: this.options.queueUrl, ReceiptHandle: message.receipt }));
+      await (await this.client()).send(new (await sqsSdk()).DeleteMessageCommand({ QueueUrl: this.options.queueUrl, ReceiptHandle: message.receipt }));
     } catch (err) {
       throw unavailable('delete a finished run', err);
     }
@@ -91,8 +94,8 @@ export class SqsRunQueue implements RunQueue {
 
   async release(message: RunMessage): Promise<void> {
     try {
-      await this.options.client.send(
-        new ChangeMessageVisibilityCommand({ QueueUrl: this.options.queueUrl, ReceiptHandle: message.receipt, VisibilityTimeout: 0 }),
+      await (await this.client()).send(
+        new (await sqsSdk()).ChangeMessageVisibilityCommand({ QueueUrl: this.options.queueUrl, ReceiptHandle: message.receipt, VisibilityTimeout: 0 }),
       );
     } catch (err) {
       throw unavailable('return a run', err);

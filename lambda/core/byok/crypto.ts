@@ -11,7 +11,11 @@
  * (KMS refuses the context, GCM refuses the AAD). Plaintext data keys are zeroed right after use; the decrypted
  * provider key is returned to the caller and never stored, logged or put in an error message.
  */
-import { DecryptCommand, GenerateDataKeyCommand, type KMSClient } from '@aws-sdk/client-kms';
+import type { KMSClient } from '@aws-sdk/client-kms';
+import { lazy, resolveLazily, type Lazily } from '../lazy';
+
+/** The KMS commands, loaded with the first BYOK key operation. */
+const kmsSdk = lazy(() => import('@aws-sdk/client-kms'));
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { StoreUnavailableError, TollgateError } from '../errors';
 import { BYOK_ENCRYPTION_CONTEXT } from '../secrets';
@@ -123,19 +127,23 @@ export class LocalDataKeyProvider implements DataKeyProvider {
 /** Data keys from the data stack's KMS key, always with the binding's encryption context. */
 export class KmsDataKeyProvider implements DataKeyProvider {
   readonly id = 'kms';
+  private readonly client: () => Promise<Pick<KMSClient, 'send'>>;
 
   constructor(
     private readonly options: {
-      readonly client: Pick<KMSClient, 'send'>;
+      /** The client, or a function creating it on first use. */
+      readonly client: Lazily<Pick<KMSClient, 'send'>>;
       /** The data key's ARN (TOLLGATE_DATA_KEY_ARN). */
       readonly keyId: string;
     },
-  ) {}
+  ) {
+    this.client = resolveLazily(options.client);
+  }
 
   async generateDataKey(binding: ByokBinding): Promise<DataKey> {
     try {
-      const out = await this.options.client.send(
-        new GenerateDataKeyCommand({ KeyId: this.options.keyId, KeySpec: 'AES_256', EncryptionContext: byokEncryptionContext(binding) }),
+      const out = await (await this.client()).send(
+        new (await kmsSdk()).GenerateDataKeyCommand({ KeyId: this.options.keyId, KeySpec: 'AES_256', EncryptionContext: byokEncryptionContext(binding) }),
       );
       if (!out.Plaintext || !out.CiphertextBlob) throw new Error('KMS returned no data key');
       return { plaintext: Buffer.from(out.Plaintext), wrapped: Buffer.from(out.CiphertextBlob) };
@@ -149,8 +157,8 @@ export class KmsDataKeyProvider implements DataKeyProvider {
 
   async decryptDataKey(wrapped: Buffer, binding: ByokBinding): Promise<Buffer> {
     try {
-      const out = await this.options.client.send(
-        new DecryptCommand({ KeyId: this.options.keyId, CiphertextBlob: wrapped, EncryptionContext: byokEncryptionContext(binding) }),
+      const out = await (await this.client()).send(
+        new (await kmsSdk()).DecryptCommand({ KeyId: this.options.keyId, CiphertextBlob: wrapped, EncryptionContext: byokEncryptionContext(binding) }),
       );
       if (!out.Plaintext) throw new Error('KMS returned no plaintext');
       return Buffer.from(out.Plaintext);

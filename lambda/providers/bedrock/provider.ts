@@ -2,21 +2,20 @@
  * Amazon Bedrock through the Converse API: OpenAI chat completions translated to Converse / ConverseStream
  * and back. The client is injected, so tests pass one mocked with aws-sdk-client-mock.
  */
-import {
-  ConverseCommand,
-  ConverseStreamCommand,
-  type BedrockRuntimeClient,
-  type ContentBlock,
-  type ConverseCommandInput,
-  type ConverseStreamOutput,
-  type ImageFormat,
-  type Message,
-  type TokenUsage as BedrockTokenUsage,
-  type Tool,
-  type ToolChoice,
-  type ToolUseBlock,
+import type {
+  BedrockRuntimeClient,
+  ContentBlock,
+  ConverseCommandInput,
+  ConverseStreamOutput,
+  ImageFormat,
+  Message,
+  TokenUsage as BedrockTokenUsage,
+  Tool,
+  ToolChoice,
+  ToolUseBlock,
 } from '@aws-sdk/client-bedrock-runtime';
 import { systemClock, type Clock } from '../../core/clock';
+import { lazy } from '../../core/lazy';
 import { InvalidRequestError, UpstreamError } from '../../core/errors';
 import type { TokenUsage } from '../../core/types';
 import { upstreamStatusFor, type ChatCompletionBody, type Provider, type ProviderCallContext, type ProviderOperation, type ProviderResult } from '../contract';
@@ -77,7 +76,8 @@ const TOOL_CHOICES: Readonly<Record<ChatToolChoice['type'], (c: ChatToolChoice) 
 };
 
 export interface BedrockProviderOptions {
-  readonly client: BedrockRuntimeClient;
+  /** The client, or a function creating it on first use (so a cold start need not load the Bedrock SDK). */
+  readonly client: BedrockRuntimeClient | (() => Promise<BedrockRuntimeClient>);
   /** `maxTokens` for requests that set neither max_completion_tokens nor max_tokens. @default 4096 */
   readonly defaultMaxTokens?: number;
   /** Stamps `created` on answers. @default systemClock */
@@ -256,15 +256,19 @@ export async function* converseStreamToChatChunks(
   yield encoder.done();
 }
 
+/** The Bedrock SDK's commands, loaded with the first Bedrock request. */
+const bedrockSdk = lazy(() => import('@aws-sdk/client-bedrock-runtime'));
+
 /** Bedrock's Converse API, reached with OpenAI chat completions (the only operation it offers). */
 export class BedrockProvider implements Provider {
   readonly id = 'bedrock';
-  private readonly client: BedrockRuntimeClient;
+  private readonly client: () => Promise<BedrockRuntimeClient>;
   private readonly defaultMaxTokens: number;
   private readonly clock: Clock;
 
   constructor(options: BedrockProviderOptions) {
-    this.client = options.client;
+    const client = options.client;
+    this.client = typeof client === 'function' ? lazy(client) : () => Promise.resolve(client);
     this.defaultMaxTokens = options.defaultMaxTokens ?? 4096;
     this.clock = options.clock ?? systemClock;
   }
@@ -282,9 +286,10 @@ export class BedrockProvider implements Provider {
       model: body.model,
       created: Math.floor(this.clock.now() / 1000),
     };
+    const [client, sdk] = await Promise.all([this.client(), bedrockSdk()]);
     if (!body.stream) {
-      const output = await this.client
-        .send(new ConverseCommand(input), { abortSignal: ctx.signal })
+      const output = await client
+        .send(new sdk.ConverseCommand(input), { abortSignal: ctx.signal })
         .catch((err: unknown) => Promise.reject(bedrockError(err, ctx.signal)));
       const texts: string[] = [];
       const toolCalls: ChatToolCall[] = [];
@@ -310,8 +315,8 @@ export class BedrockProvider implements Provider {
       return { kind: 'json', body: answer, usage };
     }
 
-    const output = await this.client
-      .send(new ConverseStreamCommand(input), { abortSignal: ctx.signal })
+    const output = await client
+      .send(new sdk.ConverseStreamCommand(input), { abortSignal: ctx.signal })
       .catch((err: unknown) => Promise.reject(bedrockError(err, ctx.signal)));
     if (!output.stream) throw new UpstreamError('upstream bedrock answered without a stream', { status: 502 });
     const stream = output.stream;

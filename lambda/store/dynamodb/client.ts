@@ -3,6 +3,7 @@
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { StoreUnavailableError, TollgateError } from '../../core/errors';
+import { withoutSdkLogger } from '../aws-clients';
 
 export interface DynamoDbClientOptions {
   readonly region: string;
@@ -36,7 +37,7 @@ export interface DynamoDbClientOptions {
 export function createDynamoDbClient(options: DynamoDbClientOptions): DynamoDBClient {
   const local = options.endpoint !== undefined;
   const maxSockets = options.maxSockets ?? 256;
-  return new DynamoDBClient({
+  return withoutSdkLogger(new DynamoDBClient({
     region: options.region,
     endpoint: options.endpoint,
     credentials: local ? { accessKeyId: 'local', secretAccessKey: 'local' } : undefined,
@@ -49,7 +50,7 @@ export function createDynamoDbClient(options: DynamoDbClientOptions): DynamoDBCl
       httpAgent: { keepAlive: true, maxSockets },
       httpsAgent: { keepAlive: true, maxSockets },
     },
-  });
+  }));
 }
 
 /** SDK exception names that mean "the store cannot serve us right now" (after the SDK's own retries). */

@@ -41,7 +41,9 @@ import {
   formatResetDuration,
   gcraAdmits,
   gcraBranch,
+  gcraBranchFor,
   gcraBusyCeilingUs,
+  gcraFloorUs,
   gcraCanEverAdmit,
   gcraIncrementUs,
   gcraRemaining,
@@ -84,7 +86,7 @@ export interface DynamoDbLedgerOptions {
 
 /** DynamoDB's limit on items per TransactWriteItems. */
 export const MAX_TRANSACTION_ITEMS = 100;
-/** Re-tries of reserve when a guessed GCRA branch was wrong (the old item shows the right one). */
+/** Re-tries of reserve when a GCRA "reset" met a bucket another instance had just used (the old item shows it). */
 const MAX_BRANCH_RETRIES = 2;
 /** Re-tries of a transaction cancelled only by TransactionConflict (another transaction on the same item). */
 const MAX_CONFLICT_RETRIES = 10;
@@ -229,11 +231,12 @@ export class DynamoDbLedger implements Ledger {
         if (reason?.Code !== 'ConditionalCheckFailed') continue;
         const oldTat = reason.Item?.tat?.N !== undefined ? Number(reason.Item.tat.N) : undefined;
         this.rememberTat(b.key, oldTat);
-        if (gcraAdmits(oldTat, nowUs, b.inc)) {
-          b.branch = gcraBranch(oldTat, nowUs);
-          wrongBranch = true;
-        } else {
+        if (!gcraAdmits(oldTat, nowUs, b.inc)) {
           denied.push({ charge: b.charge, inc: b.inc, oldTat });
+        } else if (gcraBranchFor(oldTat, nowUs) !== b.branch) {
+          // Only after a "reset" on a quiet key that another instance just used (see core/ratelimit.ts).
+          b.branch = gcraBranchFor(oldTat, nowUs);
+          wrongBranch = true;
         }
       }
       if (denied.length) throw rateLimited(denied, nowUs);
@@ -254,8 +257,8 @@ export class DynamoDbLedger implements Ledger {
       const key = bucketHintKey(charge);
       let tat = this.tatHints.get(key);
       if (bucket) {
-        // idle: exactly now + inc; busy: old tat (as far as we know it) + inc.
-        tat = bucket.branch === 'idle' ? nowUs + bucket.inc : gcraTatAfter(tat, nowUs, bucket.inc);
+        // reset: exactly now + inc; advance: old tat (as far as we know it) + inc.
+        tat = bucket.branch === 'reset' ? nowUs + bucket.inc : gcraTatAfter(tat, nowUs, bucket.inc);
         this.rememberTat(key, tat);
       }
       return {
@@ -300,7 +303,7 @@ export class DynamoDbLedger implements Ledger {
         if (reason?.Code !== 'ConditionalCheckFailed') continue;
         const oldTat = reason.Item?.tat?.N !== undefined ? Number(reason.Item.tat.N) : undefined;
         this.rememberTat(b.key, oldTat);
-        if (gcraAdmits(oldTat, nowUs, b.inc)) b.branch = gcraBranch(oldTat, nowUs);
+        if (gcraAdmits(oldTat, nowUs, b.inc)) b.branch = gcraBranchFor(oldTat, nowUs);
         else denied.push({ charge: b.charge, inc: b.inc, oldTat });
       }
       if (denied.length) throw rateLimited(denied, nowUs);
@@ -312,7 +315,7 @@ export class DynamoDbLedger implements Ledger {
       }
     }
     return buckets.map((b) => {
-      const tat = b.branch === 'idle' ? nowUs + b.inc : gcraTatAfter(this.tatHints.get(b.key), nowUs, b.inc);
+      const tat = b.branch === 'reset' ? nowUs + b.inc : gcraTatAfter(this.tatHints.get(b.key), nowUs, b.inc);
       this.rememberTat(b.key, tat);
       return { dimension: b.charge.dimension, limit: b.charge.limitPerMinute, remaining: gcraRemaining(tat, nowUs, b.charge.limitPerMinute), resetMs: gcraResetMs(tat, nowUs) };
     });
@@ -782,26 +785,28 @@ export class DynamoDbLedger implements Ledger {
       ReturnValuesOnConditionCheckFailure: 'ALL_OLD' as const,
     };
     const ttl = { N: String(bucketTtl(nowUs)) };
-    const now = { N: String(nowUs) };
-    if (b.branch === 'idle') {
+    const floor = { N: String(gcraFloorUs(nowUs)) };
+    if (b.branch === 'reset') {
       return {
         Update: {
           ...common,
           UpdateExpression: 'SET tat = :tat, #ttl = :ttl',
-          ConditionExpression: 'attribute_not_exists(tat) OR tat <= :now',
-          ExpressionAttributeValues: { ':tat': { N: String(nowUs + b.inc) }, ':ttl': ttl, ':now': now },
+          ConditionExpression: 'attribute_not_exists(tat) OR tat < :floor',
+          ExpressionAttributeValues: { ':tat': { N: String(nowUs + b.inc) }, ':ttl': ttl, ':floor': floor },
         },
       };
     }
+    // One condition for a busy bucket and one idle for up to the lag: no wrong guess under concurrency.
     return {
       Update: {
         ...common,
-        UpdateExpression: 'ADD tat :inc SET #ttl = :ttl',
-        ConditionExpression: 'tat > :now AND tat <= :ceiling',
+        UpdateExpression: 'SET tat = if_not_exists(tat, :now) + :inc, #ttl = :ttl',
+        ConditionExpression: 'attribute_not_exists(tat) OR (tat >= :floor AND tat <= :ceiling)',
         ExpressionAttributeValues: {
           ':inc': { N: String(b.inc) },
           ':ttl': ttl,
-          ':now': now,
+          ':now': { N: String(nowUs) },
+          ':floor': floor,
           ':ceiling': { N: String(gcraBusyCeilingUs(nowUs, b.inc)) },
         },
       },
