@@ -311,11 +311,15 @@ export class RequestPipeline {
       floorTokens: this.options.minOutputTokens ?? 1_024,
     });
     const estimate = { inputTokens: call.estimate.inputTokens, maxOutputTokens: cap.maxOutputTokens };
-    const estimatedTokens = estimate.inputTokens + estimate.maxOutputTokens;
     const rateCharges: RateCharge[] = [];
     if (rates.rpm) rateCharges.push({ keyId: principal.keyId, dimension: 'requests', limitPerMinute: rates.rpm, amount: 1 });
     if (rates.tpm) {
-      rateCharges.push({ keyId: principal.keyId, dimension: 'tokens', limitPerMinute: rates.tpm, amount: estimatedTokens });
+      // The token bucket paces throughput; money is bounded by the budgets. At admission it takes the input and
+      // the output cap, but at most a quarter of a minute's capacity for the output, so a caller's large
+      // max_tokens (the AI SDK sends the model's maximum) is not refused as "too large" and does not need an
+      // empty bucket; settle then charges the bucket the actual tokens, so the sustained rate still holds.
+      const admitted = estimate.inputTokens + Math.min(estimate.maxOutputTokens, Math.floor(rates.tpm / 4));
+      rateCharges.push({ keyId: principal.keyId, dimension: 'tokens', limitPerMinute: rates.tpm, amount: admitted });
     }
     const amount = maxCostOf(call.model.price, estimate);
     // The velocity breaker counts the input and a modest output at admission; settle puts in the real cost.

@@ -463,7 +463,13 @@ export class GatewayApp {
       headers: { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', ...outcome.headers },
       body: this.redactor.redactStream(
         route.streamDialect
-          ? withStreamCost(outcome.body, { dialect: route.streamDialect, model: this.servedModel(outcome.headers, body), requestId })
+          ? withStreamCost(outcome.body, {
+              dialect: route.streamDialect,
+              model: this.servedModel(outcome.headers, body),
+              requestId,
+              // A cache hit replays the usage of the call that filled it, but costs nothing.
+              ...(outcome.headers[SPEND_HEADERS.cache] === 'hit' ? { costMicros: 0 } : {}),
+            })
           : outcome.body,
         byokKeys,
       ),

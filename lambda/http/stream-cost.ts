@@ -51,7 +51,13 @@ function readerFor(dialect: StreamDialect): UsageReader {
 /** Adds the call's cost to the stream's usage event(s); every other event passes unchanged. */
 export async function* withStreamCost(
   body: AsyncIterable<Uint8Array>,
-  options: { readonly dialect: StreamDialect; readonly model: ResolvedModel; readonly requestId: string },
+  options: {
+    readonly dialect: StreamDialect;
+    readonly model: ResolvedModel;
+    readonly requestId: string;
+    /** What the call cost when it is not the usage's price: a response-cache hit costs nothing. */
+    readonly costMicros?: number;
+  },
 ): AsyncGenerator<Uint8Array> {
   const read = readerFor(options.dialect);
   const annotate = (event: SseEvent): SseEvent => {
@@ -65,7 +71,7 @@ export async function* withStreamCost(
     if (typeof parsed !== 'object' || parsed === null) return event;
     const usage = read(parsed);
     if (!usage) return event;
-    const tollgate = { cost_usd: formatUsd(costOf(options.model.price, usage)), request_id: options.requestId };
+    const tollgate = { cost_usd: formatUsd(options.costMicros ?? costOf(options.model.price, usage)), request_id: options.requestId };
     return { ...event, data: JSON.stringify({ ...parsed, tollgate }) };
   };
   const parser = new SseParser();

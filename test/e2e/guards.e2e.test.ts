@@ -182,9 +182,20 @@ describe('rate limits', () => {
 
   it('when a request is larger than the key tokens per minute, it is refused before the upstream', async () => {
     const { raw } = await h.createKey({ userId: 'tpm', tpm: 500 });
-    const res = await post('/v1/chat/completions', raw, chatBody('x', { max_tokens: 2000 }));
+    // ~1,000 input tokens (UTF-8 bytes ÷ 3): more than a whole minute of this key's tokens.
+    const res = await post('/v1/chat/completions', raw, chatBody('x'.repeat(3_000), { max_tokens: 10 }));
     expect(res.status).toBe(429);
     expect(h.upstream.requests).toHaveLength(0);
+  });
+
+  it('when a caller asks for a large max_tokens, admission holds at most a quarter minute of output and settle charges what was used', async () => {
+    const { raw } = await h.createKey({ userId: 'tpm-big-cap', tpm: 500 });
+    const first = await post('/v1/chat/completions', raw, chatBody('x', { max_tokens: 100_000 }));
+    expect(first.status).toBe(200);
+    await h.settled();
+    const second = await post('/v1/chat/completions', raw, chatBody('y', { max_tokens: 100_000 }));
+    expect(second.status).toBe(200);
+    expect(h.upstream.requests).toHaveLength(2);
   });
 });
 

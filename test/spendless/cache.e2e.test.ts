@@ -161,7 +161,11 @@ describe('response cache', () => {
     const second = await post(raw, '/v1/chat/completions', body);
     expect(second.headers.get('x-tollgate-cache')).toBe('hit');
     expect(second.headers.get('content-type')).toContain('text/event-stream');
-    expect(await second.text()).toBe(firstBytes);
+    // The same events, but for the tollgate annotation: the hit names its own request and costs $0.
+    const withoutAnnotation = (sse: string) => sse.replace(/,"tollgate":\{[^}]*\}/g, '');
+    const secondBytes = await second.text();
+    expect(withoutAnnotation(secondBytes)).toBe(withoutAnnotation(firstBytes));
+    expect(secondBytes).toContain(`"tollgate":{"cost_usd":"0.000000","request_id":"${second.headers.get('x-request-id')}"}`);
     const sdk = await openai(raw).chat.completions.create({ ...question('stream it'), stream: true, stream_options: { include_usage: true } });
     let text = '';
     for await (const chunk of sdk) text += chunk.choices[0]?.delta?.content ?? '';

@@ -102,7 +102,8 @@ beforeAll(async () => {
   reportsUrl = `http://127.0.0.1:${(reports.address() as AddressInfo).port}`;
   h = await startHarness({ clock: new ManualClock(T0) });
   // The ledger's side of the day: real requests through the gateway.
-  const openaiKey = await h.createKey({ userId: 'recon-1' });
+  // An explicitly unlimited token rate: the scripted 110k-token day would otherwise meet the default 100k tpm.
+  const openaiKey = await h.createKey({ userId: 'recon-1', tpm: 0 });
   h.upstream.script({ usage: { inputTokens: 100_000, outputTokens: 10_000 } });
   await new OpenAI({ apiKey: openaiKey.raw, baseURL: h.baseURL, maxRetries: 0 }).chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
   await new Anthropic({ apiKey: openaiKey.raw, baseURL: h.url, maxRetries: 0 }).messages.create({ model: 'claude-sonnet-4-6', max_tokens: 100, messages: [{ role: 'user', content: 'hi' }] });

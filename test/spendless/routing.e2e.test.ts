@@ -133,7 +133,8 @@ describe('fallback', () => {
   });
 
   it('when the caller is past the rule\'s budget tier, the cheaper model serves from the start', async () => {
-    const { raw, keyId } = await h.createKey({ userId: 'downgrade-tier' });
+    // Explicitly unlimited token rate: the scripted 100k-token call would otherwise meet the default 100k tpm.
+    const { raw, keyId } = await h.createKey({ userId: 'downgrade-tier', tpm: 0 });
     h.upstream.script({ usage: { inputTokens: 100_000, outputTokens: 10 } });
     await openai(raw).chat.completions.create(ask('tollgate/cheap'));
     h.upstream.reset();
