@@ -147,7 +147,13 @@ describe('OpenAiProvider errors', () => {
 
   it('when the upstream does not answer before the timeout, it throws a 502 that says it timed out', async () => {
     upstream.script({ hang: true });
-    const err = await failure(provider.chatCompletions(chat(), callContext({ signal: AbortSignal.timeout(100) })));
+    // The timeout fires once the upstream holds the request (as AbortSignal.timeout would), never before it
+    // arrived: a request still on its way would land in the next test's recording.
+    const controller = new AbortController();
+    const pending = provider.chatCompletions(chat(), callContext({ signal: controller.signal }));
+    await untilUpstreamHasRequests(1);
+    controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError'));
+    const err = await failure(pending);
     expect(err.status).toBe(502);
     expect(err.message).toMatch(/timed out/);
   });
@@ -156,7 +162,8 @@ describe('OpenAiProvider errors', () => {
     upstream.script({ hang: true });
     const controller = new AbortController();
     const pending = provider.chatCompletions(chat(), callContext({ signal: controller.signal }));
-    setTimeout(() => controller.abort(), 20);
+    await untilUpstreamHasRequests(1);
+    controller.abort();
     const err = await failure(pending);
     expect(err.status).toBe(502);
     expect(err.message).toMatch(/aborted/);
@@ -169,6 +176,11 @@ describe('OpenAiProvider errors', () => {
     expect(err.message).toMatch(/unreachable/);
   });
 });
+
+/** Waits (by polling, without a deadline: jest's timeout catches a hang) until the fake upstream has seen n requests. */
+async function untilUpstreamHasRequests(n: number): Promise<void> {
+  while (upstream.requests.length < n) await new Promise((resolve) => setTimeout(resolve, 5));
+}
 
 describe('OpenAiProvider.embeddings', () => {
   it('when asked for embeddings, it posts to /embeddings and reports the input tokens', async () => {
