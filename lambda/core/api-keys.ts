@@ -20,7 +20,10 @@ export interface NewApiKey {
 }
 
 export function generateApiKey(): NewApiKey {
-  const keyId = randomBytes(9).toString('base64url');
+  // A key id is typed as a command-line argument (`keys revoke <keyId>`), where a leading '-' reads as an option.
+  let keyId: string;
+  do keyId = randomBytes(9).toString('base64url');
+  while (keyId.startsWith('-'));
   const secret = randomBytes(32).toString('base64url');
   const raw = `${PREFIX}${keyId}${secret}`;
   return { raw, keyId, prefix: displayPrefix(keyId) };

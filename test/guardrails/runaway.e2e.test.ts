@@ -200,7 +200,7 @@ describe('spend-velocity breaker', () => {
     expect((await chat(keys[1]!.raw, { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'after the ack' }] })).status).toBe(200);
   });
 
-  it('when 8 workers loop in parallel on one key, the breaker counts them at admission and at most 3 calls reach the provider', async () => {
+  it('when 8 workers loop in parallel on one key, the breaker counts them at admission and at most 4 calls reach the provider', async () => {
     const { raw } = await h.createKey({ userId: 'parallel' });
     failingClassifier();
     const results = await Promise.all(
@@ -209,7 +209,11 @@ describe('spend-velocity breaker', () => {
     await h.settled();
     const ok = results.filter((r) => r.status === 200).length;
     expect(ok).toBeGreaterThanOrEqual(1);
-    expect(ok).toBeLessThanOrEqual(3);
+    // The bound that holds for any interleaving: each admission puts at least the input (~490 tokens) plus the
+    // 1,024-token output floor at o1-pro prices (≈ $0.69) into the velocity window, whose ceiling is the $3 floor,
+    // so a 5th admission (≈ $3.44) cannot pass. How many of the 4 get in depends on when the background budget
+    // reads land (they lower the gateway-chosen cap); bench:runaway prints the figure (3).
+    expect(ok).toBeLessThanOrEqual(4);
     expect(results.filter((r) => r.status === 429).every((r) => ['circuit_open', 'insufficient_quota'].includes(r.json.error.code))).toBe(true);
     expect(h.upstream.requests.length).toBe(ok);
   });
