@@ -64,6 +64,19 @@ async function getJson(provider: string, url: string, headers: Record<string, st
   return res.json();
 }
 
+/** The pages of a cursor-paged report (`has_more` / `next_page`), at most MAX_PAGES of them. */
+async function* pagesOf<T extends { readonly has_more?: boolean; readonly next_page?: string | null }>(
+  fetchPage: (page: string | undefined) => Promise<T>,
+): AsyncGenerator<T> {
+  let page: string | undefined;
+  for (let n = 0; n < MAX_PAGES; n++) {
+    const body = await fetchPage(page);
+    yield body;
+    if (!body.has_more || !body.next_page) return;
+    page = body.next_page;
+  }
+}
+
 export interface HttpReportOptions {
   readonly baseUrl: string;
   readonly adminKey: string;
@@ -78,15 +91,16 @@ export class OpenAiCostReport implements BillingReport {
   async dailyCost(day: string): Promise<Map<string, MicroUsd>> {
     const { start, end } = dayBounds(day);
     const out = new Map<string, MicroUsd>();
-    let page: string | undefined;
-    for (let n = 0; n < MAX_PAGES; n++) {
+    const fetchPage = async (page: string | undefined) => {
       const q = new URLSearchParams({ start_time: String(start.getTime() / 1000), end_time: String(end.getTime() / 1000), bucket_width: '1d', group_by: 'line_item', limit: '31' });
       if (page) q.set('page', page);
-      const body = (await getJson('openai', `${this.o.baseUrl}/organization/costs?${q}`, { authorization: `Bearer ${this.o.adminKey}` }, this.o.fetch ?? fetch)) as {
+      return (await getJson('openai', `${this.o.baseUrl}/organization/costs?${q}`, { authorization: `Bearer ${this.o.adminKey}` }, this.o.fetch ?? fetch)) as {
         data?: Array<{ start_time: number; results?: Array<{ amount?: { value?: number; currency?: string }; line_item?: string | null }> }>;
         has_more?: boolean;
         next_page?: string | null;
       };
+    };
+    for await (const body of pagesOf(fetchPage)) {
       for (const bucket of body.data ?? []) {
         if (bucket.start_time * 1000 < start.getTime() || bucket.start_time * 1000 >= end.getTime()) continue;
         for (const r of bucket.results ?? []) {
@@ -95,8 +109,6 @@ export class OpenAiCostReport implements BillingReport {
           add(out, normalizeModel((r.line_item ?? 'unattributed').split(',')[0]!), Math.round(value * 1_000_000));
         }
       }
-      if (!body.has_more || !body.next_page) break;
-      page = body.next_page;
     }
     return out;
   }
@@ -110,17 +122,18 @@ export class AnthropicCostReport implements BillingReport {
   async dailyCost(day: string): Promise<Map<string, MicroUsd>> {
     const { start, end } = dayBounds(day);
     const out = new Map<string, MicroUsd>();
-    let page: string | undefined;
-    for (let n = 0; n < MAX_PAGES; n++) {
+    const fetchPage = async (page: string | undefined) => {
       const q = new URLSearchParams({ starting_at: start.toISOString(), ending_at: end.toISOString(), bucket_width: '1d' });
       q.append('group_by[]', 'description');
       if (page) q.set('page', page);
-      const body = (await getJson(
+      return (await getJson(
         'anthropic',
         `${this.o.baseUrl}/v1/organizations/cost_report?${q}`,
         { 'x-api-key': this.o.adminKey, 'anthropic-version': '2023-06-01' },
         this.o.fetch ?? fetch,
       )) as { data?: Array<{ starting_at: string; results?: Array<{ amount?: string; currency?: string; model?: string | null; description?: string | null }> }>; has_more?: boolean; next_page?: string | null };
+    };
+    for await (const body of pagesOf(fetchPage)) {
       for (const bucket of body.data ?? []) {
         const at = Date.parse(bucket.starting_at);
         if (at < start.getTime() || at >= end.getTime()) continue;
@@ -131,8 +144,6 @@ export class AnthropicCostReport implements BillingReport {
           add(out, normalizeModel(r.model ?? r.description ?? 'unattributed'), Math.round(cents * 10_000));
         }
       }
-      if (!body.has_more || !body.next_page) break;
-      page = body.next_page;
     }
     return out;
   }
