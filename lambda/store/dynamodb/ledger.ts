@@ -82,6 +82,11 @@ export interface DynamoDbLedgerOptions {
   readonly usageRetentionDays: number;
   /** @default the system clock */
   readonly clock?: Clock;
+  /**
+   * Waits between re-tries (conflict backoff, unprocessed batch keys); a simulation passes its virtual time.
+   * @default setTimeout
+   */
+  readonly sleep?: (ms: number) => Promise<void>;
 }
 
 /** DynamoDB's limit on items per TransactWriteItems. */
@@ -132,6 +137,7 @@ export class DynamoDbLedger implements Ledger {
   private readonly platformShards: number;
   private readonly usageRetentionDays: number;
   private readonly clock: Clock;
+  private readonly sleep: (ms: number) => Promise<void>;
   /** Last tat (µs) this instance wrote or saw per bucket: picks the GCRA branch to try first. */
   private readonly tatHints = new Map<string, number>();
 
@@ -147,6 +153,7 @@ export class DynamoDbLedger implements Ledger {
     this.platformShards = options.platformShards;
     this.usageRetentionDays = options.usageRetentionDays;
     this.clock = options.clock ?? systemClock;
+    this.sleep = options.sleep ?? sleep;
   }
 
   async reserve(input: ReserveInput): Promise<Reservation> {
@@ -856,6 +863,15 @@ export class DynamoDbLedger implements Ledger {
       } catch (err) {
         if (errorName(err) !== 'TransactionCanceledException') throw translateError(err);
         const reasons = (err as { CancellationReasons?: CancellationReason[] }).CancellationReasons ?? [];
+        // A hot partition over its throughput cancels the transaction (the SDK does not retry that): nothing
+        // was written and spend cannot be verified now, so it is the store being unavailable (503), not a bug.
+        if (reasons.some((r) => r.Code === 'ThrottlingError' || r.Code === 'ProvisionedThroughputExceeded')) {
+          throw new StoreUnavailableError('The gateway cannot record this request right now; try again shortly.', {
+            code: 'store_unavailable',
+            headers: { 'Retry-After': '1' },
+            cause: err,
+          });
+        }
         const onlyConflicts =
           reasons.some((r) => r.Code === 'TransactionConflict') &&
           reasons.every((r) => r.Code === undefined || r.Code === 'None' || r.Code === 'TransactionConflict');
@@ -867,7 +883,7 @@ export class DynamoDbLedger implements Ledger {
             cause: err,
           });
         }
-        await sleep(Math.random() * Math.min(200, 10 * 2 ** attempt));
+        await this.sleep(Math.random() * Math.min(200, 10 * 2 ** attempt));
       }
     }
   }
@@ -879,7 +895,7 @@ export class DynamoDbLedger implements Ledger {
       for (let i = 0; i < keys.length; i += BATCH_GET_LIMIT) {
         let pending: Item[] = keys.slice(i, i + BATCH_GET_LIMIT).map((k) => marshall(k));
         for (let attempt = 0; pending.length; attempt++) {
-          if (attempt > 0) await sleep(Math.min(500, 20 * 2 ** attempt));
+          if (attempt > 0) await this.sleep(Math.min(500, 20 * 2 ** attempt));
           if (attempt > 8) throw new StoreUnavailableError('The gateway cannot read its budgets right now.');
           const page = await this.client.send(
             new BatchGetItemCommand({ RequestItems: { [this.budgets]: { Keys: pending, ConsistentRead: true } } }),

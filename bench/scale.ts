@@ -1,0 +1,428 @@
+/**
+ * Scale in simulation: N Lambda instances of the real request pipeline, one user at 1,000 req/s, against
+ * DynamoDB's per-item rules (bench/support/dynamo-physics.ts) imposed in virtual time around a real DynamoDB
+ * Local. Every condition is evaluated by DynamoDB Local; latency, transaction conflicts and per-partition
+ * throughput come from the physics; the gateway's own code (RequestPipeline, AdmittingLedger, DynamoDbLedger,
+ * guardrails) runs unchanged with a virtual clock.
+ *
+ *   arrivals (open loop, Poisson) ──► a free instance (or a new one after a cold start, up to the cap)
+ *        instance: pipeline.run (limits, reserve, read-back) → upstream (virtual 300–800 ms) → settle
+ *
+ * Scenarios: `throughput` (limits far away: everything should be admitted) and `budget` (the user's daily
+ * limit runs out mid-run: refusals must begin close to the limit, and spend must never pass it).
+ * Configurations side by side: `per-request` (the ledger as composed today: one reserve and one settle
+ * transaction per request).
+ *
+ *   npm run bench:scale                       # both scenarios, 1,000 req/s
+ *   npm run bench:scale -- --seconds=5 --rate=500 --scenario=budget --config=per-request
+ */
+import { performance } from 'node:perf_hooks';
+import { loadConfig, type GatewayConfig } from '../lambda/config';
+import { AdmissionGate, AdmittingLedger } from '../lambda/core/admission';
+import type { Principal } from '../lambda/core/auth';
+import { BudgetExceededError, RateLimitError, StoreUnavailableError, TollgateError } from '../lambda/core/errors';
+import { silentLogger } from '../lambda/core/log';
+import { displayUsd, type MicroUsd } from '../lambda/core/money';
+import { type BillableCall, RequestPipeline } from '../lambda/core/pipeline';
+import { costOf, PriceBook } from '../lambda/core/pricing';
+import type { CounterRef, Ledger } from '../lambda/core/stores';
+import type { KeyRecord, TokenUsage } from '../lambda/core/types';
+import { windowBounds, windowKey } from '../lambda/core/windows';
+import { startDynamoDbLocal } from '../lambda/local/dynamodb-local';
+import { createDynamoDbClient } from '../lambda/store/dynamodb/client';
+import { ensureTables } from '../lambda/store/dynamodb/create-tables';
+import { DynamoDbGuardrailStore } from '../lambda/store/dynamodb/guardrails-store';
+import { DynamoDbKeyStore } from '../lambda/store/dynamodb/key-store';
+import { DynamoDbLedger } from '../lambda/store/dynamodb/ledger';
+import { TABLES, type TableDefinition, type TableNames } from '../lambda/store/dynamodb/schema';
+import { DynamoPhysics, type PartitionStats, type PhysicsStats } from './support/dynamo-physics';
+import { seededRandom, VirtualScheduler } from './support/virtual-time';
+
+const USER = 'u-scale';
+const ORG = 'o-scale';
+const MODEL = 'openai/gpt-4o-mini';
+/** Lambda's default account concurrency. */
+const DEFAULT_INSTANCE_CAP = 1_000;
+/** Virtual init of a new instance (the lean bundle's module init plus the runtime's start). */
+const COLD_START_MS = 300;
+
+interface Options {
+  readonly rate: number;
+  readonly seconds: number;
+  readonly keys: number;
+  readonly instanceCap: number;
+  readonly seed: number;
+  readonly scenarios: readonly ScenarioName[];
+  readonly configs: readonly ConfigName[];
+}
+
+type ScenarioName = 'throughput' | 'budget';
+type ConfigName = 'per-request';
+
+/** How one configuration builds an instance's ledger from the DynamoDB ledger. */
+interface Configuration {
+  readonly name: ConfigName;
+  readonly label: string;
+  wrap(inner: DynamoDbLedger, ctx: { readonly scheduler: VirtualScheduler; readonly instanceId: string }): Ledger & { close?(): Promise<void> };
+}
+
+const CONFIGURATIONS: Record<ConfigName, Configuration> = {
+  'per-request': { name: 'per-request', label: '(a) per-request reserve', wrap: (inner) => inner },
+};
+
+interface Instance {
+  readonly id: string;
+  readonly pipeline: RequestPipeline;
+  readonly ledger: Ledger & { close?(): Promise<void> };
+}
+
+interface Result {
+  readonly config: Configuration;
+  readonly scenario: ScenarioName;
+  readonly offered: number;
+  readonly admitted: number;
+  readonly refusedBudget: number;
+  readonly storeUnavailable: number;
+  readonly contentionShed: number;
+  readonly lambdaThrottled: number;
+  readonly otherErrors: Map<string, number>;
+  readonly settleFailures: number;
+  readonly admissionMs: number[];
+  readonly instances: number;
+  readonly physics: PhysicsStats;
+  readonly hot: PartitionStats[];
+  readonly limit: MicroUsd | undefined;
+  readonly spent: MicroUsd;
+  readonly reserved: MicroUsd;
+  readonly committed: MicroUsd;
+  readonly admittedCost: MicroUsd;
+  /** Sum of the costs of requests admitted before the first budget refusal (undefined: no refusal). */
+  readonly spentAtFirstRefusal: MicroUsd | undefined;
+  readonly firstRefusalAt: number | undefined;
+  readonly realMs: number;
+  readonly realCalls: number;
+  readonly durationMs: number;
+}
+
+function parseArgs(argv: readonly string[]): Options {
+  const arg = (name: string): string | undefined => argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+  const num = (name: string, fallback: number): number => {
+    const v = arg(name);
+    if (v === undefined) return fallback;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got ${v}`);
+    return n;
+  };
+  const scenario = arg('scenario');
+  const config = arg('config');
+  return {
+    rate: num('rate', 1_000),
+    seconds: num('seconds', 10),
+    keys: Math.round(num('keys', 8)),
+    instanceCap: Math.round(num('instances', DEFAULT_INSTANCE_CAP)),
+    seed: Math.round(num('seed', 14)),
+    scenarios: scenario ? [scenario as ScenarioName] : ['throughput', 'budget'],
+    configs: config ? [config as ConfigName] : (Object.keys(CONFIGURATIONS) as ConfigName[]),
+  };
+}
+
+async function simulate(endpoint: string, configuration: Configuration, scenario: ScenarioName, options: Options): Promise<Result> {
+  const realStart = performance.now();
+  const stage = `scale-${configuration.name}-${scenario}-${Date.now().toString(36)}`;
+  // Explicit limits that 1,000 req/s of one user can live with: velocity ceiling out of reach (the bench
+  // measures the store, not the breaker); key budgets `none`. The user's day limit is the scenario's.
+  const config: GatewayConfig = loadConfig({
+    TOLLGATE_STAGE: stage,
+    TOLLGATE_VELOCITY_FLOOR_USD: '1000000',
+    TOLLGATE_DEFAULT_KEY_BUDGETS: 'none',
+  });
+  const setupClient = createDynamoDbClient({ region: 'us-east-1', endpoint, maxAttempts: 10, requestTimeoutMs: 120_000, connectionTimeoutMs: 30_000 });
+  await ensureTables(setupClient, config.tables, { timeoutMs: 240_000 });
+
+  // Virtual time starts at noon (UTC) of the next day, so no window boundary falls inside the run.
+  const start = windowBounds('day', Date.now()).end + 12 * 3_600_000;
+  const scheduler = new VirtualScheduler(start);
+  const random = seededRandom(options.seed);
+  const physics = new DynamoPhysics({ scheduler, random: seededRandom(options.seed + 1), tables: tableDefinitions(config.tables) });
+  // DynamoDB Local's own hiccups (a 500 "took too long waiting for a lock" on a loaded box) are retried below
+  // the physics with real timers: they are not DynamoDB's behaviour, and the scheduler waits for them.
+  const simClient = createDynamoDbClient({ region: 'us-east-1', endpoint, maxAttempts: 5, requestTimeoutMs: 120_000, connectionTimeoutMs: 30_000 });
+  physics.install(simClient);
+
+  const setupLedger = new DynamoDbLedger(setupClient, { tables: config.tables, platformShards: config.platformShards, usageRetentionDays: 1 });
+  const limit = scenario === 'budget' ? Math.round(options.rate * options.seconds * 0.4 * 300) : undefined;
+  // Throughput: $100,000 a day is out of reach. Budget: about 40 % of the run's offered spend (≈300 µ$ a request).
+  await setupLedger.setLimit(`user:${USER}`, 'day', limit ?? 100_000_000_000);
+  const keys = new DynamoDbKeyStore(setupClient, config.tables);
+  const keyRecords: KeyRecord[] = [];
+  for (let k = 0; k < options.keys; k++) {
+    const record: KeyRecord = {
+      keyId: `k-scale-${k}`,
+      prefix: `sk-tg-scale${k}`,
+      hash: `scale-${k}`,
+      userId: USER,
+      orgId: ORG,
+      name: `scale ${k}`,
+      scopes: ['ai:complete'],
+      // High enough for 1,000 req/s over a handful of keys, but still enforced (the buckets are written).
+      rpm: 1_000_000,
+      tpm: 10_000_000_000,
+      status: 'active',
+      createdAt: new Date(start - 86_400_000).toISOString(),
+    };
+    await keys.create(record);
+    keyRecords.push(record);
+  }
+
+  const prices = new PriceBook({ providers: ['openai'], now: () => scheduler.now() });
+  const model = prices.resolve(MODEL);
+  const instances: Instance[] = [];
+  const idle: Instance[] = [];
+  const makeInstance = (): Instance => {
+    const id = `i${instances.length}`;
+    const inner = new DynamoDbLedger(simClient, {
+      tables: config.tables,
+      platformShards: config.platformShards,
+      usageRetentionDays: config.usageRetentionDays,
+      clock: scheduler,
+      sleep: scheduler.sleep,
+    });
+    const ledger = configuration.wrap(inner, { scheduler, instanceId: id });
+    const pipeline = new RequestPipeline({
+      ledger: new AdmittingLedger(ledger, new AdmissionGate(config.admission)),
+      settleRetry: { ...config.settleRetry, sleep: scheduler.sleep },
+      keys: new DynamoDbKeyStore(simClient, config.tables),
+      clock: scheduler,
+      log: silentLogger,
+      limitsCacheMs: config.authCacheMs,
+      holdTtlMs: config.holdTtlMs,
+      platformShards: config.platformShards,
+      upstreamTimeoutMs: config.upstreamTimeoutMs,
+      defaults: config.defaults,
+      minOutputTokens: config.minOutputTokens,
+      guardrails: {
+        store: new DynamoDbGuardrailStore(simClient, { tables: config.tables, platformShards: config.platformShards, clock: scheduler }),
+        settings: config.guardrails,
+      },
+    });
+    const instance = { id, pipeline, ledger };
+    instances.push(instance);
+    return instance;
+  };
+
+  const counts = { offered: 0, admitted: 0, refusedBudget: 0, storeUnavailable: 0, contentionShed: 0, lambdaThrottled: 0, settleFailures: 0 };
+  const otherErrors = new Map<string, number>();
+  const admissionMs: number[] = [];
+  const admittedCosts: Array<{ at: number; cost: MicroUsd }> = [];
+  let firstRefusalAt: number | undefined;
+  let completed = 0;
+
+  const serve = async (instance: Instance, n: number, arrival: number): Promise<void> => {
+    const key = keyRecords[n % keyRecords.length]!;
+    const principal: Principal = { keyId: key.keyId, userId: USER, orgId: ORG, scopes: key.scopes, key };
+    const inputTokens = 800 + Math.floor(random() * 400);
+    const body = { model: MODEL, messages: [{ role: 'user', content: `question ${n} of the scale bench` }], max_tokens: 1_024 };
+    const call: BillableCall = {
+      requestId: `req-${stage}-${n}`,
+      startedAt: arrival,
+      principal,
+      requestType: 'chat',
+      endpoint: '/v1/chat/completions',
+      model,
+      stream: false,
+      estimate: { inputTokens, maxOutputTokens: 1_024 },
+      fingerprint: instance.pipeline.fingerprintOf(body),
+      clientSignal: new AbortController().signal,
+      invoke: async () => {
+        admissionMs.push(scheduler.now() - arrival);
+        counts.admitted++;
+        const usage: TokenUsage = { inputTokens, outputTokens: 50 + Math.floor(random() * 350), cachedInputTokens: 0, cacheWriteTokens: 0 };
+        admittedCosts.push({ at: scheduler.now(), cost: costOf(model.price, usage) });
+        await scheduler.sleep(300 + random() * 500);
+        return { kind: 'json', body: { object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' } }] }, usage };
+      },
+    };
+    try {
+      const outcome = await instance.pipeline.run(call);
+      if (outcome.kind === 'error') classify(outcome.error);
+      const record = await outcome.after();
+      if (outcome.kind !== 'error' && record === undefined) counts.settleFailures++;
+    } catch (err) {
+      classify(err);
+    }
+  };
+
+  const classify = (err: unknown): void => {
+    if (err instanceof BudgetExceededError) {
+      counts.refusedBudget++;
+      firstRefusalAt ??= scheduler.now();
+    } else if (err instanceof StoreUnavailableError) {
+      counts.storeUnavailable++;
+    } else if (err instanceof RateLimitError && err.code === 'gateway_busy') {
+      counts.contentionShed++;
+    } else {
+      const code = err instanceof TollgateError ? `${err.status} ${err.code}` : `crash: ${err instanceof Error ? err.message.slice(0, 80) : String(err)}`;
+      otherErrors.set(code, (otherErrors.get(code) ?? 0) + 1);
+    }
+  };
+
+  const dispatch = (n: number): void => {
+    counts.offered++;
+    const arrival = scheduler.now();
+    let instance = idle.pop();
+    let coldStart = 0;
+    if (!instance) {
+      if (instances.length >= options.instanceCap) {
+        counts.lambdaThrottled++;
+        return;
+      }
+      instance = makeInstance();
+      coldStart = COLD_START_MS;
+    }
+    const chosen = instance;
+    void (async () => {
+      if (coldStart) await scheduler.sleep(coldStart);
+      try {
+        await serve(chosen, n, arrival);
+      } finally {
+        completed++;
+        idle.push(chosen);
+      }
+    })();
+  };
+
+  // Open-loop Poisson arrivals over the run.
+  const durationMs = options.seconds * 1000;
+  let t = start;
+  for (let n = 0; ; n++) {
+    t += (-Math.log(1 - random()) / options.rate) * 1000;
+    if (t >= start + durationMs) break;
+    scheduler.schedule(t, () => dispatch(n));
+  }
+  await scheduler.run({ maxVirtualMs: durationMs + 15 * 60_000 });
+  if (completed + counts.lambdaThrottled !== counts.offered) {
+    throw new Error(`simulation stopped with ${counts.offered - completed - counts.lambdaThrottled} requests unfinished`);
+  }
+  // Instances return what they hold (leases) before the counters are read.
+  const closing = Promise.all(instances.map((i) => i.ledger.close?.()));
+  await scheduler.run({ maxVirtualMs: 15 * 60_000 });
+  await closing;
+
+  const dayRef: CounterRef = { scope: `user:${USER}`, window: 'day', windowKey: windowKey('day', start), windowEnd: windowBounds('day', start).end };
+  const [day] = await setupLedger.readCounters([dayRef]);
+  const admittedCost = admittedCosts.reduce((s, c) => s + c.cost, 0);
+  const spentAtFirstRefusal = firstRefusalAt === undefined ? undefined : admittedCosts.filter((c) => c.at <= firstRefusalAt!).reduce((s, c) => s + c.cost, 0);
+  setupClient.destroy();
+  simClient.destroy();
+  return {
+    config: configuration,
+    scenario,
+    ...counts,
+    otherErrors,
+    admissionMs,
+    instances: instances.length,
+    physics: physics.stats,
+    hot: physics.hotPartitions(5),
+    limit,
+    spent: day?.spent ?? 0,
+    reserved: day?.reserved ?? 0,
+    committed: day?.committed ?? 0,
+    admittedCost,
+    spentAtFirstRefusal,
+    firstRefusalAt: firstRefusalAt === undefined ? undefined : firstRefusalAt - start,
+    realMs: performance.now() - realStart,
+    realCalls: scheduler.realCalls,
+    durationMs,
+  };
+}
+
+function tableDefinitions(names: TableNames): Map<string, TableDefinition> {
+  return new Map(TABLES.map((def) => [names[def.id], def]));
+}
+
+function percentile(xs: readonly number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+function shortPartition(id: string): string {
+  // `tollgate-scale-…-budgets:ctr#user:u-scale` → `budgets:ctr#user:u-scale`
+  return id.replace(/^tollgate-scale-[^-]+(-[^-]+)?-[^-]+-[a-z0-9]+-/, '');
+}
+
+function report(results: readonly Result[], options: Options): void {
+  for (const scenario of options.scenarios) {
+    const rows = results.filter((r) => r.scenario === scenario);
+    if (rows.length === 0) continue;
+    console.log(`\n## scenario: ${scenario} — one user, ${options.rate} req/s offered for ${options.seconds} virtual s, ${options.keys} keys`);
+    const line = (label: string, f: (r: Result) => string) => console.log(`| ${label.padEnd(44)} | ${rows.map((r) => f(r).padStart(26)).join(' | ')} |`);
+    line('', (r) => r.config.label);
+    console.log(`| ${'-'.repeat(44)} | ${rows.map(() => '-'.repeat(26)).join(' | ')} |`);
+    const perS = (n: number, r: Result) => (n / (r.durationMs / 1000)).toFixed(0);
+    line('offered req/s', (r) => perS(r.offered, r));
+    line('admitted req/s (reached the upstream)', (r) => perS(r.admitted, r));
+    line('store errors: 503 store_unavailable', (r) => String(r.storeUnavailable));
+    line('store errors: 429 gateway_busy (contention)', (r) => String(r.contentionShed));
+    line('refused: budget (429 insufficient_quota)', (r) => String(r.refusedBudget));
+    line('refused: other', (r) => [...r.otherErrors].map(([k, v]) => `${v}× ${k}`).join(', ') || '0');
+    line('Lambda throttled (instance cap)', (r) => String(r.lambdaThrottled));
+    line('settles failed (hold left for the sweeper)', (r) => String(r.settleFailures));
+    line('transaction conflicts (each one retried)', (r) => String(r.physics.transactionConflicts));
+    line('single-item writes on held items', (r) => String(r.physics.itemConflicts));
+    line('throttled: transactions / SDK attempts', (r) => `${r.physics.throttledTransactions} / ${r.physics.throttledCalls}`);
+    line('admission latency p50 / p99 (virtual ms)', (r) => `${percentile(r.admissionMs, 50).toFixed(0)} / ${percentile(r.admissionMs, 99).toFixed(0)}`);
+    line('instances (peak concurrency)', (r) => String(r.instances));
+    line('user day limit', (r) => (r.limit === undefined ? '$100,000 (out of reach)' : displayUsd(r.limit)));
+    line('final counter: spent (+ reserved)', (r) => `${displayUsd(r.spent)} (+${displayUsd(r.reserved)})`);
+    line('sum of admitted requests\' real costs', (r) => displayUsd(r.admittedCost));
+    line('overspend (counter committed − limit, ≥ 0)', (r) => (r.limit === undefined ? 'n/a' : displayUsd(Math.max(0, r.committed - r.limit))));
+    line('overspend (real costs − limit, ≥ 0)', (r) => (r.limit === undefined ? 'n/a' : displayUsd(Math.max(0, r.admittedCost - r.limit))));
+    if (scenario === 'budget') {
+      line('first budget refusal at (virtual s)', (r) => (r.firstRefusalAt === undefined ? '—' : (r.firstRefusalAt / 1000).toFixed(2)));
+      line('limit spent when refusals began', (r) =>
+        r.spentAtFirstRefusal === undefined || r.limit === undefined ? '—' : `${((100 * r.spentAtFirstRefusal) / r.limit).toFixed(1)} %`,
+      );
+      line('limit spent at the end', (r) => (r.limit === undefined ? '—' : `${((100 * r.admittedCost) / r.limit).toFixed(1)} %`));
+    }
+    line('real calls to DynamoDB Local', (r) => String(r.realCalls));
+    line('real time taken', (r) => `${(r.realMs / 1000).toFixed(1)} s`);
+    for (const r of rows) {
+      console.log(`\n  ${r.config.label}: hottest partitions (peak WCU in one virtual second; limit ${1000} WCU/s)`);
+      for (const p of r.hot) {
+        console.log(
+          `    ${shortPartition(p.partition).padEnd(48)} peak ${String(p.peakWriteUnitsPerSecond).padStart(6)} WCU/s  ${String(p.peakReadUnitsPerSecond).padStart(6)} RCU/s  throttled ${p.throttles}`,
+        );
+      }
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  const options = parseArgs(process.argv.slice(2));
+  const began = performance.now();
+  console.log('# bench:scale — DynamoDB per-item rules in virtual time around DynamoDB Local (docs/scale-simulation.md)');
+  const ddb = await startDynamoDbLocal({ port: 0, inMemory: true, startTimeoutMs: 240_000 });
+  const results: Result[] = [];
+  try {
+    for (const scenario of options.scenarios) {
+      for (const name of options.configs) {
+        const configuration = CONFIGURATIONS[name];
+        if (!configuration) throw new Error(`unknown --config ${name}; known: ${Object.keys(CONFIGURATIONS).join(', ')}`);
+        process.stdout.write(`running ${scenario} × ${configuration.label} … `);
+        const result = await simulate(ddb.endpoint, configuration, scenario, options);
+        console.log(`${(result.realMs / 1000).toFixed(1)} s`);
+        results.push(result);
+      }
+    }
+  } finally {
+    await ddb.stop();
+  }
+  report(results, options);
+  console.log(`\ntotal real time ${((performance.now() - began) / 1000).toFixed(1)} s`);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
