@@ -34,6 +34,7 @@ import { ensureTables } from '../lambda/store/dynamodb/create-tables';
 import { DynamoDbGuardrailStore } from '../lambda/store/dynamodb/guardrails-store';
 import { DynamoDbKeyStore } from '../lambda/store/dynamodb/key-store';
 import { DynamoDbLedger } from '../lambda/store/dynamodb/ledger';
+import { LeasingLedger } from '../lambda/core/lease/leasing-ledger';
 import { TABLES, type TableDefinition, type TableNames } from '../lambda/store/dynamodb/schema';
 import { DynamoPhysics, type PartitionStats, type PhysicsStats } from './support/dynamo-physics';
 import { seededRandom, VirtualScheduler } from './support/virtual-time';
@@ -57,17 +58,38 @@ interface Options {
 }
 
 type ScenarioName = 'throughput' | 'budget';
-type ConfigName = 'per-request';
+type ConfigName = 'per-request' | 'leases';
 
 /** How one configuration builds an instance's ledger from the DynamoDB ledger. */
 interface Configuration {
   readonly name: ConfigName;
   readonly label: string;
-  wrap(inner: DynamoDbLedger, ctx: { readonly scheduler: VirtualScheduler; readonly instanceId: string }): Ledger & { close?(): Promise<void> };
+  wrap(inner: DynamoDbLedger, ctx: WrapContext): Ledger & { close?(): Promise<void> };
+}
+
+interface WrapContext {
+  readonly scheduler: VirtualScheduler;
+  readonly instanceId: string;
+  readonly config: GatewayConfig;
+  readonly onError: (what: string, err: unknown) => void;
 }
 
 const CONFIGURATIONS: Record<ConfigName, Configuration> = {
   'per-request': { name: 'per-request', label: '(a) per-request reserve', wrap: (inner) => inner },
+  // As lambda/compose.ts builds it with leases on (the default).
+  leases: {
+    name: 'leases',
+    label: '(b) budget leases',
+    wrap: (inner, { scheduler, instanceId, config, onError }) =>
+      new LeasingLedger(inner, {
+        ...config.leases,
+        clock: scheduler,
+        instanceId,
+        holdTtlMs: config.holdTtlMs,
+        platformShards: config.platformShards,
+        onError,
+      }),
+  },
 };
 
 interface Instance {
@@ -86,6 +108,8 @@ interface Result {
   readonly contentionShed: number;
   readonly lambdaThrottled: number;
   readonly otherErrors: Map<string, number>;
+  /** Lease returns or usage writes that failed (retried by the lease layer; told through its onError). */
+  readonly leaseErrors: Map<string, number>;
   readonly settleFailures: number;
   readonly admissionMs: number[];
   readonly instances: number;
@@ -176,6 +200,9 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
 
   const prices = new PriceBook({ providers: ['openai'], now: () => scheduler.now() });
   const model = prices.resolve(MODEL);
+  const counts = { offered: 0, admitted: 0, refusedBudget: 0, storeUnavailable: 0, contentionShed: 0, lambdaThrottled: 0, settleFailures: 0 };
+  const otherErrors = new Map<string, number>();
+  const leaseErrors = new Map<string, number>();
   const instances: Instance[] = [];
   const idle: Instance[] = [];
   const makeInstance = (): Instance => {
@@ -187,7 +214,15 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
       clock: scheduler,
       sleep: scheduler.sleep,
     });
-    const ledger = configuration.wrap(inner, { scheduler, instanceId: id });
+    const ledger = configuration.wrap(inner, {
+      scheduler,
+      instanceId: `${id}-${stage}`,
+      config,
+      onError: (what) => {
+        const k = `lease: ${what}`;
+        leaseErrors.set(k, (leaseErrors.get(k) ?? 0) + 1);
+      },
+    });
     const pipeline = new RequestPipeline({
       ledger: new AdmittingLedger(ledger, new AdmissionGate(config.admission)),
       settleRetry: { ...config.settleRetry, sleep: scheduler.sleep },
@@ -210,8 +245,6 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
     return instance;
   };
 
-  const counts = { offered: 0, admitted: 0, refusedBudget: 0, storeUnavailable: 0, contentionShed: 0, lambdaThrottled: 0, settleFailures: 0 };
-  const otherErrors = new Map<string, number>();
   const admissionMs: number[] = [];
   const admittedCosts: Array<{ at: number; cost: MicroUsd }> = [];
   let firstRefusalAt: number | undefined;
@@ -319,6 +352,7 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
     scenario,
     ...counts,
     otherErrors,
+    leaseErrors,
     admissionMs,
     instances: instances.length,
     physics: physics.stats,
@@ -368,6 +402,12 @@ function report(results: readonly Result[], options: Options): void {
     line('refused: other', (r) => [...r.otherErrors].map(([k, v]) => `${v}× ${k}`).join(', ') || '0');
     line('Lambda throttled (instance cap)', (r) => String(r.lambdaThrottled));
     line('settles failed (hold left for the sweeper)', (r) => String(r.settleFailures));
+    line('lease layer errors (told via onError)', (r) => [...r.leaseErrors].map(([k, v]) => `${v}× ${k}`).join(', ') || '0');
+    line('store write calls per admitted request', (r) => {
+      const writes = ['TransactWriteItemsCommand', 'BatchWriteItemCommand', 'PutItemCommand', 'UpdateItemCommand', 'DeleteItemCommand'];
+      const n = writes.reduce((sum, w) => sum + (r.physics.calls[w] ?? 0), 0);
+      return r.admitted ? (n / r.admitted).toFixed(2) : '—';
+    });
     line('transaction conflicts (each one retried)', (r) => String(r.physics.transactionConflicts));
     line('single-item writes on held items', (r) => String(r.physics.itemConflicts));
     line('throttled: transactions / SDK attempts', (r) => `${r.physics.throttledTransactions} / ${r.physics.throttledCalls}`);
