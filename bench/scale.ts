@@ -55,6 +55,10 @@ interface Options {
   readonly seed: number;
   readonly scenarios: readonly ScenarioName[];
   readonly configs: readonly ConfigName[];
+  /** Seconds over which the arrival rate climbs linearly from 0 to `rate` (a real onset, not a step). */
+  readonly ramp: number;
+  /** Extra gateway settings (env names, e.g. TOLLGATE_LEASE_TTL_MS) for every configuration. */
+  readonly env: Readonly<Record<string, string>>;
 }
 
 type ScenarioName = 'throughput' | 'budget';
@@ -126,6 +130,12 @@ interface Result {
   readonly realMs: number;
   readonly realCalls: number;
   readonly durationMs: number;
+  /** Admitted requests per virtual second of arrival. */
+  readonly timeline: number[];
+  /** Admissions served from a lease (no store write of their own). */
+  readonly leasedAdmissions: number;
+  /** After the ramp: offered and admitted requests, and how long that part lasted. */
+  readonly full: { readonly offered: number; readonly admitted: number; readonly ms: number };
 }
 
 function parseArgs(argv: readonly string[]): Options {
@@ -147,6 +157,8 @@ function parseArgs(argv: readonly string[]): Options {
     seed: Math.round(num('seed', 14)),
     scenarios: scenario ? [scenario as ScenarioName] : ['throughput', 'budget'],
     configs: config ? [config as ConfigName] : (Object.keys(CONFIGURATIONS) as ConfigName[]),
+    ramp: arg('ramp') === undefined ? 2 : Number(arg('ramp')),
+    env: Object.fromEntries(argv.filter((a) => /^TOLLGATE_[A-Z_]+=/.test(a)).map((a) => [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)])),
   };
 }
 
@@ -159,6 +171,7 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
     TOLLGATE_STAGE: stage,
     TOLLGATE_VELOCITY_FLOOR_USD: '1000000',
     TOLLGATE_DEFAULT_KEY_BUDGETS: 'none',
+    ...options.env,
   });
   const setupClient = createDynamoDbClient({ region: 'us-east-1', endpoint, maxAttempts: 10, requestTimeoutMs: 120_000, connectionTimeoutMs: 30_000 });
   await ensureTables(setupClient, config.tables, { timeoutMs: 240_000 });
@@ -214,13 +227,24 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
       clock: scheduler,
       sleep: scheduler.sleep,
     });
-    const ledger = configuration.wrap(inner, {
+    const wrapped = configuration.wrap(inner, {
       scheduler,
       instanceId: `${id}-${stage}`,
       config,
       onError: (what) => {
         const k = `lease: ${what}`;
         leaseErrors.set(k, (leaseErrors.get(k) ?? 0) + 1);
+      },
+    });
+    // Counts admissions a lease served (their reservation names it); everything else passes through.
+    const ledger = new Proxy(wrapped, {
+      get(target, prop, receiver) {
+        if (prop !== 'reserve') return Reflect.get(target, prop, receiver);
+        return async (input: Parameters<Ledger['reserve']>[0]) => {
+          const reservation = await target.reserve(input);
+          if (reservation.leaseId !== undefined) leasedAdmissions++;
+          return reservation;
+        };
       },
     });
     const pipeline = new RequestPipeline({
@@ -249,6 +273,11 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
   const admittedCosts: Array<{ at: number; cost: MicroUsd }> = [];
   let firstRefusalAt: number | undefined;
   let completed = 0;
+  const durationMs = options.seconds * 1000;
+  const rampMs = Math.min(durationMs, options.ramp * 1000);
+  const full = { offered: 0, admitted: 0, ms: durationMs - rampMs };
+  const timeline: number[] = [];
+  let leasedAdmissions = 0;
 
   const serve = async (instance: Instance, n: number, arrival: number): Promise<void> => {
     const key = keyRecords[n % keyRecords.length]!;
@@ -269,6 +298,9 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
       invoke: async () => {
         admissionMs.push(scheduler.now() - arrival);
         counts.admitted++;
+        if (arrival >= start + rampMs) full.admitted++;
+        const second = Math.floor((arrival - start) / 1000);
+        timeline[second] = (timeline[second] ?? 0) + 1;
         const usage: TokenUsage = { inputTokens, outputTokens: 50 + Math.floor(random() * 350), cachedInputTokens: 0, cacheWriteTokens: 0 };
         admittedCosts.push({ at: scheduler.now(), cost: costOf(model.price, usage) });
         await scheduler.sleep(300 + random() * 500);
@@ -302,6 +334,7 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
   const dispatch = (n: number): void => {
     counts.offered++;
     const arrival = scheduler.now();
+    if (arrival >= start + rampMs) full.offered++;
     let instance = idle.pop();
     let coldStart = 0;
     if (!instance) {
@@ -324,13 +357,14 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
     })();
   };
 
-  // Open-loop Poisson arrivals over the run.
-  const durationMs = options.seconds * 1000;
+  // Open-loop Poisson arrivals over the run (thinned during the ramp, so the rate climbs linearly).
   let t = start;
-  for (let n = 0; ; n++) {
+  for (let n = 0; ; ) {
     t += (-Math.log(1 - random()) / options.rate) * 1000;
     if (t >= start + durationMs) break;
-    scheduler.schedule(t, () => dispatch(n));
+    if (rampMs > 0 && t - start < rampMs && random() >= (t - start) / rampMs) continue;
+    const id = n++;
+    scheduler.schedule(t, () => dispatch(id));
   }
   await scheduler.run({ maxVirtualMs: durationMs + 15 * 60_000 });
   if (completed + counts.lambdaThrottled !== counts.offered) {
@@ -367,6 +401,9 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
     realMs: performance.now() - realStart,
     realCalls: scheduler.realCalls,
     durationMs,
+    full,
+    timeline: Array.from({ length: Math.ceil(durationMs / 1000) }, (_, i) => timeline[i] ?? 0),
+    leasedAdmissions,
   };
 }
 
@@ -389,13 +426,17 @@ function report(results: readonly Result[], options: Options): void {
   for (const scenario of options.scenarios) {
     const rows = results.filter((r) => r.scenario === scenario);
     if (rows.length === 0) continue;
-    console.log(`\n## scenario: ${scenario} — one user, ${options.rate} req/s offered for ${options.seconds} virtual s, ${options.keys} keys`);
+    console.log(
+      `\n## scenario: ${scenario} — one user, ${options.rate} req/s offered for ${options.seconds} virtual s (first ${options.ramp} s a linear ramp), ${options.keys} keys` +
+        (Object.keys(options.env).length ? `, ${Object.entries(options.env).map(([k, v]) => `${k}=${v}`).join(' ')}` : ''),
+    );
     const line = (label: string, f: (r: Result) => string) => console.log(`| ${label.padEnd(44)} | ${rows.map((r) => f(r).padStart(26)).join(' | ')} |`);
     line('', (r) => r.config.label);
     console.log(`| ${'-'.repeat(44)} | ${rows.map(() => '-'.repeat(26)).join(' | ')} |`);
-    const perS = (n: number, r: Result) => (n / (r.durationMs / 1000)).toFixed(0);
-    line('offered req/s', (r) => perS(r.offered, r));
-    line('admitted req/s (reached the upstream)', (r) => perS(r.admitted, r));
+    line('offered req/s (after the ramp)', (r) => (r.full.ms > 0 ? (r.full.offered / (r.full.ms / 1000)).toFixed(0) : '—'));
+    line('admitted req/s (after the ramp)', (r) => (r.full.ms > 0 ? (r.full.admitted / (r.full.ms / 1000)).toFixed(0) : '—'));
+    line('offered / admitted requests (whole run)', (r) => `${r.offered} / ${r.admitted}`);
+    line('admitted from a lease (no write of their own)', (r) => `${r.leasedAdmissions} (${r.admitted ? ((100 * r.leasedAdmissions) / r.admitted).toFixed(0) : 0} %)`);
     line('store errors: 503 store_unavailable', (r) => String(r.storeUnavailable));
     line('store errors: 429 gateway_busy (contention)', (r) => String(r.contentionShed));
     line('refused: budget (429 insufficient_quota)', (r) => String(r.refusedBudget));
@@ -403,9 +444,9 @@ function report(results: readonly Result[], options: Options): void {
     line('Lambda throttled (instance cap)', (r) => String(r.lambdaThrottled));
     line('settles failed (hold left for the sweeper)', (r) => String(r.settleFailures));
     line('lease layer errors (told via onError)', (r) => [...r.leaseErrors].map(([k, v]) => `${v}× ${k}`).join(', ') || '0');
-    line('store write calls per admitted request', (r) => {
+    line('writes that reached the table / admitted req', (r) => {
       const writes = ['TransactWriteItemsCommand', 'BatchWriteItemCommand', 'PutItemCommand', 'UpdateItemCommand', 'DeleteItemCommand'];
-      const n = writes.reduce((sum, w) => sum + (r.physics.calls[w] ?? 0), 0);
+      const n = writes.reduce((sum, w) => sum + (r.physics.succeeded[w] ?? 0), 0);
       return r.admitted ? (n / r.admitted).toFixed(2) : '—';
     });
     line('transaction conflicts (each one retried)', (r) => String(r.physics.transactionConflicts));
@@ -427,6 +468,7 @@ function report(results: readonly Result[], options: Options): void {
     }
     line('real calls to DynamoDB Local', (r) => String(r.realCalls));
     line('real time taken', (r) => `${(r.realMs / 1000).toFixed(1)} s`);
+    for (const r of rows) console.log(`\n  ${r.config.label}: admitted per virtual second of arrival: ${r.timeline.join(' ')}`);
     for (const r of rows) {
       console.log(`\n  ${r.config.label}: hottest partitions (peak WCU in one virtual second; limit ${1000} WCU/s)`);
       for (const p of r.hot) {

@@ -82,7 +82,10 @@ export interface PartitionStats {
 
 /** Counts over the run, for the report. */
 export interface PhysicsStats {
+  /** Calls made, by command (every SDK call, whatever became of it). */
   calls: Record<string, number>;
+  /** Calls DynamoDB Local answered without error, by command (what reached the table). */
+  succeeded: Record<string, number>;
   /** Transactions cancelled because another transaction held one of their items. */
   transactionConflicts: number;
   /** Single-item writes refused because a transaction held the item. */
@@ -117,6 +120,7 @@ const WRITE_COMMANDS = new Set(['PutItemCommand', 'UpdateItemCommand', 'DeleteIt
 export class DynamoPhysics {
   readonly stats: PhysicsStats = {
     calls: {},
+    succeeded: {},
     transactionConflicts: 0,
     itemConflicts: 0,
     throttledTransactions: 0,
@@ -193,7 +197,9 @@ export class DynamoPhysics {
         continue;
       }
       this.remember(name, input);
-      return this.answerAt(end, real);
+      const out = await this.answerAt(end, real);
+      this.stats.succeeded[name] = (this.stats.succeeded[name] ?? 0) + 1;
+      return out;
     }
   }
 
@@ -223,7 +229,9 @@ export class DynamoPhysics {
     for (const t of touches) this.held.set(t.item, end);
     for (const item of items) if (item.Put) this.rememberPut(item.Put.TableName, item.Put.Item);
     try {
-      return await this.answerAt(end, real);
+      const out = await this.answerAt(end, real);
+      this.stats.succeeded.TransactWriteItemsCommand = (this.stats.succeeded.TransactWriteItemsCommand ?? 0) + 1;
+      return out;
     } finally {
       for (const t of touches) if (this.held.get(t.item) === end) this.held.delete(t.item);
     }
