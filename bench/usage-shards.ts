@@ -4,9 +4,10 @@
  *
  * Writes (counted, not timed): one user with one key in one org sends RATE requests a second for 60 s, with
  * request ids shaped like the gateway's; every record's partition keys come from the real `usageItem`. The
- * figure is the busiest partition key's writes in any one second — in the base table, byKey and byOrg — times
- * the write units of one record (its DynamoDB item size, computed), as a ratio of DynamoDB's 1,000 WCU/s per
- * partition, next to the layout before the shards (every record of the user on one key).
+ * figure is the busiest partition key's writes in any one second — in the base table, byKey, byOrg, and byDay
+ * (which every record of the platform shares) — times the write units of one record (its DynamoDB item size,
+ * computed), as a ratio of DynamoDB's 1,000 WCU/s per partition, next to the layout before the shards (every
+ * record of the user on one key).
  *
  * Reads (timed on DynamoDB Local, interleaved, medians): the same records written in both layouts; a user's
  * day report and a findRequest through the sharded store, as ratios of the single-partition reads the store
@@ -71,13 +72,13 @@ function writeSpread(rate: number): void {
   const sample = usageItem(record(`req_${randomUUID().replace(/-/g, '')}`, DAY), { retentionDays: 400 });
   const bytes = itemBytes(sample);
   const wcu = Math.ceil(bytes / 1024);
-  const busiest: Record<'pk' | 'keyPk' | 'orgPk', number> = { pk: 0, keyPk: 0, orgPk: 0 };
-  const keys: Record<'pk' | 'keyPk' | 'orgPk', Set<string>> = { pk: new Set(), keyPk: new Set(), orgPk: new Set() };
+  const busiest: Record<'pk' | 'keyPk' | 'orgPk' | 'dayPk', number> = { pk: 0, keyPk: 0, orgPk: 0, dayPk: 0 };
+  const keys: Record<'pk' | 'keyPk' | 'orgPk' | 'dayPk', Set<string>> = { pk: new Set(), keyPk: new Set(), orgPk: new Set(), dayPk: new Set() };
   for (let second = 0; second < SECONDS; second++) {
     const perKey = new Map<string, number>();
     for (let i = 0; i < rate; i++) {
       const item = usageItem(record(`req_${randomUUID().replace(/-/g, '')}`, DAY + second * 1000 + Math.floor((i * 1000) / rate)), { retentionDays: 400 });
-      for (const attribute of ['pk', 'keyPk', 'orgPk'] as const) {
+      for (const attribute of ['pk', 'keyPk', 'orgPk', 'dayPk'] as const) {
         const key = `${attribute}=${item[attribute]!.S!}`;
         keys[attribute].add(key);
         perKey.set(key, (perKey.get(key) ?? 0) + 1);
@@ -89,13 +90,14 @@ function writeSpread(rate: number): void {
     }
   }
   console.log(`writes: one user, key and org at ${rate.toLocaleString('en-US')} req/s for ${SECONDS} s (record ${bytes} bytes = ${wcu} WCU each)`);
-  console.log(`  partition                    keys   busiest key writes/s   WCU/s    of the 1,000 WCU/s partition limit`);
+  console.log(`  partition                       keys   busiest key writes/s   WCU/s    of the 1,000 WCU/s partition limit`);
   const row = (label: string, count: number, writes: number) =>
-    `  ${label.padEnd(28)} ${String(count).padStart(4)}   ${String(writes).padStart(20)}   ${String(writes * wcu).padStart(5)}    ${((writes * wcu) / PARTITION_WCU_PER_SECOND).toFixed(2)}×`;
+    `  ${label.padEnd(31)} ${String(count).padStart(4)}   ${String(writes).padStart(20)}   ${String(writes * wcu).padStart(5)}    ${((writes * wcu) / PARTITION_WCU_PER_SECOND).toFixed(2)}×`;
   console.log(row('before: user#<id> (one key)', 1, rate));
   console.log(row('base table pk user#<id>#<n>', keys.pk.size, busiest.pk));
   console.log(row('GSI byKey key#<id>#<n>', keys.keyPk.size, busiest.keyPk));
   console.log(row('GSI byOrg org#<id>#<n>', keys.orgPk.size, busiest.orgPk));
+  console.log(row('GSI byDay day#<date>#<d> (all)', keys.dayPk.size, busiest.dayPk));
 }
 
 async function putAll(client: DynamoDBClient, table: string, items: readonly Item[]): Promise<void> {
