@@ -11,15 +11,15 @@
  *             circuit#<scope>[#s<n>] / state         open circuits, checked by reserve (guardrails-store.ts)
  *             loop#<keyId>       / <fingerprint>      loop guard counts and failure streak
  *             alert…, circuits, killswitch            alerts (dedupe, spacing, log, outbox), kill switch state
- * usage     pk user#<id>#<n> / sk <iso>#<requestId>     one record per request; GSI byKey (keyPk = key#<id>#<n>, sk),
- *                                                     byOrg (orgPk = org#<id>#<n>, sk), byDay (dayPk = day#<date>#<d>, sk), TTL
- *             n = hash(requestId) mod USAGE_SCOPE_SHARDS, d = hash(requestId) mod USAGE_DAY_SHARDS: both
- *             follow from the record alone, so the sweeper's 'abandoned' record and a late settle's
- *             replacement land on the same item. Readers of a user, key or org fan out over its n shards
- *             (plus the pre-shard partition `user#<id>` of records written before the shards) and merge by sk;
- *             findRequest reads only the one shard its request id hashes to. Why shards: at 1,000 req/s of
- *             one user every record would otherwise hit one partition key in the base table and in each
- *             GSI, at DynamoDB's 1,000 WCU/s per-partition limit, and a time-ordered sk defeats split-for-heat.
+ * usage     pk user#<id>#<n> / sk <iso>#<requestId>   one record per request, TTL; GSI byKey (keyPk key#<id>#<n>, sk),
+ *                                                     byOrg (orgPk org#<id>#<n>, sk), byDay (dayPk day#<date>#<d>, sk)
+ *             n = hash(requestId) mod USAGE_SCOPE_SHARDS, d = hash(requestId) mod USAGE_DAY_SHARDS. Why n: at
+ *             1,000 req/s of one user, one partition key per user/key/org would take every record in the base
+ *             table and in each GSI, at DynamoDB's 1,000 WCU/s per-partition limit (a time-ordered sk defeats
+ *             split-for-heat). Both follow from the record alone, so the sweeper's 'abandoned' record and a late
+ *             settle's replacement are one item. Readers of a user, key or org fan out over its n shards (and the
+ *             pre-shard partition `user#<id>`, still holding records written before the shards) and merge by
+ *             sk; findRequest reads only the shard its request id hashes to (usage-store.ts).
  * byok      pk userId / sk provider                   encrypted provider keys (envelope, see core/byok)
  * audit     pk audit#<day> / sk <iso>#<requestId>     who changed what through /admin (GSI byActor), TTL
  * runs      pk runId                                 agent runs: status, steps, tokens, cost, result, TTL

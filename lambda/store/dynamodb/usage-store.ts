@@ -39,8 +39,14 @@ const QUERY_CONCURRENCY = 8;
 /** Whose records a partition holds: a user's (base table), a key's (GSI byKey) or an org's (GSI byOrg). */
 export type UsageScope = UsageQuery['by'];
 
-/** Where each scope's records live, and the record field that names the scope. */
-const SCOPES: Readonly<Record<UsageScope, { readonly index?: string; readonly attribute: string; readonly field: 'userId' | 'keyId' | 'orgId' }>> = {
+/** Where a scope's records live, and the record field that names the scope. */
+interface ScopeLayout {
+  readonly index?: string;
+  readonly attribute: string;
+  readonly field: 'userId' | 'keyId' | 'orgId';
+}
+
+const SCOPES: Readonly<Record<UsageScope, ScopeLayout>> = {
   user: { attribute: 'pk', field: 'userId' },
   key: { index: 'byKey', attribute: 'keyPk', field: 'keyId' },
   org: { index: 'byOrg', attribute: 'orgPk', field: 'orgId' },
@@ -61,7 +67,8 @@ export function usagePartitionKey(scope: UsageScope, id: string, shard: number):
  * of the layout before the shards (`user#<id>`), whose records stay until their TTL.
  */
 export function usagePartitionKeys(scope: UsageScope, id: string): string[] {
-  return [...Array.from({ length: USAGE_SCOPE_SHARDS }, (_, n) => usagePartitionKey(scope, id, n)), preShardPartitionKey(scope, id)];
+  const shards = Array.from({ length: USAGE_SCOPE_SHARDS }, (_, n) => usagePartitionKey(scope, id, n));
+  return [...shards, preShardPartitionKey(scope, id)];
 }
 
 /** The byDay partition (0 … USAGE_DAY_SHARDS−1) a request's record lands in. */
@@ -190,8 +197,9 @@ export class DynamoDbUsageStore implements UsageStore {
    * USAGE_SCOPE_SHARDS times further back than a read of all the key's records would.
    */
   async findRequest(q: { readonly keyId: string; readonly requestId: string; readonly maxScanned: number }): Promise<UsageRecord | undefined> {
+    const partitions = [usagePartitionKey('key', q.keyId, usageScopeShard(q.requestId)), preShardPartitionKey('key', q.keyId)];
     let scanned = 0;
-    for (const partition of [usagePartitionKey('key', q.keyId, usageScopeShard(q.requestId)), preShardPartitionKey('key', q.keyId)]) {
+    for (const partition of partitions) {
       let startKey: Item | undefined;
       try {
         do {
