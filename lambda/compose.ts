@@ -2,6 +2,7 @@
  * The composition root: builds the gateway from configuration, secrets and a DynamoDB client. The Lambda
  * handler and the local server both call {@link createGateway}, so they run the same code.
  */
+import { randomBytes } from 'node:crypto';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { BedrockRuntimeClient } from '@aws-sdk/client-bedrock-runtime';
 import type { GatewayConfig } from './config';
@@ -27,6 +28,7 @@ import { createRequestLogObserver } from './observability/request-log';
 import { createProviders, type ProviderRegistry } from './providers/registry';
 import { DynamoDbKeyStore } from './store/dynamodb/key-store';
 import { DynamoDbLedger } from './store/dynamodb/ledger';
+import { LeasingLedger } from './core/lease/leasing-ledger';
 import type { AlertSink } from './core/guardrails/alerts';
 import { DynamoDbGuardrailStore } from './store/dynamodb/guardrails-store';
 import { DynamoDbUsageStore } from './store/dynamodb/usage-store';
@@ -77,6 +79,11 @@ export interface GatewayDependencies {
   readonly secrets: GatewaySecrets;
   readonly dynamodb: DynamoDBClient;
   readonly clock?: Clock;
+  /**
+   * Usage records of leased requests go out with BatchWriteItem (the local server; the Lambda role may not
+   * batch-write, and one request per instance leaves nothing to batch). @default false
+   */
+  readonly batchUsageWrites?: boolean;
   readonly log?: Logger;
   readonly bedrockClient?: BedrockRuntimeClient;
   /** Replace the provider registry (tests of routing). */
@@ -118,6 +125,8 @@ export interface Gateway {
   readonly app: GatewayApp;
   readonly keys: DynamoDbKeyStore;
   readonly ledger: DynamoDbLedger;
+  /** The budget leases in front of `ledger` (absent when `config.leases.enabled` is false). */
+  readonly leases?: LeasingLedger;
   /** Circuits, alerts and the kill switch's state. */
   readonly guardrails: DynamoDbGuardrailStore;
   readonly usage: DynamoDbUsageStore;
@@ -163,7 +172,18 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     platformShards: config.platformShards,
     usageRetentionDays: config.usageRetentionDays,
     clock,
+    batchUsageWrites: deps.batchUsageWrites ?? false,
   });
+  const leases = config.leases.enabled
+    ? new LeasingLedger(ledger, {
+        ...config.leases,
+        clock,
+        instanceId: randomBytes(6).toString('base64url'),
+        holdTtlMs: config.holdTtlMs,
+        platformShards: config.platformShards,
+        onError: (what, err) => log.log('warn', what, { error: err instanceof Error ? err.message : String(err) }),
+      })
+    : undefined;
   const usage = new DynamoDbUsageStore(dynamodb, config.tables);
   const dataKeys =
     deps.byokDataKeys ??
@@ -193,7 +213,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
   const guardrails = new DynamoDbGuardrailStore(dynamodb, { tables: config.tables, platformShards: config.platformShards, clock });
   const pipeline = new RequestPipeline({
     // Admission calls go through per-instance lanes that shed a burst with 429 before the store times out.
-    ledger: new AdmittingLedger(ledger, new AdmissionGate(config.admission)),
+    ledger: new AdmittingLedger(leases ?? ledger, new AdmissionGate(config.admission)),
     settleRetry: config.settleRetry,
     keys,
     clock,
@@ -289,6 +309,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     app,
     keys,
     ledger,
+    ...(leases ? { leases } : {}),
     usage,
     pipeline,
     authenticator,

@@ -9,6 +9,7 @@ import { DEFAULT_GUARDRAILS, DEFAULT_VELOCITY, type GuardrailSettings } from './
 import { DEFAULT_LIMITS, type DefaultLimits, parseBudgetDefaults } from './core/guardrails/defaults';
 import type { BudgetLimits } from './core/types';
 import { type AdmissionOptions, DEFAULT_ADMISSION } from './core/admission';
+import { DEFAULT_LEASES, type LeaseOptions } from './core/lease/leasing-ledger';
 import { DEFAULT_SETTLE_ATTEMPTS, DEFAULT_SETTLE_BASE_DELAY_MS } from './core/settle-retry';
 import { parseRoutingRules, type RoutingSettings } from './core/routing/rules';
 
@@ -55,6 +56,8 @@ export interface GatewayConfig {
   readonly upstreamTimeoutMs: number;
   /** Load shedding at admission (core/admission.ts): bursts past these bounds get 429 `gateway_busy`. */
   readonly admission: Required<AdmissionOptions>;
+  /** Budget leases (core/lease/leasing-ledger.ts): a busy key's requests admitted against a leased slice. */
+  readonly leases: { readonly enabled: boolean } & Required<LeaseOptions>;
   /** Settle retries when the store is unreachable, before the hold is left for the sweeper (core/settle-retry.ts). */
   readonly settleRetry: { readonly attempts: number; readonly baseDelayMs: number };
   /** How long usage records are kept (DynamoDB TTL). */
@@ -252,6 +255,13 @@ export function loadConfig(env: Env = process.env): GatewayConfig {
     },
     priceOverrides: parsePriceOverrides(env.TOLLGATE_PRICES),
     upstreamTimeoutMs: int(env, 'TOLLGATE_UPSTREAM_TIMEOUT_MS', 600_000, 1_000, 900_000),
+    leases: {
+      enabled: bool(env, 'TOLLGATE_LEASES', true),
+      ttlMs: int(env, 'TOLLGATE_LEASE_TTL_MS', DEFAULT_LEASES.ttlMs, 1_000, 300_000),
+      minBusy: int(env, 'TOLLGATE_LEASE_MIN_BUSY', DEFAULT_LEASES.minBusy, 1, 10_000),
+      maxShare: int(env, 'TOLLGATE_LEASE_MAX_SHARE_PERCENT', DEFAULT_LEASES.maxShare * 100, 1, 100) / 100,
+      minHeadroom: int(env, 'TOLLGATE_LEASE_MIN_HEADROOM', DEFAULT_LEASES.minHeadroom, 1, 1_000_000),
+    },
     admission: {
       maxInFlight: int(env, 'TOLLGATE_ADMISSION_MAX_IN_FLIGHT', DEFAULT_ADMISSION.maxInFlight, 1, 10_000),
       maxQueued: int(env, 'TOLLGATE_ADMISSION_MAX_QUEUED', DEFAULT_ADMISSION.maxQueued, 0, 100_000),

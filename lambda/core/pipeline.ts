@@ -145,6 +145,8 @@ export class RequestPipeline {
   /** Last committed value read per counter, to answer the remaining-budget headers without a read. */
   private readonly knownCommitted = new Map<string, { committed: MicroUsd; at: number }>();
   private readonly lastTouched = new Map<string, number>();
+  /** The read-back of each recent lease (see leaseReadBack). */
+  private readonly leaseReads = new Map<string, Promise<CounterValue[] | undefined>>();
   private readonly loopCache = new Map<string, { overrides: Promise<LoopOverrides | undefined>; at: number }>();
   private readonly velocity: VelocityBaselines | undefined;
   private readonly defaults: DefaultLimits;
@@ -366,7 +368,7 @@ export class RequestPipeline {
     // Off the critical path: the limited counters after the hold, read while the provider works; they tell
     // settle whether any alert tier is within reach. The remaining-budget headers never wait for this read:
     // they use it if it is already back, else the last values this instance read (see knownRemaining).
-    const afterHold = this.readLimited(reservation);
+    const afterHold = reservation.leaseId ? this.leaseReadBack(reservation, reservation.leaseId) : this.readLimited(reservation);
     void this.readBaselines(scopes, now);
     let readBack: CounterValue[] | undefined;
     void afterHold.then((values) => {
@@ -487,6 +489,19 @@ export class RequestPipeline {
       values.push({ ref, spent: 0, reserved: 0, requests: 0, committed: known + reservation.amount });
     }
     return tightestOf(values, limits);
+  }
+
+  /**
+   * A leased request's read-back: one read per lease (taken after the lease's hold, so it includes the whole
+   * slice as held: an upper bound of what the lease's requests can add), shared by its requests.
+   */
+  private leaseReadBack(reservation: Reservation, leaseId: string): Promise<CounterValue[] | undefined> {
+    const known = this.leaseReads.get(leaseId);
+    if (known) return known;
+    if (this.leaseReads.size >= 1_000) this.leaseReads.clear();
+    const read = this.readLimited(reservation);
+    this.leaseReads.set(leaseId, read);
+    return read;
   }
 
   /** The values of the reservation's limited counters (empty when none is limited, undefined when unreadable). */

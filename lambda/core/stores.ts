@@ -121,6 +121,11 @@ export interface Reservation {
   readonly loop?: LoopCheck;
   /** The velocity windows added to at reserve; settle corrects them to the actual cost. */
   readonly velocity?: readonly VelocityCharge[];
+  /**
+   * Set when the request was admitted against a budget lease of this instance (core/lease) instead of its own
+   * hold: the lease's hold covers it, and its counters change when the lease is returned.
+   */
+  readonly leaseId?: string;
 }
 
 export interface SettleInput {
@@ -182,6 +187,33 @@ export interface Ledger {
    * usage replaces exactly once. Returns how many.
    */
   sweepExpired(now: number): Promise<number>;
+}
+
+/** What a lease's return puts into the ledger instead of its held amount (core/lease). */
+export interface LeaseReturn {
+  /** The lease's own reservation (its hold). */
+  readonly reservation: Reservation;
+  /** When the lease was taken and the context its hold was written with (to find the sweeper's record of it). */
+  readonly reservedAt: number;
+  readonly context: ReserveInput['context'];
+  /** What the requests admitted against the lease cost, in all. */
+  readonly cost: MicroUsd;
+  /** Tokens they used (the token bucket is corrected to this), when known. */
+  readonly usedTokens?: number;
+  /** Requests admitted against it (the request bucket gets the rest back; counters count these). */
+  readonly usedRequests: number;
+}
+
+/** The store's side of budget leases: per-request writes of a leased request, and the return of a lease. */
+export interface LeaseStore {
+  /** Counts one copy for the loop guard (the reserve transaction's loop item, alone); throws LoopDetectedError. */
+  countLoop(check: LoopCheck): Promise<void>;
+  /** Records the upstream outcome on the loop item, as settle does. */
+  settleLoop(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined): Promise<void>;
+  /** Writes usage records (in batches where the store is set to). */
+  writeUsage(records: readonly UsageRecord[]): Promise<void>;
+  /** Returns a lease (or corrects the sweeper's full charge of it), exactly once. */
+  returnLease(input: LeaseReturn): Promise<void>;
 }
 
 export interface UsageQuery {

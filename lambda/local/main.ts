@@ -53,9 +53,12 @@ async function main(): Promise<void> {
   const dynamo = await startDynamoDbLocal({ port: 0, inMemory, dataDir: join(dir, 'dynamodb') });
   // The in-process agent worker, once started (stopped first, so its current run is recorded).
   let stopAgent: (() => Promise<void>) | undefined;
+  // Budget leases still open are returned before DynamoDB Local stops (else the sweeper charges them in full).
+  let closeLeases: (() => Promise<void>) | undefined;
   const stopAll = async (code: number): Promise<never> => {
     clearRunning(dir);
     await stopAgent?.();
+    await closeLeases?.().catch(() => undefined);
     await dynamo.stop();
     process.exit(code);
   };
@@ -82,7 +85,15 @@ async function main(): Promise<void> {
       // Guardrail alerts are printed here (and kept in the table: `npm run admin -- alerts`).
       alertSink: consoleAlertSink(),
       runQueue,
+      batchUsageWrites: true,
     });
+    const leases = gateway.leases;
+    if (leases) {
+      closeLeases = () => leases.close();
+      // Leases whose window passed while their key went quiet are returned within a second.
+      const returner = setInterval(() => void leases.maintain().catch(() => undefined), 1_000);
+      returner.unref();
+    }
 
     // First run: hand the newcomer a key to try, with a small daily budget.
     let demoKey: string | undefined;

@@ -14,6 +14,8 @@
  */
 import {
   BatchGetItemCommand,
+  BatchWriteItemCommand,
+  PutItemCommand,
   QueryCommand,
   TransactWriteItemsCommand,
   UpdateItemCommand,
@@ -21,6 +23,7 @@ import {
   type CancellationReason,
   type DynamoDBClient,
   type TransactWriteItem,
+  type Update,
 } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { systemClock, type Clock } from '../../core/clock';
@@ -58,6 +61,8 @@ import type {
   CounterRef,
   CounterValue,
   Ledger,
+  LeaseReturn,
+  LeaseStore,
   RateCharge,
   RateState,
   Reservation,
@@ -82,6 +87,14 @@ export interface DynamoDbLedgerOptions {
   readonly usageRetentionDays: number;
   /** @default the system clock */
   readonly clock?: Clock;
+  /**
+   * Usage records of leased requests go out in BatchWriteItem calls (up to 25 records). Off on Lambda, whose
+   * role may not batch-write (one request per instance: there is nothing to batch); on for the local server.
+   * @default false
+   */
+  readonly batchUsageWrites?: boolean;
+  /** How the ledger waits between retries (a simulation passes virtual time). @default real timers */
+  readonly sleep?: (ms: number) => Promise<void>;
 }
 
 /** DynamoDB's limit on items per TransactWriteItems. */
@@ -91,6 +104,7 @@ const MAX_BRANCH_RETRIES = 2;
 /** Re-tries of a transaction cancelled only by TransactionConflict (another transaction on the same item). */
 const MAX_CONFLICT_RETRIES = 10;
 const BATCH_GET_LIMIT = 100;
+const BATCH_WRITE_LIMIT = 25;
 /** Bound on the branch-hint map (one entry per bucket seen by this instance). */
 const MAX_HINTS = 10_000;
 const HOLD_SK_DIGITS = 15;
@@ -109,9 +123,12 @@ export function circuitKey(ref: CircuitRef): { pk: string; sk: string } {
 /** `openUntil` of a circuit that stays open until an operator acknowledges it. */
 export const UNTIL_ACKNOWLEDGED = Number.MAX_SAFE_INTEGER;
 
-/** Key of a loop guard item: one per owner (the user) and fingerprint. */
+/** Partitions one owner's loop items are spread over, so a busy user never makes one partition hot. */
+export const LOOP_SHARDS = 8;
+
+/** Key of a loop guard item: one per owner (the user) and fingerprint, partitioned by the fingerprint. */
 export function loopKey(check: Pick<LoopCheck, 'owner' | 'fingerprint'>): { pk: string; sk: string } {
-  return { pk: `loop#${check.owner}`, sk: check.fingerprint };
+  return { pk: `loop#${check.owner}#${shardOf(check.fingerprint, LOOP_SHARDS)}`, sk: check.fingerprint };
 }
 
 /** Key of a spend-velocity window item: `vel#<scope>` / `w<window, zero-padded>`. */
@@ -125,13 +142,15 @@ export function holdKey(requestId: string, expiresAt: number): { pk: string; sk:
   return { pk: `hold#${shard}`, sk: `${padMs(expiresAt)}#${requestId}`, shard };
 }
 
-/** The DynamoDB implementation of {@link Ledger}. */
-export class DynamoDbLedger implements Ledger {
+/** The DynamoDB implementation of {@link Ledger} (and of {@link LeaseStore}, the writes of budget leases). */
+export class DynamoDbLedger implements Ledger, LeaseStore {
   private readonly budgets: string;
   private readonly usage: string;
   private readonly platformShards: number;
   private readonly usageRetentionDays: number;
   private readonly clock: Clock;
+  private readonly batchUsageWrites: boolean;
+  private readonly sleep: (ms: number) => Promise<void>;
   /** Last tat (µs) this instance wrote or saw per bucket: picks the GCRA branch to try first. */
   private readonly tatHints = new Map<string, number>();
 
@@ -147,6 +166,8 @@ export class DynamoDbLedger implements Ledger {
     this.platformShards = options.platformShards;
     this.usageRetentionDays = options.usageRetentionDays;
     this.clock = options.clock ?? systemClock;
+    this.batchUsageWrites = options.batchUsageWrites ?? false;
+    this.sleep = options.sleep ?? sleep;
   }
 
   async reserve(input: ReserveInput): Promise<Reservation> {
@@ -397,6 +418,126 @@ export class DynamoDbLedger implements Ledger {
     if (!freshReasons) return;
     if (freshReasons[fresh.length - 1]?.Code === 'ConditionalCheckFailed') return; // settled meanwhile
     throw unexpectedCancellation(freshReasons);
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+  // Budget leases (core/lease): a lease is a hold taken by reserve; these are its per-request writes and its return.
+
+  async countLoop(check: LoopCheck): Promise<void> {
+    const update = this.loopCheck(check).Update!;
+    try {
+      await this.client.send(new UpdateItemCommand({ ...update, ReturnValuesOnConditionCheckFailure: 'ALL_OLD' }));
+    } catch (err) {
+      if (errorName(err) === 'ConditionalCheckFailedException') {
+        const old = (err as { Item?: Item }).Item;
+        throw loopDetected(check, old ? unmarshall(old) : undefined);
+      }
+      throw translateError(err);
+    }
+  }
+
+  async settleLoop(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined): Promise<void> {
+    try {
+      await this.client.send(new UpdateItemCommand(this.loopStreakUpdate(check, outcome)));
+    } catch (err) {
+      throw translateError(err);
+    }
+  }
+
+  async writeUsage(records: readonly UsageRecord[]): Promise<void> {
+    const items = records.map((record) => usageItem(record, { retentionDays: this.usageRetentionDays }));
+    try {
+      if (!this.batchUsageWrites) {
+        await Promise.all(items.map((Item) => this.client.send(new PutItemCommand({ TableName: this.usage, Item }))));
+        return;
+      }
+      for (let i = 0; i < items.length; i += BATCH_WRITE_LIMIT) {
+        let pending = items.slice(i, i + BATCH_WRITE_LIMIT).map((Item) => ({ PutRequest: { Item } }));
+        for (let attempt = 0; pending.length; attempt++) {
+          if (attempt > 0) await this.sleep(Math.min(500, 20 * 2 ** attempt));
+          if (attempt > 8) throw new StoreUnavailableError('The gateway cannot record usage right now.');
+          const out = await this.client.send(new BatchWriteItemCommand({ RequestItems: { [this.usage]: pending } }));
+          pending = (out.UnprocessedItems?.[this.usage] ?? []).flatMap((r) => (r.PutRequest?.Item ? [{ PutRequest: { Item: r.PutRequest.Item } }] : []));
+        }
+      }
+    } catch (err) {
+      throw translateError(err);
+    }
+  }
+
+  /**
+   * Returns a lease: its hold goes, every counter gets what the lease's requests cost instead of the held
+   * amount, the rate buckets get back the units not used and the velocity windows are corrected to the cost.
+   * No usage record is written (each request wrote its own). If the sweeper reclaimed the lease meanwhile
+   * (charging it in full, with an 'abandoned' record), the same corrections are applied once and that record
+   * is deleted; a repeated return changes nothing.
+   */
+  async returnLease(input: LeaseReturn): Promise<void> {
+    const { reservation, cost } = input;
+    assertMicros(cost, 'cost');
+    const hold = holdKey(reservation.requestId, reservation.expiresAt);
+    const settleLike: SettleInput = {
+      reservation,
+      cost,
+      ...(input.usedTokens === undefined ? {} : { actualTokens: input.usedTokens }),
+      usage: undefined as never,
+    };
+    const adjustments = [...this.tokenAdjustments(settleLike), ...this.requestRefunds(reservation, input.usedRequests), ...this.velocitySettle(settleLike)];
+    const items: TransactWriteItem[] = [
+      { Delete: { TableName: this.budgets, Key: marshall({ pk: hold.pk, sk: hold.sk }), ConditionExpression: 'attribute_exists(pk)' } },
+      ...reservation.counters.map((ref) =>
+        this.counterUpdate(ref, { committed: cost - reservation.amount, reserved: -reservation.amount, spent: cost, requests: input.usedRequests }),
+      ),
+      ...adjustments,
+    ];
+    assertTransactionSize(items.length, 'lease return');
+    const reasons = await this.transact(items);
+    if (!reasons) return;
+    if (reasons[0]?.Code !== 'ConditionalCheckFailed') throw unexpectedCancellation(reasons);
+
+    const marker = usageItem(abandonedRecord(storedHoldOf(reservation, input.reservedAt, input.context), reservation.expiresAt), {
+      retentionDays: this.usageRetentionDays,
+    });
+    const late: TransactWriteItem[] = [
+      ...reservation.counters.map((ref) =>
+        this.counterUpdate(ref, { committed: cost - reservation.amount, spent: cost - reservation.amount, requests: input.usedRequests - 1 }),
+      ),
+      ...adjustments,
+      {
+        Delete: {
+          TableName: this.usage,
+          Key: { pk: marker.pk!, sk: marker.sk! },
+          ConditionExpression: 'outcome = :abandoned AND costMicros = :held',
+          ExpressionAttributeValues: { ':abandoned': { S: 'abandoned' }, ':held': { N: String(reservation.amount) } },
+        },
+      },
+    ];
+    const lateReasons = await this.transact(late);
+    if (!lateReasons) return;
+    if (lateReasons[late.length - 1]?.Code === 'ConditionalCheckFailed') return; // returned before
+    throw unexpectedCancellation(lateReasons);
+  }
+
+  /** A lease's request units it did not use, given back to the bucket (tokens are corrected by tokenAdjustments). */
+  private requestRefunds(reservation: Reservation, usedRequests: number): TransactWriteItem[] {
+    const nowUs = this.clock.now() * 1000;
+    return reservation.rateCharges
+      .filter((c) => c.dimension === 'requests' && c.amount > usedRequests)
+      .map((charge) => {
+        const inc = gcraIncrementUs(usedRequests - charge.amount, charge.limitPerMinute);
+        const key = bucketHintKey(charge);
+        const hint = this.tatHints.get(key);
+        if (hint !== undefined) this.rememberTat(key, hint + inc);
+        return {
+          Update: {
+            TableName: this.budgets,
+            Key: marshall({ pk: `rl#${charge.keyId}`, sk: charge.dimension }),
+            UpdateExpression: 'ADD tat :inc SET #ttl = if_not_exists(#ttl, :ttl)',
+            ExpressionAttributeNames: { '#ttl': 'ttl' },
+            ExpressionAttributeValues: { ':inc': { N: String(inc) }, ':ttl': { N: String(bucketTtl(nowUs)) } },
+          },
+        };
+      });
   }
 
   async readCounters(refs: readonly CounterRef[]): Promise<CounterValue[]> {
@@ -705,29 +846,28 @@ export class DynamoDbLedger implements Ledger {
    */
   private loopStreak(input: SettleInput): TransactWriteItem[] {
     const check = input.reservation.loop;
-    if (!check) return [];
+    return check ? [{ Update: this.loopStreakUpdate(check, input.loopOutcome) }] : [];
+  }
+
+  private loopStreakUpdate(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined): Update {
     const values: Item = { ':ttl': { N: String(Math.ceil((check.windowEnd + check.windowMs) / 1000) + DAY_S) } };
     let update: string;
-    if (input.loopOutcome === 'failed') {
+    if (outcome === 'failed') {
       update = 'SET lastFailAt = :now, #ttl = :ttl';
       values[':now'] = { N: String(this.clock.now()) };
-    } else if (input.loopOutcome === 'succeeded') {
+    } else if (outcome === 'succeeded') {
       update = 'SET #ttl = :ttl REMOVE fails, lastFailAt';
     } else {
       update = 'ADD fails :minus SET #ttl = :ttl';
       values[':minus'] = { N: '-1' };
     }
-    return [
-      {
-        Update: {
-          TableName: this.budgets,
-          Key: marshall(loopKey(check)),
-          UpdateExpression: update,
-          ExpressionAttributeNames: { '#ttl': 'ttl' },
-          ExpressionAttributeValues: values,
-        },
-      },
-    ];
+    return {
+      TableName: this.budgets,
+      Key: marshall(loopKey(check)),
+      UpdateExpression: update,
+      ExpressionAttributeNames: { '#ttl': 'ttl' },
+      ExpressionAttributeValues: values,
+    };
   }
 
   private reserveCounter(ref: CounterRef, amount: MicroUsd): TransactWriteItem {
@@ -867,7 +1007,7 @@ export class DynamoDbLedger implements Ledger {
             cause: err,
           });
         }
-        await sleep(Math.random() * Math.min(200, 10 * 2 ** attempt));
+        await this.sleep(Math.random() * Math.min(200, 10 * 2 ** attempt));
       }
     }
   }
@@ -879,7 +1019,7 @@ export class DynamoDbLedger implements Ledger {
       for (let i = 0; i < keys.length; i += BATCH_GET_LIMIT) {
         let pending: Item[] = keys.slice(i, i + BATCH_GET_LIMIT).map((k) => marshall(k));
         for (let attempt = 0; pending.length; attempt++) {
-          if (attempt > 0) await sleep(Math.min(500, 20 * 2 ** attempt));
+          if (attempt > 0) await this.sleep(Math.min(500, 20 * 2 ** attempt));
           if (attempt > 8) throw new StoreUnavailableError('The gateway cannot read its budgets right now.');
           const page = await this.client.send(
             new BatchGetItemCommand({ RequestItems: { [this.budgets]: { Keys: pending, ConsistentRead: true } } }),
@@ -913,6 +1053,12 @@ interface StoredHold {
   readonly reservedAt: number;
   readonly counters: ReadonlyArray<{ readonly pk: string; readonly sk: string; readonly ttl: number }>;
   readonly context: ReserveInput['context'];
+}
+
+/** The hold item a reservation wrote, as far as the sweeper's record of it needs it. */
+function storedHoldOf(reservation: Reservation, reservedAt: number, context: ReserveInput['context']): StoredHold {
+  const hold = holdKey(reservation.requestId, reservation.expiresAt);
+  return { pk: hold.pk, sk: hold.sk, requestId: reservation.requestId, amount: reservation.amount, reservedAt, counters: [], context };
 }
 
 /** The usage record of a hold the sweeper reclaims: charged its full amount, estimated, outcome `abandoned`. */

@@ -1,0 +1,557 @@
+/**
+ * Budget leases: exact budgets without a store write per request while a key is busy on this instance.
+ *
+ *   request ──► a live lease of this instance for the request's key and counters has room?
+ *                 yes ──► admitted in memory (+ the loop guard's one-item count) ──► settle: in memory, usage record
+ *                 no, key busy here and budget far from its limit ──► take a lease: ONE reserve of a slice
+ *                 otherwise ──► the request's own reserve, exactly as without leases
+ *   lease past its admission window and idle ──► returned: ONE write puts the actual cost where the slice was held
+ *
+ * A lease IS a hold (the inner ledger's reserve, with the same conditions on every counter, rate bucket,
+ * circuit and velocity window), so spend never passes a limit: no instance admits what it has not leased. Its
+ * hold expires only after the admission window plus the longest a request may run, so the sweeper reclaims
+ * a lease only from an instance that died, and then charges the whole slice (the gateway cannot prove it
+ * unspent); a holder that returns late replaces that charge by the real cost once.
+ *
+ * What a lease changes, and its bounds (README "Budget leases"):
+ * - early refusal: another instance's request can be refused while this one holds unused slice; a slice is at
+ *   most `maxShare` of the tightest remaining budget as last read, and no lease is taken when a limited counter
+ *   has less than `minHeadroom` requests' worth left, so the last of a budget is shared request by request;
+ * - lag: circuits and the velocity breaker are checked when a lease is taken, so they stop a leased key at
+ *   most one admission window (`ttlMs`) late; velocity sees the leased spend when the lease is returned;
+ * - counters show a live lease's whole slice as held (`committed`), its requests' cost when it is returned.
+ */
+import { BudgetExceededError, CircuitOpenError, RateLimitError, SpendVelocityError } from '../errors';
+import type { Clock } from '../clock';
+import type {
+  CounterRef,
+  CounterValue,
+  LeaseStore,
+  Ledger,
+  RateCharge,
+  RateState,
+  Reservation,
+  ReserveInput,
+  SettleInput,
+} from '../stores';
+import type { BudgetLimits, ScopeId, StoredLimits, UNLIMITED, UsageRecord } from '../types';
+import type { Window } from '../windows';
+import type { LoopOverrides } from '../guardrails/settings';
+import type { MicroUsd } from '../money';
+
+/** How leases are sized and when they are taken. Every field has a default (see {@link DEFAULT_LEASES}). */
+export interface LeaseOptions {
+  /** How long an instance admits requests against one lease before it takes a new one (ms). */
+  readonly ttlMs?: number;
+  /** Admissions of one key this instance must have seen within `ttlMs` before it leases for that key. */
+  readonly minBusy?: number;
+  /** Largest share of a limited counter's remaining budget (as last read) that one lease takes. */
+  readonly maxShare?: number;
+  /** Below this many requests' worth of remaining budget, requests reserve one by one (no lease). */
+  readonly minHeadroom?: number;
+}
+
+export const DEFAULT_LEASES: Required<LeaseOptions> = {
+  ttlMs: 10_000,
+  minBusy: 4,
+  maxShare: 0.05,
+  minHeadroom: 50,
+};
+
+export interface LeasingLedgerOptions extends LeaseOptions {
+  readonly clock: Clock;
+  /** Distinguishes this instance's leases (hold ids) from every other instance's. */
+  readonly instanceId: string;
+  /** The longest a request may run (the per-request hold TTL): a lease's hold outlives its window by this. */
+  readonly holdTtlMs: number;
+  /** How many shards the platform counter has (a lease holds on one; its share is limit / shards). */
+  readonly platformShards: number;
+  /** Told about a lease return or usage write that failed (it is retried; nothing is lost from the budget). */
+  readonly onError?: (what: string, err: unknown) => void;
+}
+
+interface Lease {
+  readonly id: string;
+  readonly groupKey: string;
+  readonly reservation: Reservation;
+  readonly reservedAt: number;
+  readonly context: ReserveInput['context'];
+  readonly admitUntil: number;
+  /** Held by requests in flight plus the cost of those settled. */
+  committed: MicroUsd;
+  used: MicroUsd;
+  usedTokens: number;
+  requests: number;
+  inFlight: number;
+  /** Units of each rate dimension the lease took, and how many its requests took. */
+  readonly units: Map<RateCharge['dimension'], { readonly total: number; taken: number }>;
+  closing: boolean;
+  returning: Promise<void> | undefined;
+}
+
+interface Group {
+  readonly key: string;
+  /** Admission times seen here within the last ttl (bounded). */
+  seen: number[];
+  avgAmount: number;
+  maxAmount: number;
+  readonly avgUnits: Map<RateCharge['dimension'], number>;
+  known: { readonly at: number; readonly values: readonly CounterValue[] } | undefined;
+  reading: Promise<void> | undefined;
+  active: Lease | undefined;
+  acquiring: Promise<Lease | undefined> | undefined;
+  noLeaseUntil: number;
+  lastSeen: number;
+}
+
+interface LeasedRequest {
+  readonly lease: Lease;
+  readonly amount: MicroUsd;
+  readonly tokens: number;
+  settled: boolean;
+}
+
+const MAX_GROUPS = 10_000;
+const MAX_SEEN = 256;
+const USAGE_BATCH = 100;
+
+/** A {@link Ledger} that admits a busy key's requests against leased slices of its budgets (see file header). */
+export class LeasingLedger implements Ledger {
+  private readonly opts: Required<LeaseOptions>;
+  private readonly groups = new Map<string, Group>();
+  private readonly leased = new Map<string, LeasedRequest>();
+  /** Leases no longer admitting, until returned. */
+  private readonly closing = new Set<Lease>();
+  private seq = 0;
+  private readonly usage: UsageWriter;
+
+  constructor(
+    private readonly inner: Ledger & LeaseStore,
+    private readonly options: LeasingLedgerOptions,
+  ) {
+    this.opts = {
+      ttlMs: options.ttlMs ?? DEFAULT_LEASES.ttlMs,
+      minBusy: options.minBusy ?? DEFAULT_LEASES.minBusy,
+      maxShare: options.maxShare ?? DEFAULT_LEASES.maxShare,
+      minHeadroom: options.minHeadroom ?? DEFAULT_LEASES.minHeadroom,
+    };
+    if (!(this.opts.ttlMs > 0) || !(this.opts.maxShare > 0 && this.opts.maxShare <= 1) || this.opts.minBusy < 1 || this.opts.minHeadroom < 1) {
+      throw new RangeError('lease options out of range: ttlMs > 0, 0 < maxShare <= 1, minBusy >= 1, minHeadroom >= 1');
+    }
+    this.usage = new UsageWriter((records) => this.inner.writeUsage(records));
+  }
+
+  /** Leases this instance holds (admitting or waiting to be returned): for tests and the bench. */
+  get openLeases(): number {
+    let n = this.closing.size;
+    for (const g of this.groups.values()) if (g.active) n++;
+    return n;
+  }
+
+  async reserve(input: ReserveInput): Promise<Reservation> {
+    const group = this.groupFor(input);
+    this.observe(group, input);
+
+    const fromLease = await this.tryLease(group, input);
+    if (fromLease) return fromLease;
+    return this.inner.reserve(input);
+  }
+
+  async settle(input: SettleInput): Promise<void> {
+    const entry = this.leased.get(input.reservation.requestId);
+    if (input.reservation.leaseId === undefined || !entry) {
+      if (input.reservation.leaseId !== undefined) {
+        // A retried settle whose memory part was done: only the writes are left to repeat.
+        await this.writeSettled(input);
+        return;
+      }
+      await this.inner.settle(input);
+      // A settle is the post-response work of a request (on Lambda the last thing before the freeze): leases
+      // that stopped admitting are returned here.
+      if (this.closing.size > 0 || this.groups.size > 0) await this.maintain();
+      return;
+    }
+    if (!entry.settled) {
+      entry.settled = true;
+      const { lease } = entry;
+      lease.committed += input.cost - entry.amount;
+      lease.used += input.cost;
+      lease.inFlight--;
+      const tokens = input.actualTokens ?? entry.tokens;
+      lease.usedTokens += tokens;
+      const tokenUnits = lease.units.get('tokens');
+      if (tokenUnits) tokenUnits.taken += tokens - entry.tokens;
+    }
+    await this.writeSettled(input);
+    this.leased.delete(input.reservation.requestId);
+    await this.maintain();
+  }
+
+  /**
+   * Returns every lease that no longer admits and has no request in flight; stops leases whose window has
+   * passed. Called after each leased settle, and by the local server on a timer.
+   */
+  async maintain(): Promise<void> {
+    const now = this.options.clock.now();
+    for (const [key, g] of this.groups) {
+      if (g.active && (now >= g.active.admitUntil || g.active.closing)) this.retire(g);
+      if (!g.active && !g.acquiring && !g.reading && now - g.lastSeen > 6 * this.opts.ttlMs) this.groups.delete(key);
+    }
+    const due = [...this.closing].filter((l) => l.inFlight === 0);
+    await Promise.all(due.map((lease) => this.returnLease(lease)));
+  }
+
+  /** Stops every lease and returns those with nothing in flight (the rest return when their last request settles). */
+  async close(): Promise<void> {
+    for (const g of this.groups.values()) if (g.active) this.retire(g);
+    await this.usage.flushed();
+    await this.maintain();
+  }
+
+  readCounters(refs: readonly CounterRef[]): Promise<CounterValue[]> {
+    return this.inner.readCounters(refs);
+  }
+  getLimits(scopes: readonly ScopeId[]): Promise<Map<ScopeId, BudgetLimits>> {
+    return this.inner.getLimits(scopes);
+  }
+  getLimitSettings(scopes: readonly ScopeId[]): Promise<Map<ScopeId, StoredLimits>> {
+    return this.inner.getLimitSettings(scopes);
+  }
+  getLoopOverrides(keyIds: readonly string[]): Promise<Map<string, LoopOverrides>> {
+    return this.inner.getLoopOverrides(keyIds);
+  }
+  setLoopOverrides(keyId: string, overrides: { readonly maxRepeats?: number | null; readonly maxFailures?: number | null }): Promise<void> {
+    return this.inner.setLoopOverrides(keyId, overrides);
+  }
+  setLimit(scope: ScopeId, window: Window, limit: MicroUsd | typeof UNLIMITED | null): Promise<void> {
+    // A lease taken under the old limit stops admitting now; the next one is sized (and checked) anew.
+    for (const g of this.groups.values()) if (g.active) this.retire(g);
+    return this.inner.setLimit(scope, window, limit);
+  }
+  sweepExpired(now: number): Promise<number> {
+    return this.inner.sweepExpired(now);
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+
+  private groupFor(input: ReserveInput): Group {
+    const key = groupKeyOf(input);
+    let g = this.groups.get(key);
+    if (!g) {
+      if (this.groups.size >= MAX_GROUPS) {
+        for (const [k, other] of this.groups) if (!other.active && !other.acquiring) this.groups.delete(k);
+      }
+      g = {
+        key,
+        seen: [],
+        avgAmount: input.amount,
+        maxAmount: input.amount,
+        avgUnits: new Map(),
+        known: undefined,
+        reading: undefined,
+        active: undefined,
+        acquiring: undefined,
+        noLeaseUntil: 0,
+        lastSeen: input.now,
+      };
+      this.groups.set(key, g);
+    }
+    return g;
+  }
+
+  private observe(g: Group, input: ReserveInput): void {
+    const horizon = input.now - this.opts.ttlMs;
+    g.seen = g.seen.filter((t) => t > horizon);
+    if (g.seen.length < MAX_SEEN) g.seen.push(input.now);
+    g.lastSeen = Math.max(g.lastSeen, input.now);
+    g.avgAmount = Math.round(0.8 * g.avgAmount + 0.2 * input.amount);
+    // The largest recent request decays slowly, so one big request does not stop leasing for good.
+    g.maxAmount = Math.max(input.amount, Math.floor(g.maxAmount * 0.95));
+    for (const c of input.rateCharges) {
+      const prev = g.avgUnits.get(c.dimension);
+      g.avgUnits.set(c.dimension, prev === undefined ? c.amount : 0.8 * prev + 0.2 * c.amount);
+    }
+  }
+
+  /** The request admitted against a lease (taking one first if that is worth it), or undefined: reserve alone. */
+  private async tryLease(g: Group, input: ReserveInput): Promise<Reservation | undefined> {
+    const now = input.now;
+    if (g.active && (now >= g.active.admitUntil || g.active.closing)) this.retire(g);
+    if (g.active) {
+      const admitted = this.admit(g.active, input);
+      if (admitted) return this.countLoop(admitted, input);
+      // No room left: this lease stops admitting; a new one may be taken below.
+      this.retire(g);
+    }
+    if (g.acquiring) {
+      const lease = await g.acquiring;
+      const admitted = lease && g.active === lease ? this.admit(lease, input) : undefined;
+      return admitted ? this.countLoop(admitted, input) : undefined;
+    }
+    const plan = this.plan(g, input);
+    if (!plan) return undefined;
+    const acquiring = this.acquire(g, input, plan).finally(() => {
+      if (g.acquiring === acquiring) g.acquiring = undefined;
+    });
+    g.acquiring = acquiring;
+    const lease = await acquiring;
+    const admitted = lease ? this.admit(lease, input) : undefined;
+    return admitted ? this.countLoop(admitted, input) : undefined;
+  }
+
+  /** The size of a new lease for this group, or undefined when requests should reserve one by one. */
+  private plan(g: Group, input: ReserveInput): { amount: MicroUsd; units: Map<RateCharge['dimension'], number> } | undefined {
+    const now = input.now;
+    if (now < g.noLeaseUntil || g.seen.length < this.opts.minBusy) return undefined;
+    // Expected requests in one window at the rate seen here, with room for growth.
+    let expected = Math.max(this.opts.minBusy, 2 * g.seen.length);
+    const units = new Map<RateCharge['dimension'], number>();
+    for (const c of input.rateCharges) {
+      if (c.amount <= 0) continue;
+      const perRequest = Math.max(c.amount, Math.ceil(g.avgUnits.get(c.dimension) ?? c.amount));
+      // At most the bucket's refill over one window, so a lease never takes a burst the key could not sustain.
+      const cap = Math.floor((c.limitPerMinute * this.opts.ttlMs) / 60_000);
+      const fit = Math.floor(cap / perRequest);
+      if (fit < 2) return undefined;
+      expected = Math.min(expected, fit);
+    }
+    let amount = Math.max(expected * Math.max(g.avgAmount, 1), 2 * input.amount);
+    const limited = input.counters.filter((c) => c.limit !== undefined);
+    if (limited.length > 0) {
+      const known = g.known;
+      if (!known || now - known.at > this.opts.ttlMs) {
+        this.refresh(g, input.counters);
+        if (!known) return undefined;
+      }
+      for (const ref of limited) {
+        const value = known.values.find((v) => v.ref.scope === ref.scope && v.ref.windowKey === ref.windowKey);
+        const committed = value?.committed ?? 0;
+        // readCounters sums the platform's shards; a lease holds on one shard, whose share is limit / shards.
+        const shardCommitted = ref.scope === 'platform' ? Math.ceil(committed / this.options.platformShards) : committed;
+        const remaining = (ref.limit as number) - shardCommitted;
+        if (remaining < this.opts.minHeadroom * Math.max(g.maxAmount, input.amount)) return undefined;
+        amount = Math.min(amount, Math.floor(this.opts.maxShare * remaining));
+      }
+    }
+    if (amount < 2 * input.amount) return undefined;
+    for (const c of input.rateCharges) {
+      if (c.amount <= 0) continue;
+      const perRequest = Math.max(c.amount, Math.ceil(g.avgUnits.get(c.dimension) ?? c.amount));
+      units.set(c.dimension, Math.min(Math.floor((c.limitPerMinute * this.opts.ttlMs) / 60_000), expected * perRequest));
+    }
+    return { amount, units };
+  }
+
+  private async acquire(g: Group, input: ReserveInput, plan: { amount: MicroUsd; units: Map<RateCharge['dimension'], number> }): Promise<Lease | undefined> {
+    const now = input.now;
+    const id = `lease-${this.options.instanceId}-${(this.seq++).toString(36)}`;
+    const rateCharges: RateCharge[] = input.rateCharges
+      .filter((c) => c.amount > 0)
+      .map((c) => ({ ...c, amount: plan.units.get(c.dimension) ?? c.amount }));
+    const context: ReserveInput['context'] = { ...input.context, model: 'lease', endpoint: 'lease' };
+    let reservation: Reservation;
+    try {
+      reservation = await this.inner.reserve({
+        requestId: id,
+        now,
+        expiresAt: now + this.opts.ttlMs + this.options.holdTtlMs,
+        amount: plan.amount,
+        counters: input.counters,
+        rateCharges,
+        ...(input.circuits ? { circuits: input.circuits } : {}),
+        // The first request's velocity charge: the windows see the lease's real cost when it is returned.
+        ...(input.velocity ? { velocity: input.velocity } : {}),
+        context,
+      });
+    } catch (err) {
+      if (err instanceof BudgetExceededError || err instanceof RateLimitError || err instanceof SpendVelocityError || err instanceof CircuitOpenError) {
+        // The slice did not fit: requests reserve one by one (which decides this one exactly) for a window.
+        g.noLeaseUntil = now + this.opts.ttlMs;
+        this.refresh(g, input.counters);
+        return undefined;
+      }
+      throw err;
+    }
+    const lease: Lease = {
+      id,
+      groupKey: g.key,
+      reservation,
+      reservedAt: now,
+      context,
+      admitUntil: now + this.opts.ttlMs,
+      committed: 0,
+      used: 0,
+      usedTokens: 0,
+      requests: 0,
+      inFlight: 0,
+      units: new Map(rateCharges.map((c) => [c.dimension, { total: c.amount, taken: 0 }])),
+      closing: false,
+      returning: undefined,
+    };
+    if (g.active) this.retire(g);
+    g.active = lease;
+    this.refresh(g, input.counters);
+    return lease;
+  }
+
+  /** Takes the request's amount and rate units from the lease in memory, or undefined when they do not fit. */
+  private admit(lease: Lease, input: ReserveInput): Reservation | undefined {
+    if (lease.closing || input.now >= lease.admitUntil) return undefined;
+    if (lease.committed + input.amount > lease.reservation.amount) return undefined;
+    for (const c of input.rateCharges) {
+      if (c.amount <= 0) continue;
+      const u = lease.units.get(c.dimension);
+      if (!u || u.taken + c.amount > u.total) return undefined;
+    }
+    lease.committed += input.amount;
+    lease.inFlight++;
+    lease.requests++;
+    let tokens = 0;
+    for (const c of input.rateCharges) {
+      if (c.amount <= 0) continue;
+      lease.units.get(c.dimension)!.taken += c.amount;
+      if (c.dimension === 'tokens') tokens = c.amount;
+    }
+    this.leased.set(input.requestId, { lease, amount: input.amount, tokens, settled: false });
+    const rateStates: RateState[] = lease.reservation.rateStates.map((s) => {
+      const u = lease.units.get(s.dimension);
+      return { ...s, remaining: s.remaining + (u ? Math.max(0, u.total - u.taken) : 0) };
+    });
+    return {
+      requestId: input.requestId,
+      amount: input.amount,
+      counters: input.counters,
+      rateCharges: input.rateCharges,
+      rateStates,
+      expiresAt: lease.reservation.expiresAt,
+      holdShard: lease.reservation.holdShard,
+      leaseId: lease.id,
+      ...(input.loop ? { loop: input.loop } : {}),
+    };
+  }
+
+  /** The loop guard still counts every copy in the store (one item); a refusal gives the lease its room back. */
+  private async countLoop(reservation: Reservation, input: ReserveInput): Promise<Reservation> {
+    if (!input.loop) return reservation;
+    try {
+      await this.inner.countLoop(input.loop);
+      return reservation;
+    } catch (err) {
+      const entry = this.leased.get(input.requestId);
+      if (entry) {
+        this.leased.delete(input.requestId);
+        const { lease } = entry;
+        lease.committed -= entry.amount;
+        lease.inFlight--;
+        lease.requests--;
+        for (const c of input.rateCharges) if (c.amount > 0) lease.units.get(c.dimension)!.taken -= c.amount;
+      }
+      throw err;
+    }
+  }
+
+  private async writeSettled(input: SettleInput): Promise<void> {
+    const loop = input.reservation.loop;
+    await Promise.all([
+      this.usage.add(input.usage),
+      ...(loop ? [this.inner.settleLoop(loop, input.loopOutcome)] : []),
+    ]);
+  }
+
+  private retire(g: Group): void {
+    const lease = g.active;
+    if (!lease) return;
+    lease.closing = true;
+    g.active = undefined;
+    this.closing.add(lease);
+  }
+
+  private returnLease(lease: Lease): Promise<void> {
+    if (lease.returning) return lease.returning;
+    lease.returning = this.inner
+      .returnLease({
+        reservation: lease.reservation,
+        reservedAt: lease.reservedAt,
+        context: lease.context,
+        cost: lease.used,
+        ...(lease.units.has('tokens') ? { usedTokens: lease.usedTokens } : {}),
+        usedRequests: lease.requests,
+      })
+      .then(
+        () => {
+          this.closing.delete(lease);
+        },
+        (err: unknown) => {
+          // Kept for the next maintain(); until returned the slice stays held, never less than its cost.
+          lease.returning = undefined;
+          this.options.onError?.('lease return failed; retried later', err);
+        },
+      );
+    return lease.returning;
+  }
+
+  /** Reads the group's counters in the background (one read per lease), for sizing the next lease. */
+  private refresh(g: Group, counters: readonly CounterRef[]): void {
+    if (g.reading) return;
+    const limited = counters.filter((c) => c.limit !== undefined);
+    if (limited.length === 0) return;
+    const at = this.options.clock.now();
+    g.reading = this.inner
+      .readCounters(limited)
+      .then(
+        (values) => {
+          g.known = { at, values };
+        },
+        () => undefined,
+      )
+      .finally(() => {
+        g.reading = undefined;
+      });
+  }
+}
+
+/** Requests that share a lease: same key, same counters and limits, same rate limits, circuits and velocity scopes. */
+function groupKeyOf(input: ReserveInput): string {
+  const counters = input.counters.map((c) => `${c.scope}|${c.windowKey}|${c.limit ?? '-'}`).join(',');
+  const rates = input.rateCharges
+    .filter((c) => c.amount > 0)
+    .map((c) => `${c.dimension}:${c.limitPerMinute}`)
+    .join(',');
+  const circuits = (input.circuits ?? []).map((c) => c.scope).join(',');
+  const velocity = (input.velocity ?? []).map((v) => `${v.scope}:${v.window}:${v.ceilingMicros}`).join(',');
+  return [input.context.keyId, input.context.byok ? 'byok' : '', counters, rates, circuits, velocity].join('#');
+}
+
+/**
+ * Usage records written as a group commit: while one write is out, records queue, and the next write takes all
+ * of them (the store batches them where it is set to). Each caller's promise settles with its own record's write.
+ */
+class UsageWriter {
+  private queue: Array<{ record: UsageRecord; resolve: () => void; reject: (err: unknown) => void }> = [];
+  private running: Promise<void> | undefined;
+
+  constructor(private readonly write: (records: readonly UsageRecord[]) => Promise<void>) {}
+
+  add(record: UsageRecord): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ record, resolve, reject });
+      if (!this.running) this.running = this.drain().finally(() => (this.running = undefined));
+    });
+  }
+
+  async flushed(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, USAGE_BATCH);
+      try {
+        await this.write(batch.map((b) => b.record));
+        for (const b of batch) b.resolve();
+      } catch (err) {
+        for (const b of batch) b.reject(err);
+      }
+    }
+  }
+}

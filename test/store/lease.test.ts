@@ -1,0 +1,224 @@
+import { ScanCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
+import { ManualClock } from '../../lambda/core/clock';
+import { BudgetExceededError } from '../../lambda/core/errors';
+import { LeasingLedger, type LeaseOptions } from '../../lambda/core/lease/leasing-ledger';
+import type { CounterRef, RateCharge, Reservation, ReserveInput } from '../../lambda/core/stores';
+import type { ScopeId, UsageRecord } from '../../lambda/core/types';
+import { windowBounds, windowKey } from '../../lambda/core/windows';
+import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
+import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
+import { createTestTables, type TestTables } from '../support/dynamo';
+
+// Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write (see test/support/clock.ts).
+const T0 = Date.parse('2099-11-23T10:30:00.000Z');
+const HOLD_TTL = 15 * 60_000;
+let db: TestTables;
+let seq = 0;
+
+beforeAll(async () => {
+  db = await createTestTables();
+});
+afterAll(() => db.cleanup());
+
+/** The commands a ledger sends, by name (the store itself is DynamoDB Local). */
+function counting(): { client: DynamoDBClient; sent: Map<string, number> } {
+  const sent = new Map<string, number>();
+  const client = {
+    send: (command: { constructor: { name: string } }) => {
+      const name = command.constructor.name.replace(/Command$/, '');
+      sent.set(name, (sent.get(name) ?? 0) + 1);
+      return db.client.send(command as never);
+    },
+  } as unknown as DynamoDBClient;
+  return { client, sent };
+}
+
+function instance(clock: ManualClock, options: LeaseOptions & { client?: DynamoDBClient } = {}): { leases: LeasingLedger; inner: DynamoDbLedger } {
+  const inner = new DynamoDbLedger(options.client ?? db.client, { tables: db.tables, platformShards: 1, usageRetentionDays: 30, clock });
+  seq += 1;
+  return { inner, leases: new LeasingLedger(inner, { clock, instanceId: `i${seq}`, holdTtlMs: HOLD_TTL, platformShards: 1, ...options }) };
+}
+
+function uniqueUser(): string {
+  seq += 1;
+  return `lu${seq}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+function dayCounter(scope: ScopeId, limit?: number): CounterRef {
+  return { scope, window: 'day', windowKey: windowKey('day', T0), windowEnd: windowBounds('day', T0).end, ...(limit !== undefined ? { limit } : {}) };
+}
+
+function request(user: string, now: number, amount: number, counters: CounterRef[], rateCharges: RateCharge[] = []): ReserveInput {
+  seq += 1;
+  return {
+    requestId: `r${seq}-${Math.random().toString(36).slice(2, 8)}`,
+    now,
+    expiresAt: now + HOLD_TTL,
+    amount,
+    counters,
+    rateCharges,
+    context: { keyId: `key-${user}`, userId: user, model: 'gpt-4o-mini' },
+  };
+}
+
+function usageOf(r: Reservation, user: string, cost: number): UsageRecord {
+  return {
+    requestId: r.requestId,
+    timestamp: new Date(T0).toISOString(),
+    userId: user,
+    keyId: `key-${user}`,
+    provider: 'openai',
+    model: 'gpt-4o-mini',
+    requestType: 'chat',
+    endpoint: '/v1/chat/completions',
+    stream: false,
+    usage: { inputTokens: 100, outputTokens: 20, cachedInputTokens: 0, cacheWriteTokens: 0 },
+    costMicros: cost,
+    costEstimated: false,
+    outcome: 'ok',
+    httpStatus: 200,
+    durationMs: 100,
+    byok: false,
+  };
+}
+
+async function usageOfUser(user: string): Promise<UsageRecord[]> {
+  return new DynamoDbUsageStore(db.client, db.tables).query({ by: 'user', id: user, from: '2099-11-23T00:00:00Z', to: '2099-11-24T00:00:00Z' });
+}
+
+async function leaseHolds(user: string): Promise<Array<Record<string, unknown>>> {
+  const out = await db.client.send(
+    new ScanCommand({ TableName: db.tables.budgets, FilterExpression: 'begins_with(pk, :h)', ExpressionAttributeValues: { ':h': { S: 'hold#' } }, ConsistentRead: true }),
+  );
+  return (out.Items ?? []).map((i) => unmarshall(i)).filter((h) => (h.context as { userId?: string })?.userId === user);
+}
+
+describe('LeasingLedger (budget leases on DynamoDB Local)', () => {
+  it('when a key is busy on an instance, its requests are admitted against leases instead of a transaction each, and the counters end at exactly their cost', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const { client, sent } = counting();
+    const { leases } = instance(clock, { client });
+    const refs = [dayCounter(`user:${user}`, 100_000_000), dayCounter(`key:key-${user}`)];
+    const rates: RateCharge[] = [{ keyId: `key-${user}`, dimension: 'requests', limitPerMinute: 6_000, amount: 1 }];
+    let leased = 0;
+    for (let i = 0; i < 100; i++) {
+      const r = await leases.reserve(request(user, clock.now(), 10_000, refs, rates));
+      if (r.leaseId) leased++;
+      await leases.settle({ reservation: r, cost: 4_000, usage: usageOf(r, user, 4_000) });
+      clock.advance(10);
+    }
+    await leases.close();
+
+    // Without leases: 100 reserves + 100 settles = 200 transactions.
+    if (process.env.LEASE_DEBUG) console.log({ leased, sent: Object.fromEntries(sent) });
+    expect(leased).toBeGreaterThanOrEqual(80);
+    expect(sent.get('TransactWriteItems') ?? 0).toBeLessThan(40);
+    const values = await leases.readCounters(refs);
+    for (const v of values) expect(v).toMatchObject({ committed: 400_000, spent: 400_000, reserved: 0, requests: 100 });
+    const records = await usageOfUser(user);
+    expect(records).toHaveLength(100);
+    expect(records.reduce((a, r) => a + r.costMicros, 0)).toBe(400_000);
+    expect(await leaseHolds(user)).toEqual([]);
+    expect(leases.openLeases).toBe(0);
+  });
+
+  it('when three instances race for the last of a budget, admitted amounts never pass the limit and returned leases free what they held', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const limit = 2_000_000;
+    const refs = [dayCounter(`user:${user}`, limit)];
+    const instances = [0, 1, 2].map(() => instance(clock, { minBusy: 2, minHeadroom: 5, maxShare: 0.3 }).leases);
+    let admitted = 0;
+    let refused = 0;
+    let leased = 0;
+    // Every request costs exactly what it held (the worst case for a budget).
+    for (let wave = 0; wave < 20; wave++) {
+      await Promise.all(
+        instances.flatMap((l) =>
+          Array.from({ length: 5 }, async () => {
+            try {
+              const r = await l.reserve(request(user, clock.now(), 20_000, refs));
+              admitted += r.amount;
+              if (r.leaseId) leased++;
+              await l.settle({ reservation: r, cost: r.amount, usage: usageOf(r, user, r.amount) });
+            } catch (err) {
+              if (!(err instanceof BudgetExceededError)) throw err;
+              refused++;
+            }
+          }),
+        ),
+      );
+      clock.advance(100);
+    }
+    expect(admitted).toBeLessThanOrEqual(limit);
+    expect(refused).toBeGreaterThan(0);
+    expect(leased).toBeGreaterThan(0);
+    for (const l of instances) await l.close();
+    const [held] = await instances[0]!.readCounters(refs);
+    expect(held).toMatchObject({ spent: admitted, committed: admitted, reserved: 0 });
+
+    // With every lease returned, what is left is admitted request by request to exactly the limit.
+    const plain = new DynamoDbLedger(db.client, { tables: db.tables, platformShards: 1, usageRetentionDays: 30, clock });
+    for (let i = 0; admitted + 20_000 <= limit; i++) {
+      const r = await plain.reserve(request(user, clock.now(), 20_000, refs));
+      admitted += r.amount;
+      await plain.settle({ reservation: r, cost: r.amount, usage: usageOf(r, user, r.amount) });
+    }
+    await expect(plain.reserve(request(user, clock.now(), 20_000, refs))).rejects.toBeInstanceOf(BudgetExceededError);
+    expect(admitted).toBe(limit);
+  });
+
+  it('when an instance dies holding a lease, the sweeper charges the whole slice, and a late return replaces it with the real cost exactly once', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const refs = [dayCounter(`user:${user}`, 100_000_000)];
+    const { leases, inner } = instance(clock, { minBusy: 2 });
+    let cost = 0;
+    for (let i = 0; i < 12; i++) {
+      const r = await leases.reserve(request(user, clock.now(), 10_000, refs));
+      await leases.settle({ reservation: r, cost: 3_000, usage: usageOf(r, user, 3_000) });
+      cost += 3_000;
+      clock.advance(10);
+    }
+    const [hold] = await leaseHolds(user);
+    expect(hold).toBeDefined();
+    const slice = hold!.amount as number;
+
+    // The holder is frozen; its lease expires and the sweeper reclaims it in full.
+    clock.set((hold!.expiresAt as number) + 1);
+    expect(await inner.sweepExpired(clock.now())).toBeGreaterThanOrEqual(1);
+    const [swept] = await inner.readCounters(refs);
+    const beforeLease = swept!.spent - slice;
+    expect(swept).toMatchObject({ reserved: 0 });
+    expect(beforeLease).toBeLessThanOrEqual(cost);
+    const abandoned = (await usageOfUser(user)).filter((u) => u.outcome === 'abandoned');
+    expect(abandoned.map((u) => u.costMicros)).toEqual([slice]);
+
+    // It wakes and returns the lease: the full charge becomes what its requests cost, once.
+    await leases.close();
+    await leases.close();
+    const [after] = await inner.readCounters(refs);
+    expect(after).toMatchObject({ spent: cost, committed: cost, reserved: 0 });
+    const records = await usageOfUser(user);
+    expect(records.filter((u) => u.outcome === 'abandoned')).toEqual([]);
+    expect(records.reduce((a, r) => a + r.costMicros, 0)).toBe(cost);
+  });
+
+  it('when the budget left is below the headroom, requests reserve one by one and a request that fits is never refused', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const refs = [dayCounter(`user:${user}`, 300_000)];
+    const { leases } = instance(clock, { minBusy: 1, minHeadroom: 50 });
+    let admitted = 0;
+    for (let i = 0; i < 30; i++) {
+      const r = await leases.reserve(request(user, clock.now(), 10_000, refs));
+      expect(r.leaseId).toBeUndefined();
+      admitted += r.amount;
+      await leases.settle({ reservation: r, cost: r.amount, usage: usageOf(r, user, r.amount) });
+    }
+    expect(admitted).toBe(300_000);
+    await expect(leases.reserve(request(user, clock.now(), 10_000, refs))).rejects.toBeInstanceOf(BudgetExceededError);
+  });
+});
