@@ -98,6 +98,17 @@ function writeSpread(rate: number): void {
   console.log(row('GSI byKey key#<id>#<n>', keys.keyPk.size, busiest.keyPk));
   console.log(row('GSI byOrg org#<id>#<n>', keys.orgPk.size, busiest.orgPk));
   console.log(row('GSI byDay day#<date>#<d> (all)', keys.dayPk.size, busiest.dayPk));
+  // The fields the gateway bounds, at their bounds: ids of 128 characters (JWT ids), a 256-character user agent
+  // (pipeline.ts cuts it there; header bytes above 0x7F take 2 bytes in UTF-8).
+  const long = 'x'.repeat(128);
+  const largest = itemBytes(
+    usageItem({ ...record(`req_${randomUUID().replace(/-/g, '')}`, DAY), userId: long, keyId: long, orgId: long, userAgent: 'é'.repeat(256) }, { retentionDays: 400 }),
+  );
+  const largestWcu = Math.ceil(largest / 1024);
+  console.log(
+    `  largest record with bounded fields: ${largest} bytes = ${largestWcu} WCU → busiest shard key ${busiest.pk * largestWcu} WCU/s = ` +
+      `${((busiest.pk * largestWcu) / PARTITION_WCU_PER_SECOND).toFixed(2)}× the limit`,
+  );
 }
 
 async function putAll(client: DynamoDBClient, table: string, items: readonly Item[]): Promise<void> {
