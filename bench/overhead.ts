@@ -63,6 +63,13 @@ async function main(): Promise<void> {
   const n = Number(values.requests);
   const dynamo = await startDynamoDbLocal({ port: 0, inMemory: true });
   const upstream = await startFakeUpstream();
+  // When the upstream received each request (it runs in this process): what ends before is on the critical path.
+  const arrivals: number[] = [];
+  const record = upstream.requests.push.bind(upstream.requests);
+  upstream.requests.push = (...items) => {
+    arrivals.push(performance.now());
+    return record(...items);
+  };
   try {
     const run = async (label: string, authCacheMs: string) => {
       const config = loadConfig({
@@ -117,8 +124,12 @@ async function main(): Promise<void> {
       const gatewayTimes: number[] = [];
       const before: number[] = [];
       const callsBefore: number[] = [];
+      let leased = 0;
+      const toUpstream: number[] = [];
+      const inStore: number[] = [];
       for (let i = 0; i < n; i++) {
         const mark = calls.length;
+        const arrivalMark = arrivals.length;
         const t0 = performance.now();
         const res = await viaGateway();
         await res.arrayBuffer();
@@ -126,12 +137,15 @@ async function main(): Promise<void> {
         // Let this request's settlement finish so the next request's DynamoDB calls are its own.
         await inFlight;
         const mine = calls.slice(mark);
-        const admit = mine.find((c) => c.command === 'TransactWriteItemsCommand');
-        if (!admit) throw new Error('no reservation transaction seen');
-        // Calls before the upstream call: everything that ended by the time the reservation did (the budget
-        // read for the response header runs alongside the upstream call). Sequential round trips: calls that
-        // overlap in time (the limits and loop-settings reads run in parallel) count once.
-        const pre = mine.filter((c) => c.end <= admit.end).sort((a, b) => a.start - b.start);
+        const arrival = arrivals[arrivalMark];
+        if (arrival === undefined) throw new Error('the upstream never saw the request');
+        // Calls before the upstream call: everything that ended by the time the upstream received the request
+        // (the budget read for the response header runs alongside the upstream call). Sequential round trips:
+        // calls that overlap in time (the limits and loop-settings reads run in parallel) count once.
+        const pre = mine.filter((c) => c.end <= arrival).sort((a, b) => a.start - b.start);
+        if (!pre.some((c) => c.command === 'TransactWriteItemsCommand')) leased++;
+        toUpstream.push(arrival - t0);
+        inStore.push(pre.reduce((a, c) => a + (c.end - c.start), 0));
         let rounds = 0;
         let lastEnd = -Infinity;
         for (const c of pre) {
@@ -156,6 +170,11 @@ async function main(): Promise<void> {
       console.log(
         `  DynamoDB before the upstream call: sequential round trips median ${med(before)}, max ${before[before.length - 1]}; calls median ${med(callsBefore)}, max ${callsBefore[callsBefore.length - 1]}`,
       );
+      toUpstream.sort((a, b) => a - b);
+      inStore.sort((a, b) => a - b);
+      console.log(`  until the upstream has the request: median ${med(toUpstream).toFixed(2)} ms, of which DynamoDB calls ${med(inStore).toFixed(2)} ms`);
+      console.log(`  admitted against a budget lease (no reserve transaction before the upstream): ${leased} of ${n}`);
+      await gw.leases?.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       dynamodb.destroy();

@@ -54,7 +54,7 @@ interface Bench {
 }
 
 async function startGateway(env: Env, stage: string, clock: Clock): Promise<Bench> {
-  const config = loadConfig({ TOLLGATE_STAGE: stage, OPENAI_BASE_URL: env.upstream.openaiBaseUrl });
+  const config = loadConfig({ TOLLGATE_STAGE: stage, OPENAI_BASE_URL: env.upstream.openaiBaseUrl, ...(process.env.TOLLGATE_LEASES ? { TOLLGATE_LEASES: process.env.TOLLGATE_LEASES } : {}) });
   const dynamodb = createDynamoDbClient({ region: 'us-east-1', endpoint: env.dynamoEndpoint });
   await ensureTables(dynamodb, config.tables);
   const gw = createGateway({ config, secrets: { keyPepper: 'bench', openaiApiKey: 'sk-bench' }, dynamodb, log: silentLogger, clock });

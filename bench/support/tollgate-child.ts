@@ -37,6 +37,7 @@ async function main(): Promise<void> {
     secrets: { keyPepper, openaiApiKey: 'sk-bench-upstream' },
     dynamodb,
     log,
+    batchUsageWrites: true,
   });
   const { raw } = await createApiKey(
     gateway,

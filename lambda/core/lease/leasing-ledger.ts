@@ -283,6 +283,10 @@ export class LeasingLedger implements Ledger {
       // No room left: this lease stops admitting; a new one may be taken below.
       this.retire(g);
     }
+    // What a finished lease of this key did not use goes back before this request asks the store for more, so
+    // neither a new lease nor this request's own reserve is refused for money or rate units this instance holds
+    // idle. (A lease with requests still in flight keeps its slice until the last one settles.)
+    await this.returnIdle(g.key);
     if (g.acquiring) {
       const lease = await g.acquiring;
       const admitted = lease && g.active === lease ? this.admit(lease, input) : undefined;
@@ -464,6 +468,11 @@ export class LeasingLedger implements Ledger {
     lease.closing = true;
     g.active = undefined;
     this.closing.add(lease);
+  }
+
+  private async returnIdle(groupKey: string): Promise<void> {
+    const idle = [...this.closing].filter((l) => l.groupKey === groupKey && l.inFlight === 0);
+    if (idle.length > 0) await Promise.all(idle.map((l) => this.returnLease(l)));
   }
 
   private returnLease(lease: Lease): Promise<void> {
