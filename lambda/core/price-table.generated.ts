@@ -2,9 +2,7 @@
 // Prices are integer micro-USD per million tokens.
 import type { PriceTableData } from './price-data';
 
-export const PRICE_TABLE: PriceTableData = {
-  source: "@pydantic/genai-prices@0.1.8",
-  providers: [
+export const PRICE_TABLE = JSON.parse(String.raw`{"source":"@pydantic/genai-prices@0.1.8","providers":[
     {"id":"anthropic","modelMatch":{"contains":"claude"},"models":[
       {"id":"claude-2","match":{"or":[{"starts_with":"claude-2"},{"contains":"claude-v2"}]},"contextWindow":200000,"prices":{"input":8000000,"output":24000000}},
       {"id":"claude-3-5-haiku-latest","match":{"or":[{"starts_with":"claude-3-5-haiku"},{"starts_with":"claude-3.5-haiku"}]},"contextWindow":200000,"prices":{"input":800000,"output":4000000,"cacheRead":80000,"cacheWrite":1000000}},
@@ -28,7 +26,7 @@ export const PRICE_TABLE: PriceTableData = {
       {"id":"claude-sonnet-4-5","match":{"or":[{"starts_with":"claude-sonnet-4-5"},{"starts_with":"claude-sonnet-4.5"}]},"contextWindow":200000,"prices":{"input":{"base":3000000,"tiers":[{"start":200000,"price":6000000}]},"output":{"base":15000000,"tiers":[{"start":200000,"price":22500000}]},"cacheRead":{"base":300000,"tiers":[{"start":200000,"price":600000}]},"cacheWrite":{"base":3750000,"tiers":[{"start":200000,"price":7500000}]}}},
       {"id":"claude-sonnet-4-6","match":{"or":[{"starts_with":"claude-sonnet-4-6"},{"starts_with":"claude-sonnet-4.6"}]},"contextWindow":1000000,"prices":[{"prices":{"input":{"base":3000000,"tiers":[{"start":200000,"price":6000000}]},"output":{"base":15000000,"tiers":[{"start":200000,"price":22500000}]},"cacheRead":{"base":300000,"tiers":[{"start":200000,"price":600000}]},"cacheWrite":{"base":3750000,"tiers":[{"start":200000,"price":7500000}]}}},{"startDate":"2026-03-13","prices":{"input":3000000,"output":15000000,"cacheRead":300000,"cacheWrite":3750000}}]},
       {"id":"claude-sonnet-5","match":{"or":[{"starts_with":"claude-sonnet-5"},{"starts_with":"claude-sonnet-5.0"},{"starts_with":"claude-5-sonnet"},{"starts_with":"claude-5.0-sonnet"}]},"contextWindow":1000000,"prices":{"input":2000000,"output":10000000,"cacheRead":200000,"cacheWrite":2500000}},
-      {"id":"claude-v1","match":{"equals":"claude-v1"},"prices":{"input":8000000,"output":24000000}},
+      {"id":"claude-v1","match":{"equals":"claude-v1"},"prices":{"input":8000000,"output":24000000}}
     ]},
     {"id":"arcee"},
     {"id":"avian"},
@@ -125,7 +123,7 @@ export const PRICE_TABLE: PriceTableData = {
       {"id":"regional.openai.gpt-5.6-sol","match":{"or":[{"starts_with":"openai.gpt-5.6-sol"},{"starts_with":"gpt-5.6-sol"},{"contains":"us.openai.gpt-5.6-sol"}]},"contextWindow":1000000,"prices":[{"prices":{"input":{"base":5500000,"tiers":[{"start":271999,"price":11000000}]},"output":{"base":33000000,"tiers":[{"start":271999,"price":49500000}]},"cacheRead":{"base":550000,"tiers":[{"start":271999,"price":1100000}]},"cacheWrite":{"base":6875000,"tiers":[{"start":271999,"price":13750000}]}}},{"startDate":"2026-08-21","prices":{"input":{"base":4400000,"tiers":[{"start":271999,"price":8800000}]},"output":{"base":22000000,"tiers":[{"start":271999,"price":33000000}]},"cacheRead":{"base":440000,"tiers":[{"start":271999,"price":880000}]},"cacheWrite":{"base":5500000,"tiers":[{"start":271999,"price":11000000}]}}}]},
       {"id":"regional.openai.gpt-5.6-terra","match":{"or":[{"starts_with":"openai.gpt-5.6-terra"},{"starts_with":"gpt-5.6-terra"},{"contains":"us.openai.gpt-5.6-terra"},{"contains":"in.openai.gpt-5.6-terra"}]},"contextWindow":1000000,"prices":[{"prices":{"input":2750000,"output":16500000,"cacheRead":275000,"cacheWrite":3437500}},{"startDate":"2026-07-30","prices":{"input":{"base":2200000,"tiers":[{"start":271999,"price":4400000}]},"output":{"base":13200000,"tiers":[{"start":271999,"price":19800000}]},"cacheRead":{"base":220000,"tiers":[{"start":271999,"price":440000}]},"cacheWrite":{"base":2750000,"tiers":[{"start":271999,"price":5500000}]}}}]},
       {"id":"writer.palmyra-x4-v1:0","match":{"contains":"writer.palmyra-x4"},"contextWindow":128000,"prices":{"input":2500000,"output":10000000}},
-      {"id":"writer.palmyra-x5-v1:0","match":{"contains":"writer.palmyra-x5"},"contextWindow":128000,"prices":{"input":600000,"output":6000000}},
+      {"id":"writer.palmyra-x5-v1:0","match":{"contains":"writer.palmyra-x5"},"contextWindow":128000,"prices":{"input":600000,"output":6000000}}
     ]},
     {"id":"azure"},
     {"id":"baseten"},
@@ -248,7 +246,7 @@ export const PRICE_TABLE: PriceTableData = {
       {"id":"text-embedding-3-large","match":{"equals":"text-embedding-3-large"},"contextWindow":8192,"prices":{"input":130000}},
       {"id":"text-embedding-3-small","match":{"equals":"text-embedding-3-small"},"contextWindow":8192,"prices":{"input":20000}},
       {"id":"text-embedding-ada-002","match":{"or":[{"equals":"text-embedding-ada"},{"equals":"text-embedding-ada-002"},{"equals":"text-embedding-ada-002-v2"}]},"contextWindow":8192,"prices":{"input":100000}},
-      {"id":"whisper-1","match":{"equals":"whisper-1"},"prices":{}},
+      {"id":"whisper-1","match":{"equals":"whisper-1"},"prices":{}}
     ]},
     {"id":"openrouter"},
     {"id":"ovhcloud"},
@@ -259,6 +257,5 @@ export const PRICE_TABLE: PriceTableData = {
     {"id":"voyageai","modelMatch":{"starts_with":"voyage-"}},
     {"id":"x-ai","modelMatch":{"contains":"grok"}},
     {"id":"zai"},
-    {"id":"zhipuai","modelMatch":{"or":[{"starts_with":"GLM-"},{"starts_with":"glm-"}]}},
-  ],
-};
+    {"id":"zhipuai","modelMatch":{"or":[{"starts_with":"GLM-"},{"starts_with":"glm-"}]}}
+]}`) as PriceTableData;

@@ -9,6 +9,7 @@ import { windowBounds, windowKey } from '../../lambda/core/windows';
 import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
 import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
 import { createTestTables, type TestTables } from '../support/dynamo';
+import { usageRecordFor } from '../support/usage-records';
 
 // Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write (see test/support/clock.ts).
 const T0 = Date.parse('2099-11-23T10:30:00.000Z');
@@ -63,24 +64,7 @@ function request(user: string, now: number, amount: number, counters: CounterRef
 }
 
 function usageOf(r: Reservation, user: string, cost: number): UsageRecord {
-  return {
-    requestId: r.requestId,
-    timestamp: new Date(T0).toISOString(),
-    userId: user,
-    keyId: `key-${user}`,
-    provider: 'openai',
-    model: 'gpt-4o-mini',
-    requestType: 'chat',
-    endpoint: '/v1/chat/completions',
-    stream: false,
-    usage: { inputTokens: 100, outputTokens: 20, cachedInputTokens: 0, cacheWriteTokens: 0 },
-    costMicros: cost,
-    costEstimated: false,
-    outcome: 'ok',
-    httpStatus: 200,
-    durationMs: 100,
-    byok: false,
-  };
+  return usageRecordFor(r.requestId, user, cost, T0);
 }
 
 async function usageOfUser(user: string): Promise<UsageRecord[]> {

@@ -8,6 +8,7 @@ import { windowBounds, windowKey, type Window } from '../../lambda/core/windows'
 import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
 import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
 import { createTestTables, type TestTables } from '../support/dynamo';
+import { usageRecordFor } from '../support/usage-records';
 
 // Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write (see test/support/clock.ts).
 const T0 = Date.parse('2099-11-23T10:00:00.000Z');
@@ -60,24 +61,7 @@ function reserveInput(
 }
 
 function usageFor(reservation: Reservation, userId: string, cost: number, at = T0): UsageRecord {
-  return {
-    requestId: reservation.requestId,
-    timestamp: new Date(at).toISOString(),
-    userId,
-    keyId: `key-${userId}`,
-    provider: 'openai',
-    model: 'gpt-4o-mini',
-    requestType: 'chat',
-    endpoint: '/v1/chat/completions',
-    stream: false,
-    usage: { inputTokens: 100, outputTokens: 20, cachedInputTokens: 0, cacheWriteTokens: 0 },
-    costMicros: cost,
-    costEstimated: false,
-    outcome: 'ok',
-    httpStatus: 200,
-    durationMs: 100,
-    byok: false,
-  };
+  return usageRecordFor(reservation.requestId, userId, cost, at);
 }
 
 async function holds(): Promise<Array<Record<string, unknown>>> {

@@ -123,6 +123,7 @@ export class LeasingLedger implements Ledger {
   /** Leases no longer admitting, until returned. */
   private readonly closing = new Set<Lease>();
   private seq = 0;
+  private scannedAt = Number.NEGATIVE_INFINITY;
   private readonly usage: UsageWriter;
 
   constructor(
@@ -168,7 +169,7 @@ export class LeasingLedger implements Ledger {
       await this.inner.settle(input);
       // A settle is the post-response work of a request (on Lambda the last thing before the freeze): leases
       // that stopped admitting are returned here.
-      if (this.closing.size > 0 || this.groups.size > 0) await this.maintain();
+      await this.maintain();
       return;
     }
     if (!entry.settled) {
@@ -193,9 +194,13 @@ export class LeasingLedger implements Ledger {
    */
   async maintain(): Promise<void> {
     const now = this.options.clock.now();
-    for (const [key, g] of this.groups) {
-      if (g.active && (now >= g.active.admitUntil || g.active.closing)) this.retire(g);
-      if (!g.active && !g.acquiring && !g.reading && now - g.lastSeen > 6 * this.opts.ttlMs) this.groups.delete(key);
+    // The scan of every group runs at most once a second (a settle calls this on every request).
+    if (now - this.scannedAt >= 1_000 || now < this.scannedAt) {
+      this.scannedAt = now;
+      for (const [key, g] of this.groups) {
+        if (g.active && (now >= g.active.admitUntil || g.active.closing)) this.retire(g);
+        if (!g.active && !g.acquiring && !g.reading && now - g.lastSeen > 6 * this.opts.ttlMs) this.groups.delete(key);
+      }
     }
     const due = [...this.closing].filter((l) => l.inFlight === 0);
     await Promise.all(due.map((lease) => this.returnLease(lease)));
@@ -205,7 +210,7 @@ export class LeasingLedger implements Ledger {
   async close(): Promise<void> {
     for (const g of this.groups.values()) if (g.active) this.retire(g);
     await this.usage.flushed();
-    await this.maintain();
+    await Promise.all([...this.closing].filter((l) => l.inFlight === 0).map((l) => this.returnLease(l)));
   }
 
   readCounters(refs: readonly CounterRef[]): Promise<CounterValue[]> {

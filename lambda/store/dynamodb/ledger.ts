@@ -523,21 +523,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     const nowUs = this.clock.now() * 1000;
     return reservation.rateCharges
       .filter((c) => c.dimension === 'requests' && c.amount > usedRequests)
-      .map((charge) => {
-        const inc = gcraIncrementUs(usedRequests - charge.amount, charge.limitPerMinute);
-        const key = bucketHintKey(charge);
-        const hint = this.tatHints.get(key);
-        if (hint !== undefined) this.rememberTat(key, hint + inc);
-        return {
-          Update: {
-            TableName: this.budgets,
-            Key: marshall({ pk: `rl#${charge.keyId}`, sk: charge.dimension }),
-            UpdateExpression: 'ADD tat :inc SET #ttl = if_not_exists(#ttl, :ttl)',
-            ExpressionAttributeNames: { '#ttl': 'ttl' },
-            ExpressionAttributeValues: { ':inc': { N: String(inc) }, ':ttl': { N: String(bucketTtl(nowUs)) } },
-          },
-        };
-      });
+      .flatMap((charge) => this.bucketShift(charge, usedRequests - charge.amount, nowUs));
   }
 
   async readCounters(refs: readonly CounterRef[]): Promise<CounterValue[]> {
@@ -963,24 +949,27 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     const nowUs = this.clock.now() * 1000;
     return input.reservation.rateCharges
       .filter((c) => c.dimension === 'tokens')
-      .flatMap((charge) => {
-        const inc = gcraIncrementUs((input.actualTokens as number) - charge.amount, charge.limitPerMinute);
-        if (inc === 0) return [];
-        const key = bucketHintKey(charge);
-        const hint = this.tatHints.get(key);
-        if (hint !== undefined) this.rememberTat(key, hint + inc);
-        return [
-          {
-            Update: {
-              TableName: this.budgets,
-              Key: marshall({ pk: `rl#${charge.keyId}`, sk: charge.dimension }),
-              UpdateExpression: 'ADD tat :inc SET #ttl = if_not_exists(#ttl, :ttl)',
-              ExpressionAttributeNames: { '#ttl': 'ttl' },
-              ExpressionAttributeValues: { ':inc': { N: String(inc) }, ':ttl': { N: String(bucketTtl(nowUs)) } },
-            },
-          },
-        ];
-      });
+      .flatMap((charge) => this.bucketShift(charge, (input.actualTokens as number) - charge.amount, nowUs));
+  }
+
+  /** Moves a bucket's tat by `units` (negative: gives units back), keeping this instance's hint in step. */
+  private bucketShift(charge: RateCharge, units: number, nowUs: number): TransactWriteItem[] {
+    const inc = gcraIncrementUs(units, charge.limitPerMinute);
+    if (inc === 0) return [];
+    const key = bucketHintKey(charge);
+    const hint = this.tatHints.get(key);
+    if (hint !== undefined) this.rememberTat(key, hint + inc);
+    return [
+      {
+        Update: {
+          TableName: this.budgets,
+          Key: marshall({ pk: `rl#${charge.keyId}`, sk: charge.dimension }),
+          UpdateExpression: 'ADD tat :inc SET #ttl = if_not_exists(#ttl, :ttl)',
+          ExpressionAttributeNames: { '#ttl': 'ttl' },
+          ExpressionAttributeValues: { ':inc': { N: String(inc) }, ':ttl': { N: String(bucketTtl(nowUs)) } },
+        },
+      },
+    ];
   }
 
   /**
