@@ -23,6 +23,7 @@ import {
   usageSortKey,
 } from '../../lambda/store/dynamodb/usage-store';
 import { createTestTables, type TestTables } from '../support/dynamo';
+import { usageRecordFor } from '../support/usage-records';
 
 type Item = Record<string, AttributeValue>;
 
@@ -328,7 +329,7 @@ describe('late settle over partition shards', () => {
 
     const costs = ids.map((_, i) => 10_000 + i);
     for (const [i, reservation] of reservations.entries()) {
-      const usage = record({ requestId: reservation.requestId, timestamp: new Date(T0).toISOString(), userId: user, keyId: `key-${user}`, costMicros: costs[i]! });
+      const usage = usageRecordFor(reservation.requestId, user, costs[i]!, T0);
       await ledger.settle({ reservation, cost: costs[i]!, usage });
       await ledger.settle({ reservation, cost: costs[i]!, usage }); // a retried settle changes nothing
     }
