@@ -180,7 +180,8 @@ async function main(): Promise<void> {
       dynamodb.destroy();
     };
     await run('warm key cache (TOLLGATE_AUTH_CACHE_MS=5000)', '5000');
-    await run('cold key cache (TOLLGATE_AUTH_CACHE_MS=0: key + limits read on every request)', '0');
+    await run('key-cache miss on every request, limits known here (TOLLGATE_AUTH_CACHE_MS=1: the key read on every request)', '1');
+    await run('nothing cached (TOLLGATE_AUTH_CACHE_MS=0: key, limits and loop settings read on every request)', '0');
   } finally {
     await upstream.close();
     await dynamo.stop();

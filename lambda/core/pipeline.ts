@@ -47,6 +47,15 @@ import type { BudgetLimits, RequestType, ScopeId, TokenUsage, UsageOutcome, Usag
 import { WINDOWS, windowBounds, windowKey } from './windows';
 import { settleWithRetries, type SettleRetryOptions } from './settle-retry';
 
+/**
+ * How long past its cache time a scope's limits (and a key's loop overrides) may still serve requests while a
+ * fresh read runs in the background: a key-cache miss on a busy instance then costs the key read and the
+ * admission, not a third round trip for limits that rarely change. A limit change reaches an instance within
+ * the cache time plus this (an admin change made through this instance clears its cache at once). With a cache
+ * time of 0 (TOLLGATE_AUTH_CACHE_MS=0) nothing is served stale.
+ */
+export const STALE_LIMITS_MS = 30_000;
+
 export interface PipelineOptions {
   readonly ledger: Ledger;
   readonly keys: KeyStore;
@@ -172,24 +181,32 @@ export class RequestPipeline {
   async limitsOf(scopes: readonly ScopeId[]): Promise<Map<ScopeId, BudgetLimits>> {
     const now = this.options.clock.now();
     const missing: ScopeId[] = [];
+    const stale = new Map<ScopeId, Promise<BudgetLimits>>();
     for (const scope of scopes) {
       const hit = this.limitsCache.get(scope);
-      if (!hit || now - hit.at >= this.options.limitsCacheMs) missing.push(scope);
+      if (hit && now - hit.at < this.options.limitsCacheMs) continue;
+      missing.push(scope);
+      // Read a moment ago and now being read again: this request uses the value it has (see STALE_LIMITS_MS).
+      if (hit && this.options.limitsCacheMs > 0 && now - hit.at < this.options.limitsCacheMs + STALE_LIMITS_MS) stale.set(scope, hit.limits);
     }
     if (missing.length > 0) {
+      if (this.limitsCache.size >= 10_000) this.limitsCache.clear();
       const fetched = this.options.ledger.getLimitSettings(missing);
       for (const scope of missing) {
         const limits = fetched.then((m) => effectiveLimits(scope, m.get(scope), this.defaults));
         const entry = { limits, at: now };
+        const previous = this.limitsCache.get(scope);
         this.limitsCache.set(scope, entry);
-        // A failed read is not cached: the next request reads again.
+        // A failed read is not cached: the next request reads again (or uses the previous value while fresh enough).
         limits.catch(() => {
-          if (this.limitsCache.get(scope) === entry) this.limitsCache.delete(scope);
+          if (this.limitsCache.get(scope) !== entry) return;
+          if (previous) this.limitsCache.set(scope, previous);
+          else this.limitsCache.delete(scope);
         });
       }
     }
     const out = new Map<ScopeId, BudgetLimits>();
-    await Promise.all(scopes.map(async (scope) => out.set(scope, await this.limitsCache.get(scope)!.limits)));
+    await Promise.all(scopes.map(async (scope) => out.set(scope, await (stale.get(scope) ?? this.limitsCache.get(scope)!.limits))));
     return out;
   }
 
@@ -198,6 +215,15 @@ export class RequestPipeline {
     const now = this.options.clock.now();
     const hit = this.loopCache.get(keyId);
     if (hit && now - hit.at < this.options.limitsCacheMs) return hit.overrides;
+    if (hit && this.options.limitsCacheMs > 0 && now - hit.at < this.options.limitsCacheMs + STALE_LIMITS_MS) {
+      // Refreshed in the background; this request uses what was read a moment ago (see STALE_LIMITS_MS).
+      void this.readLoopOverrides(keyId, now).catch(() => undefined);
+      return hit.overrides;
+    }
+    return this.readLoopOverrides(keyId, now);
+  }
+
+  private readLoopOverrides(keyId: string, now: number): Promise<LoopOverrides | undefined> {
     const overrides = this.options.ledger.getLoopOverrides([keyId]).then((m) => m.get(keyId));
     if (this.loopCache.size > 10_000) this.loopCache.clear();
     const entry = { overrides, at: now };

@@ -11,6 +11,7 @@ import { createApiKey } from '../../lambda/core/key-admin';
 import { systemClock } from '../../lambda/core/clock';
 import { DynamoDbKeyStore } from '../../lambda/store/dynamodb/key-store';
 import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
+import { usagePartitionKey, usageScopeShard } from '../../lambda/store/dynamodb/usage-store';
 import { createTestTables, testDynamoDbEndpoint, type TestTables } from '../support/dynamo';
 
 interface Captured {
@@ -107,7 +108,7 @@ describe('the gateway Lambda handler', () => {
     // requestEnd ran the settlement before the invocation finished.
     const { ScanCommand } = await import('@aws-sdk/client-dynamodb');
     const usage = await tables.client.send(new ScanCommand({ TableName: tables.tables.usage }));
-    expect(usage.Items?.map((i) => i.keyPk?.S)).toEqual([`key#${record.keyId}`]);
+    expect(usage.Items?.map((i) => i.keyPk?.S)).toEqual([usagePartitionKey('key', record.keyId, usageScopeShard(usage.Items?.[0]?.requestId?.S ?? ''))]);
   });
 
   it('when the key is wrong, the Lambda answers 401 in OpenAI error JSON', async () => {

@@ -2,7 +2,7 @@ import { PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { UsageRecord } from '../../lambda/core/types';
 import { USAGE_DAY_SHARDS } from '../../lambda/store/dynamodb/schema';
-import { DynamoDbUsageStore, usageDayShard, usageItem, usageRecordFromItem } from '../../lambda/store/dynamodb/usage-store';
+import { DynamoDbUsageStore, usageDayShard, usageItem, usageRecordFromItem, usageScopeShard } from '../../lambda/store/dynamodb/usage-store';
 import { createTestTables, type TestTables } from '../support/dynamo';
 
 function record(overrides: Partial<UsageRecord> & Pick<UsageRecord, 'requestId' | 'timestamp'>): UsageRecord {
@@ -30,10 +30,11 @@ describe('usageItem', () => {
     const r = record({ requestId: 'req-1', timestamp: '2099-11-23T02:15:00.000Z', orgId: 'acme', userAgent: 'curl/8' });
     const item = usageItem(r, { retentionDays: 30 });
     const shard = usageDayShard('req-1');
-    expect(item.pk).toEqual({ S: 'user#alice' });
+    const scopeShard = usageScopeShard('req-1');
+    expect(item.pk).toEqual({ S: `user#alice#${scopeShard}` });
     expect(item.sk).toEqual({ S: '2099-11-23T02:15:00.000Z#req-1' });
-    expect(item.keyPk).toEqual({ S: 'key#k1' });
-    expect(item.orgPk).toEqual({ S: 'org#acme' });
+    expect(item.keyPk).toEqual({ S: `key#k1#${scopeShard}` });
+    expect(item.orgPk).toEqual({ S: `org#acme#${scopeShard}` });
     expect(item.dayPk).toEqual({ S: `day#2099-11-23#${shard}` });
     expect(item.costMicros).toEqual({ N: '1234' });
     expect(item.cachedInputTokens).toEqual({ N: '1000' });

@@ -11,8 +11,15 @@
  *             circuit#<scope>[#s<n>] / state         open circuits, checked by reserve (guardrails-store.ts)
  *             loop#<keyId>       / <fingerprint>      loop guard counts and failure streak
  *             alert…, circuits, killswitch            alerts (dedupe, spacing, log, outbox), kill switch state
- * usage     pk user#<id> / sk <iso>#<requestId>         GSI byKey (keyPk, sk), byOrg (orgPk, sk),
- *                                                     byDay (dayPk = day#<date>#<n>, sk), TTL
+ * usage     pk user#<id>#<n> / sk <iso>#<requestId>   one record per request, TTL; GSI byKey (keyPk key#<id>#<n>, sk),
+ *                                                     byOrg (orgPk org#<id>#<n>, sk), byDay (dayPk day#<date>#<d>, sk)
+ *             n = hash(requestId) mod USAGE_SCOPE_SHARDS, d = hash(requestId) mod USAGE_DAY_SHARDS. Why n: at
+ *             1,000 req/s of one user, one partition key per user/key/org would take every record in the base
+ *             table and in each GSI, at DynamoDB's 1,000 WCU/s per-partition limit (a time-ordered sk defeats
+ *             split-for-heat). Both follow from the record alone, so the sweeper's 'abandoned' record and a late
+ *             settle's replacement are one item. Readers of a user, key or org fan out over its n shards (and the
+ *             pre-shard partition `user#<id>`, still holding records written before the shards) and merge by
+ *             sk; findRequest reads only the shard its request id hashes to (usage-store.ts).
  * byok      pk userId / sk provider                   encrypted provider keys (envelope, see core/byok)
  * audit     pk audit#<day> / sk <iso>#<requestId>     who changed what through /admin (GSI byActor), TTL
  * runs      pk runId                                 agent runs: status, steps, tokens, cost, result, TTL
@@ -148,4 +155,16 @@ export interface TableNames {
 
 /** Number of partitions the `day#` usage index and the hold items are spread over. */
 export const USAGE_DAY_SHARDS = 4;
+
+/**
+ * Number of partition keys each user's, key's and org's usage records are spread over (base table `pk`,
+ * GSIs byKey `keyPk` and byOrg `orgPk`): `user#<id>#<n>` with n = hash(requestId) mod this.
+ *
+ * 8: one usage record is one write (under 1 KB), and DynamoDB allows 1,000 WCU/s per partition (base table
+ * and each GSI alike), so one user, key or org at 1,000 req/s writes 125 WCU/s per partition key — 8× under
+ * the limit, which leaves room for an org of many users, records up to 2 KB and bursts. Readers pay one Query
+ * per shard (run in parallel); findRequest still reads one shard. Changing it moves where findRequest and a
+ * late settle look for a record, so treat it as part of the table layout (a change needs a migration).
+ */
+export const USAGE_SCOPE_SHARDS = 8;
 export const HOLD_SHARDS = 16;

@@ -1,12 +1,19 @@
 /**
  * The usage ledger's read side, and the item layout its write side (the ledger's settle) uses:
  *
- *   pk     user#<userId>          base table: a user's requests in time order
+ *   pk     user#<userId>#<s>      base table: shard s of a user's requests, in time order
  *   sk     <iso timestamp>#<requestId>
- *   keyPk  key#<keyId>            GSI byKey
- *   orgPk  org#<orgId>            GSI byOrg (only when the request has an org)
- *   dayPk  day#<YYYY-MM-DD>#<n>   GSI byDay, n = hash(requestId) % USAGE_DAY_SHARDS spreads a busy day
+ *   keyPk  key#<keyId>#<s>        GSI byKey
+ *   orgPk  org#<orgId>#<s>        GSI byOrg (only when the request has an org)
+ *   dayPk  day#<YYYY-MM-DD>#<d>   GSI byDay, d = hash(requestId) % USAGE_DAY_SHARDS spreads a busy day
  *   ttl    epoch seconds          DynamoDB TTL, `retentionDays` after the request
+ *
+ * s = hash(requestId) % USAGE_SCOPE_SHARDS spreads one busy user, key or org over that many partition keys, so
+ * 1,000 req/s of one user stays far under DynamoDB's 1,000 WCU/s per partition (schema.ts says why 8). A
+ * record's keys follow from the record alone: the sweeper's 'abandoned' record and a late settle's
+ * replacement are the same item. Readers fan out over the shards in parallel and merge by sk, so every report
+ * comes out in the order one partition gave; they also read the partition of the layout before the shards
+ * (`user#<userId>`, `key#<keyId>`, `org#<orgId>`) so records written before it stay visible until their TTL.
  *
  * Money is the integer N attribute `costMicros`; token usage is flattened into four N attributes.
  */
@@ -17,7 +24,7 @@ import type { UsageQuery, UsageStore } from '../../core/stores';
 import type { TokenUsage, UsageRecord } from '../../core/types';
 import { translateError } from './client';
 import { shardOf } from './hash';
-import { USAGE_DAY_SHARDS, type TableNames } from './schema';
+import { USAGE_DAY_SHARDS, USAGE_SCOPE_SHARDS, type TableNames } from './schema';
 
 type Item = Record<string, AttributeValue>;
 
@@ -28,6 +35,41 @@ const DAY_MS = 86_400_000;
 /** queryAll reads 4 partitions per day; this bounds one report. */
 const MAX_QUERY_ALL_DAYS = 1_000;
 const QUERY_CONCURRENCY = 8;
+
+/** Whose records a partition holds: a user's (base table), a key's (GSI byKey) or an org's (GSI byOrg). */
+export type UsageScope = UsageQuery['by'];
+
+/** Where a scope's records live, and the record field that names the scope. */
+interface ScopeLayout {
+  readonly index?: string;
+  readonly attribute: string;
+  readonly field: 'userId' | 'keyId' | 'orgId';
+}
+
+const SCOPES: Readonly<Record<UsageScope, ScopeLayout>> = {
+  user: { attribute: 'pk', field: 'userId' },
+  key: { index: 'byKey', attribute: 'keyPk', field: 'keyId' },
+  org: { index: 'byOrg', attribute: 'orgPk', field: 'orgId' },
+};
+
+/** The partition shard (0 … USAGE_SCOPE_SHARDS−1) of a request's record in the base table, byKey and byOrg. */
+export function usageScopeShard(requestId: string): number {
+  return shardOf(requestId, USAGE_SCOPE_SHARDS);
+}
+
+/** The partition key of shard `shard` of a user's, key's or org's records, e.g. `user#alice#3`. */
+export function usagePartitionKey(scope: UsageScope, id: string, shard: number): string {
+  return `${scope}#${id}#${shard}`;
+}
+
+/**
+ * Every partition key a scope's records may be under: its USAGE_SCOPE_SHARDS shards, then the single partition
+ * of the layout before the shards (`user#<id>`), whose records stay until their TTL.
+ */
+export function usagePartitionKeys(scope: UsageScope, id: string): string[] {
+  const shards = Array.from({ length: USAGE_SCOPE_SHARDS }, (_, n) => usagePartitionKey(scope, id, n));
+  return [...shards, preShardPartitionKey(scope, id)];
+}
 
 /** The byDay partition (0 … USAGE_DAY_SHARDS−1) a request's record lands in. */
 export function usageDayShard(requestId: string): number {
@@ -54,6 +96,7 @@ export function usageItem(record: UsageRecord, options: { readonly retentionDays
     throw new RangeError(`costMicros must be a non-negative integer, got ${record.costMicros}`);
   }
   const { usage, ...rest } = record;
+  const scopeShard = usageScopeShard(record.requestId);
   return marshall(
     {
       ...rest,
@@ -61,10 +104,10 @@ export function usageItem(record: UsageRecord, options: { readonly retentionDays
       outputTokens: usage.outputTokens,
       cachedInputTokens: usage.cachedInputTokens,
       cacheWriteTokens: usage.cacheWriteTokens,
-      pk: `user#${record.userId}`,
+      pk: usagePartitionKey('user', record.userId, scopeShard),
       sk: `${timestamp}#${record.requestId}`,
-      keyPk: `key#${record.keyId}`,
-      orgPk: record.orgId !== undefined ? `org#${record.orgId}` : undefined,
+      keyPk: usagePartitionKey('key', record.keyId, scopeShard),
+      orgPk: record.orgId !== undefined ? usagePartitionKey('org', record.orgId, scopeShard) : undefined,
       dayPk: `day#${timestamp.slice(0, 10)}#${shard}`,
       ttl: Math.floor(Date.parse(timestamp) / 1000) + options.retentionDays * 86_400,
     },
@@ -103,54 +146,84 @@ export function usageRecordFromItem(item: Item): UsageRecord {
   };
 }
 
+/** Options of {@link DynamoDbUsageStore}. */
+export interface DynamoDbUsageStoreOptions {
+  /**
+   * Items per Query page of a report (`Limit`); every page is read either way, a smaller page only costs more
+   * round trips.
+   * @default DynamoDB's (pages of up to 1 MB)
+   */
+  readonly pageSize?: number;
+}
+
 /** The DynamoDB implementation of {@link UsageStore}. */
 export class DynamoDbUsageStore implements UsageStore {
   private readonly table: string;
+  private readonly pageSize: number | undefined;
 
   constructor(
     private readonly client: DynamoDBClient,
     tables: Pick<TableNames, 'usage'>,
+    options: DynamoDbUsageStoreOptions = {},
   ) {
     this.table = tables.usage;
-  }
-
-  /** Records of one user, key or org with from ≤ timestamp < to, oldest first. */
-  async query(q: UsageQuery): Promise<UsageRecord[]> {
-    const { from, to } = range(q.from, q.to);
-    const [index, attribute, prefix] =
-      q.by === 'user' ? [undefined, 'pk', 'user#'] : q.by === 'key' ? ['byKey', 'keyPk', 'key#'] : ['byOrg', 'orgPk', 'org#'];
-    const items = await this.queryPartition({ index, attribute, value: `${prefix}${q.id}`, from, to });
-    return items.map(usageRecordFromItem);
+    if (options.pageSize !== undefined && (!Number.isInteger(options.pageSize) || options.pageSize < 1)) {
+      throw new RangeError(`pageSize must be a positive integer, got ${options.pageSize}`);
+    }
+    this.pageSize = options.pageSize;
   }
 
   /**
-   * One key's record of one request: the key's records newest first (GSI byKey) filtered on the request id,
-   * stopping at the first match or after `maxScanned` records read.
+   * Records of one user, key or org with from ≤ timestamp < to, oldest first (by sk, i.e. timestamp then request
+   * id): every partition of the scope is read in parallel and the results merged.
+   */
+  async query(q: UsageQuery): Promise<UsageRecord[]> {
+    const { from, to } = range(q.from, q.to);
+    const { index, attribute, field } = SCOPES[q.by];
+    const partitions = await Promise.all(
+      usagePartitionKeys(q.by, q.id).map((value) => this.queryPartition({ index, attribute, value, from, to })),
+    );
+    return partitions
+      .flat()
+      .sort(compareKeys)
+      .map(usageRecordFromItem)
+      .filter((r) => r[field] === q.id); // `user#a#3` is shard 3 of "a" and the pre-shard partition of user "a#3"
+  }
+
+  /**
+   * One key's record of one request, stopping at the first match or after `maxScanned` records read in all. The
+   * record can only be in the byKey shard its request id hashes to, so that shard is read newest first, then
+   * (with what is left of `maxScanned`) the key's pre-shard partition; the bound thus reaches about
+   * USAGE_SCOPE_SHARDS times further back than a read of all the key's records would.
    */
   async findRequest(q: { readonly keyId: string; readonly requestId: string; readonly maxScanned: number }): Promise<UsageRecord | undefined> {
-    let startKey: Item | undefined;
+    const partitions = [usagePartitionKey('key', q.keyId, usageScopeShard(q.requestId)), preShardPartitionKey('key', q.keyId)];
     let scanned = 0;
-    try {
-      do {
-        const page = await this.client.send(
-          new QueryCommand({
-            TableName: this.table,
-            IndexName: 'byKey',
-            KeyConditionExpression: 'keyPk = :p',
-            FilterExpression: 'requestId = :r',
-            ExpressionAttributeValues: { ':p': { S: `key#${q.keyId}` }, ':r': { S: q.requestId } },
-            ScanIndexForward: false,
-            Limit: Math.min(500, Math.max(1, q.maxScanned - scanned)),
-            ExclusiveStartKey: startKey,
-          }),
-        );
-        const found = page.Items?.[0];
-        if (found) return usageRecordFromItem(found);
-        scanned += page.ScannedCount ?? 0;
-        startKey = page.LastEvaluatedKey;
-      } while (startKey && scanned < q.maxScanned);
-    } catch (err) {
-      throw translateError(err);
+    for (const partition of partitions) {
+      let startKey: Item | undefined;
+      try {
+        do {
+          const page = await this.client.send(
+            new QueryCommand({
+              TableName: this.table,
+              IndexName: 'byKey',
+              KeyConditionExpression: 'keyPk = :p',
+              FilterExpression: 'requestId = :r AND keyId = :k',
+              ExpressionAttributeValues: { ':p': { S: partition }, ':r': { S: q.requestId }, ':k': { S: q.keyId } },
+              ScanIndexForward: false,
+              Limit: Math.min(500, Math.max(1, q.maxScanned - scanned)),
+              ExclusiveStartKey: startKey,
+            }),
+          );
+          const found = page.Items?.[0];
+          if (found) return usageRecordFromItem(found);
+          scanned += page.ScannedCount ?? 0;
+          startKey = page.LastEvaluatedKey;
+        } while (startKey && scanned < q.maxScanned);
+      } catch (err) {
+        throw translateError(err);
+      }
+      if (scanned >= q.maxScanned) break;
     }
     return undefined;
   }
@@ -180,7 +253,7 @@ export class DynamoDbUsageStore implements UsageStore {
     }
     return results
       .flat()
-      .sort((a, b) => ((a.sk?.S ?? '') < (b.sk?.S ?? '') ? -1 : 1))
+      .sort(compareKeys)
       .map(usageRecordFromItem);
   }
 
@@ -203,6 +276,7 @@ export class DynamoDbUsageStore implements UsageStore {
             KeyConditionExpression: '#p = :p AND sk BETWEEN :from AND :to',
             ExpressionAttributeNames: { '#p': q.attribute },
             ExpressionAttributeValues: { ':p': { S: q.value }, ':from': { S: q.from }, ':to': { S: q.to } },
+            Limit: this.pageSize,
             ExclusiveStartKey: startKey,
           }),
         );
@@ -214,6 +288,22 @@ export class DynamoDbUsageStore implements UsageStore {
     }
     return out;
   }
+}
+
+/** The one partition a scope's records were under before the shards (`user#<id>`). */
+function preShardPartitionKey(scope: UsageScope, id: string): string {
+  return `${scope}#${id}`;
+}
+
+/**
+ * The order one partition returns: by sk. Only byOrg can hold two records with one sk (two users, one request
+ * id), which DynamoDB returns in no stated order; the base table's pk makes the order total.
+ */
+function compareKeys(a: Item, b: Item): number {
+  const [skA, skB] = [a.sk?.S ?? '', b.sk?.S ?? ''];
+  if (skA !== skB) return skA < skB ? -1 : 1;
+  const [pA, pB] = [a.pk?.S ?? '', b.pk?.S ?? ''];
+  return pA < pB ? -1 : pA > pB ? 1 : 0;
 }
 
 function normaliseIso(text: string): string {
