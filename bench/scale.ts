@@ -57,6 +57,8 @@ interface Options {
   readonly configs: readonly ConfigName[];
   /** Seconds over which the arrival rate climbs linearly from 0 to `rate` (a real onset, not a step). */
   readonly ramp: number;
+  /** Share of a transaction's latency during which it holds its items (physics `holdShare`). */
+  readonly holdShare: number;
   /** Extra gateway settings (env names, e.g. TOLLGATE_LEASE_TTL_MS) for every configuration. */
   readonly env: Readonly<Record<string, string>>;
 }
@@ -158,6 +160,7 @@ function parseArgs(argv: readonly string[]): Options {
     scenarios: scenario ? [scenario as ScenarioName] : ['throughput', 'budget'],
     configs: config ? [config as ConfigName] : (Object.keys(CONFIGURATIONS) as ConfigName[]),
     ramp: arg('ramp') === undefined ? 2 : Number(arg('ramp')),
+    holdShare: arg('hold') === undefined ? 1 : Number(arg('hold')),
     env: Object.fromEntries(argv.filter((a) => /^TOLLGATE_[A-Z_]+=/.test(a)).map((a) => [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)])),
   };
 }
@@ -180,7 +183,12 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
   const start = windowBounds('day', Date.now()).end + 12 * 3_600_000;
   const scheduler = new VirtualScheduler(start);
   const random = seededRandom(options.seed);
-  const physics = new DynamoPhysics({ scheduler, random: seededRandom(options.seed + 1), tables: tableDefinitions(config.tables) });
+  const physics = new DynamoPhysics({
+    scheduler,
+    random: seededRandom(options.seed + 1),
+    tables: tableDefinitions(config.tables),
+    holdShare: options.holdShare,
+  });
   // DynamoDB Local's own hiccups (a 500 "took too long waiting for a lock" on a loaded box) are retried below
   // the physics with real timers: they are not DynamoDB's behaviour, and the scheduler waits for them.
   const simClient = createDynamoDbClient({ region: 'us-east-1', endpoint, maxAttempts: 5, requestTimeoutMs: 120_000, connectionTimeoutMs: 30_000 });
@@ -427,7 +435,7 @@ function report(results: readonly Result[], options: Options): void {
     const rows = results.filter((r) => r.scenario === scenario);
     if (rows.length === 0) continue;
     console.log(
-      `\n## scenario: ${scenario} — one user, ${options.rate} req/s offered for ${options.seconds} virtual s (first ${options.ramp} s a linear ramp), ${options.keys} keys` +
+      `\n## scenario: ${scenario} — one user, ${options.rate} req/s offered for ${options.seconds} virtual s (first ${options.ramp} s a linear ramp), ${options.keys} keys, items held ${options.holdShare}× a transaction's latency` +
         (Object.keys(options.env).length ? `, ${Object.entries(options.env).map(([k, v]) => `${k}=${v}`).join(' ')}` : ''),
     );
     const line = (label: string, f: (r: Result) => string) => console.log(`| ${label.padEnd(44)} | ${rows.map((r) => f(r).padStart(26)).join(' | ')} |`);

@@ -54,6 +54,11 @@ export interface PhysicsOptions {
   readonly writeUnitsPerSecond?: number;
   /** @default 3000 */
   readonly readUnitsPerSecond?: number;
+  /**
+   * Share of a transaction's virtual latency during which it holds its items (the rest is the network and the
+   * request router). @default 1 (the whole call: conservative)
+   */
+  readonly holdShare?: number;
   /** Attempts the emulated SDK makes on a throttled single-item or batch call. @default 4 (the client's in AWS) */
   readonly sdkMaxAttempts?: number;
 }
@@ -226,14 +231,15 @@ export class DynamoPhysics {
         ),
       );
     }
-    for (const t of touches) this.held.set(t.item, end);
+    const heldUntil = start + (end - start) * (this.options.holdShare ?? 1);
+    for (const t of touches) this.held.set(t.item, heldUntil);
     for (const item of items) if (item.Put) this.rememberPut(item.Put.TableName, item.Put.Item);
     try {
       const out = await this.answerAt(end, real);
       this.stats.succeeded.TransactWriteItemsCommand = (this.stats.succeeded.TransactWriteItemsCommand ?? 0) + 1;
       return out;
     } finally {
-      for (const t of touches) if (this.held.get(t.item) === end) this.held.delete(t.item);
+      for (const t of touches) if (this.held.get(t.item) === heldUntil) this.held.delete(t.item);
     }
   }
 
