@@ -11,7 +11,7 @@
  *               TransactionCanceledException, reason `TransactionConflict` on the contested items; a
  *               single-item write to a held item fails with TransactionConflictException
  *   throughput  a token bucket of `writeUnitsPerSecond` WCU and `readUnitsPerSecond` RCU per partition key
- *               value (no split for heat: conservative), GSI partitions too. WCU = ⌈size / 1 KB⌉, twice that
+ *               value with 100 ms of burst (no split for heat: conservative), GSI partitions too. WCU = ⌈size / 1 KB⌉, twice that
  *               in a transaction; RCU = ⌈size / 4 KB⌉ for a consistent read, half that otherwise. Over the
  *               limit: a transaction is cancelled with reason `ThrottlingError` (the SDK does not retry it); a
  *               single-item or batch call gets ProvisionedThroughputExceededException, which the SDK's
@@ -59,6 +59,8 @@ export interface PhysicsOptions {
    * request router). @default 1 (the whole call: conservative)
    */
   readonly holdShare?: number;
+  /** Seconds of unused capacity a partition keeps for a burst. @default {@link DEFAULT_BURST_SECONDS} */
+  readonly burstSeconds?: number;
   /** Attempts the emulated SDK makes on a throttled single-item or batch call. @default 4 (the client's in AWS) */
   readonly sdkMaxAttempts?: number;
 }
@@ -119,6 +121,12 @@ interface Bucket {
   readsThisSecond: number;
 }
 
+/**
+ * Unused capacity a partition keeps for a burst: 100 ms worth, so no one-second window sees more than 1.1× the
+ * limit (DynamoDB's own burst capacity is a table-level allowance, not a partition's).
+ */
+export const DEFAULT_BURST_SECONDS = 0.1;
+
 const WRITE_COMMANDS = new Set(['PutItemCommand', 'UpdateItemCommand', 'DeleteItemCommand']);
 
 /** DynamoDB's rules for one simulated region; install it on every client the simulation uses. */
@@ -136,6 +144,7 @@ export class DynamoPhysics {
   private readonly wcu: number;
   private readonly rcu: number;
   private readonly sdkMaxAttempts: number;
+  private readonly burst: number;
   /** Items held by transactions in flight → the virtual time they are released. */
   private readonly held = new Map<string, number>();
   private readonly buckets = new Map<string, { write: Bucket; read: Bucket }>();
@@ -147,6 +156,7 @@ export class DynamoPhysics {
     this.wcu = options.writeUnitsPerSecond ?? 1000;
     this.rcu = options.readUnitsPerSecond ?? 3000;
     this.sdkMaxAttempts = options.sdkMaxAttempts ?? 4;
+    this.burst = options.burstSeconds ?? DEFAULT_BURST_SECONDS;
   }
 
   /** Adds the rules to `client` (above its retry middleware, so its real retries only see DynamoDB Local). */
@@ -315,12 +325,12 @@ export class DynamoPhysics {
     return undefined;
   }
 
-  /** The partition's bucket, refilled up to one second of capacity for the virtual time passed. */
+  /** The partition's bucket, refilled for the virtual time passed (up to `burstSeconds` of capacity). */
   private bucket(id: string, write: boolean, at: number): Bucket {
     let pair = this.buckets.get(id);
     if (!pair) {
       const stats: PartitionStats = { partition: id, writeUnits: 0, readUnits: 0, throttles: 0, peakWriteUnitsPerSecond: 0, peakReadUnitsPerSecond: 0 };
-      const fresh = (rate: number): Bucket => ({ tokens: rate, at, stats, second: Math.floor(at / 1000), writesThisSecond: 0, readsThisSecond: 0 });
+      const fresh = (rate: number): Bucket => ({ tokens: rate * this.burst, at, stats, second: Math.floor(at / 1000), writesThisSecond: 0, readsThisSecond: 0 });
       pair = { write: fresh(this.wcu), read: fresh(this.rcu) };
       // One stats object per partition: both buckets report into it.
       this.buckets.set(id, pair);
@@ -328,7 +338,7 @@ export class DynamoPhysics {
     const b = write ? pair.write : pair.read;
     const rate = write ? this.wcu : this.rcu;
     if (at > b.at) {
-      b.tokens = Math.min(rate, b.tokens + ((at - b.at) / 1000) * rate);
+      b.tokens = Math.min(rate * this.burst, b.tokens + ((at - b.at) / 1000) * rate);
       b.at = at;
     }
     return b;

@@ -43,7 +43,8 @@ afterAll(() => clients.forEach((c) => c.destroy()));
 function world(options: Partial<Omit<PhysicsOptions, 'scheduler' | 'tables'>> = {}): World {
   const scheduler = new VirtualScheduler(T0);
   const tables = new Map<string, TableDefinition>(TABLES.map((def) => [db.tables[def.id], def]));
-  const physics = new DynamoPhysics({ scheduler, tables, random: () => 0.5, ...options });
+  // One second of burst: a partition's whole per-second capacity is there at once, which keeps the counts simple.
+  const physics = new DynamoPhysics({ scheduler, tables, random: () => 0.5, burstSeconds: 1, ...options });
   const client = createDynamoDbClient({ region: 'us-east-1', endpoint: testDynamoDbEndpoint(), maxAttempts: 10, requestTimeoutMs: 120_000, connectionTimeoutMs: 30_000 });
   physics.install(client);
   clients.push(client);
@@ -194,6 +195,14 @@ describe('per-partition throughput', () => {
     expect(hot?.partition).toBe(`${db.tables.budgets}:${pk}`);
     expect(hot?.peakWriteUnitsPerSecond).toBe(10);
     expect(hot?.throttles).toBe(2);
+  });
+
+  it('when a burst meets a partition with the default burst allowance, only 100 ms of its capacity passes at once', async () => {
+    const w = world({ writeUnitsPerSecond: 100, sdkMaxAttempts: 1, burstSeconds: undefined });
+    const pk = uniquePk('burst');
+    const puts = Array.from({ length: 30 }, (_, i) => w.client.send(new PutItemCommand({ TableName: db.tables.budgets, Item: marshall({ pk, sk: `s${i}` }) })));
+    const results = await settleAll(w, puts);
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(10);
   });
 
   it('when a throttled put is retried by the SDK after its backoff, it succeeds once the partition has refilled', async () => {
