@@ -236,4 +236,24 @@ describe('LeasingLedger (budget leases on DynamoDB Local)', () => {
     const [after] = await leases.readCounters(refs);
     expect(after).toMatchObject({ spent: cost, committed: cost, reserved: 0 });
   });
+
+  it('when a lease\'s window ends before the key\'s next request is due, the settle of its last request gives it back', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const { leases } = instance(clock, { minBusy: 2, ttlMs: 10_000 });
+    const refs = [dayCounter(`user:${user}`, 100_000_000)];
+    let returnedBySettle = false;
+    // One request every 2 s: a lease taken at t lasts to t + 10 s; the settle that finds the window ending
+    // within one gap returns it, before the instance would sit idle holding it.
+    for (let i = 0; i < 12; i++) {
+      const r = await leases.reserve(request(user, clock.now(), 10_000, refs));
+      await leases.settle({ reservation: r, cost: 1_000, usage: usageOf(r, user, 1_000) });
+      if (r.leaseId && leases.openLeases === 0 && (await leaseHolds(user)).length === 0) returnedBySettle = true;
+      clock.advance(2_000);
+    }
+    expect(returnedBySettle).toBe(true);
+    await leases.close();
+    const [after] = await leases.readCounters(refs);
+    expect(after).toMatchObject({ spent: 12_000, committed: 12_000, reserved: 0 });
+  });
 });

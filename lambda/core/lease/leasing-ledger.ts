@@ -182,6 +182,12 @@ export class LeasingLedger implements Ledger {
     // The usage record is written with others (or kept and retried until the store takes it: the lease is
     // not returned before, so if this instance dies first the sweeper charges the whole slice). A loop-guard
     // outcome that cannot be written leaves the copy counted as failed, which errs toward stopping a loop.
+    // A lease whose window ends before this key's next request is likely (its mean gap here) is given back now,
+    // in this post-response work, rather than left held while the instance idles (on Lambda: frozen, and
+    // perhaps retired, which would leave the sweeper to charge its whole slice).
+    const g = this.groups.get(lease.groupKey);
+    const now = this.options.clock.now();
+    if (g && g.active === lease && lease.inFlight === 0 && now + this.meanGap(g, now) >= lease.admitUntil) this.retire(g);
     lease.unwritten++;
     const loop = input.reservation.loop;
     await Promise.all([
@@ -197,6 +203,7 @@ export class LeasingLedger implements Ledger {
    */
   async maintain(): Promise<void> {
     const now = this.options.clock.now();
+
     // The scan of every group runs at most once a second (a settle calls this on every request).
     if (now - this.scannedAt >= 1_000 || now < this.scannedAt) {
       this.scannedAt = now;
@@ -207,6 +214,12 @@ export class LeasingLedger implements Ledger {
     }
     this.usage.retryKept(now);
     await Promise.all(this.returnable().map((lease) => this.returnLease(lease)));
+  }
+
+  /** The mean time between this key's requests here over the last window. */
+  private meanGap(g: Group, now: number): number {
+    const recent = g.seen.filter((t) => t > now - this.opts.ttlMs).length;
+    return recent > 0 ? this.opts.ttlMs / recent : this.opts.ttlMs;
   }
 
   /** Leases that stopped admitting, with no request in flight and every usage record of theirs written. */
