@@ -22,20 +22,22 @@ beforeAll(async () => {
 });
 afterAll(() => db.cleanup());
 
-/** The commands a ledger sends, by name (the store itself is DynamoDB Local). */
-function counting(): { client: DynamoDBClient; sent: Map<string, number> } {
+/** The commands a ledger sends, by name (the store itself is DynamoDB Local); `refuse` names commands that fail. */
+function counting(): { client: DynamoDBClient; sent: Map<string, number>; refuse: Set<string> } {
   const sent = new Map<string, number>();
+  const refuse = new Set<string>();
   const client = {
     send: (command: { constructor: { name: string } }) => {
       const name = command.constructor.name.replace(/Command$/, '');
       sent.set(name, (sent.get(name) ?? 0) + 1);
+      if (refuse.has(name)) return Promise.reject(Object.assign(new Error('Throughput exceeds the current capacity'), { name: 'ProvisionedThroughputExceededException' }));
       return db.client.send(command as never);
     },
   } as unknown as DynamoDBClient;
-  return { client, sent };
+  return { client, sent, refuse };
 }
 
-function instance(clock: ManualClock, options: LeaseOptions & { client?: DynamoDBClient } = {}): { leases: LeasingLedger; inner: DynamoDbLedger } {
+function instance(clock: ManualClock, options: LeaseOptions & { client?: DynamoDBClient; onError?: (what: string) => void } = {}): { leases: LeasingLedger; inner: DynamoDbLedger } {
   const inner = new DynamoDbLedger(options.client ?? db.client, { tables: db.tables, platformShards: 1, usageRetentionDays: 30, clock });
   seq += 1;
   return { inner, leases: new LeasingLedger(inner, { clock, instanceId: `i${seq}`, holdTtlMs: HOLD_TTL, platformShards: 1, ...options }) };
@@ -204,5 +206,54 @@ describe('LeasingLedger (budget leases on DynamoDB Local)', () => {
     }
     expect(admitted).toBe(300_000);
     await expect(leases.reserve(request(user, clock.now(), 10_000, refs))).rejects.toBeInstanceOf(BudgetExceededError);
+  });
+
+  it('when the store refuses leased requests\' usage records, they are kept and written later, and the lease is returned only after them', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const { client, refuse } = counting();
+    const errors: string[] = [];
+    const { leases } = instance(clock, { client, minBusy: 2, onError: (what) => errors.push(what) });
+    const refs = [dayCounter(`user:${user}`, 100_000_000)];
+    let cost = 0;
+    for (let i = 0; i < 10; i++) {
+      if (i === 5) refuse.add('PutItem');
+      const r = await leases.reserve(request(user, clock.now(), 10_000, refs));
+      await leases.settle({ reservation: r, cost: 2_000, usage: usageOf(r, user, 2_000) });
+      cost += 2_000;
+      clock.advance(10);
+    }
+    expect(errors.length).toBeGreaterThan(0);
+    await leases.close();
+    // Records missing: the lease stays held (charged in full if this instance died now).
+    expect((await usageOfUser(user)).length).toBeLessThan(10);
+    expect((await leaseHolds(user)).length).toBeGreaterThan(0);
+
+    refuse.clear();
+    await leases.close();
+    expect((await usageOfUser(user)).map((u) => u.costMicros)).toEqual(Array(10).fill(2_000));
+    expect(await leaseHolds(user)).toEqual([]);
+    const [after] = await leases.readCounters(refs);
+    expect(after).toMatchObject({ spent: cost, committed: cost, reserved: 0 });
+  });
+
+  it('when a lease\'s window ends before the key\'s next request is due, the settle of its last request gives it back', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const { leases } = instance(clock, { minBusy: 2, ttlMs: 10_000 });
+    const refs = [dayCounter(`user:${user}`, 100_000_000)];
+    let returnedBySettle = false;
+    // One request every 2 s: a lease taken at t lasts to t + 10 s; the settle that finds the window ending
+    // within one gap returns it, before the instance would sit idle holding it.
+    for (let i = 0; i < 12; i++) {
+      const r = await leases.reserve(request(user, clock.now(), 10_000, refs));
+      await leases.settle({ reservation: r, cost: 1_000, usage: usageOf(r, user, 1_000) });
+      if (r.leaseId && leases.openLeases === 0 && (await leaseHolds(user)).length === 0) returnedBySettle = true;
+      clock.advance(2_000);
+    }
+    expect(returnedBySettle).toBe(true);
+    await leases.close();
+    const [after] = await leases.readCounters(refs);
+    expect(after).toMatchObject({ spent: 12_000, committed: 12_000, reserved: 0 });
   });
 });

@@ -83,6 +83,8 @@ interface Lease {
   usedTokens: number;
   requests: number;
   inFlight: number;
+  /** Usage records of its settled requests not yet written (it is returned only once they are). */
+  unwritten: number;
   /** Units of each rate dimension the lease took, and how many its requests took. */
   readonly units: Map<RateCharge['dimension'], { readonly total: number; taken: number }>;
   closing: boolean;
@@ -108,7 +110,6 @@ interface LeasedRequest {
   readonly lease: Lease;
   readonly amount: MicroUsd;
   readonly tokens: number;
-  settled: boolean;
 }
 
 const MAX_GROUPS = 10_000;
@@ -139,7 +140,7 @@ export class LeasingLedger implements Ledger {
     if (!(this.opts.ttlMs > 0) || !(this.opts.maxShare > 0 && this.opts.maxShare <= 1) || this.opts.minBusy < 1 || this.opts.minHeadroom < 1) {
       throw new RangeError('lease options out of range: ttlMs > 0, 0 < maxShare <= 1, minBusy >= 1, minHeadroom >= 1');
     }
-    this.usage = new UsageWriter((records) => this.inner.writeUsage(records));
+    this.usage = new UsageWriter((records) => this.inner.writeUsage(records), (err) => this.options.onError?.('usage records not written; kept and retried', err));
   }
 
   /** Leases this instance holds (admitting or waiting to be returned): for tests and the bench. */
@@ -161,30 +162,38 @@ export class LeasingLedger implements Ledger {
   async settle(input: SettleInput): Promise<void> {
     const entry = this.leased.get(input.reservation.requestId);
     if (input.reservation.leaseId === undefined || !entry) {
-      if (input.reservation.leaseId !== undefined) {
-        // A retried settle whose memory part was done: only the writes are left to repeat.
-        await this.writeSettled(input);
-        return;
-      }
+      // A leased request's settle never fails (its writes are kept and retried), so it is never repeated.
+      if (input.reservation.leaseId !== undefined) return;
       await this.inner.settle(input);
       // A settle is the post-response work of a request (on Lambda the last thing before the freeze): leases
       // that stopped admitting are returned here.
       await this.maintain();
       return;
     }
-    if (!entry.settled) {
-      entry.settled = true;
-      const { lease } = entry;
-      lease.committed += input.cost - entry.amount;
-      lease.used += input.cost;
-      lease.inFlight--;
-      const tokens = input.actualTokens ?? entry.tokens;
-      lease.usedTokens += tokens;
-      const tokenUnits = lease.units.get('tokens');
-      if (tokenUnits) tokenUnits.taken += tokens - entry.tokens;
-    }
-    await this.writeSettled(input);
     this.leased.delete(input.reservation.requestId);
+    const { lease } = entry;
+    lease.committed += input.cost - entry.amount;
+    lease.used += input.cost;
+    lease.inFlight--;
+    const tokens = input.actualTokens ?? entry.tokens;
+    lease.usedTokens += tokens;
+    const tokenUnits = lease.units.get('tokens');
+    if (tokenUnits) tokenUnits.taken += tokens - entry.tokens;
+    // The usage record is written with others (or kept and retried until the store takes it: the lease is
+    // not returned before, so if this instance dies first the sweeper charges the whole slice). A loop-guard
+    // outcome that cannot be written leaves the copy counted as failed, which errs toward stopping a loop.
+    // A lease whose window ends before this key's next request is likely (its mean gap here) is given back now,
+    // in this post-response work, rather than left held while the instance idles (on Lambda: frozen, and
+    // perhaps retired, which would leave the sweeper to charge its whole slice).
+    const g = this.groups.get(lease.groupKey);
+    const now = this.options.clock.now();
+    if (g && g.active === lease && lease.inFlight === 0 && now + this.meanGap(g, now) >= lease.admitUntil) this.retire(g);
+    lease.unwritten++;
+    const loop = input.reservation.loop;
+    await Promise.all([
+      this.usage.add(input.usage, () => lease.unwritten--),
+      ...(loop ? [this.inner.settleLoop(loop, input.loopOutcome).catch((err: unknown) => this.options.onError?.('loop guard outcome not recorded', err))] : []),
+    ]);
     await this.maintain();
   }
 
@@ -194,6 +203,7 @@ export class LeasingLedger implements Ledger {
    */
   async maintain(): Promise<void> {
     const now = this.options.clock.now();
+
     // The scan of every group runs at most once a second (a settle calls this on every request).
     if (now - this.scannedAt >= 1_000 || now < this.scannedAt) {
       this.scannedAt = now;
@@ -202,15 +212,27 @@ export class LeasingLedger implements Ledger {
         if (!g.active && !g.acquiring && !g.reading && now - g.lastSeen > 6 * this.opts.ttlMs) this.groups.delete(key);
       }
     }
-    const due = [...this.closing].filter((l) => l.inFlight === 0);
-    await Promise.all(due.map((lease) => this.returnLease(lease)));
+    this.usage.retryKept(now);
+    await Promise.all(this.returnable().map((lease) => this.returnLease(lease)));
+  }
+
+  /** The mean time between this key's requests here over the last window. */
+  private meanGap(g: Group, now: number): number {
+    const recent = g.seen.filter((t) => t > now - this.opts.ttlMs).length;
+    return recent > 0 ? this.opts.ttlMs / recent : this.opts.ttlMs;
+  }
+
+  /** Leases that stopped admitting, with no request in flight and every usage record of theirs written. */
+  private returnable(groupKey?: string): Lease[] {
+    return [...this.closing].filter((l) => l.inFlight === 0 && l.unwritten === 0 && (groupKey === undefined || l.groupKey === groupKey));
   }
 
   /** Stops every lease and returns those with nothing in flight (the rest return when their last request settles). */
   async close(): Promise<void> {
     for (const g of this.groups.values()) if (g.active) this.retire(g);
+    this.usage.retryKept(Number.POSITIVE_INFINITY);
     await this.usage.flushed();
-    await Promise.all([...this.closing].filter((l) => l.inFlight === 0).map((l) => this.returnLease(l)));
+    await Promise.all(this.returnable().map((l) => this.returnLease(l)));
   }
 
   readCounters(refs: readonly CounterRef[]): Promise<CounterValue[]> {
@@ -393,6 +415,7 @@ export class LeasingLedger implements Ledger {
       usedTokens: 0,
       requests: 0,
       inFlight: 0,
+      unwritten: 0,
       units: new Map(rateCharges.map((c) => [c.dimension, { total: c.amount, taken: 0 }])),
       closing: false,
       returning: undefined,
@@ -421,7 +444,7 @@ export class LeasingLedger implements Ledger {
       lease.units.get(c.dimension)!.taken += c.amount;
       if (c.dimension === 'tokens') tokens = c.amount;
     }
-    this.leased.set(input.requestId, { lease, amount: input.amount, tokens, settled: false });
+    this.leased.set(input.requestId, { lease, amount: input.amount, tokens });
     const rateStates: RateState[] = lease.reservation.rateStates.map((s) => {
       const u = lease.units.get(s.dimension);
       return { ...s, remaining: s.remaining + (u ? Math.max(0, u.total - u.taken) : 0) };
@@ -459,14 +482,6 @@ export class LeasingLedger implements Ledger {
     }
   }
 
-  private async writeSettled(input: SettleInput): Promise<void> {
-    const loop = input.reservation.loop;
-    await Promise.all([
-      this.usage.add(input.usage),
-      ...(loop ? [this.inner.settleLoop(loop, input.loopOutcome)] : []),
-    ]);
-  }
-
   private retire(g: Group): void {
     const lease = g.active;
     if (!lease) return;
@@ -476,7 +491,7 @@ export class LeasingLedger implements Ledger {
   }
 
   private async returnIdle(groupKey: string): Promise<void> {
-    const idle = [...this.closing].filter((l) => l.groupKey === groupKey && l.inFlight === 0);
+    const idle = this.returnable(groupKey);
     if (idle.length > 0) await Promise.all(idle.map((l) => this.returnLease(l)));
   }
 
@@ -538,23 +553,41 @@ function groupKeyOf(input: ReserveInput): string {
 
 /**
  * Usage records written as a group commit: while one write is out, records queue, and the next write takes all
- * of them (the store batches them where it is set to). Each caller's promise settles with its own record's write.
+ * of them (the store batches them where it is set to). A record the store refuses is kept and written again
+ * later (`retryKept`); its caller is not held up by that. `add` resolves once the record is written or kept.
  */
 class UsageWriter {
-  private queue: Array<{ record: UsageRecord; resolve: () => void; reject: (err: unknown) => void }> = [];
+  private queue: PendingRecord[] = [];
+  private kept: PendingRecord[] = [];
   private running: Promise<void> | undefined;
+  private retriedAt = Number.NEGATIVE_INFINITY;
 
-  constructor(private readonly write: (records: readonly UsageRecord[]) => Promise<void>) {}
+  constructor(
+    private readonly write: (records: readonly UsageRecord[]) => Promise<void>,
+    private readonly onError: (err: unknown) => void,
+  ) {}
 
-  add(record: UsageRecord): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.queue.push({ record, resolve, reject });
-      if (!this.running) this.running = this.drain().finally(() => (this.running = undefined));
+  add(record: UsageRecord, written: () => void): Promise<void> {
+    return new Promise<void>((done) => {
+      this.queue.push({ record, written, done });
+      this.start();
     });
+  }
+
+  /** Writes the kept records again (at most once a second unless `now` is +Infinity). */
+  retryKept(now: number): void {
+    if (this.kept.length === 0 || (now - this.retriedAt < 1_000 && now >= this.retriedAt)) return;
+    this.retriedAt = now;
+    this.queue.unshift(...this.kept.splice(0));
+    this.start();
   }
 
   async flushed(): Promise<void> {
     while (this.running) await this.running;
+  }
+
+  private start(): void {
+    if (!this.running) this.running = this.drain().finally(() => (this.running = undefined));
   }
 
   private async drain(): Promise<void> {
@@ -562,10 +595,18 @@ class UsageWriter {
       const batch = this.queue.splice(0, USAGE_BATCH);
       try {
         await this.write(batch.map((b) => b.record));
-        for (const b of batch) b.resolve();
+        for (const b of batch) b.written();
       } catch (err) {
-        for (const b of batch) b.reject(err);
+        this.kept.push(...batch);
+        this.onError(err);
       }
+      for (const b of batch) b.done();
     }
   }
+}
+
+interface PendingRecord {
+  readonly record: UsageRecord;
+  readonly written: () => void;
+  readonly done: () => void;
 }
