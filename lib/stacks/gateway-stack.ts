@@ -85,8 +85,10 @@ export class GatewayStack extends Stack {
       keys: ['GetItem', 'Query', 'Scan', 'PutItem', 'UpdateItem', 'ConditionCheckItem'],
       // The ledger: counters, holds, rate buckets, circuits, loop guard and alerts, in transactions.
       budgets: ['GetItem', 'BatchGetItem', 'Query', 'PutItem', 'UpdateItem', 'DeleteItem', 'ConditionCheckItem'],
-      // Usage records are written by the settle transaction and read by reports; never changed.
-      usage: ['Query', 'PutItem'],
+      // Usage records are written by settle (or, for a leased request, on their own) and read by reports. The
+      // one delete: a lease returned after the sweeper reclaimed it removes the sweeper's 'abandoned' estimate of
+      // it (conditioned on being exactly that record), since its requests have records of their own.
+      usage: ['Query', 'PutItem', 'DeleteItem'],
       byok: ['GetItem', 'Query', 'PutItem', 'DeleteItem'],
       // The response cache: answers (get, put) and the daily hit and savings counters (update, read by reports).
       cache: ['GetItem', 'BatchGetItem', 'PutItem', 'UpdateItem'],

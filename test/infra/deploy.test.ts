@@ -285,7 +285,7 @@ describe('least privilege', () => {
     }
     const usageId = logicalId(dev, 'data', dev.stacks.data.tables.usage);
     const gatewayUsage = statements(dev).filter((s) => JSON.stringify(s.Resource ?? '').includes(usageId)).map(actions);
-    expect(gatewayUsage).toContainEqual(['dynamodb:PutItem', 'dynamodb:Query']);
+    expect(gatewayUsage).toContainEqual(['dynamodb:DeleteItem', 'dynamodb:PutItem', 'dynamodb:Query']);
   });
 
   it('when kms:Decrypt is granted anywhere, it is conditioned on the calling service or an encryption context', () => {

@@ -428,7 +428,8 @@ export class LeasingLedger implements Ledger {
 
   /** Takes the request's amount and rate units from the lease in memory, or undefined when they do not fit. */
   private admit(lease: Lease, input: ReserveInput): Reservation | undefined {
-    if (lease.closing || input.now >= lease.admitUntil) return undefined;
+    // A request id admitted already is left to the store's own reserve, which refuses a second hold for it.
+    if (lease.closing || input.now >= lease.admitUntil || this.leased.has(input.requestId)) return undefined;
     if (lease.committed + input.amount > lease.reservation.amount) return undefined;
     for (const c of input.rateCharges) {
       if (c.amount <= 0) continue;
