@@ -97,6 +97,10 @@ interface Group {
   seen: number[];
   avgAmount: number;
   maxAmount: number;
+  /** What this key's settled requests cost on average (a reservation holds the most a request can cost). */
+  avgCost: number | undefined;
+  /** Most of this key's requests in flight at once on a lease here (1 on Lambda). */
+  peakInFlight: number;
   readonly avgUnits: Map<RateCharge['dimension'], number>;
   known: { readonly at: number; readonly values: readonly CounterValue[] } | undefined;
   reading: Promise<void> | undefined;
@@ -172,6 +176,8 @@ export class LeasingLedger implements Ledger {
     }
     this.leased.delete(input.reservation.requestId);
     const { lease } = entry;
+    const group = this.groups.get(lease.groupKey);
+    if (group) group.avgCost = group.avgCost === undefined ? input.cost : Math.round(0.8 * group.avgCost + 0.2 * input.cost);
     lease.committed += input.cost - entry.amount;
     lease.used += input.cost;
     lease.inFlight--;
@@ -273,6 +279,8 @@ export class LeasingLedger implements Ledger {
         seen: [],
         avgAmount: input.amount,
         maxAmount: input.amount,
+        avgCost: undefined,
+        peakInFlight: 1,
         avgUnits: new Map(),
         known: undefined,
         reading: undefined,
@@ -346,7 +354,10 @@ export class LeasingLedger implements Ledger {
       if (fit < 2) return undefined;
       expected = Math.min(expected, fit);
     }
-    let amount = Math.max(expected * Math.max(g.avgAmount, 1), 2 * input.amount);
+    // Room for the requests in flight at their reserved (largest) cost, and for the rest at what requests of
+    // this key have really cost: a slice held for nothing is budget others cannot use until it is returned.
+    const perSettled = Math.max(1, Math.min(g.avgCost ?? g.avgAmount, g.avgAmount));
+    let amount = Math.max(g.peakInFlight * Math.max(g.maxAmount, input.amount) + expected * perSettled, 2 * input.amount);
     const limited = input.counters.filter((c) => c.limit !== undefined);
     if (limited.length > 0) {
       const known = g.known;
@@ -438,6 +449,8 @@ export class LeasingLedger implements Ledger {
     }
     lease.committed += input.amount;
     lease.inFlight++;
+    const group = this.groups.get(lease.groupKey);
+    if (group && lease.inFlight > group.peakInFlight) group.peakInFlight = lease.inFlight;
     lease.requests++;
     let tokens = 0;
     for (const c of input.rateCharges) {
