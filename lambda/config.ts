@@ -57,7 +57,7 @@ export interface GatewayConfig {
   /** Load shedding at admission (core/admission.ts): bursts past these bounds get 429 `gateway_busy`. */
   readonly admission: Required<AdmissionOptions>;
   /** Budget leases (core/lease/leasing-ledger.ts): a busy key's requests admitted against a leased slice. */
-  readonly leases: { readonly enabled: boolean } & Required<LeaseOptions>;
+  readonly leases: { readonly enabled: boolean; readonly exactLoopCounts: boolean } & Required<LeaseOptions>;
   /** Settle retries when the store is unreachable, before the hold is left for the sweeper (core/settle-retry.ts). */
   readonly settleRetry: { readonly attempts: number; readonly baseDelayMs: number };
   /** How long usage records are kept (DynamoDB TTL). */
@@ -257,6 +257,7 @@ export function loadConfig(env: Env = process.env): GatewayConfig {
     upstreamTimeoutMs: int(env, 'TOLLGATE_UPSTREAM_TIMEOUT_MS', 600_000, 1_000, 900_000),
     leases: {
       enabled: bool(env, 'TOLLGATE_LEASES', true),
+      exactLoopCounts: bool(env, 'TOLLGATE_LEASE_EXACT_LOOP_COUNTS', false),
       ttlMs: int(env, 'TOLLGATE_LEASE_TTL_MS', DEFAULT_LEASES.ttlMs, 1_000, 300_000),
       minBusy: int(env, 'TOLLGATE_LEASE_MIN_BUSY', DEFAULT_LEASES.minBusy, 1, 10_000),
       maxShare: int(env, 'TOLLGATE_LEASE_MAX_SHARE_PERCENT', DEFAULT_LEASES.maxShare * 100, 1, 100) / 100,

@@ -8,6 +8,8 @@ import type { ScopeId, UsageRecord } from '../../lambda/core/types';
 import { windowBounds, windowKey } from '../../lambda/core/windows';
 import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
 import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
+import { loopCheckFor } from '../../lambda/core/guardrails/loop-guard';
+import { DEFAULT_GUARDRAILS } from '../../lambda/core/guardrails/settings';
 import { createTestTables, type TestTables } from '../support/dynamo';
 import { usageRecordFor } from '../support/usage-records';
 
@@ -255,5 +257,54 @@ describe('LeasingLedger (budget leases on DynamoDB Local)', () => {
     await leases.close();
     const [after] = await leases.readCounters(refs);
     expect(after).toMatchObject({ spent: 12_000, committed: 12_000, reserved: 0 });
+  });
+
+  it('when a leased request\'s body is new to the instance, its loop count runs alongside the upstream call; a body seen here before is counted first', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const gate: { open?: () => void; held: number } = { held: 0 };
+    let released = new Promise<void>((r) => (gate.open = r));
+    const client = {
+      send: async (command: { constructor: { name: string } }) => {
+        if (command.constructor.name === 'UpdateItemCommand') {
+          gate.held++;
+          await released;
+        }
+        return db.client.send(command as never);
+      },
+    } as unknown as DynamoDBClient;
+    const { leases } = instance(clock, { client, minBusy: 1 });
+    const refs = [dayCounter(`user:${user}`, 100_000_000)];
+    const loopFor = (body: string) =>
+      loopCheckFor({ keyId: `key-${user}`, userId: user, model: 'gpt-4o-mini', bodyFingerprint: body }, clock.now(), DEFAULT_GUARDRAILS.loop);
+    const withLoop = (body: string) => ({ ...request(user, clock.now(), 10_000, refs), loop: loopFor(body) });
+    // Warm-up until requests are leased (every count let through at once).
+    gate.open!();
+    let leasedOnce = false;
+    for (let i = 0; i < 6 && !leasedOnce; i++) {
+      const r = await leases.reserve(withLoop(`warm-${i}`));
+      leasedOnce = r.leaseId !== undefined;
+      await leases.settle({ reservation: r, cost: 1_000, usage: usageOf(r, user, 1_000) });
+    }
+    expect(leasedOnce).toBe(true);
+
+    released = new Promise<void>((r) => (gate.open = r));
+    gate.held = 0;
+    const fresh = await leases.reserve(withLoop('a new question'));
+    expect(fresh.leaseId).toBeDefined();
+    expect(gate.held).toBe(1); // its count is out, and held: the request was admitted regardless
+
+    let repeatedAdmitted = false;
+    const repeated = leases.reserve(withLoop('a new question')).then((r) => {
+      repeatedAdmitted = true;
+      return r;
+    });
+    await new Promise((r) => setImmediate(r));
+    expect(repeatedAdmitted).toBe(false); // seen here before: admitted only once the store has counted it
+    gate.open!();
+    const second = await repeated;
+    expect(repeatedAdmitted).toBe(true);
+    for (const r of [fresh, second]) await leases.settle({ reservation: r, cost: 1_000, usage: usageOf(r, user, 1_000) });
+    await leases.close();
   });
 });

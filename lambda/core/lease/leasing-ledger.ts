@@ -21,7 +21,7 @@
  *   most one admission window (`ttlMs`) late; velocity sees the leased spend when the lease is returned;
  * - counters show a live lease's whole slice as held (`committed`), its requests' cost when it is returned.
  */
-import { BudgetExceededError, CircuitOpenError, RateLimitError, SpendVelocityError } from '../errors';
+import { BudgetExceededError, CircuitOpenError, LoopDetectedError, RateLimitError, SpendVelocityError } from '../errors';
 import type { Clock } from '../clock';
 import type {
   CounterRef,
@@ -37,6 +37,7 @@ import type {
 import type { BudgetLimits, ScopeId, StoredLimits, UNLIMITED, UsageRecord } from '../types';
 import type { Window } from '../windows';
 import type { LoopOverrides } from '../guardrails/settings';
+import type { LoopCheck } from '../guardrails/loop-guard';
 import type { MicroUsd } from '../money';
 
 /** How leases are sized and when they are taken. Every field has a default (see {@link DEFAULT_LEASES}). */
@@ -66,6 +67,11 @@ export interface LeasingLedgerOptions extends LeaseOptions {
   readonly holdTtlMs: number;
   /** How many shards the platform counter has (a lease holds on one; its share is limit / shards). */
   readonly platformShards: number;
+  /**
+   * Every loop-guard count of a leased request waits for the store before the upstream call (no copy of a loop
+   * passes its limit on any instance), at one store round trip per request. @default false
+   */
+  readonly exactLoopCounts?: boolean;
   /** Told about a lease return or usage write that failed (it is retried; nothing is lost from the budget). */
   readonly onError?: (what: string, err: unknown) => void;
 }
@@ -114,9 +120,12 @@ interface LeasedRequest {
   readonly lease: Lease;
   readonly amount: MicroUsd;
   readonly tokens: number;
+  /** The loop guard's count of this copy, when it runs alongside the upstream call (settle waits for it). */
+  counted?: Promise<void>;
 }
 
 const MAX_GROUPS = 10_000;
+const MAX_SEEN_LOOPS = 50_000;
 const MAX_SEEN = 256;
 const USAGE_BATCH = 100;
 
@@ -128,6 +137,10 @@ export class LeasingLedger implements Ledger {
   /** Leases no longer admitting, until returned. */
   private readonly closing = new Set<Lease>();
   private seq = 0;
+  /** Loop-guard fingerprints (per owner) this instance has counted (see countLoop). */
+  private readonly seenLoops = new Set<string>();
+  /** False after a store call of the lease path failed, until one succeeds: every loop count then waits. */
+  private storeHealthy = true;
   private scannedAt = Number.NEGATIVE_INFINITY;
   private readonly usage: UsageWriter;
 
@@ -144,7 +157,13 @@ export class LeasingLedger implements Ledger {
     if (!(this.opts.ttlMs > 0) || !(this.opts.maxShare > 0 && this.opts.maxShare <= 1) || this.opts.minBusy < 1 || this.opts.minHeadroom < 1) {
       throw new RangeError('lease options out of range: ttlMs > 0, 0 < maxShare <= 1, minBusy >= 1, minHeadroom >= 1');
     }
-    this.usage = new UsageWriter((records) => this.inner.writeUsage(records), (err) => this.options.onError?.('usage records not written; kept and retried', err));
+    this.usage = new UsageWriter(
+      (records) => this.inner.writeUsage(records),
+      (err) => {
+        this.storeHealthy = false;
+        this.options.onError?.('usage records not written; kept and retried', err);
+      },
+    );
   }
 
   /** Leases this instance holds (admitting or waiting to be returned): for tests and the bench. */
@@ -160,6 +179,8 @@ export class LeasingLedger implements Ledger {
 
     const fromLease = await this.tryLease(group, input);
     if (fromLease) return fromLease;
+    // Counted in the reserve transaction: the fingerprint is known here from now on (see countLoop).
+    if (input.loop) this.sawLoop(loopSeenKey(input.loop));
     return this.inner.reserve(input);
   }
 
@@ -198,7 +219,14 @@ export class LeasingLedger implements Ledger {
     const loop = input.reservation.loop;
     await Promise.all([
       this.usage.add(input.usage, () => lease.unwritten--),
-      ...(loop ? [this.inner.settleLoop(loop, input.loopOutcome).catch((err: unknown) => this.options.onError?.('loop guard outcome not recorded', err))] : []),
+      // After the copy's own count (when that ran alongside the upstream), so the outcome is applied to it.
+      ...(loop
+        ? [
+            (entry.counted ?? Promise.resolve())
+              .then(() => this.inner.settleLoop(loop, input.loopOutcome))
+              .catch((err: unknown) => this.options.onError?.('loop guard outcome not recorded', err)),
+          ]
+        : []),
     ]);
     await this.maintain();
   }
@@ -477,13 +505,37 @@ export class LeasingLedger implements Ledger {
   }
 
   /** The loop guard still counts every copy in the store (one item); a refusal gives the lease its room back. */
+  /**
+   * The loop guard counts every copy in the store. A fingerprint this instance has never seen is counted
+   * alongside the upstream call (no store round trip before it); a fingerprint seen here before is counted
+   * first, so a client retrying through this instance meets the stated limit exactly. The bound: a loop whose
+   * copies reach several instances gets at most one copy per instance through beyond its limit (the first one
+   * each sees). Not while the store is failing (every count waits then), nor with `exactLoopCounts`.
+   */
   private async countLoop(reservation: Reservation, input: ReserveInput): Promise<Reservation> {
-    if (!input.loop) return reservation;
+    const loop = input.loop;
+    if (!loop) return reservation;
+    const seenKey = loopSeenKey(loop);
+    const seen = this.seenLoops.has(seenKey);
+    this.sawLoop(seenKey);
+    const entry = this.leased.get(input.requestId);
+    if (!seen && this.storeHealthy && !this.options.exactLoopCounts && entry) {
+      entry.counted = this.inner.countLoop(loop).then(
+        () => undefined,
+        (err: unknown) => {
+          // A loop found now: this copy is on its way; the next copies here are counted first and refused.
+          if (err instanceof LoopDetectedError) return;
+          this.storeHealthy = false;
+          this.options.onError?.('loop guard count failed; counts wait for the store until it answers', err);
+        },
+      );
+      return reservation;
+    }
     try {
-      await this.inner.countLoop(input.loop);
+      await this.inner.countLoop(loop);
+      this.storeHealthy = true;
       return reservation;
     } catch (err) {
-      const entry = this.leased.get(input.requestId);
       if (entry) {
         this.leased.delete(input.requestId);
         const { lease } = entry;
@@ -494,6 +546,12 @@ export class LeasingLedger implements Ledger {
       }
       throw err;
     }
+  }
+
+  private sawLoop(seenKey: string): void {
+    if (this.seenLoops.has(seenKey)) return;
+    if (this.seenLoops.size >= MAX_SEEN_LOOPS) this.seenLoops.clear();
+    this.seenLoops.add(seenKey);
   }
 
   private retire(g: Group): void {
@@ -551,6 +609,11 @@ export class LeasingLedger implements Ledger {
         g.reading = undefined;
       });
   }
+}
+
+/** Across windows: a failure streak outlives its window, so a fingerprint seen once is always counted first here. */
+function loopSeenKey(loop: LoopCheck): string {
+  return `${loop.owner}|${loop.fingerprint}`;
 }
 
 /** Requests that share a lease: same key, same counters and limits, same rate limits, circuits and velocity scopes. */
