@@ -210,6 +210,11 @@ export interface LeaseStore {
   countLoop(check: LoopCheck): Promise<void>;
   /** Records the upstream outcome on the loop item, as settle does. */
   settleLoop(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined): Promise<void>;
+  /**
+   * Counts a copy the loop guard did not count at admission, together with its outcome, in one write (a copy
+   * whose body the instance had never seen: see core/lease).
+   */
+  recordLoopCopy(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined): Promise<void>;
   /** Writes usage records (in batches where the store is set to). */
   writeUsage(records: readonly UsageRecord[]): Promise<void>;
   /** Returns a lease (or corrects the sweeper's full charge of it), exactly once. */

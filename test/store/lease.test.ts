@@ -1,12 +1,12 @@
-import { ScanCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { unmarshall } from '@aws-sdk/util-dynamodb';
+import { GetItemCommand, ScanCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { ManualClock } from '../../lambda/core/clock';
 import { BudgetExceededError } from '../../lambda/core/errors';
 import { LeasingLedger, type LeaseOptions } from '../../lambda/core/lease/leasing-ledger';
 import type { CounterRef, RateCharge, Reservation, ReserveInput } from '../../lambda/core/stores';
 import type { ScopeId, UsageRecord } from '../../lambda/core/types';
 import { windowBounds, windowKey } from '../../lambda/core/windows';
-import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
+import { DynamoDbLedger, loopKey } from '../../lambda/store/dynamodb/ledger';
 import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
 import { loopCheckFor } from '../../lambda/core/guardrails/loop-guard';
 import { DEFAULT_GUARDRAILS } from '../../lambda/core/guardrails/settings';
@@ -259,7 +259,7 @@ describe('LeasingLedger (budget leases on DynamoDB Local)', () => {
     expect(after).toMatchObject({ spent: 12_000, committed: 12_000, reserved: 0 });
   });
 
-  it('when a leased request\'s body is new to the instance, its loop count runs alongside the upstream call; a body seen here before is counted first', async () => {
+  it('when a leased request\'s body is new to the instance, it is counted with its outcome at settle; a body seen here before is counted first, the earlier copy with it', async () => {
     const user = uniqueUser();
     const clock = new ManualClock(T0);
     const gate: { open?: () => void; held: number } = { held: 0 };
@@ -292,7 +292,7 @@ describe('LeasingLedger (budget leases on DynamoDB Local)', () => {
     gate.held = 0;
     const fresh = await leases.reserve(withLoop('a new question'));
     expect(fresh.leaseId).toBeDefined();
-    expect(gate.held).toBe(1); // its count is out, and held: the request was admitted regardless
+    expect(gate.held).toBe(0); // admitted with no store write: its count goes out with its outcome
 
     let repeatedAdmitted = false;
     const repeated = leases.reserve(withLoop('a new question')).then((r) => {
@@ -300,11 +300,19 @@ describe('LeasingLedger (budget leases on DynamoDB Local)', () => {
       return r;
     });
     await new Promise((r) => setImmediate(r));
-    expect(repeatedAdmitted).toBe(false); // seen here before: admitted only once the store has counted it
+    // Seen here before: the first copy is counted now, then this one, and only then is it admitted.
+    expect(gate.held).toBe(1);
+    expect(repeatedAdmitted).toBe(false);
     gate.open!();
     const second = await repeated;
     expect(repeatedAdmitted).toBe(true);
-    for (const r of [fresh, second]) await leases.settle({ reservation: r, cost: 1_000, usage: usageOf(r, user, 1_000) });
+    for (const r of [fresh, second]) await leases.settle({ reservation: r, cost: 1_000, usage: usageOf(r, user, 1_000), loopOutcome: 'succeeded' });
     await leases.close();
+    // Both copies counted exactly once, and both successes cleared the presumed failures.
+    const loop = loopFor('a new question');
+    const { Item } = await db.client.send(new GetItemCommand({ TableName: db.tables.budgets, Key: marshall(loopKey(loop)), ConsistentRead: true }));
+    const item = unmarshall(Item!);
+    expect(item[`n${loop.window}`]).toBe(2);
+    expect(item.fails).toBeUndefined();
   });
 });

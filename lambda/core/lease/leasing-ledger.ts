@@ -120,8 +120,10 @@ interface LeasedRequest {
   readonly lease: Lease;
   readonly amount: MicroUsd;
   readonly tokens: number;
-  /** The loop guard's count of this copy, when it runs alongside the upstream call (settle waits for it). */
+  /** The loop guard's count of this copy when it was made after admission (settle waits for it). */
   counted?: Promise<void>;
+  /** Set while this copy's loop-guard count is deferred to its settle (its fingerprint key). */
+  deferredLoop?: string;
 }
 
 const MAX_GROUPS = 10_000;
@@ -139,6 +141,8 @@ export class LeasingLedger implements Ledger {
   private seq = 0;
   /** Loop-guard fingerprints (per owner) this instance has counted (see countLoop). */
   private readonly seenLoops = new Set<string>();
+  /** Leased copies whose loop-guard count waits for their settle, by fingerprint key (see countLoop). */
+  private readonly deferredLoops = new Map<string, Set<LeasedRequest>>();
   /** False after a store call of the lease path failed, until one succeeds: every loop count then waits. */
   private storeHealthy = true;
   private scannedAt = Number.NEGATIVE_INFINITY;
@@ -219,14 +223,7 @@ export class LeasingLedger implements Ledger {
     const loop = input.reservation.loop;
     await Promise.all([
       this.usage.add(input.usage, () => lease.unwritten--),
-      // After the copy's own count (when that ran alongside the upstream), so the outcome is applied to it.
-      ...(loop
-        ? [
-            (entry.counted ?? Promise.resolve())
-              .then(() => this.inner.settleLoop(loop, input.loopOutcome))
-              .catch((err: unknown) => this.options.onError?.('loop guard outcome not recorded', err)),
-          ]
-        : []),
+      ...(loop ? [this.settleLoopOf(entry, loop, input.loopOutcome)] : []),
     ]);
     await this.maintain();
   }
@@ -506,8 +503,9 @@ export class LeasingLedger implements Ledger {
 
   /** The loop guard still counts every copy in the store (one item); a refusal gives the lease its room back. */
   /**
-   * The loop guard counts every copy in the store. A fingerprint this instance has never seen is counted
-   * alongside the upstream call (no store round trip before it); a fingerprint seen here before is counted
+   * The loop guard counts every copy in the store. A fingerprint this instance has never seen is not counted
+   * before the upstream call: its count is written with its outcome when it settles (one write instead of
+   * two), or at once if another copy of it arrives here meanwhile. A fingerprint seen here before is counted
    * first, so a client retrying through this instance meets the stated limit exactly. The bound: a loop whose
    * copies reach several instances gets at most one copy per instance through beyond its limit (the first one
    * each sees). Not while the store is failing (every count waits then), nor with `exactLoopCounts`.
@@ -520,18 +518,15 @@ export class LeasingLedger implements Ledger {
     this.sawLoop(seenKey);
     const entry = this.leased.get(input.requestId);
     if (!seen && this.storeHealthy && !this.options.exactLoopCounts && entry) {
-      entry.counted = this.inner.countLoop(loop).then(
-        () => undefined,
-        (err: unknown) => {
-          // A loop found now: this copy is on its way; the next copies here are counted first and refused.
-          if (err instanceof LoopDetectedError) return;
-          this.storeHealthy = false;
-          this.options.onError?.('loop guard count failed; counts wait for the store until it answers', err);
-        },
-      );
+      entry.deferredLoop = seenKey;
+      let pending = this.deferredLoops.get(seenKey);
+      if (!pending) this.deferredLoops.set(seenKey, (pending = new Set()));
+      pending.add(entry);
       return reservation;
     }
     try {
+      // Copies of it admitted here without a count are counted now, before this one is decided.
+      await this.countDeferred(seenKey, loop);
       await this.inner.countLoop(loop);
       this.storeHealthy = true;
       return reservation;
@@ -545,6 +540,41 @@ export class LeasingLedger implements Ledger {
         for (const c of input.rateCharges) if (c.amount > 0) lease.units.get(c.dimension)!.taken -= c.amount;
       }
       throw err;
+    }
+  }
+
+  /** Counts (as at admission: presumed failed until settled) the copies of `seenKey` whose count was deferred. */
+  private async countDeferred(seenKey: string, loop: LoopCheck): Promise<void> {
+    const pending = this.deferredLoops.get(seenKey);
+    if (!pending) return;
+    this.deferredLoops.delete(seenKey);
+    await Promise.all(
+      [...pending].map((entry) => {
+        entry.deferredLoop = undefined;
+        entry.counted = this.inner.countLoop(loop).catch((err: unknown) => {
+          if (err instanceof LoopDetectedError) return; // that copy is on its way already; this one is decided next
+          throw err;
+        });
+        return entry.counted;
+      }),
+    );
+  }
+
+  /** The loop guard's writes of a settled leased request: its deferred count with its outcome, or the outcome. */
+  private async settleLoopOf(entry: LeasedRequest, loop: LoopCheck, outcome: 'failed' | 'succeeded' | undefined): Promise<void> {
+    try {
+      if (entry.deferredLoop !== undefined) {
+        this.deferredLoops.get(entry.deferredLoop)?.delete(entry);
+        if (this.deferredLoops.get(entry.deferredLoop)?.size === 0) this.deferredLoops.delete(entry.deferredLoop);
+        entry.deferredLoop = undefined;
+        await this.inner.recordLoopCopy(loop, outcome);
+        return;
+      }
+      await (entry.counted ?? Promise.resolve()).catch(() => undefined);
+      await this.inner.settleLoop(loop, outcome);
+    } catch (err) {
+      this.storeHealthy = false;
+      this.options.onError?.('loop guard outcome not recorded', err);
     }
   }
 

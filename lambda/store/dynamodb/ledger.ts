@@ -444,6 +444,35 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     }
   }
 
+  async recordLoopCopy(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined): Promise<void> {
+    const values: Item = {
+      ':one': { N: '1' },
+      ':ttl': { N: String(Math.ceil((check.windowEnd + check.windowMs) / 1000) + DAY_S) },
+    };
+    let update: string;
+    if (outcome === 'failed') {
+      update = 'ADD #n :one, fails :one SET lastFailAt = :now, #ttl = :ttl REMOVE #prev';
+      values[':now'] = { N: String(this.clock.now()) };
+    } else if (outcome === 'succeeded') {
+      update = 'ADD #n :one SET #ttl = :ttl REMOVE fails, lastFailAt, #prev';
+    } else {
+      update = 'ADD #n :one SET #ttl = :ttl REMOVE #prev';
+    }
+    try {
+      await this.client.send(
+        new UpdateItemCommand({
+          TableName: this.budgets,
+          Key: marshall(loopKey(check)),
+          UpdateExpression: update,
+          ExpressionAttributeNames: { '#n': `n${check.window}`, '#prev': `n${check.window - 1}`, '#ttl': 'ttl' },
+          ExpressionAttributeValues: values,
+        }),
+      );
+    } catch (err) {
+      throw translateError(err);
+    }
+  }
+
   async writeUsage(records: readonly UsageRecord[]): Promise<void> {
     const items = records.map((record) => usageItem(record, { retentionDays: this.usageRetentionDays }));
     try {
