@@ -694,7 +694,12 @@ class UsageWriter {
   }
 
   private start(): void {
-    if (!this.running) this.running = this.drain().finally(() => (this.running = undefined));
+    if (this.running) return;
+    this.running = this.drain().finally(() => {
+      this.running = undefined;
+      // Records added after the last batch left but before this ran would otherwise wait for the next add.
+      if (this.queue.length > 0) this.start();
+    });
   }
 
   private async drain(): Promise<void> {
