@@ -100,7 +100,6 @@ describe('LeasingLedger (budget leases on DynamoDB Local)', () => {
     await leases.close();
 
     // Without leases: 100 reserves + 100 settles = 200 transactions.
-    if (process.env.LEASE_DEBUG) console.log({ leased, sent: Object.fromEntries(sent) });
     expect(leased).toBeGreaterThanOrEqual(80);
     expect(sent.get('TransactWriteItems') ?? 0).toBeLessThan(40);
     const values = await leases.readCounters(refs);
