@@ -210,15 +210,14 @@ export class LeasingLedger implements Ledger {
     lease.usedTokens += tokens;
     const tokenUnits = lease.units.get('tokens');
     if (tokenUnits) tokenUnits.taken += tokens - entry.tokens;
-    // The usage record is written with others (or kept and retried until the store takes it: the lease is
-    // not returned before, so if this instance dies first the sweeper charges the whole slice). A loop-guard
-    // outcome that cannot be written leaves the copy counted as failed, which errs toward stopping a loop.
     // A lease whose window ends before this key's next request is likely (its mean gap here) is given back now,
     // in this post-response work, rather than left held while the instance idles (on Lambda: frozen, and
     // perhaps retired, which would leave the sweeper to charge its whole slice).
-    const g = this.groups.get(lease.groupKey);
     const now = this.options.clock.now();
-    if (g && g.active === lease && lease.inFlight === 0 && now + this.meanGap(g, now) >= lease.admitUntil) this.retire(g);
+    if (group && group.active === lease && lease.inFlight === 0 && now + this.meanGap(group, now) >= lease.admitUntil) this.retire(group);
+    // The usage record is written with others (or kept and retried until the store takes it: the lease is
+    // not returned before, so if this instance dies first the sweeper charges the whole slice). A loop-guard
+    // outcome that cannot be written leaves the copy counted as failed, which errs toward stopping a loop.
     lease.unwritten++;
     const loop = input.reservation.loop;
     await Promise.all([
@@ -234,7 +233,6 @@ export class LeasingLedger implements Ledger {
    */
   async maintain(): Promise<void> {
     const now = this.options.clock.now();
-
     // The scan of every group runs at most once a second (a settle calls this on every request).
     if (now - this.scannedAt >= 1_000 || now < this.scannedAt) {
       this.scannedAt = now;
