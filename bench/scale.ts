@@ -34,7 +34,7 @@ import { ensureTables } from '../lambda/store/dynamodb/create-tables';
 import { DynamoDbGuardrailStore } from '../lambda/store/dynamodb/guardrails-store';
 import { DynamoDbKeyStore } from '../lambda/store/dynamodb/key-store';
 import { DynamoDbLedger } from '../lambda/store/dynamodb/ledger';
-import { LeasingLedger } from '../lambda/core/lease/leasing-ledger';
+import { leasingLedgerFor, pipelineSettings } from '../lambda/compose';
 import { TABLES, type TableDefinition, type TableNames } from '../lambda/store/dynamodb/schema';
 import { DynamoPhysics, type PartitionStats, type PhysicsStats } from './support/dynamo-physics';
 import { seededRandom, VirtualScheduler } from './support/virtual-time';
@@ -86,15 +86,7 @@ const CONFIGURATIONS: Record<ConfigName, Configuration> = {
   leases: {
     name: 'leases',
     label: '(b) budget leases',
-    wrap: (inner, { scheduler, instanceId, config, onError }) =>
-      new LeasingLedger(inner, {
-        ...config.leases,
-        clock: scheduler,
-        instanceId,
-        holdTtlMs: config.holdTtlMs,
-        platformShards: config.platformShards,
-        onError,
-      }),
+    wrap: (inner, { scheduler, instanceId, config, onError }) => leasingLedgerFor(inner, config, { clock: scheduler, instanceId, onError }),
   },
 };
 
@@ -257,16 +249,11 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
     });
     const pipeline = new RequestPipeline({
       ledger: new AdmittingLedger(ledger, new AdmissionGate(config.admission)),
+      ...pipelineSettings(config),
       settleRetry: { ...config.settleRetry, sleep: scheduler.sleep },
       keys: new DynamoDbKeyStore(simClient, config.tables),
       clock: scheduler,
       log: silentLogger,
-      limitsCacheMs: config.authCacheMs,
-      holdTtlMs: config.holdTtlMs,
-      platformShards: config.platformShards,
-      upstreamTimeoutMs: config.upstreamTimeoutMs,
-      defaults: config.defaults,
-      minOutputTokens: config.minOutputTokens,
       guardrails: {
         store: new DynamoDbGuardrailStore(simClient, { tables: config.tables, platformShards: config.platformShards, clock: scheduler }),
         settings: config.guardrails,

@@ -30,7 +30,8 @@ type Item = Record<string, AttributeValue>;
 const PARTITION_WCU_PER_SECOND = 1_000;
 const SECONDS = 60;
 const ROUNDS = 11;
-const DAY = Date.parse('2099-11-23T00:00:00.000Z');
+/** The next UTC midnight: a whole day of records ahead of now, which no retention TTL can have expired. */
+const DAY = Math.ceil(Date.now() / 86_400_000) * 86_400_000;
 
 function record(requestId: string, at: number): UsageRecord {
   return {

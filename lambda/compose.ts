@@ -19,7 +19,7 @@ import { type Clock, systemClock } from './core/clock';
 import { StoreUnavailableError } from './core/errors';
 import { jsonLogger, type Logger } from './core/log';
 import type { SecretSource } from './core/secrets';
-import { RequestPipeline } from './core/pipeline';
+import { type PipelineOptions, RequestPipeline } from './core/pipeline';
 import { AdmissionGate, AdmittingLedger } from './core/admission';
 import { PriceBook } from './core/pricing';
 import { GatewayApp, type RequestObserver } from './http/app';
@@ -162,6 +162,35 @@ export function gatewayCredentialRedactor(secrets: GatewaySecrets, adminToken?: 
   ]);
 }
 
+/** The request pipeline's options that come from the configuration alone (bench:scale builds its pipelines alike). */
+export function pipelineSettings(config: GatewayConfig) {
+  return {
+    settleRetry: config.settleRetry,
+    limitsCacheMs: config.authCacheMs,
+    holdTtlMs: config.holdTtlMs,
+    platformShards: config.platformShards,
+    upstreamTimeoutMs: config.upstreamTimeoutMs,
+    defaults: config.defaults,
+    minOutputTokens: config.minOutputTokens,
+  } satisfies Partial<PipelineOptions>;
+}
+
+/** Budget leases over `ledger` with the configured settings (whether to use them is `config.leases.enabled`). */
+export function leasingLedgerFor(
+  ledger: DynamoDbLedger,
+  config: GatewayConfig,
+  ctx: { readonly clock: Clock; readonly instanceId: string; readonly onError?: (what: string, err: unknown) => void },
+): LeasingLedger {
+  return new LeasingLedger(ledger, {
+    ...config.leases,
+    clock: ctx.clock,
+    instanceId: ctx.instanceId,
+    holdTtlMs: config.holdTtlMs,
+    platformShards: config.platformShards,
+    ...(ctx.onError ? { onError: ctx.onError } : {}),
+  });
+}
+
 export function createGateway(deps: GatewayDependencies): Gateway {
   const { config, secrets, dynamodb } = deps;
   const clock = deps.clock ?? systemClock;
@@ -175,12 +204,9 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     batchUsageWrites: deps.batchUsageWrites ?? false,
   });
   const leases = config.leases.enabled
-    ? new LeasingLedger(ledger, {
-        ...config.leases,
+    ? leasingLedgerFor(ledger, config, {
         clock,
         instanceId: randomBytes(6).toString('base64url'),
-        holdTtlMs: config.holdTtlMs,
-        platformShards: config.platformShards,
         onError: (what, err) => log.log('warn', what, { error: err instanceof Error ? err.message : String(err) }),
       })
     : undefined;
@@ -214,16 +240,10 @@ export function createGateway(deps: GatewayDependencies): Gateway {
   const pipeline = new RequestPipeline({
     // Admission calls go through per-instance lanes that shed a burst with 429 before the store times out.
     ledger: new AdmittingLedger(leases ?? ledger, new AdmissionGate(config.admission)),
-    settleRetry: config.settleRetry,
+    ...pipelineSettings(config),
     keys,
     clock,
     log,
-    limitsCacheMs: config.authCacheMs,
-    holdTtlMs: config.holdTtlMs,
-    platformShards: config.platformShards,
-    upstreamTimeoutMs: config.upstreamTimeoutMs,
-    defaults: config.defaults,
-    minOutputTokens: config.minOutputTokens,
     guardrails: { store: guardrails, settings: config.guardrails, ...(deps.alertSink ? { sink: deps.alertSink } : {}) },
   });
   const byok = dataKeys

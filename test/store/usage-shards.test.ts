@@ -4,7 +4,7 @@
  * partition of the layout before the shards returned, in the same order; a late settle still replaces the
  * sweeper's abandoned record exactly once.
  */
-import { BatchWriteItemCommand, QueryCommand, ScanCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
+import { BatchWriteItemCommand, QueryCommand, type QueryCommandInput, ScanCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import { createHash } from 'node:crypto';
 import { ManualClock } from '../../lambda/core/clock';
@@ -78,52 +78,43 @@ async function putAll(db: TestTables, items: readonly Item[]): Promise<void> {
   }
 }
 
-/** Every item under one partition key of the base table (index undefined), byKey or byOrg. */
-async function partition(db: TestTables, index: 'byKey' | 'byOrg' | undefined, value: string): Promise<Item[]> {
-  const attribute = index === 'byKey' ? 'keyPk' : index === 'byOrg' ? 'orgPk' : 'pk';
+/** Every item a query finds, over all its pages. */
+async function allPages(db: TestTables, input: Omit<QueryCommandInput, 'TableName' | 'ExclusiveStartKey'>): Promise<Item[]> {
   const out: Item[] = [];
   let start: Item | undefined;
   do {
-    const page = await db.client.send(
-      new QueryCommand({
-        TableName: db.tables.usage,
-        IndexName: index,
-        KeyConditionExpression: '#p = :p',
-        ExpressionAttributeNames: { '#p': attribute },
-        ExpressionAttributeValues: { ':p': { S: value } },
-        ExclusiveStartKey: start,
-      }),
-    );
+    const page = await db.client.send(new QueryCommand({ TableName: db.tables.usage, ...input, ExclusiveStartKey: start }));
     out.push(...(page.Items ?? []));
     start = page.LastEvaluatedKey;
   } while (start);
   return out;
 }
 
+/** Every item under one partition key of the base table (index undefined), byKey or byOrg. */
+function partition(db: TestTables, index: 'byKey' | 'byOrg' | undefined, value: string): Promise<Item[]> {
+  const attribute = index === 'byKey' ? 'keyPk' : index === 'byOrg' ? 'orgPk' : 'pk';
+  return allPages(db, {
+    IndexName: index,
+    KeyConditionExpression: '#p = :p',
+    ExpressionAttributeNames: { '#p': attribute },
+    ExpressionAttributeValues: { ':p': { S: value } },
+  });
+}
+
 /** Exactly the query the store ran before the shards: one partition, sk BETWEEN from AND to, every page. */
 async function preShardQuery(db: TestTables, q: UsageQuery): Promise<UsageRecord[]> {
   const [index, attribute] = q.by === 'user' ? [undefined, 'pk'] : q.by === 'key' ? ['byKey', 'keyPk'] : ['byOrg', 'orgPk'];
-  const out: UsageRecord[] = [];
-  let start: Item | undefined;
-  do {
-    const page = await db.client.send(
-      new QueryCommand({
-        TableName: db.tables.usage,
-        IndexName: index,
-        KeyConditionExpression: '#p = :p AND sk BETWEEN :from AND :to',
-        ExpressionAttributeNames: { '#p': attribute },
-        ExpressionAttributeValues: {
-          ':p': { S: `${q.by}#${q.id}` },
-          ':from': { S: new Date(q.from).toISOString() },
-          ':to': { S: new Date(q.to).toISOString() },
-        },
-        ExclusiveStartKey: start,
-      }),
-    );
-    out.push(...(page.Items ?? []).map(usageRecordFromItem));
-    start = page.LastEvaluatedKey;
-  } while (start);
-  return out;
+  const items = await allPages(db, {
+    IndexName: index,
+    KeyConditionExpression: '#p = :p AND sk BETWEEN :from AND :to',
+    ExpressionAttributeNames: { '#p': attribute },
+    ExpressionAttributeValues: {
+      ':p': { S: `${q.by}#${q.id}` },
+      ':from': { S: new Date(q.from).toISOString() },
+      ':to': { S: new Date(q.to).toISOString() },
+    },
+  });
+  return items.map(usageRecordFromItem);
 }
 
 describe('usage partition shards', () => {
