@@ -46,6 +46,21 @@ function counting(): { client: DynamoDBClient; sent: Map<string, number>; confli
   return { client, sent, conflicts };
 }
 
+/** DynamoDB Local behind a client that can fail the next write that puts a grant into a pool's room. */
+function dying(): { client: DynamoDBClient; failRoomUpdate: { next: boolean } } {
+  const failRoomUpdate = { next: false };
+  const client = {
+    send: (command: { constructor: { name: string }; input: { UpdateExpression?: string } }) => {
+      if (failRoomUpdate.next && command.constructor.name === 'UpdateItemCommand' && command.input.UpdateExpression?.includes('granted :g')) {
+        failRoomUpdate.next = false;
+        return Promise.reject(Object.assign(new Error('connection reset'), { name: 'TimeoutError' }));
+      }
+      return db.client.send(command as never);
+    },
+  } as unknown as DynamoDBClient;
+  return { client, failRoomUpdate };
+}
+
 function ledger(clock: ManualClock, client: DynamoDBClient = db.client, pools: PoolOptions | false = POOLS): DynamoDbLedger {
   return new DynamoDbLedger(client, { tables: db.tables, platformShards: 1, usageRetentionDays: 30, clock, sleep: async (ms) => clock.advance(ms), pools });
 }
@@ -163,6 +178,25 @@ describe('scope pools (DynamoDB Local)', () => {
     await l.settle({ reservation: slow, cost: 2_500, usage: usageOf(slow, user, 2_500) });
     const [day] = await l.readCounters(refs);
     expect(day).toMatchObject({ committed: 2_500, spent: 2_500, reserved: 0, requests: 1 });
+  });
+
+  it('when the instance refilling a pool dies between its grant and the room update, the release charges that grant in full', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const { client, failRoomUpdate } = dying();
+    const l = ledger(clock, client);
+    await markPooled(l, user, clock.now());
+    const refs = [dayCounter(`user:${user}`, 100_000_000)];
+    failRoomUpdate.next = true;
+    await expect(l.reserve(request(user, clock.now(), 10_000, refs))).rejects.toThrow();
+    const [held] = await l.readCounters(refs);
+    expect(held!.reserved).toBeGreaterThan(0);
+
+    expect(await l.sweepExpired(clock.now() + AFTER_CLOSE)).toBe(1);
+    const [day] = await l.readCounters(refs);
+    expect(day).toMatchObject({ committed: held!.reserved, spent: held!.reserved, reserved: 0 });
+    const records = await usageOfUser(user);
+    expect(records.map((r) => [r.outcome, r.costMicros])).toEqual([['abandoned', held!.reserved]]);
   });
 
   it('when three instances race for the last of a budget through pools, what they admit never passes the limit and the last of it is still shared', async () => {

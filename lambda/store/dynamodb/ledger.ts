@@ -888,7 +888,14 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
    * `abandoned` record for it); the velocity windows get the real cost instead of the grant.
    */
   private async releaseGrant(hold: StoredHold & Required<Pick<StoredHold, 'pool' | 'grant'>>, now: number): Promise<boolean> {
-    const { refund, requests, unrecorded } = await this.pools.claimRefund(hold.pool, hold.amount, now);
+    let claimed: { refund: MicroUsd; requests: number; unrecorded: MicroUsd };
+    try {
+      claimed = await this.pools.claimRefund(hold.pool, hold.amount, now);
+    } catch (err) {
+      if (err instanceof StoreUnavailableError) return false; // left for the next sweep; the others go on
+      throw err;
+    }
+    const { refund, requests, unrecorded } = claimed;
     const cost = hold.amount - refund;
     const items: TransactWriteItem[] = [
       { Delete: { TableName: this.budgets, Key: marshall({ pk: hold.pk, sk: hold.sk }), ConditionExpression: 'attribute_exists(pk)' } },

@@ -212,7 +212,8 @@ export class ScopePools {
    * The sweeper's release of one grant of a closed (or closing) pool: closes the pool to takes, and takes out
    * of its room what this grant may get back (at most its amount). Returns the refund and the requests to
    * count with it; the caller then corrects the counters and deletes the hold. A pool item that is gone gives
-   * nothing back (everything was charged).
+   * nothing back (everything was charged). Several releases of one pool's grants may run at once: each takes
+   * the room it read, on condition that nothing changed it meanwhile.
    */
   async claimRefund(pool: PoolRef, amount: MicroUsd, now: number): Promise<{ refund: MicroUsd; requests: number; unrecorded: MicroUsd }> {
     for (let attempt = 0; attempt < 8; attempt++) {
@@ -238,15 +239,18 @@ export class ScopePools {
             Key: marshall(pool),
             UpdateExpression:
               'SET closed = if_not_exists(closed, :now), room = :left, requestsCounted = :counted, charged = :charged, abandoned = :abandoned',
-            ConditionExpression: 'room = :room AND (attribute_not_exists(requestsCounted) OR requestsCounted = :was)',
+            // As read: a pool whose grant never reached its room (the claimer died between the two) has none.
+            ConditionExpression: `${item.room === undefined ? 'attribute_not_exists(room)' : 'room = :room'} AND ${
+              item.requestsCounted === undefined ? 'attribute_not_exists(requestsCounted)' : 'requestsCounted = :was'
+            }`,
             ExpressionAttributeValues: marshall({
               ':now': now,
               ':left': room - refund,
               ':counted': num(item.requests),
               ':charged': charged,
               ':abandoned': num(item.abandoned) + unrecorded,
-              ':room': room,
-              ':was': num(item.requestsCounted),
+              ...(item.room === undefined ? {} : { ':room': room }),
+              ...(item.requestsCounted === undefined ? {} : { ':was': num(item.requestsCounted) }),
             }),
           }),
         );
@@ -256,7 +260,8 @@ export class ScopePools {
         throw translateError(err);
       }
     }
-    return { refund: 0, requests: 0, unrecorded: amount };
+    // Still busy with give-backs: the hold stays, and the sweeper's next run tries again.
+    throw new StoreUnavailableError('A pool is still being written to; its release waits for the next sweep.', { code: 'store_contention' });
   }
 
   /** Gives a take back whole (the request was refused after it, by the loop guard). */
