@@ -8,9 +8,12 @@
  *
  *   request of a pooled key ──► pool item `pool#<group>#<k>` / `e<epoch>` (k = hash(request id) mod shards)
  *        ONE UpdateItem: room −= amount, units −= charge   IF room ≥ amount AND units ≥ charge AND not closed
- *          └─ not enough room ──► one instance (a claim on the item) refills it: ONE ordinary reserve of a
+ *          └─ not enough room ──► the last epoch's pool item, once (what its requests gave back)
+ *          └─ not there either ──► one instance (a claim on the item) refills it: ONE ordinary reserve of a
  *             grant (every counter within its limit, the key's rate buckets, circuits, velocity, and a hold
- *             that names the pool), then ADD room += grant; the others wait for it and take again
+ *             that names the pool), then ADD room += grant; the others wait for it and take again. A grant
+ *             refused although it was only this request's part leaves the pool dry for a second: its takers
+ *             get the same refusal without asking
  *   settle ──► usage record, loop outcome, then ONE UpdateItem: room += amount − cost, spent += cost
  *   sweeper, once the pool's epoch and grace are over ──► closes the pool and releases each grant's hold:
  *        counters get the grant minus the room left (what was taken and never given back is charged)
@@ -143,8 +146,9 @@ export class ScopePools {
 
   /**
    * Admits the request from its pool, refilling the pool first when it is short. Undefined when the pool
-   * cannot decide it (the grant was refused for a reason the pool does not keep, or the refill took too
-   * long): the caller reserves on its own, exactly.
+   * cannot decide it (a grant was refused while the counters still had room for this request): the caller
+   * reserves on its own, exactly. Throws the refusal of a dry pool, and 429-mapped contention after ~4 s of
+   * refills that kept losing.
    */
   async take(request: ReserveInput): Promise<Reservation | undefined> {
     const k = shardOf(request.requestId, this.opts.shards);
