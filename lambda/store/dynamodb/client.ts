@@ -27,6 +27,14 @@ export interface DynamoDbClientOptions {
    * @default 256
    */
   readonly maxSockets?: number;
+  /**
+   * Resolve each command's middleware stack once and reuse it (the SDK's `cacheMiddleware`) instead of on
+   * every call: about a quarter of the SDK's CPU per call. Middleware added to the client after its first call
+   * of a command does not apply to that command then, so only the gateway's own clients, which nothing
+   * instruments, turn it on; code that instruments a client (benches, tests) leaves it off.
+   * @default false
+   */
+  readonly cacheMiddleware?: boolean;
 }
 
 /**
@@ -42,6 +50,7 @@ export function createDynamoDbClient(options: DynamoDbClientOptions): DynamoDBCl
     endpoint: options.endpoint,
     credentials: local ? { accessKeyId: 'local', secretAccessKey: 'local' } : undefined,
     maxAttempts: options.maxAttempts ?? (local ? 3 : 4),
+    cacheMiddleware: options.cacheMiddleware ?? false,
     requestHandler: {
       connectionTimeout: options.connectionTimeoutMs ?? (local ? 10_000 : 3_000),
       requestTimeout: options.requestTimeoutMs ?? (local ? 10_000 : 3_000),
