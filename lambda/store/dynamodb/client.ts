@@ -45,7 +45,7 @@ export interface DynamoDbClientOptions {
 export function createDynamoDbClient(options: DynamoDbClientOptions): DynamoDBClient {
   const local = options.endpoint !== undefined;
   const maxSockets = options.maxSockets ?? 256;
-  return withoutSdkLogger(new DynamoDBClient({
+  return withUserAgentOnce(withoutSdkLogger(new DynamoDBClient({
     region: options.region,
     endpoint: options.endpoint,
     credentials: local ? { accessKeyId: 'local', secretAccessKey: 'local' } : undefined,
@@ -59,7 +59,26 @@ export function createDynamoDbClient(options: DynamoDbClientOptions): DynamoDBCl
       httpAgent: { keepAlive: true, maxSockets },
       httpsAgent: { keepAlive: true, maxSockets },
     },
-  }));
+  })));
+}
+
+/**
+ * The SDK rebuilds its user-agent sections on every call (an `os.release()` system call among them), though
+ * they never change in a process: `client` gets them built once. The header each call sends is unchanged (the
+ * call's own parts, such as its features, are still added per call).
+ */
+/** The SDK's user-agent sections: name and version pairs. */
+type UserAgent = [name: string, version?: string][];
+
+function withUserAgentOnce(client: DynamoDBClient): DynamoDBClient {
+  const config = client.config as { defaultUserAgentProvider?: () => Promise<UserAgent> };
+  const build = config.defaultUserAgentProvider;
+  if (build) {
+    let sections: Promise<UserAgent> | undefined;
+    // Copies, so a caller that changes what it gets cannot change what the next call gets.
+    config.defaultUserAgentProvider = async () => (await (sections ??= build())).map(([name, version]) => (version === undefined ? [name] : [name, version]));
+  }
+  return client;
 }
 
 /** SDK exception names that mean "the store cannot serve us right now" (after the SDK's own retries). */
