@@ -1,4 +1,6 @@
+import { Sha256 } from '@aws-crypto/sha256-js';
 import { DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
+import { SignatureV4 } from '@smithy/signature-v4';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { lazy } from '../../lambda/core/lazy';
@@ -35,14 +37,21 @@ describe('AWS SDK clients', () => {
 });
 
 /** A stand-in DynamoDB endpoint on loopback: records each call's headers and body, answers GetItem with the key it was asked for. */
-async function recordingEndpoint(): Promise<{ url: string; calls: { headers: IncomingHttpHeaders; body: string }[]; server: Server }> {
-  const calls: { headers: IncomingHttpHeaders; body: string }[] = [];
+interface RecordedCall {
+  readonly method: string;
+  readonly path: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly body: string;
+}
+
+async function recordingEndpoint(): Promise<{ url: string; calls: RecordedCall[]; server: Server }> {
+  const calls: RecordedCall[] = [];
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks).toString('utf8');
-      calls.push({ headers: req.headers, body });
+      calls.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body });
       const { Key } = JSON.parse(body) as { Key: unknown };
       res.writeHead(200, { 'content-type': 'application/x-amz-json-1.0' });
       res.end(JSON.stringify({ Item: Key }));
@@ -67,6 +76,39 @@ describe('the gateway DynamoDB client', () => {
         expect(gateway2![name]).toBe(plain2![name]);
       }
       expect(Object.keys(gateway2!).sort()).toEqual(Object.keys(plain2!).sort());
+    } finally {
+      endpoint.server.close();
+    }
+  });
+
+  it('when it sends calls, each carries a valid SigV4 signature of what it sent', async () => {
+    const endpoint = await recordingEndpoint();
+    try {
+      const gateway = createDynamoDbClient({ region: 'eu-west-1', endpoint: endpoint.url, cacheMiddleware: true });
+      for (const pk of ['a', 'b', 'c']) await gateway.send(new GetItemCommand({ TableName: 't', Key: { pk: { S: pk } } }));
+      const verifier = new SignatureV4({ credentials: { accessKeyId: 'local', secretAccessKey: 'local' }, region: 'eu-west-1', service: 'dynamodb', sha256: Sha256 });
+      for (const call of endpoint.calls) {
+        const authorization = String(call.headers.authorization);
+        const signed = /SignedHeaders=([^,]+)/.exec(authorization)![1]!.split(';');
+        const amzDate = String(call.headers['x-amz-date']);
+        const signingDate = new Date(`${amzDate.slice(0, 4)}-${amzDate.slice(4, 6)}-${amzDate.slice(6, 11)}:${amzDate.slice(11, 13)}:${amzDate.slice(13)}`);
+        const url = new URL(endpoint.url);
+        const again = await verifier.sign(
+          {
+            method: call.method,
+            protocol: url.protocol,
+            hostname: url.hostname,
+            port: Number(url.port),
+            path: call.path,
+            query: {},
+            headers: Object.fromEntries(signed.map((name) => [name, String(call.headers[name])])),
+            body: call.body,
+          },
+          { signingDate },
+        );
+        expect(authorization).toMatch(/^AWS4-HMAC-SHA256 Credential=local\/\d{8}\/eu-west-1\/dynamodb\/aws4_request/);
+        expect(again.headers.authorization).toBe(authorization);
+      }
     } finally {
       endpoint.server.close();
     }

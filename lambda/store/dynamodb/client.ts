@@ -45,7 +45,7 @@ export interface DynamoDbClientOptions {
 export function createDynamoDbClient(options: DynamoDbClientOptions): DynamoDBClient {
   const local = options.endpoint !== undefined;
   const maxSockets = options.maxSockets ?? 256;
-  return withUserAgentOnce(withoutSdkLogger(new DynamoDBClient({
+  return withSignerPerScheme(withUserAgentOnce(withoutSdkLogger(new DynamoDBClient({
     region: options.region,
     endpoint: options.endpoint,
     credentials: local ? { accessKeyId: 'local', secretAccessKey: 'local' } : undefined,
@@ -59,7 +59,7 @@ export function createDynamoDbClient(options: DynamoDbClientOptions): DynamoDBCl
       httpAgent: { keepAlive: true, maxSockets },
       httpsAgent: { keepAlive: true, maxSockets },
     },
-  })));
+  }))));
 }
 
 /**
@@ -77,6 +77,38 @@ function withUserAgentOnce(client: DynamoDBClient): DynamoDBClient {
     let sections: Promise<UserAgent> | undefined;
     // Copies, so a caller that changes what it gets cannot change what the next call gets.
     config.defaultUserAgentProvider = async () => (await (sections ??= build())).map(([name, version]) => (version === undefined ? [name] : [name, version]));
+  }
+  return client;
+}
+
+/** What the SDK's signer factory is given: the endpoint's auth scheme, if it names one. */
+interface AuthSchemeLike {
+  readonly name?: string;
+  readonly signingName?: string;
+  readonly signingRegion?: string;
+}
+
+/**
+ * The SDK creates a new SigV4 signer for every call (copying the whole client configuration into it): `client`
+ * reuses one per auth scheme instead. The signer holds no per-request state (credentials are resolved when it
+ * signs), and the SDK fixes the client's signing region and service at its first call anyway, so the
+ * signatures are the same.
+ */
+function withSignerPerScheme(client: DynamoDBClient): DynamoDBClient {
+  const config = client.config as { signer?: (authScheme?: AuthSchemeLike) => Promise<unknown> };
+  const create = config.signer;
+  if (create) {
+    const signers = new Map<string, Promise<unknown>>();
+    config.signer = (authScheme) => {
+      const key = `${authScheme?.name}|${authScheme?.signingName}|${authScheme?.signingRegion}`;
+      let signer = signers.get(key);
+      if (!signer) {
+        signer = create(authScheme);
+        signers.set(key, signer);
+        signer.catch(() => signers.delete(key));
+      }
+      return signer;
+    };
   }
   return client;
 }
