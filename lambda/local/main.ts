@@ -50,7 +50,9 @@ async function main(): Promise<void> {
   const dir = stateDir();
   const inMemory = values['in-memory'] || env.TOLLGATE_IN_MEMORY === 'true';
 
-  const dynamo = await startDynamoDbLocal({ port: 0, inMemory, dataDir: join(dir, 'dynamodb') });
+  // JVM options of DynamoDB Local: its defaults (C1 only, serial GC) unless the variable says otherwise ('' = the JVM's own).
+  const javaOptions = env.TOLLGATE_DYNAMODB_LOCAL_JAVA_OPTS?.split(/\s+/).filter((o) => o !== '');
+  const dynamo = await startDynamoDbLocal({ port: 0, inMemory, dataDir: join(dir, 'dynamodb'), ...(javaOptions ? { javaOptions } : {}) });
   // The in-process agent worker, once started (stopped first, so its current run is recorded).
   let stopAgent: (() => Promise<void>) | undefined;
   // Budget leases still open are returned before DynamoDB Local stops (else the sweeper charges them in full).
