@@ -34,7 +34,7 @@ import { ensureTables } from '../lambda/store/dynamodb/create-tables';
 import { DynamoDbGuardrailStore } from '../lambda/store/dynamodb/guardrails-store';
 import { DynamoDbKeyStore } from '../lambda/store/dynamodb/key-store';
 import { DynamoDbLedger } from '../lambda/store/dynamodb/ledger';
-import { leasingLedgerFor, pipelineSettings } from '../lambda/compose';
+import { leasingLedgerFor, pipelineSettings, poolOptionsOf } from '../lambda/compose';
 import { TABLES, type TableDefinition, type TableNames } from '../lambda/store/dynamodb/schema';
 import { DynamoPhysics, type PartitionStats, type PhysicsStats } from './support/dynamo-physics';
 import { seededRandom, VirtualScheduler } from './support/virtual-time';
@@ -64,12 +64,14 @@ interface Options {
 }
 
 type ScenarioName = 'throughput' | 'budget';
-type ConfigName = 'per-request' | 'leases';
+type ConfigName = 'per-request' | 'leases' | 'pools';
 
 /** How one configuration builds an instance's ledger from the DynamoDB ledger. */
 interface Configuration {
   readonly name: ConfigName;
   readonly label: string;
+  /** Scope pools in the DynamoDB ledger (store/dynamodb/pools.ts). */
+  readonly pools: boolean;
   wrap(inner: DynamoDbLedger, ctx: WrapContext): Ledger & { close?(): Promise<void> };
 }
 
@@ -81,11 +83,18 @@ interface WrapContext {
 }
 
 const CONFIGURATIONS: Record<ConfigName, Configuration> = {
-  'per-request': { name: 'per-request', label: '(a) per-request reserve', wrap: (inner) => inner },
-  // As lambda/compose.ts builds it with leases on (the default).
+  'per-request': { name: 'per-request', label: '(a) per-request reserve', pools: false, wrap: (inner) => inner },
   leases: {
     name: 'leases',
-    label: '(b) budget leases',
+    label: '(b) budget leases, no pools',
+    pools: false,
+    wrap: (inner, { scheduler, instanceId, config, onError }) => leasingLedgerFor(inner, config, { clock: scheduler, instanceId, onError }),
+  },
+  // As lambda/compose.ts builds it by default: scope pools in the ledger, budget leases in front of it.
+  pools: {
+    name: 'pools',
+    label: '(c) pools + leases (default)',
+    pools: true,
     wrap: (inner, { scheduler, instanceId, config, onError }) => leasingLedgerFor(inner, config, { clock: scheduler, instanceId, onError }),
   },
 };
@@ -128,6 +137,10 @@ interface Result {
   readonly timeline: number[];
   /** Admissions served from a lease (no store write of their own). */
   readonly leasedAdmissions: number;
+  /** Admissions taken from a scope pool (one single-item write instead of a transaction). */
+  readonly pooledAdmissions: number;
+  /** Holds the sweeper released after the run (pool grants; anything else would be a request never settled). */
+  readonly poolGrantsReleased: number;
   /** After the ramp: offered and admitted requests, and how long that part lasted. */
   readonly full: { readonly offered: number; readonly admitted: number; readonly ms: number };
 }
@@ -226,6 +239,7 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
       usageRetentionDays: config.usageRetentionDays,
       clock: scheduler,
       sleep: scheduler.sleep,
+      pools: configuration.pools ? poolOptionsOf(config) : false,
     });
     const wrapped = configuration.wrap(inner, {
       scheduler,
@@ -243,6 +257,7 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
         return async (input: Parameters<Ledger['reserve']>[0]) => {
           const reservation = await target.reserve(input);
           if (reservation.leaseId !== undefined) leasedAdmissions++;
+          else if (reservation.pool !== undefined) pooledAdmissions++;
           return reservation;
         };
       },
@@ -273,6 +288,7 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
   const full = { offered: 0, admitted: 0, ms: durationMs - rampMs };
   const timeline: number[] = [];
   let leasedAdmissions = 0;
+  let pooledAdmissions = 0;
 
   const serve = async (instance: Instance, n: number, arrival: number): Promise<void> => {
     const key = keyRecords[n % keyRecords.length]!;
@@ -369,6 +385,10 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
   const closing = Promise.all(instances.map((i) => i.ledger.close?.()));
   await scheduler.run({ maxVirtualMs: 15 * 60_000 });
   await closing;
+  // The sweeper (every minute on AWS) releases the pools' grants once their epochs and grace are over.
+  const sweepAt = scheduler.now() + 2 * (config.pools.epochMs * 2 + config.pools.graceMs);
+  const sweeper = new DynamoDbLedger(setupClient, { tables: config.tables, platformShards: config.platformShards, usageRetentionDays: 1, clock: { now: () => sweepAt } });
+  const poolGrantsReleased = await sweeper.sweepExpired(sweepAt);
 
   const dayRef: CounterRef = { scope: `user:${USER}`, window: 'day', windowKey: windowKey('day', start), windowEnd: windowBounds('day', start).end };
   const [day] = await setupLedger.readCounters([dayRef]);
@@ -397,6 +417,8 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
     realCalls: scheduler.realCalls,
     durationMs,
     full,
+    poolGrantsReleased,
+    pooledAdmissions,
     timeline: Array.from({ length: Math.ceil(durationMs / 1000) }, (_, i) => timeline[i] ?? 0),
     leasedAdmissions,
   };
@@ -432,6 +454,8 @@ function report(results: readonly Result[], options: Options): void {
     line('admitted req/s (after the ramp)', (r) => (r.full.ms > 0 ? (r.full.admitted / (r.full.ms / 1000)).toFixed(0) : '—'));
     line('offered / admitted requests (whole run)', (r) => `${r.offered} / ${r.admitted}`);
     line('admitted from a lease (no write of their own)', (r) => `${r.leasedAdmissions} (${r.admitted ? ((100 * r.leasedAdmissions) / r.admitted).toFixed(0) : 0} %)`);
+    line('taken from a scope pool (single-item write)', (r) => `${r.pooledAdmissions} (${r.admitted ? ((100 * r.pooledAdmissions) / r.admitted).toFixed(0) : 0} %)`);
+    line('holds the sweeper released after the run', (r) => String(r.poolGrantsReleased));
     line('store errors: 503 store_unavailable', (r) => String(r.storeUnavailable));
     line('store errors: 429 gateway_busy (contention)', (r) => String(r.contentionShed));
     line('refused: budget (429 insufficient_quota)', (r) => String(r.refusedBudget));

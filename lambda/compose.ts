@@ -28,6 +28,7 @@ import { createRequestLogObserver } from './observability/request-log';
 import { createProviders, type ProviderRegistry } from './providers/registry';
 import { DynamoDbKeyStore } from './store/dynamodb/key-store';
 import { DynamoDbLedger } from './store/dynamodb/ledger';
+import type { PoolOptions } from './store/dynamodb/pools';
 import { LeasingLedger } from './core/lease/leasing-ledger';
 import type { AlertSink } from './core/guardrails/alerts';
 import { DynamoDbGuardrailStore } from './store/dynamodb/guardrails-store';
@@ -175,6 +176,12 @@ export function pipelineSettings(config: GatewayConfig) {
   } satisfies Partial<PipelineOptions>;
 }
 
+/** The ledger's scope pools as configured (false: off). */
+export function poolOptionsOf(config: GatewayConfig): PoolOptions | false {
+  const { enabled, ...options } = config.pools;
+  return enabled ? options : false;
+}
+
 /** Budget leases over `ledger` with the configured settings (whether to use them is `config.leases.enabled`). */
 export function leasingLedgerFor(
   ledger: DynamoDbLedger,
@@ -202,6 +209,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     usageRetentionDays: config.usageRetentionDays,
     clock,
     batchUsageWrites: deps.batchUsageWrites ?? false,
+    pools: poolOptionsOf(config),
   });
   const leases = config.leases.enabled
     ? leasingLedgerFor(ledger, config, {

@@ -394,7 +394,9 @@ export class RequestPipeline {
     // Off the critical path: the limited counters after the hold, read while the provider works; they tell
     // settle whether any alert tier is within reach. The remaining-budget headers never wait for this read:
     // they use it if it is already back, else the last values this instance read (see knownRemaining).
-    const afterHold = reservation.leaseId ? this.leaseReadBack(reservation, reservation.leaseId) : this.readLimited(reservation);
+    // Shared per lease, and per scope pool (whose grants hold more than its requests take).
+    const shared = reservation.leaseId ?? (reservation.pool ? `${reservation.pool.pk}|${reservation.pool.sk}` : undefined);
+    const afterHold = shared ? this.leaseReadBack(reservation, shared) : this.readLimited(reservation);
     void this.readBaselines(scopes, now);
     let readBack: CounterValue[] | undefined;
     void afterHold.then((values) => {
@@ -522,6 +524,7 @@ export class RequestPipeline {
    * slice as held: an upper bound of what the lease's requests can add), shared by its requests.
    */
   private leaseReadBack(reservation: Reservation, leaseId: string): Promise<CounterValue[] | undefined> {
+    // (For a pooled request, `leaseId` names its pool.)
     const known = this.leaseReads.get(leaseId);
     if (known) return known;
     if (this.leaseReads.size >= 1_000) this.leaseReads.clear();

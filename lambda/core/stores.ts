@@ -126,6 +126,11 @@ export interface Reservation {
    * hold: the lease's hold covers it, and its counters change when the lease is returned.
    */
   readonly leaseId?: string;
+  /**
+   * Set when the request was taken from a scope pool (store/dynamodb/pools.ts) instead of holding on its own:
+   * settle gives its unspent part back to that pool.
+   */
+  readonly pool?: { readonly pk: string; readonly sk: string };
 }
 
 export interface SettleInput {

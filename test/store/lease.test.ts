@@ -5,13 +5,12 @@ import { BudgetExceededError } from '../../lambda/core/errors';
 import { LeasingLedger, type LeaseOptions } from '../../lambda/core/lease/leasing-ledger';
 import type { CounterRef, RateCharge, Reservation, ReserveInput } from '../../lambda/core/stores';
 import type { ScopeId, UsageRecord } from '../../lambda/core/types';
-import { windowBounds, windowKey } from '../../lambda/core/windows';
 import { DynamoDbLedger, loopKey } from '../../lambda/store/dynamodb/ledger';
 import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
 import { loopCheckFor } from '../../lambda/core/guardrails/loop-guard';
 import { DEFAULT_GUARDRAILS } from '../../lambda/core/guardrails/settings';
 import { createTestTables, type TestTables } from '../support/dynamo';
-import { usageRecordFor } from '../support/usage-records';
+import { dayCounterAt, reserveInputFor, usageRecordFor } from '../support/usage-records';
 
 // Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write (see test/support/clock.ts).
 const T0 = Date.parse('2099-11-23T10:30:00.000Z');
@@ -51,20 +50,11 @@ function uniqueUser(): string {
 }
 
 function dayCounter(scope: ScopeId, limit?: number): CounterRef {
-  return { scope, window: 'day', windowKey: windowKey('day', T0), windowEnd: windowBounds('day', T0).end, ...(limit !== undefined ? { limit } : {}) };
+  return dayCounterAt(scope, T0, limit);
 }
 
 function request(user: string, now: number, amount: number, counters: CounterRef[], rateCharges: RateCharge[] = []): ReserveInput {
-  seq += 1;
-  return {
-    requestId: `r${seq}-${Math.random().toString(36).slice(2, 8)}`,
-    now,
-    expiresAt: now + HOLD_TTL,
-    amount,
-    counters,
-    rateCharges,
-    context: { keyId: `key-${user}`, userId: user, model: 'gpt-4o-mini' },
-  };
+  return reserveInputFor(user, { now, holdTtlMs: HOLD_TTL }, amount, counters, rateCharges);
 }
 
 function usageOf(r: Reservation, user: string, cost: number): UsageRecord {

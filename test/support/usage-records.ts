@@ -1,4 +1,6 @@
-import type { UsageRecord } from '../../lambda/core/types';
+import type { CounterRef, RateCharge, ReserveInput } from '../../lambda/core/stores';
+import type { ScopeId, UsageRecord } from '../../lambda/core/types';
+import { windowBounds, windowKey } from '../../lambda/core/windows';
 
 /** The usage record of one successful gpt-4o-mini chat request of `userId` (key `key-<userId>`), for store tests. */
 export function usageRecordFor(requestId: string, userId: string, cost: number, at: number): UsageRecord {
@@ -19,5 +21,32 @@ export function usageRecordFor(requestId: string, userId: string, cost: number, 
     httpStatus: 200,
     durationMs: 100,
     byok: false,
+  };
+}
+
+/** The day counter of `scope` on the day of `at` (with its limit, when given), for store tests. */
+export function dayCounterAt(scope: ScopeId, at: number, limit?: number): CounterRef {
+  return { scope, window: 'day', windowKey: windowKey('day', at), windowEnd: windowBounds('day', at).end, ...(limit !== undefined ? { limit } : {}) };
+}
+
+let requestSeq = 0;
+
+/** A reserve input of `userId` (key `key-<userId>`, gpt-4o-mini) with a unique request id, for store tests. */
+export function reserveInputFor(
+  userId: string,
+  at: { readonly now: number; readonly holdTtlMs: number },
+  amount: number,
+  counters: CounterRef[],
+  rateCharges: RateCharge[] = [],
+): ReserveInput {
+  requestSeq += 1;
+  return {
+    requestId: `r${requestSeq}-${Math.random().toString(36).slice(2, 8)}`,
+    now: at.now,
+    expiresAt: at.now + at.holdTtlMs,
+    amount,
+    counters,
+    rateCharges,
+    context: { keyId: `key-${userId}`, userId, model: 'gpt-4o-mini' },
   };
 }

@@ -75,6 +75,7 @@ import { errorName, translateError } from './client';
 import { shardOf } from './hash';
 import { HOLD_SHARDS, type TableNames } from './schema';
 import { usageItem } from './usage-store';
+import { type PoolOptions, type PoolRef, ScopePools } from './pools';
 
 type Item = Record<string, AttributeValue>;
 
@@ -95,6 +96,12 @@ export interface DynamoDbLedgerOptions {
   readonly batchUsageWrites?: boolean;
   /** How the ledger waits between retries (a simulation passes virtual time). @default real timers */
   readonly sleep?: (ms: number) => Promise<void>;
+  /**
+   * Scope pools (pools.ts) for keys busy across many instances (the gateway passes its configuration: on by
+   * default); absent or false: every request reserves on its own. Grants of pools are released by the sweeper
+   * whatever this says. @default false
+   */
+  readonly pools?: PoolOptions | false;
 }
 
 /** DynamoDB's limit on items per TransactWriteItems. */
@@ -153,6 +160,12 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
   private readonly sleep: (ms: number) => Promise<void>;
   /** Last tat (µs) this instance wrote or saw per bucket: picks the GCRA branch to try first. */
   private readonly tatHints = new Map<string, number>();
+  private readonly pools: ScopePools;
+  private readonly pooling: boolean;
+  /** Keys whose requests go through scope pools, until when (from conflicts seen here and marks read). */
+  private readonly pooledKeys = new Map<string, number>();
+  /** When this instance last wrote a key's pooled mark. */
+  private readonly markedAt = new Map<string, number>();
 
   constructor(
     private readonly client: DynamoDBClient,
@@ -168,9 +181,99 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     this.clock = options.clock ?? systemClock;
     this.batchUsageWrites = options.batchUsageWrites ?? false;
     this.sleep = options.sleep ?? sleep;
+    this.pooling = options.pools !== undefined && options.pools !== false;
+    this.pools = new ScopePools(
+      {
+        client,
+        table: this.budgets,
+        clock: this.clock,
+        sleep: this.sleep,
+        platformShards: this.platformShards,
+        reserveGrant: (input, pool) => this.reserveHeld(input, pool),
+        readCounters: (refs) => this.readCounters(refs),
+        refundCounters: (counters, delta) => this.refundCounters(counters, delta),
+        refilled: (keyId, now) => this.markPooled(keyId, now),
+      },
+      options.pools || {},
+    );
   }
 
   async reserve(input: ReserveInput): Promise<Reservation> {
+    assertMicros(input.amount, 'amount');
+    if (this.pooling && (this.pooledKeys.get(input.context.keyId) ?? 0) > input.now && this.pools.fits(input)) {
+      for (const ref of input.counters) {
+        if (ref.limit !== undefined && input.amount > ref.limit) throw budgetExceeded(ref, { amount: input.amount });
+      }
+      const pooled = await this.reservePooled(input);
+      if (pooled) return pooled;
+    }
+    return this.reserveHeld(input);
+  }
+
+  /**
+   * A pooled key's request: taken from its pool (one single-item write) while the loop guard counts the copy
+   * (another). Undefined when the pool cannot decide it: then it reserves on its own (loop already counted).
+   */
+  private async reservePooled(input: ReserveInput): Promise<Reservation | undefined> {
+    const [taken, counted] = await Promise.allSettled([
+      this.pools.take(input),
+      input.loop ? this.countLoop(input.loop) : Promise.resolve(),
+    ]);
+    if (counted.status === 'rejected') {
+      if (taken.status === 'fulfilled' && taken.value?.pool) await this.pools.cancel(taken.value, taken.value.pool);
+      throw counted.reason;
+    }
+    if (taken.status === 'rejected') {
+      // Refused (or the store failed): the copy the loop guard counted is not presumed failed.
+      if (input.loop) await this.settleLoop(input.loop, undefined).catch(() => undefined);
+      throw taken.reason;
+    }
+    if (taken.value) return taken.value;
+    const { loop, ...alone } = input;
+    try {
+      const reservation = await this.reserveHeld(alone);
+      return loop ? { ...reservation, loop } : reservation;
+    } catch (err) {
+      if (loop) await this.settleLoop(loop, undefined).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Marks a key pooled (here at once; for every instance through its limits item, at most twice a mark's life). */
+  private markPooled(keyId: string, now: number): void {
+    if (!this.pooling) return;
+    const until = now + this.pools.markMs;
+    this.pooledKeys.set(keyId, until);
+    if (this.pooledKeys.size > MAX_HINTS) this.pooledKeys.delete(this.pooledKeys.keys().next().value as string);
+    const last = this.markedAt.get(keyId);
+    if (last !== undefined && now - last < this.pools.markMs / 2 && now >= last) return;
+    this.markedAt.set(keyId, now);
+    if (this.markedAt.size > MAX_HINTS) this.markedAt.delete(this.markedAt.keys().next().value as string);
+    void this.client
+      .send(
+        new UpdateItemCommand({
+          TableName: this.budgets,
+          Key: marshall({ pk: `limit#key:${keyId}`, sk: 'limits' }),
+          UpdateExpression: 'SET poolUntil = :until',
+          ConditionExpression: 'attribute_not_exists(poolUntil) OR poolUntil < :until',
+          ExpressionAttributeValues: { ':until': { N: String(until) } },
+        }),
+      )
+      .catch(() => undefined); // a hint: other instances find the key busy on their own
+  }
+
+  /** Learns the pooled marks on the limits items a read returned. */
+  private learnMarks(values: ReadonlyArray<Record<string, unknown>>): void {
+    for (const value of values) {
+      const pk = String(value.pk);
+      if (typeof value.poolUntil !== 'number' || !pk.startsWith('limit#key:')) continue;
+      const keyId = pk.slice('limit#key:'.length);
+      if (value.poolUntil > (this.pooledKeys.get(keyId) ?? 0)) this.pooledKeys.set(keyId, value.poolUntil);
+    }
+  }
+
+  /** The reserve transaction (see the file header); with `pool`, a grant for that pool, released by the sweeper. */
+  private async reserveHeld(input: ReserveInput, pool?: PoolRef): Promise<Reservation> {
     assertMicros(input.amount, 'amount');
     const nowUs = input.now * 1000;
     for (const ref of input.counters) {
@@ -209,6 +312,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
             rateCharges: input.rateCharges,
             context: input.context,
             ttl: Math.ceil(input.expiresAt / 1000) + DAY_S,
+            ...(pool ? { pool, grant: { counters: input.counters, velocity: input.velocity ?? [] } } : {}),
           },
           { removeUndefinedValues: true },
         ),
@@ -219,7 +323,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
 
     for (let branchRetries = 0; ; branchRetries++) {
       const items = [...buckets.map((b) => this.chargeBucket(b, nowUs)), ...counterUpdates, ...guardItems, holdPut];
-      const reasons = await this.transact(items);
+      const reasons = await this.transact(items, () => this.markPooled(input.context.keyId, input.now));
       if (!reasons) break;
 
       // Guardrails first: an open circuit or a loop explains the denial better than a budget does.
@@ -345,6 +449,14 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
   async settle(input: SettleInput): Promise<void> {
     const { reservation, cost } = input;
     assertMicros(cost, 'cost');
+    if (reservation.pool) {
+      // The record and the loop outcome first (a failure here is retried by the caller, harmlessly); the pool
+      // gets its part back last and once: if that fails, the request stays charged its whole amount.
+      const loop = reservation.loop;
+      await Promise.all([this.writeUsage([input.usage]), ...(loop ? [this.settleLoop(loop, input.loopOutcome)] : [])]);
+      await this.pools.settle(input, reservation.pool);
+      return;
+    }
     const hold = holdKey(reservation.requestId, reservation.expiresAt);
     const bucketAdjustments = [...this.tokenAdjustments(input), ...this.loopStreak(input), ...this.velocitySettle(input)];
     const usagePut = (): TransactWriteItem => ({
@@ -504,6 +616,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
   async returnLease(input: LeaseReturn): Promise<void> {
     const { reservation, cost } = input;
     assertMicros(cost, 'cost');
+    if (reservation.pool) return this.pools.returnLease(input, reservation.pool);
     const hold = holdKey(reservation.requestId, reservation.expiresAt);
     const settleLike: SettleInput = {
       reservation,
@@ -596,8 +709,9 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     const out = new Map<string, LoopOverrides>();
     const unique = [...new Set(keyIds)];
     if (unique.length === 0) return out;
-    for (const item of await this.batchGet(unique.map((id) => ({ pk: `limit#key:${id}`, sk: 'limits' })))) {
-      const value = unmarshall(item);
+    const items = (await this.batchGet(unique.map((id) => ({ pk: `limit#key:${id}`, sk: 'limits' })))).map((item) => unmarshall(item));
+    this.learnMarks(items);
+    for (const value of items) {
       const overrides: { maxRepeats?: number; maxFailures?: number } = {};
       if (typeof value.loopMaxRepeats === 'number') overrides.maxRepeats = value.loopMaxRepeats;
       if (typeof value.loopMaxFailures === 'number') overrides.maxFailures = value.loopMaxFailures;
@@ -655,9 +769,9 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
   async getLimitSettings(scopes: readonly ScopeId[]): Promise<Map<ScopeId, StoredLimits>> {
     const unique = [...new Set(scopes)];
     const out = new Map<ScopeId, StoredLimits>(unique.map((scope) => [scope, {}]));
-    const items = await this.batchGet(unique.map((scope) => ({ pk: `limit#${scope}`, sk: 'limits' })));
-    for (const item of items) {
-      const value = unmarshall(item);
+    const items = (await this.batchGet(unique.map((scope) => ({ pk: `limit#${scope}`, sk: 'limits' })))).map((item) => unmarshall(item));
+    this.learnMarks(items);
+    for (const value of items) {
       const scope = String(value.pk).slice('limit#'.length) as ScopeId;
       const limits: Partial<Record<Window, MicroUsd | typeof UNLIMITED>> = {};
       for (const window of WINDOWS) {
@@ -735,6 +849,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
    * ({@link settleLate}). False when the hold vanished meanwhile (settled after all).
    */
   private async releaseHold(hold: StoredHold, now: number): Promise<boolean> {
+    if (hold.pool && hold.grant) return this.releaseGrant(hold as StoredHold & Required<Pick<StoredHold, 'pool' | 'grant'>>, now);
     const record = abandonedRecord(hold, now);
     const items: TransactWriteItem[] = [
       {
@@ -765,6 +880,47 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     if (!reasons) return true;
     if (reasons[0]?.Code === 'ConditionalCheckFailed') return false;
     throw unexpectedCancellation(reasons);
+  }
+
+  /**
+   * Releases a pool's grant once the pool's epoch and grace are over: the pool stops admitting, and its counters
+   * get the grant less the room the pool gives back (what was taken and never given back stays charged, with an
+   * `abandoned` record for it); the velocity windows get the real cost instead of the grant.
+   */
+  private async releaseGrant(hold: StoredHold & Required<Pick<StoredHold, 'pool' | 'grant'>>, now: number): Promise<boolean> {
+    const { refund, requests, unrecorded } = await this.pools.claimRefund(hold.pool, hold.amount, now);
+    const cost = hold.amount - refund;
+    const items: TransactWriteItem[] = [
+      { Delete: { TableName: this.budgets, Key: marshall({ pk: hold.pk, sk: hold.sk }), ConditionExpression: 'attribute_exists(pk)' } },
+      ...hold.grant.counters.map((ref) => this.counterUpdate(ref, { committed: -refund, reserved: -hold.amount, spent: cost, requests })),
+      ...this.velocitySettle({ reservation: { velocity: hold.grant.velocity } as Reservation, cost, usage: undefined as never }),
+    ];
+    if (unrecorded > 0) {
+      const record = { ...abandonedRecord(hold, now), costMicros: unrecorded };
+      items.push({ Put: { TableName: this.usage, Item: usageItem(record, { retentionDays: this.usageRetentionDays }) } });
+    }
+    assertTransactionSize(items.length, 'pool release');
+    const reasons = await this.transact(items);
+    if (!reasons) return true;
+    if (reasons[0]?.Code === 'ConditionalCheckFailed') return false;
+    throw unexpectedCancellation(reasons);
+  }
+
+  /** A request that settled after its pool closed: the counters give back its unspent part (single-item writes). */
+  private async refundCounters(counters: readonly CounterRef[], delta: { readonly refund: MicroUsd; readonly requests: number }): Promise<void> {
+    await Promise.all(
+      counters.map((ref) =>
+        this.client.send(
+          new UpdateItemCommand({
+            TableName: this.budgets,
+            Key: marshall({ pk: counterPk(ref), sk: ref.windowKey }),
+            UpdateExpression: 'ADD committed :neg, spent :neg, requests :n',
+            ConditionExpression: 'attribute_exists(pk)',
+            ExpressionAttributeValues: { ':neg': { N: String(-delta.refund) }, ':n': { N: String(delta.requests) } },
+          }),
+        ),
+      ),
+    );
   }
 
   /** Passes only while the scope's circuit is closed (no item, or its `openUntil` has passed). */
@@ -1006,7 +1162,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
    * other transactions. Resolves undefined on success, or the cancellation reasons (one per item) when a
    * condition failed. Anything else is translated and thrown.
    */
-  private async transact(items: TransactWriteItem[]): Promise<CancellationReason[] | undefined> {
+  private async transact(items: TransactWriteItem[], onConflict?: () => void): Promise<CancellationReason[] | undefined> {
     for (let attempt = 0; ; attempt++) {
       try {
         await this.client.send(new TransactWriteItemsCommand({ TransactItems: items }));
@@ -1027,6 +1183,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
           reasons.some((r) => r.Code === 'TransactionConflict') &&
           reasons.every((r) => r.Code === undefined || r.Code === 'None' || r.Code === 'TransactionConflict');
         if (!onlyConflicts) return reasons;
+        if (attempt === 0) onConflict?.();
         if (attempt >= MAX_CONFLICT_RETRIES) {
           throw new StoreUnavailableError('The gateway is too busy to record this request; try again shortly.', {
             code: 'store_contention',
@@ -1080,6 +1237,9 @@ interface StoredHold {
   readonly reservedAt: number;
   readonly counters: ReadonlyArray<{ readonly pk: string; readonly sk: string; readonly ttl: number }>;
   readonly context: ReserveInput['context'];
+  /** A pool's grant (pools.ts): the pool, and what its release corrects. */
+  readonly pool?: PoolRef;
+  readonly grant?: { readonly counters: readonly CounterRef[]; readonly velocity: readonly VelocityCharge[] };
 }
 
 /** The hold item a reservation wrote, as far as the sweeper's record of it needs it. */

@@ -1,0 +1,84 @@
+/**
+ * Scope pools end to end: the OpenAI SDK (unchanged) → the local gateway (real HTTP) → the fake upstream, on
+ * DynamoDB Local, with default settings but leases off (so every request of the pooled key meets its pool). A
+ * key another instance marked as pooled is admitted from pool items; each caller gets its cost, every request
+ * its usage record, and once the sweeper releases the pools' grants the counters hold exactly what the usage
+ * records say.
+ */
+import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { marshall } from '@aws-sdk/util-dynamodb';
+import OpenAI from 'openai';
+import { type Harness, startHarness } from '../support/gateway-harness';
+import { TEST_NOW } from '../support/clock';
+import { ManualClock } from '../../lambda/core/clock';
+import { usdToMicros } from '../../lambda/core/money';
+
+const clock = new ManualClock(TEST_NOW);
+let h: Harness;
+
+beforeAll(async () => {
+  h = await startHarness({ clock, env: { TOLLGATE_LEASES: 'false' } });
+});
+afterAll(() => h.close());
+
+/** As an instance that met a transaction conflict on this key's items does. */
+async function markPooled(keyId: string): Promise<void> {
+  await h.tables.client.send(
+    new UpdateItemCommand({
+      TableName: h.config.tables.budgets,
+      Key: marshall({ pk: `limit#key:${keyId}`, sk: 'limits' }),
+      UpdateExpression: 'SET poolUntil = :u',
+      ExpressionAttributeValues: marshall({ ':u': clock.now() + 10 * 60_000 }),
+    }),
+  );
+}
+
+describe('scope pools through the gateway', () => {
+  it('when a key is pooled, JSON and streamed requests are admitted from its pools and, once the grants are released, the counters equal the recorded usage', async () => {
+    // A key busy enough to pool (a pool's share of a 60 rpm bucket over one epoch would not hold a few requests).
+    const { raw, keyId } = await h.createKey({ userId: 'pool-user', rpm: 6_000, tpm: 10_000_000 });
+    await markPooled(keyId);
+    const client = new OpenAI({ apiKey: raw, baseURL: h.baseURL, maxRetries: 0 });
+    let charged = 0;
+    for (let i = 0; i < 12; i++) {
+      const { data, response } = await client.chat.completions
+        .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: `Summarise ticket #${i}.` }], max_tokens: 50 })
+        .withResponse();
+      expect(data.choices[0]?.message.content).toBeTruthy();
+      charged += usdToMicros(response.headers.get('x-tollgate-cost-usd') ?? 'missing');
+      clock.advance(50);
+    }
+    const stream = await client.chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages: [{ role: 'user', content: 'Stream a short answer.' }],
+      max_tokens: 50,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let streamed = '';
+    for await (const chunk of stream) streamed += chunk.choices[0]?.delta?.content ?? '';
+    expect(streamed.length).toBeGreaterThan(0);
+    await h.settled();
+
+    const pools = (await h.scan('budgets')).filter((item) => String(item.pk).startsWith('pool#'));
+    expect(pools.length).toBeGreaterThan(0);
+    // No request held on its own: only the pools' grants are holds.
+    const holds = await h.holds();
+    expect(holds.length).toBeGreaterThan(0);
+    expect(holds.every((hold) => String(hold.requestId).startsWith('pool.'))).toBe(true);
+    const day = `day#${new Date(clock.now()).toISOString().slice(0, 10)}`;
+    const refs = [{ scope: 'user:pool-user' as const, window: 'day' as const, windowKey: day, windowEnd: 0 }];
+    const [live] = await h.gateway.ledger.readCounters(refs);
+    expect(live!.committed).toBeGreaterThan(0);
+
+    // The sweeper's run after the pools' epochs and grace.
+    expect(await h.gateway.ledger.sweepExpired(clock.now() + 5 * 60_000)).toBe(holds.length);
+    expect(await h.holds()).toEqual([]);
+    const records = (await h.scan('usage')).filter((r) => r.keyId === keyId);
+    expect(records).toHaveLength(13);
+    const recorded = records.reduce((a, r) => a + (r.costMicros as number), 0);
+    expect(recorded).toBeGreaterThan(charged);
+    const [after] = await h.gateway.ledger.readCounters(refs);
+    expect(after).toMatchObject({ spent: recorded, committed: recorded, reserved: 0, requests: 13 });
+  });
+});

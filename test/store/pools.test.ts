@@ -1,0 +1,294 @@
+import { GetItemCommand, UpdateItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
+import { ManualClock } from '../../lambda/core/clock';
+import { BudgetExceededError } from '../../lambda/core/errors';
+import { LeasingLedger } from '../../lambda/core/lease/leasing-ledger';
+import type { CounterRef, RateCharge, Reservation, ReserveInput } from '../../lambda/core/stores';
+import type { ScopeId, UsageRecord } from '../../lambda/core/types';
+import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
+import { shardOf } from '../../lambda/store/dynamodb/hash';
+import type { PoolOptions } from '../../lambda/store/dynamodb/pools';
+import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
+import { createTestTables, type TestTables } from '../support/dynamo';
+import { dayCounterAt, reserveInputFor, usageRecordFor } from '../support/usage-records';
+
+// Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write (see test/support/clock.ts).
+const T0 = Date.parse('2099-11-23T10:30:00.000Z');
+const HOLD_TTL = 15 * 60_000;
+const POOLS: PoolOptions = { shards: 2, epochMs: 10_000, graceMs: 5_000, markMs: 600_000 };
+/** Past every pool's close (its epoch, one more for leases, the grace; epochs are offset by up to one epoch). */
+const AFTER_CLOSE = 4 * 10_000 + 5_000;
+let db: TestTables;
+let seq = 0;
+
+beforeAll(async () => {
+  db = await createTestTables();
+});
+afterAll(() => db.cleanup());
+
+/** DynamoDB Local behind a client that counts commands by name and can cancel the next transactions as conflicts. */
+function counting(): { client: DynamoDBClient; sent: Map<string, number>; conflicts: { next: number } } {
+  const sent = new Map<string, number>();
+  const conflicts = { next: 0 };
+  const client = {
+    send: (command: { constructor: { name: string }; input: { TransactItems?: unknown[] } }) => {
+      const name = command.constructor.name.replace(/Command$/, '');
+      sent.set(name, (sent.get(name) ?? 0) + 1);
+      if (name === 'TransactWriteItems' && conflicts.next > 0) {
+        conflicts.next--;
+        // As DynamoDB cancels a transaction that met another one on the same item.
+        const reasons = (command.input.TransactItems ?? []).map((_, i) => ({ Code: i === 0 ? 'TransactionConflict' : 'None' }));
+        return Promise.reject(Object.assign(new Error('Transaction cancelled'), { name: 'TransactionCanceledException', CancellationReasons: reasons }));
+      }
+      return db.client.send(command as never);
+    },
+  } as unknown as DynamoDBClient;
+  return { client, sent, conflicts };
+}
+
+function ledger(clock: ManualClock, client: DynamoDBClient = db.client, pools: PoolOptions | false = POOLS): DynamoDbLedger {
+  return new DynamoDbLedger(client, { tables: db.tables, platformShards: 1, usageRetentionDays: 30, clock, sleep: async (ms) => clock.advance(ms), pools });
+}
+
+function uniqueUser(): string {
+  seq += 1;
+  return `pu${seq}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+function dayCounter(scope: ScopeId, limit?: number): CounterRef {
+  return dayCounterAt(scope, T0, limit);
+}
+
+function request(user: string, now: number, amount: number, counters: CounterRef[], rateCharges: RateCharge[] = []): ReserveInput {
+  return reserveInputFor(user, { now, holdTtlMs: HOLD_TTL }, amount, counters, rateCharges);
+}
+
+function usageOf(r: Reservation, user: string, cost: number): UsageRecord {
+  return usageRecordFor(r.requestId, user, cost, T0);
+}
+
+async function usageOfUser(user: string): Promise<UsageRecord[]> {
+  return new DynamoDbUsageStore(db.client, db.tables).query({ by: 'user', id: user, from: '2099-11-23T00:00:00Z', to: '2099-11-24T00:00:00Z' });
+}
+
+/** The request with its id changed so that it falls in the same pool shard as `pool` (pools pick it by id). */
+function inPool(pool: { pk: string }, input: ReserveInput): ReserveInput {
+  const shard = Number(pool.pk.slice(pool.pk.lastIndexOf('#') + 1));
+  for (let n = 0; ; n++) {
+    const requestId = `${input.requestId}-${n}`;
+    if (shardOf(requestId, POOLS.shards!) === shard) return { ...input, requestId };
+  }
+}
+
+/** Marks the key pooled as another instance would (on its limits item), and lets `l` read it. */
+async function markPooled(l: DynamoDbLedger, user: string, now: number): Promise<void> {
+  await db.client.send(
+    new UpdateItemCommand({
+      TableName: db.tables.budgets,
+      Key: marshall({ pk: `limit#key:key-${user}`, sk: 'limits' }),
+      UpdateExpression: 'SET poolUntil = :u',
+      ExpressionAttributeValues: marshall({ ':u': now + 600_000 }),
+    }),
+  );
+  await l.getLimitSettings([`key:key-${user}`, `user:${user}`]);
+}
+
+describe('scope pools (DynamoDB Local)', () => {
+  it('when a key is pooled, its requests take from pools with single-item writes, and once the sweeper releases the grants the counters equal the costs and the usage records', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const { client, sent } = counting();
+    const l = ledger(clock, client);
+    await markPooled(l, user, clock.now());
+    const refs = [dayCounter(`user:${user}`, 100_000_000), dayCounter(`key:key-${user}`)];
+    const rates: RateCharge[] = [{ keyId: `key-${user}`, dimension: 'requests', limitPerMinute: 60_000, amount: 1 }];
+    let pooled = 0;
+    for (let i = 0; i < 60; i++) {
+      const r = await l.reserve(request(user, clock.now(), 10_000, refs, rates));
+      if (r.pool) pooled++;
+      await l.settle({ reservation: r, cost: 4_000, usage: usageOf(r, user, 4_000) });
+      clock.advance(50);
+    }
+    expect(pooled).toBe(60);
+    // Per request that would be 60 reserves and 60 settles; here only the grants are transactions.
+    expect(sent.get('TransactWriteItems') ?? 0).toBeLessThan(15);
+    // Before the release the counters hold the grants (at least what was spent), never less.
+    const [held] = await l.readCounters([refs[0]!]);
+    expect(held!.committed).toBeGreaterThanOrEqual(240_000);
+
+    const released = await l.sweepExpired(clock.now() + AFTER_CLOSE);
+    expect(released).toBeGreaterThan(0);
+    for (const v of await l.readCounters(refs)) expect(v).toMatchObject({ committed: 240_000, spent: 240_000, reserved: 0, requests: 60 });
+    const records = await usageOfUser(user);
+    expect(records).toHaveLength(60);
+    expect(records.reduce((a, r) => a + r.costMicros, 0)).toBe(240_000);
+  });
+
+  it('when a taker dies before it settles, the release charges its whole amount and records it as abandoned', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const l = ledger(clock);
+    await markPooled(l, user, clock.now());
+    const refs = [dayCounter(`user:${user}`, 100_000_000)];
+    const r1 = await l.reserve(request(user, clock.now(), 10_000, refs));
+    const r2 = await l.reserve(request(user, clock.now(), 10_000, refs));
+    const lost = await l.reserve(request(user, clock.now(), 10_000, refs));
+    expect([r1.pool, r2.pool, lost.pool].every(Boolean)).toBe(true);
+    await l.settle({ reservation: r1, cost: 3_000, usage: usageOf(r1, user, 3_000) });
+    await l.settle({ reservation: r2, cost: 5_000, usage: usageOf(r2, user, 5_000) });
+
+    await l.sweepExpired(clock.now() + AFTER_CLOSE);
+    const [day] = await l.readCounters(refs);
+    expect(day).toMatchObject({ committed: 18_000, spent: 18_000, reserved: 0, requests: 2 });
+    const records = await usageOfUser(user);
+    expect(records.reduce((a, r) => a + r.costMicros, 0)).toBe(18_000);
+    expect(records.filter((r) => r.outcome === 'abandoned').map((r) => r.costMicros)).toEqual([10_000]);
+  });
+
+  it('when a request settles after its pool was released, its unspent part goes back to the counters directly', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const l = ledger(clock);
+    await markPooled(l, user, clock.now());
+    const refs = [dayCounter(`user:${user}`, 100_000_000)];
+    const slow = await l.reserve(request(user, clock.now(), 10_000, refs));
+    expect(slow.pool).toBeDefined();
+    await l.sweepExpired(clock.now() + AFTER_CLOSE);
+    const [swept] = await l.readCounters(refs);
+    // The pool gave back its unused room; the slow request's whole amount stays charged for now.
+    expect(swept).toMatchObject({ reserved: 0 });
+    expect(swept!.spent).toBe(swept!.committed);
+    expect(swept!.committed).toBeGreaterThanOrEqual(10_000);
+
+    await l.settle({ reservation: slow, cost: 2_500, usage: usageOf(slow, user, 2_500) });
+    const [day] = await l.readCounters(refs);
+    expect(day).toMatchObject({ committed: 2_500, spent: 2_500, reserved: 0, requests: 1 });
+  });
+
+  it('when three instances race for the last of a budget through pools, what they admit never passes the limit and the last of it is still shared', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const limit = 2_000_000;
+    const amount = 50_000;
+    const refs = [dayCounter(`user:${user}`, limit)];
+    const instances = [0, 1, 2].map(() => ledger(clock));
+    for (const l of instances) await markPooled(l, user, clock.now());
+    let admitted = 0;
+    let refused = 0;
+    let pooled = 0;
+    await Promise.all(
+      instances.map(async (l) => {
+        for (let i = 0; i < 40; i++) {
+          try {
+            const r = await l.reserve(request(user, clock.now(), amount, refs));
+            admitted += amount;
+            if (r.pool) pooled++;
+            // Every admitted request costs its whole reservation: nothing comes back to share.
+            await l.settle({ reservation: r, cost: amount, usage: usageOf(r, user, amount) });
+          } catch (err) {
+            if (!(err instanceof BudgetExceededError)) throw err;
+            refused++;
+          }
+        }
+      }),
+    );
+    expect(admitted).toBeLessThanOrEqual(limit);
+    expect(refused).toBeGreaterThan(0);
+    expect(pooled).toBeGreaterThan(0);
+    // Early refusal is bounded by the room left in the key's pools (less than one request each).
+    expect(admitted).toBeGreaterThanOrEqual(limit - 2 * amount);
+    await instances[0]!.sweepExpired(clock.now() + AFTER_CLOSE);
+    const [day] = await instances[0]!.readCounters(refs);
+    expect(day!.committed).toBeLessThanOrEqual(limit);
+    expect(day).toMatchObject({ committed: admitted, spent: admitted, reserved: 0 });
+  });
+
+  it('when a reserve meets a transaction conflict, the key is marked pooled on its limits item and other instances take from pools after their next limits read', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const { client, conflicts } = counting();
+    const first = ledger(clock, client);
+    const refs = [dayCounter(`user:${user}`, 100_000_000)];
+    conflicts.next = 1;
+    const r = await first.reserve(request(user, clock.now(), 10_000, refs));
+    expect(r.pool).toBeUndefined(); // retried and admitted on its own
+    await first.settle({ reservation: r, cost: 1_000, usage: usageOf(r, user, 1_000) });
+    // The mark is written in the background.
+    let mark: Record<string, unknown> | undefined;
+    for (let i = 0; i < 50 && mark?.poolUntil === undefined; i++) {
+      const out = await db.client.send(new GetItemCommand({ TableName: db.tables.budgets, Key: marshall({ pk: `limit#key:key-${user}`, sk: 'limits' }), ConsistentRead: true }));
+      mark = out.Item ? unmarshall(out.Item) : undefined;
+      if (mark?.poolUntil === undefined) await new Promise((done) => setTimeout(done, 20));
+    }
+    expect(mark?.poolUntil).toBeGreaterThan(clock.now());
+    // A limits item carrying only a mark still reads as "no limits set".
+    expect((await first.getLimitSettings([`key:key-${user}`])).get(`key:key-${user}`)).toEqual({});
+
+    const other = ledger(clock);
+    expect((await other.reserve(request(user, clock.now(), 10_000, refs))).pool).toBeUndefined();
+    await other.getLimitSettings([`key:key-${user}`]);
+    expect((await other.reserve(request(user, clock.now(), 10_000, refs))).pool).toBeDefined();
+    const off = ledger(clock, db.client, false);
+    await off.getLimitSettings([`key:key-${user}`]);
+    expect((await off.reserve(request(user, clock.now(), 10_000, refs))).pool).toBeUndefined();
+  });
+
+  it('when a budget lease is taken from a pool, its return gives the pool back what its requests did not spend', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const inner = ledger(clock);
+    await markPooled(inner, user, clock.now());
+    const leases = new LeasingLedger(inner, { clock, instanceId: `i-${user}`, holdTtlMs: HOLD_TTL, platformShards: 1, minBusy: 2 });
+    const refs = [dayCounter(`user:${user}`, 100_000_000)];
+    let leased = 0;
+    for (let i = 0; i < 30; i++) {
+      const r = await leases.reserve(request(user, clock.now(), 10_000, refs));
+      if (r.leaseId) leased++;
+      await leases.settle({ reservation: r, cost: 1_000, usage: usageOf(r, user, 1_000) });
+      clock.advance(20);
+    }
+    await leases.close();
+    expect(leased).toBeGreaterThan(20);
+    await inner.sweepExpired(clock.now() + AFTER_CLOSE);
+    const [day] = await inner.readCounters(refs);
+    expect(day).toMatchObject({ committed: 30_000, spent: 30_000, reserved: 0, requests: 30 });
+  });
+});
+
+describe('scope pools at the end of a budget (DynamoDB Local)', () => {
+  it('when not even one request fits, the pool is dry for a moment: its takers get the budget answer without a transaction each', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const { client, sent } = counting();
+    const l = ledger(clock, client);
+    await markPooled(l, user, clock.now());
+    const limit = 100_000;
+    const refs = [dayCounter(`user:${user}`, limit)];
+    // Two requests fit the limit; their grants take what is left.
+    const a = await l.reserve(request(user, clock.now(), 40_000, refs));
+    const b = await l.reserve(request(user, clock.now(), 40_000, refs));
+    expect([a.pool, b.pool].every(Boolean)).toBe(true);
+    const before = sent.get('TransactWriteItems') ?? 0;
+    const refusals: unknown[] = [];
+    for (let i = 0; i < 5; i++) refusals.push(await l.reserve(request(user, clock.now(), 40_000, refs)).catch((err: unknown) => err));
+    expect(refusals.every((e) => e instanceof BudgetExceededError)).toBe(true);
+    expect((refusals[0] as BudgetExceededError).headers['x-tollgate-budget-scope']).toBe(`user:${user}`);
+    // The first refusal asked the counters (a grant refused, then a read); the rest were told by the dry pools.
+    expect((sent.get('TransactWriteItems') ?? 0) - before).toBeLessThanOrEqual(2 * POOLS.shards!);
+
+    // Money given back in a pool is used again there: a request of that pool is admitted from its room, without
+    // a transaction, even while the counters have no room for a grant.
+    await l.settle({ reservation: a, cost: 5_000, usage: usageOf(a, user, 5_000) });
+    await l.settle({ reservation: b, cost: 5_000, usage: usageOf(b, user, 5_000) });
+    clock.advance(1_500);
+    const txBefore = sent.get('TransactWriteItems') ?? 0;
+    const again = await l.reserve(inPool(a.pool!, request(user, clock.now(), 30_000, refs)));
+    expect(again.pool).toEqual(a.pool);
+    expect(sent.get('TransactWriteItems') ?? 0).toBe(txBefore);
+    await l.settle({ reservation: again, cost: 30_000, usage: usageOf(again, user, 30_000) });
+    await l.sweepExpired(clock.now() + AFTER_CLOSE);
+    const [day] = await l.readCounters(refs);
+    expect(day).toMatchObject({ committed: 40_000, spent: 40_000, reserved: 0 });
+    expect(day!.committed).toBeLessThanOrEqual(limit);
+  });
+});
