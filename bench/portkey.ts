@@ -3,12 +3,17 @@
  * the same fake OpenAI upstream, each in its own Node process on loopback, measured interleaved in one run so
  * both see the same machine load.
  *
- *   npm run bench:portkey [-- --requests 400 --concurrent-requests 800 --rounds 3]
+ *   npm run bench:portkey [-- --requests 400 --concurrent-requests 800 --rounds 3 --profile .bench/profiles]
  *
  * tollgate runs as `npm start` assembles it (bench/support/tollgate-child.ts: createGateway + the local server +
  * DynamoDB Local in memory). Portkey runs its own start-server (headless) with `x-portkey-custom-host` pointing
  * at the fake. Prints sequential p50/p99, throughput at 16 concurrent, Node CPU per request of each gateway
  * process (process.cpuUsage, read over IPC), DynamoDB Local's JVM CPU per request, and the ratios.
+ *
+ * `--profile DIR` runs both gateway processes under `node --cpu-prof` and leaves their .cpuprofile files in
+ * DIR/portkey and DIR/tollgate
+ * (open them in Chrome DevTools, or summarise with `tsx bench/support/cpuprofile-top.ts FILE`). Profiling slows
+ * both sides, so figures of a profiled run are not comparable with an unprofiled one.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -77,10 +82,19 @@ function body(n: number): string {
   return JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: `Say hello #${n}.` }], max_tokens: 50 });
 }
 
-async function startPortkey(upstreamBaseUrl: string): Promise<Gateway> {
+/**
+ * Node flags that write CPU profiles of the process into dir/name on exit (none without a dir): one file per
+ * thread, named by Node (tsx's loader runs on a thread of its own; the main thread's file is the largest).
+ */
+function profileFlags(dir: string | undefined, name: string): string[] {
+  return dir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${resolve(dir, name)}`];
+}
+
+async function startPortkey(upstreamBaseUrl: string, profileDir: string | undefined): Promise<Gateway> {
   const port = await freePort();
   const entry = join(ROOT, 'node_modules', '@portkey-ai', 'gateway', 'build', 'start-server.js');
-  const child = spawn(process.execPath, ['--import', join(__dirname, 'support', 'cpu-probe.mjs'), entry, `--port=${port}`, '--headless'], {
+  const flags = [...profileFlags(profileDir, 'portkey'), '--import', join(__dirname, 'support', 'cpu-probe.mjs')];
+  const child = spawn(process.execPath, [...flags, entry, `--port=${port}`, '--headless'], {
     stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     env: { ...process.env, NODE_ENV: 'production' },
   });
@@ -114,10 +128,17 @@ async function startPortkey(upstreamBaseUrl: string): Promise<Gateway> {
   };
 }
 
-async function startTollgate(upstreamBaseUrl: string): Promise<Gateway & { dynamoPid: number }> {
+async function startTollgate(upstreamBaseUrl: string, profileDir: string | undefined): Promise<Gateway & { dynamoPid: number }> {
   const child = spawn(
     process.execPath,
-    ['--import', join(__dirname, 'support', 'cpu-probe.mjs'), '--import', 'tsx', join(__dirname, 'support', 'tollgate-child.ts')],
+    [
+      ...profileFlags(profileDir, 'tollgate'),
+      '--import',
+      join(__dirname, 'support', 'cpu-probe.mjs'),
+      '--import',
+      'tsx',
+      join(__dirname, 'support', 'tollgate-child.ts'),
+    ],
     {
       cwd: ROOT,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -209,14 +230,15 @@ async function main(): Promise<void> {
       requests: { type: 'string', default: '300' },
       'concurrent-requests': { type: 'string', default: '600' },
       rounds: { type: 'string', default: '3' },
+      profile: { type: 'string' },
     },
   });
   const n = Number(values.requests);
   const nc = Number(values['concurrent-requests']);
   const rounds = Number(values.rounds);
   const upstream = await startFakeUpstream();
-  const portkey = await startPortkey(upstream.openaiBaseUrl);
-  const tollgate = await startTollgate(upstream.openaiBaseUrl);
+  const portkey = await startPortkey(upstream.openaiBaseUrl, values.profile);
+  const tollgate = await startTollgate(upstream.openaiBaseUrl, values.profile);
   const gateways = [portkey, tollgate];
   const figures = new Map<string, Figures>(gateways.map((g) => [g.name, { seq: [], rps: [], cpuUs: 0, requests: 0 }]));
   let jvmUs = 0;
@@ -246,7 +268,20 @@ async function main(): Promise<void> {
       }
     }
   } finally {
+    // Waits for the exits (bounded): a profiled process writes its profile as it exits.
+    const exits = gateways.map(
+      (gw) =>
+        new Promise<void>((resolveExit) => {
+          if (gw.child.exitCode !== null) return resolveExit();
+          const timer = setTimeout(resolveExit, 30_000);
+          gw.child.once('exit', () => {
+            clearTimeout(timer);
+            resolveExit();
+          });
+        }),
+    );
     for (const gw of gateways) gw.child.kill('SIGTERM');
+    await Promise.all(exits);
     await upstream.close();
   }
 

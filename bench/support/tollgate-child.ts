@@ -27,7 +27,7 @@ async function main(): Promise<void> {
   process.once('disconnect', () => void stop());
   const log = jsonLogger({ level: 'warn' });
   const config = { ...loadConfig(process.env), dynamodbEndpoint: dynamo.endpoint, adminAuth: 'local-token' as const };
-  const dynamodb = createDynamoDbClient({ region: config.region, endpoint: dynamo.endpoint });
+  const dynamodb = createDynamoDbClient({ region: config.region, endpoint: dynamo.endpoint, cacheMiddleware: true });
   await ensureTables(dynamodb, config.tables);
   const keyPepper = randomBytes(16).toString('hex');
   const gateway = createGateway({

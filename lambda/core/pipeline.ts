@@ -275,10 +275,12 @@ export class RequestPipeline {
   countersFor(scopes: readonly ScopeId[], limits: Map<ScopeId, BudgetLimits>, now: number, requestId: string): CounterRef[] {
     const refs: CounterRef[] = [];
     const platformShard = hashShard(requestId, this.options.platformShards);
+    // Each window's key and end, once per request rather than once per scope.
+    const windows = WINDOWS.map((window) => ({ window, windowKey: windowKey(window, now), windowEnd: windowBounds(window, now).end }));
     for (const scope of scopes) {
-      for (const window of WINDOWS) {
+      for (const { window, windowKey: key, windowEnd } of windows) {
         const limit = limits.get(scope)?.[window];
-        const base = { scope, window, windowKey: windowKey(window, now), windowEnd: windowBounds(window, now).end };
+        const base = { scope, window, windowKey: key, windowEnd };
         if (scope === 'platform') {
           // Each shard enforces its share, so no single item is hot and the sum never passes the limit.
           refs.push({

@@ -50,7 +50,9 @@ async function main(): Promise<void> {
   const dir = stateDir();
   const inMemory = values['in-memory'] || env.TOLLGATE_IN_MEMORY === 'true';
 
-  const dynamo = await startDynamoDbLocal({ port: 0, inMemory, dataDir: join(dir, 'dynamodb') });
+  // JVM options of DynamoDB Local: its defaults (C1 only, serial GC) unless the variable says otherwise ('' = the JVM's own).
+  const javaOptions = env.TOLLGATE_DYNAMODB_LOCAL_JAVA_OPTS?.split(/\s+/).filter((o) => o !== '');
+  const dynamo = await startDynamoDbLocal({ port: 0, inMemory, dataDir: join(dir, 'dynamodb'), ...(javaOptions ? { javaOptions } : {}) });
   // The in-process agent worker, once started (stopped first, so its current run is recorded).
   let stopAgent: (() => Promise<void>) | undefined;
   // Budget leases still open are returned before DynamoDB Local stops (else the sweeper charges them in full).
@@ -68,7 +70,7 @@ async function main(): Promise<void> {
   try {
     // Locally /admin/* accepts the admin token printed below (explicit: never inferred from the environment).
     const config = { ...loadConfig(env), dynamodbEndpoint: dynamo.endpoint, adminAuth: 'local-token' as const };
-    const dynamodb = createDynamoDbClient({ region: config.region, endpoint: dynamo.endpoint });
+    const dynamodb = createDynamoDbClient({ region: config.region, endpoint: dynamo.endpoint, cacheMiddleware: true });
     await ensureTables(dynamodb, config.tables);
     const keyPepper = loadOrCreatePepper(dir);
     // Agent runs locally: an in-memory queue, and service tokens signed with a per-process secret.

@@ -1,10 +1,14 @@
 /**
- * The HTTP edge shared by the providers that call their upstream with `fetch` (OpenAI-compatible, Anthropic):
+ * The HTTP edge shared by the providers that call their upstream over HTTP (OpenAI-compatible, Anthropic;
+ * the client itself is ./upstream-client.ts):
  * one place that turns network failures, timeouts and non-2xx answers into {@link UpstreamError}s with the
  * right status, and that keeps secrets out of every message it builds.
  */
 import { UpstreamError } from '../core/errors';
 import { upstreamStatusFor } from './contract';
+import { postToUpstream, type UpstreamResponse } from './upstream-client';
+
+export type { UpstreamResponse } from './upstream-client';
 
 /** An API key, or a function that returns the current one (read from a secret store, rotated). */
 export type ApiKeySource = string | (() => string | Promise<string>);
@@ -92,7 +96,7 @@ function parseErrorBody(text: string): UpstreamErrorBody {
 /** Builds the error for a non-2xx upstream answer; the upstream's own message is quoted, redacted. */
 export async function upstreamHttpError(
   providerId: string,
-  response: Response,
+  response: UpstreamResponse,
   secrets: readonly string[],
 ): Promise<UpstreamError> {
   const text = await response.text().catch(() => '');
@@ -104,7 +108,7 @@ export async function upstreamHttpError(
       ? `upstream ${providerId} rejected the API key in use (${response.status})`
       : `upstream ${providerId} answered ${response.status}`;
   const headers: Record<string, string> = {};
-  const retryAfter = response.headers.get('retry-after');
+  const retryAfter = response.header('retry-after');
   if (status === 429 && retryAfter && /^\d{1,6}$/.test(retryAfter)) headers['Retry-After'] = retryAfter;
   // Only the caller's own mistakes carry the upstream's code and param; credential problems are ours.
   const passThrough = status !== 502;
@@ -117,11 +121,11 @@ export async function upstreamHttpError(
 }
 
 /** POSTs JSON; resolves with the 2xx response, throws an {@link UpstreamError} otherwise. */
-export async function postUpstream(request: UpstreamPost): Promise<Response> {
-  let response: Response;
+export async function postUpstream(request: UpstreamPost): Promise<UpstreamResponse> {
+  let response: UpstreamResponse;
   try {
-    response = await fetch(request.url, {
-      method: 'POST',
+    response = await postToUpstream({
+      url: request.url,
       headers: { 'content-type': 'application/json', ...request.headers },
       body: JSON.stringify(request.body),
       signal: request.signal,
@@ -134,7 +138,7 @@ export async function postUpstream(request: UpstreamPost): Promise<Response> {
 }
 
 /** Reads a 2xx JSON body; a body that is not JSON is an unusable answer (502). */
-export async function readJson(providerId: string, response: Response, signal: AbortSignal): Promise<unknown> {
+export async function readJson(providerId: string, response: UpstreamResponse, signal: AbortSignal): Promise<unknown> {
   let text: string;
   try {
     text = await response.text();
@@ -154,17 +158,16 @@ export async function readJson(providerId: string, response: Response, signal: A
  */
 export async function* readBody(
   providerId: string,
-  response: Response,
+  response: UpstreamResponse,
   signal: AbortSignal,
 ): AsyncGenerator<Uint8Array> {
-  if (!response.body) return;
-  const reader = response.body.getReader();
+  const chunks = response.chunks()[Symbol.asyncIterator]();
   let done = false;
   try {
     for (;;) {
-      let next: ReadableStreamReadResult<Uint8Array>;
+      let next: IteratorResult<Uint8Array>;
       try {
-        next = await reader.read();
+        next = await chunks.next();
       } catch (err) {
         throw networkError(providerId, signal, err);
       }
@@ -175,7 +178,6 @@ export async function* readBody(
       yield next.value;
     }
   } finally {
-    if (!done) await reader.cancel().catch(() => undefined);
-    reader.releaseLock();
+    if (!done) response.cancel();
   }
 }

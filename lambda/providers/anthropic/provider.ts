@@ -17,7 +17,7 @@ import type {
 } from '../contract';
 import type { ChatAnswerIdentity } from '../openai/chat-format';
 import { parseSse, SseParser } from '../sse';
-import { postUpstream, readBody, readJson, resolveApiKey, type ApiKeySource } from '../upstream-http';
+import { postUpstream, readBody, readJson, resolveApiKey, type ApiKeySource, type UpstreamResponse } from '../upstream-http';
 import { readStructuredOutput } from '../openai/chat-request';
 import { anthropicStreamToChatChunks, fromAnthropicMessage, toAnthropicRequest } from './translate';
 import { AnthropicStreamUsage, usageFromAnthropic } from './usage';
@@ -68,7 +68,7 @@ export class AnthropicProvider implements Provider {
     this.clock = options.clock ?? systemClock;
   }
 
-  private async post(body: Record<string, unknown>, ctx: AnthropicCallContext): Promise<Response> {
+  private async post(body: Record<string, unknown>, ctx: AnthropicCallContext): Promise<UpstreamResponse> {
     const apiKey = await resolveApiKey(this.id, this.options.apiKey, ctx);
     const beta = headerValue(ctx.anthropicBeta, 'anthropic-beta');
     return postUpstream({

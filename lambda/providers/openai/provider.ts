@@ -18,7 +18,7 @@ import type {
   StreamResult,
 } from '../contract';
 import { encodeSse, SseParser, type SseEvent } from '../sse';
-import { postUpstream, readBody, readJson, resolveApiKey, type ApiKeySource } from '../upstream-http';
+import { postUpstream, readBody, readJson, resolveApiKey, type ApiKeySource, type UpstreamResponse } from '../upstream-http';
 import { usageFromResponses } from '../responses/response';
 import { usageFromOpenAi } from './chat-format';
 import { relayResponsesStream } from './responses';
@@ -61,7 +61,7 @@ export class OpenAiCompatibleProvider implements Provider {
     return body;
   }
 
-  private async post(path: string, body: unknown, ctx: ProviderCallContext): Promise<Response> {
+  private async post(path: string, body: unknown, ctx: ProviderCallContext): Promise<UpstreamResponse> {
     const apiKey = await resolveApiKey(this.id, this.options.apiKey, ctx);
     return postUpstream({
       providerId: this.id,

@@ -1,0 +1,169 @@
+/**
+ * The HTTP client the providers POST to their upstreams with: node:http / node:https on keep-alive agents
+ * shared by every provider (one pool per origin, as fetch's global dispatcher keeps).
+ *
+ * Not `fetch`: per call, fetch builds Request, Headers and Response objects, wraps the request body in a
+ * WHATWG stream and an async generator (written as a head and then a body) and the response body in another
+ * stream, and derives abort signals for each; on the bench machine that is about 1 ms of CPU per call, on the
+ * request's critical path (`npm run bench:portkey -- --profile DIR` shows it). Here a call is one
+ * `http.request` with the body written with its head, and the body comes back as the socket's chunks.
+ *
+ * What differs from fetch, on purpose: redirects are not followed (a 3xx is a non-2xx answer, as for any
+ * other status: an API answering a POST with a redirect is misconfigured, and following it would resend the
+ * credential); no `accept-encoding` is sent, so upstreams answer uncompressed (an answer compressed anyway
+ * is decoded). Network failures, aborts and timeouts reject as fetch's did; upstream-http.ts turns them into
+ * the same {@link UpstreamError}s.
+ */
+import { Agent as HttpAgent, type IncomingMessage, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type { Readable } from 'node:stream';
+import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
+
+/** An upstream's answer: status and headers at once, the body read once, either whole or chunk by chunk. */
+export interface UpstreamResponse {
+  readonly status: number;
+  /** A 2xx status. */
+  readonly ok: boolean;
+  /** A response header's value (several joined by `, `), or undefined. Names are case-insensitive. */
+  header(name: string): string | undefined;
+  /** The whole body, decoded as UTF-8. Rejects when the connection fails before the end. */
+  text(): Promise<string>;
+  /** The body's chunks as they arrive. Rejects when the connection fails before the end. */
+  chunks(): AsyncIterable<Uint8Array>;
+  /** Stops reading and closes the connection (the upstream stops sending); safe to call more than once. */
+  cancel(): void;
+}
+
+/** One POST. */
+export interface UpstreamRequest {
+  readonly url: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: string;
+  readonly signal: AbortSignal;
+}
+
+/**
+ * Idle connections are closed after 4 s (fetch's default), or sooner when the upstream's `Keep-Alive`
+ * header says it closes them sooner, so a request is rarely sent on a connection the upstream is closing.
+ */
+const IDLE_MS = 4_000;
+const httpAgent = new HttpAgent({ keepAlive: true, timeout: IDLE_MS, scheduling: 'lifo' });
+const httpsAgent = new HttpsAgent({ keepAlive: true, timeout: IDLE_MS, scheduling: 'lifo' });
+
+/** The error a call rejects with when its signal aborts: the signal's reason, as fetch rejects. */
+function abortReason(signal: AbortSignal): unknown {
+  return signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
+}
+
+/** The body as sent, decoded when the upstream compressed it although nothing asked it to. */
+function decodedBody(res: IncomingMessage): Readable {
+  switch ((res.headers['content-encoding'] ?? '').trim().toLowerCase()) {
+    case 'gzip':
+    case 'x-gzip':
+      return res.pipe(createGunzip());
+    case 'deflate':
+      return res.pipe(createInflate());
+    case 'br':
+      return res.pipe(createBrotliDecompress());
+    default:
+      return res;
+  }
+}
+
+class NodeUpstreamResponse implements UpstreamResponse {
+  readonly status: number;
+  readonly ok: boolean;
+  private readonly body: Readable;
+
+  constructor(private readonly res: IncomingMessage) {
+    this.status = res.statusCode ?? 0;
+    this.ok = this.status >= 200 && this.status < 300;
+    this.body = decodedBody(res);
+    if (this.body !== res) res.once('error', (err) => this.body.destroy(err));
+  }
+
+  header(name: string): string | undefined {
+    const value = this.res.headers[name.toLowerCase()];
+    return Array.isArray(value) ? value.join(', ') : value;
+  }
+
+  async text(): Promise<string> {
+    const parts: Buffer[] = [];
+    for await (const chunk of this.chunks()) parts.push(chunk as Buffer);
+    return Buffer.concat(parts).toString('utf8');
+  }
+
+  async *chunks(): AsyncGenerator<Uint8Array> {
+    for await (const chunk of this.body) yield chunk as Buffer;
+    // A body cut short without an error event (the socket closed mid-body) is a failure, as in fetch.
+    if (!this.res.complete) throw new Error('the upstream closed the connection before the body ended');
+  }
+
+  cancel(): void {
+    // A body not read to its end holds its connection: close it (the upstream stops sending).
+    if (!this.res.readableEnded) this.res.destroy();
+    if (this.body !== this.res) this.body.destroy();
+  }
+}
+
+/**
+ * POSTs `body` to `url` and resolves with the answer once its status and headers are in (the body is read
+ * from the {@link UpstreamResponse}). Rejects, as fetch does, when the upstream cannot be reached or the
+ * signal aborts before the answer's head arrives; a signal aborting later fails the body's reading.
+ */
+export function postToUpstream(request: UpstreamRequest): Promise<UpstreamResponse> {
+  return new Promise<UpstreamResponse>((resolve, reject) => {
+    const { signal } = request;
+    if (signal.aborted) {
+      reject(abortReason(signal));
+      return;
+    }
+    let url: URL;
+    try {
+      url = new URL(request.url);
+    } catch (err) {
+      reject(err);
+      return;
+    }
+    const secure = url.protocol === 'https:';
+    if (!secure && url.protocol !== 'http:') {
+      reject(new TypeError(`unsupported protocol ${url.protocol}`));
+      return;
+    }
+    const body = Buffer.from(request.body, 'utf8');
+    let answered = false;
+    const options = {
+      method: 'POST',
+      agent: secure ? httpsAgent : httpAgent,
+      headers: { ...request.headers, 'content-length': String(body.length) },
+    };
+    let req: ReturnType<typeof httpRequest>;
+    try {
+      req = (secure ? httpsRequest : httpRequest)(url, options, (res) => {
+        answered = true;
+        signal.removeEventListener('abort', onAbort);
+        // Aborting while the body is read destroys it: its reader fails with the signal's reason.
+        const abortBody = () => res.destroy(abortReason(signal) as Error);
+        signal.addEventListener('abort', abortBody, { once: true });
+        res.once('close', () => signal.removeEventListener('abort', abortBody));
+        resolve(new NodeUpstreamResponse(res));
+      });
+    } catch (err) {
+      // An invalid header name or value throws here; fetch rejected for the same.
+      reject(err);
+      return;
+    }
+    const onAbort = () => {
+      req.destroy();
+      reject(abortReason(signal));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    req.on('error', (err) => {
+      // After the head arrived, a failure surfaces where the body is read.
+      if (answered) return;
+      signal.removeEventListener('abort', onAbort);
+      reject(err);
+    });
+    req.end(body);
+  });
+}
