@@ -5,7 +5,9 @@ import { BudgetExceededError } from '../../lambda/core/errors';
 import { LeasingLedger } from '../../lambda/core/lease/leasing-ledger';
 import type { CounterRef, RateCharge, Reservation, ReserveInput } from '../../lambda/core/stores';
 import type { ScopeId, UsageRecord } from '../../lambda/core/types';
-import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
+import { loopCheckFor } from '../../lambda/core/guardrails/loop-guard';
+import { DEFAULT_GUARDRAILS } from '../../lambda/core/guardrails/settings';
+import { DynamoDbLedger, loopKey } from '../../lambda/store/dynamodb/ledger';
 import { shardOf } from '../../lambda/store/dynamodb/hash';
 import type { PoolOptions } from '../../lambda/store/dynamodb/pools';
 import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
@@ -324,5 +326,24 @@ describe('scope pools at the end of a budget (DynamoDB Local)', () => {
     const [day] = await l.readCounters(refs);
     expect(day).toMatchObject({ committed: 40_000, spent: 40_000, reserved: 0 });
     expect(day!.committed).toBeLessThanOrEqual(limit);
+  });
+
+  it('when a pooled request with a loop check is refused, the loop guard takes its count back, as a refused reserve never counted it', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const l = ledger(clock);
+    await markPooled(l, user, clock.now());
+    const refs = [dayCounter(`user:${user}`, 50_000)];
+    const loop = loopCheckFor({ keyId: `key-${user}`, userId: user, model: 'gpt-4o-mini', bodyFingerprint: 'same body' }, clock.now(), DEFAULT_GUARDRAILS.loop);
+    const first = await l.reserve({ ...request(user, clock.now(), 40_000, refs), loop });
+    expect(first.pool).toBeDefined();
+    for (let i = 0; i < 3; i++) {
+      await expect(l.reserve({ ...request(user, clock.now(), 40_000, refs), loop })).rejects.toBeInstanceOf(BudgetExceededError);
+    }
+    const out = await db.client.send(new GetItemCommand({ TableName: db.tables.budgets, Key: marshall(loopKey(loop)), ConsistentRead: true }));
+    const item = unmarshall(out.Item!);
+    // One copy admitted (and presumed failed until it settles); the three refused ones left no trace.
+    expect(item[`n${loop.window}`]).toBe(1);
+    expect(item.fails).toBe(1);
   });
 });

@@ -224,8 +224,9 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
       throw counted.reason;
     }
     if (taken.status === 'rejected') {
-      // Refused (or the store failed): the copy the loop guard counted is not presumed failed.
-      if (input.loop) await this.settleLoop(input.loop, undefined).catch(() => undefined);
+      // Refused (or the store failed): the copy the loop guard counted is taken back, as a refused reserve
+      // transaction never counted it.
+      if (input.loop) await this.uncountLoop(input.loop).catch(() => undefined);
       throw taken.reason;
     }
     if (taken.value) return taken.value;
@@ -234,8 +235,27 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
       const reservation = await this.reserveHeld(alone);
       return loop ? { ...reservation, loop } : reservation;
     } catch (err) {
-      if (loop) await this.settleLoop(loop, undefined).catch(() => undefined);
+      if (loop) await this.uncountLoop(loop).catch(() => undefined);
       throw err;
+    }
+  }
+
+  /** Takes back a copy the loop guard counted for a request that was then refused (its count and presumed failure). */
+  private async uncountLoop(check: LoopCheck): Promise<void> {
+    try {
+      await this.client.send(
+        new UpdateItemCommand({
+          TableName: this.budgets,
+          Key: marshall(loopKey(check)),
+          UpdateExpression: 'ADD #n :minus, fails :minus',
+          ConditionExpression: 'attribute_exists(#n)',
+          ExpressionAttributeNames: { '#n': `n${check.window}` },
+          ExpressionAttributeValues: { ':minus': { N: '-1' } },
+        }),
+      );
+    } catch (err) {
+      if (errorName(err) === 'ConditionalCheckFailedException') return; // its window moved on meanwhile
+      throw translateError(err);
     }
   }
 
