@@ -154,8 +154,8 @@ export class RequestPipeline {
   /** Last committed value read per counter, to answer the remaining-budget headers without a read. */
   private readonly knownCommitted = new Map<string, { committed: MicroUsd; at: number }>();
   private readonly lastTouched = new Map<string, number>();
-  /** The read-back of each recent lease (see leaseReadBack). */
-  private readonly leaseReads = new Map<string, Promise<CounterValue[] | undefined>>();
+  /** The read-back of each recent lease or scope pool (see sharedReadBack). */
+  private readonly sharedReads = new Map<string, Promise<CounterValue[] | undefined>>();
   private readonly loopCache = new Map<string, { overrides: Promise<LoopOverrides | undefined>; at: number }>();
   private readonly velocity: VelocityBaselines | undefined;
   private readonly defaults: DefaultLimits;
@@ -398,7 +398,7 @@ export class RequestPipeline {
     // they use it if it is already back, else the last values this instance read (see knownRemaining).
     // Shared per lease, and per scope pool (whose grants hold more than its requests take).
     const shared = reservation.leaseId ?? (reservation.pool ? `${reservation.pool.pk}|${reservation.pool.sk}` : undefined);
-    const afterHold = shared ? this.leaseReadBack(reservation, shared) : this.readLimited(reservation);
+    const afterHold = shared ? this.sharedReadBack(reservation, shared) : this.readLimited(reservation);
     void this.readBaselines(scopes, now);
     let readBack: CounterValue[] | undefined;
     void afterHold.then((values) => {
@@ -522,16 +522,16 @@ export class RequestPipeline {
   }
 
   /**
-   * A leased request's read-back: one read per lease (taken after the lease's hold, so it includes the whole
-   * slice as held: an upper bound of what the lease's requests can add), shared by its requests.
+   * The read-back of a request admitted against a lease or taken from a scope pool: one read per lease or pool
+   * (taken after its hold or grant, so it includes what that holds: an upper bound of what its requests can
+   * add), shared by its requests.
    */
-  private leaseReadBack(reservation: Reservation, leaseId: string): Promise<CounterValue[] | undefined> {
-    // (For a pooled request, `leaseId` names its pool.)
-    const known = this.leaseReads.get(leaseId);
+  private sharedReadBack(reservation: Reservation, holder: string): Promise<CounterValue[] | undefined> {
+    const known = this.sharedReads.get(holder);
     if (known) return known;
-    if (this.leaseReads.size >= 1_000) this.leaseReads.clear();
+    if (this.sharedReads.size >= 1_000) this.sharedReads.clear();
     const read = this.readLimited(reservation);
-    this.leaseReads.set(leaseId, read);
+    this.sharedReads.set(holder, read);
     return read;
   }
 

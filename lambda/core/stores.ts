@@ -133,6 +133,24 @@ export interface Reservation {
   readonly pool?: { readonly pk: string; readonly sk: string };
 }
 
+/**
+ * The reservation of `input` as admitted: what it asked for, with where it is held (`held`: the expiry, the
+ * hold's partition, and the lease, pool or velocity windows it rests on) and the rate states to report.
+ */
+export function reservationOf(
+  input: ReserveInput,
+  held: Pick<Reservation, 'rateStates' | 'expiresAt' | 'holdShard'> & Partial<Pick<Reservation, 'leaseId' | 'pool' | 'velocity'>>,
+): Reservation {
+  return {
+    requestId: input.requestId,
+    amount: input.amount,
+    counters: input.counters,
+    rateCharges: input.rateCharges,
+    ...held,
+    ...(input.loop ? { loop: input.loop } : {}),
+  };
+}
+
 export interface SettleInput {
   readonly reservation: Reservation;
   /** The actual cost to add to every counter (0 on most failure paths). */

@@ -23,16 +23,17 @@
  */
 import { BudgetExceededError, CircuitOpenError, LoopDetectedError, RateLimitError, SpendVelocityError } from '../errors';
 import type { Clock } from '../clock';
-import type {
-  CounterRef,
-  CounterValue,
-  LeaseStore,
-  Ledger,
-  RateCharge,
-  RateState,
-  Reservation,
-  ReserveInput,
-  SettleInput,
+import {
+  type CounterRef,
+  type CounterValue,
+  type LeaseStore,
+  type Ledger,
+  type RateCharge,
+  type RateState,
+  type Reservation,
+  type ReserveInput,
+  reservationOf,
+  type SettleInput,
 } from '../stores';
 import type { BudgetLimits, ScopeId, StoredLimits, UNLIMITED, UsageRecord } from '../types';
 import type { Window } from '../windows';
@@ -486,17 +487,7 @@ export class LeasingLedger implements Ledger {
       const u = lease.units.get(s.dimension);
       return { ...s, remaining: s.remaining + (u ? Math.max(0, u.total - u.taken) : 0) };
     });
-    return {
-      requestId: input.requestId,
-      amount: input.amount,
-      counters: input.counters,
-      rateCharges: input.rateCharges,
-      rateStates,
-      expiresAt: lease.reservation.expiresAt,
-      holdShard: lease.reservation.holdShard,
-      leaseId: lease.id,
-      ...(input.loop ? { loop: input.loop } : {}),
-    };
+    return reservationOf(input, { rateStates, expiresAt: lease.reservation.expiresAt, holdShard: lease.reservation.holdShard, leaseId: lease.id });
   }
 
   /** The loop guard still counts every copy in the store (one item); a refusal gives the lease its room back. */

@@ -69,6 +69,7 @@ import type {
   ReserveInput,
   SettleInput,
 } from '../../core/stores';
+import { reservationOf } from '../../core/stores';
 import { type BudgetLimits, type ScopeId, type StoredLimits, UNLIMITED, type UsageRecord } from '../../core/types';
 import { COUNTER_RETENTION_MS, WINDOWS, type Window } from '../../core/windows';
 import { errorName, translateError } from './client';
@@ -413,17 +414,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
         resetMs: gcraResetMs(tat, nowUs),
       };
     });
-    return {
-      requestId: input.requestId,
-      amount: input.amount,
-      counters: input.counters,
-      rateCharges: input.rateCharges,
-      rateStates,
-      expiresAt: input.expiresAt,
-      holdShard: hold.shard,
-      ...(input.loop ? { loop: input.loop } : {}),
-      ...(velocity.length ? { velocity } : {}),
-    };
+    return reservationOf(input, { rateStates, expiresAt: input.expiresAt, holdShard: hold.shard, ...(velocity.length ? { velocity } : {}) });
   }
 
   /**

@@ -35,7 +35,7 @@ import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import type { Clock } from '../../core/clock';
 import { BudgetExceededError, CircuitOpenError, RateLimitError, SpendVelocityError, StoreUnavailableError, TollgateError } from '../../core/errors';
 import type { MicroUsd } from '../../core/money';
-import type { CounterRef, CounterValue, LeaseReturn, RateCharge, RateState, Reservation, ReserveInput, SettleInput } from '../../core/stores';
+import { type CounterRef, type CounterValue, type LeaseReturn, type RateCharge, type RateState, type Reservation, type ReserveInput, reservationOf, type SettleInput } from '../../core/stores';
 import { errorName, translateError } from './client';
 import { shardOf } from './hash';
 
@@ -282,8 +282,8 @@ export class ScopePools {
     amount: MicroUsd,
     charges: readonly RateCharge[],
   ): Promise<{ taken?: Record<string, unknown>; old?: Record<string, unknown> }> {
-    const values: Record<string, number> = { ':a': amount, ':na': -amount, ':one': 1 };
-    const adds = ['room :na', 'taken :a', 'takes :one'];
+    const values: Record<string, number> = { ':a': amount, ':na': -amount };
+    const adds = ['room :na', 'taken :a'];
     const conditions = ['room >= :a', 'attribute_not_exists(closed)'];
     for (const c of charges) {
       const attr = unitAttr(c.dimension);
@@ -549,17 +549,7 @@ export class ScopePools {
       remaining: Math.max(0, Math.floor(num(after[unitAttr(c.dimension)]))),
       resetMs: Math.max(0, resetMs),
     }));
-    return {
-      requestId: input.requestId,
-      amount: input.amount,
-      counters: input.counters,
-      rateCharges: input.rateCharges,
-      rateStates,
-      expiresAt: this.closesAt(ref),
-      holdShard: 0,
-      pool: ref,
-      ...(input.loop ? { loop: input.loop } : {}),
-    };
+    return reservationOf(input, { rateStates, expiresAt: this.closesAt(ref), holdShard: 0, pool: ref });
   }
 
   private async read(ref: PoolRef): Promise<Record<string, unknown> | undefined> {
