@@ -28,20 +28,15 @@ import {
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { systemClock, type Clock } from '../../core/clock';
 import {
-  BudgetExceededError,
-  CircuitOpenError,
   InvalidRequestError,
-  LoopDetectedError,
   RateLimitError,
-  SpendVelocityError,
   StoreUnavailableError,
 } from '../../core/errors';
 import type { VelocityCharge } from '../../core/guardrails/velocity';
 import { failureBlockMs, type LoopCheck, MAX_BACKOFF_DOUBLINGS } from '../../core/guardrails/loop-guard';
 import type { LoopOverrides } from '../../core/guardrails/settings';
-import { displayUsd, type MicroUsd } from '../../core/money';
+import type { MicroUsd } from '../../core/money';
 import {
-  formatResetDuration,
   gcraAdmits,
   gcraBranch,
   gcraBranchFor,
@@ -51,9 +46,7 @@ import {
   gcraIncrementUs,
   gcraRemaining,
   gcraResetMs,
-  gcraRetryAfterMs,
   gcraTatAfter,
-  GCRA_BURST_US,
   type GcraBranch,
 } from '../../core/ratelimit';
 import type {
@@ -71,9 +64,26 @@ import type {
 } from '../../core/stores';
 import { reservationOf } from '../../core/stores';
 import { type BudgetLimits, type ScopeId, type StoredLimits, UNLIMITED, type UsageRecord } from '../../core/types';
-import { COUNTER_RETENTION_MS, WINDOWS, type Window } from '../../core/windows';
+import { WINDOWS, type Window } from '../../core/windows';
 import { errorName, translateError } from './client';
-import { shardOf } from './hash';
+import { budgetExceeded, circuitOpen, loopDetected, rateLimited, requestTooLarge, unexpectedCancellation, velocityTripped } from './denials';
+import {
+  abandonedRecord,
+  bucketHintKey,
+  bucketTtl,
+  circuitKey,
+  counterPk,
+  counterTtl,
+  holdKey,
+  loopKey,
+  num,
+  padMs,
+  storedHoldOf,
+  type StoredHold,
+  velocityKey,
+} from './items';
+
+export { circuitKey, counterPk, holdKey, LOOP_SHARDS, loopKey, UNTIL_ACKNOWLEDGED, velocityKey } from './items';
 import { HOLD_SHARDS, type TableNames } from './schema';
 import { usageItem } from './usage-store';
 import { type PoolOptions, type PoolRef, ScopePools } from './pools';
@@ -115,40 +125,7 @@ const BATCH_GET_LIMIT = 100;
 const BATCH_WRITE_LIMIT = 25;
 /** Bound on the branch-hint map (one entry per bucket seen by this instance). */
 const MAX_HINTS = 10_000;
-const HOLD_SK_DIGITS = 15;
 const DAY_S = 86_400;
-
-/** Partition key of a counter item: `ctr#<scope>`, or `ctr#platform#s<n>` for a platform shard. */
-export function counterPk(ref: Pick<CounterRef, 'scope' | 'shard'>): string {
-  return ref.scope === 'platform' ? `ctr#platform#s${ref.shard ?? 0}` : `ctr#${ref.scope}`;
-}
-
-/** Key of a circuit item: `circuit#<scope>` / `state`, the platform's sharded like its counter. */
-export function circuitKey(ref: CircuitRef): { pk: string; sk: string } {
-  return { pk: ref.scope === 'platform' ? `circuit#platform#s${ref.shard ?? 0}` : `circuit#${ref.scope}`, sk: 'state' };
-}
-
-/** `openUntil` of a circuit that stays open until an operator acknowledges it. */
-export const UNTIL_ACKNOWLEDGED = Number.MAX_SAFE_INTEGER;
-
-/** Partitions one owner's loop items are spread over, so a busy user never makes one partition hot. */
-export const LOOP_SHARDS = 8;
-
-/** Key of a loop guard item: one per owner (the user) and fingerprint, partitioned by the fingerprint. */
-export function loopKey(check: Pick<LoopCheck, 'owner' | 'fingerprint'>): { pk: string; sk: string } {
-  return { pk: `loop#${check.owner}#${shardOf(check.fingerprint, LOOP_SHARDS)}`, sk: check.fingerprint };
-}
-
-/** Key of a spend-velocity window item: `vel#<scope>` / `w<window, zero-padded>`. */
-export function velocityKey(charge: Pick<VelocityCharge, 'scope' | 'window'>): { pk: string; sk: string } {
-  return { pk: `vel#${charge.scope}`, sk: `w${String(charge.window).padStart(12, '0')}` };
-}
-
-/** Key of a hold item: sharded by request id, sorted by expiry so the sweeper finds expired ones by range. */
-export function holdKey(requestId: string, expiresAt: number): { pk: string; sk: string; shard: number } {
-  const shard = shardOf(requestId, HOLD_SHARDS);
-  return { pk: `hold#${shard}`, sk: `${padMs(expiresAt)}#${requestId}`, shard };
-}
 
 /** The DynamoDB implementation of {@link Ledger} (and of {@link LeaseStore}, the writes of budget leases). */
 export class DynamoDbLedger implements Ledger, LeaseStore {
@@ -1246,69 +1223,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
   }
 }
 
-/** A hold item as stored by reserve. */
-interface StoredHold {
-  readonly pk: string;
-  readonly sk: string;
-  readonly requestId: string;
-  readonly amount: MicroUsd;
-  readonly reservedAt: number;
-  readonly counters: ReadonlyArray<{ readonly pk: string; readonly sk: string; readonly ttl: number }>;
-  readonly context: ReserveInput['context'];
-  /** A pool's grant (pools.ts): the pool, and what its release corrects. */
-  readonly pool?: PoolRef;
-  readonly grant?: { readonly counters: readonly CounterRef[]; readonly velocity: readonly VelocityCharge[] };
-}
 
-/** The hold item a reservation wrote, as far as the sweeper's record of it needs it. */
-function storedHoldOf(reservation: Reservation, reservedAt: number, context: ReserveInput['context']): StoredHold {
-  const hold = holdKey(reservation.requestId, reservation.expiresAt);
-  return { pk: hold.pk, sk: hold.sk, requestId: reservation.requestId, amount: reservation.amount, reservedAt, counters: [], context };
-}
-
-/** The usage record of a hold the sweeper reclaims: charged its full amount, estimated, outcome `abandoned`. */
-function abandonedRecord(hold: StoredHold, now: number): UsageRecord {
-  return {
-    requestId: hold.requestId,
-    timestamp: new Date(hold.reservedAt).toISOString(),
-    userId: hold.context.userId,
-    keyId: hold.context.keyId,
-    ...(hold.context.orgId !== undefined ? { orgId: hold.context.orgId } : {}),
-    provider: hold.context.provider ?? 'unknown',
-    model: hold.context.model,
-    requestType: hold.context.requestType ?? 'chat',
-    endpoint: hold.context.endpoint ?? 'unknown',
-    stream: hold.context.stream ?? false,
-    usage: { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0 },
-    costMicros: hold.amount,
-    costEstimated: true,
-    outcome: 'abandoned',
-    httpStatus: 0,
-    durationMs: Math.max(0, now - hold.reservedAt),
-    byok: hold.context.byok ?? false,
-  };
-}
-
-function bucketHintKey(charge: Pick<RateCharge, 'keyId' | 'dimension'>): string {
-  return `${charge.keyId}#${charge.dimension}`;
-}
-
-function counterTtl(ref: CounterRef): number {
-  return Math.ceil((ref.windowEnd + COUNTER_RETENTION_MS[ref.window]) / 1000);
-}
-
-/** After two minutes past `now` a bucket's tat is surely in the past, i.e. the item is worthless. */
-function bucketTtl(nowUs: number): number {
-  return Math.ceil((nowUs + 2 * GCRA_BURST_US) / 1_000_000) + 3_600;
-}
-
-function padMs(ms: number): string {
-  return String(Math.max(0, Math.floor(ms))).padStart(HOLD_SK_DIGITS, '0');
-}
-
-function num(value: unknown): number {
-  return typeof value === 'number' ? value : 0;
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -1326,125 +1241,3 @@ function assertTransactionSize(count: number, what: string): void {
   }
 }
 
-function unexpectedCancellation(reasons: readonly CancellationReason[]): Error {
-  const codes = reasons.map((r) => r.Code ?? 'None').join(',');
-  return new Error(`DynamoDB cancelled a ledger transaction unexpectedly (reasons: ${codes})`);
-}
-
-/** The caller-facing denial for a counter whose limit this request would cross. */
-function budgetExceeded(
-  ref: CounterRef,
-  detail: { readonly amount: MicroUsd; readonly old?: Record<string, unknown> },
-): BudgetExceededError {
-  const headers = {
-    'x-tollgate-budget-scope': ref.scope,
-    'x-tollgate-budget-window': ref.window,
-    'x-tollgate-budget-reset': new Date(ref.windowEnd).toISOString(),
-  };
-  const needs = `this request needs up to ${displayUsd(detail.amount)}`;
-  let message: string;
-  if (ref.scope === 'platform') {
-    // The platform's own figures are the operator's business, not the caller's.
-    message = `The platform's ${ref.window} budget is exhausted; ${needs}.`;
-  } else if (detail.old === undefined) {
-    message = `Budget exceeded for ${ref.scope} (${ref.window} window): limit ${displayUsd(ref.limit ?? 0)}, ${needs}, more than the whole limit.`;
-  } else {
-    const spent = num(detail.old.spent);
-    const held = num(detail.old.reserved);
-    const inFlight = held > 0 ? ` (+${displayUsd(held)} held by requests in flight)` : '';
-    message = `Budget exceeded for ${ref.scope} (${ref.window} window): limit ${displayUsd(ref.limit ?? 0)}, spent ${displayUsd(spent)}${inFlight}, ${needs}.`;
-  }
-  return new BudgetExceededError(message, { code: 'insufficient_quota', headers });
-}
-
-/** The caller-facing denial for a scope whose circuit is open (from the circuit item as it was). */
-function circuitOpen(ref: CircuitRef, old: Record<string, unknown> | undefined, now: number): CircuitOpenError {
-  const until = num(old?.openUntil);
-  const byAck = until >= UNTIL_ACKNOWLEDGED;
-  const headers: Record<string, string> = {
-    'x-tollgate-circuit-scope': ref.scope,
-    'x-tollgate-circuit-closes-at': byAck ? 'on-acknowledgement' : new Date(until).toISOString(),
-  };
-  if (!byAck) headers['Retry-After'] = String(Math.max(1, Math.ceil((until - now) / 1000)));
-  // An SDK's automatic retries cannot outlast an open circuit; the caller (or an operator) must act.
-  headers['x-should-retry'] = 'false';
-  const when = byAck ? 'it stays open until an operator acknowledges it' : `it closes at ${new Date(until).toISOString()}`;
-  const why = ref.scope === 'platform' ? '' : typeof old?.reason === 'string' ? ` (${old.reason})` : '';
-  return new CircuitOpenError(`The spend circuit breaker for ${ref.scope} is open${why}; ${when}.`, { code: 'circuit_open', headers });
-}
-
-/** The caller-facing denial of the loop guard, from the fingerprint's item as it was. */
-function loopDetected(check: LoopCheck, old: Record<string, unknown> | undefined): LoopDetectedError {
-  const count = num(old?.[`n${check.window}`]);
-  const minutes = Math.round(check.windowMs / 60_000);
-  const repeats = count >= check.maxRepeats;
-  const blockMs = failureBlockMs(num(old?.fails), check.maxFailures, check.windowMs);
-  const retryAt = repeats ? check.windowEnd : num(old?.lastFailAt) + blockMs;
-  const message = repeats
-    ? `Loop detected: this request (or a near-copy) was sent ${count} times within ${minutes} minutes by ${check.owner} (last through key ${check.keyId}) (at most ${check.maxRepeats}); ` +
-      'change the request or wait before retrying.'
-    : `Loop detected: this request failed upstream ${num(old?.fails)} times in a row for ${check.owner} (last through key ${check.keyId}); ` +
-      `it is refused for ${Math.round(blockMs / 60_000)} minutes after the last failure (doubling with each failed retry).`;
-  return new LoopDetectedError(message, {
-    code: 'loop_detected',
-    headers: { 'Retry-After': String(Math.max(1, Math.ceil((retryAt - check.now) / 1000))), 'x-should-retry': 'false' },
-  });
-}
-
-/** The caller-facing denial of the spend-velocity breaker (the pipeline then opens the circuit and alerts). */
-function velocityTripped(charge: VelocityCharge, old: Record<string, unknown> | undefined, now: number): SpendVelocityError {
-  const spent = num(old?.v);
-  const retryS = Math.max(1, Math.ceil((charge.windowEnd - now) / 1000));
-  return new SpendVelocityError(
-    `The spend circuit breaker for ${charge.scope} is open: ${displayUsd(spent)} admitted within a few minutes, over its velocity ` +
-      `ceiling of ${displayUsd(charge.ceilingMicros)} (a runaway loop?). Requests are refused until an operator or the cooldown closes it.`,
-    { scope: charge.scope, window: charge.window, windowEnd: charge.windowEnd, spentMicros: spent, ceilingMicros: charge.ceilingMicros },
-    {
-      code: 'circuit_open',
-      headers: {
-        'Retry-After': String(retryS),
-        'x-should-retry': 'false',
-        'x-tollgate-circuit-scope': charge.scope,
-        'x-tollgate-circuit-cause': 'velocity',
-      },
-    },
-  );
-}
-
-/** The caller-facing denial for buckets without capacity now, with OpenAI-style rate-limit headers. */
-function rateLimited(
-  denied: ReadonlyArray<{ charge: RateCharge; inc: number; oldTat: number | undefined }>,
-  nowUs: number,
-): RateLimitError {
-  const retryMs = Math.max(...denied.map((d) => gcraRetryAfterMs(d.oldTat, nowUs, d.inc)), 1);
-  const headers: Record<string, string> = {
-    'Retry-After': String(Math.max(1, Math.ceil(retryMs / 1000))),
-    'retry-after-ms': String(retryMs),
-  };
-  for (const { charge, oldTat } of denied) {
-    headers[`x-ratelimit-limit-${charge.dimension}`] = String(charge.limitPerMinute);
-    headers[`x-ratelimit-remaining-${charge.dimension}`] = String(gcraRemaining(oldTat, nowUs, charge.limitPerMinute));
-    headers[`x-ratelimit-reset-${charge.dimension}`] = formatResetDuration(gcraResetMs(oldTat, nowUs));
-  }
-  const what = denied
-    .map(({ charge }) => `${charge.limitPerMinute} ${charge.dimension} per minute (this request needs ${charge.amount})`)
-    .join(' and ');
-  return new RateLimitError(
-    `Rate limit reached for key ${denied[0]?.charge.keyId}: ${what}. Try again in ${formatResetDuration(retryMs)}.`,
-    { code: 'rate_limit_exceeded', headers },
-  );
-}
-
-/** A charge larger than the bucket: it can never pass, so nothing is written and no Retry-After is given. */
-function requestTooLarge(charge: RateCharge): RateLimitError {
-  return new RateLimitError(
-    `Request too large for key ${charge.keyId}: it needs ${charge.amount} ${charge.dimension} but the limit is ` +
-      `${charge.limitPerMinute} ${charge.dimension} per minute.`,
-    {
-      code: 'rate_limit_exceeded',
-      headers: {
-        [`x-ratelimit-limit-${charge.dimension}`]: String(charge.limitPerMinute),
-      },
-    },
-  );
-}

@@ -1,0 +1,136 @@
+/**
+ * The caller-facing denials the ledger throws, built from the item a failed condition returned (its old
+ * values): what was refused, why, and whether retrying can help (`Retry-After`, `x-should-retry`).
+ */
+import type { CancellationReason } from '@aws-sdk/client-dynamodb';
+import { BudgetExceededError, CircuitOpenError, LoopDetectedError, RateLimitError, SpendVelocityError } from '../../core/errors';
+import type { CircuitRef, CounterRef, RateCharge } from '../../core/stores';
+import { failureBlockMs, type LoopCheck } from '../../core/guardrails/loop-guard';
+import type { VelocityCharge } from '../../core/guardrails/velocity';
+import { displayUsd, type MicroUsd } from '../../core/money';
+import { formatResetDuration, gcraRemaining, gcraResetMs, gcraRetryAfterMs } from '../../core/ratelimit';
+import { num, UNTIL_ACKNOWLEDGED } from './items';
+
+export function unexpectedCancellation(reasons: readonly CancellationReason[]): Error {
+  const codes = reasons.map((r) => r.Code ?? 'None').join(',');
+  return new Error(`DynamoDB cancelled a ledger transaction unexpectedly (reasons: ${codes})`);
+}
+
+/** The caller-facing denial for a counter whose limit this request would cross. */
+export function budgetExceeded(
+  ref: CounterRef,
+  detail: { readonly amount: MicroUsd; readonly old?: Record<string, unknown> },
+): BudgetExceededError {
+  const headers = {
+    'x-tollgate-budget-scope': ref.scope,
+    'x-tollgate-budget-window': ref.window,
+    'x-tollgate-budget-reset': new Date(ref.windowEnd).toISOString(),
+  };
+  const needs = `this request needs up to ${displayUsd(detail.amount)}`;
+  let message: string;
+  if (ref.scope === 'platform') {
+    // The platform's own figures are the operator's business, not the caller's.
+    message = `The platform's ${ref.window} budget is exhausted; ${needs}.`;
+  } else if (detail.old === undefined) {
+    message = `Budget exceeded for ${ref.scope} (${ref.window} window): limit ${displayUsd(ref.limit ?? 0)}, ${needs}, more than the whole limit.`;
+  } else {
+    const spent = num(detail.old.spent);
+    const held = num(detail.old.reserved);
+    const inFlight = held > 0 ? ` (+${displayUsd(held)} held by requests in flight)` : '';
+    message = `Budget exceeded for ${ref.scope} (${ref.window} window): limit ${displayUsd(ref.limit ?? 0)}, spent ${displayUsd(spent)}${inFlight}, ${needs}.`;
+  }
+  return new BudgetExceededError(message, { code: 'insufficient_quota', headers });
+}
+
+/** The caller-facing denial for a scope whose circuit is open (from the circuit item as it was). */
+export function circuitOpen(ref: CircuitRef, old: Record<string, unknown> | undefined, now: number): CircuitOpenError {
+  const until = num(old?.openUntil);
+  const byAck = until >= UNTIL_ACKNOWLEDGED;
+  const headers: Record<string, string> = {
+    'x-tollgate-circuit-scope': ref.scope,
+    'x-tollgate-circuit-closes-at': byAck ? 'on-acknowledgement' : new Date(until).toISOString(),
+  };
+  if (!byAck) headers['Retry-After'] = String(Math.max(1, Math.ceil((until - now) / 1000)));
+  // An SDK's automatic retries cannot outlast an open circuit; the caller (or an operator) must act.
+  headers['x-should-retry'] = 'false';
+  const when = byAck ? 'it stays open until an operator acknowledges it' : `it closes at ${new Date(until).toISOString()}`;
+  const why = ref.scope === 'platform' ? '' : typeof old?.reason === 'string' ? ` (${old.reason})` : '';
+  return new CircuitOpenError(`The spend circuit breaker for ${ref.scope} is open${why}; ${when}.`, { code: 'circuit_open', headers });
+}
+
+/** The caller-facing denial of the loop guard, from the fingerprint's item as it was. */
+export function loopDetected(check: LoopCheck, old: Record<string, unknown> | undefined): LoopDetectedError {
+  const count = num(old?.[`n${check.window}`]);
+  const minutes = Math.round(check.windowMs / 60_000);
+  const repeats = count >= check.maxRepeats;
+  const blockMs = failureBlockMs(num(old?.fails), check.maxFailures, check.windowMs);
+  const retryAt = repeats ? check.windowEnd : num(old?.lastFailAt) + blockMs;
+  const message = repeats
+    ? `Loop detected: this request (or a near-copy) was sent ${count} times within ${minutes} minutes by ${check.owner} (last through key ${check.keyId}) (at most ${check.maxRepeats}); ` +
+      'change the request or wait before retrying.'
+    : `Loop detected: this request failed upstream ${num(old?.fails)} times in a row for ${check.owner} (last through key ${check.keyId}); ` +
+      `it is refused for ${Math.round(blockMs / 60_000)} minutes after the last failure (doubling with each failed retry).`;
+  return new LoopDetectedError(message, {
+    code: 'loop_detected',
+    headers: { 'Retry-After': String(Math.max(1, Math.ceil((retryAt - check.now) / 1000))), 'x-should-retry': 'false' },
+  });
+}
+
+/** The caller-facing denial of the spend-velocity breaker (the pipeline then opens the circuit and alerts). */
+export function velocityTripped(charge: VelocityCharge, old: Record<string, unknown> | undefined, now: number): SpendVelocityError {
+  const spent = num(old?.v);
+  const retryS = Math.max(1, Math.ceil((charge.windowEnd - now) / 1000));
+  return new SpendVelocityError(
+    `The spend circuit breaker for ${charge.scope} is open: ${displayUsd(spent)} admitted within a few minutes, over its velocity ` +
+      `ceiling of ${displayUsd(charge.ceilingMicros)} (a runaway loop?). Requests are refused until an operator or the cooldown closes it.`,
+    { scope: charge.scope, window: charge.window, windowEnd: charge.windowEnd, spentMicros: spent, ceilingMicros: charge.ceilingMicros },
+    {
+      code: 'circuit_open',
+      headers: {
+        'Retry-After': String(retryS),
+        'x-should-retry': 'false',
+        'x-tollgate-circuit-scope': charge.scope,
+        'x-tollgate-circuit-cause': 'velocity',
+      },
+    },
+  );
+}
+
+/** The caller-facing denial for buckets without capacity now, with OpenAI-style rate-limit headers. */
+export function rateLimited(
+  denied: ReadonlyArray<{ charge: RateCharge; inc: number; oldTat: number | undefined }>,
+  nowUs: number,
+): RateLimitError {
+  const retryMs = Math.max(...denied.map((d) => gcraRetryAfterMs(d.oldTat, nowUs, d.inc)), 1);
+  const headers: Record<string, string> = {
+    'Retry-After': String(Math.max(1, Math.ceil(retryMs / 1000))),
+    'retry-after-ms': String(retryMs),
+  };
+  for (const { charge, oldTat } of denied) {
+    headers[`x-ratelimit-limit-${charge.dimension}`] = String(charge.limitPerMinute);
+    headers[`x-ratelimit-remaining-${charge.dimension}`] = String(gcraRemaining(oldTat, nowUs, charge.limitPerMinute));
+    headers[`x-ratelimit-reset-${charge.dimension}`] = formatResetDuration(gcraResetMs(oldTat, nowUs));
+  }
+  const what = denied
+    .map(({ charge }) => `${charge.limitPerMinute} ${charge.dimension} per minute (this request needs ${charge.amount})`)
+    .join(' and ');
+  return new RateLimitError(
+    `Rate limit reached for key ${denied[0]?.charge.keyId}: ${what}. Try again in ${formatResetDuration(retryMs)}.`,
+    { code: 'rate_limit_exceeded', headers },
+  );
+}
+
+/** A charge larger than the bucket: it can never pass, so nothing is written and no Retry-After is given. */
+export function requestTooLarge(charge: RateCharge): RateLimitError {
+  return new RateLimitError(
+    `Request too large for key ${charge.keyId}: it needs ${charge.amount} ${charge.dimension} but the limit is ` +
+      `${charge.limitPerMinute} ${charge.dimension} per minute.`,
+    {
+      code: 'rate_limit_exceeded',
+      headers: {
+        [`x-ratelimit-limit-${charge.dimension}`]: String(charge.limitPerMinute),
+      },
+    },
+  );
+}
+
