@@ -182,6 +182,12 @@ export function poolOptionsOf(config: GatewayConfig): PoolOptions | false {
   return enabled ? options : false;
 }
 
+/** The ledger's allowance pools of shared scopes as configured (false: off). */
+export function sharedPoolOptionsOf(config: GatewayConfig): PoolOptions | false {
+  const { enabled, ...options } = config.sharedPools;
+  return enabled ? options : false;
+}
+
 /** Budget leases over `ledger` with the configured settings (whether to use them is `config.leases.enabled`). */
 export function leasingLedgerFor(
   ledger: DynamoDbLedger,
@@ -210,6 +216,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     clock,
     batchUsageWrites: deps.batchUsageWrites ?? false,
     pools: poolOptionsOf(config),
+    sharedPools: sharedPoolOptionsOf(config),
   });
   const leases = config.leases.enabled
     ? leasingLedgerFor(ledger, config, {

@@ -10,7 +10,7 @@ import { DEFAULT_LIMITS, type DefaultLimits, parseBudgetDefaults } from './core/
 import type { BudgetLimits } from './core/types';
 import { type AdmissionOptions, DEFAULT_ADMISSION } from './core/admission';
 import { DEFAULT_LEASES, type LeaseOptions } from './core/lease/leasing-ledger';
-import { DEFAULT_POOLS, type PoolOptions } from './store/dynamodb/pools';
+import { DEFAULT_POOLS, DEFAULT_SHARED_POOLS, type PoolOptions } from './store/dynamodb/pools';
 import { DEFAULT_SETTLE_ATTEMPTS, DEFAULT_SETTLE_BASE_DELAY_MS } from './core/settle-retry';
 import { parseRoutingRules, type RoutingSettings } from './core/routing/rules';
 
@@ -61,6 +61,8 @@ export interface GatewayConfig {
   readonly leases: { readonly enabled: boolean; readonly exactLoopCounts: boolean } & Required<LeaseOptions>;
   /** Scope pools (store/dynamodb/pools.ts): a key busy across many instances admitted with single-item writes. */
   readonly pools: { readonly enabled: boolean } & Required<PoolOptions>;
+  /** Allowance pools of shared scopes (org, platform) once they are busy (store/dynamodb/pools.ts). */
+  readonly sharedPools: { readonly enabled: boolean } & Required<PoolOptions>;
   /** Settle retries when the store is unreachable, before the hold is left for the sweeper (core/settle-retry.ts). */
   readonly settleRetry: { readonly attempts: number; readonly baseDelayMs: number };
   /** How long usage records are kept (DynamoDB TTL). */
@@ -272,6 +274,13 @@ export function loadConfig(env: Env = process.env): GatewayConfig {
       epochMs: int(env, 'TOLLGATE_POOL_EPOCH_MS', DEFAULT_POOLS.epochMs, 1_000, 300_000),
       graceMs: int(env, 'TOLLGATE_POOL_GRACE_MS', DEFAULT_POOLS.graceMs, 0, 3_600_000),
       markMs: int(env, 'TOLLGATE_POOL_MARK_MS', DEFAULT_POOLS.markMs, 1_000, 3_600_000),
+    },
+    sharedPools: {
+      enabled: bool(env, 'TOLLGATE_SHARED_POOLS', true),
+      shards: int(env, 'TOLLGATE_SHARED_POOL_SHARDS', DEFAULT_SHARED_POOLS.shards, 1, 1_024),
+      epochMs: int(env, 'TOLLGATE_SHARED_POOL_EPOCH_MS', DEFAULT_SHARED_POOLS.epochMs, 1_000, 300_000),
+      graceMs: int(env, 'TOLLGATE_POOL_GRACE_MS', DEFAULT_SHARED_POOLS.graceMs, 0, 3_600_000),
+      markMs: int(env, 'TOLLGATE_POOL_MARK_MS', DEFAULT_SHARED_POOLS.markMs, 1_000, 3_600_000),
     },
     admission: {
       maxInFlight: int(env, 'TOLLGATE_ADMISSION_MAX_IN_FLIGHT', DEFAULT_ADMISSION.maxInFlight, 1, 10_000),

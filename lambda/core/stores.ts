@@ -131,6 +131,15 @@ export interface Reservation {
    * settle gives its unspent part back to that pool.
    */
   readonly pool?: { readonly pk: string; readonly sk: string };
+  /**
+   * The parts of shared scopes (an org, the platform) taken from their allowance pools (store/dynamodb/pools.ts)
+   * instead of held on the request's own: settle gives each its unspent part back. `counters` lists them too.
+   */
+  readonly shared?: ReadonlyArray<{
+    readonly scope: ScopeId;
+    readonly pool: { readonly pk: string; readonly sk: string };
+    readonly counters: readonly CounterRef[];
+  }>;
 }
 
 /**

@@ -86,7 +86,7 @@ import {
 export { circuitKey, counterPk, holdKey, LOOP_SHARDS, loopKey, UNTIL_ACKNOWLEDGED, velocityKey } from './items';
 import { HOLD_SHARDS, type TableNames } from './schema';
 import { usageItem } from './usage-store';
-import { type PoolOptions, type PoolRef, ScopePools } from './pools';
+import { DEFAULT_SHARED_POOLS, type PoolHost, type PoolOptions, type PoolRef, ScopePools, SHARED_GRANT_PREFIX } from './pools';
 
 type Item = Record<string, AttributeValue>;
 
@@ -113,6 +113,13 @@ export interface DynamoDbLedgerOptions {
    * whatever this says. @default false
    */
   readonly pools?: PoolOptions | false;
+  /**
+   * Allowance pools of the shared scopes (org and platform): every request of a shared scope takes its part
+   * from one of the scope's pool items with one conditional write instead of writing the scope's counters, which
+   * only the pools' grants write (see "Shared scopes" at the top). Absent or false: shared scopes are reserved
+   * with each request's own transaction, as a key's and a user's are. @default false
+   */
+  readonly sharedPools?: PoolOptions | false;
 }
 
 /** DynamoDB's limit on items per TransactWriteItems. */
@@ -126,6 +133,8 @@ const BATCH_WRITE_LIMIT = 25;
 /** Bound on the branch-hint map (one entry per bucket seen by this instance). */
 const MAX_HINTS = 10_000;
 const DAY_S = 86_400;
+/** How old a shared scope's counter values read by this instance may be (see readCounters). */
+const SHARED_READ_MS = 2_000;
 
 /** The DynamoDB implementation of {@link Ledger} (and of {@link LeaseStore}, the writes of budget leases). */
 export class DynamoDbLedger implements Ledger, LeaseStore {
@@ -140,10 +149,14 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
   private readonly tatHints = new Map<string, number>();
   private readonly pools: ScopePools;
   private readonly pooling: boolean;
-  /** Keys whose requests go through scope pools, until when (from conflicts seen here and marks read). */
-  private readonly pooledKeys = new Map<string, number>();
-  /** When this instance last wrote a key's pooled mark. */
-  private readonly markedAt = new Map<string, number>();
+  private readonly sharedPools: ScopePools;
+  private readonly sharing: boolean;
+  /** Shared scopes' counter values read lately here (see readCounters). */
+  private readonly sharedReads = new Map<string, { at: number; value: CounterValue }>();
+  /** Scopes busy until when (from conflicts seen here and marks read): a key's pools, a shared scope's allowances. */
+  private readonly busyScopes = new Map<ScopeId, number>();
+  /** When this instance last wrote a scope's busy mark. */
+  private readonly markedAt = new Map<ScopeId, number>();
 
   constructor(
     private readonly client: DynamoDBClient,
@@ -160,8 +173,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     this.batchUsageWrites = options.batchUsageWrites ?? false;
     this.sleep = options.sleep ?? sleep;
     this.pooling = options.pools !== undefined && options.pools !== false;
-    this.pools = new ScopePools(
-      {
+    const host: PoolHost = {
         client,
         table: this.budgets,
         clock: this.clock,
@@ -169,23 +181,77 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
         platformShards: this.platformShards,
         reserveGrant: (input, pool) => this.reserveHeld(input, pool),
         readCounters: (refs) => this.readCounters(refs),
-        refundCounters: (counters, delta) => this.refundCounters(counters, delta),
-        refilled: (keyId, now) => this.markPooled(keyId, now),
-      },
-      options.pools || {},
-    );
+        counterItems: (counters, delta) => counters.map((ref) => this.counterUpdate(ref, delta)),
+        velocityItems: (velocity, cost) => this.velocitySettle({ reservation: { velocity } as Reservation, cost, usage: undefined as never }),
+        transact: (items) => this.transact(items),
+        usageTable: this.usage,
+        usageItem: (record) => usageItem(record, { retentionDays: this.usageRetentionDays }),
+        refilled: (scope, now) => this.markBusy(scope, now),
+      };
+    this.pools = new ScopePools(host, options.pools || {});
+    this.sharing = options.sharedPools !== undefined && options.sharedPools !== false;
+    this.sharedPools = new ScopePools(host, { ...DEFAULT_SHARED_POOLS, ...(options.sharedPools || {}) }, 'shared');
   }
 
   async reserve(input: ReserveInput): Promise<Reservation> {
     assertMicros(input.amount, 'amount');
-    if (this.pooling && (this.pooledKeys.get(input.context.keyId) ?? 0) > input.now && this.pools.fits(input)) {
-      for (const ref of input.counters) {
-        if (ref.limit !== undefined && input.amount > ref.limit) throw budgetExceeded(ref, { amount: input.amount });
-      }
+    for (const ref of input.counters) {
+      if (ref.limit !== undefined && input.amount > ref.limit) throw budgetExceeded(ref, { amount: input.amount });
+    }
+    if (this.sharing && input.counters.some((c) => isShared(c.scope) && this.isBusy(c.scope, input.now))) return this.reserveShared(input);
+    return this.reserveOwn(input);
+  }
+
+  /** A request's own part: its key's pool when the key is pooled, else its own reserve transaction. */
+  private async reserveOwn(input: ReserveInput): Promise<Reservation> {
+    if (this.pooling && this.isBusy(`key:${input.context.keyId}`, input.now) && this.pools.fits(input)) {
       const pooled = await this.reservePooled(input);
       if (pooled) return pooled;
     }
     return this.reserveHeld(input);
+  }
+
+  /**
+   * A request of shared scopes: each shared scope's part is taken from one of its allowance pools (one
+   * conditional write each, in parallel), then the rest (key, user, and any shared part a pool could not
+   * decide near its limit, exactly) is reserved as usual. A refusal anywhere gives every take back.
+   */
+  private async reserveShared(input: ReserveInput): Promise<Reservation> {
+    const scopes = [...new Set(input.counters.filter((c) => isShared(c.scope) && this.isBusy(c.scope, input.now)).map((c) => c.scope))];
+    const parts = scopes.map((scope) => sharedPart(input, scope));
+    const outcomes = await Promise.allSettled(parts.map((part) => this.sharedPools.take(part)));
+    const taken: SharedTake[] = [];
+    for (const [i, outcome] of outcomes.entries()) {
+      if (outcome.status === 'fulfilled' && outcome.value?.pool) {
+        taken.push({ scope: scopes[i]!, pool: outcome.value.pool, counters: outcome.value.counters });
+      }
+    }
+    const refused = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (refused) {
+      await this.cancelShared(input, taken);
+      throw refused.reason;
+    }
+    const pooledScopes = new Set(taken.map((t) => t.scope));
+    const own: ReserveInput = {
+      ...input,
+      counters: input.counters.filter((c) => !pooledScopes.has(c.scope)),
+      ...(input.circuits ? { circuits: input.circuits.filter((c) => !pooledScopes.has(c.scope)) } : {}),
+    };
+    let reservation: Reservation;
+    try {
+      reservation = await this.reserveOwn(own);
+    } catch (err) {
+      await this.cancelShared(input, taken);
+      throw err;
+    }
+    return taken.length ? { ...reservation, counters: [...reservation.counters, ...taken.flatMap((t) => t.counters)], shared: taken } : reservation;
+  }
+
+  /** Gives shared takes back whole (the request was refused after them); a failure leaves them charged. */
+  private async cancelShared(input: ReserveInput, taken: readonly SharedTake[]): Promise<void> {
+    await Promise.all(
+      taken.map((t) => this.sharedPools.cancel(sharedReservation(input, t), t.pool).catch(() => undefined)),
+    );
   }
 
   /**
@@ -239,35 +305,59 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
 
   /** Marks a key pooled (here at once; for every instance through its limits item, at most twice a mark's life). */
   private markPooled(keyId: string, now: number): void {
-    if (!this.pooling) return;
+    if (this.pooling) this.markBusy(`key:${keyId}`, now);
+  }
+
+  /**
+   * Marks a scope busy: a key's requests then go through its pools, a shared scope's (org, platform) through
+   * its allowance pools. Here at once; for every instance through the scope's limits item (`poolUntil`), which
+   * every limits read fetches, written at most twice a mark's life.
+   */
+  private markBusy(scope: ScopeId, now: number): void {
     const until = now + this.pools.markMs;
-    this.pooledKeys.set(keyId, until);
-    if (this.pooledKeys.size > MAX_HINTS) this.pooledKeys.delete(this.pooledKeys.keys().next().value as string);
-    const last = this.markedAt.get(keyId);
+    this.busyScopes.set(scope, until);
+    if (this.busyScopes.size > MAX_HINTS) this.busyScopes.delete(this.busyScopes.keys().next().value as ScopeId);
+    const last = this.markedAt.get(scope);
     if (last !== undefined && now - last < this.pools.markMs / 2 && now >= last) return;
-    this.markedAt.set(keyId, now);
-    if (this.markedAt.size > MAX_HINTS) this.markedAt.delete(this.markedAt.keys().next().value as string);
+    this.markedAt.set(scope, now);
+    if (this.markedAt.size > MAX_HINTS) this.markedAt.delete(this.markedAt.keys().next().value as ScopeId);
     void this.client
       .send(
         new UpdateItemCommand({
           TableName: this.budgets,
-          Key: marshall({ pk: `limit#key:${keyId}`, sk: 'limits' }),
+          Key: marshall({ pk: `limit#${scope}`, sk: 'limits' }),
           UpdateExpression: 'SET poolUntil = :until',
           ConditionExpression: 'attribute_not_exists(poolUntil) OR poolUntil < :until',
           ExpressionAttributeValues: { ':until': { N: String(until) } },
         }),
       )
-      .catch(() => undefined); // a hint: other instances find the key busy on their own
+      .catch(() => undefined); // a hint: other instances find the scope busy on their own
   }
 
-  /** Learns the pooled marks on the limits items a read returned. */
+  private isBusy(scope: ScopeId, now: number): boolean {
+    return (this.busyScopes.get(scope) ?? 0) > now;
+  }
+
+  /** Learns the busy marks on the limits items a read returned. */
   private learnMarks(values: ReadonlyArray<Record<string, unknown>>): void {
     for (const value of values) {
       const pk = String(value.pk);
-      if (typeof value.poolUntil !== 'number' || !pk.startsWith('limit#key:')) continue;
-      const keyId = pk.slice('limit#key:'.length);
-      if (value.poolUntil > (this.pooledKeys.get(keyId) ?? 0)) this.pooledKeys.set(keyId, value.poolUntil);
+      if (typeof value.poolUntil !== 'number' || !pk.startsWith('limit#')) continue;
+      const scope = pk.slice('limit#'.length) as ScopeId;
+      if (value.poolUntil > (this.busyScopes.get(scope) ?? 0)) this.busyScopes.set(scope, value.poolUntil);
     }
+  }
+
+  /** What a reserve's transaction conflicts say is busy: a shared scope's items, else the key's. */
+  private conflicted(input: ReserveInput, itemsBefore: number, reasons: readonly CancellationReason[]): void {
+    let shared = false;
+    for (const [j, ref] of input.counters.entries()) {
+      if (reasons[itemsBefore + j]?.Code === 'TransactionConflict' && isShared(ref.scope) && this.sharing) {
+        this.markBusy(ref.scope, input.now);
+        shared = true;
+      }
+    }
+    if (!shared) this.markPooled(input.context.keyId, input.now);
   }
 
   /** The reserve transaction (see the file header); with `pool`, a grant for that pool, released by the sweeper. */
@@ -321,7 +411,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
 
     for (let branchRetries = 0; ; branchRetries++) {
       const items = [...buckets.map((b) => this.chargeBucket(b, nowUs)), ...counterUpdates, ...guardItems, holdPut];
-      const reasons = await this.transact(items, () => this.markPooled(input.context.keyId, input.now));
+      const reasons = await this.transact(items, (r) => this.conflicted(input, buckets.length, r));
       if (!reasons) break;
 
       // Guardrails first: an open circuit or a loop explains the denial better than a budget does.
@@ -435,8 +525,17 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
   }
 
   async settle(input: SettleInput): Promise<void> {
+    assertMicros(input.cost, 'cost');
+    const shared = input.reservation.shared;
+    if (!shared?.length) return this.settleOwn(input);
+    // The request's own part first (its usage record with it), then each shared take, once each: a failure
+    // is retried by the caller, and every part that was done already does nothing the second time.
+    await this.settleOwn({ ...input, reservation: ownPart(input.reservation) });
+    await Promise.all(shared.map((t) => this.sharedPools.settle({ ...input, reservation: sharedReservation(input.reservation, t) }, t.pool)));
+  }
+
+  private async settleOwn(input: SettleInput): Promise<void> {
     const { reservation, cost } = input;
-    assertMicros(cost, 'cost');
     if (reservation.pool) {
       // The record and the loop outcome first (a failure here is retried by the caller, harmlessly); the pool
       // gets its part back last and once: if that fails, the request stays charged its whole amount.
@@ -602,8 +701,15 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
    * is deleted; a repeated return changes nothing.
    */
   async returnLease(input: LeaseReturn): Promise<void> {
+    assertMicros(input.cost, 'cost');
+    const shared = input.reservation.shared;
+    if (!shared?.length) return this.returnOwnLease(input);
+    await this.returnOwnLease({ ...input, reservation: ownPart(input.reservation) });
+    await Promise.all(shared.map((t) => this.sharedPools.returnLease({ ...input, reservation: sharedReservation(input.reservation, t) }, t.pool)));
+  }
+
+  private async returnOwnLease(input: LeaseReturn): Promise<void> {
     const { reservation, cost } = input;
-    assertMicros(cost, 'cost');
     if (reservation.pool) return this.pools.returnLease(input, reservation.pool);
     const hold = holdKey(reservation.requestId, reservation.expiresAt);
     const settleLike: SettleInput = {
@@ -656,7 +762,37 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
       .flatMap((charge) => this.bucketShift(charge, usedRequests - charge.amount, nowUs));
   }
 
+  /**
+   * Current values of counters. With shared pools on, a shared scope's values are at most
+   * {@link SHARED_READ_MS} old in this instance (thousands of instances reading an org's counters on every
+   * request would pass its partition's read throughput); only the pools' grants write them, and every grant's
+   * condition reads the item itself, so no decision about money rests on these values.
+   */
   async readCounters(refs: readonly CounterRef[]): Promise<CounterValue[]> {
+    const now = this.clock.now();
+    if (!this.sharing || !refs.some((r) => isShared(r.scope) && this.isBusy(r.scope, now))) return this.readCountersNow(refs);
+    const idOf = (r: CounterRef) => `${r.scope}|${r.windowKey}`;
+    const cached = (r: CounterRef) => isShared(r.scope) && this.isBusy(r.scope, now);
+    const stale = refs.filter((r) => !cached(r) || !((this.sharedReads.get(idOf(r))?.at ?? -Infinity) > now - SHARED_READ_MS));
+    const fresh = stale.length ? await this.readCountersNow(stale) : [];
+    for (const v of fresh) {
+      if (!cached(v.ref)) continue;
+      if (this.sharedReads.size >= MAX_HINTS) this.sharedReads.clear();
+      this.sharedReads.set(idOf(v.ref), { at: now, value: v });
+    }
+    const seen = new Set<string>();
+    const out: CounterValue[] = [];
+    for (const r of refs) {
+      const id = idOf(r);
+      if (seen.has(id)) continue;
+      seen.add(id);
+      const value = fresh.find((v) => idOf(v.ref) === id) ?? this.sharedReads.get(id)?.value;
+      if (value) out.push(value);
+    }
+    return out;
+  }
+
+  private async readCountersNow(refs: readonly CounterRef[]): Promise<CounterValue[]> {
     const groups = new Map<string, { ref: CounterRef; keys: string[] }>();
     for (const ref of refs) {
       const id = `${ref.scope}|${ref.windowKey}`;
@@ -870,52 +1006,15 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     throw unexpectedCancellation(reasons);
   }
 
-  /**
-   * Releases a pool's grant once the pool's epoch and grace are over: the pool stops admitting, and its counters
-   * get the grant less the room the pool gives back (what was taken and never given back stays charged, with an
-   * `abandoned` record for it); the velocity windows get the real cost instead of the grant.
-   */
+  /** Releases a pool's grant once the pool's epoch and grace are over (pools.ts `release`). */
   private async releaseGrant(hold: StoredHold & Required<Pick<StoredHold, 'pool' | 'grant'>>, now: number): Promise<boolean> {
-    let claimed: { refund: MicroUsd; requests: number; unrecorded: MicroUsd };
+    const pools = hold.requestId.startsWith(SHARED_GRANT_PREFIX) ? this.sharedPools : this.pools;
     try {
-      claimed = await this.pools.claimRefund(hold.pool, hold.amount, now);
+      return await pools.release(hold, now);
     } catch (err) {
       if (err instanceof StoreUnavailableError) return false; // left for the next sweep; the others go on
       throw err;
     }
-    const { refund, requests, unrecorded } = claimed;
-    const cost = hold.amount - refund;
-    const items: TransactWriteItem[] = [
-      { Delete: { TableName: this.budgets, Key: marshall({ pk: hold.pk, sk: hold.sk }), ConditionExpression: 'attribute_exists(pk)' } },
-      ...hold.grant.counters.map((ref) => this.counterUpdate(ref, { committed: -refund, reserved: -hold.amount, spent: cost, requests })),
-      ...this.velocitySettle({ reservation: { velocity: hold.grant.velocity } as Reservation, cost, usage: undefined as never }),
-    ];
-    if (unrecorded > 0) {
-      const record = { ...abandonedRecord(hold, now), costMicros: unrecorded };
-      items.push({ Put: { TableName: this.usage, Item: usageItem(record, { retentionDays: this.usageRetentionDays }) } });
-    }
-    assertTransactionSize(items.length, 'pool release');
-    const reasons = await this.transact(items);
-    if (!reasons) return true;
-    if (reasons[0]?.Code === 'ConditionalCheckFailed') return false;
-    throw unexpectedCancellation(reasons);
-  }
-
-  /** A request that settled after its pool closed: the counters give back its unspent part (single-item writes). */
-  private async refundCounters(counters: readonly CounterRef[], delta: { readonly refund: MicroUsd; readonly requests: number }): Promise<void> {
-    await Promise.all(
-      counters.map((ref) =>
-        this.client.send(
-          new UpdateItemCommand({
-            TableName: this.budgets,
-            Key: marshall({ pk: counterPk(ref), sk: ref.windowKey }),
-            UpdateExpression: 'ADD committed :neg, spent :neg, requests :n',
-            ConditionExpression: 'attribute_exists(pk)',
-            ExpressionAttributeValues: { ':neg': { N: String(-delta.refund) }, ':n': { N: String(delta.requests) } },
-          }),
-        ),
-      ),
-    );
   }
 
   /** Passes only while the scope's circuit is closed (no item, or its `openUntil` has passed). */
@@ -1157,7 +1256,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
    * other transactions. Resolves undefined on success, or the cancellation reasons (one per item) when a
    * condition failed. Anything else is translated and thrown.
    */
-  private async transact(items: TransactWriteItem[], onConflict?: () => void): Promise<CancellationReason[] | undefined> {
+  private async transact(items: TransactWriteItem[], onConflict?: (reasons: readonly CancellationReason[]) => void): Promise<CancellationReason[] | undefined> {
     for (let attempt = 0; ; attempt++) {
       try {
         await this.client.send(new TransactWriteItemsCommand({ TransactItems: items }));
@@ -1178,7 +1277,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
           reasons.some((r) => r.Code === 'TransactionConflict') &&
           reasons.every((r) => r.Code === undefined || r.Code === 'None' || r.Code === 'TransactionConflict');
         if (!onlyConflicts) return reasons;
-        if (attempt === 0) onConflict?.();
+        if (attempt === 0) onConflict?.(reasons);
         if (attempt >= MAX_CONFLICT_RETRIES) {
           throw new StoreUnavailableError('The gateway is too busy to record this request; try again shortly.', {
             code: 'store_contention',
@@ -1241,3 +1340,38 @@ function assertTransactionSize(count: number, what: string): void {
   }
 }
 
+
+/** A shared scope's part of a reservation: the pool it was taken from and its counters (as the pool keeps them). */
+type SharedTake = NonNullable<Reservation['shared']>[number];
+
+/** Scopes whose requests are many users' (an org, the platform): admitted through allowance pools when on. */
+function isShared(scope: ScopeId): boolean {
+  return scope === 'platform' || scope.startsWith('org:');
+}
+
+/** One shared scope's part of a request, as its allowance pool takes it (no rate, loop or velocity charges). */
+function sharedPart(input: ReserveInput, scope: ScopeId): ReserveInput {
+  return {
+    requestId: input.requestId,
+    now: input.now,
+    expiresAt: input.expiresAt,
+    amount: input.amount,
+    counters: input.counters.filter((c) => c.scope === scope),
+    rateCharges: [],
+    ...(input.circuits ? { circuits: input.circuits.filter((c) => c.scope === scope) } : {}),
+    // The pools of a shared scope are grouped by the scope (poolGroupKey reads keyId).
+    context: { ...input.context, keyId: scope },
+  };
+}
+
+/** The reservation of one shared take, as its pool settles it. */
+function sharedReservation(source: Pick<Reservation, 'requestId' | 'amount' | 'expiresAt'>, take: SharedTake): Reservation {
+  return { requestId: source.requestId, amount: source.amount, counters: take.counters, rateCharges: [], rateStates: [], expiresAt: source.expiresAt, holdShard: 0, pool: take.pool };
+}
+
+/** A reservation without its shared takes: what the request holds on its own. */
+function ownPart(reservation: Reservation): Reservation {
+  const shared = new Set((reservation.shared ?? []).map((t) => t.scope));
+  const { shared: _shared, ...own } = reservation;
+  return { ...own, counters: reservation.counters.filter((c) => !shared.has(c.scope)) };
+}

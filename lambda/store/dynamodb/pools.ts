@@ -30,11 +30,21 @@
  * pools are being refilled.
  */
 import { createHash } from 'node:crypto';
-import { GetItemCommand, UpdateItemCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import {
+  GetItemCommand,
+  PutItemCommand,
+  UpdateItemCommand,
+  type AttributeValue,
+  type CancellationReason,
+  type DynamoDBClient,
+  type TransactWriteItem,
+} from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import type { Clock } from '../../core/clock';
 import { BudgetExceededError, CircuitOpenError, RateLimitError, SpendVelocityError, StoreUnavailableError, TollgateError } from '../../core/errors';
+import type { VelocityCharge } from '../../core/guardrails/velocity';
 import type { MicroUsd } from '../../core/money';
+import type { ScopeId, UsageRecord } from '../../core/types';
 import { type CounterRef, type CounterValue, type LeaseReturn, type RateCharge, type RateState, type Reservation, type ReserveInput, reservationOf, type SettleInput } from '../../core/stores';
 import { errorName, translateError } from './client';
 import { shardOf } from './hash';
@@ -63,6 +73,20 @@ export const DEFAULT_POOLS: Required<PoolOptions> = {
   markMs: 60_000,
 };
 
+/**
+ * The allowance pools of a shared scope (an org, the platform): many pool items, each taking a few hundred
+ * writes a second, so one org of 10,000 users at 5,000 req/s is admitted without a hot item.
+ */
+export const DEFAULT_SHARED_POOLS: Required<PoolOptions> = {
+  shards: 32,
+  epochMs: 10_000,
+  graceMs: 60_000,
+  markMs: 60_000,
+};
+
+/** Grant ids of shared scopes' pools start with this (the sweeper releases them through the shared pools). */
+export const SHARED_GRANT_PREFIX = 'spool.';
+
 /** The pool a reservation was taken from (settle gives its unspent part back there). */
 export interface PoolRef {
   readonly pk: string;
@@ -79,11 +103,44 @@ export interface PoolHost {
   /** The ledger's own reserve of a grant, whose hold names the pool (the sweeper releases it through it). */
   reserveGrant(input: ReserveInput, pool: PoolRef): Promise<Reservation>;
   readCounters(refs: readonly CounterRef[]): Promise<CounterValue[]>;
-  /** Corrects counters directly (single-item writes) for a request that settled after its pool closed. */
-  refundCounters(counters: readonly CounterRef[], delta: { readonly refund: MicroUsd; readonly requests: number }): Promise<void>;
-  /** A key's grants were refilled: its pooled mark is extended. */
-  refilled(keyId: string, now: number): void;
+  /** A pool of `scope` was refilled: the scope's busy mark is extended. */
+  refilled(scope: ScopeId, now: number): void;
+  /** Transaction items that add `delta` to each counter (committed, spent, requests; reserved when given). */
+  counterItems(counters: readonly CounterRef[], delta: CounterDelta): TransactWriteItem[];
+  /** Transaction items that correct velocity windows charged `admitted` at reserve to `cost`. */
+  velocityItems(velocity: readonly VelocityCharge[], cost: MicroUsd): TransactWriteItem[];
+  /** The ledger's transaction runner: undefined on success, else the cancellation reasons (conflicts retried). */
+  transact(items: TransactWriteItem[]): Promise<CancellationReason[] | undefined>;
+  /** The usage table, and an item of it for a record (the sweeper's `abandoned` record of an unsettled take). */
+  readonly usageTable: string;
+  usageItem(record: UsageRecord): Item;
 }
+
+/** What a money write adds to a counter item. */
+export interface CounterDelta {
+  readonly committed: number;
+  readonly spent: number;
+  readonly requests: number;
+  readonly reserved?: number;
+}
+
+/** A grant's hold, as the sweeper finds it (see ledger.ts): the pool it fed, its amount and what it charged. */
+export interface GrantHold {
+  readonly pk: string;
+  readonly sk: string;
+  readonly requestId: string;
+  readonly amount: MicroUsd;
+  readonly reservedAt: number;
+  readonly context: ReserveInput['context'];
+  readonly pool: PoolRef;
+  readonly grant: { readonly counters: readonly CounterRef[]; readonly velocity: readonly VelocityCharge[] };
+}
+
+/**
+ * Who takes from a pool. `key`: one key's requests (and its budget leases); `shared`: the requests of every key of
+ * a shared scope (an org, the platform), each also holding on its own for its key and user (ledger.ts).
+ */
+export type PoolRole = 'key' | 'shared';
 
 /** Refusals a pool remembers for a moment after even one request's grant was refused, so its takers need not ask. */
 interface DryState {
@@ -120,6 +177,8 @@ export class ScopePools {
   constructor(
     private readonly host: PoolHost,
     options: PoolOptions = {},
+    /** @default 'key' */
+    private readonly role: PoolRole = 'key',
   ) {
     this.opts = {
       shards: options.shards ?? DEFAULT_POOLS.shards,
@@ -165,7 +224,7 @@ export class ScopePools {
       const now = round === 0 ? input.now : this.host.clock.now();
       const epoch = this.epochOf(pk, now);
       const ref: PoolRef = { pk, sk: `e${epoch}` };
-      const outcome = await this.tryTake(ref, input.amount, charges);
+      const outcome = await this.tryTake(ref, input, charges);
       if (outcome.taken) return this.reservation(input, ref, outcome.taken);
       const old = outcome.old;
       const dry = old?.dryUntil !== undefined && Number(old.dryUntil) > now && old.dry;
@@ -173,7 +232,7 @@ export class ScopePools {
         // The last epoch's pool keeps admitting with what it has left (what its requests gave back, mostly)
         // until it closes: used before asking the counters for more.
         const last: PoolRef = { pk, sk: `e${epoch - 1}` };
-        const fromLast = await this.tryTake(last, input.amount, charges);
+        const fromLast = await this.tryTake(last, input, charges);
         if (fromLast.taken) return this.reservation(input, last, fromLast.taken);
       }
       if (dry) throw dryError(old.dry as DryState);
@@ -193,7 +252,10 @@ export class ScopePools {
     });
   }
 
-  /** Settle of a pooled request: its unspent part and unused tokens go back to the pool (once; never throws). */
+  /**
+   * Settle of a pooled request: its unspent part and unused tokens go back to the pool, exactly once (the take's
+   * marker goes with it). A cost above the take, or a pool closed meanwhile, corrects the counters directly.
+   */
   async settle(input: SettleInput, pool: PoolRef): Promise<void> {
     const { reservation, cost } = input;
     const tokens = reservation.rateCharges.find((c) => c.dimension === 'tokens');
@@ -209,82 +271,152 @@ export class ScopePools {
       if (c.dimension === 'requests') units.requests = Math.max(0, c.amount - input.usedRequests);
       if (c.dimension === 'tokens' && input.usedTokens !== undefined) units.tokens = c.amount - input.usedTokens;
     }
-    await this.giveBack(reservation, pool, { cost: input.cost, requests: input.usedRequests, units });
+    const record = abandonedKeyOf(this.host, reservation.requestId, input.reservedAt, input.context);
+    await this.giveBack(reservation, pool, { cost: input.cost, requests: input.usedRequests, units, forget: record });
+  }
+
+  /** Gives a take back whole (the request was refused after it), exactly once. */
+  async cancel(reservation: Reservation, pool: PoolRef, context?: { readonly reservedAt: number; readonly context: ReserveInput['context'] }): Promise<void> {
+    const units: Record<RateCharge['dimension'], number> = { requests: 0, tokens: 0 };
+    for (const c of reservation.rateCharges) if (c.amount > 0) units[c.dimension] = c.amount;
+    const forget = context ? abandonedKeyOf(this.host, reservation.requestId, context.reservedAt, context.context) : undefined;
+    await this.giveBack(reservation, pool, { cost: 0, requests: 0, units, ...(forget ? { forget } : {}) });
   }
 
   /**
-   * The sweeper's release of one grant of a closed (or closing) pool: closes the pool to takes, and takes out
-   * of its room what this grant may get back (at most its amount). Returns the refund and the requests to
-   * count with it; the caller then corrects the counters and deletes the hold. A pool item that is gone gives
-   * nothing back (everything was charged). Several releases of one pool's grants may run at once: each takes
-   * the room it read, on condition that nothing changed it meanwhile.
+   * The sweeper's release of one grant once its pool's epoch and grace are over, in ONE transaction with a
+   * condition on the pool item as read (so a give-back meanwhile makes it read again, and a crash anywhere
+   * leaves either nothing done or everything):
+   *
+   *   grant never reached the room (its claimer died) → the pool records it void; counters get it all back
+   *   otherwise → the pool closes; room left R: refund min(R, grant) (R < 0, a debt of overshoots: all of it
+   *               charged here); counters: reserved −grant, spent grant − refund, requests counted so far
+   *   takes still marked (never settled) → charged; each gets an `abandoned` record (written first, only where
+   *               no record exists) that its late settle replaces; one whose real record exists is settled here
+   *
+   * False when the hold vanished (released before). Throws StoreUnavailableError to leave it for the next sweep.
    */
-  async claimRefund(pool: PoolRef, amount: MicroUsd, now: number): Promise<{ refund: MicroUsd; requests: number; unrecorded: MicroUsd }> {
+  async release(hold: GrantHold, now: number): Promise<boolean> {
     for (let attempt = 0; attempt < 8; attempt++) {
-      let item: Record<string, unknown> | undefined;
-      try {
-        const out = await this.host.client.send(new GetItemCommand({ TableName: this.host.table, Key: marshall(pool), ConsistentRead: true }));
-        item = out.Item ? unmarshall(out.Item) : undefined;
-      } catch (err) {
-        throw translateError(err);
-      }
-      if (!item) return { refund: 0, requests: 0, unrecorded: amount };
-      const room = num(item.room);
-      const refund = Math.max(0, Math.min(room, amount));
-      const requests = Math.max(0, num(item.requests) - num(item.requestsCounted));
-      // Charged by the releases so far and this one, less what the pool's requests recorded themselves (their
-      // usage records): the rest was taken and never given back (a taker that died), recorded as abandoned.
-      const charged = num(item.charged) + amount - refund;
-      const unrecorded = Math.max(0, charged - num(item.spent) - num(item.abandoned));
-      try {
-        await this.host.client.send(
-          new UpdateItemCommand({
+      const item = await this.readConsistent(hold.pool);
+      const holdDelete: TransactWriteItem = {
+        Delete: { TableName: this.host.table, Key: marshall({ pk: hold.pk, sk: hold.sk }), ConditionExpression: 'attribute_exists(pk)' },
+      };
+      const items: TransactWriteItem[] = [holdDelete];
+      let cost: MicroUsd;
+      const grantAttr = grantName(hold.requestId);
+      if (!item || item[grantAttr] === undefined) {
+        // Never added to the room: nothing of it was taken. The pool records it void, so a late add cannot happen.
+        cost = 0;
+        items.push({
+          Update: {
             TableName: this.host.table,
-            Key: marshall(pool),
-            UpdateExpression:
-              'SET closed = if_not_exists(closed, :now), room = :left, requestsCounted = :counted, charged = :charged, abandoned = :abandoned',
-            // As read: a pool whose grant never reached its room (the claimer died between the two) has none.
-            ConditionExpression: `${item.room === undefined ? 'attribute_not_exists(room)' : 'room = :room'} AND ${
-              item.requestsCounted === undefined ? 'attribute_not_exists(requestsCounted)' : 'requestsCounted = :was'
-            }`,
+            Key: marshall(hold.pool),
+            UpdateExpression: 'SET #g = :void, closed = if_not_exists(closed, :now), #ttl = if_not_exists(#ttl, :ttl)',
+            ConditionExpression: 'attribute_not_exists(#g)',
+            ExpressionAttributeNames: { '#g': grantAttr, '#ttl': 'ttl' },
+            ExpressionAttributeValues: marshall({ ':void': VOID_GRANT, ':now': now, ':ttl': this.ttlOf(hold.pool) }),
+          },
+        });
+        items.push(...this.host.counterItems(hold.grant.counters, { committed: -hold.amount, reserved: -hold.amount, spent: 0, requests: 0 }));
+      } else {
+        const room = num(item.room);
+        const refund = room >= 0 ? Math.min(room, hold.amount) : room;
+        // Takes never settled: charged with the grants; their records are written first (see above).
+        const settledHere = await this.recordUnsettled(hold, item, now);
+        const extra = settledHere.reduce((sum, t) => sum + t.refund, 0);
+        const counted = num(item.requests);
+        const requests = counted - num(item.requestsCounted) + settledHere.length;
+        cost = hold.amount - refund - extra;
+        const names: Record<string, string> = {};
+        const removes = settledHere.map((t, i) => {
+          names[`#m${i}`] = t.marker;
+          return `#m${i}`;
+        });
+        const conditions = [
+          item.room === undefined ? 'attribute_not_exists(room)' : 'room = :room',
+          item.requestsCounted === undefined ? 'attribute_not_exists(requestsCounted)' : 'requestsCounted = :was',
+          ...removes.map((n) => `attribute_exists(${n})`),
+        ];
+        items.push({
+          Update: {
+            TableName: this.host.table,
+            Key: marshall(hold.pool),
+            UpdateExpression: `SET closed = if_not_exists(closed, :now), room = :left, requestsCounted = :counted${removes.length ? ` REMOVE ${removes.join(', ')}` : ''}`,
+            ConditionExpression: conditions.join(' AND '),
+            ...(removes.length ? { ExpressionAttributeNames: names } : {}),
             ExpressionAttributeValues: marshall({
               ':now': now,
               ':left': room - refund,
-              ':counted': num(item.requests),
-              ':charged': charged,
-              ':abandoned': num(item.abandoned) + unrecorded,
+              ':counted': counted,
               ...(item.room === undefined ? {} : { ':room': room }),
               ...(item.requestsCounted === undefined ? {} : { ':was': num(item.requestsCounted) }),
             }),
-          }),
-        );
-        return { refund, requests, unrecorded };
-      } catch (err) {
-        if (errorName(err) === 'ConditionalCheckFailedException') continue; // a late return meanwhile: read again
-        throw translateError(err);
+          },
+        });
+        items.push(...this.host.counterItems(hold.grant.counters, { committed: -(refund + extra), reserved: -hold.amount, spent: cost, requests }));
       }
+      items.push(...this.host.velocityItems(hold.grant.velocity.map((v) => ({ ...v, admittedMicros: hold.amount })), cost));
+      const reasons = await this.host.transact(items);
+      if (!reasons) return true;
+      if (reasons[0]?.Code === 'ConditionalCheckFailed') return false;
+      if (reasons[1]?.Code === 'ConditionalCheckFailed') continue; // the pool changed meanwhile: read it again
+      throw new Error(`DynamoDB cancelled a pool release unexpectedly (reasons: ${reasons.map((r) => r.Code ?? 'None').join(',')})`);
     }
-    // Still busy with give-backs: the hold stays, and the sweeper's next run tries again.
     throw new StoreUnavailableError('A pool is still being written to; its release waits for the next sweep.', { code: 'store_contention' });
   }
 
-  /** Gives a take back whole (the request was refused after it, by the loop guard). */
-  async cancel(reservation: Reservation, pool: PoolRef): Promise<void> {
-    const units: Record<RateCharge['dimension'], number> = { requests: 0, tokens: 0 };
-    for (const c of reservation.rateCharges) if (c.amount > 0) units[c.dimension] = c.amount;
-    await this.giveBack(reservation, pool, { cost: 0, requests: 0, units });
+  /**
+   * The sweeper's records of a pool's takes never settled (a request still running, or whose instance died):
+   * an `abandoned` record for the amount taken, written only where the request has none. Returns the takes
+   * whose own record exists already (their settle stopped between the record and the give-back): the release
+   * settles them, giving back what their record did not spend. A shared pool's takes have their record from
+   * the request's own hold; a lease's, from the lease.
+   */
+  private async recordUnsettled(hold: GrantHold, item: Record<string, unknown>, now: number): Promise<Array<{ marker: string; refund: MicroUsd }>> {
+    if (this.role === 'shared') return [];
+    const settled: Array<{ marker: string; refund: MicroUsd }> = [];
+    for (const [name, value] of Object.entries(item)) {
+      if (!name.startsWith(MARKER_PREFIX) || typeof value !== 'string') continue;
+      const take = parseMarker(name, value);
+      if (!take) continue;
+      const record: UsageRecord = abandonedTake(hold.context, take, now);
+      try {
+        await this.host.client.send(
+          new PutItemCommand({
+            TableName: this.host.usageTable,
+            Item: this.host.usageItem(record),
+            ConditionExpression: 'attribute_not_exists(pk)',
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+        );
+      } catch (err) {
+        if (errorName(err) !== 'ConditionalCheckFailedException') throw translateError(err);
+        const old = (err as { Item?: Item }).Item;
+        const existing = old ? unmarshall(old) : undefined;
+        if (take.lease || !existing || existing.outcome === 'abandoned') continue;
+        settled.push({ marker: name, refund: take.amount - num(existing.costMicros) });
+      }
+    }
+    return settled;
   }
 
   // -------------------------------------------------------------------------------------------------------
 
+  /**
+   * One take: room −= amount, units −= charge, and the take's marker `t:<request id>` set, if there is room, the
+   * pool is open and the marker is not there yet. A retried take whose first answer was lost finds its own
+   * marker: taken once, not twice.
+   */
   private async tryTake(
     ref: PoolRef,
-    amount: MicroUsd,
+    input: ReserveInput,
     charges: readonly RateCharge[],
   ): Promise<{ taken?: Record<string, unknown>; old?: Record<string, unknown> }> {
-    const values: Record<string, number> = { ':a': amount, ':na': -amount };
+    const amount = input.amount;
+    const values: Record<string, number | string> = { ':a': amount, ':na': -amount, ':m': this.markerOf(input) };
     const adds = ['room :na', 'taken :a'];
-    const conditions = ['room >= :a', 'attribute_not_exists(closed)'];
+    const conditions = ['room >= :a', 'attribute_not_exists(closed)', 'attribute_not_exists(#t)'];
     for (const c of charges) {
       const attr = unitAttr(c.dimension);
       values[`:u${attr}`] = c.amount;
@@ -292,13 +424,15 @@ export class ScopePools {
       adds.push(`${attr} :n${attr}`, `taken${attr} :u${attr}`);
       conditions.push(`${attr} >= :u${attr}`);
     }
+    const marker = markerName(input.requestId);
     try {
       const out = await this.host.client.send(
         new UpdateItemCommand({
           TableName: this.host.table,
           Key: marshall(ref),
-          UpdateExpression: `ADD ${adds.join(', ')}`,
+          UpdateExpression: `ADD ${adds.join(', ')} SET #t = :m`,
           ConditionExpression: conditions.join(' AND '),
+          ExpressionAttributeNames: { '#t': marker },
           ExpressionAttributeValues: marshall(values),
           ReturnValues: 'ALL_NEW',
           ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
@@ -308,10 +442,18 @@ export class ScopePools {
     } catch (err) {
       if (errorName(err) === 'ConditionalCheckFailedException') {
         const old = (err as { Item?: Item }).Item;
-        return { old: old ? unmarshall(old) : undefined };
+        const value = old ? unmarshall(old) : undefined;
+        if (value?.[marker] !== undefined) return { taken: value }; // our own take, whose answer was lost
+        return { old: value };
       }
       throw translateError(err);
     }
+  }
+
+  /** The marker a take leaves on its pool item until it settles: kind, amount, arrival and model. */
+  private markerOf(input: ReserveInput): string {
+    const kind = this.role === 'shared' ? 's' : input.context.endpoint === 'lease' ? 'l' : 'r';
+    return `${kind};${input.amount};${input.now};${input.context.model}`;
   }
 
   /** One instance at a time refills a pool: it claims the item first (a stale claim may be taken over). */
@@ -364,7 +506,8 @@ export class ScopePools {
       return Math.max((old?.granted === undefined && !previous ? FIRST_GRANT_REQUESTS : MIN_GRANT_REQUESTS) * each, want);
     };
     // What the pool holds already counts: a pool short of rate units only is granted units (and no money).
-    const room = Math.max(0, num(old?.room));
+    // A debt (negative room: overshoots charged to the counters... or takes past it) is covered by the grant too.
+    const room = num(old?.room);
     const need = Math.max(0, input.amount - room);
     let amount = scale('', input.amount);
     for (const c of input.counters) {
@@ -378,11 +521,12 @@ export class ScopePools {
       units.set(c.dimension, Math.max(c.amount - held(c.dimension), want - held(c.dimension), 0));
     }
 
+    const grantId = `${this.role === 'shared' ? SHARED_GRANT_PREFIX : 'pool.'}${ref.pk.slice('pool#'.length)}.${ref.sk}.${this.host.clock.now().toString(36)}${(this.seq++).toString(36)}`;
     for (let attempt = 0; ; attempt++) {
       try {
         await this.host.reserveGrant(
           {
-            requestId: `pool.${ref.pk.slice('pool#'.length)}.${ref.sk}.${this.host.clock.now().toString(36)}${(this.seq++).toString(36)}`,
+            requestId: grantId,
             now,
             expiresAt: this.closesAt(ref),
             amount,
@@ -410,7 +554,7 @@ export class ScopePools {
               amount = Math.max(need, Math.min(amount, remaining >= 4 * input.amount ? Math.floor(remaining / 2) : remaining));
               continue;
             }
-            await this.release(ref);
+            await this.unclaim(ref);
             if (remaining >= need) return 'alone';
             // Not even this request fits: so say the pool's takers for a moment, without asking the counters.
             await this.markDry(ref, err, now);
@@ -429,7 +573,7 @@ export class ScopePools {
             continue;
           }
         }
-        await this.release(ref);
+        await this.unclaim(ref);
         if (err instanceof StoreUnavailableError && err.code === 'store_contention') return 'busy';
         if (err instanceof CircuitOpenError || (err instanceof RateLimitError && err.code === 'rate_limit_exceeded')) {
           // Not even this request's part passes: the pool's takers hear the same for a moment, without asking.
@@ -450,21 +594,30 @@ export class ScopePools {
       values[`:${attr}`] = n;
       adds.push(`${attr} :${attr}`, `granted${attr} :${attr}`);
     }
+    // Once: the grant's marker `g:<grant id>` is set with it (a retry after a lost answer finds it; a grant the
+    // sweeper voided because it never arrived cannot arrive late).
     try {
       await this.host.client.send(
         new UpdateItemCommand({
           TableName: this.host.table,
           Key: marshall(ref),
-          UpdateExpression: `ADD ${adds.join(', ')} SET #ttl = if_not_exists(#ttl, :ttl) REMOVE refillAt, dryUntil, dry`,
-          ExpressionAttributeNames: { '#ttl': 'ttl' },
+          UpdateExpression: `ADD ${adds.join(', ')} SET #g = :g, #ttl = if_not_exists(#ttl, :ttl) REMOVE refillAt, dryUntil, dry`,
+          ConditionExpression: 'attribute_not_exists(#g) AND attribute_not_exists(closed)',
+          ExpressionAttributeNames: { '#ttl': 'ttl', '#g': grantName(grantId) },
           ExpressionAttributeValues: marshall(values),
+          ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
         }),
       );
     } catch (err) {
-      // The grant's hold stays: the sweeper releases it, and charges it whole (nothing was added to the room).
-      throw translateError(err);
+      if (errorName(err) !== 'ConditionalCheckFailedException') {
+        // The grant's hold stays: the sweeper releases it (in full: it never reached the room).
+        throw translateError(err);
+      }
+      const old = (err as { Item?: Item }).Item;
+      const applied = old ? unmarshall(old)[grantName(grantId)] : undefined;
+      if (applied !== amount) return 'busy'; // voided by the sweeper, or the pool closed: take again
     }
-    this.host.refilled(input.context.keyId, now);
+    this.host.refilled(this.role === 'key' ? `key:${input.context.keyId}` : (input.context.keyId as ScopeId), now);
     return 'granted';
   }
 
@@ -489,7 +642,8 @@ export class ScopePools {
     }
   }
 
-  private async release(ref: PoolRef): Promise<void> {
+  /** Gives up a refill claim. */
+  private async unclaim(ref: PoolRef): Promise<void> {
     try {
       await this.host.client.send(
         new UpdateItemCommand({ TableName: this.host.table, Key: marshall(ref), UpdateExpression: 'REMOVE refillAt' }),
@@ -500,43 +654,118 @@ export class ScopePools {
   }
 
   /**
-   * Gives a settled request's (or a lease's) unspent part back to its pool, once: a failure leaves it charged
-   * (the conservative side), and a pool closed meanwhile means the sweeper charged it, so the counters are
-   * corrected directly instead.
+   * Gives a settled take's unspent part (and units) back to its pool, exactly once: the take's marker is removed
+   * in the same write, so a retried give-back whose first answer was lost finds nothing to do.
+   *
+   *   pool open, cost ≤ amount  → ONE UpdateItem: room += amount − cost, REMOVE marker   IF marker AND open
+   *   cost > amount (overshoot) → ONE transaction: pool REMOVE marker; every counter += cost − amount
+   *   pool closed (released)    → ONE transaction: pool REMOVE marker; every counter += cost − amount, requests
+   *                               (and, for a lease or a refused take, the sweeper's `abandoned` record deleted)
+   *
+   * An overshoot is charged to the counters at once, so what they show is what was spent (the overshoot circuit
+   * reads them); the take's own amount stays in the grants the sweeper releases.
    */
   private async giveBack(
     reservation: Reservation,
     pool: PoolRef,
-    back: { readonly cost: MicroUsd; readonly requests: number; readonly units: Record<RateCharge['dimension'], number> },
+    back: {
+      readonly cost: MicroUsd;
+      readonly requests: number;
+      readonly units: Record<RateCharge['dimension'], number>;
+      /** The sweeper's record of this take, deleted if the pool closed first (a lease or a refused take has no own record). */
+      readonly forget?: Item;
+    },
   ): Promise<void> {
+    const marker = markerName(reservation.requestId);
     const refund = reservation.amount - back.cost;
-    const values: Record<string, number> = { ':back': refund, ':cost': back.cost, ':n': back.requests };
-    const adds = ['room :back', 'given :back', 'spent :cost', 'requests :n'];
-    for (const c of reservation.rateCharges) {
-      const n = back.units[c.dimension];
-      if (c.amount <= 0 || !n) continue;
-      const attr = unitAttr(c.dimension);
-      values[`:${attr}`] = n;
-      adds.push(`${attr} :${attr}`);
-    }
-    try {
-      await this.host.client.send(
-        new UpdateItemCommand({
-          TableName: this.host.table,
-          Key: marshall(pool),
-          UpdateExpression: `ADD ${adds.join(', ')}`,
-          ConditionExpression: 'attribute_exists(pk) AND attribute_not_exists(closed)',
-          ExpressionAttributeValues: marshall(values),
-        }),
-      );
-    } catch (err) {
-      if (errorName(err) === 'ConditionalCheckFailedException') {
-        await this.host.refundCounters(reservation.counters, { refund, requests: back.requests }).catch(() => undefined);
-        return;
+    let closed: boolean | undefined;
+    if (refund >= 0) {
+      const values: Record<string, number> = { ':back': refund, ':cost': back.cost, ':n': back.requests };
+      const adds = ['room :back', 'given :back', 'spent :cost', 'requests :n'];
+      for (const c of reservation.rateCharges) {
+        const n = back.units[c.dimension];
+        if (c.amount <= 0 || !n) continue;
+        const attr = unitAttr(c.dimension);
+        values[`:${attr}`] = n;
+        adds.push(`${attr} :${attr}`);
       }
-      // The store failing leaves the request charged its whole amount; anything else is a defect to surface.
-      const translated = translateError(err);
-      if (!(translated instanceof StoreUnavailableError)) throw translated;
+      try {
+        await this.host.client.send(
+          new UpdateItemCommand({
+            TableName: this.host.table,
+            Key: marshall(pool),
+            UpdateExpression: `ADD ${adds.join(', ')} REMOVE #t`,
+            ConditionExpression: 'attribute_exists(#t) AND attribute_not_exists(closed)',
+            ExpressionAttributeNames: { '#t': marker },
+            ExpressionAttributeValues: marshall(values),
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+        );
+        return;
+      } catch (err) {
+        if (errorName(err) !== 'ConditionalCheckFailedException') throw translateError(err);
+        const old = (err as { Item?: Item }).Item;
+        const value = old ? unmarshall(old) : undefined;
+        if (value?.[marker] === undefined) return; // given back before (a retry), or released with it settled
+        closed = true;
+      }
+    }
+    await this.settleDirect(reservation, pool, back, closed);
+  }
+
+  /** The transaction of {@link giveBack} for an overshoot or a closed pool; the marker makes it happen once. */
+  private async settleDirect(
+    reservation: Reservation,
+    pool: PoolRef,
+    back: { readonly cost: MicroUsd; readonly requests: number; readonly forget?: Item },
+    closedSeen: boolean | undefined,
+  ): Promise<void> {
+    const marker = markerName(reservation.requestId);
+    const delta = back.cost - reservation.amount;
+    let closed = closedSeen ?? false;
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const items: TransactWriteItem[] = [
+        {
+          Update: {
+            TableName: this.host.table,
+            Key: marshall(pool),
+            // Open: the pool counts the request (the release adds it to the counters); closed: the counters do.
+            UpdateExpression: closed ? 'REMOVE #t' : 'ADD spent :cost, requests :n REMOVE #t',
+            ConditionExpression: `attribute_exists(#t) AND ${closed ? 'attribute_exists(closed)' : 'attribute_not_exists(closed)'}`,
+            ExpressionAttributeNames: { '#t': marker },
+            ...(closed ? {} : { ExpressionAttributeValues: marshall({ ':cost': back.cost, ':n': back.requests }) }),
+          },
+        },
+        ...this.host.counterItems(reservation.counters, { committed: delta, spent: delta, requests: closed ? back.requests : 0 }),
+      ];
+      if (closed && back.forget) {
+        items.push({
+          Delete: {
+            TableName: this.host.usageTable,
+            Key: back.forget,
+            ConditionExpression: 'attribute_not_exists(pk) OR outcome = :abandoned',
+            ExpressionAttributeValues: { ':abandoned': { S: 'abandoned' } },
+          },
+        });
+      }
+      const reasons = await this.host.transact(items);
+      if (!reasons) return;
+      if (reasons[0]?.Code !== 'ConditionalCheckFailed') {
+        throw new Error(`DynamoDB cancelled a pool settle unexpectedly (reasons: ${reasons.map((r) => r.Code ?? 'None').join(',')})`);
+      }
+      const item = await this.readConsistent(pool);
+      if (item?.[marker] === undefined) return; // done before, or settled by the release
+      closed = item.closed !== undefined;
+    }
+    throw new StoreUnavailableError('The gateway cannot settle this request right now; try again shortly.', { code: 'store_contention' });
+  }
+
+  private async readConsistent(ref: PoolRef): Promise<Record<string, unknown> | undefined> {
+    try {
+      const out = await this.host.client.send(new GetItemCommand({ TableName: this.host.table, Key: marshall(ref), ConsistentRead: true }));
+      return out.Item ? unmarshall(out.Item) : undefined;
+    } catch (err) {
+      throw translateError(err);
     }
   }
 
@@ -622,4 +851,60 @@ function dryError(dry: DryState): TollgateError {
 
 function num(value: unknown): number {
   return typeof value === 'number' ? value : Number(value ?? 0) || 0;
+}
+
+/** A take's marker attribute on its pool item, present from the take until its settle (or the release). */
+const MARKER_PREFIX = 't:';
+/** The value a grant's marker takes when the sweeper released a grant that never reached the room. */
+const VOID_GRANT = -1;
+
+function markerName(requestId: string): string {
+  return `${MARKER_PREFIX}${requestId}`;
+}
+
+function grantName(grantId: string): string {
+  return `g:${grantId}`;
+}
+
+interface MarkedTake {
+  readonly requestId: string;
+  readonly amount: MicroUsd;
+  readonly reservedAt: number;
+  readonly model: string;
+  readonly lease: boolean;
+}
+
+function parseMarker(name: string, value: string): MarkedTake | undefined {
+  const [kind, amount, at, ...model] = value.split(';');
+  if (kind === 's' || amount === undefined || at === undefined) return undefined;
+  return { requestId: name.slice(MARKER_PREFIX.length), amount: Number(amount), reservedAt: Number(at), model: model.join(';'), lease: kind === 'l' };
+}
+
+/** The sweeper's record of a take never settled: its amount, estimated, `abandoned` (its late settle replaces it). */
+function abandonedTake(context: ReserveInput['context'], take: MarkedTake, now: number): UsageRecord {
+  return {
+    requestId: take.requestId,
+    timestamp: new Date(take.reservedAt).toISOString(),
+    userId: context.userId,
+    keyId: context.keyId,
+    ...(context.orgId !== undefined ? { orgId: context.orgId } : {}),
+    provider: 'unknown',
+    model: take.model,
+    requestType: 'chat',
+    endpoint: take.lease ? 'lease' : 'unknown',
+    stream: false,
+    usage: { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, cacheWriteTokens: 0 },
+    costMicros: take.amount,
+    costEstimated: true,
+    outcome: 'abandoned',
+    httpStatus: 0,
+    durationMs: Math.max(0, now - take.reservedAt),
+    byok: context.byok ?? false,
+  };
+}
+
+/** The key of the sweeper's record of a take (to delete it when a lease or a refused take settles late). */
+function abandonedKeyOf(host: PoolHost, requestId: string, reservedAt: number, context: ReserveInput['context']): Item {
+  const item = host.usageItem(abandonedTake(context, { requestId, amount: 0, reservedAt, model: '', lease: true }, reservedAt));
+  return { pk: item.pk!, sk: item.sk! };
 }
