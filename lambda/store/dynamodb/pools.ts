@@ -29,7 +29,7 @@
  * mark is written on the key's limits item, where every instance's limits read finds it), and while its
  * pools are being refilled.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   GetItemCommand,
   PutItemCommand,
@@ -173,6 +173,8 @@ const MAX_WAIT_MS = 200;
 export class ScopePools {
   private readonly opts: Required<PoolOptions>;
   private seq = 0;
+  /** This instance's id in claims. */
+  private readonly instance = randomBytes(6).toString('base64url');
 
   constructor(
     private readonly host: PoolHost,
@@ -463,10 +465,11 @@ export class ScopePools {
         new UpdateItemCommand({
           TableName: this.host.table,
           Key: marshall(ref),
-          UpdateExpression: 'SET refillAt = :now, firstAt = if_not_exists(firstAt, :now), #ttl = if_not_exists(#ttl, :ttl)',
-          ConditionExpression: 'attribute_not_exists(closed) AND (attribute_not_exists(refillAt) OR refillAt < :stale)',
+          // The claimer's id makes a retried claim (its first answer lost) find its own claim, not another's.
+          UpdateExpression: 'SET refillAt = :now, claimBy = :me, firstAt = if_not_exists(firstAt, :now), #ttl = if_not_exists(#ttl, :ttl)',
+          ConditionExpression: 'attribute_not_exists(closed) AND (attribute_not_exists(refillAt) OR refillAt < :stale OR claimBy = :me)',
           ExpressionAttributeNames: { '#ttl': 'ttl' },
-          ExpressionAttributeValues: marshall({ ':now': now, ':stale': now - CLAIM_STALE_MS, ':ttl': this.ttlOf(ref) }),
+          ExpressionAttributeValues: marshall({ ':now': now, ':me': `${this.instance}.${this.seq++}`, ':stale': now - CLAIM_STALE_MS, ':ttl': this.ttlOf(ref) }),
         }),
       );
       return true;
@@ -657,13 +660,14 @@ export class ScopePools {
    * Gives a settled take's unspent part (and units) back to its pool, exactly once: the take's marker is removed
    * in the same write, so a retried give-back whose first answer was lost finds nothing to do.
    *
-   *   pool open, cost ≤ amount  → ONE UpdateItem: room += amount − cost, REMOVE marker   IF marker AND open
-   *   cost > amount (overshoot) → ONE transaction: pool REMOVE marker; every counter += cost − amount
+   *   pool open                 → ONE UpdateItem: room += amount − cost, REMOVE marker   IF marker AND open
+   *                               (an overshoot, cost > amount, only while the room covers it)
+   *   overshoot past the room   → ONE transaction: pool REMOVE marker; every counter += cost − amount
    *   pool closed (released)    → ONE transaction: pool REMOVE marker; every counter += cost − amount, requests
    *                               (and, for a lease or a refused take, the sweeper's `abandoned` record deleted)
    *
-   * An overshoot is charged to the counters at once, so what they show is what was spent (the overshoot circuit
-   * reads them); the take's own amount stays in the grants the sweeper releases.
+   * Either way the counters hold at least what was spent at once (grants cover the room an overshoot used), so
+   * the overshoot circuit, which reads them, sees it; the take's own amount stays in the grants.
    */
   private async giveBack(
     reservation: Reservation,
@@ -679,36 +683,41 @@ export class ScopePools {
     const marker = markerName(reservation.requestId);
     const refund = reservation.amount - back.cost;
     let closed: boolean | undefined;
-    if (refund >= 0) {
-      const values: Record<string, number> = { ':back': refund, ':cost': back.cost, ':n': back.requests };
-      const adds = ['room :back', 'given :back', 'spent :cost', 'requests :n'];
-      for (const c of reservation.rateCharges) {
-        const n = back.units[c.dimension];
-        if (c.amount <= 0 || !n) continue;
-        const attr = unitAttr(c.dimension);
-        values[`:${attr}`] = n;
-        adds.push(`${attr} :${attr}`);
-      }
-      try {
-        await this.host.client.send(
-          new UpdateItemCommand({
-            TableName: this.host.table,
-            Key: marshall(pool),
-            UpdateExpression: `ADD ${adds.join(', ')} REMOVE #t`,
-            ConditionExpression: 'attribute_exists(#t) AND attribute_not_exists(closed)',
-            ExpressionAttributeNames: { '#t': marker },
-            ExpressionAttributeValues: marshall(values),
-            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-          }),
-        );
-        return;
-      } catch (err) {
-        if (errorName(err) !== 'ConditionalCheckFailedException') throw translateError(err);
-        const old = (err as { Item?: Item }).Item;
-        const value = old ? unmarshall(old) : undefined;
-        if (value?.[marker] === undefined) return; // given back before (a retry), or released with it settled
-        closed = true;
-      }
+    // An overshoot is paid from the pool's room while it has enough (that money is charged already); past
+    // that, straight to the counters (below).
+    const values: Record<string, number> = { ':back': refund, ':cost': back.cost, ':n': back.requests };
+    const adds = ['room :back', 'given :back', 'spent :cost', 'requests :n'];
+    for (const c of reservation.rateCharges) {
+      const n = back.units[c.dimension];
+      if (c.amount <= 0 || !n) continue;
+      const attr = unitAttr(c.dimension);
+      values[`:${attr}`] = n;
+      adds.push(`${attr} :${attr}`);
+    }
+    const conditions = ['attribute_exists(#t)', 'attribute_not_exists(closed)'];
+    if (refund < 0) {
+      values[':over'] = -refund;
+      conditions.push('room >= :over');
+    }
+    try {
+      await this.host.client.send(
+        new UpdateItemCommand({
+          TableName: this.host.table,
+          Key: marshall(pool),
+          UpdateExpression: `ADD ${adds.join(', ')} REMOVE #t`,
+          ConditionExpression: conditions.join(' AND '),
+          ExpressionAttributeNames: { '#t': marker },
+          ExpressionAttributeValues: marshall(values),
+          ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+        }),
+      );
+      return;
+    } catch (err) {
+      if (errorName(err) !== 'ConditionalCheckFailedException') throw translateError(err);
+      const old = (err as { Item?: Item }).Item;
+      const value = old ? unmarshall(old) : undefined;
+      if (value?.[marker] === undefined) return; // given back before (a retry), or released with it settled
+      closed = value.closed !== undefined;
     }
     await this.settleDirect(reservation, pool, back, closed);
   }
