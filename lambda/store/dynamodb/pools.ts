@@ -683,6 +683,7 @@ export class ScopePools {
     const marker = markerName(reservation.requestId);
     const refund = reservation.amount - back.cost;
     let closed: boolean | undefined;
+    let roomSeen: number | undefined;
     // An overshoot is paid from the pool's room while it has enough (that money is charged already); past
     // that, straight to the counters (below).
     const values: Record<string, number> = { ':back': refund, ':cost': back.cost, ':n': back.requests };
@@ -718,34 +719,55 @@ export class ScopePools {
       const value = old ? unmarshall(old) : undefined;
       if (value?.[marker] === undefined) return; // given back before (a retry), or released with it settled
       closed = value.closed !== undefined;
+      if (!closed && refund < 0) roomSeen = num(value.room);
     }
-    await this.settleDirect(reservation, pool, back, closed);
+    await this.settleDirect(reservation, pool, back, closed, roomSeen);
   }
 
-  /** The transaction of {@link giveBack} for an overshoot or a closed pool; the marker makes it happen once. */
+  /**
+   * The transaction of {@link giveBack} for an overshoot or a closed pool; the marker makes it happen once. An
+   * overshoot past an open pool's room first empties that room (charged already, conditioned on the room as read)
+   * and charges only the rest to the counters: the shard is then dry, and its refill checks the limit against
+   * counters that hold the overshoot, so each shard passes a limit by at most one request's overshoot.
+   */
   private async settleDirect(
     reservation: Reservation,
     pool: PoolRef,
     back: { readonly cost: MicroUsd; readonly requests: number; readonly forget?: Item },
     closedSeen: boolean | undefined,
+    roomSeen?: number,
   ): Promise<void> {
     const marker = markerName(reservation.requestId);
     const delta = back.cost - reservation.amount;
     let closed = closedSeen ?? false;
+    let room = roomSeen;
     for (let attempt = 0; attempt < 4; attempt++) {
+      // What of the overshoot the open pool's room pays (never below zero: a debt is the release's to charge).
+      const fromRoom = !closed && delta > 0 && room !== undefined ? Math.max(0, Math.min(room, delta)) : 0;
+      const values: Record<string, number> = closed ? {} : { ':cost': back.cost, ':n': back.requests };
+      let update = closed ? 'REMOVE #t' : 'ADD spent :cost, requests :n REMOVE #t';
+      let condition = `attribute_exists(#t) AND ${closed ? 'attribute_exists(closed)' : 'attribute_not_exists(closed)'}`;
+      if (!closed && room !== undefined && delta > 0) {
+        values[':seen'] = room;
+        condition += ' AND room = :seen';
+        if (fromRoom > 0) {
+          values[':used'] = -fromRoom;
+          update = 'ADD spent :cost, requests :n, room :used, given :used REMOVE #t';
+        }
+      }
       const items: TransactWriteItem[] = [
         {
           Update: {
             TableName: this.host.table,
             Key: marshall(pool),
             // Open: the pool counts the request (the release adds it to the counters); closed: the counters do.
-            UpdateExpression: closed ? 'REMOVE #t' : 'ADD spent :cost, requests :n REMOVE #t',
-            ConditionExpression: `attribute_exists(#t) AND ${closed ? 'attribute_exists(closed)' : 'attribute_not_exists(closed)'}`,
+            UpdateExpression: update,
+            ConditionExpression: condition,
             ExpressionAttributeNames: { '#t': marker },
-            ...(closed ? {} : { ExpressionAttributeValues: marshall({ ':cost': back.cost, ':n': back.requests }) }),
+            ...(Object.keys(values).length ? { ExpressionAttributeValues: marshall(values) } : {}),
           },
         },
-        ...this.host.counterItems(reservation.counters, { committed: delta, spent: delta, requests: closed ? back.requests : 0 }),
+        ...this.host.counterItems(reservation.counters, { committed: delta - fromRoom, spent: delta - fromRoom, requests: closed ? back.requests : 0 }),
       ];
       if (closed && back.forget) {
         items.push({
@@ -765,6 +787,7 @@ export class ScopePools {
       const item = await this.readConsistent(pool);
       if (item?.[marker] === undefined) return; // done before, or settled by the release
       closed = item.closed !== undefined;
+      if (room !== undefined) room = num(item.room);
     }
     throw new StoreUnavailableError('The gateway cannot settle this request right now; try again shortly.', { code: 'store_contention' });
   }
