@@ -41,6 +41,7 @@ async function main(): Promise<void> {
       host: { type: 'string' },
       'in-memory': { type: 'boolean', default: false },
       quiet: { type: 'boolean', default: false },
+      'dynamodb-endpoint': { type: 'string' },
     },
   });
   const env = process.env;
@@ -52,7 +53,16 @@ async function main(): Promise<void> {
 
   // JVM options of DynamoDB Local: its defaults (C1 only, serial GC) unless the variable says otherwise ('' = the JVM's own).
   const javaOptions = env.TOLLGATE_DYNAMODB_LOCAL_JAVA_OPTS?.split(/\s+/).filter((o) => o !== '');
-  const dynamo = await startDynamoDbLocal({ port: 0, inMemory, dataDir: join(dir, 'dynamodb'), ...(javaOptions ? { javaOptions } : {}) });
+  // `--dynamodb-endpoint URL` (or TOLLGATE_DYNAMODB_ENDPOINT): an existing DynamoDB or DynamoDB Local, its tables
+  // created if missing, so several gateway processes share one store as Lambda instances do. Not stopped here.
+  const external = values['dynamodb-endpoint'] ?? (env.TOLLGATE_DYNAMODB_ENDPOINT || undefined);
+  if (external !== undefined && !/^https?:\/\/[^\s/]+/.test(external)) {
+    throw new Error(`--dynamodb-endpoint must be a URL such as http://127.0.0.1:8000, got ${JSON.stringify(external)}`);
+  }
+  const dynamo =
+    external !== undefined
+      ? { endpoint: external, stop: async (): Promise<void> => undefined }
+      : await startDynamoDbLocal({ port: 0, inMemory, dataDir: join(dir, 'dynamodb'), ...(javaOptions ? { javaOptions } : {}) });
   // The in-process agent worker, once started (stopped first, so its current run is recorded).
   let stopAgent: (() => Promise<void>) | undefined;
   // Budget leases still open are returned before DynamoDB Local stops (else the sweeper charges them in full).
@@ -189,7 +199,9 @@ async function main(): Promise<void> {
     const lines = [
       '',
       `tollgate listening on ${url}  (OpenAI base URL: ${url}/v1)`,
-      `DynamoDB Local on ${dynamo.endpoint} (${inMemory ? 'in memory' : `data in ${join(dir, 'dynamodb')}`})`,
+      external !== undefined
+        ? `DynamoDB at ${dynamo.endpoint} (--dynamodb-endpoint; shared with whoever else uses it)`
+        : `DynamoDB Local on ${dynamo.endpoint} (${inMemory ? 'in memory' : `data in ${join(dir, 'dynamodb')}`})`,
       `dashboard: ${url}${DASHBOARD_PATH}?token=${adminToken}`,
       `admin API: ${url}/admin/…  (Authorization: Bearer ${adminToken}; npm run admin -- --url ${url} …)`,
       ...(stopAgent ? [`agent runs: POST ${url}/v1/agent/runs (key scope ai:agent; worker in process, in-memory queue)`] : []),
