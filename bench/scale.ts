@@ -17,6 +17,8 @@
  *   npm run bench:scale -- --seconds=5 --rate=500 --scenario=budget --config=per-request
  */
 import { performance } from 'node:perf_hooks';
+import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { marshall } from '@aws-sdk/util-dynamodb';
 import { loadConfig, type GatewayConfig } from '../lambda/config';
 import { AdmissionGate, AdmittingLedger } from '../lambda/core/admission';
 import type { Principal } from '../lambda/core/auth';
@@ -26,15 +28,16 @@ import { displayUsd, type MicroUsd } from '../lambda/core/money';
 import { type BillableCall, RequestPipeline } from '../lambda/core/pipeline';
 import { costOf, PriceBook } from '../lambda/core/pricing';
 import type { CounterRef, Ledger } from '../lambda/core/stores';
-import type { KeyRecord, TokenUsage } from '../lambda/core/types';
+import type { KeyRecord, ScopeId, TokenUsage } from '../lambda/core/types';
 import { windowBounds, windowKey } from '../lambda/core/windows';
 import { startDynamoDbLocal } from '../lambda/local/dynamodb-local';
 import { createDynamoDbClient } from '../lambda/store/dynamodb/client';
 import { ensureTables } from '../lambda/store/dynamodb/create-tables';
 import { DynamoDbGuardrailStore } from '../lambda/store/dynamodb/guardrails-store';
 import { DynamoDbKeyStore } from '../lambda/store/dynamodb/key-store';
+import { counterPk } from '../lambda/store/dynamodb/items';
 import { DynamoDbLedger } from '../lambda/store/dynamodb/ledger';
-import { leasingLedgerFor, pipelineSettings, poolOptionsOf } from '../lambda/compose';
+import { leasingLedgerFor, pipelineSettings, poolOptionsOf, sharedPoolOptionsOf } from '../lambda/compose';
 import { TABLES, type TableDefinition, type TableNames } from '../lambda/store/dynamodb/schema';
 import { DynamoPhysics, type PartitionStats, type PhysicsStats } from './support/dynamo-physics';
 import { seededRandom, VirtualScheduler } from './support/virtual-time';
@@ -44,6 +47,11 @@ const ORG = 'o-scale';
 const MODEL = 'openai/gpt-4o-mini';
 /** Lambda's default account concurrency. */
 const DEFAULT_INSTANCE_CAP = 1_000;
+/** The org shape's instance cap: Lambda's concurrency quota raised on request (see docs/scale-simulation.md). */
+const ORG_INSTANCE_CAP = 6_000;
+/** DynamoDB on-demand prices (us-east-1): $ per million write request units and read request units. */
+const USD_PER_MILLION_WRU = 0.625;
+const USD_PER_MILLION_RRU = 0.125;
 /** Virtual init of a new instance (the lean bundle's module init plus the runtime's start). */
 const COLD_START_MS = 300;
 
@@ -61,9 +69,29 @@ interface Options {
   readonly holdShare: number;
   /** Extra gateway settings (env names, e.g. TOLLGATE_LEASE_TTL_MS) for every configuration. */
   readonly env: Readonly<Record<string, string>>;
+  /**
+   * The org shape (`--users`): N users of one org, K keys each, every key at R requests a minute (the offered
+   * rate is N·K·R/60); absent: the one-user shape of issue 14 (`--rate`, `--keys`).
+   */
+  readonly org?: {
+    readonly users: number;
+    readonly keysPerUser: number;
+    readonly keyRate: number;
+  };
+  /** `--limits defaults`: the shipped default limits (key rpm/tpm, budgets, velocity) instead of far-away ones. */
+  readonly defaultLimits: boolean;
+  /** Day limits of the org and the platform (USD), and how much of each is left at the start (pre-spent). */
+  readonly orgDay?: number;
+  readonly platformDay?: number;
+  readonly orgDayLeft?: number;
+  readonly platformDayLeft?: number;
+  /** `--no-org`: the users belong to no org. */
+  readonly noOrg: boolean;
+  /** `--json`: a last line of JSON with the figures. */
+  readonly json: boolean;
 }
 
-type ScenarioName = 'throughput' | 'budget';
+type ScenarioName = 'throughput' | 'budget' | 'org';
 type ConfigName = 'per-request' | 'leases' | 'pools';
 
 /** How one configuration builds an instance's ledger from the DynamoDB ledger. */
@@ -115,6 +143,14 @@ interface Result {
   readonly contentionShed: number;
   readonly lambdaThrottled: number;
   readonly otherErrors: Map<string, number>;
+  /** Budget refusals by the scope whose limit refused them (the `x-tollgate-budget-scope` header). */
+  readonly budgetByScope: Map<string, number>;
+  /** The scope whose day counter is read back and compared with real costs. */
+  readonly limitScope: ScopeId;
+  /** What that counter held before the run (`--org-day-left`, `--platform-day-left`). */
+  readonly preSpent: MicroUsd;
+  /** Request units the physics counted in all (transactions at 2×, as AWS bills them). */
+  readonly units: { readonly write: number; readonly read: number };
   /** Lease returns or usage writes that failed (retried by the lease layer; told through its onError). */
   readonly leaseErrors: Map<string, number>;
   readonly settleFailures: number;
@@ -145,7 +181,8 @@ interface Result {
   readonly full: { readonly offered: number; readonly admitted: number; readonly ms: number };
 }
 
-function parseArgs(argv: readonly string[]): Options {
+function parseArgs(args: readonly string[]): Options {
+  let argv = args;
   const arg = (name: string): string | undefined => argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
   const num = (name: string, fallback: number): number => {
     const v = arg(name);
@@ -154,16 +191,44 @@ function parseArgs(argv: readonly string[]): Options {
     if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got ${v}`);
     return n;
   };
+  // `--name value` is accepted as well as `--name=value` (`--no-org` and `--json` take no value).
+  const flags = new Set(['--no-org', '--json']);
+  const joined: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = argv[i + 1];
+    if (a.startsWith('--') && !a.includes('=') && !flags.has(a) && next !== undefined && !next.startsWith('--')) {
+      joined.push(`${a}=${next}`);
+      i++;
+    } else joined.push(a);
+  }
+  argv = joined;
+  const usd = (name: string): number | undefined => (arg(name) === undefined ? undefined : num(name, 0));
   const scenario = arg('scenario');
   const config = arg('config');
+  const users = arg('users') === undefined ? undefined : Math.round(num('users', 1));
+  const org = users === undefined ? undefined : { users, keysPerUser: Math.round(num('keys-per-user', 1)), keyRate: num('key-rate', 30) };
+  const limitsArg = arg('limits');
+  if (limitsArg !== undefined && limitsArg !== 'defaults') throw new Error(`--limits takes "defaults", got ${limitsArg}`);
+  const orgDay = usd('org-day');
+  const platformDay = usd('platform-day');
   return {
-    rate: num('rate', 1_000),
+    org,
+    defaultLimits: limitsArg === 'defaults',
+    ...(orgDay !== undefined ? { orgDay } : {}),
+    ...(platformDay !== undefined ? { platformDay } : {}),
+    ...(usd('org-day-left') !== undefined ? { orgDayLeft: usd('org-day-left') } : {}),
+    ...(usd('platform-day-left') !== undefined ? { platformDayLeft: usd('platform-day-left') } : {}),
+    noOrg: argv.includes('--no-org'),
+    json: argv.includes('--json'),
+    rate: org ? (org.users * org.keysPerUser * org.keyRate) / 60 : num('rate', 1_000),
     seconds: num('seconds', 10),
-    keys: Math.round(num('keys', 8)),
-    instanceCap: Math.round(num('instances', DEFAULT_INSTANCE_CAP)),
+    keys: org ? org.users * org.keysPerUser : Math.round(num('keys', 8)),
+    // The org shape models Lambda's concurrency quota raised (5,000 req/s of ~0.85 s calls needs ~4,300).
+    instanceCap: Math.round(num('instances', org ? ORG_INSTANCE_CAP : DEFAULT_INSTANCE_CAP)),
     seed: Math.round(num('seed', 14)),
-    scenarios: scenario ? [scenario as ScenarioName] : ['throughput', 'budget'],
-    configs: config ? [config as ConfigName] : (Object.keys(CONFIGURATIONS) as ConfigName[]),
+    scenarios: org ? ['org'] : scenario ? [scenario as ScenarioName] : ['throughput', 'budget'],
+    configs: config ? [config as ConfigName] : org ? ['pools'] : (Object.keys(CONFIGURATIONS) as ConfigName[]),
     ramp: arg('ramp') === undefined ? 2 : Number(arg('ramp')),
     holdShare: arg('hold') === undefined ? 1 : Number(arg('hold')),
     env: Object.fromEntries(argv.filter((a) => /^TOLLGATE_[A-Z_]+=/.test(a)).map((a) => [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)])),
@@ -175,10 +240,11 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
   const stage = `scale-${configuration.name}-${scenario}-${Date.now().toString(36)}`;
   // Explicit limits that 1,000 req/s of one user can live with: velocity ceiling out of reach (the bench
   // measures the store, not the breaker); key budgets `none`. The user's day limit is the scenario's.
+  const org = scenario === 'org' ? options.org : undefined;
   const config: GatewayConfig = loadConfig({
     TOLLGATE_STAGE: stage,
-    TOLLGATE_VELOCITY_FLOOR_USD: '1000000',
-    TOLLGATE_DEFAULT_KEY_BUDGETS: 'none',
+    // `--limits defaults`: what an operator who sets nothing gets (key rpm/tpm, budgets, velocity).
+    ...(options.defaultLimits ? {} : { TOLLGATE_VELOCITY_FLOOR_USD: '1000000', TOLLGATE_DEFAULT_KEY_BUDGETS: 'none' }),
     ...options.env,
   });
   const setupClient = createDynamoDbClient({ region: 'us-east-1', endpoint, maxAttempts: 10, requestTimeoutMs: 120_000, connectionTimeoutMs: 30_000 });
@@ -200,34 +266,71 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
   physics.install(simClient);
 
   const setupLedger = new DynamoDbLedger(setupClient, { tables: config.tables, platformShards: config.platformShards, usageRetentionDays: 1 });
-  const limit = scenario === 'budget' ? Math.round(options.rate * options.seconds * 0.4 * 300) : undefined;
-  // Throughput: $100,000 a day is out of reach. Budget: about 40 % of the run's offered spend (≈300 µ$ a request).
-  await setupLedger.setLimit(`user:${USER}`, 'day', limit ?? 100_000_000_000);
+  const micros = (usd: number): MicroUsd => Math.round(usd * 1_000_000);
+  // The org shape: the org's and the platform's day limits, when given, are the ones the run reaches.
+  const limitScope: ScopeId = org ? (options.orgDay !== undefined && !options.noOrg ? `org:${ORG}` : 'platform') : `user:${USER}`;
+  const orgLimit = org ? (limitScope === 'platform' ? options.platformDay : options.orgDay) : undefined;
+  const limit = org ? (orgLimit === undefined ? undefined : micros(orgLimit)) : scenario === 'budget' ? Math.round(options.rate * options.seconds * 0.4 * 300) : undefined;
+  if (!org) {
+    // Throughput: $100,000 a day is out of reach. Budget: about 40 % of the run's offered spend (≈300 µ$ a request).
+    await setupLedger.setLimit(`user:${USER}`, 'day', limit ?? 100_000_000_000);
+  } else {
+    if (options.orgDay !== undefined && !options.noOrg) await setupLedger.setLimit(`org:${ORG}`, 'day', micros(options.orgDay));
+    if (options.platformDay !== undefined) await setupLedger.setLimit('platform', 'day', micros(options.platformDay));
+  }
+  // `--org-day-left` / `--platform-day-left`: the day's counters start with the limit less what is left spent
+  // (as earlier traffic would have left them; the platform's spread over its shards), so the run reaches it.
+  const preSpend = async (scope: ScopeId, usd: number, shards: number): Promise<MicroUsd> => {
+    const total = micros(usd);
+    for (let shard = 0; shard < shards; shard++) {
+      const part = Math.floor(total / shards) + (shard < total % shards ? 1 : 0);
+      await setupClient.send(
+        new UpdateItemCommand({
+          TableName: config.tables.budgets,
+          Key: marshall({ pk: counterPk({ scope, shard }), sk: windowKey('day', start) }),
+          UpdateExpression: 'ADD committed :m, spent :m, requests :n',
+          ExpressionAttributeValues: marshall({ ':m': part, ':n': 0 }),
+        }),
+      );
+    }
+    return total;
+  };
+  let preSpent = 0;
+  if (org && options.orgDay !== undefined && options.orgDayLeft !== undefined && !options.noOrg) {
+    const spent = await preSpend(`org:${ORG}`, Math.max(0, options.orgDay - options.orgDayLeft), 1);
+    if (limitScope === `org:${ORG}`) preSpent = spent;
+  }
+  if (org && options.platformDay !== undefined && options.platformDayLeft !== undefined) {
+    const spent = await preSpend('platform', Math.max(0, options.platformDay - options.platformDayLeft), config.platformShards);
+    if (limitScope === 'platform') preSpent = spent;
+  }
   const keys = new DynamoDbKeyStore(setupClient, config.tables);
   const keyRecords: KeyRecord[] = [];
+  const keysPerUser = org?.keysPerUser ?? options.keys;
   for (let k = 0; k < options.keys; k++) {
     const record: KeyRecord = {
       keyId: `k-scale-${k}`,
       prefix: `sk-tg-scale${k}`,
       hash: `scale-${k}`,
-      userId: USER,
-      orgId: ORG,
+      userId: org ? `u-scale-${Math.floor(k / keysPerUser)}` : USER,
+      ...(org && options.noOrg ? {} : { orgId: ORG }),
       name: `scale ${k}`,
       scopes: ['ai:complete'],
-      // High enough for 1,000 req/s over a handful of keys, but still enforced (the buckets are written).
-      rpm: 1_000_000,
-      tpm: 10_000_000_000,
+      // High enough for 1,000 req/s over a handful of keys, but still enforced (the buckets are written);
+      // `--limits defaults` leaves the shipped per-key defaults.
+      ...(options.defaultLimits ? {} : { rpm: 1_000_000, tpm: 10_000_000_000 }),
       status: 'active',
       createdAt: new Date(start - 86_400_000).toISOString(),
     };
-    await keys.create(record);
     keyRecords.push(record);
   }
+  for (let k = 0; k < keyRecords.length; k += 64) await Promise.all(keyRecords.slice(k, k + 64).map((r) => keys.create(r)));
 
   const prices = new PriceBook({ providers: ['openai'], now: () => scheduler.now() });
   const model = prices.resolve(MODEL);
   const counts = { offered: 0, admitted: 0, refusedBudget: 0, storeUnavailable: 0, contentionShed: 0, lambdaThrottled: 0, settleFailures: 0 };
   const otherErrors = new Map<string, number>();
+  const budgetByScope = new Map<string, number>();
   const leaseErrors = new Map<string, number>();
   const instances: Instance[] = [];
   const idle: Instance[] = [];
@@ -240,6 +343,7 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
       clock: scheduler,
       sleep: scheduler.sleep,
       pools: configuration.pools ? poolOptionsOf(config) : false,
+      sharedPools: configuration.pools ? sharedPoolOptionsOf(config) : false,
     });
     const wrapped = configuration.wrap(inner, {
       scheduler,
@@ -292,7 +396,7 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
 
   const serve = async (instance: Instance, n: number, arrival: number): Promise<void> => {
     const key = keyRecords[n % keyRecords.length]!;
-    const principal: Principal = { keyId: key.keyId, userId: USER, orgId: ORG, scopes: key.scopes, key };
+    const principal: Principal = { keyId: key.keyId, userId: key.userId, ...(key.orgId ? { orgId: key.orgId } : {}), scopes: key.scopes, key };
     const inputTokens = 800 + Math.floor(random() * 400);
     const body = { model: MODEL, messages: [{ role: 'user', content: `question ${n} of the scale bench` }], max_tokens: 1_024 };
     const call: BillableCall = {
@@ -331,6 +435,8 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
   const classify = (err: unknown): void => {
     if (err instanceof BudgetExceededError) {
       counts.refusedBudget++;
+      const scope = err.headers['x-tollgate-budget-scope'] ?? 'unknown';
+      budgetByScope.set(scope, (budgetByScope.get(scope) ?? 0) + 1);
       firstRefusalAt ??= scheduler.now();
     } else if (err instanceof StoreUnavailableError) {
       counts.storeUnavailable++;
@@ -390,8 +496,9 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
   const sweeper = new DynamoDbLedger(setupClient, { tables: config.tables, platformShards: config.platformShards, usageRetentionDays: 1, clock: { now: () => sweepAt } });
   const poolGrantsReleased = await sweeper.sweepExpired(sweepAt);
 
-  const dayRef: CounterRef = { scope: `user:${USER}`, window: 'day', windowKey: windowKey('day', start), windowEnd: windowBounds('day', start).end };
+  const dayRef: CounterRef = { scope: limitScope, window: 'day', windowKey: windowKey('day', start), windowEnd: windowBounds('day', start).end };
   const [day] = await setupLedger.readCounters([dayRef]);
+  const units = physics.totalUnits();
   const admittedCost = admittedCosts.reduce((s, c) => s + c.cost, 0);
   const spentAtFirstRefusal = firstRefusalAt === undefined ? undefined : admittedCosts.filter((c) => c.at <= firstRefusalAt!).reduce((s, c) => s + c.cost, 0);
   setupClient.destroy();
@@ -400,6 +507,10 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
     config: configuration,
     scenario,
     ...counts,
+    budgetByScope,
+    limitScope,
+    preSpent,
+    units,
     otherErrors,
     leaseErrors,
     admissionMs,
@@ -439,12 +550,46 @@ function shortPartition(id: string): string {
   return id.replace(/^tollgate-scale-[^-]+(-[^-]+)?-[^-]+-[a-z0-9]+-/, '');
 }
 
+function storeUsdPerMillion(r: Result): number {
+  return r.admitted ? ((r.units.write / r.admitted) * USD_PER_MILLION_WRU + (r.units.read / r.admitted) * USD_PER_MILLION_RRU) : 0;
+}
+
+/** The issue's figures for one run, as the `--json` last line prints them (USD, req/s, ms). */
+function figures(r: Result): Record<string, unknown> {
+  const usd = (m: number): number => m / 1_000_000;
+  const perSecond = (n: number): number => (r.full.ms > 0 ? Math.round((n / (r.full.ms / 1000)) * 10) / 10 : 0);
+  return {
+    scenario: r.scenario,
+    config: r.config.name,
+    offeredRps: perSecond(r.full.offered),
+    admittedRps: perSecond(r.full.admitted),
+    storeErrors: r.storeUnavailable + r.settleFailures,
+    busy429: r.contentionShed,
+    lambdaThrottled: r.lambdaThrottled,
+    budget429: Object.fromEntries(r.budgetByScope),
+    otherRefusals: Object.fromEntries(r.otherErrors),
+    limitScope: r.limitScope,
+    limitUsd: r.limit === undefined ? null : usd(r.limit),
+    overspendUsd: r.limit === undefined ? null : { byCounter: usd(Math.max(0, r.committed - r.limit)), byRealCost: usd(Math.max(0, r.preSpent + r.admittedCost - r.limit)) },
+    counterMinusRealUsd: usd(r.committed - r.preSpent - r.admittedCost),
+    spentAtFirstRefusalPct: r.spentAtFirstRefusal === undefined || r.limit === undefined ? null : Math.round((1000 * (r.preSpent + r.spentAtFirstRefusal)) / r.limit) / 10,
+    wcuPerRequest: r.admitted ? Math.round((r.units.write / r.admitted) * 100) / 100 : null,
+    rcuPerRequest: r.admitted ? Math.round((r.units.read / r.admitted) * 100) / 100 : null,
+    storeUsdPerMillion: Math.round(storeUsdPerMillion(r) * 100) / 100,
+    p50Ms: Math.round(percentile(r.admissionMs, 50)),
+    p99Ms: Math.round(percentile(r.admissionMs, 99)),
+  };
+}
+
 function report(results: readonly Result[], options: Options): void {
   for (const scenario of options.scenarios) {
     const rows = results.filter((r) => r.scenario === scenario);
     if (rows.length === 0) continue;
+    const shape = options.org
+      ? `one org${options.noOrg ? ' (removed: --no-org)' : ''} of ${options.org.users} users × ${options.org.keysPerUser} keys at ${options.org.keyRate} req/min each${options.defaultLimits ? ', default limits' : ''}`
+      : 'one user';
     console.log(
-      `\n## scenario: ${scenario} — one user, ${options.rate} req/s offered for ${options.seconds} virtual s (first ${options.ramp} s a linear ramp), ${options.keys} keys, items held ${options.holdShare}× a transaction's latency` +
+      `\n## scenario: ${scenario} — ${shape}, ${options.rate} req/s offered for ${options.seconds} virtual s (first ${options.ramp} s a linear ramp), ${options.keys} keys, items held ${options.holdShare}× a transaction's latency` +
         (Object.keys(options.env).length ? `, ${Object.entries(options.env).map(([k, v]) => `${k}=${v}`).join(' ')}` : ''),
     );
     const line = (label: string, f: (r: Result) => string) => console.log(`| ${label.padEnd(44)} | ${rows.map((r) => f(r).padStart(26)).join(' | ')} |`);
@@ -458,7 +603,7 @@ function report(results: readonly Result[], options: Options): void {
     line('holds the sweeper released after the run', (r) => String(r.poolGrantsReleased));
     line('store errors: 503 store_unavailable', (r) => String(r.storeUnavailable));
     line('store errors: 429 gateway_busy (contention)', (r) => String(r.contentionShed));
-    line('refused: budget (429 insufficient_quota)', (r) => String(r.refusedBudget));
+    line('refused: budget (429 insufficient_quota)', (r) => String(r.refusedBudget) + (r.budgetByScope.size ? ` (${[...r.budgetByScope].map(([k, v]) => `${k} ${v}`).join(', ')})` : ''));
     line('refused: other', (r) => [...r.otherErrors].map(([k, v]) => `${v}× ${k}`).join(', ') || '0');
     line('Lambda throttled (instance cap)', (r) => String(r.lambdaThrottled));
     line('settles failed (hold left for the sweeper)', (r) => String(r.settleFailures));
@@ -468,22 +613,26 @@ function report(results: readonly Result[], options: Options): void {
       const n = writes.reduce((sum, w) => sum + (r.physics.succeeded[w] ?? 0), 0);
       return r.admitted ? (n / r.admitted).toFixed(2) : '—';
     });
+    line('write / read units per admitted req (tx 2×)', (r) => (r.admitted ? `${(r.units.write / r.admitted).toFixed(1)} / ${(r.units.read / r.admitted).toFixed(1)}` : '—'));
+    line('store $ per million admitted (on-demand)', (r) => (r.admitted ? `$${storeUsdPerMillion(r).toFixed(2)}` : '—'));
     line('transaction conflicts (each one retried)', (r) => String(r.physics.transactionConflicts));
     line('single-item writes on held items', (r) => String(r.physics.itemConflicts));
     line('throttled: transactions / SDK attempts', (r) => `${r.physics.throttledTransactions} / ${r.physics.throttledCalls}`);
     line('admission latency p50 / p99 (virtual ms)', (r) => `${percentile(r.admissionMs, 50).toFixed(0)} / ${percentile(r.admissionMs, 99).toFixed(0)}`);
     line('instances (peak concurrency)', (r) => String(r.instances));
-    line('user day limit', (r) => (r.limit === undefined ? '$100,000 (out of reach)' : displayUsd(r.limit)));
+    line('day limit read back', (r) => `${r.limitScope}: ${r.limit === undefined ? (r.scenario === 'org' ? 'none set' : '$100,000 (out of reach)') : displayUsd(r.limit)}`);
     line('final counter: spent (+ reserved)', (r) => `${displayUsd(r.spent)} (+${displayUsd(r.reserved)})`);
     line('sum of admitted requests\' real costs', (r) => displayUsd(r.admittedCost));
     line('overspend (counter committed − limit, ≥ 0)', (r) => (r.limit === undefined ? 'n/a' : displayUsd(Math.max(0, r.committed - r.limit))));
-    line('overspend (real costs − limit, ≥ 0)', (r) => (r.limit === undefined ? 'n/a' : displayUsd(Math.max(0, r.admittedCost - r.limit))));
-    if (scenario === 'budget') {
+    line('spent before the run (pre-spent)', (r) => displayUsd(r.preSpent));
+    line('overspend (pre-spent + real costs − limit, ≥ 0)', (r) => (r.limit === undefined ? 'n/a' : displayUsd(Math.max(0, r.preSpent + r.admittedCost - r.limit))));
+    line('counter − (pre-spent + real costs)', (r) => displayUsd(r.committed - r.preSpent - r.admittedCost));
+    if (scenario === 'budget' || scenario === 'org') {
       line('first budget refusal at (virtual s)', (r) => (r.firstRefusalAt === undefined ? '—' : (r.firstRefusalAt / 1000).toFixed(2)));
       line('limit spent when refusals began', (r) =>
-        r.spentAtFirstRefusal === undefined || r.limit === undefined ? '—' : `${((100 * r.spentAtFirstRefusal) / r.limit).toFixed(1)} %`,
+        r.spentAtFirstRefusal === undefined || r.limit === undefined ? '—' : `${((100 * (r.preSpent + r.spentAtFirstRefusal)) / r.limit).toFixed(1)} %`,
       );
-      line('limit spent at the end', (r) => (r.limit === undefined ? '—' : `${((100 * r.admittedCost) / r.limit).toFixed(1)} %`));
+      line('limit spent at the end', (r) => (r.limit === undefined ? '—' : `${((100 * (r.preSpent + r.admittedCost)) / r.limit).toFixed(1)} %`));
     }
     line('real calls to DynamoDB Local', (r) => String(r.realCalls));
     line('real time taken', (r) => `${(r.realMs / 1000).toFixed(1)} s`);
@@ -521,6 +670,7 @@ async function main(): Promise<void> {
   }
   report(results, options);
   console.log(`\ntotal real time ${((performance.now() - began) / 1000).toFixed(1)} s`);
+  if (options.json) console.log(JSON.stringify(results.length === 1 ? figures(results[0]!) : results.map(figures)));
 }
 
 main().catch((err) => {

@@ -171,6 +171,17 @@ export class DynamoPhysics {
     );
   }
 
+  /** Capacity units consumed in all (every partition, GSIs included): what on-demand DynamoDB bills. */
+  totalUnits(): { readonly write: number; readonly read: number } {
+    let write = 0;
+    let read = 0;
+    for (const pair of this.buckets.values()) {
+      write += pair.write.stats.writeUnits;
+      read += pair.write.stats.readUnits;
+    }
+    return { write, read };
+  }
+
   /** Partitions by write units consumed, hottest first. */
   hotPartitions(limit: number): PartitionStats[] {
     return [...this.buckets.values()]

@@ -228,6 +228,15 @@ describe('per-partition throughput', () => {
     expect(w.physics.stats.throttledTransactions).toBe(1);
   });
 
+  it('when writes are billed, the total counts a transactional item twice, a single write once and an eventually consistent read half', async () => {
+    const w = world();
+    const pk = uniquePk('bill');
+    await settleAll(w, [w.client.send(new TransactWriteItemsCommand({ TransactItems: [add(db.tables.budgets, pk, 'a'), add(db.tables.budgets, pk, 'b')] }))]);
+    await settleAll(w, [w.client.send(new UpdateItemCommand(add(db.tables.budgets, pk, 'c').Update))]);
+    await settleAll(w, [w.client.send(new GetItemCommand({ TableName: db.tables.budgets, Key: marshall({ pk, sk: 'c' }) }))]);
+    expect(w.physics.totalUnits()).toEqual({ write: 2 * 2 + 1, read: 0.5 });
+  });
+
   it('when a GSI partition is over its limit, the base-table write that feeds it is throttled', async () => {
     const w = world({ writeUnitsPerSecond: 2, sdkMaxAttempts: 1 });
     const keyPk = uniquePk('key');
