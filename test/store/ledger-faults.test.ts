@@ -133,8 +133,9 @@ describe('ledger money writes under faults (DynamoDB Local)', () => {
     expect(lost.count).toBe(40);
     expect(admitted.every((r) => r.pool)).toBe(true);
     expect(delivered).toBeLessThanOrEqual(limit);
-    // Early refusal is bounded: what the other pool items hold, less than a request's amount each.
-    expect(delivered).toBeGreaterThanOrEqual(limit - POOLS.shards! * 50_000);
+    // Early refusal is bounded by what the pool items hold: at most a grant (5 % of the limit) each, in this
+    // epoch and (until the sweeper releases it) the last one, whose room a waiting retry may have left behind.
+    expect(delivered).toBeGreaterThanOrEqual(limit - 2 * POOLS.shards! * 0.05 * limit);
 
     await l.sweepExpired(clock.now() + AFTER_CLOSE);
     const [day] = await l.readCounters(refs);
