@@ -55,7 +55,9 @@ export class DataStack extends Stack {
       description: `tollgate ${props.config.stage}: tables, SSM SecureString secrets and BYOK envelope keys`,
       enableKeyRotation: true,
       alias: dataKeyAlias(props.config.stage),
-      removalPolicy: RemovalPolicy.RETAIN,
+      // Kept on delete and replacement, but a create that rolls back removes it (schedules deletion), so a failed
+      // first deploy can be retried with the same command (issue 23).
+      removalPolicy: RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
     });
 
     const tables: Partial<Record<TableDefinition['id'], dynamodb.Table>> = {};
@@ -255,7 +257,9 @@ export class DataStack extends Stack {
       billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
       deletionProtection: true,
-      removalPolicy: RemovalPolicy.RETAIN,
+      // Retained on delete and replacement; a create that rolls back deletes the (empty) table so the fixed name is
+      // free for the retry. CloudFormation: DeletionPolicy RetainExceptOnCreate, UpdateReplacePolicy Retain.
+      removalPolicy: RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
       encryption: dynamodb.TableEncryption.CUSTOMER_MANAGED,
       encryptionKey: this.key,
       timeToLiveAttribute: def.ttlAttribute,
