@@ -22,13 +22,17 @@ const HANG = 900_000;
 
 let dev: SynthesizedApp;
 let prod: SynthesizedApp;
+/** Dev with Bedrock on and other ACTUAL thresholds. */
+let variant: SynthesizedApp;
 beforeAll(() => {
   dev = synthApp();
   prod = synthApp({ profile: 'prod', alerts: { email: 'ops@example.com' }, admin: { operatorRoleArns: [OPERATOR] } });
+  variant = synthApp({ gateway: { bedrock: true }, budget: { thresholdsPercent: [60, 90, 100] } });
 }, HANG);
 afterAll(() => {
   dev.dispose();
   prod.dispose();
+  variant.dispose();
 });
 
 type Resource = { Type: string; Properties?: Record<string, unknown>; [k: string]: unknown };
@@ -37,6 +41,17 @@ type PolicyStatement = { Effect?: string; Action: string | string[]; Resource?: 
 function resources(template: Template, type?: string): Record<string, Resource> {
   const all = template.toJSON().Resources as Record<string, Resource>;
   return Object.fromEntries(Object.entries(all).filter(([, r]) => !type || r.Type === type));
+}
+
+type BudgetProps = {
+  Budget: { BudgetName: string; FilterExpression: unknown };
+  NotificationsWithSubscribers: Array<{ Notification: { NotificationType: string; Threshold: number } }>;
+};
+
+function budgetOf(app: SynthesizedApp): BudgetProps {
+  const all = Object.values(resources(app.templates.guardrails, 'AWS::Budgets::Budget'));
+  expect(all).toHaveLength(1);
+  return all[0].Properties as BudgetProps;
 }
 
 function allTemplates(app: SynthesizedApp): Template[] {
@@ -231,23 +246,50 @@ describe('the budget sees this deployment', () => {
     expect(tagged).toBeGreaterThan(40);
   });
 
-  it('when the budget is created, it is filtered to the tag or Bedrock and notifies on ACTUAL and FORECASTED, at most 5 times', () => {
-    const budget = Object.values(resources(dev.templates.guardrails, 'AWS::Budgets::Budget'))[0].Properties as {
-      Budget: { FilterExpression: unknown };
-      NotificationsWithSubscribers: Array<{ Notification: { NotificationType: string; Threshold: number } }>;
-    };
-    expect(budget.Budget.FilterExpression).toEqual({
-      Or: [
-        { Tags: { Key: 'tollgate:deployment', Values: ['tollgate-dev'], MatchOptions: ['EQUALS'] } },
-        { Dimensions: { Key: 'SERVICE', Values: ['Amazon Bedrock'], MatchOptions: ['EQUALS'] } },
-      ],
-    });
+  it('when the budget is created with Bedrock off, it is filtered to the tag only and notifies on ACTUAL and FORECASTED, at most 5 times', () => {
+    const budget = budgetOf(dev);
+    // Another team's Bedrock use in the account must not trip this deployment's kill switch.
+    expect(budget.Budget.FilterExpression).toEqual({ Tags: { Key: 'tollgate:deployment', Values: ['tollgate-dev'], MatchOptions: ['EQUALS'] } });
+    expect(JSON.stringify(budget.Budget)).not.toContain('Bedrock');
     const n = budget.NotificationsWithSubscribers.map((x) => `${x.Notification.NotificationType}@${x.Notification.Threshold}`);
     expect(n).toEqual(['ACTUAL@50', 'ACTUAL@80', 'ACTUAL@100', 'FORECASTED@100']);
     expect(n.length).toBeLessThanOrEqual(MAX_BUDGET_NOTIFICATIONS);
     expect(() => resolveDeploymentConfig({ budget: { thresholdsPercent: [25, 50, 75, 100], forecastThresholdsPercent: [80, 100] } })).toThrow(
       /tollgate.budget: AWS Budgets allows 5 notifications per budget/,
     );
+  });
+
+  it('when Bedrock is enabled, the budget also counts Amazon Bedrock usage (model usage carries no tag)', () => {
+    expect(budgetOf(variant).Budget.FilterExpression).toEqual({
+      Or: [
+        { Tags: { Key: 'tollgate:deployment', Values: ['tollgate-dev'], MatchOptions: ['EQUALS'] } },
+        { Dimensions: { Key: 'SERVICE', Values: ['Amazon Bedrock'], MatchOptions: ['EQUALS'] } },
+      ],
+    });
+  });
+
+  it('when the thresholds change, the budget gets a new name (the create-only replacement cannot collide) and the kill switch follows it', () => {
+    const devName = budgetOf(dev).Budget.BudgetName;
+    const variantName = budgetOf(variant).Budget.BudgetName;
+    expect(devName).toMatch(/^tollgate-dev-monthly-[0-9a-f]{8}$/);
+    expect(variantName).toMatch(/^tollgate-dev-monthly-[0-9a-f]{8}$/);
+    expect(variantName).not.toBe(devName);
+    // Same thresholds, same name: an unrelated setting (here: Bedrock on) does not replace the budget.
+    const sameThresholds = synthApp({ gateway: { bedrock: true } });
+    try {
+      expect(budgetOf(sameThresholds).Budget.BudgetName).toBe(devName);
+    } finally {
+      sameThresholds.dispose();
+    }
+    for (const app of [dev, variant]) {
+      const name = budgetOf(app).Budget.BudgetName;
+      const fnId = logicalId(app, 'guardrails', app.stacks.guardrails.killSwitch.fn);
+      const fn = resources(app.templates.guardrails)[fnId].Properties as { Environment: { Variables: Record<string, unknown> } };
+      expect(fn.Environment.Variables.TOLLGATE_BUDGET_NAME).toBe(name);
+      const viewBudget = statements(app).filter((st) => actions(st).includes('budgets:ViewBudget'));
+      expect(viewBudget).toHaveLength(1);
+      expect(JSON.stringify(viewBudget[0].Resource)).toContain(`:budget/${name}`);
+    }
   });
 
   it('when a budget notification fails the kill switch, it lands in a dead-letter queue (Lambda retries and SNS delivery alike) that alarms', () => {
