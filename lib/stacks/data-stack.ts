@@ -31,6 +31,9 @@ export type TableAction =
   | 'DeleteItem';
 
 /** The generated secrets (created at deploy by a custom resource) and the parameters they are stored in. */
+/** How long CloudFormation waits for a custom resource's answer (its default is an hour). */
+export const CUSTOM_RESOURCE_TIMEOUT = Duration.minutes(5);
+
 export const GENERATED_SECRETS: readonly (SecretName & GeneratedSecretKind)[] = ['key-pepper', 'jwt-secret'];
 
 /**
@@ -91,6 +94,8 @@ export class DataStack extends Stack {
       generated[name] = new CustomResource(this, `${id}Secret`, {
         serviceToken: this.secretGenerator.fn.functionArn,
         resourceType: 'Custom::TollgateGeneratedSecret',
+        // A handler that crashes without answering fails the deploy after this, not after CloudFormation's hour.
+        serviceTimeout: CUSTOM_RESOURCE_TIMEOUT,
         properties: {
           ParameterName: `${secretsPrefix(props.config.stage)}${name}`,
           Kind: name,

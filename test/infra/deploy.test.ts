@@ -11,6 +11,7 @@ import { Annotations, Match, type Template } from 'aws-cdk-lib/assertions';
 import { estimateFixedCost, type CfnTemplate } from '../../bench/fixed-cost';
 import { DeploymentConfigError, MAX_BUDGET_NOTIFICATIONS, resolveDeploymentConfig } from '../../lib/config';
 import { BODY_FINDINGS_RULE, BODY_INSPECTING_RULES, WAF_REDACTED_HEADERS } from '../../lib/constructs/gateway-waf';
+import { CUSTOM_RESOURCE_TIMEOUT } from '../../lib/stacks/data-stack';
 import { NO_ALERT_DESTINATION } from '../../lib/stacks/guardrails-stack';
 import { synthApp, type SynthesizedApp } from './app-fixture';
 import { chatBody, LEGITIMATE_PROMPTS } from './waf-corpus';
@@ -22,12 +23,12 @@ const HANG = 900_000;
 
 let dev: SynthesizedApp;
 let prod: SynthesizedApp;
-/** Dev with Bedrock on and other ACTUAL thresholds. */
+/** Dev with Bedrock on, other ACTUAL thresholds and a 90-day log retention. */
 let variant: SynthesizedApp;
 beforeAll(() => {
   dev = synthApp();
   prod = synthApp({ profile: 'prod', alerts: { email: 'ops@example.com' }, admin: { operatorRoleArns: [OPERATOR] } });
-  variant = synthApp({ gateway: { bedrock: true }, budget: { thresholdsPercent: [60, 90, 100] } });
+  variant = synthApp({ gateway: { bedrock: true }, budget: { thresholdsPercent: [60, 90, 100] }, logRetentionDays: 90 });
 }, HANG);
 afterAll(() => {
   dev.dispose();
@@ -79,7 +80,7 @@ describe('fresh-account deploy', () => {
     expect(generated.map((g) => g.Properties?.ParameterName).sort()).toEqual(['/tollgate/dev/jwt-secret', '/tollgate/dev/key-pepper']);
     const keyId = logicalId(dev, 'data', dev.stacks.data.key);
     for (const g of generated) {
-      expect(Object.keys(g.Properties ?? {}).sort()).toEqual(['KeyId', 'Kind', 'ParameterName', 'RemoveOnDelete', 'ServiceToken']);
+      expect(Object.keys(g.Properties ?? {}).sort()).toEqual(['KeyId', 'Kind', 'ParameterName', 'RemoveOnDelete', 'ServiceTimeout', 'ServiceToken']);
       expect(g.Properties?.KeyId).toEqual({ 'Fn::GetAtt': [keyId, 'Arn'] });
       expect(g.Properties?.RemoveOnDelete).toBe('false');
     }
@@ -302,6 +303,50 @@ describe('the budget sees this deployment', () => {
       RedrivePolicy: { deadLetterTargetArn: { 'Fn::GetAtt': [dlqId, 'Arn'] } },
     });
     dev.templates.observability.hasResourceProperties('AWS::CloudWatch::Alarm', { AlarmName: 'tollgate-dev-kill-switch-dead-letters', MetricName: 'ApproximateNumberOfMessagesVisible' });
+  });
+});
+
+describe('hygiene over a year', () => {
+  it('when any variant is synthesized, every custom resource has a ServiceTimeout of 5 minutes (not the hour a crash would cost)', () => {
+    let custom = 0;
+    for (const app of [dev, prod, variant]) {
+      for (const t of allTemplates(app)) {
+        for (const [id, r] of Object.entries(resources(t))) {
+          if (!r.Type.startsWith('Custom::') && r.Type !== 'AWS::CloudFormation::CustomResource') continue;
+          custom++;
+          expect({ id, timeout: r.Properties?.ServiceTimeout }).toEqual({ id, timeout: String(CUSTOM_RESOURCE_TIMEOUT.toSeconds()) });
+        }
+      }
+    }
+    expect(CUSTOM_RESOURCE_TIMEOUT.toSeconds()).toBe(300);
+    expect(custom).toBeGreaterThanOrEqual(6);
+  });
+
+  it('when the stage is deployed, its execution-log group exists first, in the stack, with the configured retention', () => {
+    for (const app of [dev, prod, variant]) {
+      const g = app.stacks.gateway;
+      const apiId = logicalId(app, 'gateway', g.api as never);
+      const groupId = logicalId(app, 'gateway', g.executionLogs);
+      const group = resources(app.templates.gateway)[groupId];
+      expect(group.Properties).toEqual({
+        LogGroupName: { 'Fn::Join': ['', ['API-Gateway-Execution-Logs_', { Ref: apiId }, `/${app.config.stage}`]] },
+        RetentionInDays: app.config.logRetentionDays,
+        Tags: expect.anything(),
+      });
+      const stageId = logicalId(app, 'gateway', g.api.deploymentStage);
+      expect(resources(app.templates.gateway)[stageId].DependsOn).toEqual(expect.arrayContaining([groupId]));
+    }
+    expect(variant.config.logRetentionDays).toBe(90);
+  });
+
+  it('when any variant is synthesized, every log group has a retention', () => {
+    for (const app of [dev, prod, variant]) {
+      for (const t of allTemplates(app)) {
+        for (const [id, r] of Object.entries(resources(t, 'AWS::Logs::LogGroup'))) {
+          expect({ id, retention: typeof r.Properties?.RetentionInDays }).toEqual({ id, retention: 'number' });
+        }
+      }
+    }
   });
 });
 
