@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { Annotations, Match, type Template } from 'aws-cdk-lib/assertions';
 import { estimateFixedCost, type CfnTemplate } from '../../bench/fixed-cost';
 import { DeploymentConfigError, MAX_BUDGET_NOTIFICATIONS, resolveDeploymentConfig } from '../../lib/config';
-import { BODY_FINDINGS_RULE, BODY_INSPECTING_RULES, WAF_REDACTED_HEADERS } from '../../lib/constructs/gateway-waf';
+import { BODY_FINDINGS_RULE, BODY_INSPECTING_RULES, WAF_RATE_RETRY_AFTER_SECONDS, WAF_REDACTED_HEADERS } from '../../lib/constructs/gateway-waf';
 import { CUSTOM_RESOURCE_TIMEOUT } from '../../lib/stacks/data-stack';
 import { NO_ALERT_DESTINATION } from '../../lib/stacks/guardrails-stack';
 import { synthApp, type SynthesizedApp } from './app-fixture';
@@ -219,6 +219,34 @@ describe('WAF lets prompts through', () => {
     for (const r of acl.Rules) if (r.Statement.ManagedRuleGroupStatement) r.Statement.ManagedRuleGroupStatement.RuleActionOverrides = [];
     const outcome = evaluateWebAcl(acl as never, { uriPath: '/dev/v1/chat/completions', body: chatBody(LEGITIMATE_PROMPTS[0].prompt) }, BODY_INSPECTING_RULES);
     expect(outcome.action).toBe('BLOCK');
+  });
+
+  it('when WAF blocks, it answers JSON in the OpenAI error shape: 429 with Retry-After for the rate rule, 403 for geo and body findings', () => {
+    type Block = { CustomResponse?: { ResponseCode: number; CustomResponseBodyKey: string; ResponseHeaders?: Array<{ Name: string; Value: string }> } };
+    const acl = webAclOf(dev) as unknown as {
+      CustomResponseBodies: Record<string, { ContentType: string; Content: string }>;
+      Rules: Array<{ Name: string; Action?: { Block?: Block } }>;
+    };
+    for (const [key, body] of Object.entries(acl.CustomResponseBodies)) {
+      expect({ key, type: body.ContentType }).toEqual({ key, type: 'APPLICATION_JSON' });
+      const parsed = JSON.parse(body.Content) as { error: Record<string, unknown> };
+      expect(Object.keys(parsed)).toEqual(['error']);
+      expect(parsed.error).toEqual({ message: expect.any(String), type: expect.any(String), param: null, code: expect.any(String) });
+    }
+    const answers = Object.fromEntries(
+      acl.Rules.filter((r) => r.Action?.Block).map((r) => {
+        const c = r.Action?.Block?.CustomResponse;
+        expect({ rule: r.Name, body: c !== undefined && acl.CustomResponseBodies[c.CustomResponseBodyKey] !== undefined }).toEqual({ rule: r.Name, body: true });
+        const headers = Object.fromEntries((c?.ResponseHeaders ?? []).map((h) => [h.Name, h.Value]));
+        const code = (JSON.parse(acl.CustomResponseBodies[c!.CustomResponseBodyKey].Content) as { error: { code: string } }).error.code;
+        return [r.Name, { status: c?.ResponseCode, code, headers }];
+      }),
+    );
+    expect(answers).toEqual({
+      GeoBlock: { status: 403, code: 'request_blocked', headers: { 'x-should-retry': 'false' } },
+      RatePerIp: { status: 429, code: 'rate_limit_exceeded', headers: { 'Retry-After': String(WAF_RATE_RETRY_AFTER_SECONDS), 'x-should-retry': 'true' } },
+      [BODY_FINDINGS_RULE]: { status: 403, code: 'request_blocked', headers: { 'x-should-retry': 'false' } },
+    });
   });
 
   it('when WAF logs, it writes to an aws-waf-logs- group with retention and redacts the Authorization and x-api-key headers', () => {
