@@ -33,6 +33,51 @@ export function bodyRuleLabel(group: string, rule: string): string {
 /** The rule that blocks body findings outside `/v1`. */
 export const BODY_FINDINGS_RULE = 'BlockBodyFindingsOutsideV1';
 
+/** How long a client the rate rule blocked is told to wait (WAF re-evaluates the rate well within a minute). */
+export const WAF_RATE_RETRY_AFTER_SECONDS = 60;
+
+/**
+ * The web ACL's custom response bodies: JSON in the OpenAI error shape (which the Anthropic SDK also surfaces by
+ * status), so SDKs parse a WAF refusal like any other API error instead of choking on WAF's plain-text 403.
+ */
+export const WAF_RESPONSE_BODIES = {
+  'rate-limited': {
+    status: 429,
+    error: {
+      message: `Too many requests from this IP address (AWS WAF rate rule); retry after ${WAF_RATE_RETRY_AFTER_SECONDS} seconds.`,
+      type: 'requests',
+      param: null,
+      code: 'rate_limit_exceeded',
+    },
+  },
+  forbidden: {
+    status: 403,
+    error: {
+      message: 'The request was blocked by the gateway firewall (AWS WAF); retrying the same request will not help.',
+      type: 'invalid_request_error',
+      param: null,
+      code: 'request_blocked',
+    },
+  },
+} as const;
+
+/** A block action answering with one of {@link WAF_RESPONSE_BODIES}. */
+function blockWith(key: keyof typeof WAF_RESPONSE_BODIES): wafv2.CfnWebACL.RuleActionProperty {
+  const rateLimited = key === 'rate-limited';
+  return {
+    block: {
+      customResponse: {
+        responseCode: WAF_RESPONSE_BODIES[key].status,
+        customResponseBodyKey: key,
+        responseHeaders: [
+          ...(rateLimited ? [{ name: 'Retry-After', value: String(WAF_RATE_RETRY_AFTER_SECONDS) }] : []),
+          { name: 'x-should-retry', value: String(rateLimited) },
+        ],
+      },
+    },
+  };
+}
+
 /** Request headers WAF logs never show (the tollgate API key travels in either). */
 export const WAF_REDACTED_HEADERS = ['authorization', 'x-api-key'] as const;
 
@@ -74,7 +119,7 @@ export class GatewayWaf extends Construct {
       rules.push({
         name: 'GeoBlock',
         priority: rules.length,
-        action: { block: {} },
+        action: blockWith('forbidden'),
         statement: { geoMatchStatement: { countryCodes: [...props.blockedCountries] } },
         visibilityConfig: visibility('GeoBlock'),
       });
@@ -82,7 +127,7 @@ export class GatewayWaf extends Construct {
     rules.push({
       name: 'RatePerIp',
       priority: rules.length,
-      action: { block: {} },
+      action: blockWith('rate-limited'),
       statement: { rateBasedStatement: { limit: props.ratePerIpPer5Min, aggregateKeyType: 'IP', evaluationWindowSec: 300 } },
       visibilityConfig: visibility('RatePerIp'),
     });
@@ -119,7 +164,7 @@ export class GatewayWaf extends Construct {
     rules.push({
       name: BODY_FINDINGS_RULE,
       priority: rules.length,
-      action: { block: {} },
+      action: blockWith('forbidden'),
       statement: {
         andStatement: {
           statements: [
@@ -143,6 +188,9 @@ export class GatewayWaf extends Construct {
       defaultAction: { allow: {} },
       visibilityConfig: visibility(props.name),
       rules,
+      customResponseBodies: Object.fromEntries(
+        Object.entries(WAF_RESPONSE_BODIES).map(([key, { error }]) => [key, { contentType: 'APPLICATION_JSON', content: JSON.stringify({ error }) }]),
+      ),
     });
 
     const logGroupName = `aws-waf-logs-${props.name}`;

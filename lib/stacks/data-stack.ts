@@ -31,6 +31,9 @@ export type TableAction =
   | 'DeleteItem';
 
 /** The generated secrets (created at deploy by a custom resource) and the parameters they are stored in. */
+/** How long CloudFormation waits for a custom resource's answer (its default is an hour). */
+export const CUSTOM_RESOURCE_TIMEOUT = Duration.minutes(5);
+
 export const GENERATED_SECRETS: readonly (SecretName & GeneratedSecretKind)[] = ['key-pepper', 'jwt-secret'];
 
 /**
@@ -55,7 +58,9 @@ export class DataStack extends Stack {
       description: `tollgate ${props.config.stage}: tables, SSM SecureString secrets and BYOK envelope keys`,
       enableKeyRotation: true,
       alias: dataKeyAlias(props.config.stage),
-      removalPolicy: RemovalPolicy.RETAIN,
+      // Kept on delete and replacement, but a create that rolls back removes it (schedules deletion), so a failed
+      // first deploy can be retried with the same command (issue 23).
+      removalPolicy: RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
     });
 
     const tables: Partial<Record<TableDefinition['id'], dynamodb.Table>> = {};
@@ -89,6 +94,8 @@ export class DataStack extends Stack {
       generated[name] = new CustomResource(this, `${id}Secret`, {
         serviceToken: this.secretGenerator.fn.functionArn,
         resourceType: 'Custom::TollgateGeneratedSecret',
+        // A handler that crashes without answering fails the deploy after this, not after CloudFormation's hour.
+        serviceTimeout: CUSTOM_RESOURCE_TIMEOUT,
         properties: {
           ParameterName: `${secretsPrefix(props.config.stage)}${name}`,
           Kind: name,
@@ -255,7 +262,9 @@ export class DataStack extends Stack {
       billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
       deletionProtection: true,
-      removalPolicy: RemovalPolicy.RETAIN,
+      // Retained on delete and replacement; a create that rolls back deletes the (empty) table so the fixed name is
+      // free for the retry. CloudFormation: DeletionPolicy RetainExceptOnCreate, UpdateReplacePolicy Retain.
+      removalPolicy: RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
       encryption: dynamodb.TableEncryption.CUSTOMER_MANAGED,
       encryptionKey: this.key,
       timeToLiveAttribute: def.ttlAttribute,

@@ -42,6 +42,8 @@ export class GatewayStack extends Stack {
   readonly webAcl: wafv2.CfnWebACL;
   readonly waf: GatewayWaf;
   readonly accessLogs: logs.LogGroup;
+  /** The group API Gateway writes execution logs (errors) to, created by the stack so it has a retention. */
+  readonly executionLogs: logs.LogGroup;
   /** The role operators assume to call `/admin/*`, when the config names none of its own. */
   readonly operatorRole?: iam.Role;
   /** The principals the admin API's resource policy lets call `/admin/*`. */
@@ -247,6 +249,15 @@ export class GatewayStack extends Stack {
       logRetentionDays: config.logRetentionDays,
     });
     this.webAcl = this.waf.webAcl;
+    // API Gateway writes execution logs to API-Gateway-Execution-Logs_<api id>/<stage>, creating the group itself
+    // (no retention, outside the stack) unless it exists: create it first, with the configured retention.
+    this.executionLogs = new logs.LogGroup(this, 'ExecutionLogs', {
+      logGroupName: `API-Gateway-Execution-Logs_${this.api.restApiId}/${config.stage}`,
+      retention: config.logRetentionDays as logs.RetentionDays,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    this.api.deploymentStage.node.addDependency(this.executionLogs);
+
     new wafv2.CfnWebACLAssociation(this, 'WebAclAssociation', {
       resourceArn: this.api.deploymentStage.stageArn,
       webAclArn: this.webAcl.attrArn,

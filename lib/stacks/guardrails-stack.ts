@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Annotations, Duration, RemovalPolicy, Stack, Validations, type StackProps } from 'aws-cdk-lib';
 import * as budgets from 'aws-cdk-lib/aws-budgets';
 import * as events from 'aws-cdk-lib/aws-events';
@@ -28,6 +29,29 @@ export function costAllocationTagValue(config: Pick<DeploymentConfig, 'stage'>):
 
 /** Service names AWS Budgets filters Bedrock usage by (model usage cannot carry a resource tag). */
 export const BEDROCK_BUDGET_SERVICES = ['Amazon Bedrock'];
+
+/**
+ * The budget's name: the stage plus a short hash of its notification thresholds. `NotificationsWithSubscribers`
+ * is create-only, so a threshold change replaces the budget; CloudFormation creates the replacement before
+ * deleting the old one, and a fixed name would collide. The kill switch is told the same name.
+ */
+export function budgetName(config: Pick<DeploymentConfig, 'stage' | 'budget'>): string {
+  const thresholds = JSON.stringify({
+    actual: config.budget.thresholdsPercent,
+    forecasted: config.budget.forecastThresholdsPercent,
+  });
+  const hash = createHash('sha256').update(thresholds).digest('hex').slice(0, 8);
+  return resourceName(config, `monthly-${hash}`);
+}
+
+/** What the budget counts: this stage's tagged resources, and Bedrock model usage only when Bedrock is on. */
+export function budgetFilter(config: Pick<DeploymentConfig, 'stage' | 'gateway'>): budgets.CfnBudget.ExpressionProperty {
+  const tagged: budgets.CfnBudget.ExpressionProperty = {
+    tags: { key: COST_ALLOCATION_TAG, values: [costAllocationTagValue(config)], matchOptions: ['EQUALS'] },
+  };
+  if (!config.gateway.bedrock) return tagged;
+  return { or: [tagged, { dimensions: { key: 'SERVICE', values: BEDROCK_BUDGET_SERVICES, matchOptions: ['EQUALS'] } }] };
+}
 
 /** The warning synth shows when no alert destination is set (and the error when one is required). */
 export const NO_ALERT_DESTINATION =
@@ -133,17 +157,13 @@ export class GuardrailsStack extends Stack {
 
     this.budget = new budgets.CfnBudget(this, 'Budget', {
       budget: {
-        budgetName: resourceName(config, 'monthly'),
+        budgetName: budgetName(config),
         budgetType: 'COST',
         timeUnit: 'MONTHLY',
         budgetLimit: { amount: config.budget.monthlyUsd, unit: 'USD' },
-        // This deployment's resources (by cost-allocation tag) or Bedrock model usage, not the whole account.
-        filterExpression: {
-          or: [
-            { tags: { key: COST_ALLOCATION_TAG, values: [costAllocationTagValue(config)], matchOptions: ['EQUALS'] } },
-            { dimensions: { key: 'SERVICE', values: BEDROCK_BUDGET_SERVICES, matchOptions: ['EQUALS'] } },
-          ],
-        },
+        // This deployment's resources (by cost-allocation tag), plus Bedrock model usage only when this deployment
+        // serves Bedrock: otherwise another team's Bedrock spend could trip the kill switch.
+        filterExpression: budgetFilter(config),
       },
       notificationsWithSubscribers: [
         ...config.budget.thresholdsPercent.map((threshold) => ({ threshold, notificationType: 'ACTUAL' })),
@@ -177,7 +197,7 @@ export class GuardrailsStack extends Stack {
         TOLLGATE_STAGE: config.stage,
         ...data.tableEnvironment,
         TOLLGATE_ALERTS_TOPIC_ARN: this.alertsTopic.topicArn,
-        TOLLGATE_BUDGET_NAME: resourceName(config, 'monthly'),
+        TOLLGATE_BUDGET_NAME: budgetName(config),
         TOLLGATE_ACCOUNT_ID: this.account,
       },
     });
@@ -191,7 +211,7 @@ export class GuardrailsStack extends Stack {
     this.killSwitch.fn.addToRolePolicy(
       new iam.PolicyStatement({
         actions: ['budgets:ViewBudget'],
-        resources: [`arn:${this.partition}:budgets::${this.account}:budget/${resourceName(config, 'monthly')}`],
+        resources: [`arn:${this.partition}:budgets::${this.account}:budget/${budgetName(config)}`],
       }),
     );
     // grantPublish would add kms:GenerateDataKey*; publishing to an encrypted topic needs exactly these two.

@@ -10,7 +10,8 @@ import * as path from 'node:path';
 import { Annotations, Match, type Template } from 'aws-cdk-lib/assertions';
 import { estimateFixedCost, type CfnTemplate } from '../../bench/fixed-cost';
 import { DeploymentConfigError, MAX_BUDGET_NOTIFICATIONS, resolveDeploymentConfig } from '../../lib/config';
-import { BODY_FINDINGS_RULE, BODY_INSPECTING_RULES, WAF_REDACTED_HEADERS } from '../../lib/constructs/gateway-waf';
+import { BODY_FINDINGS_RULE, BODY_INSPECTING_RULES, WAF_RATE_RETRY_AFTER_SECONDS, WAF_REDACTED_HEADERS } from '../../lib/constructs/gateway-waf';
+import { CUSTOM_RESOURCE_TIMEOUT } from '../../lib/stacks/data-stack';
 import { NO_ALERT_DESTINATION } from '../../lib/stacks/guardrails-stack';
 import { synthApp, type SynthesizedApp } from './app-fixture';
 import { chatBody, LEGITIMATE_PROMPTS } from './waf-corpus';
@@ -22,13 +23,17 @@ const HANG = 900_000;
 
 let dev: SynthesizedApp;
 let prod: SynthesizedApp;
+/** Dev with Bedrock on, other ACTUAL thresholds and a 90-day log retention. */
+let variant: SynthesizedApp;
 beforeAll(() => {
   dev = synthApp();
   prod = synthApp({ profile: 'prod', alerts: { email: 'ops@example.com' }, admin: { operatorRoleArns: [OPERATOR] } });
+  variant = synthApp({ gateway: { bedrock: true }, budget: { thresholdsPercent: [60, 90, 100] }, logRetentionDays: 90 });
 }, HANG);
 afterAll(() => {
   dev.dispose();
   prod.dispose();
+  variant.dispose();
 });
 
 type Resource = { Type: string; Properties?: Record<string, unknown>; [k: string]: unknown };
@@ -37,6 +42,17 @@ type PolicyStatement = { Effect?: string; Action: string | string[]; Resource?: 
 function resources(template: Template, type?: string): Record<string, Resource> {
   const all = template.toJSON().Resources as Record<string, Resource>;
   return Object.fromEntries(Object.entries(all).filter(([, r]) => !type || r.Type === type));
+}
+
+type BudgetProps = {
+  Budget: { BudgetName: string; FilterExpression: unknown };
+  NotificationsWithSubscribers: Array<{ Notification: { NotificationType: string; Threshold: number } }>;
+};
+
+function budgetOf(app: SynthesizedApp): BudgetProps {
+  const all = Object.values(resources(app.templates.guardrails, 'AWS::Budgets::Budget'));
+  expect(all).toHaveLength(1);
+  return all[0].Properties as BudgetProps;
 }
 
 function allTemplates(app: SynthesizedApp): Template[] {
@@ -64,7 +80,7 @@ describe('fresh-account deploy', () => {
     expect(generated.map((g) => g.Properties?.ParameterName).sort()).toEqual(['/tollgate/dev/jwt-secret', '/tollgate/dev/key-pepper']);
     const keyId = logicalId(dev, 'data', dev.stacks.data.key);
     for (const g of generated) {
-      expect(Object.keys(g.Properties ?? {}).sort()).toEqual(['KeyId', 'Kind', 'ParameterName', 'RemoveOnDelete', 'ServiceToken']);
+      expect(Object.keys(g.Properties ?? {}).sort()).toEqual(['KeyId', 'Kind', 'ParameterName', 'RemoveOnDelete', 'ServiceTimeout', 'ServiceToken']);
       expect(g.Properties?.KeyId).toEqual({ 'Fn::GetAtt': [keyId, 'Arn'] });
       expect(g.Properties?.RemoveOnDelete).toBe('false');
     }
@@ -205,6 +221,34 @@ describe('WAF lets prompts through', () => {
     expect(outcome.action).toBe('BLOCK');
   });
 
+  it('when WAF blocks, it answers JSON in the OpenAI error shape: 429 with Retry-After for the rate rule, 403 for geo and body findings', () => {
+    type Block = { CustomResponse?: { ResponseCode: number; CustomResponseBodyKey: string; ResponseHeaders?: Array<{ Name: string; Value: string }> } };
+    const acl = webAclOf(dev) as unknown as {
+      CustomResponseBodies: Record<string, { ContentType: string; Content: string }>;
+      Rules: Array<{ Name: string; Action?: { Block?: Block } }>;
+    };
+    for (const [key, body] of Object.entries(acl.CustomResponseBodies)) {
+      expect({ key, type: body.ContentType }).toEqual({ key, type: 'APPLICATION_JSON' });
+      const parsed = JSON.parse(body.Content) as { error: Record<string, unknown> };
+      expect(Object.keys(parsed)).toEqual(['error']);
+      expect(parsed.error).toEqual({ message: expect.any(String), type: expect.any(String), param: null, code: expect.any(String) });
+    }
+    const answers = Object.fromEntries(
+      acl.Rules.filter((r) => r.Action?.Block).map((r) => {
+        const c = r.Action?.Block?.CustomResponse;
+        expect({ rule: r.Name, body: c !== undefined && acl.CustomResponseBodies[c.CustomResponseBodyKey] !== undefined }).toEqual({ rule: r.Name, body: true });
+        const headers = Object.fromEntries((c?.ResponseHeaders ?? []).map((h) => [h.Name, h.Value]));
+        const code = (JSON.parse(acl.CustomResponseBodies[c!.CustomResponseBodyKey].Content) as { error: { code: string } }).error.code;
+        return [r.Name, { status: c?.ResponseCode, code, headers }];
+      }),
+    );
+    expect(answers).toEqual({
+      GeoBlock: { status: 403, code: 'request_blocked', headers: { 'x-should-retry': 'false' } },
+      RatePerIp: { status: 429, code: 'rate_limit_exceeded', headers: { 'Retry-After': String(WAF_RATE_RETRY_AFTER_SECONDS), 'x-should-retry': 'true' } },
+      [BODY_FINDINGS_RULE]: { status: 403, code: 'request_blocked', headers: { 'x-should-retry': 'false' } },
+    });
+  });
+
   it('when WAF logs, it writes to an aws-waf-logs- group with retention and redacts the Authorization and x-api-key headers', () => {
     const aclId = logicalId(dev, 'gateway', dev.stacks.gateway.webAcl as never);
     dev.templates.gateway.hasResourceProperties('AWS::Logs::LogGroup', { LogGroupName: 'aws-waf-logs-tollgate-dev-web-acl', RetentionInDays: 30 });
@@ -231,23 +275,50 @@ describe('the budget sees this deployment', () => {
     expect(tagged).toBeGreaterThan(40);
   });
 
-  it('when the budget is created, it is filtered to the tag or Bedrock and notifies on ACTUAL and FORECASTED, at most 5 times', () => {
-    const budget = Object.values(resources(dev.templates.guardrails, 'AWS::Budgets::Budget'))[0].Properties as {
-      Budget: { FilterExpression: unknown };
-      NotificationsWithSubscribers: Array<{ Notification: { NotificationType: string; Threshold: number } }>;
-    };
-    expect(budget.Budget.FilterExpression).toEqual({
-      Or: [
-        { Tags: { Key: 'tollgate:deployment', Values: ['tollgate-dev'], MatchOptions: ['EQUALS'] } },
-        { Dimensions: { Key: 'SERVICE', Values: ['Amazon Bedrock'], MatchOptions: ['EQUALS'] } },
-      ],
-    });
+  it('when the budget is created with Bedrock off, it is filtered to the tag only and notifies on ACTUAL and FORECASTED, at most 5 times', () => {
+    const budget = budgetOf(dev);
+    // Another team's Bedrock use in the account must not trip this deployment's kill switch.
+    expect(budget.Budget.FilterExpression).toEqual({ Tags: { Key: 'tollgate:deployment', Values: ['tollgate-dev'], MatchOptions: ['EQUALS'] } });
+    expect(JSON.stringify(budget.Budget)).not.toContain('Bedrock');
     const n = budget.NotificationsWithSubscribers.map((x) => `${x.Notification.NotificationType}@${x.Notification.Threshold}`);
     expect(n).toEqual(['ACTUAL@50', 'ACTUAL@80', 'ACTUAL@100', 'FORECASTED@100']);
     expect(n.length).toBeLessThanOrEqual(MAX_BUDGET_NOTIFICATIONS);
     expect(() => resolveDeploymentConfig({ budget: { thresholdsPercent: [25, 50, 75, 100], forecastThresholdsPercent: [80, 100] } })).toThrow(
       /tollgate.budget: AWS Budgets allows 5 notifications per budget/,
     );
+  });
+
+  it('when Bedrock is enabled, the budget also counts Amazon Bedrock usage (model usage carries no tag)', () => {
+    expect(budgetOf(variant).Budget.FilterExpression).toEqual({
+      Or: [
+        { Tags: { Key: 'tollgate:deployment', Values: ['tollgate-dev'], MatchOptions: ['EQUALS'] } },
+        { Dimensions: { Key: 'SERVICE', Values: ['Amazon Bedrock'], MatchOptions: ['EQUALS'] } },
+      ],
+    });
+  });
+
+  it('when the thresholds change, the budget gets a new name (the create-only replacement cannot collide) and the kill switch follows it', () => {
+    const devName = budgetOf(dev).Budget.BudgetName;
+    const variantName = budgetOf(variant).Budget.BudgetName;
+    expect(devName).toMatch(/^tollgate-dev-monthly-[0-9a-f]{8}$/);
+    expect(variantName).toMatch(/^tollgate-dev-monthly-[0-9a-f]{8}$/);
+    expect(variantName).not.toBe(devName);
+    // Same thresholds, same name: an unrelated setting (here: Bedrock on) does not replace the budget.
+    const sameThresholds = synthApp({ gateway: { bedrock: true } });
+    try {
+      expect(budgetOf(sameThresholds).Budget.BudgetName).toBe(devName);
+    } finally {
+      sameThresholds.dispose();
+    }
+    for (const app of [dev, variant]) {
+      const name = budgetOf(app).Budget.BudgetName;
+      const fnId = logicalId(app, 'guardrails', app.stacks.guardrails.killSwitch.fn);
+      const fn = resources(app.templates.guardrails)[fnId].Properties as { Environment: { Variables: Record<string, unknown> } };
+      expect(fn.Environment.Variables.TOLLGATE_BUDGET_NAME).toBe(name);
+      const viewBudget = statements(app).filter((st) => actions(st).includes('budgets:ViewBudget'));
+      expect(viewBudget).toHaveLength(1);
+      expect(JSON.stringify(viewBudget[0].Resource)).toContain(`:budget/${name}`);
+    }
   });
 
   it('when a budget notification fails the kill switch, it lands in a dead-letter queue (Lambda retries and SNS delivery alike) that alarms', () => {
@@ -260,6 +331,50 @@ describe('the budget sees this deployment', () => {
       RedrivePolicy: { deadLetterTargetArn: { 'Fn::GetAtt': [dlqId, 'Arn'] } },
     });
     dev.templates.observability.hasResourceProperties('AWS::CloudWatch::Alarm', { AlarmName: 'tollgate-dev-kill-switch-dead-letters', MetricName: 'ApproximateNumberOfMessagesVisible' });
+  });
+});
+
+describe('hygiene over a year', () => {
+  it('when any variant is synthesized, every custom resource has a ServiceTimeout of 5 minutes (not the hour a crash would cost)', () => {
+    let custom = 0;
+    for (const app of [dev, prod, variant]) {
+      for (const t of allTemplates(app)) {
+        for (const [id, r] of Object.entries(resources(t))) {
+          if (!r.Type.startsWith('Custom::') && r.Type !== 'AWS::CloudFormation::CustomResource') continue;
+          custom++;
+          expect({ id, timeout: r.Properties?.ServiceTimeout }).toEqual({ id, timeout: String(CUSTOM_RESOURCE_TIMEOUT.toSeconds()) });
+        }
+      }
+    }
+    expect(CUSTOM_RESOURCE_TIMEOUT.toSeconds()).toBe(300);
+    expect(custom).toBeGreaterThanOrEqual(6);
+  });
+
+  it('when the stage is deployed, its execution-log group exists first, in the stack, with the configured retention', () => {
+    for (const app of [dev, prod, variant]) {
+      const g = app.stacks.gateway;
+      const apiId = logicalId(app, 'gateway', g.api as never);
+      const groupId = logicalId(app, 'gateway', g.executionLogs);
+      const group = resources(app.templates.gateway)[groupId];
+      expect(group.Properties).toEqual({
+        LogGroupName: { 'Fn::Join': ['', ['API-Gateway-Execution-Logs_', { Ref: apiId }, `/${app.config.stage}`]] },
+        RetentionInDays: app.config.logRetentionDays,
+        Tags: expect.anything(),
+      });
+      const stageId = logicalId(app, 'gateway', g.api.deploymentStage);
+      expect(resources(app.templates.gateway)[stageId].DependsOn).toEqual(expect.arrayContaining([groupId]));
+    }
+    expect(variant.config.logRetentionDays).toBe(90);
+  });
+
+  it('when any variant is synthesized, every log group has a retention', () => {
+    for (const app of [dev, prod, variant]) {
+      for (const t of allTemplates(app)) {
+        for (const [id, r] of Object.entries(resources(t, 'AWS::Logs::LogGroup'))) {
+          expect({ id, retention: typeof r.Properties?.RetentionInDays }).toEqual({ id, retention: 'number' });
+        }
+      }
+    }
   });
 });
 
