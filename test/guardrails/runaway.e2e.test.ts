@@ -7,6 +7,7 @@
  *
  * The clock is derived from now (the next hour + 30 min), so no counter or TTL depends on today's date.
  */
+import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { ManualClock } from '../../lambda/core/clock';
 import { checkLedgerSpend, KillSwitch } from '../../lambda/core/guardrails/kill-switch';
@@ -84,6 +85,29 @@ describe('safe defaults', () => {
     await h.settled();
     const records = await h.gateway.usage.query({ by: 'user', id: 'no-cap', from: '2000-01-01T00:00:00.000Z', to: '2200-01-01T00:00:00.000Z' });
     expect(records[0]!.costMicros).toBeLessThanOrEqual(10_000_000);
+  });
+});
+
+describe('a request larger than the tokens-per-minute window', () => {
+  it('when one request needs more tokens than the key may use in a minute, the 429 says x-should-retry: false and names the limit and scope', async () => {
+    const { raw, keyId } = await h.createKey({ userId: 'too-large' });
+    // ~390 KB of files read into context: more input than the default 100,000 tokens per minute can ever admit.
+    const files = 'export const value = compute(input, options);\n'.repeat(8_500);
+    const client = new OpenAI({ apiKey: raw, baseURL: h.baseURL, maxRetries: 2 });
+    const err = await client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: files }], max_tokens: 100 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.RateLimitError);
+    const e = err as InstanceType<typeof OpenAI.RateLimitError>;
+    expect(e.headers?.get('x-should-retry')).toBe('false');
+    expect(e.headers?.get('retry-after')).toBeNull();
+    expect(e.message).toContain(keyId);
+    expect(e.message).toContain("the key's limit is 100,000 tokens per minute, so retrying can never succeed");
+    // The Anthropic SDK (Claude Code's client) gets the same in its dialect and does not retry either.
+    const anthropic = new Anthropic({ apiKey: raw, baseURL: h.url, maxRetries: 2 });
+    const aerr = await anthropic.messages.create({ model: 'claude-sonnet-4-6', max_tokens: 100, messages: [{ role: 'user', content: files }] }).catch((x: unknown) => x);
+    expect(aerr).toBeInstanceOf(Anthropic.RateLimitError);
+    expect((aerr as InstanceType<typeof Anthropic.RateLimitError>).headers?.get('x-should-retry')).toBe('false');
+    expect((aerr as Error).message).toContain(`Request too large for key ${keyId}`);
+    expect(h.upstream.requests).toHaveLength(0);
   });
 });
 
