@@ -29,6 +29,12 @@ export const MAX_PATH_PARAM_CHARS = 256;
 /** The longest header value the gateway forwards to an upstream. */
 export const MAX_FORWARDED_HEADER_CHARS = 256;
 
+/**
+ * Longer caps for headers that are lists growing with each client release: Claude Code's `anthropic-beta`
+ * (164–221 characters in 2.1, one more feature name per beta).
+ */
+const FORWARDED_HEADER_CAPS: Readonly<Record<string, number>> = { 'anthropic-beta': 4096 };
+
 /** 415: the body is declared in a form the gateway does not read. */
 export class UnsupportedMediaTypeError extends TollgateError {
   readonly status = 415;
@@ -163,8 +169,9 @@ export function checkStoredByokKey(apiKey: string, provider: string): void {
 export function forwardedHeader(headers: Readonly<Record<string, string>>, name: string): string | undefined {
   const value = headers[name];
   if (value === undefined || value === '') return undefined;
-  if (value.length > MAX_FORWARDED_HEADER_CHARS || !/^[\x20-\x7e]+$/.test(value)) {
-    throw new InvalidRequestError(`The ${name} header must be printable ASCII of at most ${MAX_FORWARDED_HEADER_CHARS} characters.`, {
+  const cap = FORWARDED_HEADER_CAPS[name] ?? MAX_FORWARDED_HEADER_CHARS;
+  if (value.length > cap || !/^[\x20-\x7e]+$/.test(value)) {
+    throw new InvalidRequestError(`The ${name} header must be printable ASCII of at most ${cap} characters.`, {
       code: 'invalid_header',
       param: name,
     });

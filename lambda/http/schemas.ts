@@ -38,8 +38,9 @@ export const chatCompletionSchema = z.looseObject({
   tools: opt(z.array(typedPart)),
 });
 
+// `system` mid-conversation: Claude Code's `mid-conversation-system` beta. Anthropic judges it; the gateway forwards it.
 const anthropicMessage = z.looseObject({
-  role: z.enum(['user', 'assistant']),
+  role: z.enum(['user', 'assistant', 'system']),
   content: z.union([z.string(), z.array(typedPart)]),
 });
 

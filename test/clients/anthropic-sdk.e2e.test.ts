@@ -109,3 +109,35 @@ describe('Anthropic SDK, the rest of its everyday calls', () => {
     ).rejects.toBeInstanceOf(Anthropic.AuthenticationError);
   });
 });
+
+describe("Anthropic SDK, Claude Code's request shapes", () => {
+  // Claude Code's beta list grows with every release (164–221 characters in 2.1); this is a plausible future one.
+  const betas = Array.from({ length: 24 }, (_, i) => `feature-number-${i}-2026-01-01`).join(',');
+
+  it('when a system message arrives mid-conversation with a long anthropic-beta header, Anthropic gets both as sent', async () => {
+    expect(betas.length).toBeGreaterThan(256);
+    const messages = [
+      { role: 'user', content: 'Hi' },
+      { role: 'system', content: 'The user switched to plan mode.' },
+      { role: 'user', content: 'Carry on' },
+    ] as unknown as Anthropic.MessageParam[];
+    const msg = await client().messages.create(
+      { model: 'claude-sonnet-4-6', max_tokens: 100, messages },
+      { headers: { 'anthropic-beta': `mid-conversation-system-2026-01-01,${betas}` } },
+    );
+    expect(msg.content[0]).toMatchObject({ type: 'text', text: PLAIN_ANSWER });
+    const sent = s.h.upstream.requests.at(-1)!;
+    expect(sent.path).toBe('/v1/messages');
+    expect(sent.headers['anthropic-beta']).toBe(`mid-conversation-system-2026-01-01,${betas}`);
+    expect((sent.body as { messages: unknown[] }).messages).toEqual(messages);
+  });
+
+  it('when the anthropic-beta header is over 4 KB, it gets a 400 and nothing reaches Anthropic', async () => {
+    const before = s.h.upstream.requests.length;
+    const err = await client()
+      .messages.create({ model: 'claude-sonnet-4-6', max_tokens: 100, messages: [{ role: 'user', content: 'Hi' }] }, { headers: { 'anthropic-beta': 'b'.repeat(4097) } })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Anthropic.BadRequestError);
+    expect(s.h.upstream.requests.length).toBe(before);
+  });
+});

@@ -7,6 +7,8 @@
  *
  * The clock is derived from now (the next hour + 30 min), so no counter or TTL depends on today's date.
  */
+import Anthropic from '@anthropic-ai/sdk';
+import OpenAI from 'openai';
 import { ManualClock } from '../../lambda/core/clock';
 import { checkLedgerSpend, KillSwitch } from '../../lambda/core/guardrails/kill-switch';
 import { DEFAULT_LIMITS } from '../../lambda/core/guardrails/defaults';
@@ -86,6 +88,29 @@ describe('safe defaults', () => {
   });
 });
 
+describe('a request larger than the tokens-per-minute window', () => {
+  it('when one request needs more tokens than the key may use in a minute, the 429 says x-should-retry: false and names the limit and scope', async () => {
+    const { raw, keyId } = await h.createKey({ userId: 'too-large' });
+    // ~390 KB of files read into context: more input than the default 100,000 tokens per minute can ever admit.
+    const files = 'export const value = compute(input, options);\n'.repeat(8_500);
+    const client = new OpenAI({ apiKey: raw, baseURL: h.baseURL, maxRetries: 2 });
+    const err = await client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: files }], max_tokens: 100 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.RateLimitError);
+    const e = err as InstanceType<typeof OpenAI.RateLimitError>;
+    expect(e.headers?.get('x-should-retry')).toBe('false');
+    expect(e.headers?.get('retry-after')).toBeNull();
+    expect(e.message).toContain(keyId);
+    expect(e.message).toContain("the key's limit is 100,000 tokens per minute, so retrying can never succeed");
+    // The Anthropic SDK (Claude Code's client) gets the same in its dialect and does not retry either.
+    const anthropic = new Anthropic({ apiKey: raw, baseURL: h.url, maxRetries: 2 });
+    const aerr = await anthropic.messages.create({ model: 'claude-sonnet-4-6', max_tokens: 100, messages: [{ role: 'user', content: files }] }).catch((x: unknown) => x);
+    expect(aerr).toBeInstanceOf(Anthropic.RateLimitError);
+    expect((aerr as InstanceType<typeof Anthropic.RateLimitError>).headers?.get('x-should-retry')).toBe('false');
+    expect((aerr as Error).message).toContain(`Request too large for key ${keyId}`);
+    expect(h.upstream.requests).toHaveLength(0);
+  });
+});
+
 describe('loop guard', () => {
   it('when a client retries a failing request at once without waiting for settle, exactly 3 copies reach the provider', async () => {
     const { raw } = await h.createKey({ userId: 'instant-retry' });
@@ -154,6 +179,63 @@ describe('loop guard', () => {
       agent.push({ role: 'assistant', content: msg.content, tool_calls: msg.tool_calls }, { role: 'tool', tool_call_id: msg.tool_calls[0].id, content: 'recorded' });
     }
     expect(agent.filter((m) => m.role === 'tool')).toHaveLength(6);
+  });
+});
+
+describe('loop guard on the Responses API (Codex, the Agents SDK)', () => {
+  const tools: OpenAI.Responses.Tool[] = [{ type: 'function', name: 'run_tests', parameters: { type: 'object', properties: { cmd: { type: 'string' } } }, strict: false }];
+  /** Ids like Codex's: a prefix and a UUID, new on every item and every run. */
+  const fresh = (prefix: string) => `${prefix}_${crypto.randomUUID()}`;
+
+  it('when an agent repeats a failing tool call, it is refused with x-should-retry: false within 10 model calls and the SDK does not retry', async () => {
+    const { raw } = await h.createKey({ userId: 'responses-runaway' });
+    // The model asks for the same tool call every turn, each time under a new call id.
+    h.upstream.scriptEach(() => ({ replyText: 'Running the tests again.', toolCall: { id: fresh('call'), name: 'run_tests', input: { cmd: 'npm test' } } }));
+    const client = new OpenAI({ apiKey: raw, baseURL: h.baseURL, maxRetries: 2 });
+    const input: OpenAI.Responses.ResponseInputItem[] = [{ id: fresh('msg'), type: 'message', role: 'user', content: [{ type: 'input_text', text: 'Fix the failing test.' }] } as OpenAI.Responses.ResponseInputItem];
+    let refused: unknown;
+    let calls = 0;
+    for (; calls < 20 && !refused; calls++) {
+      try {
+        const res = await client.responses.create({ model: 'gpt-4o', input, tools });
+        const call = res.output.find((i) => i.type === 'function_call') as OpenAI.Responses.ResponseFunctionToolCall;
+        for (const item of res.output) input.push({ ...(item as object), id: item.type === 'message' ? fresh('msg') : fresh('fc') } as OpenAI.Responses.ResponseInputItem);
+        input.push({ type: 'function_call_output', call_id: call.call_id, output: 'Error: 1 test failed (exit code 1)' });
+      } catch (err) {
+        refused = err;
+      }
+    }
+    expect(refused).toBeInstanceOf(OpenAI.RateLimitError);
+    const err = refused as InstanceType<typeof OpenAI.RateLimitError>;
+    expect(err.headers?.get('x-should-retry')).toBe('false');
+    expect((err.error as { code?: string }).code).toBe('loop_detected');
+    expect(calls).toBeLessThanOrEqual(10);
+    // Every model call but the refused one reached the provider once: the SDK did not retry the refusal.
+    expect(h.upstream.requests).toHaveLength(calls - 1);
+  });
+
+  it('when the same Codex turn is sent again and again with new msg_/fc_/call_ ids, the 6th copy is refused', async () => {
+    const { raw } = await h.createKey({ userId: 'codex-exec-repeats' });
+    h.upstream.script({ replyText: 'Done.' });
+    const statuses: number[] = [];
+    let last: Response | undefined;
+    for (let i = 0; i < 7; i++) {
+      const callId = fresh('call');
+      const input = [
+        { id: fresh('msg'), type: 'message', role: 'user', content: [{ type: 'input_text', text: 'Run the tests.' }] },
+        { id: fresh('fc'), type: 'function_call', call_id: callId, name: 'run_tests', arguments: '{"cmd":"npm test"}' },
+        { type: 'function_call_output', call_id: callId, output: 'Error: 1 test failed' },
+      ];
+      last = await fetch(`${h.url}/v1/responses`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${raw}` },
+        body: JSON.stringify({ model: 'gpt-4o', input, tools, prompt_cache_key: crypto.randomUUID() }),
+      });
+      statuses.push(last.status);
+    }
+    expect(statuses).toEqual([200, 200, 200, 200, 200, 429, 429]);
+    expect(last!.headers.get('x-should-retry')).toBe('false');
+    expect(h.upstream.requests).toHaveLength(5);
   });
 });
 

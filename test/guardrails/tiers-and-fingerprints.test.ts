@@ -1,6 +1,6 @@
 import { crossingsOf, tierOf } from '../../lambda/core/guardrails/alerts';
 import { parseBudgetNotification } from '../../lambda/core/guardrails/kill-switch';
-import { isEmptyAnswer, loopCheckFor, requestFingerprint } from '../../lambda/core/guardrails/loop-guard';
+import { isEmptyAnswer, loopCheckFor, repeatedTurns, requestFingerprint } from '../../lambda/core/guardrails/loop-guard';
 import { DEFAULT_GUARDRAILS, loopSettingsFor } from '../../lambda/core/guardrails/settings';
 import type { CounterValue } from '../../lambda/core/stores';
 import type { BudgetLimits, ScopeId } from '../../lambda/core/types';
@@ -74,6 +74,40 @@ describe('loop guard fingerprints', () => {
     expect(a.windowEnd - T0).toBeLessThanOrEqual(s.windowMs);
     expect(a.maxRepeats).toBe(5);
     expect(a.maxFailures).toBe(3);
+  });
+
+  it('when only item ids differ (msg_<uuid>, fc_…, call_…), the fingerprint is the same; ids in words without digits stay', () => {
+    const turn = (msg: string, fc: string, call: string) => ({
+      model: 'gpt-5',
+      input: [
+        { id: msg, type: 'message', role: 'user', content: [{ type: 'input_text', text: 'Run the tests.' }] },
+        { id: fc, type: 'function_call', call_id: call, name: 'shell', arguments: '{"cmd":"npm test"}' },
+        { type: 'function_call_output', call_id: call, output: 'exit 1' },
+      ],
+    });
+    const a = turn('msg_0f8e2a1c-5b7d-4e21-9c3a-1d2e3f4a5b6c', 'fc_68a1f0c2d9e84b7f', 'call_Xk3vQ9pLmN2rT7wY');
+    const b = turn('msg_9b1c2d3e-4f50-4a61-8b72-c3d4e5f6a7b8', 'fc_77b2e1d3c0f95a60', 'call_Pq8sR4tUvW1xY6zA');
+    expect(requestFingerprint(a)).toBe(requestFingerprint(b));
+    const words = (w: string) => ({ model: 'gpt-4o', messages: [{ role: 'user', content: `rename ${w}` }] });
+    expect(requestFingerprint(words('call_count'))).not.toBe(requestFingerprint(words('call_total')));
+  });
+
+  it('when a Responses input repeats the same failing function call, repeatedTurns finds it; distinct calls are progress', () => {
+    const loop = (n: number, args: (i: number) => string) => ({
+      model: 'gpt-5',
+      input: [
+        { type: 'message', role: 'user', content: 'Fix the build.' },
+        ...Array.from({ length: n }, (_, i) => [
+          { type: 'reasoning', id: `rs_${i}0000000`, summary: [], encrypted_content: `opaque-${i}` },
+          { type: 'function_call', id: `fc_${i}0000000`, call_id: `call_${i}`, name: 'shell', arguments: args(i) },
+          { type: 'function_call_output', call_id: `call_${i}`, output: 'Error: build failed' },
+        ]).flat(),
+      ],
+    });
+    const same = () => '{"cmd":"npm run build"}';
+    expect(repeatedTurns(loop(4, same), 3)).toBeUndefined(); // a tool call gets 2 retries more than an answer
+    expect(repeatedTurns(loop(5, same), 3)).toMatchObject({ count: 5, sample: expect.stringContaining('shell(') });
+    expect(repeatedTurns(loop(8, (i) => `{"cmd":"cat src/file${i}.ts"}`), 3)).toBeUndefined();
   });
 
   it('when a key has overrides, they replace the defaults', () => {

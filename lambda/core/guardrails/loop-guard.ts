@@ -70,12 +70,15 @@ function canonicalJson(value: unknown): string {
 }
 
 /**
- * Volatile tokens that make copies of one request look different: UUIDs, ISO timestamps, long hex ids, long
+ * Volatile tokens that make copies of one request look different: item ids, UUIDs, ISO timestamps, long hex ids, long
  * digit runs (epoch times, request ids) and retry counters ("attempt 3", "retry #4"). Short numbers stay:
  * "17 × 23" and "18 × 24" are different work.
  */
 const VOLATILE_TOKENS: ReadonlyArray<readonly [RegExp, string]> = [
-  [/\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/gi, '<uuid>'],
+  // Provider and agent item ids (`msg_`, `fc_`, `call_`, `toolu_`, `rs_`, `resp_` …): new on every run, never the
+  // work itself. Codex's `msg_<uuid>` included (a UUID right after `_` has no word boundary before it).
+  [/\b(msg|fc|call|toolu|srvtoolu|rs|resp|ctc|chatcmpl)_(?=[A-Za-z0-9-]*\d)[A-Za-z0-9-]{8,}/g, '$1_<id>'],
+  [/(?<![0-9a-f])[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?![0-9a-f])/gi, '<uuid>'],
   [/\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?/g, '<time>'],
   [/\b\d{1,2}:\d{2}:\d{2}\b/g, '<time>'],
   [/\b(attempt|retry|try|iteration|round)\s*(?:#|no\.?|number)?\s*\d+(\s*(?:of|\/)\s*\d+)?/gi, '$1 <n>'],
@@ -193,11 +196,12 @@ function textOf(content: unknown): string {
  * more, or the same tool call (name and arguments, or its same result) `threshold + 2` times (normalized: case, whitespace and
  * volatile tokens do not count). A conversation that keeps failing and retrying carries each failed turn, so
  * its Nth retry holds N copies; a long chat, a batch of distinct work or an agent that makes progress does not.
- * Works for OpenAI chat messages (`assistant` content, `tool_calls` / `tool` results) and Anthropic messages
- * (`tool_use` / `tool_result` blocks). Undefined when nothing repeats that often.
+ * Works for OpenAI chat messages (`assistant` content, `tool_calls` / `tool` results), Anthropic messages
+ * (`tool_use` / `tool_result` blocks) and Responses API `input` items (see {@link responsesTurns}). Undefined
+ * when nothing repeats that often.
  */
 export function repeatedTurns(body: Readonly<Record<string, unknown>>, threshold: number): RepeatedTurn | undefined {
-  if (threshold < 2 || !Array.isArray(body.messages)) return undefined;
+  if (threshold < 2 || (!Array.isArray(body.messages) && !Array.isArray(body.input))) return undefined;
   const counts = new Map<string, { kind: RepeatedTurn['kind']; tool: boolean; count: number; sample: string }>();
   const bump = (kind: RepeatedTurn['kind'], key: string, sample: string, tool = kind === 'tool') => {
     const id = `${kind}\u0000${key}`;
@@ -206,7 +210,19 @@ export function repeatedTurns(body: Readonly<Record<string, unknown>>, threshold
     counts.set(id, hit);
   };
   const calls = new Map<string, string>();
-  for (const m of body.messages as ReadonlyArray<Record<string, unknown>>) {
+  const assistantTurn = (content: unknown, made: readonly string[]) => {
+    // An answer that makes tool calls is the same turn only with the same calls: "Recording it." before each
+    // of ten different record_output calls is progress, not a loop.
+    const text = normalizeVolatile(textOf(content)).toLowerCase();
+    if (text.length >= MIN_REPEATED_TEXT || made.length > 0) bump('assistant', `${text}\u0000${made.join('\u0000')}`, text || made.join(', '), made.length > 0);
+  };
+  const toolResult = (callId: string, content: unknown) => {
+    const call = calls.get(callId) ?? '?';
+    const result = normalizeVolatile(textOf(content));
+    bump('tool', `${call}=>${result}`, `${call} → ${result}`);
+  };
+  if (Array.isArray(body.input)) responsesTurns(body.input as readonly unknown[], calls, assistantTurn, toolResult);
+  for (const m of Array.isArray(body.messages) ? (body.messages as ReadonlyArray<Record<string, unknown>>) : []) {
     if (!m || typeof m !== 'object') continue;
     if (m.role === 'assistant') {
       const made: string[] = [];
@@ -223,20 +239,12 @@ export function repeatedTurns(body: Readonly<Record<string, unknown>>, threshold
           calls.set(block.id, sig);
         }
       }
-      // An answer that makes tool calls is the same turn only with the same calls: "Recording it." before each
-      // of ten different record_output calls is progress, not a loop.
-      const text = normalizeVolatile(textOf(m.content)).toLowerCase();
-      if (text.length >= MIN_REPEATED_TEXT || made.length > 0) bump('assistant', `${text}\u0000${made.join('\u0000')}`, text || made.join(', '), made.length > 0);
+      assistantTurn(m.content, made);
     } else if (m.role === 'tool' && typeof m.tool_call_id === 'string') {
-      const call = calls.get(m.tool_call_id) ?? '?';
-      const result = normalizeVolatile(textOf(m.content));
-      bump('tool', `${call}=>${result}`, `${call} → ${result}`);
+      toolResult(m.tool_call_id, m.content);
     } else if (m.role === 'user' && Array.isArray(m.content)) {
       for (const block of m.content as ReadonlyArray<Record<string, unknown>>) {
-        if (block?.type !== 'tool_result' || typeof block.tool_use_id !== 'string') continue;
-        const call = calls.get(block.tool_use_id) ?? '?';
-        const result = normalizeVolatile(textOf(block.content));
-        bump('tool', `${call}=>${result}`, `${call} → ${result}`);
+        if (block?.type === 'tool_result' && typeof block.tool_use_id === 'string') toolResult(block.tool_use_id, block.content);
       }
     }
   }
@@ -246,4 +254,55 @@ export function repeatedTurns(body: Readonly<Record<string, unknown>>, threshold
     if (c.count >= limit && (!worst || c.count > worst.count)) worst = { kind: c.kind, count: c.count, sample: c.sample };
   }
   return worst;
+}
+
+/**
+ * Responses API `input` items as turns: a run of assistant items (assistant `message`, `reasoning`, `function_call`,
+ * `custom_tool_call` and the other `*_call` items) is one assistant turn, as one chat assistant message with its
+ * tool calls would be; each `*_call_output` is a tool result, matched to its call by `call_id`. Reasoning items
+ * are part of the turn but not of its content (their encrypted text differs on every run).
+ */
+function responsesTurns(
+  items: readonly unknown[],
+  calls: Map<string, string>,
+  assistantTurn: (content: unknown, made: readonly string[]) => void,
+  toolResult: (callId: string, content: unknown) => void,
+): void {
+  let text: unknown[] = [];
+  let made: string[] = [];
+  let open = false;
+  const flush = () => {
+    if (open) assistantTurn(text, made);
+    text = [];
+    made = [];
+    open = false;
+  };
+  for (const raw of items) {
+    if (typeof raw !== 'object' || raw === null) continue;
+    const item = raw as Record<string, unknown>;
+    const type = typeof item.type === 'string' ? item.type : typeof item.role === 'string' ? 'message' : '';
+    if (type === 'message') {
+      if (item.role !== 'assistant') {
+        flush();
+        continue;
+      }
+      open = true;
+      if (typeof item.content === 'string') text.push({ text: item.content });
+      else if (Array.isArray(item.content)) text.push(...(item.content as unknown[]));
+    } else if (type === 'reasoning') {
+      open = true;
+    } else if (type.endsWith('_call_output')) {
+      flush();
+      if (typeof item.call_id === 'string') toolResult(item.call_id, item.output);
+    } else if (type.endsWith('_call')) {
+      open = true;
+      const what = item.arguments ?? item.input ?? item.action ?? null;
+      const sig = `${String(item.name ?? type)}(${normalizeVolatile(typeof what === 'string' ? what : JSON.stringify(what))})`;
+      made.push(sig);
+      if (typeof item.call_id === 'string') calls.set(item.call_id, sig);
+    } else {
+      flush();
+    }
+  }
+  flush();
 }

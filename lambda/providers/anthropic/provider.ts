@@ -47,7 +47,7 @@ export interface AnthropicProviderOptions {
   readonly clock?: Clock;
 }
 
-const HEADER_VALUE = /^[A-Za-z0-9._,\- ]{1,256}$/;
+const HEADER_VALUE = /^[A-Za-z0-9._,\- ]{1,4096}$/;
 
 function headerValue(value: string | undefined, name: string): string | undefined {
   if (value === undefined || value === '') return undefined;

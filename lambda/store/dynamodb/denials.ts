@@ -120,11 +120,17 @@ export function rateLimited(
   );
 }
 
-/** A charge larger than the bucket: it can never pass, so nothing is written and no Retry-After is given. */
+/**
+ * A charge larger than the bucket: it can never pass, so nothing is written and no Retry-After is given (the
+ * caller gets `x-should-retry: false`), and the message says what would let it through.
+ */
 export function requestTooLarge(charge: RateCharge): RateLimitError {
+  const n = (v: number) => v.toLocaleString('en-US');
+  const knob = charge.dimension === 'tokens' ? 'tpm' : 'rpm';
   return new RateLimitError(
-    `Request too large for key ${charge.keyId}: it needs ${charge.amount} ${charge.dimension} but the limit is ` +
-      `${charge.limitPerMinute} ${charge.dimension} per minute.`,
+    `Request too large for key ${charge.keyId}: it needs ${n(charge.amount)} ${charge.dimension} but the key's limit is ` +
+      `${n(charge.limitPerMinute)} ${charge.dimension} per minute, so retrying can never succeed; send less context or a ` +
+      `smaller output cap, or have an admin raise the key's ${knob} (keys create --${knob}, TOLLGATE_DEFAULT_KEY_${knob.toUpperCase()}).`,
     {
       code: 'rate_limit_exceeded',
       headers: {
