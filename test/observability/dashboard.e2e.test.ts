@@ -8,7 +8,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type BrowserContext } from 'playwright-core';
+import type { BrowserContext } from 'playwright-core';
 import { formatReport, runReport } from '../../lambda/admin/report';
 import { ManualClock } from '../../lambda/core/clock';
 import { silentLogger } from '../../lambda/core/log';
@@ -19,10 +19,10 @@ import { createDashboardRoutes } from '../../lambda/local/dashboard/routes';
 import { createLocalServer } from '../../lambda/local/server';
 import { buildSpendSummary, type GuardrailsView, type SpendSummary } from '../../lambda/observability/spend-summary';
 import { type Harness, startHarness } from '../support/gateway-harness';
+import { launchBrowser } from '../support/browser';
 import { TEST_NOW } from '../support/clock';
 
 const ADMIN_TOKEN = 'tga-test-admin-token-0123456789abcdef';
-const CHROMIUM = '/usr/bin/chromium';
 const BROWSER_TIMEOUT_MS = 240_000;
 
 let h: Harness;
@@ -225,23 +225,7 @@ describe('dashboard in headless Chromium', () => {
     profile = mkdtempSync(join(tmpdir(), 'tollgate-chromium-'));
     // Playwright's 30 s defaults judge the machine: a browser starting and rendering on a loaded 2-core box can
     // take longer. These bounds only catch a browser that never answers (inside jest's testTimeout).
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      timeout: BROWSER_TIMEOUT_MS,
-      headless: true,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
-    context.setDefaultTimeout(BROWSER_TIMEOUT_MS);
-    context.setDefaultNavigationTimeout(BROWSER_TIMEOUT_MS);
+    context = await launchBrowser(profile, { timeout: BROWSER_TIMEOUT_MS });
   });
   afterAll(async () => {
     await context?.close();
