@@ -130,7 +130,15 @@ export type CallOutcome =
   | { readonly kind: 'error'; readonly error: TollgateError; readonly headers: Record<string, string>; readonly after: Settle };
 
 /** Settles a call after its response; resolves with the usage record written (undefined if settling failed). */
-export type Settle = () => Promise<UsageRecord | undefined>;
+export type Settle = (options?: SettleOptions) => Promise<UsageRecord | undefined>;
+
+export interface SettleOptions {
+  /**
+   * A fallback answers instead of this failed attempt: the caller did not experience a failure, so the loop
+   * guard does not count it against the caller's loop.
+   */
+  readonly routedAround?: boolean;
+}
 
 interface Settlement {
   readonly outcome: UsageOutcome;
@@ -141,6 +149,8 @@ interface Settlement {
   readonly mayHaveOutput: boolean;
   /** A complete answer with nothing in it: a failure for the loop guard. */
   readonly emptyAnswer?: boolean;
+  /** A fallback answered instead: not a failure of the caller's loop. */
+  readonly routedAround?: boolean;
 }
 
 const LAST_USED_EVERY_MS = 60_000;
@@ -416,7 +426,8 @@ export class RequestPipeline {
     const signal = AbortSignal.any([...(call.stream ? [call.clientSignal] : []), timeout, upstreamAbort.signal]);
     const baseHeaders = rateHeaders(reservation.rateStates);
 
-    const settleWith = (s: Settlement) => () => this.settle(call, reservation, s, { limits, afterHold });
+    const settleWith = (s: Settlement) => (o?: SettleOptions) =>
+      this.settle(call, reservation, o?.routedAround ? { ...s, routedAround: true } : s, { limits, afterHold });
     const failureOutcome = (): UsageOutcome =>
       call.clientSignal.aborted ? 'client_disconnected' : timeout.aborted ? 'timeout' : 'upstream_error';
 
@@ -980,7 +991,7 @@ function isGatewayRefusal(error: TollgateError): boolean {
 
 /** What an ended call says about the upstream, for the loop guard's failure streak. */
 function loopOutcomeOf(s: Settlement): 'failed' | 'succeeded' | undefined {
-  if (s.outcome === 'client_disconnected' || s.outcome === 'abandoned' || s.outcome === 'rejected') return undefined;
+  if (s.routedAround || s.outcome === 'client_disconnected' || s.outcome === 'abandoned' || s.outcome === 'rejected') return undefined;
   if (s.outcome !== 'ok' || s.emptyAnswer) return 'failed';
   return 'succeeded';
 }
