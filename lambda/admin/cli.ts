@@ -326,7 +326,8 @@ export async function run(argv: readonly string[], out: (text: string) => void):
         dynamodb: stores.dynamodb,
         secrets: stores.reconcileSecrets,
         now: Date.now(),
-        log: jsonLogger({ level: 'warn' }),
+        // Logs go to stderr: stdout carries only the report (one JSON document with --json).
+        log: jsonLogger({ level: 'warn', sink: (line) => process.stderr.write(`${line}\n`) }),
       });
       const rows = result.rows.map((r) => ({
         provider: r.provider,
@@ -337,7 +338,11 @@ export async function run(argv: readonly string[], out: (text: string) => void):
         alarm: r.alarm ? 'ALARM' : '',
       }));
       const failed = result.failed.map((f) => `${f.provider}: ${f.error}`).join('\n');
-      print(`billing drift for ${day}\n${table(rows)}${failed ? `\nunreadable reports:\n${failed}` : ''}`, result);
+      const skipped = result.skipped.map((s) => `${s.provider}: ${s.reason}`).join('\n');
+      print(
+        `billing drift for ${day}\n${table(rows)}${failed ? `\nunreadable reports:\n${failed}` : ''}${skipped ? `\nskipped (not compared):\n${skipped}` : ''}`,
+        result,
+      );
       if (result.rows.some((r) => r.alarm) || result.failed.length) process.exitCode = 2;
       return;
     }

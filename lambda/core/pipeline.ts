@@ -21,6 +21,8 @@ import type { ProviderCallContext, ProviderResult } from '../providers/contract'
 import type { Principal } from './auth';
 import { byokScopesOf } from './byok/scope';
 import type { Clock } from './clock';
+import { isPreamble, type StreamError, streamErrorOf } from './stream-errors';
+import { SseParser } from '../providers/sse';
 import { asTollgateError, LoopDetectedError, SpendVelocityError, type TollgateError, UpstreamError } from './errors';
 import { type AlertSink, crossingsOf, recordCrossings } from './guardrails/alerts';
 import { countersPastLimit, overshootAlert, overshootOf } from './guardrails/overshoot';
@@ -128,7 +130,15 @@ export type CallOutcome =
   | { readonly kind: 'error'; readonly error: TollgateError; readonly headers: Record<string, string>; readonly after: Settle };
 
 /** Settles a call after its response; resolves with the usage record written (undefined if settling failed). */
-export type Settle = () => Promise<UsageRecord | undefined>;
+export type Settle = (options?: SettleOptions) => Promise<UsageRecord | undefined>;
+
+export interface SettleOptions {
+  /**
+   * A fallback answers instead of this failed attempt: the caller did not experience a failure, so the loop
+   * guard does not count it against the caller's loop.
+   */
+  readonly routedAround?: boolean;
+}
 
 interface Settlement {
   readonly outcome: UsageOutcome;
@@ -139,9 +149,13 @@ interface Settlement {
   readonly mayHaveOutput: boolean;
   /** A complete answer with nothing in it: a failure for the loop guard. */
   readonly emptyAnswer?: boolean;
+  /** A fallback answered instead: not a failure of the caller's loop. */
+  readonly routedAround?: boolean;
 }
 
 const LAST_USED_EVERY_MS = 60_000;
+/** The most of a stream's preamble held back while waiting for its first real event (then it flows as is). */
+const PREAMBLE_MAX_BYTES = 16_384;
 
 function hashShard(id: string, shards: number): number {
   let h = 0;
@@ -412,7 +426,8 @@ export class RequestPipeline {
     const signal = AbortSignal.any([...(call.stream ? [call.clientSignal] : []), timeout, upstreamAbort.signal]);
     const baseHeaders = rateHeaders(reservation.rateStates);
 
-    const settleWith = (s: Settlement) => () => this.settle(call, reservation, s, { limits, afterHold });
+    const settleWith = (s: Settlement) => (o?: SettleOptions) =>
+      this.settle(call, reservation, o?.routedAround ? { ...s, routedAround: true } : s, { limits, afterHold });
     const failureOutcome = (): UsageOutcome =>
       call.clientSignal.aborted ? 'client_disconnected' : timeout.aborted ? 'timeout' : 'upstream_error';
 
@@ -461,24 +476,89 @@ export class RequestPipeline {
       };
     }
 
-    // Stream: pass bytes through as they arrive, note how it ended, settle after the last byte.
-    const state: { outcome: UsageOutcome; endedAt: number } = { outcome: 'stream_incomplete', endedAt: now };
+    // Stream: hold back the provider's preamble (nothing for the caller yet) until the first real event, so an
+    // error the provider sends before any token becomes its error in the caller's dialect (and a fallback may
+    // answer) instead of an empty 200. Charged at the usage it reported, else its reservation: the gateway
+    // cannot prove the provider spent nothing.
     const upstream = result;
+    const source = upstream.body[Symbol.asyncIterator]();
+    const sse = new SseParser();
+    const held: Uint8Array[] = [];
+    let heldBytes = 0;
+    let early: StreamError | undefined;
+    let sourceDone = false;
+    // An error after the first real event counts as one that reached the caller, even in the same chunk.
+    let failedInStream = false;
+    try {
+      let started = false;
+      while (!started && !early && heldBytes < PREAMBLE_MAX_BYTES) {
+        const next = await source.next();
+        if (next.done) {
+          sourceDone = true;
+          break;
+        }
+        held.push(next.value);
+        heldBytes += next.value.byteLength;
+        for (const event of sse.push(next.value)) {
+          const error = streamErrorOf(event);
+          if (error && !started) early ??= error;
+          else if (error) failedInStream = true;
+          else if (!isPreamble(event)) started = true;
+        }
+      }
+    } catch (err) {
+      upstreamAbort.abort();
+      const error = asTollgateError(err);
+      return {
+        kind: 'error',
+        error: error instanceof UpstreamError ? error : new UpstreamError('The provider stream failed before any output.', { cause: err }),
+        headers: baseHeaders,
+        after: settleWith({ outcome: failureOutcome(), usage: upstream.usage(), httpStatus: 502, endedAt: clock.now(), mayHaveOutput: true }),
+      };
+    }
+    if (early) {
+      upstreamAbort.abort();
+      await source.return?.(undefined);
+      log.log('warn', 'provider error inside a 200 stream', { requestId: call.requestId, model: call.model.id, type: early.type });
+      const error = new UpstreamError(early.message, { status: early.status, code: early.type });
+      return {
+        kind: 'error',
+        error,
+        headers: baseHeaders,
+        after: settleWith({ outcome: 'upstream_error', usage: upstream.usage(), httpStatus: early.status, endedAt: clock.now(), mayHaveOutput: true }),
+      };
+    }
+
+    // Then pass bytes through as they arrive, note how it ended (an error event later is a failure too), settle
+    // after the last byte.
+    const state: { outcome: UsageOutcome; endedAt: number } = { outcome: 'stream_incomplete', endedAt: now };
     async function* observed(): AsyncGenerator<Uint8Array> {
       let completed = false;
       try {
-        for await (const chunk of upstream.body) yield chunk;
+        for (const chunk of held) yield chunk;
+        if (!sourceDone) {
+          for (;;) {
+            const next = await source.next();
+            if (next.done) break;
+            if (!failedInStream) for (const event of sse.push(next.value)) if (streamErrorOf(event)) failedInStream = true;
+            yield next.value;
+          }
+        }
+        if (!failedInStream) for (const event of sse.end()) if (streamErrorOf(event)) failedInStream = true;
         completed = true;
       } catch (err) {
         const failure = failureOutcome();
         state.outcome = failure === 'upstream_error' ? 'stream_incomplete' : failure;
         throw err;
       } finally {
-        if (completed) state.outcome = 'ok';
+        if (completed) state.outcome = failedInStream ? 'upstream_error' : 'ok';
         else if (call.clientSignal.aborted && state.outcome === 'stream_incomplete') state.outcome = 'client_disconnected';
         state.endedAt = clock.now();
         // The caller stopped reading: stop the upstream generating tokens nobody will read.
-        if (!completed) upstreamAbort.abort();
+        if (!completed) {
+          upstreamAbort.abort();
+          await source.return?.(undefined);
+        }
       }
     }
     return {
@@ -911,7 +991,7 @@ function isGatewayRefusal(error: TollgateError): boolean {
 
 /** What an ended call says about the upstream, for the loop guard's failure streak. */
 function loopOutcomeOf(s: Settlement): 'failed' | 'succeeded' | undefined {
-  if (s.outcome === 'client_disconnected' || s.outcome === 'abandoned' || s.outcome === 'rejected') return undefined;
+  if (s.routedAround || s.outcome === 'client_disconnected' || s.outcome === 'abandoned' || s.outcome === 'rejected') return undefined;
   if (s.outcome !== 'ok' || s.emptyAnswer) return 'failed';
   return 'succeeded';
 }

@@ -32,6 +32,27 @@ export interface ReconcileDependencies {
   readonly fetch?: typeof fetch;
 }
 
+/** A provider not compared, and why (no admin key, Bedrock not enabled): its drift is unknown, not zero. */
+export interface SkippedProvider {
+  readonly provider: string;
+  readonly reason: string;
+}
+
+/** One run: the drift rows and unreadable reports, plus the providers that were not compared at all. */
+export interface ReconcileRun extends ReconcileResult {
+  readonly skipped: readonly SkippedProvider[];
+}
+
+/** The providers this deployment cannot compare, and why. */
+export async function skippedProviders(d: Pick<ReconcileDependencies, 'config' | 'secrets'>): Promise<SkippedProvider[]> {
+  const [openaiKey, anthropicKey] = await Promise.all([d.secrets.get('openai-admin-key'), d.secrets.get('anthropic-admin-key')]);
+  return [
+    ...(openaiKey ? [] : [{ provider: 'openai', reason: 'no admin key (openai-admin-key / TOLLGATE_SECRET_OPENAI_ADMIN_KEY)' }]),
+    ...(anthropicKey ? [] : [{ provider: 'anthropic', reason: 'no admin key (anthropic-admin-key / TOLLGATE_SECRET_ANTHROPIC_ADMIN_KEY)' }]),
+    ...(d.config.reconcile.bedrock ? [] : [{ provider: 'bedrock', reason: 'Cost Explorer reconciliation not enabled' }]),
+  ];
+}
+
 /** The reports this deployment can read: each provider with an admin key, Bedrock when enabled. */
 export async function billingReports(d: Omit<ReconcileDependencies, 'dynamodb' | 'now' | 'log' | 'metrics'>): Promise<BillingReport[]> {
   const [openaiKey, anthropicKey] = await Promise.all([d.secrets.get('openai-admin-key'), d.secrets.get('anthropic-admin-key')]);
@@ -52,8 +73,8 @@ export async function billingReports(d: Omit<ReconcileDependencies, 'dynamodb' |
 }
 
 /** Reconciles one day: stores drift rows, publishes the drift metric, logs every alarm. */
-export async function runReconcile(day: string, d: ReconcileDependencies): Promise<ReconcileResult> {
-  const reports = await billingReports(d);
+export async function runReconcile(day: string, d: ReconcileDependencies): Promise<ReconcileRun> {
+  const [reports, skipped] = await Promise.all([billingReports(d), skippedProviders(d)]);
   const result = await reconcileDay(day, {
     usage: new DynamoDbUsageStore(d.dynamodb, d.config.tables),
     reports,
@@ -75,8 +96,14 @@ export async function runReconcile(day: string, d: ReconcileDependencies): Promi
   }
   for (const r of result.rows.filter((x) => x.alarm)) d.log.log('error', 'billing drift past threshold', { ...r });
   for (const f of result.failed) d.log.log('error', 'billing report unreadable', f);
-  d.log.log('info', 'billing reconciled', { day, rows: result.rows.length, alarms: result.rows.filter((r) => r.alarm).length, failed: result.failed.length });
-  return result;
+  d.log.log('info', 'billing reconciled', {
+    day,
+    rows: result.rows.length,
+    alarms: result.rows.filter((r) => r.alarm).length,
+    failed: result.failed.length,
+    skipped: skipped.map((s) => s.provider),
+  });
+  return { ...result, skipped };
 }
 
 /** Yesterday (UTC) of an instant: the last day every provider has finished reporting. */

@@ -39,9 +39,13 @@ const ANTHROPIC_TYPE: Readonly<Record<ErrorKind, string>> = {
   internal: 'api_error',
 };
 
+/** Anthropic's own error types a provider failure may carry through (an `overloaded_error` stays one). */
+const ANTHROPIC_UPSTREAM_TYPES = new Set(['overloaded_error', 'api_error', 'rate_limit_error']);
+
 export function errorBody(dialect: Dialect, err: TollgateError): unknown {
   if (dialect === 'anthropic') {
-    return { type: 'error', error: { type: ANTHROPIC_TYPE[err.kind], message: err.message } };
+    const type = err.kind === 'upstream' && err.code && ANTHROPIC_UPSTREAM_TYPES.has(err.code) ? err.code : ANTHROPIC_TYPE[err.kind];
+    return { type: 'error', error: { type, message: err.message } };
   }
   return {
     error: { message: err.message, type: OPENAI_TYPE[err.kind], param: err.param ?? null, code: err.code ?? null },

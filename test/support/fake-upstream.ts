@@ -55,6 +55,8 @@ export interface FakeScript {
   readonly errorBody?: (credential: string) => unknown;
   /** Streams: a raw event written after the first one (e.g. an `error` event), built from the credential. */
   readonly midStreamEvent?: (credential: string) => string;
+  /** After which event (0-based) midStreamEvent is written. @default 0 */
+  readonly midStreamEventAt?: number;
   /** Extra headers on an error answer, built from the credential the request carried. */
   readonly errorHeaders?: (credential: string) => Record<string, string>;
   /** Answer with a tool call after the text. */
@@ -116,7 +118,7 @@ async function writeEvents(x: Exchange, events: readonly string[]): Promise<void
     if (x.script.hangAfterEvents !== undefined && i >= x.script.hangAfterEvents) return;
     if (x.script.endAfterEvents !== undefined && i >= x.script.endAfterEvents) break;
     x.res.write(events[i]);
-    if (i === 0 && x.script.midStreamEvent) x.res.write(x.script.midStreamEvent(credentialOf(x)));
+    if (i === (x.script.midStreamEventAt ?? 0) && x.script.midStreamEvent) x.res.write(x.script.midStreamEvent(credentialOf(x)));
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
   x.res.end();

@@ -172,8 +172,9 @@ export class SpendLayer {
       }
       const last = i === models.length - 1;
       if (outcome.kind === 'error' && !last && isFallbackWorthy(outcome.error)) {
-        // Settle this attempt (its hold released, its failure recorded) before reserving the next.
-        await outcome.after();
+        // Settle this attempt (its hold released, its failure recorded) before reserving the next; the caller
+        // is answered by the next model, so the loop guard does not count this failure against it.
+        await outcome.after({ routedAround: true });
         this.o.log.log('warn', 'fallback to the next model', { requestId: req.requestId, failed: call.model.id, status: outcome.error.status, next: models[i + 1] });
         notes.push(`fallback; from=${call.model.id}; to=${models[i + 1]}; reason=upstream_${outcome.error.status}`);
         routed = routed ?? 'fallback';

@@ -1,0 +1,171 @@
+/**
+ * An error inside a 200 stream is a failure, for every provider's stream shape: raw fetch (and the SDKs' wire
+ * format) → the local gateway → the fake upstream answering 200 then the provider's error event, as OpenAI chat,
+ * Anthropic and Responses do; DynamoDB Local underneath.
+ */
+import { ManualClock } from '../../lambda/core/clock';
+import { type Harness, startHarness } from '../support/gateway-harness';
+
+jest.setTimeout(120_000);
+
+const T0 = Date.UTC(2031, 5, 10, 10, 30, 0);
+const ROUTES = { rules: [{ name: 'resilient', alias: 'tollgate/resilient', models: ['openai/gpt-4o', 'anthropic/claude-haiku-4-5'] }] };
+let h: Harness;
+beforeAll(async () => {
+  h = await startHarness({ clock: new ManualClock(T0), env: { TOLLGATE_ROUTES: JSON.stringify(ROUTES) } });
+});
+afterAll(async () => {
+  await h.close();
+});
+beforeEach(() => h.upstream.reset());
+
+const sse = (data: unknown, event?: string) => `${event ? `event: ${event}\n` : ''}data: ${JSON.stringify(data)}\n\n`;
+
+interface Shape {
+  readonly name: string;
+  readonly id: string;
+  readonly path: string;
+  readonly body: (text: string) => Record<string, unknown>;
+  readonly headers: Record<string, string>;
+  /** The error event exactly as the provider writes it. */
+  readonly event: string;
+  readonly status: number;
+  /** The caller's error body, in its dialect. */
+  readonly error: (body: Record<string, unknown>) => { type: unknown; message: unknown };
+  readonly expected: { type: string; message: string };
+}
+
+const openaiError = (b: Record<string, unknown>) => {
+  const e = b.error as Record<string, unknown>;
+  return { type: e.type, message: e.message };
+};
+
+const SHAPES: Shape[] = [
+  {
+    name: 'OpenAI chat: data: {"error":{…server_error}}',
+    id: 'chat',
+    path: '/v1/chat/completions',
+    body: (text) => ({ model: 'gpt-4o-mini', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: text }] }),
+    headers: {},
+    event: sse({ error: { message: 'The server had an error while processing your request.', type: 'server_error', param: null, code: null } }),
+    status: 500,
+    error: openaiError,
+    expected: { type: 'upstream_error', message: 'The server had an error while processing your request.' },
+  },
+  {
+    name: 'Anthropic: event: error overloaded_error',
+    id: 'anthropic',
+    path: '/v1/messages',
+    body: (text) => ({ model: 'claude-haiku-4-5', stream: true, max_tokens: 1000, messages: [{ role: 'user', content: text }] }),
+    headers: { 'anthropic-version': '2023-06-01' },
+    event: sse({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }, 'error'),
+    status: 529,
+    error: (b) => {
+      const e = b.error as Record<string, unknown>;
+      return { type: e.type, message: e.message };
+    },
+    expected: { type: 'overloaded_error', message: 'Overloaded' },
+  },
+  {
+    name: 'Responses: response.failed',
+    id: 'responses-failed',
+    path: '/v1/responses',
+    body: (text) => ({ model: 'gpt-4o-mini', stream: true, input: text }),
+    headers: {},
+    event: sse(
+      { type: 'response.failed', sequence_number: 1, response: { id: 'resp_failed_1', object: 'response', status: 'failed', error: { code: 'server_error', message: 'Responses failed upstream.' }, output: [], usage: null } },
+      'response.failed',
+    ),
+    status: 500,
+    error: openaiError,
+    expected: { type: 'upstream_error', message: 'Responses failed upstream.' },
+  },
+  {
+    name: 'Responses: error event',
+    id: 'responses-error',
+    path: '/v1/responses',
+    body: (text) => ({ model: 'gpt-4o-mini', stream: true, input: text }),
+    headers: {},
+    event: sse({ type: 'error', code: 'server_error', message: 'Responses error event.', param: null, sequence_number: 1 }, 'error'),
+    status: 500,
+    error: openaiError,
+    expected: { type: 'upstream_error', message: 'Responses error event.' },
+  },
+];
+
+async function post(raw: string, shape: Shape, text: string): Promise<Response> {
+  return fetch(`${h.url}${shape.path}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${raw}`, 'content-type': 'application/json', ...shape.headers },
+    body: JSON.stringify(shape.body(text)),
+  });
+}
+
+async function recordsOf(keyId: string): Promise<Record<string, unknown>[]> {
+  await h.settled();
+  return (await h.scan('usage')).filter((r) => r.keyId === keyId).sort((a, b) => String(a.sk).localeCompare(String(b.sk)));
+}
+
+describe.each(SHAPES)('$name', (shape) => {
+  it('before any token: the caller gets the provider error in its dialect, the attempt is not ok, charged (never $0), and nothing is cached', async () => {
+    const { raw, keyId } = await h.createKey({ userId: `early-${shape.id}`, responseCache: true });
+    const text = `error before output ${shape.name}`;
+    h.upstream.script({ midStreamEvent: () => shape.event, endAfterEvents: 1 });
+    const res = await post(raw, shape, text);
+    expect(res.status).toBe(shape.status);
+    expect(res.headers.get('content-type')).toContain('application/json');
+    expect(shape.error((await res.json()) as Record<string, unknown>)).toEqual(shape.expected);
+    const [failed] = await recordsOf(keyId);
+    expect(failed!.outcome).toBe('upstream_error');
+    expect(Number(failed!.costMicros)).toBeGreaterThan(0);
+    // The same request again with the provider healthy: a miss that reaches the provider, not the error replayed.
+    h.upstream.script({ replyText: 'Healthy now.' });
+    const again = await post(raw, shape, text);
+    expect(again.status).toBe(200);
+    expect(again.headers.get('x-tollgate-cache')).not.toBe('hit');
+    expect(await again.text()).toContain('Healthy');
+    expect(h.upstream.requests).toHaveLength(2);
+    expect(await h.holds()).toHaveLength(0);
+  });
+
+  it('after tokens reached the caller: the stream passes as is, but the record is not ok and the answer is not cached', async () => {
+    const { raw, keyId } = await h.createKey({ userId: `late-${shape.id}`, responseCache: true });
+    const text = `error after output ${shape.name}`;
+    // Past the preamble and the first text delta, then the error ends the stream, as the providers do.
+    h.upstream.script({ replyText: 'one two three four five six', midStreamEvent: () => shape.event, midStreamEventAt: 4, endAfterEvents: 5 });
+    const res = await post(raw, shape, text);
+    expect(res.status).toBe(200);
+    const streamed = await res.text();
+    expect(streamed).toContain(shape.expected.message);
+    const [failed] = await recordsOf(keyId);
+    expect(failed!.outcome).toBe('upstream_error');
+    expect(Number(failed!.costMicros)).toBeGreaterThan(0);
+    h.upstream.script({ replyText: 'Healthy now.' });
+    const again = await post(raw, shape, text);
+    expect(again.headers.get('x-tollgate-cache')).not.toBe('hit');
+    expect(await again.text()).toContain('Healthy');
+    expect(h.upstream.requests).toHaveLength(2);
+  });
+});
+
+it('an OpenAI chat stream failing before any token falls back to the next model of the route, which answers', async () => {
+  const { raw, keyId } = await h.createKey({ userId: 'stream-error-fallback' });
+  const failure = SHAPES[0]!.event;
+  h.upstream.scriptEach((body) => (String(body.model).startsWith('gpt-4o') ? { midStreamEvent: () => failure, endAfterEvents: 1 } : { replyText: 'Claude took over.' }));
+  const res = await fetch(`${h.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${raw}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'tollgate/resilient', stream: true, messages: [{ role: 'user', content: 'Where is my order?' }] }),
+  });
+  expect(res.status).toBe(200);
+  expect(res.headers.get('x-tollgate-model')).toBe('anthropic/claude-haiku-4-5');
+  expect(res.headers.get('x-tollgate-fallback')).toBe('fallback; from=openai/gpt-4o; to=anthropic/claude-haiku-4-5; reason=upstream_500');
+  expect(await res.text()).toContain('Claude');
+  const records = await recordsOf(keyId);
+  expect(records.map((r) => [r.model, r.outcome])).toEqual(
+    expect.arrayContaining([
+      ['openai/gpt-4o', 'upstream_error'],
+      ['anthropic/claude-haiku-4-5', 'ok'],
+    ]),
+  );
+});
