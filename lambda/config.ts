@@ -70,7 +70,7 @@ export interface GatewayConfig {
   readonly providers: ProviderEndpoints;
   /** SSM parameter prefix holding this stage's secrets, e.g. `/tollgate/prod/` (AWS only). */
   readonly ssmPrefix?: string;
-  /** Loop guard, circuit breaker and alert spacing (README "Guardrails"). */
+  /** Loop guard, circuit breaker and alert spacing (docs/guardrails.md). */
   readonly guardrails: GuardrailSettings;
   /** The kill switch's budget and alerts topic (the kill-switch and alert-dispatcher Lambdas). */
   readonly killSwitch: KillSwitchConfig;
