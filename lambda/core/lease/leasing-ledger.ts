@@ -13,7 +13,7 @@
  * a lease only from an instance that died, and then charges the whole slice (the gateway cannot prove it
  * unspent); a holder that returns late replaces that charge by the real cost once.
  *
- * What a lease changes, and its bounds (README "Budget leases"):
+ * What a lease changes, and its bounds (docs/how-it-works.md, "Budget leases"):
  * - early refusal: another instance's request can be refused while this one holds unused slice; a slice is at
  *   most `maxShare` of the tightest remaining budget as last read, and no lease is taken when a limited counter
  *   has less than `minHeadroom` requests' worth left, so the last of a budget is shared request by request;
