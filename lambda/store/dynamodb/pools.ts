@@ -78,7 +78,7 @@ export const DEFAULT_POOLS: Required<PoolOptions> = {
  * writes a second, so one org of 10,000 users at 5,000 req/s is admitted without a hot item.
  */
 export const DEFAULT_SHARED_POOLS: Required<PoolOptions> = {
-  shards: 32,
+  shards: 64,
   epochMs: 10_000,
   graceMs: 60_000,
   markMs: 60_000,
@@ -426,7 +426,7 @@ export class ScopePools {
       adds.push(`${attr} :n${attr}`, `taken${attr} :u${attr}`);
       conditions.push(`${attr} >= :u${attr}`);
     }
-    const marker = markerName(input.requestId);
+    const marker = this.markerName(input.requestId);
     try {
       const out = await this.host.client.send(
         new UpdateItemCommand({
@@ -452,10 +452,25 @@ export class ScopePools {
     }
   }
 
-  /** The marker a take leaves on its pool item until it settles: kind, amount, arrival and model. */
+  /**
+   * The marker a take leaves on its pool item until it settles: kind, amount, arrival and model (the sweeper's
+   * `abandoned` record of a key pool's take is made from it). A shared take's record comes from the request's
+   * own hold, so its marker is the kind alone.
+   */
   private markerOf(input: ReserveInput): string {
-    const kind = this.role === 'shared' ? 's' : input.context.endpoint === 'lease' ? 'l' : 'r';
+    if (this.role === 'shared') return 's';
+    const kind = input.context.endpoint === 'lease' ? 'l' : 'r';
     return `${kind};${input.amount};${input.now};${input.context.model}`;
+  }
+
+  /**
+   * A take's marker attribute. A key pool's names the request (the sweeper writes its record); a shared pool's
+   * is a 72-bit digest of the request id: a shared item carries the markers of every request in flight through
+   * it (a hundred at 5,000 req/s), and every write of the item pays for its whole size.
+   */
+  private markerName(requestId: string): string {
+    if (this.role !== 'shared') return markerName(requestId);
+    return `${MARKER_PREFIX}${createHash('sha256').update(requestId).digest('base64url').slice(0, 12)}`;
   }
 
   /** One instance at a time refills a pool: it claims the item first (a stale claim may be taken over). */
@@ -680,7 +695,7 @@ export class ScopePools {
       readonly forget?: Item;
     },
   ): Promise<void> {
-    const marker = markerName(reservation.requestId);
+    const marker = this.markerName(reservation.requestId);
     const refund = reservation.amount - back.cost;
     let closed: boolean | undefined;
     let roomSeen: number | undefined;
@@ -737,7 +752,7 @@ export class ScopePools {
     closedSeen: boolean | undefined,
     roomSeen?: number,
   ): Promise<void> {
-    const marker = markerName(reservation.requestId);
+    const marker = this.markerName(reservation.requestId);
     const delta = back.cost - reservation.amount;
     let closed = closedSeen ?? false;
     let room = roomSeen;
