@@ -68,8 +68,9 @@ export class ReserveTransaction {
             amount: input.amount,
             reservedAt: input.now,
             expiresAt: input.expiresAt,
+            // What the sweeper needs (items.ts StoredHold) and no more: every reserve puts this item and its settle
+            // deletes it, each at 2 write units per KB (in a transaction).
             counters: input.counters.map((ref) => ({ pk: counterPk(ref), sk: ref.windowKey, ttl: counterTtl(ref) })),
-            rateCharges: input.rateCharges,
             context: input.context,
             ttl: Math.ceil(input.expiresAt / 1000) + DAY_S,
             ...(pool ? { pool, grant: { counters: input.counters, velocity: input.velocity ?? [] } } : {}),
