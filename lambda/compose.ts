@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { BedrockRuntimeClient } from '@aws-sdk/client-bedrock-runtime';
-import type { GatewayConfig } from './config';
+import { ConfigError, type GatewayConfig } from './config';
 import { Authenticator } from './core/auth';
 import { JwtKeyRingSource, type JwtSecretSource, TokenIssuer, TokenVerifier } from './core/jwt';
 import { ByokCipher, type DataKeyProvider, KmsDataKeyProvider } from './core/byok/crypto';
@@ -42,6 +42,7 @@ import { DynamoDbRunStore } from './store/dynamodb/runs-store';
 import { CredentialRedactor, jwtSecretParts } from './core/credential-redactor';
 import { DynamoDbCacheStore } from './store/dynamodb/cache-store';
 import { SpendLayer } from './core/routing/spend-layer';
+import { checkRouteDialects } from './core/routing/rules';
 
 /** Secret values the gateway needs at runtime. Never logged, never in env vars in AWS (SSM at cold start). */
 export interface GatewaySecrets {
@@ -340,6 +341,12 @@ export function createGateway(deps: GatewayDependencies): Gateway {
       ...(deps.observers ?? []),
     ],
   });
+  // A routing chain whose fallback cannot answer in the caller's dialect is refused here, at start.
+  try {
+    checkRouteDialects(config.routing, (model, endpoint) => app.serves(model, endpoint));
+  } catch (err) {
+    throw new ConfigError('TOLLGATE_ROUTES', err instanceof Error ? err.message : String(err));
+  }
   return {
     app,
     keys,

@@ -155,6 +155,13 @@ interface BillableRoute {
   readonly streamDialect?: StreamDialect;
 }
 
+/** The provider operation that serves `route`, if the provider has one. */
+function operationOf(route: BillableRoute, provider: Provider): ProviderOperation | undefined {
+  return typeof route.operation === 'function'
+    ? route.operation(provider)
+    : (provider[route.operation] as ProviderOperation | undefined)?.bind(provider);
+}
+
 export class GatewayApp {
   private readonly routes: readonly Route[];
   private readonly newRequestId: () => string;
@@ -162,6 +169,8 @@ export class GatewayApp {
   private readonly upstreamMs = new Map<string, number>();
   private readonly limits: InputLimits;
   private readonly redactor: CredentialRedactor;
+  /** The billable surfaces by path, for {@link GatewayApp.serves}. */
+  private readonly billableRoutes: ReadonlyMap<string, BillableRoute>;
 
   constructor(private readonly o: GatewayAppOptions) {
     this.limits = { ...DEFAULT_INPUT_LIMITS, ...o.inputLimits };
@@ -224,6 +233,12 @@ export class GatewayApp {
       operation: 'embeddings',
       outputCapFields: [],
     };
+    this.billableRoutes = new Map([
+      ['/v1/chat/completions', chat],
+      ['/v1/messages', messages],
+      ['/v1/embeddings', embeddings],
+      ['/v1/responses', responses],
+    ]);
     this.routes = [
       { method: 'POST', path: '/v1/chat/completions', handler: (c) => this.billable(c, chat) },
       { method: 'POST', path: '/v1/messages', handler: (c) => this.billable(c, messages) },
@@ -358,6 +373,23 @@ export class GatewayApp {
     return { error: new NotFoundError(`Unknown route: ${req.method} ${path}.`, { code: 'unknown_url' }) };
   }
 
+  /**
+   * Whether `modelName` can answer requests to the billable surface `path` (the same test a request meets):
+   * `undefined` when the model or the surface is unknown here. Used to check routing chains at start.
+   */
+  serves(modelName: string, path: string): boolean | undefined {
+    const route = this.billableRoutes.get(path);
+    if (!route) return undefined;
+    let model: ResolvedModel;
+    try {
+      model = this.o.prices.resolve(modelName);
+    } catch {
+      return undefined;
+    }
+    const provider = this.o.providers.get(model.provider);
+    return provider !== undefined && operationOf(route, provider) !== undefined;
+  }
+
   private async billable(ctx: RouteContext, route: BillableRoute): Promise<HttpResponse> {
     const { req, requestId } = ctx;
     const principal = await ctx.authenticate();
@@ -381,11 +413,7 @@ export class GatewayApp {
       checkOutputCap(body, route.outputCapFields, model, this.limits);
       const upstreamBody = { ...body, model: model.upstreamModel };
       const provider = this.o.providers.get(model.provider);
-      const operation: ProviderOperation | undefined = !provider
-        ? undefined
-        : typeof route.operation === 'function'
-          ? route.operation(provider)
-          : (provider[route.operation] as ProviderOperation | undefined)?.bind(provider);
+      const operation = provider ? operationOf(route, provider) : undefined;
       if (!provider || !operation) {
         throw new InvalidRequestError(`The model "${modelName}" cannot be used with ${req.path}.`, {
           code: 'unsupported_endpoint',

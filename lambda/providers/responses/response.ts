@@ -146,7 +146,8 @@ export function chatCompletionToResponse(
  * first delta arrives (a message for text, a function_call per tool call) and close when the next opens or
  * the answer finishes; usage comes from the chat usage chunk (ask the provider for it) and the final
  * `response.completed` (or `response.incomplete`) carries it. A stream that ends without `[DONE]` ends here
- * without a final event too, as the upstream did.
+ * without a final event too, as the upstream did; an error chunk (`data: {"error":{…}}`) becomes the `error`
+ * event and ends the stream.
  */
 export async function* chatChunksToResponseEvents(
   chunks: AsyncIterable<SseEvent>,
@@ -201,6 +202,15 @@ export async function* chatChunksToResponseEvents(
       chunk = JSON.parse(event.data) as Record<string, unknown>;
     } catch {
       continue;
+    }
+    // A provider failure reported in the chat stream is the Responses API's `error` event, and the stream's end.
+    if (isRecord(chunk.error) && !('choices' in chunk)) {
+      const e = chunk.error;
+      // Its code is the chat error's type, which decides the status when nothing reached the caller yet
+      // (core/stream-errors.ts).
+      const code = typeof e.type === 'string' ? e.type : typeof e.code === 'string' ? e.code : 'server_error';
+      yield emit('error', { code, message: typeof e.message === 'string' ? e.message : '', param: null });
+      return;
     }
     if (isRecord(chunk.usage)) usage = usageFromOpenAi(chunk.usage);
     const choice = Array.isArray(chunk.choices) && isRecord(chunk.choices[0]) ? chunk.choices[0] : undefined;
