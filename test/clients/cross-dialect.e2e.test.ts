@@ -3,16 +3,19 @@
  * `@anthropic-ai/sdk` on an OpenAI model (the fake OpenAI upstream answers chat completions) and on a
  * Bedrock model (Converse, mocked with aws-sdk-client-mock: Bedrock cannot run here). JSON and stream, a
  * tool turn, structured output (`messages.parse`), refusals, and the ledger charged the provider's usage.
+ * And the `openai` SDK's Responses API on an Anthropic model with Codex's kinds of tools (function, custom,
+ * namespace; hosted tools refused per tool).
  */
 import Anthropic from '@anthropic-ai/sdk';
 import { jsonSchemaOutputFormat } from '@anthropic-ai/sdk/helpers/json-schema';
 import { BedrockRuntimeClient, ConverseCommand, ConverseStreamCommand, type ConverseStreamOutput } from '@aws-sdk/client-bedrock-runtime';
 import { mockClient } from 'aws-sdk-client-mock';
+import OpenAI from 'openai';
 import { ManualClock } from '../../lambda/core/clock';
 import { costOf } from '../../lambda/core/pricing';
 import { TEST_NOW } from '../support/clock';
 import { startHarness, type Harness } from '../support/gateway-harness';
-import { getWeather, PLAIN_ANSWER, startClientSuite, TOOL_ANSWER, WEATHER_JSON, WEATHER_SCHEMA, type ClientSuite } from './support';
+import { getWeather, PLAIN_ANSWER, plausibleModel, startClientSuite, TOOL_ANSWER, WEATHER_JSON, WEATHER_SCHEMA, type ClientSuite } from './support';
 
 const weatherTool: Anthropic.Tool = {
   name: 'get_weather',
@@ -90,7 +93,6 @@ describe('Anthropic SDK on an OpenAI model (/v1/messages → chat completions)',
       const record = await recordOf(s.h, response.headers.get('x-request-id'));
       expect(record.usage).toEqual({ inputTokens: 1000, outputTokens: 10, cachedInputTokens: 800, cacheWriteTokens: 0 });
     } finally {
-      const { plausibleModel } = await import('./support');
       s.h.upstream.scriptEach(plausibleModel);
     }
   });
@@ -207,7 +209,6 @@ describe('Anthropic SDK on an OpenAI model (/v1/messages → chat completions)',
       expect(error).toMatchObject({ type: 'error', error: { type: 'invalid_request_error' } });
       expect(error.error.message).toContain('too long');
     } finally {
-      const { plausibleModel } = await import('./support');
       s.h.upstream.scriptEach(plausibleModel);
     }
   });
@@ -334,5 +335,150 @@ describe('Anthropic SDK on a Bedrock model (/v1/messages → Converse)', () => {
     expect(msg.stop_reason).toBe('end_turn');
     const input = bedrock.commandCalls(ConverseCommand)[0]!.args[0].input;
     expect(input.toolConfig?.toolChoice).toEqual({ tool: { name: 'output' } });
+  });
+});
+
+describe("openai SDK's Responses API on an Anthropic model, with the tools coding agents send", () => {
+  let s: ClientSuite;
+  let key: string;
+  beforeAll(async () => {
+    s = await startClientSuite();
+    key = await s.key('u-responses-anthropic');
+  });
+  afterAll(() => s.h.close());
+  const client = () => new OpenAI({ apiKey: key, baseURL: s.h.baseURL, maxRetries: 0 });
+  const model = 'claude-sonnet-4-6';
+  const lastUpstream = () => s.h.upstream.requests.at(-1)!;
+  const PATCH = '*** Begin Patch\n*** Add File: hello.txt\n+hello\n*** End Patch\n';
+  /** Codex's kinds of tools: a function, a custom (free-form grammar) tool, and a namespace of MCP tools. */
+  const codexTools = [
+    { type: 'function', name: 'shell', description: 'Runs a command', strict: false, parameters: { type: 'object', properties: { command: { type: 'array', items: { type: 'string' } } }, required: ['command'] } },
+    { type: 'custom', name: 'apply_patch', description: 'Edits files', format: { type: 'grammar', syntax: 'lark', definition: 'start: begin_patch hunk+ end_patch' } },
+    { type: 'namespace', name: 'files', description: 'An MCP server', tools: [{ type: 'function', name: 'read', description: 'Reads a file', parameters: { type: 'object', properties: { path: { type: 'string' } } } }] },
+  ] as unknown as OpenAI.Responses.Tool[];
+  /** The fake Claude calls `call` first, and answers once a tool result is in. */
+  const scriptCall = (call: { name: string; input: Record<string, unknown> }) =>
+    s.h.upstream.scriptEach((body) => {
+      const last = (body.messages as { role: string; content: unknown }[]).at(-1)!;
+      const answered = Array.isArray(last.content) && last.content.some((b: { type?: string }) => b.type === 'tool_result');
+      return answered
+        ? { replyText: TOOL_ANSWER, usage: { inputTokens: 60, outputTokens: 12, cachedTokens: 30 } }
+        : { replyText: '', usage: { inputTokens: 50, outputTokens: 20 }, toolCall: { id: 'toolu_1', ...call } };
+    });
+  afterEach(() => s.h.upstream.scriptEach(plausibleModel));
+
+  it('when Claude calls the custom tool, the caller gets a custom_tool_call with the raw input, and the output goes back as a tool_result', async () => {
+    scriptCall({ name: 'apply_patch', input: { input: PATCH } });
+    const first = await client().responses.create({ model, instructions: 'You are a coding agent.', input: 'Add hello.txt', tools: codexTools });
+    const sent = lastUpstream().body as { system: string; tools: { name: string; description?: string; input_schema: unknown }[] };
+    expect(sent.system).toBe('You are a coding agent.');
+    expect(sent.tools.map((t) => t.name)).toEqual(['shell', 'apply_patch', 'files__read']);
+    expect(sent.tools[1]!.input_schema).toEqual({ type: 'object', properties: { input: { type: 'string' } }, required: ['input'], additionalProperties: false });
+    expect(sent.tools[1]!.description).toContain('start: begin_patch hunk+ end_patch');
+    const call = first.output.find((i) => i.type === 'custom_tool_call') as OpenAI.Responses.ResponseCustomToolCall;
+    expect(call).toMatchObject({ type: 'custom_tool_call', call_id: 'toolu_1', name: 'apply_patch', input: PATCH });
+    expect(first.output.some((i) => i.type === 'function_call')).toBe(false);
+
+    const { data: second, response } = await client()
+      .responses.create({
+        model,
+        input: [
+          { role: 'user', content: 'Add hello.txt' },
+          { type: 'reasoning', id: 'rs_1', summary: [] },
+          { type: 'custom_tool_call', call_id: call.call_id, name: 'apply_patch', input: PATCH },
+          { type: 'custom_tool_call_output', call_id: call.call_id, output: 'Done!' },
+        ] as unknown as OpenAI.Responses.ResponseInput,
+        tools: codexTools,
+      })
+      .withResponse();
+    expect(second.output_text).toBe(TOOL_ANSWER);
+    expect((lastUpstream().body as { messages: unknown[] }).messages).toEqual([
+      { role: 'user', content: [{ type: 'text', text: 'Add hello.txt' }] },
+      { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_1', name: 'apply_patch', input: { input: PATCH } }] },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: 'Done!' }] },
+    ]);
+    // The ledger charged Anthropic's own usage: 60 input + 30 cache reads, 12 output.
+    const record = await recordOf(s.h, response.headers.get('x-request-id'));
+    expect(record.usage).toEqual({ inputTokens: 90, outputTokens: 12, cachedInputTokens: 30, cacheWriteTokens: 0 });
+    expect(record.costMicros).toBe(costOf(s.h.gateway.prices.resolve(model).price, record.usage as never));
+    expect(second.usage).toMatchObject({ input_tokens: 90, output_tokens: 12, input_tokens_details: { cached_tokens: 30 } });
+  });
+
+  it('when Claude calls a namespaced tool, the caller gets a function_call with its own name and the namespace', async () => {
+    scriptCall({ name: 'files__read', input: { path: 'README.md' } });
+    const first = await client().responses.create({ model, input: 'Read the README', tools: codexTools });
+    const call = first.output.find((i) => i.type === 'function_call') as OpenAI.Responses.ResponseFunctionToolCall;
+    expect(call).toMatchObject({ name: 'read', namespace: 'files', call_id: 'toolu_1' });
+    expect(JSON.parse(call.arguments)).toEqual({ path: 'README.md' });
+    const second = await client().responses.create({
+      model,
+      input: [
+        { role: 'user', content: 'Read the README' },
+        { type: 'function_call', call_id: call.call_id, name: 'read', namespace: 'files', arguments: call.arguments },
+        { type: 'function_call_output', call_id: call.call_id, output: '# tollgate' },
+      ] as unknown as OpenAI.Responses.ResponseInput,
+      tools: codexTools,
+    });
+    expect(second.output_text).toBe(TOOL_ANSWER);
+    const messages = (lastUpstream().body as { messages: { content: { name?: string }[] }[] }).messages;
+    expect(messages[1]!.content[0]).toMatchObject({ type: 'tool_use', name: 'files__read', input: { path: 'README.md' } });
+  });
+
+  it('when it streams a custom tool call, the events are in Responses order and the input arrives whole', async () => {
+    scriptCall({ name: 'apply_patch', input: { input: PATCH } });
+    const stream = client().responses.stream({ model, input: 'Add hello.txt', tools: codexTools });
+    const types: string[] = [];
+    const deltas: string[] = [];
+    stream.on('event', (e) => types.push(e.type));
+    stream.on('response.custom_tool_call_input.delta', (e) => deltas.push(e.delta));
+    const final = await stream.finalResponse();
+    expect(final.output).toEqual([expect.objectContaining({ type: 'custom_tool_call', name: 'apply_patch', input: PATCH, status: 'completed' })]);
+    expect(deltas.join('')).toBe(PATCH);
+    expect(types.filter((t, i) => t !== types[i - 1])).toEqual([
+      'response.created',
+      'response.in_progress',
+      'response.output_item.added',
+      'response.custom_tool_call_input.delta',
+      'response.custom_tool_call_input.done',
+      'response.output_item.done',
+      'response.completed',
+    ]);
+    expect(final.usage).toMatchObject({ input_tokens: 50, output_tokens: 20 });
+  });
+
+  it('when it streams a function call, the arguments arrive as deltas before response.completed with usage', async () => {
+    scriptCall({ name: 'shell', input: { command: ['ls'] } });
+    const stream = client().responses.stream({ model, input: 'List files', tools: codexTools });
+    const types: string[] = [];
+    stream.on('event', (e) => types.push(e.type));
+    const final = await stream.finalResponse();
+    const call = final.output.find((i) => i.type === 'function_call') as OpenAI.Responses.ResponseFunctionToolCall;
+    expect(JSON.parse(call.arguments)).toEqual({ command: ['ls'] });
+    expect(types.filter((t, i) => t !== types[i - 1])).toEqual([
+      'response.created',
+      'response.in_progress',
+      'response.output_item.added',
+      'response.function_call_arguments.delta',
+      'response.function_call_arguments.done',
+      'response.output_item.done',
+      'response.completed',
+    ]);
+  });
+
+  it('when it declares a hosted OpenAI tool, it gets a 400 naming that tool and why, and nothing reaches Anthropic', async () => {
+    await s.h.settled();
+    const before = s.h.upstream.requests.length;
+    const recordsBefore = (await s.h.scan('usage')).length;
+    const err = await client()
+      .responses.create({ model, input: 'Hi', tools: [...codexTools, { type: 'web_search' }] as OpenAI.Responses.Tool[] })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+    const e = err as InstanceType<typeof OpenAI.BadRequestError>;
+    expect(e.code).toBe('unsupported_tool');
+    expect(e.param).toBe('tools[3]');
+    expect(e.message).toContain('"web_search" is a tool OpenAI runs on its own servers');
+    expect(s.h.upstream.requests.length).toBe(before);
+    await s.h.settled();
+    expect((await s.h.scan('usage')).length).toBe(recordsBefore);
   });
 });
