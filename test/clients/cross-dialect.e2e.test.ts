@@ -336,6 +336,51 @@ describe('Anthropic SDK on a Bedrock model (/v1/messages → Converse)', () => {
     const input = bedrock.commandCalls(ConverseCommand)[0]!.args[0].input;
     expect(input.toolConfig?.toolChoice).toEqual({ tool: { name: 'output' } });
   });
+
+  it("when the openai SDK's Responses API calls a custom tool on a Bedrock model, Converse gets a function and the caller a custom_tool_call", async () => {
+    bedrock.on(ConverseCommand).resolves({
+      output: { message: { role: 'assistant', content: [{ toolUse: { toolUseId: 'tu_p', name: 'apply_patch', input: { input: '*** Begin Patch' } } }] } },
+      stopReason: 'tool_use',
+      usage: { inputTokens: 30, outputTokens: 8, totalTokens: 38 },
+      metrics: { latencyMs: 1 },
+    });
+    const openai = new OpenAI({ apiKey: key, baseURL: `${h.url}/v1`, maxRetries: 0 });
+    const res = await openai.responses.create({
+      model,
+      instructions: 'You are a coding agent.',
+      input: 'Patch it',
+      tools: [{ type: 'custom', name: 'apply_patch', description: 'Edits files' }],
+    });
+    expect(res.output).toEqual([expect.objectContaining({ type: 'custom_tool_call', call_id: 'tu_p', name: 'apply_patch', input: '*** Begin Patch' })]);
+    expect(res.usage).toMatchObject({ input_tokens: 30, output_tokens: 8 });
+    const input = bedrock.commandCalls(ConverseCommand)[0]!.args[0].input;
+    expect(input.system).toEqual([{ text: 'You are a coding agent.' }]);
+    expect(input.toolConfig?.tools?.[0]?.toolSpec).toMatchObject({ name: 'apply_patch', inputSchema: { json: { required: ['input'] } } });
+  });
+});
+
+describe('Anthropic SDK on an Anthropic model: structured output passes through', () => {
+  let s: ClientSuite;
+  let key: string;
+  beforeAll(async () => {
+    s = await startClientSuite();
+    key = await s.key('u-messages-native-json');
+  });
+  afterAll(() => s.h.close());
+
+  it('when it uses messages.parse, Anthropic gets output_config as sent and parsed_output is the JSON', async () => {
+    const client = new Anthropic({ apiKey: key, baseURL: s.h.url, maxRetries: 0 });
+    const msg = await client.messages.parse({
+      model: 'claude-sonnet-4-6',
+      max_tokens: 200,
+      messages: [{ role: 'user', content: 'Weather as JSON' }],
+      output_config: { format: jsonSchemaOutputFormat(WEATHER_SCHEMA) },
+    });
+    expect(msg.parsed_output).toEqual(WEATHER_JSON);
+    const sent = s.h.upstream.requests.at(-1)!;
+    expect(sent.path).toBe('/v1/messages');
+    expect((sent.body as Record<string, unknown>).output_config).toEqual({ format: { type: 'json_schema', schema: WEATHER_SCHEMA } });
+  });
 });
 
 describe("openai SDK's Responses API on an Anthropic model, with the tools coding agents send", () => {
