@@ -198,6 +198,22 @@ describe('Anthropic SDK on an OpenAI model (/v1/messages → chat completions)',
     expect(s.h.upstream.requests.length).toBe(before);
   });
 
+  it('when OpenAI fails mid-stream, the caller gets an Anthropic error event and the SDK throws', async () => {
+    s.h.upstream.scriptEach(() => ({
+      replyText: 'Partial answer here',
+      midStreamEventAt: 1,
+      midStreamEvent: () => `data: ${JSON.stringify({ error: { message: 'The server had an error processing your request.', type: 'server_error' } })}\n\n`,
+    }));
+    try {
+      const stream = client().messages.stream({ model, max_tokens: 100, messages: [{ role: 'user', content: 'Hi' }] });
+      const err = await stream.finalMessage().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(Anthropic.APIError);
+      expect(String((err as Error).message)).toContain('The server had an error');
+    } finally {
+      s.h.upstream.scriptEach(plausibleModel);
+    }
+  });
+
   it('when OpenAI refuses the request, the caller gets the error in the Anthropic dialect', async () => {
     s.h.upstream.scriptEach(() => ({ status: 400, errorMessage: "Invalid 'messages[1].content': too long." }));
     try {

@@ -191,6 +191,14 @@ describe('chatChunksToMessageEvents', () => {
     });
   });
 
+  it('when OpenAI reports an error mid-stream, it becomes an Anthropic error event and the stream ends', async () => {
+    const events = await eventsOf(
+      chatChunksToMessageEvents(sse(chunk({ content: 'Hal' }), { error: { message: 'The server had an error', type: 'server_error' } }, '[DONE]'), { identity }),
+    );
+    expect(events.map((e) => e.type)).toEqual(['message_start', 'ping', 'content_block_start', 'content_block_delta', 'error']);
+    expect(events.at(-1)).toEqual({ type: 'error', error: { type: 'api_error', message: 'The server had an error' } });
+  });
+
   it('when the chat stream ends without [DONE], the message ends without message_delta and message_stop', async () => {
     const events = await eventsOf(chatChunksToMessageEvents(sse(chunk({ content: 'Hal' })), { identity }));
     expect(events.map((e) => e.type)).toEqual(['message_start', 'ping', 'content_block_start', 'content_block_delta']);

@@ -91,11 +91,19 @@ export function chatCompletionToMessage(completion: unknown, identity: MessageId
   };
 }
 
+/** An OpenAI stream error as the `error` of Anthropic's `error` event. */
+function anthropicStreamError(error: Record<string, unknown>): { type: string; message: string } {
+  const kind = `${String(error.type ?? '')} ${String(error.code ?? '')}`;
+  const type = /rate_limit/.test(kind) ? 'rate_limit_error' : /invalid_request|context_length/.test(kind) ? 'invalid_request_error' : 'api_error';
+  return { type, message: typeof error.message === 'string' && error.message !== '' ? error.message : 'The provider failed while streaming.' };
+}
+
 /**
  * Translates a `chat.completion.chunk` event stream (ending `data: [DONE]`, with a usage chunk before it)
  * into Anthropic's event stream. A block opens at its first delta and closes when another opens or the
  * answer ends. A chat stream that ends without `[DONE]` ends here without `message_delta` and
- * `message_stop`, as the upstream did, so the caller sees an incomplete message.
+ * `message_stop`, as the upstream did, so the caller sees an incomplete message; an OpenAI error chunk
+ * becomes Anthropic's `error` event and ends the stream.
  */
 export async function* chatChunksToMessageEvents(
   chunks: AsyncIterable<SseEvent>,
@@ -151,6 +159,11 @@ export async function* chatChunksToMessageEvents(
       chunk = JSON.parse(event.data) as Record<string, unknown>;
     } catch {
       continue;
+    }
+    // OpenAI reports a failure mid-stream as a chunk holding only `error`: Anthropic's own `error` event.
+    if (isRecord(chunk.error) && !Array.isArray(chunk.choices)) {
+      yield emit('error', { error: anthropicStreamError(chunk.error) });
+      return;
     }
     if (isRecord(chunk.usage)) usage = usageFromOpenAi(chunk.usage);
     const choice = Array.isArray(chunk.choices) && isRecord(chunk.choices[0]) ? chunk.choices[0] : undefined;
