@@ -30,7 +30,8 @@ import type { UsageStore } from '../core/stores';
 import { createClientRoutes } from './client-routes';
 import { type Dialect, dialectOf, errorResponse, jsonResponse } from './dialects';
 import { checkOutputCap, checkRequestBody, checkStoredByokKey, decodePathParam, DEFAULT_INPUT_LIMITS, forwardedHeader, type InputLimits } from './input-boundary';
-import { checkResponsesRequest, estimateResponsesInputTokens, responsesOperation, responsesSchema } from './responses-routes';
+import { checkResponsesFor, checkResponsesRequest, estimateResponsesInputTokens, responsesOperation, responsesSchema } from './responses-routes';
+import { checkMessagesFor, messagesOperation } from './messages-routes';
 import { chatCompletionSchema, embeddingsSchema, messagesSchema, parseJsonBody, validate } from './schemas';
 import { type StreamDialect, withStreamCost } from './stream-cost';
 import type { HttpRequest, HttpResponse } from './types';
@@ -146,11 +147,13 @@ interface BillableRoute {
   maxOutput(body: Record<string, unknown>, cap: RequestedCap | undefined): number;
   stream(body: Record<string, unknown>): boolean;
   /** The provider operation that serves this route, by name or chosen per provider. */
-  readonly operation: 'chatCompletions' | 'messages' | 'embeddings' | ((provider: Provider) => ProviderOperation | undefined);
+  readonly operation: 'chatCompletions' | 'embeddings' | ((provider: Provider) => ProviderOperation | undefined);
   /** Body fields that cap the output, bounded by {@link checkOutputCap}. */
   readonly outputCapFields: readonly string[];
   /** Refusals that need the validated body, before anything is reserved. */
   check?(body: Record<string, unknown>): void;
+  /** Refusals that need the provider chosen (a translation it cannot express), before anything is reserved. */
+  checkFor?(provider: Provider, body: Record<string, unknown>): void;
   /** The wire format of the route's streams, whose usage event gets the call's cost. */
   readonly streamDialect?: StreamDialect;
 }
@@ -205,7 +208,8 @@ export class GatewayApp {
       outputCap: (b, m) => outputCap(b, m, 'max_tokens'),
       maxOutput: (_b, cap) => cap?.tokens ?? 0,
       stream: (b) => b.stream === true,
-      operation: 'messages',
+      operation: (provider) => messagesOperation(provider),
+      checkFor: checkMessagesFor,
       outputCapFields: ['max_tokens'],
       streamDialect: 'messages',
     };
@@ -219,6 +223,7 @@ export class GatewayApp {
       stream: (b) => b.stream === true,
       operation: (provider) => responsesOperation(provider, o.clock),
       check: checkResponsesRequest,
+      checkFor: checkResponsesFor,
       outputCapFields: ['max_output_tokens'],
       streamDialect: 'responses',
     };
@@ -422,6 +427,7 @@ export class GatewayApp {
       }
       // What the provider cannot express is refused here, before anything is reserved or counted.
       if (typeof route.operation === 'string') provider.check?.(route.operation, upstreamBody);
+      route.checkFor?.(provider, upstreamBody);
       // The user's own key for this provider, if any: held only in this request's closure, never stored or logged.
       const byokKey = this.o.byok ? await this.o.byok.keyFor(principal.userId, model.provider) : undefined;
       if (byokKey) {

@@ -42,9 +42,25 @@ const ANTHROPIC_TYPE: Readonly<Record<ErrorKind, string>> = {
 /** Anthropic's own error types a provider failure may carry through (an `overloaded_error` stays one). */
 const ANTHROPIC_UPSTREAM_TYPES = new Set(['overloaded_error', 'api_error', 'rate_limit_error']);
 
+/** An upstream's refusal of the caller's request (passed through with its status) in Anthropic's error types. */
+const ANTHROPIC_UPSTREAM_STATUS_TYPES: Readonly<Record<number, string>> = {
+  400: 'invalid_request_error',
+  404: 'not_found_error',
+  413: 'request_too_large',
+  422: 'invalid_request_error',
+  429: 'rate_limit_error',
+};
+
+function anthropicType(err: TollgateError): string {
+  if (err.kind !== 'upstream') return ANTHROPIC_TYPE[err.kind];
+  if (err.code && ANTHROPIC_UPSTREAM_TYPES.has(err.code)) return err.code;
+  // A translated provider (OpenAI, Bedrock) refusing the caller's request: the status says what kind.
+  return ANTHROPIC_UPSTREAM_STATUS_TYPES[err.status] ?? ANTHROPIC_TYPE.upstream;
+}
+
 export function errorBody(dialect: Dialect, err: TollgateError): unknown {
   if (dialect === 'anthropic') {
-    const type = err.kind === 'upstream' && err.code && ANTHROPIC_UPSTREAM_TYPES.has(err.code) ? err.code : ANTHROPIC_TYPE[err.kind];
+    const type = anthropicType(err);
     return { type: 'error', error: { type, message: err.message } };
   }
   return {
