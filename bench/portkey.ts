@@ -57,6 +57,24 @@ interface Target {
   readonly child?: ChildProcess;
   /** Further processes whose CPU belongs to this target (tollgate: DynamoDB Local's JVM). */
   readonly jvmPid?: number;
+  /** DynamoDB calls made so far, per command (tollgate). */
+  readonly storeCalls?: () => Promise<Record<string, number>>;
+}
+
+/** Asks tollgate's child for the DynamoDB calls it has made (bench/support/tollgate-child.ts). */
+function storeCallsOf(child: ChildProcess): Promise<Record<string, number>> {
+  return new Promise((resolveCalls, reject) => {
+    const timer = setTimeout(() => reject(new Error('no store-calls answer from tollgate')), 10_000);
+    const onMessage = (m: unknown) => {
+      const calls = (m as { storeCalls?: Record<string, number> } | null)?.storeCalls;
+      if (!calls) return;
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      resolveCalls(calls);
+    };
+    child.on('message', onMessage);
+    child.send('store-calls');
+  });
 }
 
 function freePort(): Promise<number> {
@@ -150,6 +168,7 @@ async function startTollgate(upstreamBaseUrl: string, profileDir: string | undef
     jvmPid: ready.dynamoPid,
     url: `${ready.url}/v1/chat/completions`,
     headers: { 'content-type': 'application/json', authorization: `Bearer ${ready.key}` },
+    storeCalls: () => storeCallsOf(child),
   };
 }
 
@@ -162,11 +181,13 @@ interface Figures {
   /** CPU µs per process role, sequential phase and concurrent phase. */
   cpu: Record<'node' | 'jvm' | 'fake' | 'load', { seq: number; conc: number }>;
   failures: Map<string, number>;
+  /** DynamoDB calls per command over the measured phases. */
+  storeCalls: Map<string, number>;
 }
 
 function emptyFigures(): Figures {
   const z = () => ({ seq: 0, conc: 0 });
-  return { seqMs: [], rps: [], seqRequests: 0, concRequests: 0, cpu: { node: z(), jvm: z(), fake: z(), load: z() }, failures: new Map() };
+  return { seqMs: [], rps: [], seqRequests: 0, concRequests: 0, cpu: { node: z(), jvm: z(), fake: z(), load: z() }, failures: new Map(), storeCalls: new Map() };
 }
 
 let seq = 0;
@@ -231,6 +252,7 @@ async function main(): Promise<void> {
       const order = targets.map((_, i) => targets[(i + r) % targets.length]!);
       for (const t of order) {
         const f = figures.get(t.name)!;
+        const calls0 = await t.storeCalls?.();
         const c0 = cpuNow(t);
         const s = await load(gen, t, n, 1);
         // Let tollgate's settlements (after each response) finish inside the measured CPU.
@@ -239,6 +261,10 @@ async function main(): Promise<void> {
         const c = await load(gen, t, nc, CONCURRENCY);
         await sleep(500);
         const c2 = cpuNow(t);
+        const calls1 = await t.storeCalls?.();
+        if (calls0 && calls1) {
+          for (const [name, count] of Object.entries(calls1)) f.storeCalls.set(name, (f.storeCalls.get(name) ?? 0) + count - (calls0[name] ?? 0));
+        }
         addCpu(f, 'seq', c0, c1);
         addCpu(f, 'conc', c1, c2);
         f.seqMs.push(...s.latenciesMs);
@@ -302,6 +328,11 @@ async function main(): Promise<void> {
   line(["DynamoDB Local's JVM CPU per request", '—', '—', ms(t.jvm.all), `(seq ${ms(t.jvm.seq)}, at ${CONCURRENCY} ${ms(t.jvm.conc)})`]);
   line(['fake upstream CPU per request', ms(h.fake.all), ms(p.fake.all), ms(t.fake.all), '']);
   line(['load generator CPU per request', ms(h.load.all), ms(p.load.all), ms(t.load.all), '']);
+  const tf = figures.get('tollgate')!;
+  const perRequest = (count: number) => (count / (tf.seqRequests + tf.concRequests)).toFixed(2);
+  const calls = [...tf.storeCalls].filter(([, c]) => c > 0).sort((a, b) => b[1] - a[1]);
+  const total = calls.filter(([name]) => !name.endsWith(' items')).reduce((a, [, c]) => a + c, 0);
+  console.log(`\ntollgate's DynamoDB calls per request: ${perRequest(total)} (${calls.map(([name, c]) => `${name} ${perRequest(c)}`).join(', ')})`);
   for (const [name, r] of [['harness ceiling', h], ['Portkey', p], ['tollgate', t]] as const) {
     if (r.failures.size > 0) {
       console.log(`${name}: answers other than 200: ${[...r.failures].map(([st, c]) => `${c}× ${st === '0' ? 'connection error' : st}`).join(', ')} (left out of latency and throughput)`);
