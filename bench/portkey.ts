@@ -2,8 +2,9 @@
  * Side by side with Portkey's OSS gateway (@portkey-ai/gateway, which enforces no budget): both in front of
  * the same fake OpenAI upstream, measured interleaved in one run so both see the same machine load.
  *
- *   npm run bench:portkey [-- --requests 600 --concurrent-requests 2400 --rounds 3 --profile .bench/profiles]
+ *   npm run bench:portkey [-- --requests 600 --concurrent-requests 2400 --rounds 3 --stream --profile .bench/profiles]
  *
+ * `--stream` asks every request for a stream (with usage); the default is a plain JSON answer.
  * Every part is a Node process of its own, so no two share an event loop:
  *
  *   load generator ──HTTP──▶ Portkey  ──HTTP──▶ fake upstream
@@ -94,7 +95,9 @@ function percentile(sorted: readonly number[], p: number): number {
 
 // Each request differs: identical copies would (rightly) be stopped by tollgate's loop guard.
 const BODY_PREFIX = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello #';
-const BODY_SUFFIX = '."}],"max_tokens":50}';
+/** `--stream` asks for a stream (the fake sends the reply as chat chunks, usage last). */
+const bodySuffix = (stream: boolean) => (stream ? '."}],"max_tokens":50,"stream":true,"stream_options":{"include_usage":true}}' : '."}],"max_tokens":50}');
+let BODY_SUFFIX = bodySuffix(false);
 
 /**
  * Node flags that write CPU profiles of the process into dir/name on exit (none without a dir): one file per
@@ -207,8 +210,10 @@ async function main(): Promise<void> {
       'concurrent-requests': { type: 'string', default: '2400' },
       rounds: { type: 'string', default: '3' },
       profile: { type: 'string' },
+      stream: { type: 'boolean', default: false },
     },
   });
+  BODY_SUFFIX = bodySuffix(values.stream === true);
   const n = Math.ceil(Number(values.requests) / Number(values.rounds));
   const nc = Math.ceil(Number(values['concurrent-requests']) / Number(values.rounds));
   const rounds = Number(values.rounds);
@@ -311,7 +316,7 @@ async function main(): Promise<void> {
   const cols = [46, 15, 12, 12];
   const line = (cells: string[]) => console.log(`| ${cells.map((c, i) => (i < cols.length ? c.padEnd(cols[i]!) : c)).join(' | ')} |`);
   console.log(
-    `\nbench:portkey, ${rounds} interleaved rounds, per target ${n * rounds} sequential + ${nc * rounds} at ${CONCURRENCY} concurrent, ` +
+    `\nbench:portkey${values.stream ? ' --stream' : ''}, ${rounds} interleaved rounds, per target ${n * rounds} sequential + ${nc * rounds} at ${CONCURRENCY} concurrent, ` +
       `node ${process.version}, @portkey-ai/gateway ${JSON.parse(readFileSync(join(ROOT, 'node_modules/@portkey-ai/gateway/package.json'), 'utf8')).version}`,
   );
   console.log(`load average before: ${loadBefore}; after: ${loadavg()} (2-core machine: prefer the ratios)\n`);
@@ -321,8 +326,9 @@ async function main(): Promise<void> {
     `${(t.rps / p.rps).toFixed(2)}× (≥ ${TARGETS.throughput.want}×: ${verdict(t.rps / p.rps >= TARGETS.throughput.want)}; must ≥ ${TARGETS.throughput.must}×: ${verdict(t.rps / p.rps >= TARGETS.throughput.must)})`]);
   line(['Node CPU per request (all measured requests)', '—', ms(p.node.all), ms(t.node.all),
     `${(t.node.all / p.node.all).toFixed(2)}× (≤ ${TARGETS.cpu.want}×: ${verdict(t.node.all / p.node.all <= TARGETS.cpu.want)})`]);
-  line(['  sequential', '—', ms(p.node.seq), ms(t.node.seq), `${(t.node.seq / p.node.seq).toFixed(2)}×`]);
-  line([`  at ${CONCURRENCY} concurrent`, '—', ms(p.node.conc), ms(t.node.conc), `${(t.node.conc / p.node.conc).toFixed(2)}×`]);
+  const cpuVerdict = (r: number) => `${r.toFixed(2)}× (≤ ${TARGETS.cpu.want}×: ${verdict(r <= TARGETS.cpu.want)})`;
+  line(['  sequential', '—', ms(p.node.seq), ms(t.node.seq), cpuVerdict(t.node.seq / p.node.seq)]);
+  line([`  at ${CONCURRENCY} concurrent`, '—', ms(p.node.conc), ms(t.node.conc), cpuVerdict(t.node.conc / p.node.conc)]);
   line(['sequential latency p50', ms(h.p50), ms(p.p50), ms(t.p50), `${(t.p50 / p.p50).toFixed(2)}× (≤ ${TARGETS.p50.want}×: ${verdict(t.p50 / p.p50 <= TARGETS.p50.want)})`]);
   line(['sequential latency p99', ms(h.p99), ms(p.p99), ms(t.p99), `${(t.p99 / p.p99).toFixed(2)}×`]);
   line(["DynamoDB Local's JVM CPU per request", '—', '—', ms(t.jvm.all), `(seq ${ms(t.jvm.seq)}, at ${CONCURRENCY} ${ms(t.jvm.conc)})`]);
