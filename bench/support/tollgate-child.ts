@@ -33,7 +33,8 @@ async function main(): Promise<void> {
   const storeCalls: Record<string, number> = {};
   dynamodb.middlewareStack.add(
     (next, context) => (args) => {
-      const name = context.commandName ?? 'unknown';
+      const table = (args.input as { TableName?: string }).TableName;
+      const name = `${(context.commandName ?? 'unknown').replace(/Command$/, '')}${table ? ` ${table.replace(/^tollgate-benchportkey-/, '')}` : ''}`;
       storeCalls[name] = (storeCalls[name] ?? 0) + 1;
       const items = (args.input as { TransactItems?: unknown[] }).TransactItems;
       if (items) storeCalls[`${name} items`] = (storeCalls[`${name} items`] ?? 0) + items.length;
