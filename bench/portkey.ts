@@ -22,6 +22,11 @@
  * throughput at 16 concurrent (median round), Node CPU per request and the ratios against the targets of
  * issue 25. `cat /proc/loadavg` is printed before and after: the machine may be shared, so prefer the ratios.
  *
+ * `--baseline DIR` measures a second tollgate from another checkout in the same rounds ("tollgate before"), e.g.
+ *   git archive <commit> | tar -x -C .bench/baseline && cp bench/support/{tollgate-child.ts,cpu-probe.mjs} \
+ *     .bench/baseline/bench/support/ && ln -s "$PWD/node_modules" .bench/baseline/node_modules
+ * and prints it beside the current one.
+ *
  * `--profile DIR` runs both gateway processes under `node --cpu-prof` and leaves their .cpuprofile files in
  * DIR/portkey and DIR/tollgate (open them in Chrome DevTools, or summarise with
  * `tsx bench/support/cpuprofile-top.ts FILE --skip-ms N`). Profiling slows both sides, so figures of a profiled
@@ -141,7 +146,11 @@ async function startPortkey(upstreamBaseUrl: string, profileDir: string | undefi
   };
 }
 
-async function startTollgate(upstreamBaseUrl: string, profileDir: string | undefined): Promise<Target> {
+/**
+ * tollgate from `root` (this checkout, or `--baseline DIR`: another checkout, e.g. `git archive` of an earlier
+ * commit with this bench/support/tollgate-child.ts and a node_modules link, measured in the same rounds).
+ */
+async function startTollgate(upstreamBaseUrl: string, profileDir: string | undefined, root = ROOT, name = 'tollgate'): Promise<Target> {
   const child = spawn(
     process.execPath,
     [
@@ -150,10 +159,10 @@ async function startTollgate(upstreamBaseUrl: string, profileDir: string | undef
       join(__dirname, 'support', 'cpu-probe.mjs'),
       '--import',
       'tsx',
-      join(__dirname, 'support', 'tollgate-child.ts'),
+      join(root, 'bench', 'support', 'tollgate-child.ts'),
     ],
     {
-      cwd: ROOT,
+      cwd: root,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: {
         ...process.env,
@@ -163,9 +172,9 @@ async function startTollgate(upstreamBaseUrl: string, profileDir: string | undef
       },
     },
   );
-  const ready = await readyOf<{ url: string; key: string; dynamoPid: number }>(child, 'tollgate', 240_000);
+  const ready = await readyOf<{ url: string; key: string; dynamoPid: number }>(child, name, 240_000);
   return {
-    name: 'tollgate',
+    name,
     child,
     pid: child.pid!,
     jvmPid: ready.dynamoPid,
@@ -211,6 +220,7 @@ async function main(): Promise<void> {
       rounds: { type: 'string', default: '3' },
       profile: { type: 'string' },
       stream: { type: 'boolean', default: false },
+      baseline: { type: 'string' },
     },
   });
   BODY_SUFFIX = bodySuffix(values.stream === true);
@@ -231,6 +241,7 @@ async function main(): Promise<void> {
     };
     started.push(await startPortkey(upstream.openaiBaseUrl, values.profile));
     started.push(await startTollgate(upstream.openaiBaseUrl, values.profile));
+    if (values.baseline) started.push(await startTollgate(upstream.openaiBaseUrl, undefined, resolve(values.baseline), 'tollgate before'));
     const targets = [ceiling, ...started];
     for (const t of targets) figures.set(t.name, emptyFigures());
     // Warm-up: JIT, connections, caches.
@@ -334,12 +345,31 @@ async function main(): Promise<void> {
   line(["DynamoDB Local's JVM CPU per request", '—', '—', ms(t.jvm.all), `(seq ${ms(t.jvm.seq)}, at ${CONCURRENCY} ${ms(t.jvm.conc)})`]);
   line(['fake upstream CPU per request', ms(h.fake.all), ms(p.fake.all), ms(t.fake.all), '']);
   line(['load generator CPU per request', ms(h.load.all), ms(p.load.all), ms(t.load.all), '']);
-  const tf = figures.get('tollgate')!;
-  const perRequest = (count: number) => (count / (tf.seqRequests + tf.concRequests)).toFixed(2);
-  const calls = [...tf.storeCalls].filter(([, c]) => c > 0).sort((a, b) => b[1] - a[1]);
-  const total = calls.filter(([name]) => !name.endsWith(' items')).reduce((a, [, c]) => a + c, 0);
-  console.log(`\ntollgate's DynamoDB calls per request: ${perRequest(total)} (${calls.map(([name, c]) => `${name} ${perRequest(c)}`).join(', ')})`);
-  for (const [name, r] of [['harness ceiling', h], ['Portkey', p], ['tollgate', t]] as const) {
+  const rows: Array<[string, ReturnType<typeof row>]> = [['harness ceiling', h], ['Portkey', p], ['tollgate', t]];
+  if (figures.has('tollgate before')) {
+    const b = row('tollgate before');
+    rows.push(['tollgate before', b]);
+    console.log(`\n--baseline ${values.baseline} ("tollgate before"), measured in the same rounds:\n`);
+    line(['', 'tollgate before', 'tollgate', 'Portkey', 'before / Portkey → now / Portkey']);
+    line(cols.map((w) => '-'.repeat(w)).concat('------------------'));
+    const cmp = (label: string, bv: number, tv: number, pv: number, f: (x: number) => string) =>
+      line([label, f(bv), f(tv), f(pv), `${(bv / pv).toFixed(2)}× → ${(tv / pv).toFixed(2)}×`]);
+    cmp(`throughput at ${CONCURRENCY} concurrent`, b.rps, t.rps, p.rps, (x) => `${x.toFixed(0)} req/s`);
+    cmp('Node CPU per request (all)', b.node.all, t.node.all, p.node.all, ms);
+    cmp('  sequential', b.node.seq, t.node.seq, p.node.seq, ms);
+    cmp(`  at ${CONCURRENCY} concurrent`, b.node.conc, t.node.conc, p.node.conc, ms);
+    cmp('sequential latency p50', b.p50, t.p50, p.p50, ms);
+    line(["DynamoDB Local's JVM CPU per request", ms(b.jvm.all), ms(t.jvm.all), '—', '']);
+  }
+  for (const name of ['tollgate', 'tollgate before']) {
+    const f = figures.get(name);
+    if (!f || f.storeCalls.size === 0) continue;
+    const perRequest = (count: number) => (count / (f.seqRequests + f.concRequests)).toFixed(2);
+    const calls = [...f.storeCalls].filter(([, c]) => c > 0).sort((x, y) => y[1] - x[1]);
+    const total = calls.filter(([call]) => !call.endsWith(' items')).reduce((x, [, c]) => x + c, 0);
+    console.log(`\n${name}: DynamoDB calls per request: ${perRequest(total)} (${calls.map(([call, c]) => `${call} ${perRequest(c)}`).join(', ')})`);
+  }
+  for (const [name, r] of rows) {
     if (r.failures.size > 0) {
       console.log(`${name}: answers other than 200: ${[...r.failures].map(([st, c]) => `${c}× ${st === '0' ? 'connection error' : st}`).join(', ')} (left out of latency and throughput)`);
     }
