@@ -222,14 +222,17 @@ export class RequestPipeline {
     try {
       result = await call.invoke({ signal, ...(cap.chosenByGateway ? { maxOutputTokens: cap.maxOutputTokens } : {}) });
     } catch (err) {
+      // A request that reached the provider and lost its answer (cut short, timed out after it was sent) may
+      // have been billed: charged its reservation. An error answer or an unreachable upstream costs nothing.
+      const billable = err instanceof UpstreamError && err.mayHaveOutput;
       const error = timeout.aborted && !call.clientSignal.aborted
-        ? new UpstreamError(`The provider did not answer within ${this.options.upstreamTimeoutMs} ms.`, { cause: err })
+        ? new UpstreamError(`The provider did not answer within ${this.options.upstreamTimeoutMs} ms.`, { cause: err, mayHaveOutput: billable })
         : asTollgateError(err);
       // Nothing reached the provider (a request its translator cannot express): released at $0, the loop
       // guard hears nothing.
       if (isGatewayRefusal(error)) return failed(error, { outcome: 'rejected', usage: undefined, httpStatus: error.status, mayHaveOutput: false });
       this.options.log.log('warn', 'upstream call failed', { requestId: call.requestId, model: call.model.id, status: error.status, error: error.message });
-      return failed(error, { outcome: failureOutcome(), usage: undefined, httpStatus: error.status, mayHaveOutput: false });
+      return failed(error, { outcome: failureOutcome(), usage: undefined, httpStatus: error.status, mayHaveOutput: billable });
     }
 
     if (result.kind === 'json') {
