@@ -99,7 +99,13 @@ export interface RequestEvent {
   readonly status: number;
   /** From arrival until the response (and its settlement) finished. */
   readonly durationMs: number;
-  readonly error?: { readonly kind: ErrorKind; readonly code?: string; readonly message: string };
+  readonly error?: {
+    readonly kind: ErrorKind;
+    readonly code?: string;
+    readonly message: string;
+    /** The error's own response headers (scope of a budget or circuit, rate-limit dimensions, Retry-After). */
+    readonly headers?: Readonly<Record<string, string>>;
+  };
   readonly principal?: Pick<Principal, 'keyId' | 'userId' | 'orgId'>;
   /** The usage record, for requests that reached a provider (or were reserved for). */
   readonly usage?: UsageRecord;
@@ -284,6 +290,8 @@ export class GatewayApp {
       ...(res.headers[SPEND_HEADERS.cacheSaved] ? { savedUsd: res.headers[SPEND_HEADERS.cacheSaved] } : {}),
       ...(res.headers[SPEND_HEADERS.fallback] ? { fallback: res.headers[SPEND_HEADERS.fallback] } : {}),
     };
+    // A key refused before it became a principal (revoked, expired, suspended) is named by the error.
+    const who = principal ?? error?.subject;
     const notify = (usage: UsageRecord | undefined) => {
       const upstreamMs = this.upstreamMs.get(requestId);
       this.upstreamMs.delete(requestId);
@@ -293,8 +301,10 @@ export class GatewayApp {
         path: req.path,
         status,
         durationMs: Math.max(0, this.o.clock.now() - ctx.startedAt),
-        ...(error ? { error: { kind: error.kind, ...(error.code ? { code: error.code } : {}), message: error.message } } : {}),
-        ...(principal ? { principal: { keyId: principal.keyId, userId: principal.userId, ...(principal.orgId ? { orgId: principal.orgId } : {}) } } : {}),
+        ...(error
+          ? { error: { kind: error.kind, ...(error.code ? { code: error.code } : {}), message: error.message, ...(Object.keys(error.headers).length ? { headers: error.headers } : {}) } }
+          : {}),
+        ...(who ? { principal: { keyId: who.keyId, userId: who.userId, ...(who.orgId ? { orgId: who.orgId } : {}) } } : {}),
         ...(usage ? { usage } : {}),
         ...(upstreamMs !== undefined ? { upstreamMs } : {}),
         ...(budgetScope && budgetRemaining ? { budget: { scope: budgetScope, remainingUsd: budgetRemaining } } : {}),
