@@ -73,7 +73,7 @@ export interface BarItem {
  */
 export function barChart(items: readonly BarItem[], options: { readonly ariaLabel: string; readonly max?: number }): string {
   const row = 26;
-  const labelW = 230;
+  const labelW = 280;
   const textW = 190;
   const barW = W - labelW - textW;
   const h = Math.max(row, items.length * row) + 4;
@@ -82,7 +82,7 @@ export function barChart(items: readonly BarItem[], options: { readonly ariaLabe
     .map((item, i) => {
       const y = i * row + 4;
       const width = max > 0 ? Math.min(1, item.value / max) * barW : 0;
-      const label = item.label.length > 30 ? `${item.label.slice(0, 29)}…` : item.label;
+      const label = item.label.length > 40 ? `${item.label.slice(0, 39)}…` : item.label;
       return (
         `<g class="bar-row"><text class="label" x="${labelW - 8}" y="${y + 15}" text-anchor="end">${escapeHtml(label)}<title>${escapeHtml(item.label)}</title></text>` +
         `<rect class="track" x="${labelW}" y="${y + 2}" width="${barW}" height="${row - 8}"/>` +
