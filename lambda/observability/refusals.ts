@@ -43,21 +43,21 @@ export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 
 /** What each reason means, for people (dashboard tooltips, docs/operations.md). */
 export const REFUSAL_LABELS: Readonly<Record<RefusalReason, string>> = {
-  budget: 'budget exhausted (insufficient_quota)',
+  budget: 'budget exhausted',
   rate_rpm: 'requests per minute',
   rate_tpm: 'tokens per minute',
-  concurrency: 'too many concurrent requests of one key',
-  circuit_open: 'spend circuit breaker open',
-  spend_velocity: 'spend velocity breaker tripped',
+  concurrency: 'concurrent requests',
+  circuit_open: 'circuit breaker open',
+  spend_velocity: 'spend velocity breaker',
   loop_detected: 'loop guard',
   guardrail: 'content guardrail',
   key_revoked: 'key revoked',
-  key_suspended: 'key suspended (operator or kill switch)',
+  key_suspended: 'key suspended',
   key_expired: 'key expired',
   invalid_key: 'missing or unknown key',
-  missing_scope: 'key lacks the route\'s scope',
+  missing_scope: 'key lacks the scope',
   gateway_busy: 'gateway busy (shed)',
-  store_unavailable: 'store unavailable (fail closed)',
+  store_unavailable: 'store down (fail closed)',
 };
 
 /** One refused request, classified. */

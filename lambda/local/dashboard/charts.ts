@@ -33,7 +33,7 @@ export function columnChart(
   const h = 200;
   const top = 12;
   const bottom = 24;
-  const left = 64;
+  const left = 84;
   const plotH = h - top - bottom;
   const max = Math.max(0, ...points.map((p) => p.value));
   const step = points.length > 0 ? (W - left - 8) / points.length : 0;
@@ -71,10 +71,11 @@ export interface BarItem {
  * Horizontal bars (cost by model, top users, budget utilisation). With `max`, bars are drawn against that
  * scale (1 for utilisation), otherwise against the largest value.
  */
-export function barChart(items: readonly BarItem[], options: { readonly ariaLabel: string; readonly max?: number }): string {
+export function barChart(items: readonly BarItem[], options: { readonly ariaLabel: string; readonly max?: number; readonly wide?: boolean }): string {
+  const W = options.wide ? WIDE : 720;
   const row = 26;
   const labelW = 280;
-  const textW = 190;
+  const textW = options.wide ? 420 : 190;
   const barW = W - labelW - textW;
   const h = Math.max(row, items.length * row) + 4;
   const max = options.max ?? Math.max(0, ...items.map((i) => i.value));
@@ -85,11 +86,11 @@ export function barChart(items: readonly BarItem[], options: { readonly ariaLabe
       const label = item.label.length > 40 ? `${item.label.slice(0, 39)}…` : item.label;
       return (
         `<g class="bar-row"><text class="label" x="${labelW - 8}" y="${y + 15}" text-anchor="end">${escapeHtml(label)}<title>${escapeHtml(item.label)}</title></text>` +
-        `<rect class="track" x="${labelW}" y="${y + 2}" width="${barW}" height="${row - 8}"/>` +
+        `<rect class="track${item.tone === 'over' ? ' over' : ''}" x="${labelW}" y="${y + 2}" width="${barW}" height="${row - 8}"/>` +
         `<rect class="bar ${item.tone ?? 'ok'}" x="${labelW}" y="${y + 2}" width="${round(Math.max(width, item.value > 0 ? 2 : 0))}" height="${row - 8}"><title>${escapeHtml(`${item.label}: ${item.text}`)}</title></rect>` +
         `<text class="figure" x="${labelW + barW + 8}" y="${y + 15}">${escapeHtml(item.text)}</text></g>`
       );
     })
     .join('');
-  return `<svg class="chart" viewBox="0 0 ${W} ${h}" role="img" aria-label="${escapeHtml(options.ariaLabel)}">${rows}</svg>`;
+  return `<svg class="chart${options.wide ? ' wide' : ''}" viewBox="0 0 ${W} ${h}" role="img" aria-label="${escapeHtml(options.ariaLabel)}">${rows}</svg>`;
 }

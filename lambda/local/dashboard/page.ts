@@ -39,6 +39,7 @@ h2 { font-size: 14px; margin: 0 0 8px; }
 .chart .bar.over { fill: var(--over); }
 .chart .bar.muted { fill: var(--muted); }
 .chart .track { fill: var(--track); }
+.chart .track.over { fill: var(--over); fill-opacity: 0.18; }
 .empty { color: var(--muted); margin: 0; }
 .note { color: var(--muted); margin: 6px 0 0; }
 ul.events { list-style: none; margin: 0; padding: 0; }
@@ -214,7 +215,7 @@ export function renderDashboard(summary: SpendSummary, options: { readonly nonce
       s.budgets.length > 0,
       () =>
         '<p class="legend"><span class="sw ok"></span>under 80 %<span class="sw warn"></span>80 % or more<span class="sw over"></span>refusing</p>' +
-        barChart(s.budgets.map(budgetBar), { ariaLabel: 'Budget utilisation', max: 1 }),
+        barChart(s.budgets.map(budgetBar), { ariaLabel: 'Budget utilisation', max: 1, wide: true }),
       'No budget limit in force (every default is turned off and none is set).',
     ) + (s.revokedKeysHidden > 0 ? `<p class="note" data-testid="revoked-hidden">${s.revokedKeysHidden} revoked key${s.revokedKeysHidden === 1 ? '' : 's'} not shown.</p>` : '');
 
