@@ -64,6 +64,8 @@ export const REFUSAL_LABELS: Readonly<Record<RefusalReason, string>> = {
 export interface Refusal {
   readonly reason: RefusalReason;
   readonly scope: string;
+  /** For budget refusals: the window of the budget that refused (`day`, `month`, `hour`). */
+  readonly window?: string;
   readonly keyId: string;
   readonly userId?: string;
   readonly orgId?: string;
@@ -107,8 +109,10 @@ export function refusalOf(event: Pick<RequestEvent, 'status' | 'error' | 'princi
   const of = (reason: RefusalReason, scope: string): Refusal => ({ reason, scope, ...base });
   if (GUARDRAIL_CODE.test(code)) return of('guardrail', keyScope);
   switch (error.kind) {
-    case 'insufficient_quota':
-      return of('budget', headers['x-tollgate-budget-scope'] ?? keyScope);
+    case 'insufficient_quota': {
+      const window = headers['x-tollgate-budget-window'];
+      return { ...of('budget', headers['x-tollgate-budget-scope'] ?? keyScope), ...(window ? { window } : {}) };
+    }
     case 'rate_limit': {
       if (code === 'circuit_open') {
         const cause = headers['x-tollgate-circuit-cause'];
@@ -188,7 +192,7 @@ export class RefusalRecorder {
   count(refusal: Refusal): void {
     const now = this.o.clock.now();
     const day = utcDay(now);
-    const id = `${day}|${refusal.reason}|${refusal.scope}|${refusal.keyId}`;
+    const id = `${day}|${refusal.reason}|${refusal.scope}|${refusal.window ?? ''}|${refusal.keyId}`;
     const prev = this.pending.get(id);
     if (!prev && this.pending.size >= this.maxPending) {
       this.dropped += 1;

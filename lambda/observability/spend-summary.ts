@@ -56,9 +56,9 @@ export interface BudgetUse {
   /** `set` by an operator, or the gateway's `default` for this kind of scope. */
   readonly source: 'set' | 'default';
   /**
-   * `refusing`: spent + held ≥ limit, the scope's circuit is open, its key is suspended, or it is ≥ 80 % used
-   * and refused a request for its budget within {@link RECENT_REFUSAL_MS} (too little left for what callers
-   * ask); `near`: ≥ 80 % of the limit; `ok` otherwise.
+   * `refusing`: spent + held ≥ limit, the scope's circuit is open, its key is suspended, or this budget (scope
+   * and window) refused a request within {@link RECENT_REFUSAL_MS} (too little left for what callers ask);
+   * `near`: ≥ 80 % of the limit; `ok` otherwise.
    */
   readonly state: 'ok' | 'near' | 'refusing';
   /** Why it is refusing, when it is. */
@@ -350,7 +350,7 @@ export async function buildSpendSummary(sources: SummarySources, options: Summar
     sources.refusals ? sources.refusals.read([...new Set([...days, today])]) : undefined,
   ]);
   const recentlyRefused = new Set(
-    (refusalCounts ?? []).filter((c) => c.reason === 'budget' && c.lastAt >= now - RECENT_REFUSAL_MS).map((c) => c.scope),
+    (refusalCounts ?? []).filter((c) => c.reason === 'budget' && c.lastAt >= now - RECENT_REFUSAL_MS).map((c) => `${c.scope} ${c.window ?? ''}`),
   );
   const keyInfo = new Map((keyList ?? []).map((k) => [k.keyId, k]));
   const orgs = [...new Set([...(keyList ?? []).map((k) => k.orgId), ...allRecords.map((r) => r.orgId)].filter((o): o is string => !!o))].sort();
@@ -389,7 +389,7 @@ export async function buildSpendSummary(sources: SummarySources, options: Summar
     .map((b): BudgetUse => {
       if (b.keyStatus === 'suspended') return { ...b, state: 'refusing', refusingBecause: 'key suspended' };
       if (openScopes.has(b.scope)) return { ...b, state: 'refusing', refusingBecause: 'circuit open' };
-      if (b.state === 'near' && recentlyRefused.has(b.scope)) return { ...b, state: 'refusing', refusingBecause: 'refused recently' };
+      if (recentlyRefused.has(`${b.scope} ${b.window}`)) return { ...b, state: 'refusing', refusingBecause: 'refused recently' };
       return b;
     })
     .sort(

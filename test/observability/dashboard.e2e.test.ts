@@ -200,7 +200,9 @@ describe('spend summary', () => {
     // Defaults: $100 a month per key, $10 a day per user, none of them set by anyone.
     expect(row(`key:${keys.alice!.keyId}`, 'month')).toMatchObject({ label: 'key alice-key · alice (acme)', source: 'default', limitMicros: 100_000_000 });
     expect(row('user:fay', 'day')).toMatchObject({ label: 'user fay (globex)', source: 'default', limitMicros: 10_000_000, state: 'ok' });
-    expect(row(`key:${keys.dave!.keyId}`, 'day')).toMatchObject({ source: 'set', limitMicros: 1 });
+    // dave's key budget refused a request minutes ago: refusing, though nothing was spent; its month budget is not.
+    expect(row(`key:${keys.dave!.keyId}`, 'day')).toMatchObject({ source: 'set', limitMicros: 1, state: 'refusing', refusingBecause: 'refused recently' });
+    expect(row(`key:${keys.dave!.keyId}`, 'month')).toMatchObject({ source: 'default', state: 'ok' });
     // bob's circuit is open (the guardrails source): his budget is refusing although far from its limit.
     expect(row('user:bob', 'day')).toMatchObject({ state: 'refusing', refusingBecause: 'circuit open' });
     // A revoked key's budgets are hidden and counted.

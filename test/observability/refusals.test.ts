@@ -36,6 +36,14 @@ describe('refusalOf', () => {
     expect(refused(status, { message: 'm', ...error })).toEqual({ reason, scope, keyId: 'k_alice', userId: 'alice', orgId: 'acme' });
   });
 
+  it('when a budget refuses, the refusal names its window too', () => {
+    expect(refused(429, { kind: 'insufficient_quota', code: 'insufficient_quota', message: 'm', headers: { 'x-tollgate-budget-scope': 'user:alice', 'x-tollgate-budget-window': 'day' } })).toMatchObject({
+      reason: 'budget',
+      scope: 'user:alice',
+      window: 'day',
+    });
+  });
+
   it('when the key is unknown, the refusal is invalid_key with no key or scope', () => {
     expect(refused(401, { kind: 'authentication', code: 'invalid_api_key', message: 'm' }, null)).toEqual({ reason: 'invalid_key', scope: '-', keyId: '-' });
   });
@@ -136,13 +144,15 @@ describe('DynamoDbRefusalStore on DynamoDB Local', () => {
   it('when counts of the same counter are added twice, they add up; other days and counters stay apart', async () => {
     const day = new Date(TEST_NOW).toISOString().slice(0, 10);
     const next = new Date(TEST_NOW + 86_400_000).toISOString().slice(0, 10);
-    const c = { day, reason: 'budget', scope: 'org:acme', keyId: 'k_alice', userId: 'alice', orgId: 'acme', count: 3, lastAt: TEST_NOW } as const;
-    await store.add([c, { ...c, reason: 'rate_tpm', scope: 'key:k_alice', count: 1 }]);
+    const c = { day, reason: 'budget', scope: 'org:acme', window: 'month', keyId: 'k_alice', userId: 'alice', orgId: 'acme', count: 3, lastAt: TEST_NOW } as const;
+    const { window: _w, ...rate } = c;
+    await store.add([c, { ...rate, reason: 'rate_tpm', scope: 'key:k_alice', count: 1 }, { ...c, window: 'day', count: 1 }]);
     await store.add([{ ...c, count: 4, lastAt: TEST_NOW + 5 }, { ...c, day: next, count: 2 }]);
     const read = await store.read([day]);
-    expect(read.map((r) => [r.reason, r.scope, r.keyId, r.userId, r.orgId, r.count, r.lastAt])).toEqual([
-      ['budget', 'org:acme', 'k_alice', 'alice', 'acme', 7, TEST_NOW + 5],
-      ['rate_tpm', 'key:k_alice', 'k_alice', 'alice', 'acme', 1, TEST_NOW],
+    expect(read.map((r) => [r.reason, r.scope, r.window, r.keyId, r.userId, r.orgId, r.count, r.lastAt])).toEqual([
+      ['budget', 'org:acme', 'month', 'k_alice', 'alice', 'acme', 7, TEST_NOW + 5],
+      ['budget', 'org:acme', 'day', 'k_alice', 'alice', 'acme', 1, TEST_NOW],
+      ['rate_tpm', 'key:k_alice', undefined, 'k_alice', 'alice', 'acme', 1, TEST_NOW],
     ]);
     expect((await store.read([next])).map((r) => r.count)).toEqual([2]);
     expect(await store.read(['2000-01-01'])).toEqual([]);

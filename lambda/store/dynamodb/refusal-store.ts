@@ -1,7 +1,8 @@
 /**
  * The daily refusal counters (lambda/observability/refusals.ts) in the usage table (schema.ts USAGE_TABLE):
  *
- *   pk refusals#<YYYY-MM-DD> / sk <reason>#<scope>#<keyId>   n (ADD), reason, scope, keyId, userId, orgId, lastAt, ttl
+ *   pk refusals#<YYYY-MM-DD> / sk <reason>#<scope>#<keyId>[#<window>]   n (ADD), reason, scope, window, keyId, userId,
+ *                                                               orgId, lastAt, ttl (window: budget refusals only)
  *
  * One partition per day: the recorder coalesces a flood of refusals into one write per distinct counter per
  * flush, so a day's partition sees at most (distinct counters × flushes) writes, far under DynamoDB's per-partition
@@ -69,7 +70,7 @@ export class DynamoDbRefusalStore implements RefusalStore {
     };
     const names: Record<string, string> = { '#n': 'n', '#ttl': 'ttl' };
     const sets = ['#ttl = :ttl'];
-    for (const f of ['reason', 'scope', 'keyId', 'lastAt', 'userId', 'orgId'] as const) {
+    for (const f of ['reason', 'scope', 'window', 'keyId', 'lastAt', 'userId', 'orgId'] as const) {
       const v = c[f];
       if (v === undefined) continue;
       values[`:${f}`] = v;
@@ -79,7 +80,7 @@ export class DynamoDbRefusalStore implements RefusalStore {
     await this.client.send(
       new UpdateItemCommand({
         TableName: this.table,
-        Key: marshall({ pk: refusalPartitionKey(c.day), sk: `${c.reason}#${c.scope}#${c.keyId}` }),
+        Key: marshall({ pk: refusalPartitionKey(c.day), sk: `${c.reason}#${c.scope}#${c.keyId}${c.window ? `#${c.window}` : ''}` }),
         UpdateExpression: `ADD #n :n SET ${sets.join(', ')}`,
         ExpressionAttributeNames: names,
         ExpressionAttributeValues: marshall(values),
@@ -112,6 +113,7 @@ export class DynamoDbRefusalStore implements RefusalStore {
               day,
               reason: String(v.reason) as RefusalReason,
               scope: String(v.scope),
+              ...(typeof v.window === 'string' ? { window: v.window } : {}),
               keyId: String(v.keyId),
               ...(typeof v.userId === 'string' ? { userId: v.userId } : {}),
               ...(typeof v.orgId === 'string' ? { orgId: v.orgId } : {}),
