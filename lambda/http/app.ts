@@ -166,6 +166,11 @@ export class GatewayApp {
   private readonly newRequestId: () => string;
   /** Provider latency by request id, kept only while observers are waiting for the request to finish. */
   private readonly upstreamMs = new Map<string, number>();
+  /**
+   * Errors a billable route answered with without throwing (the pipeline's loop, repeated-turn and velocity
+   * refusals, upstream failures after a reservation), by request id, for observers: kept only until notified.
+   */
+  private readonly answeredErrors = new Map<string, TollgateError>();
   private readonly limits: InputLimits;
   private readonly redactor: CredentialRedactor;
 
@@ -279,7 +284,10 @@ export class GatewayApp {
       res = this.fail(ctx, error);
     }
     const observers = this.o.observers ?? [];
+    const answered = this.answeredErrors.get(requestId);
+    this.answeredErrors.delete(requestId);
     if (observers.length === 0) return res;
+    error ??= answered;
     const settle = res.after;
     const status = res.status;
     const budgetScope = res.headers['x-tollgate-budget-scope'];
@@ -465,6 +473,7 @@ export class GatewayApp {
       : await this.o.pipeline.run(await callFor(body.model as string, requestId));
     if (outcome.kind === 'error') {
       const error = this.redactor.redactError(outcome.error, byokKeys);
+      if (this.o.observers?.length) this.answeredErrors.set(requestId, error);
       return { ...errorResponse(ctx.dialect, error, outcome.headers), after: outcome.after };
     }
     if (outcome.kind === 'json') return { ...jsonResponse(200, outcome.body, outcome.headers), after: outcome.after };
