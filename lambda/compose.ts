@@ -24,6 +24,7 @@ import { AdmissionGate, AdmittingLedger } from './core/admission';
 import { PriceBook } from './core/pricing';
 import { GatewayApp, type RequestObserver } from './http/app';
 import { createMetricsObserver } from './observability/metrics-observer';
+import { RefusalRecorder } from './observability/refusals';
 import { createRequestLogObserver } from './observability/request-log';
 import { createProviders, type ProviderRegistry } from './providers/registry';
 import { DynamoDbKeyStore } from './store/dynamodb/key-store';
@@ -32,6 +33,7 @@ import type { PoolOptions } from './store/dynamodb/pools';
 import { LeasingLedger } from './core/lease/leasing-ledger';
 import type { AlertSink } from './core/guardrails/alerts';
 import { DynamoDbGuardrailStore } from './store/dynamodb/guardrails-store';
+import { DynamoDbRefusalStore } from './store/dynamodb/refusal-store';
 import { DynamoDbUsageStore } from './store/dynamodb/usage-store';
 import { lazyKmsClient, lazySqsClient } from './store/aws-clients';
 import type { RunQueue } from './core/agent/queue';
@@ -147,6 +149,8 @@ export interface Gateway {
   readonly runQueue?: RunQueue;
   /** The response cache's table (answers and daily savings counters). */
   readonly cache: DynamoDbCacheStore;
+  /** Daily refusal counters (usage table) and the observer that fills them off the request path. */
+  readonly refusals: { readonly store: DynamoDbRefusalStore; readonly recorder: RefusalRecorder };
 }
 
 /**
@@ -320,6 +324,8 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     rates: ledger,
     ...(config.responseCache.enabled ? { cache: { store: cache, settings: config.responseCache } } : {}),
   });
+  const refusalStore = new DynamoDbRefusalStore(dynamodb, { usage: config.tables.usage, retentionDays: config.usageRetentionDays });
+  const refusals = { store: refusalStore, recorder: new RefusalRecorder({ store: refusalStore, clock, log }) };
   const app = new GatewayApp({
     authenticator,
     spend,
@@ -338,6 +344,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     observers: [
       createRequestLogObserver(log),
       ...(deps.emitMetrics ? [createMetricsObserver({ stage: config.stage })] : []),
+      refusals.recorder.observer,
       ...(deps.observers ?? []),
     ],
   });
@@ -360,6 +367,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     tokens,
     guardrails,
     cache,
+    refusals,
     ...(byok ? { byok } : {}),
     ...(audit ? { audit } : {}),
     ...(runs && runQueue ? { runs, runQueue } : {}),

@@ -161,15 +161,16 @@ export class Authenticator {
     if (!entry || !record || !this.keyMatches(raw, entry, record)) {
       throw new AuthenticationError('Incorrect API key provided.', { code: 'invalid_api_key' });
     }
+    const subject = { keyId: record.keyId, userId: record.userId, ...(record.orgId ? { orgId: record.orgId } : {}) };
     if (record.status === 'revoked') {
-      throw new AuthenticationError(`API key ${record.prefix} has been revoked.`, { code: 'invalid_api_key' });
+      throw new AuthenticationError(`API key ${record.prefix} has been revoked.`, { code: 'invalid_api_key', subject });
     }
     if (record.expiresAt !== undefined && Date.parse(record.expiresAt) <= this.options.clock.now()) {
-      throw new AuthenticationError(`API key ${record.prefix} expired at ${record.expiresAt}.`, { code: 'expired_api_key' });
+      throw new AuthenticationError(`API key ${record.prefix} expired at ${record.expiresAt}.`, { code: 'expired_api_key', subject });
     }
     if (record.status === 'suspended') {
       const by = record.statusChangedBy === 'kill-switch' ? ' by the spend kill switch' : '';
-      throw new PermissionDeniedError(`API key ${record.prefix} is suspended${by}.`, { code: 'key_suspended' });
+      throw new PermissionDeniedError(`API key ${record.prefix} is suspended${by}.`, { code: 'key_suspended', subject });
     }
     return { keyId: record.keyId, userId: record.userId, orgId: record.orgId, scopes: record.scopes, key: record };
   }
@@ -199,12 +200,13 @@ export class Authenticator {
     if (!record) {
       throw new AuthenticationError(`The service "${claims.service}" is not registered with this gateway.`, { code: 'unknown_service' });
     }
+    const subject = { keyId, userId: claims.onBehalfOf ?? keyId, ...(record.orgId ? { orgId: record.orgId } : {}) };
     if (record.status === 'revoked') {
-      throw new AuthenticationError(`The service "${claims.service}" has been revoked.`, { code: 'service_revoked' });
+      throw new AuthenticationError(`The service "${claims.service}" has been revoked.`, { code: 'service_revoked', subject });
     }
     if (record.status === 'suspended') {
       const by = record.statusChangedBy === 'kill-switch' ? ' by the spend kill switch' : '';
-      throw new PermissionDeniedError(`The service "${claims.service}" is suspended${by}.`, { code: 'service_suspended' });
+      throw new PermissionDeniedError(`The service "${claims.service}" is suspended${by}.`, { code: 'service_suspended', subject });
     }
     const scopes = claims.scopes.filter((s) => record.scopes.includes(s));
     const orgId = claims.orgId ?? (claims.onBehalfOf ? undefined : record.orgId);

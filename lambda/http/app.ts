@@ -100,7 +100,13 @@ export interface RequestEvent {
   readonly status: number;
   /** From arrival until the response (and its settlement) finished. */
   readonly durationMs: number;
-  readonly error?: { readonly kind: ErrorKind; readonly code?: string; readonly message: string };
+  readonly error?: {
+    readonly kind: ErrorKind;
+    readonly code?: string;
+    readonly message: string;
+    /** The error's own response headers (scope of a budget or circuit, rate-limit dimensions, Retry-After). */
+    readonly headers?: Readonly<Record<string, string>>;
+  };
   readonly principal?: Pick<Principal, 'keyId' | 'userId' | 'orgId'>;
   /** The usage record, for requests that reached a provider (or were reserved for). */
   readonly usage?: UsageRecord;
@@ -170,6 +176,11 @@ export class GatewayApp {
   private readonly newRequestId: () => string;
   /** Provider latency by request id, kept only while observers are waiting for the request to finish. */
   private readonly upstreamMs = new Map<string, number>();
+  /**
+   * Errors a billable route answered with without throwing (the pipeline's loop, repeated-turn and velocity
+   * refusals, upstream failures after a reservation), by request id, for observers: kept only until notified.
+   */
+  private readonly answeredErrors = new Map<string, TollgateError>();
   private readonly limits: InputLimits;
   private readonly redactor: CredentialRedactor;
   /** The billable surfaces by path, for {@link GatewayApp.serves}. */
@@ -293,7 +304,10 @@ export class GatewayApp {
       res = this.fail(ctx, error);
     }
     const observers = this.o.observers ?? [];
+    const answered = this.answeredErrors.get(requestId);
+    this.answeredErrors.delete(requestId);
     if (observers.length === 0) return res;
+    error ??= answered;
     const settle = res.after;
     const status = res.status;
     const budgetScope = res.headers['x-tollgate-budget-scope'];
@@ -304,6 +318,8 @@ export class GatewayApp {
       ...(res.headers[SPEND_HEADERS.cacheSaved] ? { savedUsd: res.headers[SPEND_HEADERS.cacheSaved] } : {}),
       ...(res.headers[SPEND_HEADERS.fallback] ? { fallback: res.headers[SPEND_HEADERS.fallback] } : {}),
     };
+    // A key refused before it became a principal (revoked, expired, suspended) is named by the error.
+    const who = principal ?? error?.subject;
     const notify = (usage: UsageRecord | undefined) => {
       const upstreamMs = this.upstreamMs.get(requestId);
       this.upstreamMs.delete(requestId);
@@ -313,8 +329,10 @@ export class GatewayApp {
         path: req.path,
         status,
         durationMs: Math.max(0, this.o.clock.now() - ctx.startedAt),
-        ...(error ? { error: { kind: error.kind, ...(error.code ? { code: error.code } : {}), message: error.message } } : {}),
-        ...(principal ? { principal: { keyId: principal.keyId, userId: principal.userId, ...(principal.orgId ? { orgId: principal.orgId } : {}) } } : {}),
+        ...(error
+          ? { error: { kind: error.kind, ...(error.code ? { code: error.code } : {}), message: error.message, ...(Object.keys(error.headers).length ? { headers: error.headers } : {}) } }
+          : {}),
+        ...(who ? { principal: { keyId: who.keyId, userId: who.userId, ...(who.orgId ? { orgId: who.orgId } : {}) } } : {}),
         ...(usage ? { usage } : {}),
         ...(upstreamMs !== undefined ? { upstreamMs } : {}),
         ...(budgetScope && budgetRemaining ? { budget: { scope: budgetScope, remainingUsd: budgetRemaining } } : {}),
@@ -489,6 +507,7 @@ export class GatewayApp {
       : await this.o.pipeline.run(await callFor(body.model as string, requestId));
     if (outcome.kind === 'error') {
       const error = this.redactor.redactError(outcome.error, byokKeys);
+      if (this.o.observers?.length) this.answeredErrors.set(requestId, error);
       return { ...errorResponse(ctx.dialect, error, outcome.headers), after: outcome.after };
     }
     if (outcome.kind === 'json') return { ...jsonResponse(200, outcome.body, outcome.headers), after: outcome.after };
