@@ -1,12 +1,13 @@
 /**
- * Fallback across dialects: a routing chain whose fallback cannot answer in the caller's dialect is refused when
- * the gateway starts (the real composition, the real providers' surfaces), with a message naming the rule, the
- * surface and the model; a chain limited with `endpoints` to the surfaces every model serves starts and falls
- * back over real HTTP (fetch and the Anthropic SDK → the local gateway → the fake upstream; DynamoDB Local).
+ * Fallback across dialects. Every provider now answers every generating surface (/v1/messages reaches OpenAI and
+ * Bedrock models through translation, /v1/responses reaches Anthropic and Bedrock), so a chain of Claude then GPT
+ * starts and a /v1/messages caller gets GPT's fallback in Anthropic's dialect, over real HTTP (the Anthropic SDK →
+ * the local gateway → the fake upstream; DynamoDB Local). A chain whose fallback could not answer the caller's
+ * surface is still refused when the gateway starts, with a message naming the rule, the surface and the model
+ * (checked against a provider that serves less).
  */
 import Anthropic from '@anthropic-ai/sdk';
 import { createGateway } from '../../lambda/compose';
-import { ConfigError } from '../../lambda/config';
 import { ManualClock } from '../../lambda/core/clock';
 import { checkRouteDialects, parseRoutingRules } from '../../lambda/core/routing/rules';
 import { type Harness, startHarness, TEST_PEPPER } from '../support/gateway-harness';
@@ -19,6 +20,8 @@ const ROUTES = {
   rules: [
     // The same chain, limited to the surfaces both models answer: it starts.
     { ...CLAUDE_FIRST, endpoints: ['/v1/chat/completions', '/v1/responses'] },
+    // Claude, then GPT on every surface: /v1/messages callers get GPT's answer in Anthropic's dialect.
+    { name: 'claude-then-gpt', alias: 'tollgate/claude-then-gpt', models: ['anthropic/claude-sonnet-4-5', 'openai/gpt-4o'] },
     // Two Claude models: every surface, /v1/messages included.
     { name: 'claude-pair', alias: 'tollgate/claude-pair', models: ['anthropic/claude-sonnet-4-5', 'anthropic/claude-haiku-4-5'] },
   ],
@@ -43,30 +46,31 @@ function composeWith(routes: unknown): void {
 }
 
 describe('fallback chains across dialects', () => {
+  /** A gateway on which OpenAI models answer only chat and Responses (as before /v1/messages was translated). */
+  const servesLess = (m: string, e: string): boolean | undefined =>
+    m.startsWith('no-such/') ? undefined : m.startsWith('anthropic/') || e !== '/v1/messages';
+  const check = (routes: unknown) => checkRouteDialects(parseRoutingRules(JSON.stringify(routes)), servesLess);
+
   it('a chain whose fallback cannot answer /v1/messages is refused at start, naming the rule, the surface and the model', () => {
-    let err: unknown;
-    try {
-      composeWith({ rules: [CLAUDE_FIRST] });
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toBeInstanceOf(ConfigError);
-    expect((err as Error).message).toBe(
-      'TOLLGATE_ROUTES: routing: a fallback must answer in the caller\'s dialect; rule "claude-first" takes /v1/messages requests ' +
+    expect(() => check({ rules: [CLAUDE_FIRST] })).toThrow(
+      'routing: a fallback must answer in the caller\'s dialect; rule "claude-first" takes /v1/messages requests ' +
         '(anthropic/claude-sonnet-4-5 serves them), but openai/gpt-4o cannot answer /v1/messages. Use models that serve that surface, ' +
         'or limit the rule with "endpoints" (e.g. ["/v1/chat/completions", "/v1/responses"]).',
     );
+    expect(() => check({ rules: [{ ...CLAUDE_FIRST, endpoints: ['/v1/chat/completions', '/v1/responses'] }] })).not.toThrow();
   });
 
   it('a downgrade model is checked like a fallback, and the endpoints a rule names are checked for every model', () => {
     expect(() =>
-      composeWith({
-        rules: [{ name: 'sonnet', alias: 'tollgate/sonnet', models: ['anthropic/claude-sonnet-4-5'], downgrade: { atPercent: 80, model: 'openai/gpt-4o-mini' } }],
-      }),
+      check({ rules: [{ name: 'sonnet', alias: 'tollgate/sonnet', models: ['anthropic/claude-sonnet-4-5'], downgrade: { atPercent: 80, model: 'openai/gpt-4o-mini' } }] }),
     ).toThrow(/rule "sonnet" takes \/v1\/messages requests .* openai\/gpt-4o-mini cannot answer \/v1\/messages/);
-    expect(() => composeWith({ rules: [{ name: 'pinned', alias: 'tollgate/pinned', endpoints: ['/v1/messages'], models: ['openai/gpt-4o'] }] })).toThrow(
+    expect(() => check({ rules: [{ name: 'pinned', alias: 'tollgate/pinned', endpoints: ['/v1/messages'], models: ['openai/gpt-4o'] }] })).toThrow(
       /rule "pinned" takes \/v1\/messages requests \(its endpoints\), but openai\/gpt-4o cannot answer/,
     );
+  });
+
+  it('the start check runs on the real composition: a chain of Claude then GPT (and GPT then Claude) starts', () => {
+    expect(() => composeWith({ rules: [CLAUDE_FIRST] })).not.toThrow();
   });
 
   it('chains every model of which answers the surfaces their first model serves start (OpenAI first, Claude behind)', () => {
@@ -78,7 +82,7 @@ describe('fallback chains across dialects', () => {
   it('the check asks the same question a request meets: which surfaces each provider answers here', () => {
     const serves = (m: string, e: string) => h.gateway.app.serves(m, e);
     expect(serves('anthropic/claude-sonnet-4-5', '/v1/messages')).toBe(true);
-    expect(serves('openai/gpt-4o', '/v1/messages')).toBe(false);
+    expect(serves('openai/gpt-4o', '/v1/messages')).toBe(true);
     expect(serves('openai/gpt-4o', '/v1/responses')).toBe(true);
     expect(serves('anthropic/claude-sonnet-4-5', '/v1/responses')).toBe(true);
     expect(serves('no-such/model-x', '/v1/messages')).toBeUndefined();
@@ -97,6 +101,19 @@ describe('fallback chains across dialects', () => {
     expect(res.status).toBe(200);
     expect(res.headers.get('x-tollgate-model')).toBe('openai/gpt-4o');
     expect(res.headers.get('x-tollgate-fallback')).toMatch(/^fallback; from=anthropic\/claude-sonnet-4-5; to=openai\/gpt-4o; reason=upstream_50\d$/);
+  });
+
+  it('a /v1/messages caller of Claude then GPT gets GPT\'s fallback in Anthropic\'s dialect (Anthropic SDK)', async () => {
+    const { raw } = await h.createKey({ userId: 'dialect-cross' });
+    h.upstream.scriptEach((body) => (String(body.model).startsWith('claude') ? { status: 503 } : { replyText: 'GPT took over.' }));
+    const client = new Anthropic({ apiKey: raw, baseURL: h.url, maxRetries: 0 });
+    const { data: msg, response } = await client.messages
+      .create({ model: 'tollgate/claude-then-gpt', max_tokens: 100, messages: [{ role: 'user', content: 'Where is my order?' }] })
+      .withResponse();
+    expect(msg.type).toBe('message');
+    expect(msg.content[0]).toMatchObject({ type: 'text', text: 'GPT took over.' });
+    expect(response.headers.get('x-tollgate-model')).toBe('openai/gpt-4o');
+    expect(h.upstream.requests.map((r) => r.path)).toEqual(['/v1/messages', '/v1/chat/completions']);
   });
 
   it('a /v1/messages caller of two Claude models gets the fallback in its own dialect (Anthropic SDK)', async () => {
