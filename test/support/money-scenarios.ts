@@ -112,7 +112,15 @@ export async function startOwnStoreGateway(options: OwnStoreOptions = {}): Promi
       const out: Array<Record<string, unknown>> = [];
       let start: Record<string, AttributeValue> | undefined;
       do {
-        const page = await client.send(new ScanCommand({ TableName: config.tables.usage, ExclusiveStartKey: start }));
+        // Usage records only, not the table's daily refusal counters (lambda/store/dynamodb/refusal-store.ts).
+        const page = await client.send(
+          new ScanCommand({
+            TableName: config.tables.usage,
+            FilterExpression: 'NOT begins_with(pk, :r)',
+            ExpressionAttributeValues: { ':r': { S: 'refusals#' } },
+            ExclusiveStartKey: start,
+          }),
+        );
         out.push(...(page.Items ?? []).map((i) => unmarshall(i)));
         start = page.LastEvaluatedKey;
       } while (start);
