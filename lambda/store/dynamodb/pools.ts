@@ -32,11 +32,11 @@
  * Layout: pools.ts (options, take, settle routing, epochs), pool-refill.ts (grants), pool-giveback.ts
  * (settle, lease return, cancel), pool-release.ts (the sweeper's release), pool-markers.ts (markers, records).
  */
-import { BatchGetItemCommand, type CancellationReason, type DynamoDBClient, GetItemCommand, type TransactWriteItem, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { type CancellationReason, type DynamoDBClient, GetItemCommand, type TransactWriteItem, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Clock } from '../../core/clock';
-import { BudgetExceededError, StoreUnavailableError } from '../../core/errors';
+import { StoreUnavailableError } from '../../core/errors';
 import type { VelocityCharge } from '../../core/guardrails/velocity';
 import type { MicroUsd } from '../../core/money';
 import { type CounterRef, type CounterValue, type LeaseReturn, type RateCharge, type RateState, type Reservation, reservationOf, type ReserveInput, type SettleInput } from '../../core/stores';
@@ -143,11 +143,6 @@ const CLAIM_STALE_MS = 2_000;
 /** Rounds of take, wait for (or make) a refill, before a request is refused as busy (about 4 s in all). */
 const MAX_ROUNDS = 30;
 const MAX_WAIT_MS = 200;
-/** Sibling shards read (one BatchGetItem) and taken from (richest first) before a budget refusal. */
-const MAX_SIBLING_READS = 100;
-const MAX_SIBLING_TAKES = 3;
-/** How long a group whose siblings had no room is not read again by this instance before a refusal (ms). */
-const BARREN_MS = 250;
 
 /**
  * One role's pools (a key's, or a shared scope's allowances): take and the epochs here; refill, give-back and
@@ -158,8 +153,6 @@ export class ScopePools {
   private readonly refills = new PoolRefill(this);
   private readonly gives = new PoolGiveBack(this);
   private readonly releases = new PoolRelease(this);
-  /** Groups whose sibling shards had no room lately, and until when (see fromSibling). */
-  private readonly barren = new Map<string, number>();
 
   /** Sequence of this instance's claims and grant ids. */
   seq = 0;
@@ -204,9 +197,14 @@ export class ScopePools {
    */
   async take(request: ReserveInput): Promise<Reservation | undefined> {
     const k = shardOf(request.requestId, this.opts.shards);
-    const group = groupId(request);
-    const pk = `pool#${group}#${k}`;
-    const input = this.inputFor(request, k);
+    const pk = `pool#${groupId(request)}#${k}`;
+    // Every grant and request of one pool use the same platform shard (the request's own is by its id).
+    const platformShard = k % this.host.platformShards;
+    const input: ReserveInput = {
+      ...request,
+      counters: request.counters.map((c) => (c.scope === 'platform' ? { ...c, shard: platformShard } : c)),
+      ...(request.circuits ? { circuits: request.circuits.map((c) => (c.scope === 'platform' ? { ...c, shard: platformShard } : c)) } : {}),
+    };
     const charges = input.rateCharges.filter((c) => c.amount > 0);
     for (let round = 0; round < MAX_ROUNDS; round++) {
       const now = round === 0 ? input.now : this.host.clock.now();
@@ -223,27 +221,14 @@ export class ScopePools {
         const fromLast = await this.tryTake(last, input, charges);
         if (fromLast.taken) return this.reservation(input, last, fromLast.taken);
       }
-      if (dry) {
-        const state = old.dry as DryState;
-        const sibling = state.kind === 'budget' ? await this.fromSibling(request, group, k, charges, now) : undefined;
-        if (sibling) return sibling;
-        throw dryError(state);
-      }
+      if (dry) throw dryError(old.dry as DryState);
       const refilling = old?.refillAt !== undefined && Number(old.refillAt) > now - CLAIM_STALE_MS;
       if (refilling || !(await this.claim(ref, now))) {
         // Another instance refills this pool: take again when it is done.
         await this.host.sleep(this.backoff(round));
         continue;
       }
-      let refilled: Awaited<ReturnType<PoolRefill['refill']>>;
-      try {
-        refilled = await this.refills.refill(ref, input, charges, old, epoch, now);
-      } catch (err) {
-        if (!(err instanceof BudgetExceededError)) throw err;
-        const sibling = await this.fromSibling(request, group, k, charges, now);
-        if (sibling) return sibling;
-        throw err;
-      }
+      const refilled = await this.refills.refill(ref, input, charges, old, epoch, now);
       if (refilled === 'alone') return undefined;
       if (refilled === 'busy') await this.host.sleep(this.backoff(round));
     }
@@ -251,71 +236,6 @@ export class ScopePools {
       code: 'store_contention',
       headers: { 'Retry-After': '1' },
     });
-  }
-
-  /** A request as shard `k` of its group takes it: the platform's counters are the pool's shard (see take). */
-  private inputFor(request: ReserveInput, k: number): ReserveInput {
-    // Every grant and request of one pool use the same platform shard (the request's own is by its id).
-    const platformShard = k % this.host.platformShards;
-    return {
-      ...request,
-      counters: request.counters.map((c) => (c.scope === 'platform' ? { ...c, shard: platformShard } : c)),
-      ...(request.circuits ? { circuits: request.circuits.map((c) => (c.scope === 'platform' ? { ...c, shard: platformShard } : c)) } : {}),
-    };
-  }
-
-  /**
-   * Near a limit one shard runs dry while its siblings still hold room granted a moment ago. Before a budget
-   * refusal the request takes from the siblings with the most room (read eventually consistent, then the same
-   * conditional take, so nothing is admitted that a grant did not bring in): refusals begin when the shards
-   * together hold less than about one request's worth each, not when one of them does. A group found with no
-   * sibling room is not read again here for {@link BARREN_MS}.
-   */
-  private async fromSibling(
-    request: ReserveInput,
-    group: string,
-    k: number,
-    charges: readonly RateCharge[],
-    now: number,
-  ): Promise<Reservation | undefined> {
-    if ((this.barren.get(group) ?? 0) > now) return undefined;
-    const siblings: Array<{ ref: PoolRef; shard: number }> = [];
-    for (let j = 0; j < this.opts.shards && siblings.length < MAX_SIBLING_READS; j++) {
-      if (j === k) continue;
-      const pk = `pool#${group}#${j}`;
-      siblings.push({ ref: { pk, sk: `e${this.epochOf(pk, now)}` }, shard: j });
-    }
-    let found: Array<Record<string, unknown>> = [];
-    try {
-      const out = await this.host.client.send(
-        new BatchGetItemCommand({
-          RequestItems: {
-            [this.host.table]: {
-              Keys: siblings.map((s) => marshall(s.ref)),
-              ProjectionExpression: '#pk, #sk, #room, #closed',
-              ExpressionAttributeNames: { '#pk': 'pk', '#sk': 'sk', '#room': 'room', '#closed': 'closed' },
-            },
-          },
-        }),
-      );
-      found = (out.Responses?.[this.host.table] ?? []).map((item) => unmarshall(item));
-    } catch {
-      return undefined; // only a second chance: the refusal stands
-    }
-    const rich = found
-      .filter((item) => item.closed === undefined && num(item.room) >= request.amount)
-      .sort((a, b) => num(b.room) - num(a.room))
-      .slice(0, MAX_SIBLING_TAKES);
-    for (const item of rich) {
-      const sibling = siblings.find((s) => s.ref.pk === item.pk && s.ref.sk === item.sk);
-      if (!sibling) continue;
-      const input = this.inputFor(request, sibling.shard);
-      const outcome = await this.tryTake(sibling.ref, input, charges);
-      if (outcome.taken) return this.reservation(input, sibling.ref, outcome.taken);
-    }
-    if (this.barren.size >= 10_000) this.barren.clear();
-    this.barren.set(group, now + BARREN_MS);
-    return undefined;
   }
 
   /**
