@@ -214,6 +214,35 @@ describe('Anthropic SDK on an OpenAI model (/v1/messages → chat completions)',
     }
   });
 
+  it('when an agent on an OpenAI model repeats a failing tool call, the loop guard stops it within 10 calls with x-should-retry: false', async () => {
+    const runawayKey = await s.key('u-messages-openai-runaway');
+    s.h.upstream.scriptEach(() => ({ replyText: '', usage: { inputTokens: 400, outputTokens: 20 }, toolCall: { id: 'call_retry', name: 'get_weather', input: { city: 'Paris' } } }));
+    try {
+      const agent = new Anthropic({ apiKey: runawayKey, baseURL: s.h.url, maxRetries: 2 });
+      const messages: Anthropic.MessageParam[] = [{ role: 'user', content: 'Weather in Paris?' }];
+      let stopped: unknown;
+      let calls = 0;
+      for (; calls < 10 && !stopped; calls++) {
+        const msg = await agent.messages.create({ model, max_tokens: 200, messages, tools: [weatherTool] }).catch((e: unknown) => e);
+        if (msg instanceof Error) stopped = msg;
+        else {
+          const use = (msg as Anthropic.Message).content.find((b) => b.type === 'tool_use') as Anthropic.ToolUseBlock;
+          messages.push({ role: 'assistant', content: [use] }, { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, is_error: true, content: 'weather service unavailable' }] });
+        }
+      }
+      expect(stopped).toBeInstanceOf(Anthropic.APIError);
+      const err = stopped as InstanceType<typeof Anthropic.APIError>;
+      expect(err.headers?.get('x-should-retry')).toBe('false');
+      expect(calls).toBeLessThanOrEqual(10);
+      // Real turns reached OpenAI before the guard stepped in; the refused one did not.
+      const reached = s.h.upstream.requests.filter((r) => JSON.stringify(r.body).includes('weather service unavailable')).length;
+      expect(reached).toBeGreaterThan(0);
+      expect(reached).toBe(calls - 2);
+    } finally {
+      s.h.upstream.scriptEach(plausibleModel);
+    }
+  });
+
   it('when OpenAI refuses the request, the caller gets the error in the Anthropic dialect', async () => {
     s.h.upstream.scriptEach(() => ({ status: 400, errorMessage: "Invalid 'messages[1].content': too long." }));
     try {
