@@ -20,7 +20,7 @@ import { type RequestedCap, requestedCapFor } from '../core/output-cap';
 import type { BillableCall, RequestPipeline } from '../core/pipeline';
 import { SPEND_HEADERS, type SpendLayer } from '../core/routing/spend-layer';
 import type { PriceBook, ResolvedModel } from '../core/pricing';
-import { estimateChatInputTokens, estimateEmbeddingInputTokens, estimateMessagesInputTokens } from '../core/tokens';
+import { estimateChatInputTokens, estimateEmbeddingInputTokens, estimateMessagesInputTokens, inputTokensFor } from '../core/tokens';
 import type { KeyScope, RequestType, UsageRecord } from '../core/types';
 import { WINDOWS } from '../core/windows';
 import type { ChatCompletionBody, MessagesBody, Provider, ProviderCallContext, ProviderResult } from '../providers/contract';
@@ -417,7 +417,8 @@ export class GatewayApp {
         model,
         stream,
         estimate: {
-          inputTokens,
+          // The o200k estimate in the model's own tokens (scaled for families without a public tokenizer).
+          inputTokens: inputTokensFor(model.provider, inputTokens),
           maxOutputTokens: route.maxOutput(body, cap),
           // No cap from the caller: the pipeline lowers the model's to what the budget allows (chooseOutputCap),
           // reserves for it and hands it to the provider, which sends it upstream in its own field.
