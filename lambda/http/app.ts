@@ -17,6 +17,7 @@ import {
 import type { Logger } from '../core/log';
 import { formatUsd } from '../core/money';
 import { type RequestedCap, requestedCapFor } from '../core/output-cap';
+import { knownMaxOutputTokens } from '../core/output-limits';
 import type { BillableCall, RequestPipeline } from '../core/pipeline';
 import { SPEND_HEADERS, type SpendLayer } from '../core/routing/spend-layer';
 import type { PriceBook, ResolvedModel } from '../core/pricing';
@@ -155,6 +156,10 @@ interface BillableRoute {
   readonly streamDialect?: StreamDialect;
 }
 
+function withModelMax(modelMax: number | undefined): { modelMax?: number } {
+  return modelMax === undefined ? {} : { modelMax };
+}
+
 export class GatewayApp {
   private readonly routes: readonly Route[];
   private readonly newRequestId: () => string;
@@ -171,7 +176,9 @@ export class GatewayApp {
       const requested = fields.map((f) => body[f]).find((v): v is number => typeof v === 'number');
       return requestedCapFor({
         ...(requested !== undefined ? { requested } : {}),
-        ...(model.price.maxOutputTokens !== undefined ? { modelMax: model.price.maxOutputTokens } : {}),
+        // The operator's maxOutputTokens, else the family's known limit (only for the default; validation uses
+        // the operator's figure or TOLLGATE_MAX_OUTPUT_TOKENS, so a too-low table entry never refuses a call).
+        ...withModelMax(model.price.maxOutputTokens ?? knownMaxOutputTokens(model.upstreamModel)),
         defaultMax: o.defaultMaxOutputTokens,
       });
     };
