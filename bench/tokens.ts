@@ -17,7 +17,7 @@ import { countTokens } from 'gpt-tokenizer/cjs/encoding/o200k_base';
 import { estimateMessagesInputTokens } from '../lambda/core/tokens';
 
 const root = resolve(__dirname, '..');
-const SOURCE = ['lambda/core/pipeline.ts', 'lambda/http/app.ts', 'README.md', 'lambda/store/dynamodb/ledger.ts', 'docs/how-it-works.md']
+const SOURCE = ['lambda/http/app.ts', 'README.md', 'lambda/store/dynamodb/ledger.ts', 'docs/how-it-works.md']
   .map((f) => readFileSync(join(root, f), 'utf8'))
   .join('\n');
 

@@ -7,7 +7,7 @@ import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { windowBounds } from '../../lambda/core/windows';
 import { TEST_NOW } from '../support/clock';
-import { startClientSuite, type ClientSuite } from './support';
+import { plausibleModel, startClientSuite, type ClientSuite } from './support';
 
 let s: ClientSuite;
 beforeAll(async () => {
@@ -23,10 +23,13 @@ describe('refusals an agent shows', () => {
   it('when a key’s daily budget is spent, both dialects say how much of which budget, when it resets and who can raise it', async () => {
     const { raw, keyId } = await s.h.createKey({ userId: 'u-denial-budget' });
     await s.h.gateway.ledger.setLimit(`key:${keyId}`, 'day', 20_000); // $0.02
-    // One call spends part of it, so the refusal can say how much was spent.
+    // One call spends half of it ($0.01 of 4,000 input tokens), so the refusal can say how much was spent.
+    s.h.upstream.script({ usage: { inputTokens: 4_000, outputTokens: 10 } });
     await openai(raw).chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }], max_tokens: 20 });
     await s.h.settled();
-    const big = { model: 'gpt-4o', messages: [{ role: 'user' as const, content: 'write a long essay' }], max_tokens: 4_000 };
+    s.h.upstream.scriptEach(plausibleModel);
+    // Up to $0.015: more than is left, less than the whole budget.
+    const big = { model: 'gpt-4o', messages: [{ role: 'user' as const, content: 'write a long essay' }], max_tokens: 1_500 };
     const err = await openai(raw).chat.completions.create(big).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.RateLimitError);
     const e = err as InstanceType<typeof OpenAI.RateLimitError>;
@@ -39,7 +42,7 @@ describe('refusals an agent shows', () => {
     });
 
     const aerr = await anthropic(raw)
-      .messages.create({ model: 'claude-sonnet-4-6', max_tokens: 4_000, messages: [{ role: 'user', content: 'write a long essay' }] })
+      .messages.create({ model: 'claude-sonnet-4-6', max_tokens: 1_000, messages: [{ role: 'user', content: 'write a long essay' }] })
       .catch((x: unknown) => x);
     expect(aerr).toBeInstanceOf(Anthropic.RateLimitError);
     const a = aerr as InstanceType<typeof Anthropic.RateLimitError>;

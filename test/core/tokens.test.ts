@@ -21,7 +21,7 @@ const exact = (text: string): number => countTokens(text, { disallowedSpecial: n
 /** Real source text of this repository, repeated to `chars` UTF-16 units. */
 function sourceText(chars: number, salt: string): string {
   const root = join(__dirname, '..', '..');
-  const files = ['lambda/core/pipeline.ts', 'lambda/http/app.ts', 'README.md', 'lambda/store/dynamodb/ledger.ts'];
+  const files = ['lambda/http/app.ts', 'README.md', 'lambda/store/dynamodb/ledger.ts', 'docs/how-it-works.md'];
   const src = files.map((f) => readFileSync(join(root, f), 'utf8')).join('\n');
   let out = `// ${salt}\n`;
   while (out.length < chars) out += src;
