@@ -6,7 +6,7 @@
  * (agent-binaries.ts).
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FakeScript } from '../support/fake-upstream';
@@ -107,6 +107,35 @@ describe('Claude Code (claude -p) through the gateway', () => {
     expect(readFileSync(target, 'utf8')).toBe('hi from the fake model\n');
     expect(JSON.parse(run.stdout)).toMatchObject({ result: 'I wrote hello.txt.' });
     expect(await spentBy(userId)).toBeGreaterThan(0);
+  });
+
+  it('when a turn carries 300 KB of files read, the default limits admit it and Claude Code finishes', async () => {
+    const project = tempDir('claude-files-');
+    // Five 70 KB files of ordinary code lines (~100 characters each, well under Claude Code's per-read limits).
+    const line = (i: number, f: number) => `export const value${f}_${i} = compute(input${i}, { retries: ${i % 7}, label: 'file ${f} line ${i}' });\n`;
+    const files = Array.from({ length: 5 }, (_, f) => {
+      const path = join(project, `src${f}.ts`);
+      let text = '';
+      for (let i = 0; text.length < 70_000; i++) text += line(i, f);
+      writeFileSync(path, text);
+      return path;
+    });
+    const results = (body: Record<string, unknown>) =>
+      (Array.isArray(body.messages) ? body.messages : []).flatMap((m) => (isRecord(m) && Array.isArray(m.content) ? m.content : [])).filter((b) => isRecord(b) && b.type === 'tool_result').length;
+    s.h.upstream.scriptEach((body): FakeScript => {
+      const usage = { inputTokens: 2_000, outputTokens: 30 };
+      if (!isAgentTurn(body)) return { replyText: 'Reading files', usage };
+      const read = results(body);
+      if (read >= files.length) return { replyText: 'All five files read.', usage: { inputTokens: 90_000, outputTokens: 30 } };
+      return { replyText: '', usage, toolCall: { id: `toolu_read_${read}`, name: 'Read', input: { file_path: files[read]! } } };
+    });
+    const userId = 'u-claude-code-files';
+    const key = await s.key(userId);
+    const run = await runClaude(key, project, 'Read the five source files and summarise them.');
+    expect({ code: run.code, report: describeReport(run) }).toMatchObject({ code: 0 });
+    expect(JSON.parse(run.stdout)).toMatchObject({ result: 'All five files read.' });
+    const last = agentTurns().at(-1)!;
+    expect(Buffer.byteLength(last.rawBody)).toBeGreaterThan(300_000);
   });
 
   it('when the model keeps asking to read a missing file, the gateway stops Claude Code by default within 10 model calls at ≤ $1', async () => {
