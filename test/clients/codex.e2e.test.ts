@@ -106,6 +106,8 @@ describe('Codex (codex exec) through the gateway', () => {
     expect(readFileSync(join(project, 'hello.txt'), 'utf8')).toBe('hi from the fake model\n');
     expect(run.stdout).toContain('I wrote hello.txt.');
     expect(agentTurns().length).toBeGreaterThanOrEqual(2);
+    // Codex sets no output cap: the gateway reserves and sends the model's own (gpt-5: 128k), not 4,096.
+    expect((agentTurns()[0]!.body as { max_output_tokens?: number }).max_output_tokens).toBe(128_000);
     expect(await spentBy(userId)).toBeGreaterThan(0);
   });
 
