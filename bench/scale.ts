@@ -151,6 +151,8 @@ interface Result {
   readonly preSpent: MicroUsd;
   /** Request units the physics counted in all (transactions at 2×, as AWS bills them). */
   readonly units: { readonly write: number; readonly read: number };
+  /** The same by kind of item (table or index and partition key prefix). */
+  readonly unitsByKind: Map<string, { write: number; read: number }>;
   /** Lease returns or usage writes that failed (retried by the lease layer; told through its onError). */
   readonly leaseErrors: Map<string, number>;
   readonly settleFailures: number;
@@ -511,6 +513,7 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
     limitScope,
     preSpent,
     units,
+    unitsByKind: physics.unitsByKind(),
     otherErrors,
     leaseErrors,
     admissionMs,
@@ -574,6 +577,7 @@ function figures(r: Result): Record<string, unknown> {
     counterMinusRealUsd: usd(r.committed - r.preSpent - r.admittedCost),
     spentAtFirstRefusalPct: r.spentAtFirstRefusal === undefined || r.limit === undefined ? null : Math.round((1000 * (r.preSpent + r.spentAtFirstRefusal)) / r.limit) / 10,
     wcuPerRequest: r.admitted ? Math.round((r.units.write / r.admitted) * 100) / 100 : null,
+    wcuPerRequestByKind: r.admitted ? Object.fromEntries([...r.unitsByKind].filter(([, u]) => u.write > 0).map(([k, u]) => [k, Math.round((u.write / r.admitted) * 100) / 100])) : null,
     rcuPerRequest: r.admitted ? Math.round((r.units.read / r.admitted) * 100) / 100 : null,
     storeUsdPerMillion: Math.round(storeUsdPerMillion(r) * 100) / 100,
     p50Ms: Math.round(percentile(r.admissionMs, 50)),
@@ -637,6 +641,15 @@ function report(results: readonly Result[], options: Options): void {
     line('real calls to DynamoDB Local', (r) => String(r.realCalls));
     line('real time taken', (r) => `${(r.realMs / 1000).toFixed(1)} s`);
     for (const r of rows) console.log(`\n  ${r.config.label}: admitted per virtual second of arrival: ${r.timeline.join(' ')}`);
+    for (const r of rows) {
+      if (!r.admitted) continue;
+      const kinds = [...r.unitsByKind].sort((x, y) => y[1].write - x[1].write);
+      console.log(`\n  ${r.config.label}: write / read units per admitted request, by kind of item (transactions 2×)`);
+      for (const [kind, u] of kinds) {
+        if (u.write / r.admitted < 0.005 && u.read / r.admitted < 0.005) continue;
+        console.log(`    ${kind.padEnd(28)} ${(u.write / r.admitted).toFixed(2).padStart(7)} WCU  ${(u.read / r.admitted).toFixed(2).padStart(7)} RCU`);
+      }
+    }
     for (const r of rows) {
       console.log(`\n  ${r.config.label}: hottest partitions (peak WCU in one virtual second; limit ${1000} WCU/s)`);
       for (const p of r.hot) {

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { BedrockRuntimeClient } from '@aws-sdk/client-bedrock-runtime';
-import type { GatewayConfig } from './config';
+import { ConfigError, type GatewayConfig } from './config';
 import { Authenticator } from './core/auth';
 import { JwtKeyRingSource, type JwtSecretSource, TokenIssuer, TokenVerifier } from './core/jwt';
 import { ByokCipher, type DataKeyProvider, KmsDataKeyProvider } from './core/byok/crypto';
@@ -24,6 +24,7 @@ import { AdmissionGate, AdmittingLedger } from './core/admission';
 import { PriceBook } from './core/pricing';
 import { GatewayApp, type RequestObserver } from './http/app';
 import { createMetricsObserver } from './observability/metrics-observer';
+import { RefusalRecorder } from './observability/refusals';
 import { createRequestLogObserver } from './observability/request-log';
 import { createProviders, type ProviderRegistry } from './providers/registry';
 import { DynamoDbKeyStore } from './store/dynamodb/key-store';
@@ -32,6 +33,7 @@ import type { PoolOptions } from './store/dynamodb/pools';
 import { LeasingLedger } from './core/lease/leasing-ledger';
 import type { AlertSink } from './core/guardrails/alerts';
 import { DynamoDbGuardrailStore } from './store/dynamodb/guardrails-store';
+import { DynamoDbRefusalStore } from './store/dynamodb/refusal-store';
 import { DynamoDbUsageStore } from './store/dynamodb/usage-store';
 import { lazyKmsClient, lazySqsClient } from './store/aws-clients';
 import type { RunQueue } from './core/agent/queue';
@@ -42,6 +44,7 @@ import { DynamoDbRunStore } from './store/dynamodb/runs-store';
 import { CredentialRedactor, jwtSecretParts } from './core/credential-redactor';
 import { DynamoDbCacheStore } from './store/dynamodb/cache-store';
 import { SpendLayer } from './core/routing/spend-layer';
+import { checkRouteDialects } from './core/routing/rules';
 
 /** Secret values the gateway needs at runtime. Never logged, never in env vars in AWS (SSM at cold start). */
 export interface GatewaySecrets {
@@ -146,6 +149,8 @@ export interface Gateway {
   readonly runQueue?: RunQueue;
   /** The response cache's table (answers and daily savings counters). */
   readonly cache: DynamoDbCacheStore;
+  /** Daily refusal counters (usage table) and the observer that fills them off the request path. */
+  readonly refusals: { readonly store: DynamoDbRefusalStore; readonly recorder: RefusalRecorder };
 }
 
 /**
@@ -319,6 +324,8 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     rates: ledger,
     ...(config.responseCache.enabled ? { cache: { store: cache, settings: config.responseCache } } : {}),
   });
+  const refusalStore = new DynamoDbRefusalStore(dynamodb, { usage: config.tables.usage, retentionDays: config.usageRetentionDays });
+  const refusals = { store: refusalStore, recorder: new RefusalRecorder({ store: refusalStore, clock, log }) };
   const app = new GatewayApp({
     authenticator,
     spend,
@@ -337,9 +344,16 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     observers: [
       createRequestLogObserver(log),
       ...(deps.emitMetrics ? [createMetricsObserver({ stage: config.stage })] : []),
+      refusals.recorder.observer,
       ...(deps.observers ?? []),
     ],
   });
+  // A routing chain whose fallback cannot answer in the caller's dialect is refused here, at start.
+  try {
+    checkRouteDialects(config.routing, (model, endpoint) => app.serves(model, endpoint));
+  } catch (err) {
+    throw new ConfigError('TOLLGATE_ROUTES', err instanceof Error ? err.message : String(err));
+  }
   return {
     app,
     keys,
@@ -353,6 +367,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     tokens,
     guardrails,
     cache,
+    refusals,
     ...(byok ? { byok } : {}),
     ...(audit ? { audit } : {}),
     ...(runs && runQueue ? { runs, runQueue } : {}),

@@ -5,7 +5,9 @@
  *   npx tsx bench/support/cpuprofile-top.ts FILE [--top 40] [--skip-ms 0]
  *
  * `--skip-ms` leaves out the first milliseconds of the profile (start-up: module loading, DynamoDB Local, the
- * tables), so the figures are of the measured requests.
+ * tables), so the figures are of the measured requests. The third table, "by caller", gives each sample of a
+ * Node internal or native frame (writev, the garbage collector aside) to the nearest frame up its stack that is
+ * a package or a repo file: which code's sockets, hashing and streams cost the time.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -51,6 +53,8 @@ function main(): void {
   const top = Number(values.top);
   const skipUs = Number(values['skip-ms']) * 1000;
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parentOf = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parentOf.set(c, n.id);
   const selfUs = new Map<number, number>();
   let t = 0;
   let totalUs = 0;
@@ -71,6 +75,22 @@ function main(): void {
     const m = moduleOf(cf.url, cf.functionName);
     mod.set(m, (mod.get(m) ?? 0) + us);
   }
+  const caller = new Map<string, number>();
+  for (const [id, us] of selfUs) {
+    if (byId.get(id)!.callFrame.functionName === '(idle)') continue;
+    let at: number | undefined = id;
+    let name: string | undefined;
+    while (at !== undefined) {
+      const cf = byId.get(at)!.callFrame;
+      if (cf.url !== '' && !cf.url.startsWith('node:')) {
+        name = `${cf.functionName || '(anonymous)'}  ${moduleOf(cf.url, cf.functionName)}`;
+        break;
+      }
+      at = parentOf.get(at);
+    }
+    const key = name ?? `${moduleOf(byId.get(id)!.callFrame.url, byId.get(id)!.callFrame.functionName)} (no package frame)`;
+    caller.set(key, (caller.get(key) ?? 0) + us);
+  }
   const idle = [...selfUs].filter(([id]) => byId.get(id)!.callFrame.functionName === '(idle)').reduce((a, [, us]) => a + us, 0);
   const busy = totalUs - idle;
   const print = (title: string, m: Map<string, number>) => {
@@ -82,6 +102,13 @@ function main(): void {
   console.log(`${file}: ${(totalUs / 1000).toFixed(0)} ms sampled, ${(idle / 1000).toFixed(0)} ms idle`);
   print('modules', mod);
   print('functions', fn);
+  const callerModules = new Map<string, number>();
+  for (const [k, us] of caller) {
+    const m = k.split('  ')[1] ?? k;
+    callerModules.set(m, (callerModules.get(m) ?? 0) + us);
+  }
+  print('by caller: modules (internals charged to the nearest package or repo frame)', callerModules);
+  print('by caller: functions', caller);
 }
 
 main();

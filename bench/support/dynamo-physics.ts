@@ -182,6 +182,26 @@ export class DynamoPhysics {
     return { write, read };
   }
 
+  /**
+   * Write and read units by kind of item: the table (or index) and the partition key's prefix (`budgets:ctr`,
+   * `budgets:hold`, `budgets:pool`, `usage/byOrg:org`, …), so a bench can say what each request writes.
+   */
+  unitsByKind(): Map<string, { write: number; read: number }> {
+    const out = new Map<string, { write: number; read: number }>();
+    for (const pair of this.buckets.values()) {
+      const { partition, writeUnits, readUnits } = pair.write.stats;
+      const colon = partition.indexOf(':');
+      const table = partition.slice(0, colon).replace(/^.*-(?=[a-z]+(\/|$))/, '');
+      const key = partition.slice(colon + 1);
+      const kind = `${table}:${key.split(/[#:]/)[0]}`;
+      const row = out.get(kind) ?? { write: 0, read: 0 };
+      row.write += writeUnits;
+      row.read += readUnits;
+      out.set(kind, row);
+    }
+    return out;
+  }
+
   /** Partitions by write units consumed, hottest first. */
   hotPartitions(limit: number): PartitionStats[] {
     return [...this.buckets.values()]

@@ -2,7 +2,8 @@
  * tollgate for bench:portkey, assembled as `npm start` assembles it (lambda/local/main.ts): DynamoDB Local in
  * memory, the tables, createGateway with local BYOK data keys, the local server on loopback; logging at warn
  * (as `npm start -- --quiet`). Its OpenAI upstream is the bench's fake (OPENAI_BASE_URL). Tells the parent its
- * URL, a key with generous limits and DynamoDB Local's pid over IPC.
+ * URL, a key with generous limits and DynamoDB Local's pid over IPC. Counts the DynamoDB calls it makes per
+ * command (a transaction counted once, and by its items): the parent asks with the message 'store-calls'.
  */
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
@@ -28,6 +29,22 @@ async function main(): Promise<void> {
   const log = jsonLogger({ level: 'warn' });
   const config = { ...loadConfig(process.env), dynamodbEndpoint: dynamo.endpoint, adminAuth: 'local-token' as const };
   const dynamodb = createDynamoDbClient({ region: config.region, endpoint: dynamo.endpoint, cacheMiddleware: true });
+  // Added before the first call, so the cached middleware stacks include it.
+  const storeCalls: Record<string, number> = {};
+  dynamodb.middlewareStack.add(
+    (next, context) => (args) => {
+      const table = (args.input as { TableName?: string }).TableName;
+      const name = `${(context.commandName ?? 'unknown').replace(/Command$/, '')}${table ? ` ${table.replace(/^tollgate-benchportkey-/, '')}` : ''}`;
+      storeCalls[name] = (storeCalls[name] ?? 0) + 1;
+      const items = (args.input as { TransactItems?: unknown[] }).TransactItems;
+      if (items) storeCalls[`${name} items`] = (storeCalls[`${name} items`] ?? 0) + items.length;
+      return next(args);
+    },
+    { step: 'initialize', name: 'benchStoreCallCounter' },
+  );
+  process.on('message', (message) => {
+    if (message === 'store-calls') process.send?.({ storeCalls: { ...storeCalls } });
+  });
   await ensureTables(dynamodb, config.tables);
   const keyPepper = randomBytes(16).toString('hex');
   const gateway = createGateway({

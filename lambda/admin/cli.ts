@@ -13,7 +13,7 @@
  *   audit [--id yyyy-mm-dd]     --url URL [--admin-token T | SigV4]: keys/budgets/usage over /admin/* (identity-cli.ts)
  *   circuits list | circuits reset SCOPE --ack "…" | alerts | killswitch status|resume --ack "…" | loopguard …
  *                                          (guardrails: see lambda/core/guardrails/admin-commands.ts)
- *   report [--window hour|day|month] [--json]   the dashboard's summary (spend over time, models, top users…)
+ *   report [--range hour|today|yesterday|7d|month] [--org TEAM] [--json]   the dashboard's summary (refusals, budgets…)
  *   reconcile [--day YYYY-MM-DD] [--json]     ledger vs the providers' cost reports (admin keys from
  *                                            TOLLGATE_SECRET_OPENAI_ADMIN_KEY / _ANTHROPIC_ADMIN_KEY or SSM)
  */
@@ -35,6 +35,8 @@ import { type DefaultLimits, describeLimits, keyRateLimits } from '../core/guard
 import { isWindow, type Window, WINDOWS, windowBounds, windowKey } from '../core/windows';
 import { createDynamoDbClient } from '../store/dynamodb/client';
 import { runReport } from './report';
+import { SUMMARY_RANGES, type SummaryRange } from '../observability/spend-summary';
+import { DynamoDbRefusalStore } from '../store/dynamodb/refusal-store';
 import { ensureTables } from '../store/dynamodb/create-tables';
 import { DynamoDbKeyStore } from '../store/dynamodb/key-store';
 import { DynamoDbLedger } from '../store/dynamodb/ledger';
@@ -142,6 +144,11 @@ function publicKey(k: KeyRecord): Omit<KeyRecord, 'hash'> {
   return rest;
 }
 
+function summaryRangeArg(value: string): SummaryRange {
+  if ((SUMMARY_RANGES as readonly string[]).includes(value)) return value as SummaryRange;
+  throw new Error(`--range must be one of ${SUMMARY_RANGES.join(', ')} (got "${value}")`);
+}
+
 function windowArg(value: string | undefined, fallback: Window): Window {
   const w = value ?? fallback;
   if (!isWindow(w)) throw new UsageError(`window must be one of ${WINDOWS.join(', ')}, got "${w}"`);
@@ -184,6 +191,7 @@ export async function run(argv: readonly string[], out: (text: string) => void):
       day: { type: 'string' },
       'budget-usd': { type: 'string' },
       window: { type: 'string' },
+      range: { type: 'string' },
       expires: { type: 'string' },
       reason: { type: 'string' },
       by: { type: 'string' },
@@ -347,7 +355,13 @@ export async function run(argv: readonly string[], out: (text: string) => void):
       return;
     }
     if (group === 'report') {
-      await runReport(stores, { window: windowArg(values.window, 'day'), json: values.json, now: Date.now() }, out);
+      const refusals = new DynamoDbRefusalStore(stores.dynamodb, { usage: stores.config.tables.usage });
+      const range = values.range === undefined ? undefined : summaryRangeArg(values.range);
+      await runReport(
+        { ...stores, refusals },
+        { ...(range ? { range } : { window: windowArg(values.window, 'day') }), ...(values.org ? { org: values.org } : {}), json: values.json, now: Date.now() },
+        out,
+      );
       return;
     }
     if (group === 'usage') {

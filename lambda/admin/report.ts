@@ -1,12 +1,13 @@
 /**
- * `npm run admin -- report [--window hour|day|month] [--json]`: the dashboard's summary in the terminal — spend
- * over time (a bar per bucket), cost by model, top users and keys, budget utilisation, and, where the store
- * offers them, open circuits and recent alerts. Same figures as /dashboard: both come from
- * {@link buildSpendSummary}.
+ * `npm run admin -- report [--range hour|today|yesterday|7d|month] [--org TEAM] [--json]` (or the older
+ * `--window hour|day|month`): the dashboard's summary in the terminal — spend over time (a bar per bucket),
+ * refusals by reason and the most refused keys, cost by model and by team, top users and keys, the utilisation of
+ * every budget in force, and, where the store offers them, open circuits and recent alerts. Same figures as
+ * /dashboard: both come from {@link buildSpendSummary}.
  */
 import { displayUsd } from '../core/money';
 import type { Window } from '../core/windows';
-import { buildSpendSummary, type SpendGroup, type SpendSummary, type SummarySources } from '../observability/spend-summary';
+import { buildSpendSummary, type SpendGroup, type SpendSummary, type SummaryRange, type SummarySources } from '../observability/spend-summary';
 
 const BAR_WIDTH = 40;
 
@@ -28,9 +29,12 @@ const pct = (f: number) => `${Math.round(f * 1000) / 10}%`;
 function groupRows(groups: readonly SpendGroup[], column: string): Record<string, string | number>[] {
   return groups.map((g) => ({
     [column]: g.name,
+    ...(g.keyName !== undefined ? { name: g.keyName } : {}),
     ...(g.userId !== undefined ? { user: g.userId } : {}),
+    ...(column !== 'model' ? { team: g.orgId ?? '' } : {}),
+    ...(g.keyStatus !== undefined ? { status: g.keyStatus } : {}),
     requests: g.requests,
-    failed: g.failed,
+    upstreamErrors: g.upstreamErrors,
     inputTokens: g.inputTokens,
     outputTokens: g.outputTokens,
     cost: displayUsd(g.costMicros),
@@ -41,48 +45,66 @@ function groupRows(groups: readonly SpendGroup[], column: string): Record<string
 export function formatReport(s: SpendSummary): string {
   const t = s.totals;
   const lines: string[] = [];
-  lines.push(`tollgate report · ${s.window} ${s.windowKey.split('#')[1] ?? ''} (UTC) · as of ${s.generatedAt.slice(0, 16).replace('T', ' ')}`);
+  lines.push(`tollgate report · ${s.period} (UTC)${s.org ? ` · team ${s.org}` : ''} · as of ${s.generatedAt.slice(0, 16).replace('T', ' ')}`);
+  const refused = s.refusals ? `${s.refusals.total} refused by the gateway · ` : '';
   lines.push(
-    `spend ${displayUsd(t.costMicros)} · ${t.requests} requests (${t.failed} failed, ${pct(t.requests ? t.failed / t.requests : 0)}) · ` +
+    `spend ${displayUsd(t.costMicros)} · ${t.requests} requests answered · ${refused}${t.upstreamErrors} upstream errors (${pct(t.requests ? t.upstreamErrors / t.requests : 0)}) · ` +
       `tokens ${t.inputTokens} in / ${t.outputTokens} out (${t.cachedInputTokens} cached)`,
   );
   lines.push('', 'Spend over time');
   const max = Math.max(0, ...s.overTime.map((b) => b.costMicros));
   for (const b of s.overTime) lines.push(`  ${b.label.padStart(5)}  ${bar(b.costMicros, max)} ${displayUsd(b.costMicros).padStart(10)}  ${b.requests} req`);
+  if (s.refusals) {
+    const r = s.refusals;
+    lines.push('', `Refused by reason (${r.days.length === 1 ? r.days[0] : `${r.days[0]} – ${r.days[r.days.length - 1]}`})`, table(r.byReason.map((x) => ({ reason: x.reason, refused: x.count, meaning: x.label }))));
+    lines.push('', 'Top refused keys', table(r.topKeys.map((k) => ({ key: k.keyId, who: k.label, refused: k.count, reasons: Object.entries(k.reasons).map(([reason, n]) => `${reason} ${n}`).join(', ') }))));
+  }
   lines.push('', 'Cost by model', table(groupRows(s.byModel, 'model')));
+  lines.push('', 'Cost by team and model', table(s.byOrgModel.map((g) => ({ team: g.orgId ?? '-', model: g.model, requests: g.requests, cost: displayUsd(g.costMicros) }))));
   lines.push('', 'Top users', table(groupRows(s.topUsers, 'user')));
   lines.push('', 'Top keys', table(groupRows(s.topKeys, 'key')));
   lines.push(
     '',
-    'Budget utilisation',
+    'Budget utilisation (every limit in force, current windows)',
     table(
       s.budgets.map((b) => ({
         scope: b.scope,
+        who: b.label,
         window: b.window,
         limit: displayUsd(b.limitMicros),
+        source: b.source,
         spent: displayUsd(b.spentMicros),
         held: displayUsd(b.reservedMicros),
         used: pct(b.utilisation),
-        '': b.utilisation >= 1 ? 'OVER' : b.utilisation >= 0.8 ? 'near' : '',
+        state: b.state === 'refusing' ? `REFUSING (${b.refusingBecause})` : b.state === 'near' ? 'near' : '',
       })),
     ),
   );
+  if (s.revokedKeysHidden > 0) lines.push(`  (${s.revokedKeysHidden} revoked key${s.revokedKeysHidden === 1 ? '' : 's'} not shown)`);
   if (s.circuits) {
     lines.push('', 'Open circuits', table(s.circuits.map((c) => ({ scope: c.scope, cause: c.cause, reason: c.reason, opened: new Date(c.openedAt).toISOString(), closes: c.closesAt ? new Date(c.closesAt).toISOString() : 'on ack' }))));
   }
   if (s.alerts) {
-    lines.push('', 'Recent alerts', table(s.alerts.map((a) => ({ at: new Date(a.at).toISOString(), severity: a.severity, scope: a.scope, summary: a.summary }))));
+    lines.push(
+      '',
+      'Recent alerts and acknowledgements',
+      table(s.alerts.map((a) => ({ at: new Date(a.at).toISOString(), kind: a.kind === 'acknowledgement' ? 'acknowledged' : a.severity, scope: a.scope, summary: a.summary }))),
+    );
   }
   return lines.join('\n');
 }
 
-/** Builds the summary of the current `window` and prints it (as JSON with `json`). */
+/** Builds the summary of the current `range` (or `window`) and prints it (as JSON with `json`). */
 export async function runReport(
   sources: SummarySources,
-  options: { readonly window: Window; readonly json: boolean; readonly now: number },
+  options: { readonly window?: Window; readonly range?: SummaryRange; readonly org?: string; readonly json: boolean; readonly now: number },
   out: (text: string) => void,
 ): Promise<SpendSummary> {
-  const summary = await buildSpendSummary(sources, { window: options.window, now: options.now });
+  const summary = await buildSpendSummary(sources, {
+    ...(options.range ? { range: options.range } : options.window ? { window: options.window } : {}),
+    ...(options.org ? { org: options.org } : {}),
+    now: options.now,
+  });
   out(options.json ? JSON.stringify(summary, null, 2) : formatReport(summary));
   return summary;
 }

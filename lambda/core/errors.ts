@@ -26,6 +26,18 @@ export interface TollgateErrorOptions {
   /** Extra response headers, e.g. `Retry-After`. */
   readonly headers?: Readonly<Record<string, string>>;
   readonly cause?: unknown;
+  /**
+   * Whose request was refused, when the refusal happened before a principal existed (a revoked, expired or
+   * suspended key): lets observers count the refusal against the key. Ids only, never a secret; not rendered.
+   */
+  readonly subject?: RefusedSubject;
+}
+
+/** The key (and its user and org) a refusal is about. */
+export interface RefusedSubject {
+  readonly keyId: string;
+  readonly userId: string;
+  readonly orgId?: string;
 }
 
 export abstract class TollgateError extends Error {
@@ -34,6 +46,7 @@ export abstract class TollgateError extends Error {
   readonly code?: string;
   readonly param?: string;
   readonly headers: Readonly<Record<string, string>>;
+  readonly subject?: RefusedSubject;
 
   constructor(message: string, options: TollgateErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -41,6 +54,7 @@ export abstract class TollgateError extends Error {
     this.code = options.code;
     this.param = options.param;
     this.headers = options.headers ?? {};
+    if (options.subject) this.subject = options.subject;
   }
 }
 

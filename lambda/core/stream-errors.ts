@@ -4,6 +4,10 @@
  * `ok`, never cached, and, when nothing reached the caller yet, a provider error the caller sees in its dialect
  * (and a fallback may answer instead). Also which events carry nothing for the caller yet (the preamble a
  * provider sends before its first token), so the pipeline can hold them back until it knows the stream works.
+ *
+ * {@link StreamWatch} follows a stream event by event with both questions. The provider adapter that parses a
+ * stream anyway (for its usage) feeds it the events it relays, so each chunk is parsed once; the pipeline
+ * parses a stream itself only when the provider brings no watch.
  */
 import type { SseEvent } from '../providers/sse';
 
@@ -47,7 +51,10 @@ function errorFrom(raw: unknown): StreamError {
 
 /** The error an event reports, if it is an error event of any provider's stream. */
 export function streamErrorOf(event: SseEvent): StreamError | undefined {
-  const body = parse(event.data);
+  return errorOfParsed(event, parse(event.data));
+}
+
+function errorOfParsed(event: SseEvent, body: Record<string, unknown> | undefined): StreamError | undefined {
   if (event.event === 'error') return errorFrom(body?.error ?? body);
   if (!body) return undefined;
   if (body.type === 'error') return errorFrom(body.error ?? body);
@@ -72,7 +79,11 @@ const PREAMBLE = new Set([
 /** Whether an event carries nothing for the caller yet (no text, no tool call): safe to hold back. */
 export function isPreamble(event: SseEvent): boolean {
   if (event.data === '') return true;
-  const body = parse(event.data);
+  return preambleOfParsed(event, parse(event.data));
+}
+
+function preambleOfParsed(event: SseEvent, body: Record<string, unknown> | undefined): boolean {
+  if (event.data === '') return true;
   if (!body) return false;
   const type = typeof body.type === 'string' ? body.type : event.event;
   if (type && PREAMBLE.has(type)) return true;
@@ -89,4 +100,41 @@ export function isPreamble(event: SseEvent): boolean {
     }) && !body.usage;
   }
   return false;
+}
+
+/**
+ * Whether an event can be an error event at all (see {@link streamErrorOf}), from its text: every error shape
+ * has a key or a type `"error"`, or the type `response.failed`. Output events (the bulk of a stream) fail this
+ * test and are never parsed once output has started.
+ */
+function mayBeError(event: SseEvent): boolean {
+  return event.event === 'error' || event.data.includes('"error"') || event.data.includes('response.failed');
+}
+
+/**
+ * How a stream has gone so far, from its events in order: whether output started, an error event before any
+ * output (the stream is then a provider error the caller can be told of in its dialect), or one after it (the
+ * stream failed after reaching the caller). Each event's JSON is parsed at most once, and only while output has
+ * not started or when its text can be an error.
+ */
+export class StreamWatch {
+  /** An event carrying output (not preamble, not an error) was seen. */
+  started = false;
+  /** The first error event, when it came before any output. */
+  early: StreamError | undefined;
+  /** An error event came after output started. */
+  failedAfterStart = false;
+
+  /** Takes the next event of the stream, as the caller receives it. */
+  observe(event: SseEvent): void {
+    if (this.early !== undefined || this.failedAfterStart) return;
+    if (this.started) {
+      if (mayBeError(event) && streamErrorOf(event)) this.failedAfterStart = true;
+      return;
+    }
+    const body = parse(event.data);
+    const error = errorOfParsed(event, body);
+    if (error) this.early = error;
+    else if (!preambleOfParsed(event, body)) this.started = true;
+  }
 }

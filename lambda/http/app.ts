@@ -31,7 +31,8 @@ import type { UsageStore } from '../core/stores';
 import { createClientRoutes } from './client-routes';
 import { type Dialect, dialectOf, errorResponse, jsonResponse } from './dialects';
 import { checkOutputCap, checkRequestBody, checkStoredByokKey, decodePathParam, DEFAULT_INPUT_LIMITS, forwardedHeader, type InputLimits } from './input-boundary';
-import { checkResponsesRequest, estimateResponsesInputTokens, responsesOperation, responsesSchema } from './responses-routes';
+import { checkResponsesFor, checkResponsesRequest, estimateResponsesInputTokens, responsesOperation, responsesSchema } from './responses-routes';
+import { checkMessagesFor, messagesOperation } from './messages-routes';
 import { chatCompletionSchema, embeddingsSchema, messagesSchema, parseJsonBody, validate } from './schemas';
 import { type StreamDialect, withStreamCost } from './stream-cost';
 import type { HttpRequest, HttpResponse } from './types';
@@ -100,7 +101,13 @@ export interface RequestEvent {
   readonly status: number;
   /** From arrival until the response (and its settlement) finished. */
   readonly durationMs: number;
-  readonly error?: { readonly kind: ErrorKind; readonly code?: string; readonly message: string };
+  readonly error?: {
+    readonly kind: ErrorKind;
+    readonly code?: string;
+    readonly message: string;
+    /** The error's own response headers (scope of a budget or circuit, rate-limit dimensions, Retry-After). */
+    readonly headers?: Readonly<Record<string, string>>;
+  };
   readonly principal?: Pick<Principal, 'keyId' | 'userId' | 'orgId'>;
   /** The usage record, for requests that reached a provider (or were reserved for). */
   readonly usage?: UsageRecord;
@@ -147,11 +154,13 @@ interface BillableRoute {
   maxOutput(body: Record<string, unknown>, cap: RequestedCap | undefined): number;
   stream(body: Record<string, unknown>): boolean;
   /** The provider operation that serves this route, by name or chosen per provider. */
-  readonly operation: 'chatCompletions' | 'messages' | 'embeddings' | ((provider: Provider) => ProviderOperation | undefined);
+  readonly operation: 'chatCompletions' | 'embeddings' | ((provider: Provider) => ProviderOperation | undefined);
   /** Body fields that cap the output, bounded by {@link checkOutputCap}. */
   readonly outputCapFields: readonly string[];
   /** Refusals that need the validated body, before anything is reserved. */
   check?(body: Record<string, unknown>): void;
+  /** Refusals that need the provider chosen (a translation it cannot express), before anything is reserved. */
+  checkFor?(provider: Provider, body: Record<string, unknown>): void;
   /** The wire format of the route's streams, whose usage event gets the call's cost. */
   readonly streamDialect?: StreamDialect;
 }
@@ -160,13 +169,27 @@ function withModelMax(modelMax: number | undefined): { modelMax?: number } {
   return modelMax === undefined ? {} : { modelMax };
 }
 
+/** The provider operation that serves `route`, if the provider has one. */
+function operationOf(route: BillableRoute, provider: Provider): ProviderOperation | undefined {
+  return typeof route.operation === 'function'
+    ? route.operation(provider)
+    : (provider[route.operation] as ProviderOperation | undefined)?.bind(provider);
+}
+
 export class GatewayApp {
   private readonly routes: readonly Route[];
   private readonly newRequestId: () => string;
   /** Provider latency by request id, kept only while observers are waiting for the request to finish. */
   private readonly upstreamMs = new Map<string, number>();
+  /**
+   * Errors a billable route answered with without throwing (the pipeline's loop, repeated-turn and velocity
+   * refusals, upstream failures after a reservation), by request id, for observers: kept only until notified.
+   */
+  private readonly answeredErrors = new Map<string, TollgateError>();
   private readonly limits: InputLimits;
   private readonly redactor: CredentialRedactor;
+  /** The billable surfaces by path, for {@link GatewayApp.serves}. */
+  private readonly billableRoutes: ReadonlyMap<string, BillableRoute>;
 
   constructor(private readonly o: GatewayAppOptions) {
     this.limits = { ...DEFAULT_INPUT_LIMITS, ...o.inputLimits };
@@ -203,7 +226,8 @@ export class GatewayApp {
       outputCap: (b, m) => outputCap(b, m, 'max_tokens'),
       maxOutput: (_b, cap) => cap?.tokens ?? 0,
       stream: (b) => b.stream === true,
-      operation: 'messages',
+      operation: (provider) => messagesOperation(provider),
+      checkFor: checkMessagesFor,
       outputCapFields: ['max_tokens'],
       streamDialect: 'messages',
     };
@@ -217,6 +241,7 @@ export class GatewayApp {
       stream: (b) => b.stream === true,
       operation: (provider) => responsesOperation(provider, o.clock),
       check: checkResponsesRequest,
+      checkFor: checkResponsesFor,
       outputCapFields: ['max_output_tokens'],
       streamDialect: 'responses',
     };
@@ -231,6 +256,12 @@ export class GatewayApp {
       operation: 'embeddings',
       outputCapFields: [],
     };
+    this.billableRoutes = new Map([
+      ['/v1/chat/completions', chat],
+      ['/v1/messages', messages],
+      ['/v1/embeddings', embeddings],
+      ['/v1/responses', responses],
+    ]);
     this.routes = [
       { method: 'POST', path: '/v1/chat/completions', handler: (c) => this.billable(c, chat) },
       { method: 'POST', path: '/v1/messages', handler: (c) => this.billable(c, messages) },
@@ -286,7 +317,10 @@ export class GatewayApp {
       res = this.fail(ctx, error);
     }
     const observers = this.o.observers ?? [];
+    const answered = this.answeredErrors.get(requestId);
+    this.answeredErrors.delete(requestId);
     if (observers.length === 0) return res;
+    error ??= answered;
     const settle = res.after;
     const status = res.status;
     const budgetScope = res.headers['x-tollgate-budget-scope'];
@@ -297,6 +331,8 @@ export class GatewayApp {
       ...(res.headers[SPEND_HEADERS.cacheSaved] ? { savedUsd: res.headers[SPEND_HEADERS.cacheSaved] } : {}),
       ...(res.headers[SPEND_HEADERS.fallback] ? { fallback: res.headers[SPEND_HEADERS.fallback] } : {}),
     };
+    // A key refused before it became a principal (revoked, expired, suspended) is named by the error.
+    const who = principal ?? error?.subject;
     const notify = (usage: UsageRecord | undefined) => {
       const upstreamMs = this.upstreamMs.get(requestId);
       this.upstreamMs.delete(requestId);
@@ -306,8 +342,10 @@ export class GatewayApp {
         path: req.path,
         status,
         durationMs: Math.max(0, this.o.clock.now() - ctx.startedAt),
-        ...(error ? { error: { kind: error.kind, ...(error.code ? { code: error.code } : {}), message: error.message } } : {}),
-        ...(principal ? { principal: { keyId: principal.keyId, userId: principal.userId, ...(principal.orgId ? { orgId: principal.orgId } : {}) } } : {}),
+        ...(error
+          ? { error: { kind: error.kind, ...(error.code ? { code: error.code } : {}), message: error.message, ...(Object.keys(error.headers).length ? { headers: error.headers } : {}) } }
+          : {}),
+        ...(who ? { principal: { keyId: who.keyId, userId: who.userId, ...(who.orgId ? { orgId: who.orgId } : {}) } } : {}),
         ...(usage ? { usage } : {}),
         ...(upstreamMs !== undefined ? { upstreamMs } : {}),
         ...(budgetScope && budgetRemaining ? { budget: { scope: budgetScope, remainingUsd: budgetRemaining } } : {}),
@@ -371,6 +409,23 @@ export class GatewayApp {
     return { error: new NotFoundError(`Unknown route: ${req.method} ${path}.`, { code: 'unknown_url' }) };
   }
 
+  /**
+   * Whether `modelName` can answer requests to the billable surface `path` (the same test a request meets):
+   * `undefined` when the model or the surface is unknown here. Used to check routing chains at start.
+   */
+  serves(modelName: string, path: string): boolean | undefined {
+    const route = this.billableRoutes.get(path);
+    if (!route) return undefined;
+    let model: ResolvedModel;
+    try {
+      model = this.o.prices.resolve(modelName);
+    } catch {
+      return undefined;
+    }
+    const provider = this.o.providers.get(model.provider);
+    return provider !== undefined && operationOf(route, provider) !== undefined;
+  }
+
   private async billable(ctx: RouteContext, route: BillableRoute): Promise<HttpResponse> {
     const { req, requestId } = ctx;
     const principal = await ctx.authenticate();
@@ -394,11 +449,7 @@ export class GatewayApp {
       checkOutputCap(body, route.outputCapFields, model, this.limits);
       const upstreamBody = { ...body, model: model.upstreamModel };
       const provider = this.o.providers.get(model.provider);
-      const operation: ProviderOperation | undefined = !provider
-        ? undefined
-        : typeof route.operation === 'function'
-          ? route.operation(provider)
-          : (provider[route.operation] as ProviderOperation | undefined)?.bind(provider);
+      const operation = provider ? operationOf(route, provider) : undefined;
       if (!provider || !operation) {
         throw new InvalidRequestError(`The model "${modelName}" cannot be used with ${req.path}.`, {
           code: 'unsupported_endpoint',
@@ -407,6 +458,7 @@ export class GatewayApp {
       }
       // What the provider cannot express is refused here, before anything is reserved or counted.
       if (typeof route.operation === 'string') provider.check?.(route.operation, upstreamBody);
+      route.checkFor?.(provider, upstreamBody);
       // The user's own key for this provider, if any: held only in this request's closure, never stored or logged.
       const byokKey = this.o.byok ? await this.o.byok.keyFor(principal.userId, model.provider) : undefined;
       if (byokKey) {
@@ -469,6 +521,7 @@ export class GatewayApp {
       : await this.o.pipeline.run(await callFor(body.model as string, requestId));
     if (outcome.kind === 'error') {
       const error = this.redactor.redactError(outcome.error, byokKeys);
+      if (this.o.observers?.length) this.answeredErrors.set(requestId, error);
       return { ...errorResponse(ctx.dialect, error, outcome.headers), after: outcome.after };
     }
     if (outcome.kind === 'json') return { ...jsonResponse(200, outcome.body, outcome.headers), after: outcome.after };

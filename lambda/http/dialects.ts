@@ -42,9 +42,25 @@ const ANTHROPIC_TYPE: Readonly<Record<ErrorKind, string>> = {
 /** Anthropic's own error types a provider failure may carry through (an `overloaded_error` stays one). */
 const ANTHROPIC_UPSTREAM_TYPES = new Set(['overloaded_error', 'api_error', 'rate_limit_error']);
 
+/** An upstream's refusal of the caller's request (passed through with its status) in Anthropic's error types. */
+const ANTHROPIC_UPSTREAM_STATUS_TYPES: Readonly<Record<number, string>> = {
+  400: 'invalid_request_error',
+  404: 'not_found_error',
+  413: 'request_too_large',
+  422: 'invalid_request_error',
+  429: 'rate_limit_error',
+};
+
+function anthropicType(err: TollgateError): string {
+  if (err.kind !== 'upstream') return ANTHROPIC_TYPE[err.kind];
+  if (err.code && ANTHROPIC_UPSTREAM_TYPES.has(err.code)) return err.code;
+  // A translated provider (OpenAI, Bedrock) refusing the caller's request: the status says what kind.
+  return ANTHROPIC_UPSTREAM_STATUS_TYPES[err.status] ?? ANTHROPIC_TYPE.upstream;
+}
+
 export function errorBody(dialect: Dialect, err: TollgateError): unknown {
   if (dialect === 'anthropic') {
-    const type = err.kind === 'upstream' && err.code && ANTHROPIC_UPSTREAM_TYPES.has(err.code) ? err.code : ANTHROPIC_TYPE[err.kind];
+    const type = anthropicType(err);
     return { type: 'error', error: { type, message: err.message } };
   }
   return {
@@ -72,6 +88,8 @@ export function errorResponse(dialect: Dialect, err: TollgateError, headers: Rec
  * leaves the SDK's own rule (retry 408/409/429/5xx).
  */
 export function shouldRetry(err: TollgateError): boolean | undefined {
+  // A loop refusal of copies still in flight (not a failure streak) passes once one is answered: it says so itself.
+  if (err instanceof LoopDetectedError && err.headers['x-should-retry'] === 'true') return true;
   if (err instanceof BudgetExceededError || err instanceof CircuitOpenError || err instanceof LoopDetectedError) return false;
   if (err instanceof RateLimitError) return Object.keys(err.headers).some((h) => h.toLowerCase() === 'retry-after');
   return undefined;

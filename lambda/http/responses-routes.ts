@@ -11,7 +11,7 @@ import * as z from 'zod/mini';
 import type { Clock } from '../core/clock';
 import { estimateResponsesTokens } from '../core/tokens';
 import type { Provider, ProviderCallContext, ProviderResult } from '../providers/contract';
-import { refuseStoredState, type ResponsesBody } from '../providers/responses/request';
+import { refuseStoredState, responsesToChatRequest, type ResponsesBody } from '../providers/responses/request';
 import { responsesViaChat } from '../providers/responses/via-chat';
 
 const positiveInt = z.int().check(z.minimum(1));
@@ -53,4 +53,14 @@ export function responsesOperation(
   if (!chat) return undefined;
   return (body, ctx) =>
     responsesViaChat({ chatCompletions: chat }, body as ResponsesBody, ctx, { createdAt: Math.floor(clock.now() / 1000) });
+}
+
+/**
+ * Refuses, before anything is reserved, what a translating `provider` cannot express: the translation to
+ * chat completions (a tool or item with no equivalent, named per tool) and the provider's check of its result.
+ * Native Responses providers (OpenAI) judge the body themselves.
+ */
+export function checkResponsesFor(provider: Provider, body: Record<string, unknown>): void {
+  if (provider.responses || !provider.chatCompletions) return;
+  provider.check?.('chatCompletions', responsesToChatRequest(body as ResponsesBody));
 }

@@ -8,7 +8,8 @@
  *
  *   {"type":"message_delta", …, "usage":{…}, "tollgate":{"cost_usd":"0.000123","request_id":"req_…"}}
  *
- * Events are re-framed one by one as they complete; nothing is held back.
+ * Nothing is held back. A chunk that holds whole events only, none of them changed, passes as it came (most
+ * of a stream: no copy, no re-encoding); otherwise its events are re-framed one by one as they complete.
  */
 import { formatUsd } from '../core/money';
 import { costOf, type ResolvedModel } from '../core/pricing';
@@ -75,8 +76,15 @@ export async function* withStreamCost(
     return { ...event, data: JSON.stringify({ ...parsed, tollgate }) };
   };
   const parser = new SseParser();
+  // Whether the bytes so far ended on an event boundary (every byte before is in an event already sent).
+  let aligned = true;
   for await (const chunk of body) {
-    for (const event of parser.push(chunk)) yield encodeSse(annotate(event));
+    const events = parser.push(chunk);
+    const out = events.map(annotate);
+    const endsAligned = parser.idle && chunk.byteLength > 0 && chunk[chunk.byteLength - 1] === 0x0a;
+    if (aligned && endsAligned && out.every((event, i) => event === events[i])) yield chunk;
+    else for (const event of out) yield encodeSse(event);
+    aligned = endsAligned;
   }
   for (const event of parser.end()) yield encodeSse(annotate(event));
 }

@@ -52,11 +52,16 @@ function headersOf(req: IncomingMessage): Record<string, string> {
   return out;
 }
 
+const PLAIN_PATH = /^\/[A-Za-z0-9_~/-]*$/;
+
 /**
  * The path and query of a request target. Parsed against a fixed origin so that `//v1/…` stays a path (a
  * base URL would read it as a host); a target URL cannot parse is kept as it came, for the router to refuse.
  */
 function targetOf(raw: string): { path: string; query: URLSearchParams } {
+  // The usual target (`/v1/chat/completions`): letters, digits, `-`, `_`, `~` and slashes only, no query, so
+  // the URL parser would return it unchanged (no dot segments, no escapes to decode): skip building a URL.
+  if (PLAIN_PATH.test(raw)) return { path: raw, query: new URLSearchParams() };
   try {
     const url = new URL(`http://localhost${raw.startsWith('/') ? raw : `/${raw}`}`);
     return { path: url.pathname, query: url.searchParams };

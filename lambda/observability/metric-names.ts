@@ -24,6 +24,8 @@ export const DIMENSIONS = {
   provider: 'Provider',
   model: 'Model',
   errorClass: 'ErrorClass',
+  /** The refusal reason of {@link REFUSAL_METRICS.refusals} (lambda/observability/refusals.ts REFUSAL_REASONS). */
+  reason: 'Reason',
 } as const;
 
 /** Per-request metrics (service {@link GATEWAY_SERVICE}). */
@@ -84,6 +86,14 @@ export const SPEND_METRICS = {
   fallbacks: 'Fallbacks',
   /** None (dollars): |billed − ledger| of one provider for one day. */
   billingDriftUsd: 'BillingDriftUsd',
+} as const;
+
+/**
+ * Requests the gateway refused (service {@link GATEWAY_SERVICE}): a Count of 1 per refusal, by {service, Stage}
+ * and {service, Stage, Reason}. Scope and key are metadata (and fields of the request log line), not dimensions.
+ */
+export const REFUSAL_METRICS = {
+  refusals: 'Refusals',
 } as const;
 
 /** The classes of {@link REQUEST_METRICS.errorCount}. */

@@ -7,12 +7,14 @@
  *   request line: RequestCount, TokensProcessed, InputTokens, OutputTokens, CachedInputTokens, CostUsd,
  *                 Latency, UpstreamLatency   by {service, Stage} and {service, Stage, Provider, Model}
  *   error line:   ErrorCount                 by {service, Stage, ErrorClass}
+ *   refusal line: Refusals                   by {service, Stage} and {service, Stage, Reason} (refusals.ts)
  *   metadata:     requestId, userId, keyId, orgId, status, outcome (searchable, not dimensions)
  */
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { MICROS_PER_USD } from '../core/money';
 import type { RequestEvent, RequestObserver } from '../http/app';
-import { DIMENSIONS, errorClassOf, GATEWAY_SERVICE, METRICS_NAMESPACE, REQUEST_METRICS, SPEND_METRICS } from './metric-names';
+import { DIMENSIONS, errorClassOf, GATEWAY_SERVICE, METRICS_NAMESPACE, REFUSAL_METRICS, REQUEST_METRICS, SPEND_METRICS } from './metric-names';
+import { refusalOf } from './refusals';
 
 export interface MetricsObserverOptions {
   /** The `Stage` dimension (several stages may share an account). */
@@ -67,6 +69,16 @@ export function createMetricsObserver(options: MetricsObserverOptions): RequestO
     if (errorClass) {
       metrics.addDimension(DIMENSIONS.errorClass, errorClass);
       metrics.addMetric(REQUEST_METRICS.errorCount, MetricUnit.Count, 1);
+      addMetadata(metrics, event);
+      metrics.publishStoredMetrics();
+    }
+
+    const refusal = refusalOf(event);
+    if (refusal) {
+      metrics.addDimensions({});
+      metrics.addDimensions({ [DIMENSIONS.reason]: refusal.reason });
+      metrics.addMetric(REFUSAL_METRICS.refusals, MetricUnit.Count, 1);
+      metrics.addMetadata('refusalScope', refusal.scope);
       addMetadata(metrics, event);
       metrics.publishStoredMetrics();
     }

@@ -9,6 +9,7 @@ import type { Logger, LogLevel } from '../core/log';
 import { formatUsd, type MicroUsd, usdToMicros } from '../core/money';
 import type { RequestEvent, RequestObserver } from '../http/app';
 import { errorClassOf } from './metric-names';
+import { refusalOf } from './refusals';
 
 /** The `message` of the per-request line, which the Logs Insights queries filter on. */
 export const REQUEST_LOG_MESSAGE = 'request';
@@ -18,6 +19,7 @@ export function requestLogFields(event: RequestEvent): Record<string, string | n
   const u = event.usage;
   const who = event.principal ?? u;
   const errorClass = errorClassOf({ ...(event.error ? { error: event.error } : {}), ...(u ? { outcome: u.outcome } : {}) });
+  const refusal = refusalOf(event);
   const fields: Record<string, string | number | boolean | undefined> = {
     requestId: event.requestId,
     method: event.method,
@@ -41,6 +43,8 @@ export function requestLogFields(event: RequestEvent): Record<string, string | n
     errorClass,
     errorKind: event.error?.kind,
     errorCode: event.error?.code,
+    refusalReason: refusal?.reason,
+    refusalScope: refusal?.scope,
     budgetScope: event.budget?.scope,
     budgetRemainingUsd: event.budget?.remainingUsd,
     budgetRemainingMicros: event.budget ? microsOrUndefined(event.budget.remainingUsd) : undefined,

@@ -6,6 +6,7 @@
  * Failures: a provider throws {@link UpstreamError} (from core/errors) for upstream HTTP errors, network
  * failures, timeouts and unusable answers. It maps statuses with {@link upstreamStatusFor}.
  */
+import type { StreamWatch } from '../core/stream-errors';
 import type { TokenUsage } from '../core/types';
 
 export interface ProviderCallContext {
@@ -50,6 +51,12 @@ export interface StreamResult {
    * reported none (the gateway then prices the request from its reservation).
    */
   usage(): TokenUsage | undefined;
+  /**
+   * Fed every event of `body` (as the caller receives it) before the bytes that complete it are yielded, by an
+   * adapter that parses its stream anyway: the pipeline then reads whether output started, or an error event
+   * came, from it instead of parsing the stream a second time. Without it the pipeline parses `body` itself.
+   */
+  readonly watch?: StreamWatch;
 }
 
 export type ProviderResult = JsonResult | StreamResult;

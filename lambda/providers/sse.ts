@@ -25,6 +25,14 @@ export class SseParser {
   private dataLines: string[] = [];
   private lastId: string | undefined;
 
+  /**
+   * Whether everything pushed so far is accounted for by the events returned: no partial line, no event
+   * waiting for its blank line, no CR whose LF may follow. (A chunk that ended in LF holds no partial character.)
+   */
+  get idle(): boolean {
+    return this.buffer === '' && this.dataLines.length === 0 && this.eventType === undefined && !this.skipLeadingLf;
+  }
+
   /** Parses one chunk; returns the events it completed, in order. */
   push(chunk: Uint8Array | string): SseEvent[] {
     let text = typeof chunk === 'string' ? chunk : this.decoder.decode(chunk, { stream: true });

@@ -139,6 +139,12 @@ export class Monitoring extends Construct {
     for (let i = 0; i < widgets.length; i += 2) this.dashboard.addWidgets(...widgets.slice(i, i + 2));
   }
 
+  /** Adds a titled row of ready-made widgets (for views {@link addSection} does not draw: bars, single values). */
+  addWidgetRow(title: string, widgets: readonly cloudwatch.IWidget[]): void {
+    this.addHeading(title);
+    this.dashboard.addWidgets(...widgets);
+  }
+
   /** Adds the alarm status widget listing every alarm made so far; call it last. */
   addAlarmStatus(): void {
     if (this.alarms.length === 0) return;

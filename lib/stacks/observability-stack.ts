@@ -9,10 +9,12 @@ import {
   GUARDRAIL_METRICS,
   GUARDRAILS_SERVICE,
   METRICS_NAMESPACE,
+  REFUSAL_METRICS,
   REQUEST_METRICS,
   RECONCILE_SERVICE,
   SPEND_METRICS,
 } from '../../lambda/observability/metric-names';
+import { REFUSAL_REASONS } from '../../lambda/observability/refusals';
 import { REQUEST_LOG_MESSAGE } from '../../lambda/observability/request-log';
 import { resourceName, type DeploymentConfig } from '../config';
 import { Monitoring, type MonitoredMetric } from '../constructs/monitoring';
@@ -369,6 +371,42 @@ export class ObservabilityStack extends Stack {
         alarm: { threshold: 1, description: 'A provider circuit breaker opened: requests to that provider are refused until it recovers.' },
       },
       { id: 'alerts-sent', title: 'Alerts sent', metrics: [guard(GUARDRAIL_METRICS.alertSent)] },
+    ]);
+
+    // Refusals: what the gateway refused (its whole job), by reason, and the keys refused most.
+    const refusedBy = (period: Duration) =>
+      REFUSAL_REASONS.map(
+        (reason) =>
+          new cloudwatch.Metric({
+            namespace: METRICS_NAMESPACE,
+            metricName: REFUSAL_METRICS.refusals,
+            dimensionsMap: { ...dims, [DIMENSIONS.reason]: reason },
+            statistic: 'Sum',
+            label: reason,
+            period,
+          }),
+      );
+    const refusedLines = [`filter message = "${REQUEST_LOG_MESSAGE}" and ispresent(refusalReason)`];
+    this.monitoring.addWidgetRow('Refusals', [
+      new cloudwatch.GraphWidget({
+        title: 'Refused today by reason',
+        left: refusedBy(day),
+        view: cloudwatch.GraphWidgetView.BAR,
+        period: day,
+        statistic: 'Sum',
+        start: '-PT24H',
+        width: 8,
+        height: 6,
+      }),
+      new cloudwatch.GraphWidget({ title: 'Refusals by reason (per 5 minutes)', left: refusedBy(Duration.minutes(5)), stacked: true, width: 8, height: 6 }),
+      new cloudwatch.LogQueryWidget({
+        title: `Top ${TOP_N} refused keys`,
+        logGroupNames: [gateway.gateway.logGroup.logGroupName],
+        queryLines: [...refusedLines, 'stats count(*) as refused by keyId, userId, orgId, refusalReason, refusalScope', 'sort refused desc', `limit ${TOP_N}`],
+        view: cloudwatch.LogQueryVisualizationType.TABLE,
+        width: 8,
+        height: 6,
+      }),
     ]);
 
     // LogQueryWidget joins the lines with "| ".

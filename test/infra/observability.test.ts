@@ -1,4 +1,5 @@
 import { App, Duration, Stack } from 'aws-cdk-lib';
+import { REFUSAL_REASONS } from '../../lambda/observability/refusals';
 import { Template } from 'aws-cdk-lib/assertions';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as sns from 'aws-cdk-lib/aws-sns';
@@ -129,6 +130,8 @@ const EXPECTED_GRAPHS: Record<string, string[]> = {
     `= SEARCH('{Tollgate,service,Stage,Provider} MetricName="BillingDriftUsd" service="tollgate-reconcile" Stage="dev"', 'Maximum', 86400)`,
   ],
   'Largest billing drift (USD/day)': ['Tollgate BillingDriftUsd Stage=dev service=tollgate-reconcile Maximum 86400s'],
+  'Refused today by reason': REFUSAL_REASONS.map((r) => `Tollgate Refusals Reason=${r} ${GW} Sum 86400s`),
+  'Refusals by reason (per 5 minutes)': REFUSAL_REASONS.map((r) => `Tollgate Refusals Reason=${r} ${GW} Sum`),
 };
 
 describe('observability dashboard', () => {
@@ -143,7 +146,7 @@ describe('observability dashboard', () => {
     const headings = dashboardOf(synth)
       .filter((w) => w.type === 'text')
       .map((w) => w.properties.markdown);
-    expect(headings).toEqual(['## API', '## Lambda', '## Gateway function', '## DynamoDB', '## Edge and agents', '## Heartbeats', '## Spend', '## Traffic', '## Savings', '## Guardrails', '## Who spends']);
+    expect(headings).toEqual(['## API', '## Lambda', '## Gateway function', '## DynamoDB', '## Edge and agents', '## Heartbeats', '## Spend', '## Traffic', '## Savings', '## Guardrails', '## Refusals', '## Who spends']);
   });
 
   it('when the Logs Insights tables are synthesized, they read the gateway log group and rank users and keys by summed micro-USD cost', () => {
@@ -153,6 +156,7 @@ describe('observability dashboard', () => {
         .map((w) => [w.properties.title!, w.properties.query!]),
     );
     expect(Object.keys(queries)).toEqual([
+      'Top 10 refused keys',
       'Top 10 users by cost (USD)',
       'Top 10 keys by cost (USD)',
       'Budget utilisation: tightest budgets (USD left, latest)',
@@ -165,6 +169,12 @@ describe('observability dashboard', () => {
     expect(queries['Top 10 users by cost (USD)']).toContain('stats sum(costMicros) / 1000000 as costUsd, count(*) as requests, sum(inputTokens + outputTokens) as tokens by userId\n| sort costUsd desc\n| limit 10');
     expect(queries['Top 10 keys by cost (USD)']).toContain('by keyId, userId\n| sort costUsd desc\n| limit 10');
     expect(queries['Budget utilisation: tightest budgets (USD left, latest)']).toContain('latest(budgetRemainingMicros) / 1000000 as remainingUsd');
+    expect(queries['Top 10 refused keys']).toContain('ispresent(refusalReason)\n| stats count(*) as refused by keyId, userId, orgId, refusalReason, refusalScope\n| sort refused desc\n| limit 10');
+  });
+
+  it('when the refusal widgets are synthesized, "refused today by reason" draws the day\'s sum of every reason as bars', () => {
+    const widget = dashboardOf(synth).find((w) => w.properties.title === 'Refused today by reason') as unknown as { properties: { view: string; period: number; start: string } };
+    expect([widget.properties.view, widget.properties.period, widget.properties.start]).toEqual(['bar', 86400, '-PT24H']);
   });
 
   it('when the dashboard is synthesized, one alarm status widget lists every alarm', () => {

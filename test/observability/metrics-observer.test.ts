@@ -114,14 +114,26 @@ describe('metrics observer', () => {
     const lines = captureEmf(() =>
       observe(event({ status: 429, error: { kind: 'insufficient_quota', code: 'insufficient_quota', message: 'budget' }, principal: { userId: 'bob', keyId: 'key_b' } })),
     );
-    expect(lines).toHaveLength(2);
-    const [request, error] = lines;
+    expect(lines).toHaveLength(3);
+    const [request, error, refusal] = lines;
     expect(request!._aws.CloudWatchMetrics[0]!.Dimensions).toEqual([['service', 'Stage']]);
     expect(request!.RequestCount).toBe(1);
     expect(request!.CostUsd).toBeUndefined();
     expect(request!.UpstreamLatency).toBeUndefined();
     expect(error!._aws.CloudWatchMetrics[0]!.Dimensions).toEqual([['service', 'Stage', 'ErrorClass']]);
     expect(error).toMatchObject({ ErrorCount: 1, ErrorClass: 'budget', keyId: 'key_b', Stage: 'dev' });
+    expect(refusal!._aws.CloudWatchMetrics[0]!.Dimensions).toEqual([['service', 'Stage'], ['service', 'Stage', 'Reason']]);
+    expect(refusal).toMatchObject({ Refusals: 1, Reason: 'budget', refusalScope: 'key:key_b', keyId: 'key_b' });
+  });
+
+  it('when an upstream fails or the input is bad, no refusal is counted', () => {
+    const observe = createMetricsObserver({ stage: 'dev', metrics: gatewayMetrics('dev') });
+    const lines = captureEmf(() => {
+      observe(event({ status: 502, error: { kind: 'upstream', message: 'boom' }, principal: { userId: 'bob', keyId: 'key_b' } }));
+      observe(event({ status: 400, error: { kind: 'invalid_request', code: 'invalid_json', message: 'bad' }, principal: { userId: 'bob', keyId: 'key_b' } }));
+    });
+    expect(lines.filter((l) => 'Refusals' in l)).toEqual([]);
+    expect(lines.map((l) => l.ErrorClass).filter(Boolean)).toEqual(['upstream', 'client']);
   });
 
   it('when two requests are observed back to back, their metrics are not merged', () => {

@@ -61,7 +61,7 @@ describe('request log line', () => {
 
   it('when a request is refused, the line is a warning with the error class and no cost fields', () => {
     const fields = requestLogFields({ requestId: 'r', method: 'POST', path: '/v1/chat/completions', status: 401, durationMs: 2, error: { kind: 'authentication', code: 'invalid_api_key', message: 'bad key' } });
-    expect(fields).toEqual({ requestId: 'r', method: 'POST', path: '/v1/chat/completions', status: 401, durationMs: 2, outcome: 'rejected', errorClass: 'auth', errorKind: 'authentication', errorCode: 'invalid_api_key' });
+    expect(fields).toEqual({ requestId: 'r', method: 'POST', path: '/v1/chat/completions', status: 401, durationMs: 2, outcome: 'rejected', errorClass: 'auth', errorKind: 'authentication', errorCode: 'invalid_api_key', refusalReason: 'invalid_key', refusalScope: '-' });
     const lines: string[] = [];
     createRequestLogObserver(jsonLogger({ sink: (l) => lines.push(l) }))({ requestId: 'r', method: 'GET', path: '/x', status: 503, durationMs: 1, error: { kind: 'unavailable', message: 'down' } });
     expect(JSON.parse(lines[0]!).level).toBe('error');

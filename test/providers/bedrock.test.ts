@@ -177,23 +177,65 @@ describe('BedrockProvider.chatCompletions (ConverseStream)', () => {
     expect(stream.usage()?.inputTokens).toBe(12);
   });
 
-  it('when the stream carries a throttling exception, reading it throws an UpstreamError', async () => {
-    bedrock.on(ConverseStreamCommand).resolves({
-      stream: streamOf([events[0], { throttlingException: new ThrottlingException({ message: 'slow down', $metadata: {} }) }]),
-    });
+  it.each([
+    ['a throttling exception as a union member', { throttlingException: new ThrottlingException({ message: 'slow down', $metadata: {} }) }, 'rate_limit_error'],
+    ['a validation exception as a union member', { validationException: new ValidationException({ message: 'bad input', $metadata: {} }) }, 'invalid_request_error'],
+  ] as const)('when the stream carries %s, it ends with an OpenAI error chunk naming it and no [DONE]', async (_name, failure, type) => {
+    bedrock.on(ConverseStreamCommand).resolves({ stream: streamOf([events[0], events[1], failure as ConverseStreamOutput]) });
     const stream = asStream(await provider.chatCompletions(chatBody({ stream: true }), callContext()));
-    await expect(readAll(stream.body)).rejects.toThrow(/slow down/);
+    const payloads = await payloadsOf(await readAll(stream.body));
+    const last = payloads[payloads.length - 1] as { error: { type: string; code: string; message: string } };
+    expect(last.error.type).toBe(type);
+    expect(last.error.code).toBe(Object.keys(failure)[0]);
+    expect(last.error.message).toMatch(/failed mid-stream/);
+    expect(payloads).not.toContain('[DONE]');
   });
 
-  it('when the stream itself fails while being read, the error becomes an UpstreamError 502', async () => {
+  it('when the SDK throws an exception read from the stream, it ends with an error chunk naming the exception', async () => {
+    async function* failing(): AsyncGenerator<ConverseStreamOutput> {
+      yield { messageStart: { role: 'assistant' } };
+      throw new ThrottlingException({ message: 'Too many tokens', $metadata: {} });
+    }
+    bedrock.on(ConverseStreamCommand).resolves({ stream: failing() });
+    const stream = asStream(await provider.chatCompletions(chatBody({ stream: true }), callContext()));
+    const payloads = await payloadsOf(await readAll(stream.body));
+    expect(payloads[payloads.length - 1]).toEqual({
+      error: { message: 'upstream bedrock failed mid-stream (throttlingException): Too many tokens', type: 'rate_limit_error', param: null, code: 'throttlingException' },
+    });
+  });
+
+  it('when the stream breaks off while being read, it ends with an error chunk (a cut answer is a failure, not an end)', async () => {
     async function* failing(): AsyncGenerator<ConverseStreamOutput> {
       yield { messageStart: { role: 'assistant' } };
       throw Object.assign(new Error('socket hang up'), { name: 'Error' });
     }
     bedrock.on(ConverseStreamCommand).resolves({ stream: failing() });
     const stream = asStream(await provider.chatCompletions(chatBody({ stream: true }), callContext()));
+    const payloads = await payloadsOf(await readAll(stream.body));
+    expect(payloads[payloads.length - 1]).toMatchObject({ error: { type: 'server_error', code: 'upstream_stream_broken' } });
+  });
+
+  it.each([
+    ['ends before messageStop', [events[0], events[1]], 'upstream_stream_cut'],
+    ['has no event at all', [], 'upstream_empty_answer'],
+  ] as const)('when the stream %s, it ends with an error chunk, not [DONE]', async (_name, sent, code) => {
+    bedrock.on(ConverseStreamCommand).resolves({ stream: streamOf(sent) });
+    const stream = asStream(await provider.chatCompletions(chatBody({ stream: true }), callContext()));
+    const payloads = await payloadsOf(await readAll(stream.body));
+    expect(payloads[payloads.length - 1]).toMatchObject({ error: { type: 'server_error', code } });
+    expect(payloads).not.toContain('[DONE]');
+  });
+
+  it('when the gateway aborted the call, a failure while reading is thrown (the caller is gone), not reported', async () => {
+    const abort = new AbortController();
+    async function* failing(): AsyncGenerator<ConverseStreamOutput> {
+      yield { messageStart: { role: 'assistant' } };
+      abort.abort();
+      throw Object.assign(new Error('aborted'), { name: 'AbortError' });
+    }
+    bedrock.on(ConverseStreamCommand).resolves({ stream: failing() });
+    const stream = asStream(await provider.chatCompletions(chatBody({ stream: true }), callContext({ signal: abort.signal })));
     const err = await readAll(stream.body).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UpstreamError);
-    expect((err as UpstreamError).status).toBe(502);
   });
 });

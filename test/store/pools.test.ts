@@ -327,6 +327,47 @@ describe('scope pools at the end of a budget (DynamoDB Local)', () => {
     expect(day!.committed).toBeLessThanOrEqual(limit);
   });
 
+  it('when one shard runs dry while a sibling still holds granted room, its takers are admitted from the sibling before any budget refusal, and spend stays within the limit', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const l = ledger(clock);
+    await markPooled(l, user, clock.now());
+    const limit = 1_000_000;
+    const amount = 10_000;
+    const refs = [dayCounter(`user:${user}`, limit)];
+    // Shard 0's first grant takes 5 % of the limit (five requests' worth).
+    const first = await l.reserve(inPool({ pk: 'pool#g#0' }, request(user, clock.now(), amount, refs)));
+    expect(first.pool?.pk).toMatch(/#0$/);
+    // Other traffic spends the rest but 5,000: shard 1 cannot be granted even one request.
+    const preSpent = limit - 50_000 - 5_000;
+    await db.client.send(
+      new UpdateItemCommand({
+        TableName: db.tables.budgets,
+        Key: marshall({ pk: `ctr#user:${user}`, sk: refs[0]!.windowKey }),
+        UpdateExpression: 'ADD committed :m, spent :m',
+        ExpressionAttributeValues: marshall({ ':m': preSpent }),
+      }),
+    );
+    const admitted: Reservation[] = [first];
+    let refusal: unknown;
+    for (let i = 0; i < 10 && refusal === undefined; i++) {
+      try {
+        admitted.push(await l.reserve(inPool({ pk: 'pool#g#1' }, request(user, clock.now(), amount, refs))));
+      } catch (err) {
+        refusal = err;
+      }
+    }
+    // Shard 1's requests were admitted from shard 0's room (four more requests' worth), then refused.
+    expect(admitted).toHaveLength(5);
+    expect(admitted.every((r) => r.pool?.pk === first.pool!.pk)).toBe(true);
+    expect(refusal).toBeInstanceOf(BudgetExceededError);
+    for (const r of admitted) await l.settle({ reservation: r, cost: amount, usage: usageOf(r, user, amount) });
+    await l.sweepExpired(clock.now() + AFTER_CLOSE);
+    const [day] = await l.readCounters(refs);
+    expect(day).toMatchObject({ committed: preSpent + 5 * amount, spent: preSpent + 5 * amount, reserved: 0 });
+    expect(day!.committed).toBeLessThanOrEqual(limit);
+  });
+
   it('when a pooled request with a loop check is refused, the loop guard takes its count back, as a refused reserve never counted it', async () => {
     const user = uniqueUser();
     const clock = new ManualClock(T0);

@@ -35,7 +35,7 @@ export interface Harness {
   createKey(input?: Partial<CreateKeyInput>): Promise<{ raw: string; keyId: string }>;
   /** Resolves when every request so far has finished, settlement included. */
   settled(): Promise<void>;
-  /** Every item of a table (small test tables only). */
+  /** Every item of a table (small test tables only); for `usage`, its usage records (not the refusal counters). */
   scan(table: keyof TestTables['tables']): Promise<Record<string, unknown>[]>;
   /** Holds (reservations) still in the budgets table. */
   holds(): Promise<Record<string, unknown>[]>;
@@ -99,9 +99,14 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       const created = await createApiKey(gateway, { userId: 'alice', ...input }, { pepper: secrets.keyPepper, clock });
       return { raw: created.raw, keyId: created.record.keyId };
     },
-    settled: () => inFlight.settled(),
+    async settled() {
+      await inFlight.settled();
+      await gateway.refusals.recorder.flushed();
+    },
     async scan(table) {
-      const out = await tables.client.send(new ScanCommand({ TableName: tables.tables[table] }));
+      // The usage table also holds the daily refusal counters (refusal-store.ts); a scan of it means its records.
+      const records = table === 'usage' ? { FilterExpression: 'NOT begins_with(pk, :r)', ExpressionAttributeValues: { ':r': { S: 'refusals#' } } } : {};
+      const out = await tables.client.send(new ScanCommand({ TableName: tables.tables[table], ...records }));
       return (out.Items ?? []).map((i) => unmarshall(i));
     },
     async holds() {

@@ -261,7 +261,7 @@ export class RequestPipeline {
       failureOutcome,
       clientSignal: call.clientSignal,
       abortUpstream: () => upstreamAbort.abort(),
-    });
+    }, upstream.watch);
     if (started.kind === 'broken') {
       const error = asTollgateError(started.cause);
       return failed(error instanceof UpstreamError ? error : new UpstreamError('The provider stream failed before any output.', { cause: started.cause }), {

@@ -3,10 +3,11 @@
  * at most PREAMBLE_MAX_BYTES, until the first real event: an error the provider sends before any token then
  * becomes its error in the caller's dialect (and a fallback may answer) instead of an empty 200. After that,
  * bytes pass through as they arrive, and how the stream ended is noted for settle: an error event later is a
- * failure too, and a caller that stops reading stops the upstream.
+ * failure too, and a caller that stops reading stops the upstream. What the events say is read from a
+ * StreamWatch (core/stream-errors.ts).
  */
 import type { Clock } from '../clock';
-import { isPreamble, type StreamError, streamErrorOf } from '../stream-errors';
+import { type StreamError, StreamWatch } from '../stream-errors';
 import { SseParser } from '../../providers/sse';
 import type { UsageOutcome } from '../types';
 
@@ -30,18 +31,22 @@ export interface RelayOptions {
   readonly abortUpstream: () => void;
 }
 
-export async function startStream(upstream: AsyncIterable<Uint8Array>, o: RelayOptions): Promise<StreamStart> {
+/**
+ * Holds the preamble back and relays the rest. `watch` is the provider's own (see StreamResult.watch), fed by
+ * the adapter as it relays each event, so the stream is parsed once; without one the relay parses it here.
+ */
+export async function startStream(upstream: AsyncIterable<Uint8Array>, o: RelayOptions, watch?: StreamWatch): Promise<StreamStart> {
   const source = upstream[Symbol.asyncIterator]();
-  const sse = new SseParser();
+  const sse = watch ? undefined : new SseParser();
+  const w = watch ?? new StreamWatch();
+  const see = (chunk: Uint8Array) => {
+    if (sse) for (const event of sse.push(chunk)) w.observe(event);
+  };
   const held: Uint8Array[] = [];
   let heldBytes = 0;
-  let early: StreamError | undefined;
   let sourceDone = false;
-  // An error after the first real event counts as one that reached the caller, even in the same chunk.
-  let failedInStream = false;
   try {
-    let started = false;
-    while (!started && !early && heldBytes < PREAMBLE_MAX_BYTES) {
+    while (!w.started && w.early === undefined && heldBytes < PREAMBLE_MAX_BYTES) {
       const next = await source.next();
       if (next.done) {
         sourceDone = true;
@@ -49,21 +54,16 @@ export async function startStream(upstream: AsyncIterable<Uint8Array>, o: RelayO
       }
       held.push(next.value);
       heldBytes += next.value.byteLength;
-      for (const event of sse.push(next.value)) {
-        const error = streamErrorOf(event);
-        if (error && !started) early ??= error;
-        else if (error) failedInStream = true;
-        else if (!isPreamble(event)) started = true;
-      }
+      see(next.value);
     }
   } catch (cause) {
     o.abortUpstream();
     return { kind: 'broken', cause };
   }
-  if (early) {
+  if (w.early) {
     o.abortUpstream();
     await source.return?.(undefined);
-    return { kind: 'provider_error', error: early };
+    return { kind: 'provider_error', error: w.early };
   }
 
   const state: { outcome: UsageOutcome; endedAt: number } = { outcome: 'stream_incomplete', endedAt: o.clock.now() };
@@ -75,18 +75,19 @@ export async function startStream(upstream: AsyncIterable<Uint8Array>, o: RelayO
         for (;;) {
           const next = await source.next();
           if (next.done) break;
-          if (!failedInStream) for (const event of sse.push(next.value)) if (streamErrorOf(event)) failedInStream = true;
+          // An error after the first real event counts as one that reached the caller, even in the same chunk.
+          if (!w.failedAfterStart) see(next.value);
           yield next.value;
         }
       }
-      if (!failedInStream) for (const event of sse.end()) if (streamErrorOf(event)) failedInStream = true;
+      if (sse && !w.failedAfterStart) for (const event of sse.end()) w.observe(event);
       completed = true;
     } catch (err) {
       const failure = o.failureOutcome();
       state.outcome = failure === 'upstream_error' ? 'stream_incomplete' : failure;
       throw err;
     } finally {
-      if (completed) state.outcome = failedInStream ? 'upstream_error' : 'ok';
+      if (completed) state.outcome = w.failedAfterStart ? 'upstream_error' : 'ok';
       else if (o.clientSignal.aborted && state.outcome === 'stream_incomplete') state.outcome = 'client_disconnected';
       state.endedAt = o.clock.now();
       // The caller stopped reading: stop the upstream generating tokens nobody will read.

@@ -23,11 +23,19 @@ export interface RouteMatch {
   readonly tools?: boolean;
 }
 
+/** The API surfaces a rule may be limited to (`endpoints`), each a caller's dialect. */
+export const ROUTE_ENDPOINTS = ['/v1/chat/completions', '/v1/messages', '/v1/responses', '/v1/embeddings'] as const;
+export type RouteEndpoint = (typeof ROUTE_ENDPOINTS)[number];
+/** The surfaces a chain without `endpoints` is checked for: the ones that generate (embeddings chains are rare). */
+const CHAT_ENDPOINTS: readonly RouteEndpoint[] = ['/v1/chat/completions', '/v1/messages', '/v1/responses'];
+
 export interface RoutingRule {
   readonly name: string;
   /** A model name callers may send that only this rule serves (e.g. `tollgate/cheap`). */
   readonly alias?: string;
   readonly match?: RouteMatch;
+  /** Only requests to these surfaces (e.g. `["/v1/chat/completions"]`). @default every surface */
+  readonly endpoints?: readonly RouteEndpoint[];
   /** Models tried in order: the first serves, each next one after a provider 5xx, timeout or unavailability. */
   readonly models: readonly string[];
   /**
@@ -53,6 +61,8 @@ export interface RoutePlan {
 
 /** The request facts rules are matched on. */
 export interface RouteRequest {
+  /** The surface the request came to (`/v1/messages`, …), for rules limited by `endpoints`. */
+  readonly endpoint?: string;
   readonly model: string;
   readonly inputTokens: number;
   readonly hasTools: boolean;
@@ -68,6 +78,7 @@ export function planRoute(settings: RoutingSettings, request: RouteRequest): Rou
 }
 
 function ruleMatches(rule: RoutingRule, r: RouteRequest): boolean {
+  if (rule.endpoints && r.endpoint !== undefined && !(rule.endpoints as readonly string[]).includes(r.endpoint)) return false;
   if (rule.alias !== undefined) return rule.alias === r.model;
   const m = rule.match ?? {};
   if (m.models && !m.models.includes(r.model)) return false;
@@ -126,6 +137,14 @@ export function parseRoutingRules(raw: string | undefined): RoutingSettings {
         ...(m.tools !== undefined ? { tools: m.tools as boolean } : {}),
       };
     }
+    let endpoints: RouteEndpoint[] | undefined;
+    if (o.endpoints !== undefined) {
+      const e = o.endpoints;
+      if (!Array.isArray(e) || e.length === 0 || !e.every((x) => (ROUTE_ENDPOINTS as readonly unknown[]).includes(x))) {
+        throw new RangeError(`${at}.endpoints must be a non-empty list of ${ROUTE_ENDPOINTS.join(', ')}`);
+      }
+      endpoints = e as RouteEndpoint[];
+    }
     let downgrade: RoutingRule['downgrade'];
     if (o.downgrade !== undefined) {
       const d = o.downgrade as Record<string, unknown>;
@@ -134,7 +153,50 @@ export function parseRoutingRules(raw: string | undefined): RoutingSettings {
       if (typeof d.model !== 'string' || !d.model.includes('/')) throw new RangeError(`${at}.downgrade.model must be a "provider/model" name`);
       downgrade = { atPercent: pct, model: d.model };
     }
-    return { name, ...(alias ? { alias } : {}), ...(match ? { match } : {}), models: models as string[], ...(downgrade ? { downgrade } : {}) };
+    return {
+      name,
+      ...(alias ? { alias } : {}),
+      ...(match ? { match } : {}),
+      ...(endpoints ? { endpoints } : {}),
+      models: models as string[],
+      ...(downgrade ? { downgrade } : {}),
+    };
   });
   return { rules };
+}
+
+/**
+ * Whether `model` can answer requests to `endpoint` on this gateway: `undefined` when the model is unknown here
+ * (its requests are refused on their own).
+ */
+export type ServesEndpoint = (model: string, endpoint: RouteEndpoint) => boolean | undefined;
+
+/**
+ * Refuses, at start, a chain that would answer a caller in a dialect its fallback cannot speak: every model of a
+ * rule (its fallbacks and its downgrade model) must serve each surface the rule takes requests from — the rule's
+ * `endpoints`, else every generating surface its first model serves. Without this, a `/v1/messages` caller whose
+ * Claude model failed would get a 400 "cannot be used with /v1/messages" for the fallback, its own fault in
+ * appearance. Throws a RangeError naming each rule, surface and model; nothing when the chains are sound.
+ */
+export function checkRouteDialects(settings: RoutingSettings, serves: ServesEndpoint): void {
+  const problems: string[] = [];
+  for (const rule of settings.rules) {
+    const [first, ...rest] = rule.models;
+    const others = [...rest, ...(rule.downgrade ? [rule.downgrade.model] : [])];
+    const surfaces = rule.endpoints ?? CHAT_ENDPOINTS.filter((e) => serves(first!, e) === true);
+    const chain = rule.endpoints ? rule.models.concat(rule.downgrade ? [rule.downgrade.model] : []) : others;
+    for (const endpoint of surfaces) {
+      const cannot = [...new Set(chain)].filter((m) => serves(m, endpoint) === false);
+      if (cannot.length === 0) continue;
+      problems.push(
+        `rule "${rule.name}" takes ${endpoint} requests (${rule.endpoints ? 'its endpoints' : `${first} serves them`}), but ` +
+          `${cannot.join(', ')} cannot answer ${endpoint}`,
+      );
+    }
+  }
+  if (problems.length === 0) return;
+  throw new RangeError(
+    `routing: a fallback must answer in the caller's dialect; ${problems.join('; ')}. Use models that serve that ` +
+      `surface, or limit the rule with "endpoints" (e.g. ["/v1/chat/completions", "/v1/responses"]).`,
+  );
 }

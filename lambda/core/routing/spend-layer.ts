@@ -141,7 +141,7 @@ export class SpendLayer {
   private async attempts(req: SpendRequest): Promise<{ outcome: CallOutcome; headers: Record<string, string>; routed: 'fallback' | 'downgrade' | undefined }> {
     const requested = typeof req.body.model === 'string' ? req.body.model : '';
     const hasTools = Array.isArray(req.body.tools) && req.body.tools.length > 0;
-    const plan = planRoute(this.o.routing, { model: requested, inputTokens: req.inputTokens, hasTools });
+    const plan = planRoute(this.o.routing, { endpoint: req.endpoint, model: requested, inputTokens: req.inputTokens, hasTools });
     let models = [...plan.models];
     const notes: string[] = [];
     let routed: 'fallback' | 'downgrade' | undefined;

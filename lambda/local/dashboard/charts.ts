@@ -18,12 +18,22 @@ export interface ColumnPoint {
 const W = 720;
 const round = (n: number) => Math.round(n * 10) / 10;
 
+/**
+ * The width of a chart spanning the whole page: twice a half-width one's, so that both draw their text at the
+ * same size when the page is wide (CSS caps each at its own viewBox width, never scaling text up).
+ */
+export const WIDE = 2 * W;
+
 /** A column chart (spend over time): one column per point, every `labelEvery`-th label on the axis. */
-export function columnChart(points: readonly ColumnPoint[], options: { readonly ariaLabel: string; readonly formatAxis: (v: number) => string }): string {
+export function columnChart(
+  points: readonly ColumnPoint[],
+  options: { readonly ariaLabel: string; readonly formatAxis: (v: number) => string; readonly wide?: boolean },
+): string {
+  const W = options.wide ? WIDE : 720;
   const h = 200;
   const top = 12;
   const bottom = 24;
-  const left = 64;
+  const left = 84;
   const plotH = h - top - bottom;
   const max = Math.max(0, ...points.map((p) => p.value));
   const step = points.length > 0 ? (W - left - 8) / points.length : 0;
@@ -45,7 +55,7 @@ export function columnChart(points: readonly ColumnPoint[], options: { readonly 
       return `<line class="grid" x1="${left}" x2="${W - 8}" y1="${y}" y2="${y}"/><text class="axis" x="${left - 6}" y="${y + 4}" text-anchor="end">${escapeHtml(options.formatAxis(max * f))}</text>`;
     })
     .join('');
-  return `<svg class="chart" viewBox="0 0 ${W} ${h}" role="img" aria-label="${escapeHtml(options.ariaLabel)}">${grid}${cols}</svg>`;
+  return `<svg class="chart${options.wide ? ' wide' : ''}" viewBox="0 0 ${W} ${h}" role="img" aria-label="${escapeHtml(options.ariaLabel)}">${grid}${cols}</svg>`;
 }
 
 export interface BarItem {
@@ -54,17 +64,18 @@ export interface BarItem {
   /** The figure printed at the end of the bar. */
   readonly text: string;
   /** Extra CSS class for the bar, e.g. a warning level. */
-  readonly tone?: 'ok' | 'warn' | 'over';
+  readonly tone?: 'ok' | 'warn' | 'over' | 'muted';
 }
 
 /**
  * Horizontal bars (cost by model, top users, budget utilisation). With `max`, bars are drawn against that
  * scale (1 for utilisation), otherwise against the largest value.
  */
-export function barChart(items: readonly BarItem[], options: { readonly ariaLabel: string; readonly max?: number }): string {
+export function barChart(items: readonly BarItem[], options: { readonly ariaLabel: string; readonly max?: number; readonly wide?: boolean }): string {
+  const W = options.wide ? WIDE : 720;
   const row = 26;
-  const labelW = 200;
-  const textW = 150;
+  const labelW = 280;
+  const textW = options.wide ? 420 : 190;
   const barW = W - labelW - textW;
   const h = Math.max(row, items.length * row) + 4;
   const max = options.max ?? Math.max(0, ...items.map((i) => i.value));
@@ -72,14 +83,14 @@ export function barChart(items: readonly BarItem[], options: { readonly ariaLabe
     .map((item, i) => {
       const y = i * row + 4;
       const width = max > 0 ? Math.min(1, item.value / max) * barW : 0;
-      const label = item.label.length > 28 ? `${item.label.slice(0, 27)}…` : item.label;
+      const label = item.label.length > 40 ? `${item.label.slice(0, 39)}…` : item.label;
       return (
         `<g class="bar-row"><text class="label" x="${labelW - 8}" y="${y + 15}" text-anchor="end">${escapeHtml(label)}<title>${escapeHtml(item.label)}</title></text>` +
-        `<rect class="track" x="${labelW}" y="${y + 2}" width="${barW}" height="${row - 8}"/>` +
+        `<rect class="track${item.tone === 'over' ? ' over' : ''}" x="${labelW}" y="${y + 2}" width="${barW}" height="${row - 8}"/>` +
         `<rect class="bar ${item.tone ?? 'ok'}" x="${labelW}" y="${y + 2}" width="${round(Math.max(width, item.value > 0 ? 2 : 0))}" height="${row - 8}"><title>${escapeHtml(`${item.label}: ${item.text}`)}</title></rect>` +
         `<text class="figure" x="${labelW + barW + 8}" y="${y + 15}">${escapeHtml(item.text)}</text></g>`
       );
     })
     .join('');
-  return `<svg class="chart" viewBox="0 0 ${W} ${h}" role="img" aria-label="${escapeHtml(options.ariaLabel)}">${rows}</svg>`;
+  return `<svg class="chart${options.wide ? ' wide' : ''}" viewBox="0 0 ${W} ${h}" role="img" aria-label="${escapeHtml(options.ariaLabel)}">${rows}</svg>`;
 }

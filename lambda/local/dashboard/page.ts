@@ -1,47 +1,60 @@
 /**
  * The local dashboard page: one self-contained HTML document (inline CSS under a nonce, inline SVG charts, no
- * script) rendered from a {@link SpendSummary}.
+ * script) rendered from a {@link SpendSummary}. Filters (range, team), the auto-refresh toggle and the CSV
+ * export are plain links carrying the same query, so the page needs no script: auto-refresh is a
+ * `<meta http-equiv="refresh">`.
  */
 import { displayUsd } from '../../core/money';
-import { WINDOWS } from '../../core/windows';
-import type { BudgetUse, SpendGroup, SpendSummary } from '../../observability/spend-summary';
+import { type BudgetUse, RANGE_LABELS, type SpendGroup, SUMMARY_RANGES, type SpendSummary, type SummaryRange } from '../../observability/spend-summary';
 import { type BarItem, barChart, columnChart, escapeHtml } from './charts';
 
 const CSS = `
 :root { color-scheme: light dark; --fg: #1d2330; --muted: #667085; --bg: #f6f7f9; --card: #fff; --line: #e4e7ec;
-  --accent: #2f6fde; --warn: #d98a00; --over: #d13b3b; --track: #eef0f4; }
+  --accent: #2f6fde; --warn: #d98a00; --over: #d13b3b; --track: #eef0f4; --ack: #3a8a5c; }
 @media (prefers-color-scheme: dark) { :root { --fg: #e6e8ee; --muted: #98a2b3; --bg: #11141a; --card: #1a1f28; --line: #2a3140; --track: #232a36; } }
 * { box-sizing: border-box; }
 body { margin: 0; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg); background: var(--bg); }
-header { display: flex; align-items: baseline; gap: 16px; padding: 16px 24px; border-bottom: 1px solid var(--line); background: var(--card); }
+header { display: flex; flex-wrap: wrap; align-items: baseline; gap: 8px 16px; padding: 12px 24px; border-bottom: 1px solid var(--line); background: var(--card); }
 header h1 { font-size: 18px; margin: 0; }
 header .period { color: var(--muted); }
-nav a { margin-right: 8px; color: var(--accent); text-decoration: none; }
+nav { display: flex; flex-wrap: wrap; gap: 4px 8px; align-items: baseline; }
+nav .what { color: var(--muted); }
+nav a { color: var(--accent); text-decoration: none; }
 nav a.current { font-weight: 600; text-decoration: underline; }
-main { display: grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr)); gap: 16px; padding: 16px 24px; }
+main { display: grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr)); gap: 16px; padding: 16px 24px; align-items: start; }
 section { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 12px 16px; }
 section.wide { grid-column: 1 / -1; }
 h2 { font-size: 14px; margin: 0 0 8px; }
 .cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)); gap: 12px; }
 .card .value { font-size: 24px; font-weight: 600; }
 .card .name { color: var(--muted); }
-.chart { width: 100%; height: auto; }
+.card .value.over { color: var(--over); }
+.chart { display: block; width: 100%; max-width: 720px; height: auto; }
+.chart.wide { max-width: 1440px; }
 .chart text { font-size: 12px; fill: var(--fg); }
-.chart .axis { fill: var(--muted); font-size: 11px; }
+.chart .axis { fill: var(--muted); font-size: 12px; }
 .chart .grid { stroke: var(--line); }
 .chart .col, .chart .bar.ok { fill: var(--accent); }
 .chart .bar.warn { fill: var(--warn); }
 .chart .bar.over { fill: var(--over); }
+.chart .bar.muted { fill: var(--muted); }
 .chart .track { fill: var(--track); }
-.empty { color: var(--muted); }
+.chart .track.over { fill: var(--over); fill-opacity: 0.18; }
+.empty { color: var(--muted); margin: 0; }
+.note { color: var(--muted); margin: 6px 0 0; }
 ul.events { list-style: none; margin: 0; padding: 0; }
 ul.events li { padding: 6px 0; border-bottom: 1px solid var(--line); }
 .sev-critical { color: var(--over); font-weight: 600; }
 .sev-warning { color: var(--warn); font-weight: 600; }
+.ack { color: var(--ack); font-weight: 600; }
+.legend { color: var(--muted); margin: 0 0 6px; }
+.legend .sw { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin: 0 4px 0 10px; }
+.legend .sw.ok { background: var(--accent); } .legend .sw.warn { background: var(--warn); } .legend .sw.over { background: var(--over); }
 time, .muted { color: var(--muted); }
 `;
 
 const fmtTokens = (n: number) => (n >= 1_000_000 ? `${(n / 1_000_000).toFixed(1)}M` : n >= 10_000 ? `${Math.round(n / 1000)}k` : String(n));
+const fmtCount = (n: number) => n.toLocaleString('en-US');
 const pct = (f: number) => `${Math.round(f * 1000) / 10}%`;
 const usdAxis = (micros: number) => (micros === 0 ? '$0' : displayUsd(Math.round(micros)));
 
@@ -49,9 +62,18 @@ function costBars(groups: readonly SpendGroup[], label: (g: SpendGroup) => strin
   return groups.map((g) => ({ label: label(g), value: g.costMicros, text: `${displayUsd(g.costMicros)} · ${g.requests} req` }));
 }
 
+/** A key as people know it: its name, its user and team, and its status when not active. */
+function keyLabel(g: SpendGroup): string {
+  const who = g.userId ? (g.orgId ? `${g.userId} (${g.orgId})` : g.userId) : '';
+  const status = g.keyStatus && g.keyStatus !== 'active' ? ` [${g.keyStatus}]` : '';
+  return `${g.keyName ?? g.name}${who ? ` · ${who}` : ''}${status}`;
+}
+
 function budgetBar(b: BudgetUse): BarItem {
-  const tone = b.utilisation >= 1 ? 'over' : b.utilisation >= 0.8 ? 'warn' : 'ok';
-  return { label: `${b.scope} (${b.window})`, value: b.utilisation, text: `${pct(b.utilisation)} of ${displayUsd(b.limitMicros)}`, tone };
+  const tone = b.state === 'refusing' ? 'over' : b.state === 'near' ? 'warn' : 'ok';
+  const state = b.state === 'refusing' ? ` · refusing (${b.refusingBecause})` : '';
+  const source = b.source === 'default' ? ', default' : '';
+  return { label: `${b.label} (${b.window})`, value: b.utilisation, text: `${pct(b.utilisation)} of ${displayUsd(b.limitMicros)}${source}${state}`, tone };
 }
 
 function chartOrEmpty(hasData: boolean, chart: () => string, empty: string): string {
@@ -63,19 +85,41 @@ function when(ms: number): string {
   return `<time datetime="${iso}">${iso.slice(0, 16).replace('T', ' ')} UTC</time>`;
 }
 
+export interface DashboardView {
+  /** Auto-refresh period in seconds; absent = off. */
+  readonly refreshSeconds?: number;
+}
+
+/** The auto-refresh periods offered. */
+export const REFRESH_SECONDS = 30;
+
+/** The dashboard's own link for a range, team and refresh setting. */
+export function dashboardHref(path: string, q: { readonly range: SummaryRange; readonly org?: string; readonly refresh?: number }): string {
+  const params = new URLSearchParams({ range: q.range });
+  if (q.org) params.set('org', q.org);
+  if (q.refresh) params.set('refresh', String(q.refresh));
+  return `${path}?${params.toString()}`;
+}
+
 /** Renders the dashboard page. `nonce` must match the response's Content-Security-Policy. */
-export function renderDashboard(summary: SpendSummary, options: { readonly nonce: string }): string {
+export function renderDashboard(summary: SpendSummary, options: { readonly nonce: string } & DashboardView): string {
   const s = summary;
-  const period = s.windowKey.split('#')[1] ?? '';
   const t = s.totals;
-  const errorRate = t.requests > 0 ? t.failed / t.requests : 0;
+  const refresh = options.refreshSeconds;
+  const here = { range: s.range, ...(s.org ? { org: s.org } : {}), ...(refresh ? { refresh } : {}) };
+  const href = (over: Partial<{ range: SummaryRange; org: string | undefined; refresh: number | undefined }>) =>
+    escapeHtml(dashboardHref('/dashboard', { ...here, ...over } as { range: SummaryRange; org?: string; refresh?: number }));
+  const upstreamRate = t.requests > 0 ? t.upstreamErrors / t.requests : 0;
+  const refused = s.refusals?.total;
+  const rangeLabel = RANGE_LABELS[s.range];
   const cards = [
-    ['total-cost', 'Spend', displayUsd(t.costMicros)],
-    ['total-requests', 'Requests', String(t.requests)],
-    ['total-tokens', 'Tokens (in / out)', `${fmtTokens(t.inputTokens)} / ${fmtTokens(t.outputTokens)}`],
-    ['error-rate', 'Failed requests', `${t.failed} (${pct(errorRate)})`],
+    ['total-cost', 'Spend', displayUsd(t.costMicros), ''],
+    ['total-requests', 'Requests answered', fmtCount(t.requests), ''],
+    ['total-tokens', 'Tokens (in / out)', `${fmtTokens(t.inputTokens)} / ${fmtTokens(t.outputTokens)}`, ''],
+    ['refused-total', 'Refused by the gateway', refused === undefined ? 'n/a' : fmtCount(refused), refused ? 'over' : ''],
+    ['upstream-errors', 'Upstream errors (provider)', `${fmtCount(t.upstreamErrors)} (${pct(upstreamRate)})`, ''],
   ]
-    .map(([id, name, value]) => `<div class="card" data-testid="${id}"><div class="name">${name}</div><div class="value">${escapeHtml(value!)}</div></div>`)
+    .map(([id, name, value, tone]) => `<div class="card" data-testid="${id}"><div class="name">${name}</div><div class="value${tone ? ` ${tone}` : ''}">${escapeHtml(value!)}</div></div>`)
     .join('');
 
   const overTime = chartOrEmpty(
@@ -83,10 +127,40 @@ export function renderDashboard(summary: SpendSummary, options: { readonly nonce
     () =>
       columnChart(
         s.overTime.map((b) => ({ label: b.label, value: b.costMicros, title: `${b.label}: ${displayUsd(b.costMicros)}, ${b.requests} requests` })),
-        { ariaLabel: `Spend over the ${s.window}`, formatAxis: usdAxis },
+        { ariaLabel: `Spend over ${rangeLabel}`, formatAxis: usdAxis, wide: true },
       ),
-    'No requests in this window yet.',
+    `No requests ${rangeLabel}.`,
   );
+
+  const r = s.refusals;
+  const refusalsByReason = !r
+    ? '<p class="empty">Refusal counts are not available on this gateway.</p>'
+    : chartOrEmpty(
+        r.byReason.length > 0,
+        () => barChart(r.byReason.map((x) => ({ label: x.reason, value: x.count, text: `${fmtCount(x.count)} · ${x.label}`, tone: 'over' })), { ariaLabel: 'Refused by reason' }),
+        `Nothing refused ${rangeLabel}.`,
+      );
+  const refusedKeys = !r
+    ? '<p class="empty">Refusal counts are not available on this gateway.</p>'
+    : chartOrEmpty(
+        r.topKeys.length > 0,
+        () =>
+          barChart(
+            r.topKeys.map((k) => ({
+              label: k.label,
+              value: k.count,
+              text: `${fmtCount(k.count)} · ${Object.entries(k.reasons)
+                .sort((a, b) => (b[1] ?? 0) - (a[1] ?? 0))
+                .map(([reason, n]) => `${reason} ${n}`)
+                .join(', ')}`,
+              tone: 'over',
+            })),
+            { ariaLabel: 'Top refused keys' },
+          ),
+        `No key refused ${rangeLabel}.`,
+      );
+  const refusalScopes = r && r.byScope.length > 0 ? `<p class="note">by scope: ${r.byScope.slice(0, 8).map((x) => `${escapeHtml(x.scope)} ${fmtCount(x.count)}`).join(' · ')}</p>` : '';
+
   const circuits = s.circuits;
   const alerts = s.alerts;
   const circuitList =
@@ -107,9 +181,10 @@ export function renderDashboard(summary: SpendSummary, options: { readonly nonce
       : alerts.length === 0
         ? '<p class="empty">No alerts in the last 24 hours.</p>'
         : `<ul class="events">${alerts
-            .map(
-              (a) =>
-                `<li>${when(a.at)} <span class="sev-${escapeHtml(a.severity)}">${escapeHtml(a.severity)}</span> <strong>${escapeHtml(a.scope)}</strong> ${escapeHtml(a.summary)}</li>`,
+            .map((a) =>
+              a.kind === 'acknowledgement'
+                ? `<li data-kind="acknowledgement">${when(a.at)} <span class="ack">acknowledged</span> <strong>${escapeHtml(a.scope)}</strong> ${escapeHtml(a.summary)}</li>`
+                : `<li data-kind="alert">${when(a.at)} <span class="sev-${escapeHtml(a.severity)}">${escapeHtml(a.severity)}</span> <strong>${escapeHtml(a.scope)}</strong> ${escapeHtml(a.summary)}</li>`,
             )
             .join('')}</ul>`;
 
@@ -125,38 +200,59 @@ export function renderDashboard(summary: SpendSummary, options: { readonly nonce
   const driftHtml = !driftRows
     ? '<p class="empty">Billing reconciliation is not available on this gateway.</p>'
     : driftRows.length === 0
-      ? '<p class="empty">No reconciled day in this window (npm run admin -- reconcile).</p>'
+      ? '<p class="empty">No reconciled day in this range (npm run admin -- reconcile).</p>'
       : `<ul class="events">${driftRows
           .slice(0, 20)
           .map(
-            (r) =>
-              `<li>${escapeHtml(r.day)} <strong>${escapeHtml(r.provider)}/${escapeHtml(r.model)}</strong> ledger ${escapeHtml(displayUsd(r.ledgerMicros))} · billed ${escapeHtml(displayUsd(r.billedMicros))} · ` +
-              `drift <span class="${r.alarm ? 'sev-critical' : 'muted'}">${r.driftMicros < 0 ? '-' : '+'}${escapeHtml(displayUsd(Math.abs(r.driftMicros)))}</span></li>`,
+            (d) =>
+              `<li>${escapeHtml(d.day)} <strong>${escapeHtml(d.provider)}/${escapeHtml(d.model)}</strong> ledger ${escapeHtml(displayUsd(d.ledgerMicros))} · billed ${escapeHtml(displayUsd(d.billedMicros))} · ` +
+              `drift <span class="${d.alarm ? 'sev-critical' : 'muted'}">${d.driftMicros < 0 ? '-' : '+'}${escapeHtml(displayUsd(Math.abs(d.driftMicros)))}</span></li>`,
           )
           .join('')}</ul>`;
 
-  const nav = WINDOWS.map((w) => `<a href="/dashboard?window=${w}"${w === s.window ? ' class="current" aria-current="page"' : ''}>${w}</a>`).join('');
+  const budgetsHtml =
+    chartOrEmpty(
+      s.budgets.length > 0,
+      () =>
+        '<p class="legend"><span class="sw ok"></span>under 80 %<span class="sw warn"></span>80 % or more<span class="sw over"></span>refusing</p>' +
+        barChart(s.budgets.map(budgetBar), { ariaLabel: 'Budget utilisation', max: 1, wide: true }),
+      'No budget limit in force (every default is turned off and none is set).',
+    ) + (s.revokedKeysHidden > 0 ? `<p class="note" data-testid="revoked-hidden">${s.revokedKeysHidden} revoked key${s.revokedKeysHidden === 1 ? '' : 's'} not shown.</p>` : '');
+
+  const current = (on: boolean) => (on ? ' class="current" aria-current="page"' : '');
+  const rangeNav = SUMMARY_RANGES.map((x) => `<a href="${href({ range: x })}"${current(x === s.range)}>${escapeHtml(RANGE_LABELS[x])}</a>`).join('');
+  const orgNav = [`<a href="${href({ org: undefined })}"${current(!s.org)}>all</a>`, ...s.orgs.map((o) => `<a href="${href({ org: o })}"${current(o === s.org)}>${escapeHtml(o)}</a>`)].join('');
+  const refreshNav = `<a href="${href({ refresh: undefined })}"${current(!refresh)}>off</a><a href="${href({ refresh: REFRESH_SECONDS })}"${current(!!refresh)}>${REFRESH_SECONDS} s</a>`;
+  const csvHref = escapeHtml(dashboardHref('/dashboard/export.csv', { range: s.range, ...(s.org ? { org: s.org } : {}) }));
+  const scopeNote = s.org ? ` · team ${escapeHtml(s.org)}` : '';
   return `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>tollgate · ${escapeHtml(s.window)} ${escapeHtml(period)}</title>
+${refresh ? `<meta http-equiv="refresh" content="${refresh}">\n` : ''}<title>tollgate · ${escapeHtml(s.period)}${scopeNote}</title>
 <link rel="icon" href="data:,">
 <style nonce="${escapeHtml(options.nonce)}">${CSS}</style>
 </head>
 <body>
-<header><h1>tollgate</h1><span class="period" data-testid="period">${escapeHtml(s.window)} ${escapeHtml(period)} (UTC)</span><nav>${nav}</nav>
+<header><h1>tollgate</h1><span class="period" data-testid="period">${escapeHtml(s.period)} (UTC)${scopeNote}</span>
+<nav data-testid="range-nav"><span class="what">range</span>${rangeNav}</nav>
+<nav data-testid="org-nav"><span class="what">team</span>${orgNav}</nav>
+<nav data-testid="refresh-nav"><span class="what">auto-refresh</span>${refreshNav}</nav>
+<nav><a data-testid="csv-export" href="${csvHref}" download>CSV export</a></nav>
 <span class="muted">as of ${when(Date.parse(s.generatedAt))}</span></header>
 <main>
 <section class="wide" data-testid="totals"><div class="cards">${cards}</div></section>
 <section class="wide" data-testid="spend-over-time"><h2>Spend over time</h2>${overTime}</section>
+<section data-testid="refusals-by-reason"><h2>Refused ${escapeHtml(rangeLabel)} by reason</h2>${refusalsByReason}${refusalScopes}</section>
+<section data-testid="top-refused-keys"><h2>Top refused keys</h2>${refusedKeys}</section>
+<section class="wide" data-testid="budgets"><h2>Budget utilisation (every limit in force, current windows)</h2>${budgetsHtml}</section>
 <section data-testid="cost-by-model"><h2>Cost by model</h2>${chartOrEmpty(s.byModel.length > 0, () => barChart(costBars(s.byModel, (g) => g.name), { ariaLabel: 'Cost by model' }), 'No usage yet.')}</section>
-<section data-testid="budgets"><h2>Budget utilisation</h2>${chartOrEmpty(s.budgets.length > 0, () => barChart(s.budgets.map(budgetBar), { ariaLabel: 'Budget utilisation', max: 1 }), `No budget limits for this ${s.window}.`)}</section>
-<section data-testid="top-users"><h2>Top users by cost</h2>${chartOrEmpty(s.topUsers.length > 0, () => barChart(costBars(s.topUsers, (g) => g.name), { ariaLabel: 'Top users by cost' }), 'No usage yet.')}</section>
-<section data-testid="top-keys"><h2>Top keys by cost</h2>${chartOrEmpty(s.topKeys.length > 0, () => barChart(costBars(s.topKeys, (g) => `${g.name} (${g.userId ?? ''})`), { ariaLabel: 'Top keys by cost' }), 'No usage yet.')}</section>
+<section data-testid="team-models"><h2>Spend by team and model</h2>${chartOrEmpty(s.byOrgModel.length > 0, () => barChart(s.byOrgModel.slice(0, 12).map((g) => ({ label: `${g.orgId === '-' ? 'no team' : g.orgId} · ${g.model}`, value: g.costMicros, text: `${displayUsd(g.costMicros)} · ${g.requests} req` })), { ariaLabel: 'Spend by team and model' }), 'No usage yet.')}</section>
+<section data-testid="top-users"><h2>Top users by cost</h2>${chartOrEmpty(s.topUsers.length > 0, () => barChart(costBars(s.topUsers, (g) => (g.orgId ? `${g.name} (${g.orgId})` : g.name)), { ariaLabel: 'Top users by cost' }), 'No usage yet.')}</section>
+<section data-testid="top-keys"><h2>Top keys by cost</h2>${chartOrEmpty(s.topKeys.length > 0, () => barChart(costBars(s.topKeys, keyLabel), { ariaLabel: 'Top keys by cost' }), 'No usage yet.')}</section>
 <section data-testid="circuits"><h2>Open circuits</h2>${circuitList}</section>
-<section data-testid="alerts"><h2>Recent alerts</h2>${alertList}</section>
+<section data-testid="alerts"><h2>Recent alerts and acknowledgements</h2>${alertList}</section>
 <section data-testid="savings"><h2>Savings: cache and fallback</h2>${savingsHtml}</section>
 <section data-testid="drift"><h2>Billing drift (ledger vs provider)</h2>${driftHtml}</section>
 </main>
@@ -164,4 +260,3 @@ export function renderDashboard(summary: SpendSummary, options: { readonly nonce
 </html>
 `;
 }
-

@@ -5,6 +5,10 @@
  *                                 (so the token leaves the address bar and the history)
  *   GET /dashboard                with the cookie or `Authorization: Bearer T`: the page
  *   GET /dashboard/summary.json   the same figures as JSON (micro-USD integers)
+ *   GET /dashboard/export.csv     the same figures as CSV (lambda/observability/summary-csv.ts)
+ *
+ * Each takes `?range=hour|today|yesterday|7d|month` (the older `?window=hour|day|month` still works) and
+ * `?org=<team>`; the page also takes `?refresh=<seconds>` (auto-refresh, 5 … 3600).
  *
  * The cookie holds an HMAC of the token, never the token itself. Anything else under /dashboard is 404;
  * other paths fall through to the gateway.
@@ -13,7 +17,8 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Clock } from '../../core/clock';
 import type { Logger } from '../../core/log';
 import type { HttpRequest, HttpResponse } from '../../http/types';
-import { buildSpendSummary, type SummarySources, summaryWindow } from '../../observability/spend-summary';
+import { buildSpendSummary, type SummarySources, summaryRange } from '../../observability/spend-summary';
+import { summaryCsv } from '../../observability/summary-csv';
 import { escapeHtml } from './charts';
 import { renderDashboard } from './page';
 
@@ -99,16 +104,28 @@ export function createDashboardRoutes(options: DashboardOptions): (req: HttpRequ
     }
 
     const wantsJson = req.path === `${DASHBOARD_PATH}/summary.json`;
-    if (req.path !== DASHBOARD_PATH && !wantsJson) return page(404, 'Not found', `Nothing at ${req.path}.`);
+    const wantsCsv = req.path === `${DASHBOARD_PATH}/export.csv`;
+    if (req.path !== DASHBOARD_PATH && !wantsJson && !wantsCsv) return page(404, 'Not found', `Nothing at ${req.path}.`);
+    const range = summaryRange(req.query.get('range'), req.query.get('window'));
+    const org = req.query.get('org')?.trim() || undefined;
+    const refresh = Number(req.query.get('refresh'));
     let summary;
     try {
-      summary = await buildSpendSummary(options, { window: summaryWindow(req.query.get('window')), now: options.clock.now() });
+      summary = await buildSpendSummary(options, { range, ...(org ? { org } : {}), now: options.clock.now() });
     } catch (err) {
       options.log.log('error', 'dashboard summary failed', { error: err instanceof Error ? err.message : String(err) });
       return page(503, 'The store is not answering', 'The dashboard could not read the tables; is DynamoDB Local running?');
     }
     if (wantsJson) {
       return { status: 200, headers: { ...SECURITY_HEADERS, 'content-type': 'application/json' }, body: JSON.stringify(summary) };
+    }
+    if (wantsCsv) {
+      const file = `tollgate-${range}-${summary.from.slice(0, 10)}${org ? `-${org.replace(/[^\w.-]/g, '_')}` : ''}.csv`;
+      return {
+        status: 200,
+        headers: { ...SECURITY_HEADERS, 'content-type': 'text/csv; charset=utf-8', 'content-disposition': `attachment; filename="${file}"` },
+        body: summaryCsv(summary),
+      };
     }
     const nonce = randomBytes(16).toString('base64');
     return {
@@ -118,7 +135,7 @@ export function createDashboardRoutes(options: DashboardOptions): (req: HttpRequ
         'content-type': 'text/html; charset=utf-8',
         'content-security-policy': `default-src 'none'; style-src 'nonce-${nonce}'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
       },
-      body: renderDashboard(summary, { nonce }),
+      body: renderDashboard(summary, { nonce, ...(Number.isInteger(refresh) && refresh >= 5 && refresh <= 3600 ? { refreshSeconds: refresh } : {}) }),
     };
   };
 }

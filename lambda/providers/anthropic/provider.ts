@@ -5,6 +5,7 @@
  */
 import { systemClock, type Clock } from '../../core/clock';
 import { InvalidRequestError, UpstreamError } from '../../core/errors';
+import { StreamWatch } from '../../core/stream-errors';
 import type { TokenUsage } from '../../core/types';
 import type {
   ChatCompletionBody,
@@ -143,6 +144,7 @@ export class AnthropicProvider implements Provider {
 /** Passes a Messages stream through untouched while following its usage. */
 export function relayMessagesStream(upstream: AsyncIterable<Uint8Array>): StreamResult {
   const usage = new AnthropicStreamUsage();
+  const watch = new StreamWatch();
   const observe = (data: string): void => {
     if (!data.includes('"message_start"') && !data.includes('"message_delta"')) return;
     try {
@@ -154,10 +156,16 @@ export function relayMessagesStream(upstream: AsyncIterable<Uint8Array>): Stream
   async function* relay(): AsyncGenerator<Uint8Array> {
     const parser = new SseParser();
     for await (const chunk of upstream) {
-      for (const event of parser.push(chunk)) observe(event.data);
+      for (const event of parser.push(chunk)) {
+        watch.observe(event);
+        observe(event.data);
+      }
       yield chunk;
     }
-    for (const event of parser.end()) observe(event.data);
+    for (const event of parser.end()) {
+      watch.observe(event);
+      observe(event.data);
+    }
   }
-  return { kind: 'stream', body: relay(), usage: () => usage.current() };
+  return { kind: 'stream', body: relay(), usage: () => usage.current(), watch };
 }

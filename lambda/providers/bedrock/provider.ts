@@ -36,6 +36,7 @@ import {
   type ChatToolChoice,
   type ParamRule,
 } from '../openai/chat-request';
+import { encodeSseJson } from '../sse';
 import { redactSecrets } from '../upstream-http';
 
 /** A JSON document as the SDK types it (tool inputs and schemas). */
@@ -190,18 +191,40 @@ export function bedrockError(err: unknown, signal: AbortSignal): UpstreamError {
   });
 }
 
-/** Exceptions ConverseStream delivers inside the stream. */
-const STREAM_EXCEPTIONS = [
-  'internalServerException',
-  'modelStreamErrorException',
-  'serviceUnavailableException',
-  'throttlingException',
-  'validationException',
-] as const;
+/**
+ * Exceptions ConverseStream delivers inside the stream (`:message-type: exception`), with the OpenAI error type
+ * the caller sees for each: it decides the status the gateway answers when nothing reached the caller yet
+ * (core/stream-errors.ts: `rate_limit_error` 429, `invalid_request_error` 400, `server_error` 500).
+ */
+export const BEDROCK_STREAM_EXCEPTIONS: Readonly<Record<string, string>> = {
+  internalServerException: 'server_error',
+  modelStreamErrorException: 'server_error',
+  serviceUnavailableException: 'server_error',
+  throttlingException: 'rate_limit_error',
+  validationException: 'invalid_request_error',
+};
+
+/** A stream failure as an OpenAI error chunk (`data: {"error":{…}}`), as OpenAI itself reports one mid-stream. */
+function errorChunk(message: string, type: string, code: string): Uint8Array {
+  return encodeSseJson({ error: { message, type, param: null, code } });
+}
+
+/** The exception an SDK error read from the stream stands for (`ThrottlingException` → `throttlingException`). */
+function streamExceptionOf(err: unknown): { readonly name: string; readonly message: string } | undefined {
+  const e = err as { name?: unknown; message?: unknown } | undefined;
+  if (typeof e?.name !== 'string' || e.name === '') return undefined;
+  const name = e.name[0]!.toLowerCase() + e.name.slice(1);
+  return name in BEDROCK_STREAM_EXCEPTIONS ? { name, message: typeof e.message === 'string' ? e.message : '' } : undefined;
+}
 
 /**
  * Translates ConverseStream events into OpenAI chunks ending with `data: [DONE]`; Bedrock sends usage in
  * `metadata` after `messageStop`, so the usage chunk (when `includeUsage`) and `[DONE]` follow the stream's end.
+ *
+ * A stream that does not answer is a failure the caller sees as OpenAI reports one, an error chunk and no
+ * `[DONE]` (core/stream-errors.ts then makes it a provider error, or a fallback, when nothing reached the caller
+ * yet): an exception inside the stream, a stream that ends before `messageStop` (a cut or empty answer), or one
+ * whose connection fails. Only the gateway's own abort (caller gone, timeout) is thrown, as an UpstreamError.
  */
 export async function* converseStreamToChatChunks(
   events: AsyncIterable<ConverseStreamOutput>,
@@ -211,49 +234,74 @@ export async function* converseStreamToChatChunks(
     readonly onUsage: (usage: TokenUsage | undefined) => void;
     /** The structured-output tool, whose input streams as the message's text. */
     readonly structured?: StructuredOutput;
+    /** The call's signal: a failure after it aborted is the gateway's abort, thrown rather than reported. */
+    readonly signal?: AbortSignal;
   },
 ): AsyncGenerator<Uint8Array> {
   const encoder = new ChatChunkEncoder(options.identity);
   const toolIndex = new Map<number, number>();
   const jsonBlocks = new Set<number>();
   let usage: TokenUsage | undefined;
+  let started = false;
   let stopped = false;
+  const detail = (message: string) => (message ? `: ${redactSecrets(message, []).slice(0, 500)}` : '');
 
-  for await (const event of events) {
-    if (event.messageStart) {
-      yield encoder.start();
-    } else if (event.contentBlockStart) {
-      const toolUse = event.contentBlockStart.start?.toolUse;
-      if (toolUse && options.structured && toolUse.name === options.structured.toolName) {
-        jsonBlocks.add(event.contentBlockStart.contentBlockIndex ?? 0);
-      } else if (toolUse) {
-        toolIndex.set(event.contentBlockStart.contentBlockIndex ?? 0, toolIndex.size);
-        yield encoder.toolCallStart(toolIndex.size - 1, { id: toolUse.toolUseId ?? '', name: toolUse.name ?? '' });
-      }
-    } else if (event.contentBlockDelta) {
-      const delta = event.contentBlockDelta.delta;
-      const at = toolIndex.get(event.contentBlockDelta.contentBlockIndex ?? 0);
-      if (delta?.text !== undefined && delta.text !== '') yield encoder.text(delta.text);
-      else if (delta?.toolUse?.input && jsonBlocks.has(event.contentBlockDelta.contentBlockIndex ?? 0)) yield encoder.text(delta.toolUse.input);
-      else if (delta?.toolUse?.input && at !== undefined) yield encoder.toolCallArguments(at, delta.toolUse.input);
-    } else if (event.messageStop) {
-      stopped = true;
-      const reason = event.messageStop.stopReason;
-      yield encoder.finish(jsonBlocks.size > 0 && reason === 'tool_use' && toolIndex.size === 0 ? 'stop' : finishReason(reason));
-    } else if (event.metadata) {
-      usage = usageFromBedrock(event.metadata.usage);
-      options.onUsage(usage);
-    } else {
-      const failure = STREAM_EXCEPTIONS.map((name) => event[name as keyof ConverseStreamOutput]).find(Boolean) as
-        | { message?: string }
-        | undefined;
-      if (failure) {
-        const detail = failure.message ? `: ${redactSecrets(failure.message, []).slice(0, 500)}` : '';
-        throw new UpstreamError(`upstream bedrock failed mid-stream${detail}`, { status: 502 });
+  try {
+    for await (const event of events) {
+      if (event.messageStart) {
+        started = true;
+        yield encoder.start();
+      } else if (event.contentBlockStart) {
+        const toolUse = event.contentBlockStart.start?.toolUse;
+        if (toolUse && options.structured && toolUse.name === options.structured.toolName) {
+          jsonBlocks.add(event.contentBlockStart.contentBlockIndex ?? 0);
+        } else if (toolUse) {
+          toolIndex.set(event.contentBlockStart.contentBlockIndex ?? 0, toolIndex.size);
+          yield encoder.toolCallStart(toolIndex.size - 1, { id: toolUse.toolUseId ?? '', name: toolUse.name ?? '' });
+        }
+      } else if (event.contentBlockDelta) {
+        const delta = event.contentBlockDelta.delta;
+        const at = toolIndex.get(event.contentBlockDelta.contentBlockIndex ?? 0);
+        if (delta?.text !== undefined && delta.text !== '') yield encoder.text(delta.text);
+        else if (delta?.toolUse?.input && jsonBlocks.has(event.contentBlockDelta.contentBlockIndex ?? 0)) yield encoder.text(delta.toolUse.input);
+        else if (delta?.toolUse?.input && at !== undefined) yield encoder.toolCallArguments(at, delta.toolUse.input);
+      } else if (event.messageStop) {
+        stopped = true;
+        const reason = event.messageStop.stopReason;
+        yield encoder.finish(jsonBlocks.size > 0 && reason === 'tool_use' && toolIndex.size === 0 ? 'stop' : finishReason(reason));
+      } else if (event.metadata) {
+        usage = usageFromBedrock(event.metadata.usage);
+        options.onUsage(usage);
+      } else {
+        // An exception as a union member (how a client that does not throw them hands them over).
+        const name = Object.keys(BEDROCK_STREAM_EXCEPTIONS).find((n) => event[n as keyof ConverseStreamOutput]);
+        if (name) {
+          const failure = event[name as keyof ConverseStreamOutput] as { message?: string };
+          yield errorChunk(`upstream bedrock failed mid-stream (${name})${detail(failure.message ?? '')}`, BEDROCK_STREAM_EXCEPTIONS[name]!, name);
+          return;
+        }
       }
     }
+  } catch (err) {
+    if (options.signal?.aborted) throw err instanceof UpstreamError ? err : bedrockError(err, options.signal);
+    // The SDK throws the stream's exceptions (ModelStreamErrorException, ThrottlingException, …) from the iterator.
+    const exception = streamExceptionOf(err);
+    if (exception) {
+      yield errorChunk(`upstream bedrock failed mid-stream (${exception.name})${detail(exception.message)}`, BEDROCK_STREAM_EXCEPTIONS[exception.name]!, exception.name);
+    } else {
+      const message = err instanceof Error ? err.message : String(err);
+      yield errorChunk(`the stream from upstream bedrock broke off${detail(message)}`, 'server_error', 'upstream_stream_broken');
+    }
+    return;
   }
-  if (!stopped) return;
+  if (!stopped) {
+    yield errorChunk(
+      started ? 'upstream bedrock ended the stream before messageStop (a cut answer)' : 'upstream bedrock answered an empty stream',
+      'server_error',
+      started ? 'upstream_stream_cut' : 'upstream_empty_answer',
+    );
+    return;
+  }
   if (options.includeUsage && usage) yield encoder.usage(usage);
   yield encoder.done();
 }
@@ -293,9 +341,11 @@ export class BedrockProvider implements Provider {
       const output = await client
         .send(new sdk.ConverseCommand(input), { abortSignal: ctx.signal })
         .catch((err: unknown) => Promise.reject(bedrockError(err, ctx.signal)));
+      // An answer without a message is no answer: a failure (never cached), not an empty 200.
+      if (!output.output?.message) throw new UpstreamError('upstream bedrock answered without a message', { status: 502, code: 'upstream_empty_answer' });
       const texts: string[] = [];
       const toolCalls: ChatToolCall[] = [];
-      for (const block of output.output?.message?.content ?? []) {
+      for (const block of output.output.message.content ?? []) {
         if (block.text !== undefined) texts.push(block.text);
         if (block.toolUse && structured && block.toolUse.name === structured.toolName) {
           texts.push(JSON.stringify(block.toolUse.input ?? {}));
@@ -321,17 +371,10 @@ export class BedrockProvider implements Provider {
       .send(new sdk.ConverseStreamCommand(input), { abortSignal: ctx.signal })
       .catch((err: unknown) => Promise.reject(bedrockError(err, ctx.signal)));
     if (!output.stream) throw new UpstreamError('upstream bedrock answered without a stream', { status: 502 });
-    const stream = output.stream;
     let usage: TokenUsage | undefined;
-    async function* guarded(): AsyncGenerator<ConverseStreamOutput> {
-      try {
-        yield* stream;
-      } catch (err) {
-        throw bedrockError(err, ctx.signal);
-      }
-    }
-    const chunks = converseStreamToChatChunks(guarded(), {
+    const chunks = converseStreamToChatChunks(output.stream, {
       identity,
+      signal: ctx.signal,
       includeUsage: ctx.callerWantsStreamUsage === true,
       onUsage: (u) => {
         usage = u;

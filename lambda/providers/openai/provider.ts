@@ -7,6 +7,7 @@
  * (`stream_options.include_usage`); when the caller did not ask for it, the usage-only final chunk is dropped
  * from what the caller receives.
  */
+import { StreamWatch } from '../../core/stream-errors';
 import type { TokenUsage } from '../../core/types';
 import type {
   ChatCompletionBody,
@@ -139,12 +140,15 @@ export function relayChatStream(
   options: { readonly passUsageChunk: boolean },
 ): StreamResult {
   let usage: TokenUsage | undefined;
-  /** Records usage; returns the events the caller should see. */
+  const watch = new StreamWatch();
+  /** Records usage; returns the events the caller should see (and the watch is told of). */
   const observe = (events: SseEvent[]): SseEvent[] =>
     events.filter((event) => {
       const seen = inspectChunk(event);
       if (seen.usage) usage = seen.usage;
-      return options.passUsageChunk || !seen.usageOnly;
+      const kept = options.passUsageChunk || !seen.usageOnly;
+      if (kept) watch.observe(event);
+      return kept;
     });
   async function* relay(): AsyncGenerator<Uint8Array> {
     const parser = new SseParser();
@@ -156,7 +160,7 @@ export function relayChatStream(
     const kept = observe(parser.end());
     if (!options.passUsageChunk) for (const event of kept) yield encodeSse(event);
   }
-  return { kind: 'stream', body: relay(), usage: () => usage };
+  return { kind: 'stream', body: relay(), usage: () => usage, watch };
 }
 
 /** OpenAI itself. */

@@ -3,6 +3,7 @@
  * answer comes back as sent, and usage is read from the response (or from the stream's final
  * `response.completed` / `response.incomplete` / `response.failed` event).
  */
+import { StreamWatch } from '../../core/stream-errors';
 import type { TokenUsage } from '../../core/types';
 import type { StreamResult } from '../contract';
 import { SseParser } from '../sse';
@@ -14,6 +15,7 @@ const FINAL_EVENTS = ['response.completed', 'response.incomplete', 'response.fai
 /** Passes a Responses stream through untouched while reading the usage of its final event. */
 export function relayResponsesStream(upstream: AsyncIterable<Uint8Array>): StreamResult {
   let usage: TokenUsage | undefined;
+  const watch = new StreamWatch();
   const observe = (data: string): void => {
     if (!data.includes('"usage"') || !FINAL_EVENTS.some((type) => data.includes(`"${type}"`))) return;
     try {
@@ -26,10 +28,16 @@ export function relayResponsesStream(upstream: AsyncIterable<Uint8Array>): Strea
   async function* relay(): AsyncGenerator<Uint8Array> {
     const parser = new SseParser();
     for await (const chunk of upstream) {
-      for (const event of parser.push(chunk)) observe(event.data);
+      for (const event of parser.push(chunk)) {
+        watch.observe(event);
+        observe(event.data);
+      }
       yield chunk;
     }
-    for (const event of parser.end()) observe(event.data);
+    for (const event of parser.end()) {
+      watch.observe(event);
+      observe(event.data);
+    }
   }
-  return { kind: 'stream', body: relay(), usage: () => usage };
+  return { kind: 'stream', body: relay(), usage: () => usage, watch };
 }

@@ -4,8 +4,18 @@
  *
  * Input items understood: a string, and a list of `message` items (roles user, system, developer, assistant;
  * content a string or `input_text` / `output_text` / `input_image` parts; `type: "message"` optional),
- * `function_call` and `function_call_output` items. Anything the gateway cannot translate (built-in tools,
- * `item_reference` to a stored item, files) is refused with a 400 naming the item, never dropped.
+ * `function_call` and `function_call_output` items, `custom_tool_call` and `custom_tool_call_output` items;
+ * `reasoning` items are dropped (another model cannot read them). Anything the gateway cannot translate
+ * (`item_reference` to a stored item, files, hosted tools' calls) is refused with a 400 naming the item,
+ * never dropped.
+ *
+ * Tools: `function` tools map as they are; a `custom` tool (free-form input, e.g. Codex's `apply_patch`)
+ * becomes a function taking `{"input": string}` whose description carries the input's grammar, and its
+ * calls come back as `custom_tool_call` items with the string input; a `namespace` tool's function and
+ * custom tools become functions named `<namespace>__<name>`, whose calls come back with `namespace` set.
+ * Hosted tools that only OpenAI runs (`web_search`, `file_search`, `code_interpreter`, `image_generation`,
+ * `mcp`, `computer_use_preview`, `local_shell`, `shell`, `apply_patch`, `tool_search`, …) are refused per tool
+ * with a 400 naming the tool and why. {@link responsesToolMap} is the mapping both ways.
  */
 import { InvalidRequestError } from '../../core/errors';
 import type { ChatCompletionBody } from '../contract';
@@ -100,15 +110,20 @@ function chatMessages(body: ResponsesBody): Record<string, unknown>[] {
         }
         break;
       }
-      case 'function_call': {
+      case 'function_call':
+      case 'custom_tool_call': {
         if (typeof item.call_id !== 'string' || typeof item.name !== 'string') {
           throw invalid(`${at} must have a call_id and a name`, at);
         }
-        const call = {
-          id: item.call_id,
-          type: 'function',
-          function: { name: item.name, arguments: typeof item.arguments === 'string' ? item.arguments : '{}' },
-        };
+        const name = flatToolName(typeof item.namespace === 'string' ? item.namespace : undefined, item.name);
+        // A custom tool's string input travels as the one argument of the function it became.
+        const args =
+          type === 'custom_tool_call'
+            ? JSON.stringify({ input: typeof item.input === 'string' ? item.input : '' })
+            : typeof item.arguments === 'string'
+              ? item.arguments
+              : '{}';
+        const call = { id: item.call_id, type: 'function', function: { name, arguments: args } };
         // Consecutive calls belong to one assistant turn (parallel tool calls).
         const last = messages[messages.length - 1];
         if (last && last.role === 'assistant' && Array.isArray(last.tool_calls)) (last.tool_calls as unknown[]).push(call);
@@ -117,6 +132,7 @@ function chatMessages(body: ResponsesBody): Record<string, unknown>[] {
         break;
       }
       case 'function_call_output':
+      case 'custom_tool_call_output':
         if (typeof item.call_id !== 'string') throw invalid(`${at}.call_id is required`, `${at}.call_id`);
         messages.push({ role: 'tool', tool_call_id: item.call_id, content: outputText(item.output, `${at}.output`) });
         break;
@@ -137,34 +153,128 @@ function chatMessages(body: ResponsesBody): Record<string, unknown>[] {
   return messages;
 }
 
-function chatTools(tools: unknown): Record<string, unknown>[] | undefined {
-  if (tools === undefined || tools === null) return undefined;
-  if (!Array.isArray(tools)) throw invalid('tools must be an array', 'tools');
-  if (tools.length === 0) return undefined;
-  return tools.map((tool, i) => {
-    const at = `tools[${i}]`;
-    if (!isRecord(tool) || tool.type !== 'function' || typeof tool.name !== 'string') {
-      const type = isRecord(tool) ? String(tool.type) : 'unknown';
-      throw invalid(`${at}: only function tools can be used with this model (got "${type}")`, at, 'unsupported_tool');
-    }
+/** What a flattened chat function stands for in the caller's Responses tools. */
+export interface ResponsesToolTarget {
+  readonly kind: 'function' | 'custom';
+  /** The tool's own name (inside its namespace, if any). */
+  readonly name: string;
+  readonly namespace?: string;
+}
+
+/** Flattened chat function name → the Responses tool it stands for. */
+export type ResponsesToolMap = ReadonlyMap<string, ResponsesToolTarget>;
+
+/** The name a namespaced tool gets as a chat function. */
+export function flatToolName(namespace: string | undefined, name: string): string {
+  return namespace ? `${namespace}__${name}` : name;
+}
+
+const FLAT_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Why a hosted tool cannot be used with a translated model, by tool type. */
+function hostedToolReason(type: string): string {
+  return (
+    `"${type}" is a tool OpenAI runs on its own servers, and this model's provider has no such tool. ` +
+    'Remove it from the request (in Codex, turn the feature off) or use an OpenAI model'
+  );
+}
+
+/** A custom tool's input format, told to the model in the function's description. */
+function customFormatNote(format: unknown): string {
+  if (isRecord(format) && format.type === 'grammar' && typeof format.definition === 'string') {
+    const syntax = typeof format.syntax === 'string' ? format.syntax : 'grammar';
+    return `Call it with {"input": "<text>"}; the text must follow this ${syntax} grammar:\n${format.definition}`;
+  }
+  return 'Call it with {"input": "<text>"}: the input is free-form text.';
+}
+
+/** One function or custom tool (top level or in a namespace) → one chat function, recorded in `map`. */
+function flatTool(tool: Record<string, unknown>, at: string, map: Map<string, ResponsesToolTarget>, namespace?: string): Record<string, unknown> {
+  if (typeof tool.name !== 'string' || tool.name === '') throw invalid(`${at} must have a name`, `${at}.name`);
+  const name = flatToolName(namespace, tool.name);
+  if (namespace !== undefined && !FLAT_NAME.test(name)) {
+    throw invalid(
+      `${at} ("${tool.name}" in namespace "${namespace}"): its flattened name "${name}" is not 1-64 letters, digits, _ or -, which this model's provider requires`,
+      at,
+      'unsupported_tool',
+    );
+  }
+  if (map.has(name)) throw invalid(`${at}: the tool name "${name}" is declared twice`, at, 'duplicate_tool');
+  const description = typeof tool.description === 'string' && tool.description !== '' ? tool.description : undefined;
+  if (tool.type === 'custom') {
+    map.set(name, { kind: 'custom', name: tool.name, ...(namespace ? { namespace } : {}) });
     return {
       type: 'function',
       function: {
-        name: tool.name,
-        ...(typeof tool.description === 'string' ? { description: tool.description } : {}),
-        parameters: isRecord(tool.parameters) ? tool.parameters : { type: 'object', properties: {} },
+        name,
+        description: [description, customFormatNote(tool.format)].filter(Boolean).join('\n\n'),
+        parameters: { type: 'object', properties: { input: { type: 'string' } }, required: ['input'], additionalProperties: false },
       },
     };
+  }
+  map.set(name, { kind: 'function', name: tool.name, ...(namespace ? { namespace } : {}) });
+  return {
+    type: 'function',
+    function: {
+      name,
+      ...(description ? { description } : {}),
+      parameters: isRecord(tool.parameters) ? tool.parameters : { type: 'object', properties: {} },
+    },
+  };
+}
+
+/** Responses `tools` → chat function tools plus the map back; every tool the provider cannot run is refused by index. */
+function chatTools(tools: unknown): { tools: Record<string, unknown>[] | undefined; map: Map<string, ResponsesToolTarget> } {
+  const map = new Map<string, ResponsesToolTarget>();
+  if (tools === undefined || tools === null) return { tools: undefined, map };
+  if (!Array.isArray(tools)) throw invalid('tools must be an array', 'tools');
+  const out: Record<string, unknown>[] = [];
+  tools.forEach((tool, i) => {
+    const at = `tools[${i}]`;
+    if (!isRecord(tool)) throw invalid(`${at} must be an object`, at);
+    const label = typeof tool.name === 'string' ? `${at} ("${tool.name}")` : at;
+    switch (tool.type) {
+      case 'function':
+      case 'custom':
+        out.push(flatTool(tool, at, map));
+        return;
+      case 'namespace': {
+        if (typeof tool.name !== 'string' || tool.name === '') throw invalid(`${at}: a namespace tool must have a name`, `${at}.name`);
+        if (!Array.isArray(tool.tools)) throw invalid(`${label}: a namespace tool must list its tools`, `${at}.tools`);
+        const namespace = tool.name;
+        tool.tools.forEach((inner, j) => {
+          const innerAt = `${at}.tools[${j}]`;
+          if (!isRecord(inner) || (inner.type !== 'function' && inner.type !== 'custom')) {
+            const type = isRecord(inner) ? String(inner.type) : 'unknown';
+            throw invalid(`${innerAt}: a namespace may hold function and custom tools (got "${type}")`, innerAt, 'unsupported_tool');
+          }
+          out.push(flatTool(inner, innerAt, map, namespace));
+        });
+        return;
+      }
+      default:
+        throw invalid(`${label}: ${hostedToolReason(String(tool.type))}.`, at, 'unsupported_tool');
+    }
   });
+  return { tools: out.length > 0 ? out : undefined, map };
+}
+
+/** The flattened-name map of a Responses request's tools (for translating the answer's tool calls back). */
+export function responsesToolMap(body: Readonly<Record<string, unknown>>): ResponsesToolMap {
+  return chatTools(body.tools).map;
 }
 
 function chatToolChoice(choice: unknown): unknown {
   if (choice === undefined || choice === null) return undefined;
   if (choice === 'auto' || choice === 'none' || choice === 'required') return choice;
-  if (isRecord(choice) && choice.type === 'function' && typeof choice.name === 'string') {
-    return { type: 'function', function: { name: choice.name } };
+  if (isRecord(choice) && (choice.type === 'function' || choice.type === 'custom') && typeof choice.name === 'string') {
+    const namespace = typeof choice.namespace === 'string' ? choice.namespace : undefined;
+    return { type: 'function', function: { name: flatToolName(namespace, choice.name) } };
   }
-  throw invalid('tool_choice must be "auto", "none", "required" or {"type": "function", "name": …}', 'tool_choice');
+  throw invalid(
+    'tool_choice must be "auto", "none", "required" or {"type": "function" | "custom", "name": …} for this model',
+    'tool_choice',
+  );
 }
 
 /** `text.format` → chat `response_format`. */
@@ -194,7 +304,7 @@ function chatResponseFormat(text: unknown): Record<string, unknown> | undefined 
 
 /** Translates a Responses request into the chat-completions request a translating provider answers. */
 export function responsesToChatRequest(body: ResponsesBody): ChatCompletionBody {
-  const tools = chatTools(body.tools);
+  const { tools } = chatTools(body.tools);
   const toolChoice = chatToolChoice(body.tool_choice);
   const responseFormat = chatResponseFormat(body.text);
   const out: Record<string, unknown> = {

@@ -6,7 +6,7 @@
 import type { TokenUsage } from '../../core/types';
 import { usageFromOpenAi } from '../openai/chat-format';
 import { encodeSseJson, type SseEvent } from '../sse';
-import type { ResponsesBody } from './request';
+import type { ResponsesBody, ResponsesToolMap, ResponsesToolTarget } from './request';
 
 function count(value: unknown): number {
   return typeof value === 'number' && Number.isFinite(value) && value > 0 ? Math.floor(value) : 0;
@@ -105,6 +105,35 @@ function functionCallItem(id: string, call: { callId: string; name: string; argu
   return { id, type: 'function_call', status, arguments: call.arguments, call_id: call.callId, name: call.name };
 }
 
+/** The string input of a custom tool call, from the `{"input": …}` arguments of the function it became. */
+function customInput(args: string): string {
+  try {
+    const parsed: unknown = JSON.parse(args);
+    if (isRecord(parsed) && typeof parsed.input === 'string') return parsed.input;
+  } catch {
+    // Not JSON: the model wrote the input bare; pass it on as written.
+  }
+  return args;
+}
+
+/**
+ * The output item of one tool call of the chat answer: a `function_call` (with `namespace` when it came from
+ * one) or, for a custom tool, a `custom_tool_call` with the string input.
+ */
+function toolCallItem(
+  id: string,
+  call: { callId: string; name: string; arguments: string },
+  target: ResponsesToolTarget | undefined,
+  status: Status,
+): Record<string, unknown> {
+  const namespace = target?.namespace ? { namespace: target.namespace } : {};
+  if (target?.kind === 'custom') {
+    const input = status === 'in_progress' ? '' : customInput(call.arguments);
+    return { id, type: 'custom_tool_call', status, call_id: call.callId, name: target.name, input, ...namespace };
+  }
+  return { ...functionCallItem(id, { ...call, name: target?.name ?? call.name }, status), ...namespace };
+}
+
 /** Chat `finish_reason` → the response's status and `incomplete_details.reason`. */
 function ending(finishReason: unknown): { status: Status; incompleteReason?: string } {
   if (finishReason === 'length') return { status: 'incomplete', incompleteReason: 'max_output_tokens' };
@@ -118,6 +147,7 @@ export function chatCompletionToResponse(
   identity: ResponseIdentity,
   body: ResponsesBody,
   usage: TokenUsage | undefined,
+  tools: ResponsesToolMap = new Map(),
 ): Record<string, unknown> {
   const c = isRecord(completion) ? completion : {};
   const choice = Array.isArray(c.choices) && isRecord(c.choices[0]) ? c.choices[0] : {};
@@ -129,10 +159,13 @@ export function chatCompletionToResponse(
   if (Array.isArray(message.tool_calls)) {
     message.tool_calls.forEach((call: unknown, i: number) => {
       if (!isRecord(call) || !isRecord(call.function)) return;
+      const name = String(call.function.name);
+      const target = tools.get(name);
       output.push(
-        functionCallItem(
-          `fc_${identity.id.slice(5)}_${i}`,
-          { callId: String(call.id), name: String(call.function.name), arguments: String(call.function.arguments ?? '{}') },
+        toolCallItem(
+          `${target?.kind === 'custom' ? 'ctc' : 'fc'}_${identity.id.slice(5)}_${i}`,
+          { callId: String(call.id), name, arguments: String(call.function.arguments ?? '{}') },
+          target,
           'completed',
         ),
       );
@@ -146,20 +179,31 @@ export function chatCompletionToResponse(
  * first delta arrives (a message for text, a function_call per tool call) and close when the next opens or
  * the answer finishes; usage comes from the chat usage chunk (ask the provider for it) and the final
  * `response.completed` (or `response.incomplete`) carries it. A stream that ends without `[DONE]` ends here
- * without a final event too, as the upstream did.
+ * without a final event too, as the upstream did; an error chunk (`data: {"error":{…}}`) becomes the `error`
+ * event and ends the stream.
  */
 export async function* chatChunksToResponseEvents(
   chunks: AsyncIterable<SseEvent>,
-  options: { readonly identity: ResponseIdentity; readonly body: ResponsesBody },
+  options: { readonly identity: ResponseIdentity; readonly body: ResponsesBody; readonly tools?: ResponsesToolMap },
 ): AsyncGenerator<Uint8Array> {
   const { identity, body } = options;
+  const tools = options.tools ?? new Map<string, ResponsesToolTarget>();
   let sequence = 0;
   const emit = (type: string, data: Record<string, unknown>): Uint8Array =>
     encodeSseJson({ type, sequence_number: sequence++, ...data }, { event: type });
   const output: Record<string, unknown>[] = [];
   type Open =
     | { kind: 'message'; index: number; id: string; text: string }
-    | { kind: 'call'; index: number; id: string; chatIndex: number; callId: string; name: string; arguments: string };
+    | {
+        kind: 'call';
+        index: number;
+        id: string;
+        chatIndex: number;
+        callId: string;
+        name: string;
+        arguments: string;
+        target: ResponsesToolTarget | undefined;
+      };
   let open: Open | undefined;
   const calls = new Map<number, Extract<Open, { kind: 'call' }>>();
   let finishReason: unknown;
@@ -176,9 +220,18 @@ export async function* chatChunksToResponseEvents(
       const item = messageItem(o.id, o.text, 'completed');
       output[o.index] = item;
       yield emit('response.output_item.done', { output_index: o.index, item });
+    } else if (o.target?.kind === 'custom') {
+      // The string input is known only once the whole `{"input": …}` argument object has arrived.
+      const input = customInput(o.arguments);
+      if (input !== '') yield emit('response.custom_tool_call_input.delta', { item_id: o.id, output_index: o.index, delta: input });
+      yield emit('response.custom_tool_call_input.done', { item_id: o.id, output_index: o.index, input });
+      const item = toolCallItem(o.id, o, o.target, 'completed');
+      output[o.index] = item;
+      yield emit('response.output_item.done', { output_index: o.index, item });
     } else {
-      yield emit('response.function_call_arguments.done', { item_id: o.id, output_index: o.index, name: o.name, arguments: o.arguments });
-      const item = functionCallItem(o.id, o, 'completed');
+      const name = o.target?.name ?? o.name;
+      yield emit('response.function_call_arguments.done', { item_id: o.id, output_index: o.index, name, arguments: o.arguments });
+      const item = toolCallItem(o.id, o, o.target, 'completed');
       output[o.index] = item;
       yield emit('response.output_item.done', { output_index: o.index, item });
     }
@@ -201,6 +254,15 @@ export async function* chatChunksToResponseEvents(
       chunk = JSON.parse(event.data) as Record<string, unknown>;
     } catch {
       continue;
+    }
+    // A provider failure reported in the chat stream is the Responses API's `error` event, and the stream's end.
+    if (isRecord(chunk.error) && !('choices' in chunk)) {
+      const e = chunk.error;
+      // Its code is the chat error's type, which decides the status when nothing reached the caller yet
+      // (core/stream-errors.ts).
+      const code = typeof e.type === 'string' ? e.type : typeof e.code === 'string' ? e.code : 'server_error';
+      yield emit('error', { code, message: typeof e.message === 'string' ? e.message : '', param: null });
+      return;
     }
     if (isRecord(chunk.usage)) usage = usageFromOpenAi(chunk.usage);
     const choice = Array.isArray(chunk.choices) && isRecord(chunk.choices[0]) ? chunk.choices[0] : undefined;
@@ -234,23 +296,28 @@ export async function* chatChunksToResponseEvents(
         if (!call) {
           yield* close();
           const index = output.length;
+          const name = typeof fn.name === 'string' ? fn.name : '';
+          const target = tools.get(name);
           call = {
             kind: 'call',
             index,
-            id: `fc_${identity.id.slice(5)}_${index}`,
+            id: `${target?.kind === 'custom' ? 'ctc' : 'fc'}_${identity.id.slice(5)}_${index}`,
             chatIndex,
             callId: typeof raw.id === 'string' ? raw.id : `call_${identity.id.slice(5)}_${index}`,
-            name: typeof fn.name === 'string' ? fn.name : '',
+            name,
             arguments: '',
+            target,
           };
           calls.set(chatIndex, call);
           open = call;
-          output.push(functionCallItem(call.id, call, 'in_progress'));
-          yield emit('response.output_item.added', { output_index: index, item: functionCallItem(call.id, call, 'in_progress') });
+          output.push(toolCallItem(call.id, call, target, 'in_progress'));
+          yield emit('response.output_item.added', { output_index: index, item: toolCallItem(call.id, call, target, 'in_progress') });
         }
         if (typeof fn.arguments === 'string' && fn.arguments !== '') {
           call.arguments += fn.arguments;
-          yield emit('response.function_call_arguments.delta', { item_id: call.id, output_index: call.index, delta: fn.arguments });
+          if (call.target?.kind !== 'custom') {
+            yield emit('response.function_call_arguments.delta', { item_id: call.id, output_index: call.index, delta: fn.arguments });
+          }
         }
       }
     }

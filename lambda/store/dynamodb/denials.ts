@@ -89,6 +89,15 @@ export function loopDetected(check: LoopCheck, old: Record<string, unknown> | un
   const repeats = count >= check.maxRepeats;
   const blockMs = failureBlockMs(num(old?.fails), check.maxFailures, check.windowMs);
   const retryAt = repeats ? check.windowEnd : num(old?.lastFailAt) + blockMs;
+  // Copies are counted, presumed failed, when admitted: with no failure stamped (lastFailAt), the streak is
+  // copies still in flight — nothing failed, and a retry passes once one of them is answered.
+  if (!repeats && old?.lastFailAt === undefined) {
+    return new LoopDetectedError(
+      `Loop guard: ${num(old?.fails)} identical copies of this request are in flight for ${check.owner} (last through key ${check.keyId}), ` +
+        `not answered yet; at most ${Math.min(check.maxFailures, check.maxRepeats)} may be unanswered at once. Retry when one is answered.`,
+      { code: 'loop_detected', headers: { 'Retry-After': '1', 'x-should-retry': 'true' } },
+    );
+  }
   const message = repeats
     ? `Loop detected: this request (or a near-copy) was sent ${count} times within ${minutes} minutes by ${check.owner} (last through key ${check.keyId}) (at most ${check.maxRepeats}); ` +
       'change the request or wait before retrying.'

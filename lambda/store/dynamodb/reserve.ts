@@ -1,0 +1,199 @@
+/**
+ * The reserve transaction: a request (or a pool's grant, or a lease) admitted on its own, in ONE
+ * TransactWriteItems, so a denial changes nothing and two racing requests can never both take the last dollar:
+ *
+ *   [bucket updates…] [counter updates…] [circuit checks…] [loop count] [velocity adds…] [hold put]
+ *
+ * DynamoDB conditions cannot do arithmetic, so each counter keeps `committed` (= spent + reserved) and the
+ * condition compares it with a precomputed `limit − amount`. A cancelled transaction is explained from the
+ * failed conditions' old items (denials.ts): guardrails first, then budgets, then rates. Also the rate-only
+ * charge of a cache hit.
+ */
+import type { TransactWriteItem } from '@aws-sdk/client-dynamodb';
+import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
+import { InvalidRequestError, RateLimitError } from '../../core/errors';
+import { gcraAdmits, gcraBranch, gcraBranchFor, gcraCanEverAdmit, gcraIncrementUs, gcraRemaining, gcraResetMs, gcraTatAfter } from '../../core/ratelimit';
+import { type RateCharge, type RateState, type Reservation, reservationOf, type ReserveInput } from '../../core/stores';
+import { BusyScopes } from './busy-scopes';
+import { budgetExceeded, circuitOpen, loopDetected, rateLimited, requestTooLarge, unexpectedCancellation, velocityTripped } from './denials';
+import { bucketHintKey, counterPk, counterTtl, holdKey } from './items';
+import { assertMicros, assertTransactionSize, DAY_S, LedgerCore } from './ledger-core';
+import { LedgerItems } from './ledger-items';
+import type { PoolRef } from './pools';
+
+/** Re-tries of reserve when a GCRA "reset" met a bucket another instance had just used (the old item shows it). */
+const MAX_BRANCH_RETRIES = 2;
+
+/** Reserves on the counters, buckets and guardrail items directly, one transaction per call. */
+export class ReserveTransaction {
+  constructor(
+    private readonly core: LedgerCore,
+    private readonly items: LedgerItems,
+    private readonly busy: BusyScopes,
+  ) {}
+
+  /** The reserve transaction (see the file header); with `pool`, a grant for that pool, released by the sweeper. */
+  async reserveHeld(input: ReserveInput, pool?: PoolRef): Promise<Reservation> {
+    assertMicros(input.amount, 'amount');
+    const nowUs = input.now * 1000;
+    for (const ref of input.counters) {
+      if (ref.limit !== undefined && input.amount > ref.limit) throw budgetExceeded(ref, { amount: input.amount });
+    }
+    const charged = input.rateCharges.filter((c) => c.amount > 0);
+    for (const charge of charged) {
+      if (!gcraCanEverAdmit(charge.amount, charge.limitPerMinute)) throw requestTooLarge(charge);
+    }
+    const buckets = charged.map((charge) => {
+      const key = bucketHintKey(charge);
+      return { charge, key, inc: gcraIncrementUs(charge.amount, charge.limitPerMinute), branch: gcraBranch(this.core.tatHints.get(key), nowUs) };
+    });
+    const hold = holdKey(input.requestId, input.expiresAt);
+    const circuits = input.circuits ?? [];
+    const velocity = input.velocity ?? [];
+    const guardItems = [
+      ...circuits.map((ref) => this.items.circuitCheck(ref, input.now)),
+      ...(input.loop ? [this.items.loopCheck(input.loop)] : []),
+      ...velocity.map((charge) => this.items.velocityAdd(charge)),
+    ];
+    assertTransactionSize(buckets.length + input.counters.length + guardItems.length + 1, 'reserve');
+
+    const holdPut: TransactWriteItem = {
+      Put: {
+        TableName: this.core.budgets,
+        Item: marshall(
+          {
+            pk: hold.pk,
+            sk: hold.sk,
+            requestId: input.requestId,
+            amount: input.amount,
+            reservedAt: input.now,
+            expiresAt: input.expiresAt,
+            // What the sweeper needs (items.ts StoredHold) and no more: every reserve puts this item and its settle
+            // deletes it, each at 2 write units per KB (in a transaction).
+            counters: input.counters.map((ref) => ({ pk: counterPk(ref), sk: ref.windowKey, ttl: counterTtl(ref) })),
+            context: input.context,
+            ttl: Math.ceil(input.expiresAt / 1000) + DAY_S,
+            ...(pool ? { pool, grant: { counters: input.counters, velocity: input.velocity ?? [] } } : {}),
+          },
+          { removeUndefinedValues: true },
+        ),
+        ConditionExpression: 'attribute_not_exists(pk)',
+      },
+    };
+    const counterUpdates = input.counters.map((ref) => this.items.reserveCounter(ref, input.amount));
+
+    for (let branchRetries = 0; ; branchRetries++) {
+      const items = [...buckets.map((b) => this.items.chargeBucket(b, nowUs)), ...counterUpdates, ...guardItems, holdPut];
+      const reasons = await this.core.transact(items, (r) => this.busy.conflicted(input, buckets.length, r));
+      if (!reasons) break;
+
+      // Guardrails first: an open circuit or a loop explains the denial better than a budget does.
+      const guardAt = buckets.length + input.counters.length;
+      for (const [k, ref] of circuits.entries()) {
+        const reason = reasons[guardAt + k];
+        if (reason?.Code === 'ConditionalCheckFailed') throw circuitOpen(ref, reason.Item && unmarshall(reason.Item), input.now);
+      }
+      if (input.loop && reasons[guardAt + circuits.length]?.Code === 'ConditionalCheckFailed') {
+        const old = reasons[guardAt + circuits.length]?.Item;
+        throw loopDetected(input.loop, old ? unmarshall(old) : undefined);
+      }
+      const velocityAt = guardAt + circuits.length + (input.loop ? 1 : 0);
+      for (const [k, charge] of velocity.entries()) {
+        const reason = reasons[velocityAt + k];
+        if (reason?.Code === 'ConditionalCheckFailed') throw velocityTripped(charge, reason.Item && unmarshall(reason.Item), input.now);
+      }
+
+      // A counter condition never depends on a guess: it failing means the budget is spent.
+      for (const [j, ref] of input.counters.entries()) {
+        const reason = reasons[buckets.length + j];
+        if (reason?.Code === 'ConditionalCheckFailed') {
+          throw budgetExceeded(ref, { amount: input.amount, old: reason.Item && unmarshall(reason.Item) });
+        }
+      }
+      const denied: Array<{ charge: RateCharge; inc: number; oldTat: number | undefined }> = [];
+      let wrongBranch = false;
+      for (const [i, b] of buckets.entries()) {
+        const reason = reasons[i];
+        if (reason?.Code !== 'ConditionalCheckFailed') continue;
+        const oldTat = reason.Item?.tat?.N !== undefined ? Number(reason.Item.tat.N) : undefined;
+        this.core.rememberTat(b.key, oldTat);
+        if (!gcraAdmits(oldTat, nowUs, b.inc)) {
+          denied.push({ charge: b.charge, inc: b.inc, oldTat });
+        } else if (gcraBranchFor(oldTat, nowUs) !== b.branch) {
+          // Only after a "reset" on a quiet key that another instance just used (see core/ratelimit.ts).
+          b.branch = gcraBranchFor(oldTat, nowUs);
+          wrongBranch = true;
+        }
+      }
+      if (denied.length) throw rateLimited(denied, nowUs);
+      if (reasons[items.length - 1]?.Code === 'ConditionalCheckFailed') {
+        throw new InvalidRequestError(`Request id "${input.requestId}" already holds a reservation.`);
+      }
+      if (!wrongBranch) throw unexpectedCancellation(reasons);
+      if (branchRetries >= MAX_BRANCH_RETRIES) {
+        throw new RateLimitError('Too many concurrent requests for this key; slow down and retry.', {
+          code: 'rate_limit_exceeded',
+          headers: { 'Retry-After': '1' },
+        });
+      }
+    }
+
+    const rateStates: RateState[] = input.rateCharges.map((charge) => {
+      const bucket = buckets.find((b) => b.charge === charge);
+      const key = bucketHintKey(charge);
+      let tat = this.core.tatHints.get(key);
+      if (bucket) {
+        // reset: exactly now + inc; advance: old tat (as far as we know it) + inc.
+        tat = bucket.branch === 'reset' ? nowUs + bucket.inc : gcraTatAfter(tat, nowUs, bucket.inc);
+        this.core.rememberTat(key, tat);
+      }
+      return {
+        dimension: charge.dimension,
+        limit: charge.limitPerMinute,
+        remaining: gcraRemaining(tat, nowUs, charge.limitPerMinute),
+        resetMs: gcraResetMs(tat, nowUs),
+      };
+    });
+    return reservationOf(input, { rateStates, expiresAt: input.expiresAt, holdShard: hold.shard, ...(velocity.length ? { velocity } : {}) });
+  }
+
+  /**
+   * Charges rate buckets alone, with no hold and no budget counter (a response-cache hit: it costs nothing but
+   * still counts against the key's request rate). One transaction; throws RateLimitError changing nothing.
+   */
+  async chargeRate(input: { readonly now: number; readonly rateCharges: readonly RateCharge[] }): Promise<RateState[]> {
+    const nowUs = input.now * 1000;
+    const charged = input.rateCharges.filter((c) => c.amount > 0);
+    if (charged.length === 0) return [];
+    for (const charge of charged) if (!gcraCanEverAdmit(charge.amount, charge.limitPerMinute)) throw requestTooLarge(charge);
+    const buckets = charged.map((charge) => {
+      const key = bucketHintKey(charge);
+      return { charge, key, inc: gcraIncrementUs(charge.amount, charge.limitPerMinute), branch: gcraBranch(this.core.tatHints.get(key), nowUs) };
+    });
+    for (let branchRetries = 0; ; branchRetries++) {
+      const reasons = await this.core.transact(buckets.map((b) => this.items.chargeBucket(b, nowUs)));
+      if (!reasons) break;
+      const denied: Array<{ charge: RateCharge; inc: number; oldTat: number | undefined }> = [];
+      for (const [i, b] of buckets.entries()) {
+        const reason = reasons[i];
+        if (reason?.Code !== 'ConditionalCheckFailed') continue;
+        const oldTat = reason.Item?.tat?.N !== undefined ? Number(reason.Item.tat.N) : undefined;
+        this.core.rememberTat(b.key, oldTat);
+        if (gcraAdmits(oldTat, nowUs, b.inc)) b.branch = gcraBranchFor(oldTat, nowUs);
+        else denied.push({ charge: b.charge, inc: b.inc, oldTat });
+      }
+      if (denied.length) throw rateLimited(denied, nowUs);
+      if (branchRetries >= MAX_BRANCH_RETRIES) {
+        throw new RateLimitError('Too many concurrent requests for this key; slow down and retry.', {
+          code: 'rate_limit_exceeded',
+          headers: { 'Retry-After': '1' },
+        });
+      }
+    }
+    return buckets.map((b) => {
+      const tat = b.branch === 'reset' ? nowUs + b.inc : gcraTatAfter(this.core.tatHints.get(b.key), nowUs, b.inc);
+      this.core.rememberTat(b.key, tat);
+      return { dimension: b.charge.dimension, limit: b.charge.limitPerMinute, remaining: gcraRemaining(tat, nowUs, b.charge.limitPerMinute), resetMs: gcraResetMs(tat, nowUs) };
+    });
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * The sweeper's part of the ledger (every minute on AWS): holds past their expiry are reclaimed, charging their
+ * full amount (the gateway cannot prove the provider did not do the work) with an `abandoned` record a late
+ * settle replaces; a pool's grant is released through its pool once the pool's epoch and grace are over.
+ *
+ *   sweep:    [hold delete] [counters: reserved → spent (full amount)…] [usage put 'abandoned', estimated]
+ */
+import { QueryCommand, type TransactWriteItem } from '@aws-sdk/client-dynamodb';
+import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
+import { StoreUnavailableError } from '../../core/errors';
+import { translateError } from './client';
+import { unexpectedCancellation } from './denials';
+import { abandonedRecord, padMs, type StoredHold } from './items';
+import { assertTransactionSize, type Item, LedgerCore } from './ledger-core';
+import { ScopePools, SHARED_GRANT_PREFIX } from './pools';
+import { HOLD_SHARDS } from './schema';
+import { usageItem } from './usage-store';
+
+/** Reclaims expired holds and releases pools' grants. */
+export class Sweeper {
+  constructor(
+    private readonly core: LedgerCore,
+    private readonly pools: ScopePools,
+    private readonly sharedPools: ScopePools,
+  ) {}
+
+  async sweepExpired(now: number): Promise<number> {
+    const perShard = await Promise.all(
+      Array.from({ length: HOLD_SHARDS }, (_, shard) => this.sweepShard(`hold#${shard}`, now)),
+    );
+    return perShard.reduce((a, b) => a + b, 0);
+  }
+
+  private async sweepShard(pk: string, now: number): Promise<number> {
+    let released = 0;
+    let startKey: Item | undefined;
+    do {
+      let page;
+      try {
+        page = await this.core.client.send(
+          new QueryCommand({
+            TableName: this.core.budgets,
+            KeyConditionExpression: 'pk = :pk AND sk < :bound',
+            ExpressionAttributeValues: { ':pk': { S: pk }, ':bound': { S: padMs(now) } },
+            ExclusiveStartKey: startKey,
+          }),
+        );
+      } catch (err) {
+        throw translateError(err);
+      }
+      startKey = page.LastEvaluatedKey;
+      for (const item of page.Items ?? []) {
+        if (await this.releaseHold(unmarshall(item) as StoredHold, now)) released++;
+      }
+    } while (startKey);
+    return released;
+  }
+
+  /**
+   * Reclaims one expired hold, charging its full amount: the gateway cannot prove the provider did not do the
+   * work, so the money stays spent (moved from `reserved` to `spent`, `committed` unchanged) and the usage
+   * record says `abandoned`, estimated. A late settle with real usage replaces both exactly once
+   * ({@link settleLate}). False when the hold vanished meanwhile (settled after all).
+   */
+  private async releaseHold(hold: StoredHold, now: number): Promise<boolean> {
+    if (hold.pool && hold.grant) return this.releaseGrant(hold as StoredHold & Required<Pick<StoredHold, 'pool' | 'grant'>>, now);
+    const record = abandonedRecord(hold, now);
+    const items: TransactWriteItem[] = [
+      {
+        Delete: {
+          TableName: this.core.budgets,
+          Key: marshall({ pk: hold.pk, sk: hold.sk }),
+          ConditionExpression: 'attribute_exists(pk)',
+        },
+      },
+      ...hold.counters.map((c) => ({
+        Update: {
+          TableName: this.core.budgets,
+          Key: marshall({ pk: c.pk, sk: c.sk }),
+          UpdateExpression: 'ADD reserved :neg, spent :amount, requests :one SET #ttl = if_not_exists(#ttl, :ttl)',
+          ExpressionAttributeNames: { '#ttl': 'ttl' },
+          ExpressionAttributeValues: {
+            ':neg': { N: String(-hold.amount) },
+            ':amount': { N: String(hold.amount) },
+            ':one': { N: '1' },
+            ':ttl': { N: String(c.ttl) },
+          },
+        },
+      })),
+      { Put: { TableName: this.core.usage, Item: usageItem(record, { retentionDays: this.core.usageRetentionDays }) } },
+    ];
+    assertTransactionSize(items.length, 'sweep');
+    const reasons = await this.core.transact(items);
+    if (!reasons) return true;
+    if (reasons[0]?.Code === 'ConditionalCheckFailed') return false;
+    throw unexpectedCancellation(reasons);
+  }
+
+  /** Releases a pool's grant once the pool's epoch and grace are over (pools.ts `release`). */
+  private async releaseGrant(hold: StoredHold & Required<Pick<StoredHold, 'pool' | 'grant'>>, now: number): Promise<boolean> {
+    const pools = hold.requestId.startsWith(SHARED_GRANT_PREFIX) ? this.sharedPools : this.pools;
+    try {
+      return await pools.release(hold, now);
+    } catch (err) {
+      if (err instanceof StoreUnavailableError) return false; // left for the next sweep; the others go on
+      throw err;
+    }
+  }
+}
