@@ -249,7 +249,7 @@ export function loadConfig(env: Env = process.env): GatewayConfig {
     authCacheMs: int(env, 'TOLLGATE_AUTH_CACHE_MS', 5_000, 0, 60_000),
     holdTtlMs: int(env, 'TOLLGATE_HOLD_TTL_MS', 16 * 60_000, 60_000, 24 * 3_600_000),
     platformShards: int(env, 'TOLLGATE_PLATFORM_SHARDS', 8, 1, 64),
-    defaultMaxOutputTokens: int(env, 'TOLLGATE_DEFAULT_MAX_OUTPUT_TOKENS', 4_096, 1, 1_000_000),
+    defaultMaxOutputTokens: int(env, 'TOLLGATE_DEFAULT_MAX_OUTPUT_TOKENS', 32_000, 1, 1_000_000),
     minOutputTokens: int(env, 'TOLLGATE_MIN_OUTPUT_TOKENS', 1_024, 1, 1_000_000),
     defaults: {
       key: budgets(env, 'TOLLGATE_DEFAULT_KEY_BUDGETS', DEFAULT_LIMITS.key),

@@ -19,7 +19,7 @@ export interface CreateKeyInput {
   readonly scopes?: readonly string[];
   /** Requests per minute; absent = the default (60), 0 = explicitly unlimited (`--rpm none`). */
   readonly rpm?: number;
-  /** Tokens per minute; absent = the default (100,000), 0 = explicitly unlimited. */
+  /** Tokens per minute; absent = the default (5,000,000), 0 = explicitly unlimited. */
   readonly tpm?: number;
   /** Use the response cache for this key's requests. @default false */
   readonly responseCache?: boolean;

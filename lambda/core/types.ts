@@ -43,7 +43,7 @@ export interface KeyRecord {
   readonly scopes: readonly KeyScope[];
   /** Requests per minute; absent means the gateway's default (60), 0 means explicitly unlimited (`none`). */
   readonly rpm?: number;
-  /** Tokens per minute (input estimate + max output); absent means the default (100,000), 0 means explicitly unlimited. */
+  /** Tokens per minute (input estimate + max output); absent means the default (5,000,000), 0 means explicitly unlimited. */
   readonly tpm?: number;
   /** Answers to this key's requests are served from and stored in the response cache (core/cache). @default false */
   readonly responseCache?: boolean;

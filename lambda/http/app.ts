@@ -17,10 +17,11 @@ import {
 import type { Logger } from '../core/log';
 import { formatUsd } from '../core/money';
 import { type RequestedCap, requestedCapFor } from '../core/output-cap';
+import { knownMaxOutputTokens } from '../core/output-limits';
 import type { BillableCall, RequestPipeline } from '../core/pipeline';
 import { SPEND_HEADERS, type SpendLayer } from '../core/routing/spend-layer';
 import type { PriceBook, ResolvedModel } from '../core/pricing';
-import { estimateChatInputTokens, estimateEmbeddingInputTokens, estimateMessagesInputTokens } from '../core/tokens';
+import { estimateChatInputTokens, estimateEmbeddingInputTokens, estimateMessagesInputTokens, inputTokensFor } from '../core/tokens';
 import type { KeyScope, RequestType, UsageRecord } from '../core/types';
 import { WINDOWS } from '../core/windows';
 import type { ChatCompletionBody, MessagesBody, Provider, ProviderCallContext, ProviderResult } from '../providers/contract';
@@ -164,6 +165,10 @@ interface BillableRoute {
   readonly streamDialect?: StreamDialect;
 }
 
+function withModelMax(modelMax: number | undefined): { modelMax?: number } {
+  return modelMax === undefined ? {} : { modelMax };
+}
+
 /** The provider operation that serves `route`, if the provider has one. */
 function operationOf(route: BillableRoute, provider: Provider): ProviderOperation | undefined {
   return typeof route.operation === 'function'
@@ -194,7 +199,9 @@ export class GatewayApp {
       const requested = fields.map((f) => body[f]).find((v): v is number => typeof v === 'number');
       return requestedCapFor({
         ...(requested !== undefined ? { requested } : {}),
-        ...(model.price.maxOutputTokens !== undefined ? { modelMax: model.price.maxOutputTokens } : {}),
+        // The operator's maxOutputTokens, else the family's known limit (only for the default; validation uses
+        // the operator's figure or TOLLGATE_MAX_OUTPUT_TOKENS, so a too-low table entry never refuses a call).
+        ...withModelMax(model.price.maxOutputTokens ?? knownMaxOutputTokens(model.upstreamModel)),
         defaultMax: o.defaultMaxOutputTokens,
       });
     };
@@ -260,7 +267,13 @@ export class GatewayApp {
       { method: 'POST', path: '/v1/messages', handler: (c) => this.billable(c, messages) },
       { method: 'POST', path: '/v1/embeddings', handler: (c) => this.billable(c, embeddings) },
       { method: 'POST', path: '/v1/responses', handler: (c) => this.billable(c, responses) },
-      ...createClientRoutes({ authenticator: o.authenticator, prices: o.prices, ...(o.usage ? { usage: o.usage } : {}) }),
+      ...createClientRoutes({
+        authenticator: o.authenticator,
+        prices: o.prices,
+        providers: o.providers,
+        clock: o.clock,
+        ...(o.usage ? { usage: o.usage } : {}),
+      }),
       { method: 'GET', path: '/v1/usage', handler: (c) => this.usage(c) },
       { method: 'GET', path: '/health', handler: async () => jsonResponse(200, { status: 'ok' }) },
       ...(o.routes ?? []),
@@ -469,7 +482,8 @@ export class GatewayApp {
         model,
         stream,
         estimate: {
-          inputTokens,
+          // The o200k estimate in the model's own tokens (scaled for families without a public tokenizer).
+          inputTokens: inputTokensFor(model.provider, inputTokens),
           maxOutputTokens: route.maxOutput(body, cap),
           // No cap from the caller: the pipeline lowers the model's to what the budget allows (chooseOutputCap),
           // reserves for it and hands it to the provider, which sends it upstream in its own field.

@@ -7,18 +7,23 @@
  *   carries `anthropic-version` (every Anthropic SDK sends it).
  * - `GET /v1/models/{id}` (the id may hold a `/`, raw or as `%2F`): one model in the same two shapes; 404
  *   when the gateway does not serve it.
- * - `POST /v1/messages/count_tokens`: `{input_tokens}` as the gateway estimates it to size reservations
- *   (UTF-8 bytes ÷ 3: it over-counts English; no provider is called and nothing is billed).
+ * - `POST /v1/messages/count_tokens` (Claude Code asks it before reading a file): `{input_tokens}`, the
+ *   provider's own count where it has one (Anthropic's count_tokens, the body forwarded as given), else the
+ *   gateway's tokenizer (core/tokens.ts, scaled for the model's family; `x-tollgate-token-count: tokenizer`).
+ *   Never billed and never seen by the loop guard (it is free at Anthropic); limited per key and instance to
+ *   {@link ClientRoutesOptions.countTokensPerMinute} calls a minute.
  * - `GET /v1/usage/requests/{requestId}`: the usage record of a request made with the same key (404 for
  *   any other key's request).
  */
 import type { Authenticator } from '../core/auth';
-import { NotFoundError } from '../core/errors';
+import type { Clock } from '../core/clock';
+import { NotFoundError, RateLimitError, UpstreamError } from '../core/errors';
 import { formatUsd } from '../core/money';
 import type { PriceBook } from '../core/pricing';
 import type { UsageStore } from '../core/stores';
-import { estimateMessagesInputTokens } from '../core/tokens';
+import { estimateMessagesInputTokens, inputTokensFor } from '../core/tokens';
 import type { MessagesBody } from '../providers/contract';
+import type { ProviderRegistry } from '../providers/registry';
 import type { Route, RouteContext } from './app';
 import { jsonResponse } from './dialects';
 import { messagesSchema, parseJsonBody, validate } from './schemas';
@@ -31,6 +36,42 @@ export interface ClientRoutesOptions {
   readonly usage?: Pick<UsageStore, 'findRequest'>;
   /** How many of a key's newest records a request lookup reads at most. @default 5000 */
   readonly maxRecordsScanned?: number;
+  /** Providers whose own token count `count_tokens` forwards to; without them the tokenizer answers. */
+  readonly providers?: ProviderRegistry;
+  /** Time for the count_tokens limit. */
+  readonly clock?: Clock;
+  /** count_tokens calls one key may make per minute on one instance. @default 600 */
+  readonly countTokensPerMinute?: number;
+  /** How long a forwarded count may take. @default 30000 */
+  readonly countTokensTimeoutMs?: number;
+}
+
+/** A fixed-window count per key, on this instance only: count_tokens is free, so this only bounds abuse. */
+class PerKeyMinuteLimit {
+  private window = -1;
+  private readonly counts = new Map<string, number>();
+  constructor(
+    private readonly perMinute: number,
+    private readonly clock: Clock,
+  ) {}
+
+  take(keyId: string): void {
+    const now = this.clock.now();
+    const window = Math.floor(now / 60_000);
+    if (window !== this.window) {
+      this.window = window;
+      this.counts.clear();
+    }
+    const n = (this.counts.get(keyId) ?? 0) + 1;
+    if (n > this.perMinute) {
+      const retryS = Math.max(1, Math.ceil(((window + 1) * 60_000 - now) / 1000));
+      throw new RateLimitError(
+        `Rate limit reached for key ${keyId}: ${this.perMinute} count_tokens calls per minute; try again in ${retryS}s.`,
+        { code: 'rate_limit_exceeded', headers: { 'Retry-After': String(retryS) } },
+      );
+    }
+    this.counts.set(keyId, n);
+  }
 }
 
 /** Anthropic lists carry a creation time; the gateway has none for priced models. */
@@ -51,6 +92,7 @@ function anthropicModel(m: { id: string }): Record<string, unknown> {
 /** The client-facing routes (see the file comment). */
 export function createClientRoutes(o: ClientRoutesOptions): Route[] {
   const maxScanned = o.maxRecordsScanned ?? 5000;
+  const countLimit = new PerKeyMinuteLimit(o.countTokensPerMinute ?? 600, o.clock ?? { now: () => Date.now() });
 
   const list = async (ctx: RouteContext): Promise<HttpResponse> => {
     await ctx.authenticate();
@@ -86,10 +128,35 @@ export function createClientRoutes(o: ClientRoutesOptions): Route[] {
     const principal = await ctx.authenticate();
     o.authenticator.authorize(principal, 'ai:complete');
     // count_tokens takes a Messages body without max_tokens.
-    const raw = parseJsonBody(ctx.req.body);
+    const raw = parseJsonBody(ctx.req.body) as Record<string, unknown>;
     const body = validate(messagesSchema, { max_tokens: 1, ...raw }) as MessagesBody;
-    o.prices.resolve(body.model);
-    return jsonResponse(200, { input_tokens: estimateMessagesInputTokens(body) });
+    const model = o.prices.resolve(body.model);
+    countLimit.take(principal.keyId);
+    const provider = o.providers?.get(model.provider);
+    if (provider?.countTokens && !o.providers?.needsCallerKey(model.provider)) {
+      const signal = AbortSignal.any([ctx.req.signal, AbortSignal.timeout(o.countTokensTimeoutMs ?? 30_000)]);
+      const beta = ctx.req.headers['anthropic-beta'];
+      const version = ctx.req.headers['anthropic-version'];
+      try {
+        const n = await provider.countTokens(
+          { ...raw, model: model.upstreamModel },
+          {
+            requestId: ctx.requestId,
+            signal,
+            ...(typeof version === 'string' ? { anthropicVersion: version } : {}),
+            ...(typeof beta === 'string' ? { anthropicBeta: beta } : {}),
+          },
+        );
+        return jsonResponse(200, { input_tokens: n }, { 'x-tollgate-token-count': 'provider' });
+      } catch (err) {
+        // The caller's own mistakes (400, 404, 413, 422, 429) are the provider's answer; an unreachable or
+        // failing provider is answered by the tokenizer, which is close and costs nothing.
+        const providerDown = err instanceof UpstreamError && err.status >= 500 && !ctx.req.signal.aborted;
+        if (!providerDown) throw err;
+      }
+    }
+    const n = inputTokensFor(model.provider, estimateMessagesInputTokens(body));
+    return jsonResponse(200, { input_tokens: n }, { 'x-tollgate-token-count': 'tokenizer' });
   };
 
   const requestCost = async (ctx: RouteContext): Promise<HttpResponse> => {

@@ -9,6 +9,7 @@
  */
 import * as z from 'zod/mini';
 import type { Clock } from '../core/clock';
+import { estimateResponsesTokens } from '../core/tokens';
 import type { Provider, ProviderCallContext, ProviderResult } from '../providers/contract';
 import { refuseStoredState, responsesToChatRequest, type ResponsesBody } from '../providers/responses/request';
 import { responsesViaChat } from '../providers/responses/via-chat';
@@ -26,15 +27,9 @@ export const responsesSchema = z.looseObject({
   temperature: z.optional(z.nullable(z.number().check(z.minimum(0), z.maximum(2)))),
 });
 
-const BYTES_PER_TOKEN = 3;
-
-/**
- * Input tokens of a Responses request for the reservation: the UTF-8 bytes of everything the model reads
- * (instructions, input, tools, output schema) ÷ 3, which over-counts the JSON framing: never under.
- */
+/** Input tokens of a Responses request for the reservation (core/tokens.ts). */
 export function estimateResponsesInputTokens(body: Readonly<Record<string, unknown>>): number {
-  const read = JSON.stringify([body.instructions ?? null, body.input ?? null, body.tools ?? null, body.text ?? null]);
-  return Math.ceil(Buffer.byteLength(read, 'utf8') / BYTES_PER_TOKEN);
+  return estimateResponsesTokens(body);
 }
 
 /** Checks what can be refused before anything is reserved. */

@@ -105,6 +105,11 @@ export interface Provider {
    * `chatCompletions` (providers/responses/via-chat.ts).
    */
   responses?(body: Record<string, unknown> & { readonly model: string }, ctx: ProviderCallContext): Promise<ProviderResult>;
+  /**
+   * The provider's own input-token count of a Messages body (Anthropic's `/v1/messages/count_tokens`, free
+   * there). Providers without it are answered by the gateway's tokenizer (core/tokens.ts).
+   */
+  countTokens?(body: Record<string, unknown> & { readonly model: string }, ctx: ProviderCallContext): Promise<number>;
 }
 
 /**

@@ -182,8 +182,8 @@ describe('rate limits', () => {
 
   it('when a request is larger than the key tokens per minute, it is refused before the upstream', async () => {
     const { raw } = await h.createKey({ userId: 'tpm', tpm: 500 });
-    // ~1,000 input tokens (UTF-8 bytes ÷ 3): more than a whole minute of this key's tokens.
-    const res = await post('/v1/chat/completions', raw, chatBody('x'.repeat(3_000), { max_tokens: 10 }));
+    // ~1,000 input tokens (o200k): more than a whole minute of this key's tokens.
+    const res = await post('/v1/chat/completions', raw, chatBody('The quick brown fox jumps over the lazy dog. '.repeat(100), { max_tokens: 10 }));
     expect(res.status).toBe(429);
     expect(h.upstream.requests).toHaveLength(0);
   });

@@ -90,8 +90,9 @@ describe('safe defaults', () => {
 
 describe('a request larger than the tokens-per-minute window', () => {
   it('when one request needs more tokens than the key may use in a minute, the 429 says x-should-retry: false and names the limit and scope', async () => {
-    const { raw, keyId } = await h.createKey({ userId: 'too-large' });
-    // ~390 KB of files read into context: more input than the default 100,000 tokens per minute can ever admit.
+    // A key an operator limited to 50,000 tokens a minute (the default, 5,000,000, fits any single request).
+    const { raw, keyId } = await h.createKey({ userId: 'too-large', tpm: 50_000 });
+    // ~390 KB of files read into context (~85k tokens): more input than 50,000 tokens per minute can ever admit.
     const files = 'export const value = compute(input, options);\n'.repeat(8_500);
     const client = new OpenAI({ apiKey: raw, baseURL: h.baseURL, maxRetries: 2 });
     const err = await client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: files }], max_tokens: 100 }).catch((e: unknown) => e);
@@ -100,7 +101,7 @@ describe('a request larger than the tokens-per-minute window', () => {
     expect(e.headers?.get('x-should-retry')).toBe('false');
     expect(e.headers?.get('retry-after')).toBeNull();
     expect(e.message).toContain(keyId);
-    expect(e.message).toContain("the key's limit is 100,000 tokens per minute, so retrying can never succeed");
+    expect(e.message).toContain("the key's limit is 50,000 tokens per minute, so retrying can never succeed");
     // The Anthropic SDK (Claude Code's client) gets the same in its dialect and does not retry either.
     const anthropic = new Anthropic({ apiKey: raw, baseURL: h.url, maxRetries: 2 });
     const aerr = await anthropic.messages.create({ model: 'claude-sonnet-4-6', max_tokens: 100, messages: [{ role: 'user', content: files }] }).catch((x: unknown) => x);
@@ -243,9 +244,11 @@ describe('spend-velocity breaker', () => {
   it('when one user loops through three keys, the user circuit opens after ~$3 with circuit_open and Retry-After, alerts once, and a later trip the same day needs an ack', async () => {
     const keys = [await h.createKey({ userId: 'burner' }), await h.createKey({ userId: 'burner' }), await h.createKey({ userId: 'burner' })];
     failingClassifier();
+    // A loop with a modest output cap: without one o1-pro is reserved at its 100k-token limit, which the $10 user
+    // budget refuses before the velocity breaker is reached (also a stop, but not the one this test is about).
     const results = [];
     for (let i = 0; i < 9; i++) {
-      results.push(await chat(keys[i % 3]!.raw, { model: 'o1-pro', messages: [{ role: 'user', content: `${TICKET} (ticket ${i})` }] }));
+      results.push(await chat(keys[i % 3]!.raw, { model: 'o1-pro', max_tokens: 4_096, messages: [{ role: 'user', content: `${TICKET} (ticket ${i})` }] }));
       await h.settled();
     }
     const reached = h.upstream.requests.length;
@@ -263,7 +266,7 @@ describe('spend-velocity breaker', () => {
     // After the cooldown the loop gets one more call through, trips again, and now stays open until acknowledged.
     clock.advance(16 * 60_000);
     for (let i = 0; i < 4; i++) {
-      await chat(keys[i % 3]!.raw, { model: 'o1-pro', messages: [{ role: 'user', content: `${TICKET} (again ${i})` }] });
+      await chat(keys[i % 3]!.raw, { model: 'o1-pro', max_tokens: 4_096, messages: [{ role: 'user', content: `${TICKET} (again ${i})` }] });
       await h.settled();
     }
     expect(h.upstream.requests.length).toBe(reached + 1);

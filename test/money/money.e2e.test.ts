@@ -3,6 +3,7 @@
  * charged and a late settle replaces it once, the output cap reaches the provider, an overshoot is charged
  * and trips the circuit, and the gateway's own refusals hold no budget and never feed the loop guard.
  */
+import { knownMaxOutputTokens } from '../../lambda/core/output-limits';
 import { costOf, maxCostOf } from '../../lambda/core/pricing';
 import { systemClock } from '../../lambda/core/clock';
 import type { UsageRecord } from '../../lambda/core/types';
@@ -97,7 +98,7 @@ describe('the output cap', () => {
     const res = await post(raw, '/v1/chat/completions', { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
     expect(res.status).toBe(200);
     const model = h.gateway.prices.resolve('gpt-4o');
-    const expected = model.price.maxOutputTokens ?? h.config.defaultMaxOutputTokens;
+    const expected = model.price.maxOutputTokens ?? knownMaxOutputTokens(model.upstreamModel) ?? h.config.defaultMaxOutputTokens;
     expect(h.upstream.requests[0]?.body).toMatchObject({ max_completion_tokens: expected });
     expect(h.upstream.requests[0]?.body).not.toHaveProperty('max_tokens');
   });
@@ -114,7 +115,7 @@ describe('the output cap', () => {
     const res = await post(raw, '/v1/chat/completions', { model: 'claude-sonnet-4-6', messages: [{ role: 'user', content: 'hi' }] });
     expect(res.status).toBe(200);
     const model = h.gateway.prices.resolve('claude-sonnet-4-6');
-    expect(h.upstream.requests[0]?.body).toMatchObject({ max_tokens: model.price.maxOutputTokens ?? h.config.defaultMaxOutputTokens });
+    expect(h.upstream.requests[0]?.body).toMatchObject({ max_tokens: model.price.maxOutputTokens ?? knownMaxOutputTokens(model.upstreamModel) ?? h.config.defaultMaxOutputTokens });
   });
 });
 

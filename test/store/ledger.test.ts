@@ -131,7 +131,8 @@ describe('DynamoDbLedger reserve and settle', () => {
     const denial = err as BudgetExceededError;
     expect(denial.code).toBe('insufficient_quota');
     expect(denial.message).toBe(
-      `Budget exceeded for user:${user} (day window): limit $5.00, spent $4.99, this request needs up to $0.03.`,
+      `Budget exceeded: user ${user} has spent $4.99 of its $5.00 daily budget and this request needs up to $0.03; ` +
+        `it resets at ${new Date(limited.windowEnd).toISOString().slice(0, 10)} 00:00 UTC, or ask an admin to raise it (budgets set user:${user} day USD).`,
     );
     expect(denial.headers['x-tollgate-budget-window']).toBe('day');
 

@@ -4,7 +4,9 @@
  *
  * OpenAI:    POST /v1/chat/completions (stream and not), POST /v1/responses (stream and not, the real event
  *            sequence), POST /v1/embeddings, GET /v1/models
- * Anthropic: POST /v1/messages (stream and not) with the real event sequence
+ * Anthropic: POST /v1/messages (stream and not) with the real event sequence, POST /v1/messages/count_tokens
+ *            (`{"input_tokens": N}` by {@link fakeAnthropicTokenCount}; like Anthropic's it refuses the
+ *            Messages-only fields `max_tokens` and `stream`)
  *
  * Usage in a script is written in each wire format's own terms: for OpenAI `inputTokens` is `prompt_tokens`
  * (cached included) and `cachedTokens` is `prompt_tokens_details.cached_tokens`; for Anthropic `inputTokens`
@@ -319,6 +321,31 @@ function anthropicMessages(x: Exchange): Promise<void> | void {
   return writeEvents(x, events);
 }
 
+/**
+ * The fake's own token count of a Messages body (it has no Claude tokenizer): the UTF-8 bytes of the system
+ * prompt, messages and tools as JSON ÷ 3.5, rounded up. Deliberately unlike the gateway's o200k count, so a
+ * test can tell which one answered.
+ */
+export function fakeAnthropicTokenCount(body: Record<string, unknown>): number {
+  const read = JSON.stringify([body.system ?? null, body.messages ?? null, body.tools ?? null]);
+  return Math.ceil(Buffer.byteLength(read, 'utf8') / 3.5);
+}
+
+function anthropicCountTokens(x: Exchange): void {
+  for (const field of ['max_tokens', 'stream']) {
+    if (field in x.body) {
+      return sendJson(x.res, 400, {
+        type: 'error',
+        error: { type: 'invalid_request_error', message: `${field}: Extra inputs are not permitted` },
+      });
+    }
+  }
+  if (typeof x.body.model !== 'string' || !Array.isArray(x.body.messages)) {
+    return sendJson(x.res, 400, { type: 'error', error: { type: 'invalid_request_error', message: 'model: Field required' } });
+  }
+  sendJson(x.res, 200, { input_tokens: fakeAnthropicTokenCount(x.body) });
+}
+
 /** The credential a request carried, as the real APIs read it. */
 function credentialOf(x: Exchange): string {
   const auth = x.req.headers.authorization;
@@ -350,6 +377,7 @@ const ROUTES: Readonly<Record<string, { anthropic: boolean; handle: (x: Exchange
   'POST /v1/embeddings': { anthropic: false, handle: openAiEmbeddings },
   'POST /v1/responses': { anthropic: false, handle: openAiResponses },
   'POST /v1/messages': { anthropic: true, handle: anthropicMessages },
+  'POST /v1/messages/count_tokens': { anthropic: true, handle: anthropicCountTokens },
   'GET /v1/models': {
     anthropic: false,
     handle: (x) => sendJson(x.res, 200, { object: 'list', data: [{ id: 'gpt-fake', object: 'model', owned_by: 'fake' }] }),

@@ -7,7 +7,9 @@
  *   key:<id>   $100 a month      (not service principals `key:svc:*`: they act for many users)
  *   user:<id>  $10 a day         (not `user:<id>#byok`: that is the caller's own money)
  *   platform   $1,000 a day      (also the ledger kill switch's limit, see kill-switch.ts)
- *   per key    60 requests and 100,000 tokens a minute (0 on the key record = explicitly unlimited)
+ *   per key    60 requests and 5,000,000 tokens a minute (0 on the key record = explicitly unlimited): a coding
+ *              agent at full context (200k tokens a request, one every 5 s) stays far below it; the dollar
+ *              budgets and the loop and velocity guards are what protect spend
  */
 import { type MicroUsd, usdToMicros } from '../money';
 import { type BudgetLimits, type ScopeId, type StoredLimits, UNLIMITED } from '../types';
@@ -22,7 +24,7 @@ export interface DefaultLimits {
   readonly platform: BudgetLimits;
   /** Requests per minute of a key without its own; undefined = none. @default 60 */
   readonly keyRpm?: number;
-  /** Tokens per minute of a key without its own; undefined = none. @default 100,000 */
+  /** Tokens per minute of a key without its own; undefined = none. @default 5,000,000 */
   readonly keyTpm?: number;
 }
 
@@ -31,7 +33,7 @@ export const DEFAULT_LIMITS: DefaultLimits = {
   user: { day: 10_000_000 },
   platform: { day: 1_000_000_000 },
   keyRpm: 60,
-  keyTpm: 100_000,
+  keyTpm: 5_000_000,
 };
 
 /** No defaults at all (unit tests of other parts, an operator who turned every default off). */

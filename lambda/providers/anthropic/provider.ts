@@ -4,7 +4,7 @@
  * {@link AnthropicCallContext}.
  */
 import { systemClock, type Clock } from '../../core/clock';
-import { InvalidRequestError } from '../../core/errors';
+import { InvalidRequestError, UpstreamError } from '../../core/errors';
 import { StreamWatch } from '../../core/stream-errors';
 import type { TokenUsage } from '../../core/types';
 import type {
@@ -69,12 +69,12 @@ export class AnthropicProvider implements Provider {
     this.clock = options.clock ?? systemClock;
   }
 
-  private async post(body: Record<string, unknown>, ctx: AnthropicCallContext): Promise<UpstreamResponse> {
+  private async post(body: Record<string, unknown>, ctx: AnthropicCallContext, path = '/v1/messages'): Promise<UpstreamResponse> {
     const apiKey = await resolveApiKey(this.id, this.options.apiKey, ctx);
     const beta = headerValue(ctx.anthropicBeta, 'anthropic-beta');
     return postUpstream({
       providerId: this.id,
-      url: `${this.baseUrl}/v1/messages`,
+      url: `${this.baseUrl}${path}`,
       headers: {
         'x-api-key': apiKey,
         'anthropic-version': headerValue(ctx.anthropicVersion, 'anthropic-version') ?? DEFAULT_ANTHROPIC_VERSION,
@@ -100,6 +100,17 @@ export class AnthropicProvider implements Provider {
       return { kind: 'json', body: json, usage: usageFromAnthropic((json as { usage?: unknown } | null)?.usage) };
     }
     return relayMessagesStream(readBody(this.id, response, ctx.signal));
+  }
+
+  /** Anthropic's own count (`POST /v1/messages/count_tokens`, free there) of a Messages body, sent as given. */
+  async countTokens(body: Record<string, unknown> & { readonly model: string }, ctx: AnthropicCallContext): Promise<number> {
+    const response = await this.post(body, ctx, '/v1/messages/count_tokens');
+    const json = (await readJson(this.id, response, ctx.signal)) as { input_tokens?: unknown } | null;
+    const n = json?.input_tokens;
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 0) {
+      throw new UpstreamError(`upstream ${this.id} answered count_tokens without an input_tokens count`, { status: 502 });
+    }
+    return n;
   }
 
   /** OpenAI chat completions, answered by the Messages API and translated both ways. */

@@ -16,6 +16,20 @@ export function unexpectedCancellation(reasons: readonly CancellationReason[]): 
   return new Error(`DynamoDB cancelled a ledger transaction unexpectedly (reasons: ${codes})`);
 }
 
+const WINDOW_ADJECTIVE: Readonly<Record<string, string>> = { hour: 'hourly', day: 'daily', month: 'monthly' };
+
+/** `key:kp_1` → `key kp_1`, `user:alice` → `user alice`: the scope as a sentence names it. */
+function scopeName(scope: string): string {
+  const colon = scope.indexOf(':');
+  return colon > 0 ? `${scope.slice(0, colon)} ${scope.slice(colon + 1)}` : scope;
+}
+
+/** `2026-12-07 00:00 UTC`. */
+function utcTime(ms: number): string {
+  const iso = new Date(ms).toISOString();
+  return `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`;
+}
+
 /** The caller-facing denial for a counter whose limit this request would cross. */
 export function budgetExceeded(
   ref: CounterRef,
@@ -27,17 +41,24 @@ export function budgetExceeded(
     'x-tollgate-budget-reset': new Date(ref.windowEnd).toISOString(),
   };
   const needs = `this request needs up to ${displayUsd(detail.amount)}`;
+  const budget = `${WINDOW_ADJECTIVE[ref.window] ?? ref.window} budget`;
+  const resets = `it resets at ${utcTime(ref.windowEnd)}`;
+  const who = scopeName(ref.scope);
   let message: string;
   if (ref.scope === 'platform') {
     // The platform's own figures are the operator's business, not the caller's.
-    message = `The platform's ${ref.window} budget is exhausted; ${needs}.`;
+    message = `The platform's ${budget} is exhausted and ${needs}; ${resets}, or ask an admin to raise it.`;
   } else if (detail.old === undefined) {
-    message = `Budget exceeded for ${ref.scope} (${ref.window} window): limit ${displayUsd(ref.limit ?? 0)}, ${needs}, more than the whole limit.`;
+    message =
+      `Budget exceeded: ${who} has a ${budget} of ${displayUsd(ref.limit ?? 0)} and ${needs}, more than the whole limit; ` +
+      `send a smaller request (less context or a lower max_tokens), or ask an admin to raise it (budgets set ${ref.scope} ${ref.window} USD).`;
   } else {
     const spent = num(detail.old.spent);
     const held = num(detail.old.reserved);
     const inFlight = held > 0 ? ` (+${displayUsd(held)} held by requests in flight)` : '';
-    message = `Budget exceeded for ${ref.scope} (${ref.window} window): limit ${displayUsd(ref.limit ?? 0)}, spent ${displayUsd(spent)}${inFlight}, ${needs}.`;
+    message =
+      `Budget exceeded: ${who} has spent ${displayUsd(spent)}${inFlight} of its ${displayUsd(ref.limit ?? 0)} ${budget} and ${needs}; ` +
+      `${resets}, or ask an admin to raise it (budgets set ${ref.scope} ${ref.window} USD).`;
   }
   return new BudgetExceededError(message, { code: 'insufficient_quota', headers });
 }
@@ -53,9 +74,12 @@ export function circuitOpen(ref: CircuitRef, old: Record<string, unknown> | unde
   if (!byAck) headers['Retry-After'] = String(Math.max(1, Math.ceil((until - now) / 1000)));
   // An SDK's automatic retries cannot outlast an open circuit; the caller (or an operator) must act.
   headers['x-should-retry'] = 'false';
-  const when = byAck ? 'it stays open until an operator acknowledges it' : `it closes at ${new Date(until).toISOString()}`;
+  const when = byAck ? 'it stays open until an admin acknowledges it' : `it closes at ${utcTime(until)} by itself`;
   const why = ref.scope === 'platform' ? '' : typeof old?.reason === 'string' ? ` (${old.reason})` : '';
-  return new CircuitOpenError(`The spend circuit breaker for ${ref.scope} is open${why}; ${when}.`, { code: 'circuit_open', headers });
+  return new CircuitOpenError(
+    `The spend circuit breaker for ${ref.scope} is open${why}; ${when}, or an admin can reset it (circuits reset ${ref.scope} --ack "…").`,
+    { code: 'circuit_open', headers },
+  );
 }
 
 /** The caller-facing denial of the loop guard, from the fingerprint's item as it was. */
@@ -91,7 +115,8 @@ export function velocityTripped(charge: VelocityCharge, old: Record<string, unkn
   const retryS = Math.max(1, Math.ceil((charge.windowEnd - now) / 1000));
   return new SpendVelocityError(
     `The spend circuit breaker for ${charge.scope} is open: ${displayUsd(spent)} admitted within a few minutes, over its velocity ` +
-      `ceiling of ${displayUsd(charge.ceilingMicros)} (a runaway loop?). Requests are refused until an operator or the cooldown closes it.`,
+      `ceiling of ${displayUsd(charge.ceilingMicros)} (a runaway loop?); stop the agent and check what it repeats, then wait for the ` +
+      `cooldown or ask an admin to reset it (circuits reset ${charge.scope} --ack "…").`,
     { scope: charge.scope, window: charge.window, windowEnd: charge.windowEnd, spentMicros: spent, ceilingMicros: charge.ceilingMicros },
     {
       code: 'circuit_open',
@@ -121,10 +146,11 @@ export function rateLimited(
     headers[`x-ratelimit-reset-${charge.dimension}`] = formatResetDuration(gcraResetMs(oldTat, nowUs));
   }
   const what = denied
-    .map(({ charge }) => `${charge.limitPerMinute} ${charge.dimension} per minute (this request needs ${charge.amount})`)
+    .map(({ charge }) => `${charge.limitPerMinute.toLocaleString('en-US')} ${charge.dimension} per minute (this request needs ${charge.amount.toLocaleString('en-US')})`)
     .join(' and ');
   return new RateLimitError(
-    `Rate limit reached for key ${denied[0]?.charge.keyId}: ${what}. Try again in ${formatResetDuration(retryMs)}.`,
+    `Rate limit reached for key ${denied[0]?.charge.keyId}: its ${what} are used up; retry in ${formatResetDuration(retryMs)}, ` +
+      `or ask an admin to raise the key's limit (keys create --rpm/--tpm).`,
     { code: 'rate_limit_exceeded', headers },
   );
 }

@@ -1,0 +1,161 @@
+/**
+ * The real Claude Code CLI (`claude -p`, headless, HOME in a temp dir) through the gateway against the fake
+ * upstream: one tool turn (the model asks Claude Code to write a file, then answers), and a runaway (the model
+ * keeps asking to read a file that does not exist) stopped by the gateway's defaults within 10 model calls at
+ * ≤ $1. Counts and dollars are asserted, never wall-clock time. The binary is installed once per machine
+ * (agent-binaries.ts).
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FakeScript } from '../support/fake-upstream';
+import { claudeBinary } from './agent-binaries';
+import { startClientSuite, type ClientSuite } from './support';
+
+jest.setTimeout(20 * 60_000);
+
+let s: ClientSuite;
+let claude: string;
+const dirs: string[] = [];
+beforeAll(async () => {
+  claude = claudeBinary();
+  s = await startClientSuite();
+});
+afterAll(async () => {
+  await s?.h.close();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function tempDir(prefix: string): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  dirs.push(d);
+  return d;
+}
+
+interface Run {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** `claude -p PROMPT` in `cwd` with a fresh HOME, talking only to the gateway. */
+function runClaude(key: string, cwd: string, prompt: string): Promise<Run> {
+  const home = tempDir('claude-home-');
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    HOME: home,
+    ANTHROPIC_BASE_URL: s.h.url,
+    ANTHROPIC_AUTH_TOKEN: key,
+    ANTHROPIC_MODEL: 'claude-sonnet-4-6',
+    ANTHROPIC_DEFAULT_HAIKU_MODEL: 'claude-haiku-4-5',
+    ANTHROPIC_SMALL_FAST_MODEL: 'claude-haiku-4-5',
+    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+    DISABLE_AUTOUPDATER: '1',
+    DISABLE_TELEMETRY: '1',
+    DISABLE_ERROR_REPORTING: '1',
+  };
+  return new Promise((resolve, reject) => {
+    const child = spawn(claude, ['-p', prompt, '--output-format', 'json', '--permission-mode', 'acceptEdits', '--allowedTools', 'Write,Read'], {
+      cwd,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const toolNames = (body: Record<string, unknown>): string[] =>
+  Array.isArray(body.tools) ? body.tools.flatMap((t) => (isRecord(t) && typeof t.name === 'string' ? [t.name] : [])) : [];
+function endsWithToolResult(body: Record<string, unknown>): boolean {
+  const messages = Array.isArray(body.messages) ? body.messages : [];
+  const last = messages[messages.length - 1];
+  return isRecord(last) && Array.isArray(last.content) && last.content.some((b) => isRecord(b) && b.type === 'tool_result');
+}
+/** The agent's main loop carries its tools; side calls (titles, topic checks) carry none. */
+const isAgentTurn = (body: Record<string, unknown>) => toolNames(body).includes('Write');
+const agentTurns = () => s.h.upstream.requests.filter((r) => r.path === '/v1/messages' && isRecord(r.body) && isAgentTurn(r.body));
+
+async function spentBy(userId: string): Promise<number> {
+  await s.h.settled();
+  const records = await s.h.gateway.usage.query({ by: 'user', id: userId, from: '2000-01-01T00:00:00.000Z', to: '2200-01-01T00:00:00.000Z' });
+  return records.reduce((n, r) => n + r.costMicros, 0);
+}
+
+const describeReport = (run: Run) => `exit ${run.code}\nstdout: ${run.stdout.slice(-2000)}\nstderr: ${run.stderr.slice(-2000)}`;
+
+describe('Claude Code (claude -p) through the gateway', () => {
+  it('when the model asks for a tool, Claude Code runs it and finishes the turn, and the cost is recorded', async () => {
+    const project = tempDir('claude-project-');
+    const target = join(project, 'hello.txt');
+    s.h.upstream.scriptEach((body): FakeScript => {
+      const usage = { inputTokens: 2_000, outputTokens: 30 };
+      if (!isAgentTurn(body)) return { replyText: 'Greeting file', usage };
+      if (endsWithToolResult(body)) return { replyText: 'I wrote hello.txt.', usage };
+      return { replyText: '', usage, toolCall: { id: 'toolu_fake_write', name: 'Write', input: { file_path: target, content: 'hi from the fake model\n' } } };
+    });
+    const userId = 'u-claude-code-tool';
+    const key = await s.key(userId);
+    const run = await runClaude(key, project, 'Create hello.txt saying hi.');
+    expect({ code: run.code, report: describeReport(run) }).toMatchObject({ code: 0 });
+    expect(readFileSync(target, 'utf8')).toBe('hi from the fake model\n');
+    expect(JSON.parse(run.stdout)).toMatchObject({ result: 'I wrote hello.txt.' });
+    expect(await spentBy(userId)).toBeGreaterThan(0);
+  });
+
+  it('when a turn carries 300 KB of files read, the default limits admit it and Claude Code finishes', async () => {
+    const project = tempDir('claude-files-');
+    // Five 70 KB files of ordinary code lines (~100 characters each, well under Claude Code's per-read limits).
+    const line = (i: number, f: number) => `export const value${f}_${i} = compute(input${i}, { retries: ${i % 7}, label: 'file ${f} line ${i}' });\n`;
+    const files = Array.from({ length: 5 }, (_, f) => {
+      const path = join(project, `src${f}.ts`);
+      let text = '';
+      for (let i = 0; text.length < 70_000; i++) text += line(i, f);
+      writeFileSync(path, text);
+      return path;
+    });
+    const results = (body: Record<string, unknown>) =>
+      (Array.isArray(body.messages) ? body.messages : []).flatMap((m) => (isRecord(m) && Array.isArray(m.content) ? m.content : [])).filter((b) => isRecord(b) && b.type === 'tool_result').length;
+    s.h.upstream.scriptEach((body): FakeScript => {
+      const usage = { inputTokens: 2_000, outputTokens: 30 };
+      if (!isAgentTurn(body)) return { replyText: 'Reading files', usage };
+      const read = results(body);
+      if (read >= files.length) return { replyText: 'All five files read.', usage: { inputTokens: 90_000, outputTokens: 30 } };
+      return { replyText: '', usage, toolCall: { id: `toolu_read_${read}`, name: 'Read', input: { file_path: files[read]! } } };
+    });
+    const userId = 'u-claude-code-files';
+    const key = await s.key(userId);
+    const run = await runClaude(key, project, 'Read the five source files and summarise them.');
+    expect({ code: run.code, report: describeReport(run) }).toMatchObject({ code: 0 });
+    expect(JSON.parse(run.stdout)).toMatchObject({ result: 'All five files read.' });
+    const last = agentTurns().at(-1)!;
+    expect(Buffer.byteLength(last.rawBody)).toBeGreaterThan(300_000);
+  });
+
+  it('when the model keeps asking to read a missing file, the gateway stops Claude Code by default within 10 model calls at ≤ $1', async () => {
+    const project = tempDir('claude-runaway-');
+    let n = 0;
+    s.h.upstream.scriptEach((body): FakeScript => {
+      // An agent-sized turn: 30k tokens of context read on every call.
+      const usage = { inputTokens: 30_000, outputTokens: 60 };
+      if (!isAgentTurn(body)) return { replyText: 'Fix tests', usage };
+      return { replyText: '', usage, toolCall: { id: `toolu_stuck_${++n}`, name: 'Read', input: { file_path: join(project, 'missing.ts') } } };
+    });
+    const userId = 'u-claude-code-runaway';
+    const key = await s.key(userId);
+    const before = agentTurns().length;
+    const run = await runClaude(key, project, 'Fix the failing test in missing.ts.');
+    const calls = agentTurns().length - before;
+    expect(calls).toBeGreaterThanOrEqual(2);
+    expect(calls).toBeLessThanOrEqual(10);
+    expect(await spentBy(userId)).toBeLessThanOrEqual(1_000_000);
+    // Claude Code ends with the gateway's refusal, not with an answer.
+    expect(`${run.stdout}${run.stderr}`).toMatch(/Loop detected/);
+  });
+});

@@ -1,0 +1,134 @@
+/**
+ * The real Codex CLI (`codex exec`, headless, HOME and CODEX_HOME in a temp dir) through the gateway against
+ * the fake upstream on the Responses API: one tool turn (the model asks Codex to run a shell command that
+ * writes a file, then answers), and a runaway (the model keeps asking for the same failing command) stopped by
+ * the gateway's defaults within 10 model calls at ≤ $1. Counts and dollars are asserted, never wall-clock
+ * time. The binary is installed once per machine (agent-binaries.ts).
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FakeScript } from '../support/fake-upstream';
+import { codexCommand } from './agent-binaries';
+import { startClientSuite, type ClientSuite } from './support';
+
+jest.setTimeout(20 * 60_000);
+
+let s: ClientSuite;
+let codex: ReturnType<typeof codexCommand>;
+const dirs: string[] = [];
+beforeAll(async () => {
+  codex = codexCommand();
+  s = await startClientSuite();
+});
+afterAll(async () => {
+  await s?.h.close();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function tempDir(prefix: string): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  dirs.push(d);
+  return d;
+}
+
+interface Run {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** `codex exec PROMPT` in `cwd` with a fresh HOME, its provider set to the gateway by the docs/agents.md lines. */
+function runCodex(key: string, cwd: string, prompt: string): Promise<Run> {
+  const home = tempDir('codex-home-');
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, CODEX_HOME: join(home, '.codex'), TOLLGATE_KEY: key };
+  const provider = `model_providers.tollgate={name="tollgate",base_url="${s.h.baseURL}",env_key="TOLLGATE_KEY",wire_api="responses"}`;
+  const args = [
+    ...codex.args,
+    'exec',
+    '--skip-git-repo-check',
+    '--dangerously-bypass-approvals-and-sandbox',
+    '-m',
+    'gpt-5.1-codex',
+    '-c',
+    'model_provider=tollgate',
+    '-c',
+    provider,
+    prompt,
+  ];
+  return new Promise((resolve, reject) => {
+    mkdirSync(join(home, '.codex'), { recursive: true });
+    const child = spawn(codex.command, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const toolNames = (body: Record<string, unknown>): string[] =>
+  Array.isArray(body.tools) ? body.tools.flatMap((t) => (isRecord(t) && typeof t.name === 'string' ? [t.name] : [])) : [];
+
+function endsWithToolResult(body: Record<string, unknown>): boolean {
+  const input = Array.isArray(body.input) ? body.input : [];
+  const last = input[input.length - 1];
+  return isRecord(last) && last.type === 'function_call_output';
+}
+/** Codex's agent turns carry its shell tool; anything else is a side call. */
+const isAgentTurn = (body: Record<string, unknown>) => toolNames(body).includes('exec_command');
+const agentTurns = () => s.h.upstream.requests.filter((r) => r.path === '/v1/responses' && isRecord(r.body) && isAgentTurn(r.body));
+
+async function spentBy(userId: string): Promise<number> {
+  await s.h.settled();
+  const records = await s.h.gateway.usage.query({ by: 'user', id: userId, from: '2000-01-01T00:00:00.000Z', to: '2200-01-01T00:00:00.000Z' });
+  return records.reduce((n, r) => n + r.costMicros, 0);
+}
+
+const report = (run: Run) => `exit ${run.code}\nstdout: ${run.stdout.slice(-2000)}\nstderr: ${run.stderr.slice(-3000)}`;
+
+describe('Codex (codex exec) through the gateway', () => {
+  it('when the model asks for a shell command, Codex runs it and finishes the turn, and the cost is recorded', async () => {
+    const project = tempDir('codex-project-');
+    s.h.upstream.scriptEach((body): FakeScript => {
+      const usage = { inputTokens: 2_000, outputTokens: 30 };
+      if (!isAgentTurn(body)) return { replyText: 'ok', usage };
+      if (endsWithToolResult(body)) return { replyText: 'I wrote hello.txt.', usage };
+      return { replyText: '', usage, toolCall: { id: 'call_fake_write', name: 'exec_command', input: { cmd: "printf 'hi from the fake model\\n' > hello.txt" } } };
+    });
+    const userId = 'u-codex-tool';
+    const key = await s.key(userId);
+    const run = await runCodex(key, project, 'Create hello.txt saying hi.');
+    expect({ code: run.code, report: report(run) }).toMatchObject({ code: 0 });
+    expect(readFileSync(join(project, 'hello.txt'), 'utf8')).toBe('hi from the fake model\n');
+    expect(run.stdout).toContain('I wrote hello.txt.');
+    expect(agentTurns().length).toBeGreaterThanOrEqual(2);
+    // Codex sets no output cap: the gateway reserves and sends the model's own (gpt-5: 128k), not 4,096.
+    expect((agentTurns()[0]!.body as { max_output_tokens?: number }).max_output_tokens).toBe(128_000);
+    expect(await spentBy(userId)).toBeGreaterThan(0);
+  });
+
+  it('when the model keeps asking for the same failing command, the gateway stops Codex by default within 10 model calls at ≤ $1', async () => {
+    const project = tempDir('codex-runaway-');
+    let n = 0;
+    s.h.upstream.scriptEach((body): FakeScript => {
+      // An agent-sized turn: 30k tokens of context read on every call.
+      const usage = { inputTokens: 30_000, outputTokens: 60 };
+      if (!isAgentTurn(body)) return { replyText: 'ok', usage };
+      return { replyText: '', usage, toolCall: { id: `call_stuck_${++n}`, name: 'exec_command', input: { cmd: 'cat missing.ts' } } };
+    });
+    const userId = 'u-codex-runaway';
+    const key = await s.key(userId);
+    const before = agentTurns().length;
+    const run = await runCodex(key, project, 'Fix the failing test in missing.ts.');
+    const calls = agentTurns().length - before;
+    expect({ calls, report: report(run) }).toMatchObject({ calls: expect.any(Number) });
+    expect(calls).toBeGreaterThanOrEqual(2);
+    expect(calls).toBeLessThanOrEqual(10);
+    expect(await spentBy(userId)).toBeLessThanOrEqual(1_000_000);
+    expect(existsSync(join(project, 'missing.ts'))).toBe(false);
+  });
+});
