@@ -92,8 +92,9 @@ export class GatewayStack extends Stack {
       // it (conditioned on being exactly that record), since its requests have records of their own.
       usage: ['Query', 'PutItem', 'DeleteItem'],
       byok: ['GetItem', 'Query', 'PutItem', 'DeleteItem'],
-      // The response cache: answers (get, put) and the daily hit and savings counters (update, read by reports).
-      cache: ['GetItem', 'BatchGetItem', 'PutItem', 'UpdateItem'],
+      // The response cache: answers (get, put), the daily hit and savings counters (update, read by reports), and
+      // request-collapsing claims (put conditionally, deleted by their holder).
+      cache: ['GetItem', 'BatchGetItem', 'PutItem', 'UpdateItem', 'DeleteItem'],
     });
     data.grantAuditAppend(this.gateway.fn);
     data.grantSecrets(this.gateway.fn, GATEWAY_SECRET_NAMES);

@@ -80,3 +80,59 @@ describe('identical copies in flight (loop guard)', () => {
     expect(refused.headers.get('x-should-retry')).toBe('false');
   });
 });
+
+describe('request collapsing (response cache on)', () => {
+  async function usageOf(keyIds: readonly string[]): Promise<Record<string, unknown>[]> {
+    await h.settled();
+    return (await h.scan('usage')).filter((r) => keyIds.includes(String(r.keyId)));
+  }
+
+  it.each([false, true])('8 users of one org ask the same at once (stream: %s): one upstream call, the first pays, the 7 others get its answer as a hit at $0', async (stream) => {
+    const keys = await Promise.all(Array.from({ length: 8 }, (_, i) => h.createKey({ userId: `collapse-${stream}-${i}`, orgId: `collapse-org-${stream}`, responseCache: true })));
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    h.upstream.script({ replyText: 'Our refund policy is 30 days.', usage: { inputTokens: 1000, outputTokens: 100 }, until: held });
+    const body = JSON.stringify({ model: 'gpt-4o-mini', max_tokens: 200, stream, messages: [{ role: 'user', content: 'What is the refund policy?' }] });
+    const pending = keys.map((k) =>
+      fetch(`${h.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${k.raw}`, 'content-type': 'application/json' }, body }).then(async (r) => ({
+        status: r.status,
+        cache: r.headers.get('x-tollgate-cache'),
+        cost: r.headers.get('x-tollgate-cost-usd'),
+        text: await r.text(),
+      })),
+    );
+    // Wait for the one call at the provider, then let it answer: the others are waiting for it, not calling.
+    while (h.upstream.requests.length < 1) await new Promise((r) => setTimeout(r, 10));
+    release();
+    const results = await Promise.all(pending);
+    expect(h.upstream.requests).toHaveLength(1);
+    expect(results.every((r) => r.status === 200 && r.text.includes('refund'))).toBe(true);
+    expect(results.filter((r) => r.cache === 'miss')).toHaveLength(1);
+    const hits = results.filter((r) => r.cache === 'hit');
+    expect(hits).toHaveLength(7);
+    expect(hits.every((r) => r.cost === '0.000000')).toBe(true);
+    // One usage record, the leader's, at the provider's usage (gpt-4o-mini: $0.15 / $0.60 per million).
+    const records = await usageOf(keys.map((k) => k.keyId));
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({ outcome: 'ok', costMicros: 150 + 60 });
+  });
+
+  it('when the leader fails, the waiting copies go on by themselves (the failure is not shared)', async () => {
+    const keys = await Promise.all(Array.from({ length: 3 }, (_, i) => h.createKey({ userId: `collapse-fail-${i}`, orgId: 'collapse-fail-org', responseCache: true })));
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let calls = 0;
+    h.upstream.scriptEach(() => (++calls === 1 ? { status: 500, until: held } : { replyText: 'Second try worked.' }));
+    const body = JSON.stringify({ model: 'gpt-4o-mini', max_tokens: 200, messages: [{ role: 'user', content: 'Is the API up?' }] });
+    const pending = keys.map((k) =>
+      fetch(`${h.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${k.raw}`, 'content-type': 'application/json' }, body }).then((r) => r.status),
+    );
+    while (h.upstream.requests.length < 1) await new Promise((r) => setTimeout(r, 10));
+    release();
+    const statuses = await Promise.all(pending);
+    expect(statuses.filter((s) => s === 502)).toHaveLength(1);
+    expect(statuses.filter((s) => s === 200)).toHaveLength(2);
+    // The first follower to go on claims the key in turn; the other gets its answer: 2 upstream calls in all.
+    expect(h.upstream.requests).toHaveLength(2);
+  });
+});

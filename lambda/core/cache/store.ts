@@ -42,6 +42,15 @@ export interface CacheStore {
   get(key: string, now: number): Promise<CachedAnswer | undefined>;
   /** Stores an answer; resolves false (storing nothing) when it does not fit in one item. */
   put(answer: CachedAnswer): Promise<boolean>;
+  /**
+   * Request collapsing: claims `key` for `holder` until `until` (ms epoch) unless another holder's unexpired
+   * claim is there; true when this holder has it. Optional: a store without it collapses nothing.
+   */
+  claim?(key: string, holder: string, now: number, until: number): Promise<boolean>;
+  /** Whether an unexpired claim on `key` is there. */
+  claimed?(key: string, now: number): Promise<boolean>;
+  /** Drops `holder`'s claim on `key` (another holder's is left alone). */
+  release?(key: string, holder: string): Promise<void>;
   /** Adds to one day's counters (`YYYY-MM-DD`). */
   addSavings(day: string, delta: SavingsDelta): Promise<void>;
   /** The counters of the given days (days without any are zeros). */

@@ -50,6 +50,11 @@ export interface SpendLayerOptions {
   readonly log: Logger;
   /** Without it the cache is off for every request. */
   readonly cache?: { readonly store: CacheStore; readonly settings: ResponseCacheSettings };
+  /**
+   * How long identical requests wait for the one that claimed their cache key (request collapsing) before
+   * going on by themselves. @default 60_000
+   */
+  readonly collapseWaitMs?: number;
   /** Charges the rate buckets of a cache hit (no hold, no budget). */
   readonly rates: { chargeRate(input: { readonly now: number; readonly rateCharges: readonly RateCharge[] }): Promise<RateState[]> };
 }
@@ -74,6 +79,10 @@ export function isFallbackWorthy(error: TollgateError): boolean {
   return error instanceof UpstreamError && (error.status >= 500 || error.status === 429 || error.status === 408);
 }
 
+const DEFAULT_COLLAPSE_WAIT_MS = 60_000;
+/** Polls of a waiting request (20 ms doubling to 250 ms: about a minute in all). */
+const MAX_COLLAPSE_POLLS = 245;
+
 const dayOf = (ms: number): string => new Date(ms).toISOString().slice(0, 10);
 
 export class SpendLayer {
@@ -83,15 +92,30 @@ export class SpendLayer {
     const cache = this.o.cache;
     const policy = cache ? cachePolicyOf(req.headers, req.principal.key.responseCache === true, cache.settings) : undefined;
     const key = policy ? cacheKeyOf({ tenant: tenantOf(req.principal), endpoint: req.endpoint, body: req.body }) : undefined;
+    let claim: string | undefined;
     if (policy?.read && key) {
       const hit = await this.lookup(key, req, policy);
       if (hit) return this.replay(hit, req);
+      // Request collapsing: identical requests of one tenant at once make one upstream call. The first claims
+      // the key and pays; the others wait for its answer and get it as a cache hit at $0.
+      if (policy.write) {
+        const collapsed = await this.collapse(key, req, policy);
+        if (collapsed.kind === 'hit') return this.replay(collapsed.hit, req);
+        claim = collapsed.holder;
+      }
     }
-    const outcome = await this.attempts(req);
+    let outcome: Awaited<ReturnType<SpendLayer['attempts']>>;
+    try {
+      outcome = await this.attempts(req);
+    } catch (err) {
+      if (claim && key) await this.release(key, claim);
+      throw err;
+    }
     const cacheHeaders: Record<string, string> = policy ? { [SPEND_HEADERS.cache]: 'miss' } : {};
     const withHeaders = { ...outcome.outcome, headers: { ...outcome.outcome.headers, ...cacheHeaders, ...outcome.headers } } as CallOutcome;
     return this.afterwards(withHeaders, {
       ...(policy && key ? { store: { policy, key, tenant: tenantOf(req.principal) } } : {}),
+      ...(claim && key ? { release: () => this.release(key, claim) } : {}),
       counted: policy?.read === true,
       routed: outcome.routed,
     });
@@ -108,6 +132,46 @@ export class SpendLayer {
     } catch (err) {
       this.o.log.log('warn', 'response cache read failed; serving fresh', { requestId: req.requestId, error: err instanceof Error ? err.message : String(err) });
       return undefined;
+    }
+  }
+
+  /**
+   * Claims `key` for this request (it then calls the provider), or waits while another request holds it: its
+   * answer, once stored, is this one's hit. When the holder ends without storing an answer (it failed, or was
+   * not cacheable), the next waiting request claims the key in turn (a failure is never shared); after about
+   * {@link SpendLayerOptions.collapseWaitMs}, or when the store fails, a request goes on by itself. Across
+   * instances: the claim is an item of the cache table.
+   */
+  private async collapse(key: string, req: SpendRequest, policy: CachePolicy): Promise<{ kind: 'hit'; hit: CachedAnswer } | { kind: 'go'; holder?: string }> {
+    const store = this.o.cache!.store;
+    if (!store.claim || !store.claimed || !store.release) return { kind: 'go' };
+    const waitMs = this.o.collapseWaitMs ?? DEFAULT_COLLAPSE_WAIT_MS;
+    const holder = req.requestId;
+    try {
+      const now = this.o.clock.now();
+      if (await store.claim(key, holder, now, now + waitMs)) return { kind: 'go', holder };
+      let pause = 20;
+      for (let polls = 0; polls < MAX_COLLAPSE_POLLS; polls++) {
+        await new Promise((r) => setTimeout(r, pause));
+        pause = Math.min(pause * 2, 250);
+        const hit = await this.lookup(key, req, policy);
+        if (hit) return { kind: 'hit', hit };
+        // The holder ended without an answer to share: this request claims the key in turn (or waits for
+        // whoever did).
+        const at = this.o.clock.now();
+        if (!(await store.claimed(key, at)) && (await store.claim(key, holder, at, at + waitMs))) return { kind: 'go', holder };
+      }
+    } catch (err) {
+      this.o.log.log('warn', 'request collapsing failed; serving fresh', { requestId: req.requestId, error: err instanceof Error ? err.message : String(err) });
+    }
+    return { kind: 'go' };
+  }
+
+  private async release(key: string, holder: string): Promise<void> {
+    try {
+      await this.o.cache?.store.release?.(key, holder);
+    } catch (err) {
+      this.o.log.log('warn', 'request-collapsing claim not released', { error: err instanceof Error ? err.message : String(err) });
     }
   }
 
@@ -201,7 +265,13 @@ export class SpendLayer {
   /** Chains the cache write and the day's counters after the call's own settlement. */
   private afterwards(
     outcome: CallOutcome,
-    ctx: { readonly store?: { policy: CachePolicy; key: string; tenant: string }; readonly counted: boolean; readonly routed: 'fallback' | 'downgrade' | undefined },
+    ctx: {
+      readonly store?: { policy: CachePolicy; key: string; tenant: string };
+      /** Drops this request's collapsing claim, once its answer is stored (or not). */
+      readonly release?: () => Promise<void>;
+      readonly counted: boolean;
+      readonly routed: 'fallback' | 'downgrade' | undefined;
+    },
   ): CallOutcome {
     const startedAt = this.o.clock.now();
     const model = outcome.headers[SPEND_HEADERS.model] ?? '';
@@ -227,6 +297,13 @@ export class SpendLayer {
       })();
     }
     const after = async (): Promise<UsageRecord | undefined> => {
+      try {
+        return await stored();
+      } finally {
+        await ctx.release?.();
+      }
+    };
+    const stored = async (): Promise<UsageRecord | undefined> => {
       const record = await settle();
       const delta: { -readonly [K in keyof SavingsDelta]: SavingsDelta[K] } = {};
       if (ctx.counted) delta.cacheMisses = 1;

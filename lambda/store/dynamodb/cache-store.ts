@@ -2,13 +2,15 @@
  * The response cache in its DynamoDB table (schema.ts CACHE_TABLE):
  *
  *   pk entry#<hash> / sk answer   tenant, kind, body (gzip, binary), model, costMicros, storedAt, expiresAt, ttl
+ *   pk entry#<hash> / sk pending  holder, until, ttl   (request collapsing: one upstream call answers identical
+ *                                 requests of a tenant at once; see core/routing/spend-layer.ts)
  *   pk stats#<day>  / sk all      hits, misses, stores, skipped, savedMicros, fallbacks, downgrades, fallbackCostMicros
  *
  * DynamoDB's TTL deletes expired items within a day or two, so reads also check `expiresAt`. An item may not
  * exceed 400 KB: an answer whose compressed body does not fit under {@link DynamoDbCacheStoreOptions.maxItemBytes}
  * is not stored (the caller still gets it).
  */
-import { BatchGetItemCommand, GetItemCommand, PutItemCommand, UpdateItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { BatchGetItemCommand, DeleteItemCommand, GetItemCommand, PutItemCommand, UpdateItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import type { CachedAnswer, CacheStore, SavingsDay, SavingsDelta } from '../../core/cache/store';
@@ -82,6 +84,51 @@ export class DynamoDbCacheStore implements CacheStore {
       throw translateError(err);
     }
     return true;
+  }
+
+  async claim(key: string, holder: string, now: number, until: number): Promise<boolean> {
+    try {
+      await this.client.send(
+        new PutItemCommand({
+          TableName: this.table,
+          Item: marshall({ pk: `entry#${key}`, sk: 'pending', holder, until, ttl: Math.ceil(until / 1000) + 3_600 }),
+          ConditionExpression: 'attribute_not_exists(pk) OR #until <= :now',
+          ExpressionAttributeNames: { '#until': 'until' },
+          ExpressionAttributeValues: marshall({ ':now': now }),
+        }),
+      );
+      return true;
+    } catch (err) {
+      if ((err as { name?: string }).name === 'ConditionalCheckFailedException') return false;
+      throw translateError(err);
+    }
+  }
+
+  async claimed(key: string, now: number): Promise<boolean> {
+    try {
+      const { Item: item } = await this.client.send(
+        new GetItemCommand({ TableName: this.table, Key: marshall({ pk: `entry#${key}`, sk: 'pending' }), ConsistentRead: true }),
+      );
+      return item !== undefined && Number(unmarshall(item).until) > now;
+    } catch (err) {
+      throw translateError(err);
+    }
+  }
+
+  async release(key: string, holder: string): Promise<void> {
+    try {
+      await this.client.send(
+        new DeleteItemCommand({
+          TableName: this.table,
+          Key: marshall({ pk: `entry#${key}`, sk: 'pending' }),
+          ConditionExpression: 'holder = :h',
+          ExpressionAttributeValues: marshall({ ':h': holder }),
+        }),
+      );
+    } catch (err) {
+      if ((err as { name?: string }).name === 'ConditionalCheckFailedException') return;
+      throw translateError(err);
+    }
   }
 
   async addSavings(day: string, delta: SavingsDelta): Promise<void> {
