@@ -152,9 +152,12 @@ export class AgentStack extends Stack {
       this.natInstances.connections.allowFrom(ec2.Peer.ipv4(AGENT_VPC_CIDR), ec2.Port.tcp(443), 'HTTPS from the agent subnets');
       for (const instance of this.natInstances.gatewayInstances) {
         // An encrypted root volume (the NAT provider has no block-device option).
-        (instance.node.defaultChild as ec2.CfnInstance).blockDeviceMappings = [
+        const cfnInstance = instance.node.defaultChild as ec2.CfnInstance;
+        cfnInstance.blockDeviceMappings = [
           { deviceName: '/dev/xvda', ebs: { encrypted: true, volumeType: 'gp3', deleteOnTermination: true } },
         ];
+        // The root volume is billed on its own: it gets the instance's tags, the cost-allocation tag among them.
+        cfnInstance.propagateTagsToVolumeOnCreation = true;
         for (const rule of ['AwsSolutions-EC28', 'AwsSolutions-EC29']) {
           Validations.of(instance).acknowledge({
             id: rule,
@@ -260,6 +263,10 @@ export class AgentStack extends Stack {
       minHealthyPercent: 100,
       maxHealthyPercent: 200,
       circuitBreaker: { rollback: true },
+      // Tasks carry the service's tags (the cost-allocation tag among them): Fargate is billed per task, and the
+      // budget filters on that tag. ECS-managed tags add the cluster and service names.
+      propagateTags: ecs.PropagatedTagSource.SERVICE,
+      enableECSManagedTags: true,
     });
 
     // Scale on the backlog, in-flight runs included, so a task is never scaled in while it works on a run.

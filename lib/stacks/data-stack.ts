@@ -77,15 +77,28 @@ export class DataStack extends Stack {
     });
     const names = [...GENERATED_SECRETS];
     const arns = names.map((n) => this.secretParameterArn(n));
-    const secretActions = ['ssm:PutParameter', ...(props.config.secrets.removeOnDelete ? ['ssm:DeleteParameter'] : [])];
+    // Create with a created-by tag; on an existing parameter read its key (DescribeParameters: metadata only, and
+    // it has no resource-level permission), re-encrypt it when another key holds it, tag who adopted it.
+    const secretActions = [
+      'ssm:PutParameter',
+      'ssm:GetParameter',
+      'ssm:AddTagsToResource',
+      'ssm:ListTagsForResource',
+      ...(props.config.secrets.removeOnDelete ? ['ssm:DeleteParameter', 'ssm:RemoveTagsFromResource'] : []),
+    ];
     this.secretGenerator.fn.addToRolePolicy(new iam.PolicyStatement({ actions: secretActions, resources: arns }));
+    this.secretGenerator.fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['ssm:DescribeParameters'], resources: ['*'] }));
+    const viaSsmFor = { 'kms:ViaService': `ssm.${this.region}.amazonaws.com`, 'kms:EncryptionContext:PARAMETER_ARN': arns };
+    this.secretGenerator.fn.addToRolePolicy(
+      new iam.PolicyStatement({ actions: ['kms:Encrypt', 'kms:GenerateDataKey'], resources: [this.key.keyArn], conditions: { StringEquals: viaSsmFor } }),
+    );
+    // Decrypting these two parameters under whichever key of the account holds them (a retained key of an earlier
+    // Data stack), only through SSM: what re-encrypting them under this stack's key needs (issue 23).
     this.secretGenerator.fn.addToRolePolicy(
       new iam.PolicyStatement({
-        actions: ['kms:Encrypt', 'kms:GenerateDataKey'],
-        resources: [this.key.keyArn],
-        conditions: {
-          StringEquals: { 'kms:ViaService': `ssm.${this.region}.amazonaws.com`, 'kms:EncryptionContext:PARAMETER_ARN': arns },
-        },
+        actions: ['kms:Decrypt'],
+        resources: [this.formatArn({ service: 'kms', resource: 'key', resourceName: '*' })],
+        conditions: { StringEquals: viaSsmFor },
       }),
     );
     const generated: Partial<Record<(typeof GENERATED_SECRETS)[number], CustomResource>> = {};
@@ -100,6 +113,7 @@ export class DataStack extends Stack {
           ParameterName: `${secretsPrefix(props.config.stage)}${name}`,
           Kind: name,
           KeyId: this.key.keyArn,
+          KeyAlias: dataKeyAlias(props.config.stage),
           RemoveOnDelete: String(props.config.secrets.removeOnDelete),
         },
         // The parameter outlives the stack unless removeOnDelete: the handler decides, so the resource itself goes.

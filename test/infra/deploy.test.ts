@@ -80,7 +80,8 @@ describe('fresh-account deploy', () => {
     expect(generated.map((g) => g.Properties?.ParameterName).sort()).toEqual(['/tollgate/dev/jwt-secret', '/tollgate/dev/key-pepper']);
     const keyId = logicalId(dev, 'data', dev.stacks.data.key);
     for (const g of generated) {
-      expect(Object.keys(g.Properties ?? {}).sort()).toEqual(['KeyId', 'Kind', 'ParameterName', 'RemoveOnDelete', 'ServiceTimeout', 'ServiceToken']);
+      expect(Object.keys(g.Properties ?? {}).sort()).toEqual(['KeyAlias', 'KeyId', 'Kind', 'ParameterName', 'RemoveOnDelete', 'ServiceTimeout', 'ServiceToken']);
+      expect(g.Properties?.KeyAlias).toBe('alias/tollgate-dev-data');
       expect(g.Properties?.KeyId).toEqual({ 'Fn::GetAtt': [keyId, 'Arn'] });
       expect(g.Properties?.RemoveOnDelete).toBe('false');
     }
@@ -90,15 +91,19 @@ describe('fresh-account deploy', () => {
     }
   });
 
-  it('when the secret generator is granted, it may only PutParameter the two generated names and encrypt with the data key through SSM for them', () => {
+  it('when the secret generator is granted, it may only write, read and tag the two generated names, encrypt with the data key and decrypt them (to re-encrypt) through SSM', () => {
     const fnRole = logicalId(dev, 'data', dev.stacks.data.secretGenerator.fn.role as never);
     const policy = Object.values(resources(dev.templates.data, 'AWS::IAM::Policy')).find((p) => JSON.stringify(p.Properties?.Roles).includes(fnRole));
     const stmts = (policy?.Properties as { PolicyDocument: { Statement: PolicyStatement[] } }).PolicyDocument.Statement;
     const ssm = stmts.filter((s) => actions(s).some((a) => a.startsWith('ssm:')));
-    expect(ssm.map(actions)).toEqual([['ssm:PutParameter']]);
+    expect(ssm.map(actions)).toEqual([['ssm:PutParameter', 'ssm:GetParameter', 'ssm:AddTagsToResource', 'ssm:ListTagsForResource'], ['ssm:DescribeParameters']]);
     expect(JSON.stringify(ssm[0].Resource)).toMatch(/key-pepper.*jwt-secret|jwt-secret.*key-pepper/);
+    // DescribeParameters has no resource-level permission; it returns metadata (type, key), never a value.
+    expect(ssm[1].Resource).toBe('*');
     const kms = stmts.find((s) => actions(s).includes('kms:Encrypt'));
     expect(kms?.Condition?.StringEquals).toEqual(expect.objectContaining({ 'kms:ViaService': expect.anything(), 'kms:EncryptionContext:PARAMETER_ARN': expect.any(Array) }));
+    const decrypt = stmts.find((s) => actions(s).includes('kms:Decrypt'));
+    expect(decrypt?.Condition?.StringEquals).toEqual(kms?.Condition?.StringEquals);
   });
 
   it('when secrets.removeOnDelete is not set, the generator cannot delete a parameter; the agent task only needs a generated secret from a stack it depends on', () => {
@@ -275,6 +280,83 @@ describe('the budget sees this deployment', () => {
     expect(tagged).toBeGreaterThan(40);
   });
 
+  /** Types whose resources cost money (or whose children do): each must carry the cost-allocation tag. */
+  const BILLED: Readonly<Record<string, string>> = {
+    'AWS::DynamoDB::Table': 'requests, storage, PITR',
+    'AWS::Lambda::Function': 'invocations and duration',
+    'AWS::KMS::Key': '$1/month per key, requests',
+    'AWS::SQS::Queue': 'requests',
+    'AWS::SNS::Topic': 'publishes and deliveries',
+    'AWS::EC2::Instance': 'the NAT instance (and its root volume: PropagateTagsToVolumeOnCreation)',
+    'AWS::EC2::NatGateway': 'NAT gateway hours and data',
+    'AWS::EC2::EIP': 'public IPv4 address hours',
+    'AWS::EC2::FlowLog': 'flow log delivery',
+    'AWS::EC2::VPCEndpoint': 'interface endpoints are billed hourly (the gateway endpoints here are free)',
+    'AWS::ECS::Cluster': 'Container Insights metrics',
+    'AWS::ECS::Service': 'Fargate tasks (PropagateTags: SERVICE)',
+    'AWS::ECS::TaskDefinition': 'tasks run from it outside the service (RunTask) take its tags only when asked',
+    'AWS::Logs::LogGroup': 'ingestion and storage',
+    'AWS::WAFv2::WebACL': '$5/month plus $1 per rule and requests',
+    'AWS::ApiGateway::RestApi': 'requests',
+    'AWS::ApiGateway::Stage': 'requests (the stage is what Cost Explorer attributes REST API usage to)',
+    'AWS::CloudWatch::Alarm': '$0.10 per alarm metric',
+    'AWS::CloudWatch::Dashboard': '$3/month beyond the free three',
+    'AWS::SSM::Parameter': 'standard parameters are free; tagged all the same',
+  };
+  /** Types that cost nothing by themselves, or whose cost is billed through a tagged resource. */
+  const NOT_BILLED: Readonly<Record<string, string>> = {
+    'AWS::Budgets::Budget': 'budgets are billed per account (the first two free), never by tag: nothing to attribute',
+    'Custom::TollgateGeneratedSecret': 'runs on the tagged secret-generator Lambda',
+    'AWS::WAFv2::LoggingConfiguration': 'billed as ingestion into the tagged aws-waf-logs- log group',
+    'AWS::WAFv2::WebACLAssociation': 'free',
+    'AWS::ApiGateway::Account': 'free (account setting)',
+    'AWS::ApiGateway::Deployment': 'free',
+    'AWS::ApiGateway::Method': 'free',
+    'AWS::ApiGateway::RequestValidator': 'free',
+    'AWS::ApiGateway::Resource': 'free',
+    'AWS::ApplicationAutoScaling::ScalableTarget': 'free',
+    'AWS::ApplicationAutoScaling::ScalingPolicy': 'free (its alarms are tagged)',
+    'AWS::EC2::InternetGateway': 'free',
+    'AWS::EC2::Route': 'free',
+    'AWS::EC2::RouteTable': 'free',
+    'AWS::EC2::SecurityGroup': 'free',
+    'AWS::EC2::Subnet': 'free',
+    'AWS::EC2::SubnetRouteTableAssociation': 'free',
+    'AWS::EC2::VPC': 'free',
+    'AWS::EC2::VPCGatewayAttachment': 'free',
+    'AWS::Events::Rule': 'scheduled rules are free',
+    'AWS::IAM::InstanceProfile': 'free',
+    'AWS::IAM::Policy': 'free',
+    'AWS::IAM::Role': 'free',
+    'AWS::KMS::Alias': 'free',
+    'AWS::Lambda::Permission': 'free',
+    'AWS::SNS::Subscription': 'billed as deliveries of the tagged topic',
+    'AWS::SNS::TopicPolicy': 'free',
+    'AWS::SQS::QueuePolicy': 'free',
+  };
+
+  it('when any variant is synthesized, every resource that costs money carries the cost-allocation tag, Fargate tasks and the NAT volume included', () => {
+    const billed = new Set<string>();
+    for (const app of [dev, prod, variant]) {
+      const want = `tollgate-${app.config.stage}`;
+      for (const t of allTemplates(app)) {
+        for (const [id, r] of Object.entries(resources(t))) {
+          // A new resource type must be classified here before it ships.
+          expect({ type: r.Type, classified: r.Type in BILLED || r.Type in NOT_BILLED }).toEqual({ type: r.Type, classified: true });
+          if (!(r.Type in BILLED)) continue;
+          billed.add(r.Type);
+          const tags = r.Properties?.Tags;
+          const list = Array.isArray(tags) ? (tags as Array<{ Key: string; Value: string }>) : Object.entries((tags ?? {}) as object).map(([Key, Value]) => ({ Key, Value }));
+          expect({ id, tag: list.find((x) => x.Key === 'tollgate:deployment')?.Value }).toEqual({ id, tag: want });
+          if (r.Type === 'AWS::ECS::Service') expect({ id, propagate: r.Properties?.PropagateTags, managed: r.Properties?.EnableECSManagedTags }).toEqual({ id, propagate: 'SERVICE', managed: true });
+          if (r.Type === 'AWS::EC2::Instance') expect({ id, volume: r.Properties?.PropagateTagsToVolumeOnCreation }).toEqual({ id, volume: true });
+        }
+      }
+    }
+    // The walk saw the resources that cost the most: Fargate, NAT (instance in dev, gateways in prod), WAF, tables.
+    expect([...billed]).toEqual(expect.arrayContaining(['AWS::ECS::Service', 'AWS::EC2::Instance', 'AWS::EC2::NatGateway', 'AWS::EC2::EIP', 'AWS::WAFv2::WebACL', 'AWS::DynamoDB::Table']));
+  });
+
   it('when the budget is created with Bedrock off, it is filtered to the tag only and notifies on ACTUAL and FORECASTED, at most 5 times', () => {
     const budget = budgetOf(dev);
     // Another team's Bedrock use in the account must not trip this deployment's kill switch.
@@ -409,9 +491,12 @@ describe('least privilege', () => {
     for (const s of decrypts) expect(JSON.stringify(s.Condition ?? {})).toMatch(/kms:ViaService|kms:EncryptionContext/);
   });
 
-  it('when anything reads a secret, it cannot read parameter history or list parameters', () => {
+  it('when anything reads a secret, it cannot read parameter history; only the secret generator lists parameter metadata', () => {
     for (const app of [dev, prod]) {
-      for (const t of allTemplates(app)) expect(JSON.stringify(t.toJSON())).not.toMatch(/GetParameterHistory|DescribeParameters/);
+      for (const t of allTemplates(app)) expect(JSON.stringify(t.toJSON())).not.toMatch(/GetParameterHistory/);
+      const describing = statements(app).filter((s) => actions(s).includes('ssm:DescribeParameters'));
+      expect(describing).toHaveLength(1);
+      expect(actions(describing[0])).toEqual(['ssm:DescribeParameters']);
     }
   });
 
