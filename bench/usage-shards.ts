@@ -100,7 +100,7 @@ function writeSpread(rate: number): void {
   console.log(row('GSI byOrg org#<id>#<n>', keys.orgPk.size, busiest.orgPk));
   console.log(row('GSI byDay day#<date>#<d> (all)', keys.dayPk.size, busiest.dayPk));
   // The fields the gateway bounds, at their bounds: ids of 128 characters (JWT ids), a 256-character user agent
-  // (pipeline.ts cuts it there; header bytes above 0x7F take 2 bytes in UTF-8).
+  // (core/pipeline/settle.ts cuts it there; header bytes above 0x7F take 2 bytes in UTF-8).
   const long = 'x'.repeat(128);
   const largest = itemBytes(
     usageItem({ ...record(`req_${randomUUID().replace(/-/g, '')}`, DAY), userId: long, keyId: long, orgId: long, userAgent: 'é'.repeat(256) }, { retentionDays: 400 }),

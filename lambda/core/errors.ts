@@ -85,9 +85,17 @@ export class BudgetExceededError extends TollgateError {
 export class UpstreamError extends TollgateError {
   readonly status: number;
   readonly kind = 'upstream' as const;
-  constructor(message: string, options: TollgateErrorOptions & { readonly status?: number } = {}) {
+  /**
+   * The provider may have done the work and billed it: the request reached it and the answer was lost (a body
+   * cut short, a timeout after the request was sent, an answer that is not JSON). Settle then charges the
+   * reservation, since the gateway cannot prove the money unspent; a failure before the request left (an
+   * unreachable upstream) or an error answer (4xx, 5xx) costs nothing.
+   */
+  readonly mayHaveOutput: boolean;
+  constructor(message: string, options: TollgateErrorOptions & { readonly status?: number; readonly mayHaveOutput?: boolean } = {}) {
     super(message, options);
     this.status = options.status ?? 502;
+    this.mayHaveOutput = options.mayHaveOutput ?? false;
   }
 }
 

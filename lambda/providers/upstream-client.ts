@@ -50,6 +50,20 @@ const IDLE_MS = 4_000;
 const httpAgent = new HttpAgent({ keepAlive: true, timeout: IDLE_MS, scheduling: 'lifo' });
 const httpsAgent = new HttpsAgent({ keepAlive: true, timeout: IDLE_MS, scheduling: 'lifo' });
 
+/**
+ * A POST that failed before its answer's head arrived. `requestSent`: the whole request had been written to
+ * the connection, so the upstream may be working on it (and will bill it) although no answer came back.
+ */
+export class UpstreamRequestFailed extends Error {
+  constructor(
+    override readonly cause: unknown,
+    readonly requestSent: boolean,
+  ) {
+    super(cause instanceof Error ? cause.message : String(cause));
+    this.name = 'UpstreamRequestFailed';
+  }
+}
+
 /** The error a call rejects with when its signal aborts: the signal's reason, as fetch rejects. */
 function abortReason(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
@@ -108,8 +122,8 @@ class NodeUpstreamResponse implements UpstreamResponse {
 
 /**
  * POSTs `body` to `url` and resolves with the answer once its status and headers are in (the body is read
- * from the {@link UpstreamResponse}). Rejects, as fetch does, when the upstream cannot be reached or the
- * signal aborts before the answer's head arrives; a signal aborting later fails the body's reading.
+ * from the {@link UpstreamResponse}). Rejects with {@link UpstreamRequestFailed} when the upstream cannot be
+ * reached or the signal aborts before the answer's head arrives; a signal aborting later fails the body's reading.
  */
 export function postToUpstream(request: UpstreamRequest): Promise<UpstreamResponse> {
   return new Promise<UpstreamResponse>((resolve, reject) => {
@@ -154,15 +168,16 @@ export function postToUpstream(request: UpstreamRequest): Promise<UpstreamRespon
       return;
     }
     const onAbort = () => {
+      const sent = req.writableFinished;
       req.destroy();
-      reject(abortReason(signal));
+      reject(new UpstreamRequestFailed(abortReason(signal), sent));
     };
     signal.addEventListener('abort', onAbort, { once: true });
     req.on('error', (err) => {
       // After the head arrived, a failure surfaces where the body is read.
       if (answered) return;
       signal.removeEventListener('abort', onAbort);
-      reject(err);
+      reject(new UpstreamRequestFailed(err, req.writableFinished));
     });
     req.end(body);
   });

@@ -6,7 +6,7 @@
  */
 import { UpstreamError } from '../core/errors';
 import { upstreamStatusFor } from './contract';
-import { postToUpstream, type UpstreamResponse } from './upstream-client';
+import { postToUpstream, UpstreamRequestFailed, type UpstreamResponse } from './upstream-client';
 
 export type { UpstreamResponse } from './upstream-client';
 
@@ -54,21 +54,29 @@ export function redactSecrets(text: string, secrets: readonly string[]): string 
   return out.replace(KEY_PATTERN, '[redacted]');
 }
 
-/** The error for a failed fetch or body read: a timeout, a client abort or an unreachable upstream. */
-export function networkError(providerId: string, signal: AbortSignal, cause: unknown): UpstreamError {
+/**
+ * The error for a failed POST or body read: a timeout, a client abort or an unreachable upstream. It may have
+ * cost money (UpstreamError.mayHaveOutput) when the request had reached the upstream: the whole request was
+ * sent, or `answered` (a 2xx head arrived and its body was lost).
+ */
+export function networkError(providerId: string, signal: AbortSignal, cause: unknown, answered = false): UpstreamError {
+  const mayHaveOutput = answered || (cause instanceof UpstreamRequestFailed && cause.requestSent);
+  if (cause instanceof UpstreamRequestFailed) cause = cause.cause;
   if (signal.aborted) {
     const reason: unknown = signal.reason;
     // DOMException is not an Error subclass in every realm: test the name only.
     const timedOut = (reason as { name?: unknown } | undefined)?.name === 'TimeoutError';
     return new UpstreamError(
       timedOut ? `upstream ${providerId} timed out` : `the request to upstream ${providerId} was aborted`,
-      { status: 502, code: timedOut ? 'upstream_timeout' : 'upstream_aborted', cause },
+      { status: 502, code: timedOut ? 'upstream_timeout' : 'upstream_aborted', cause, mayHaveOutput },
     );
   }
+  if (answered) return new UpstreamError(`upstream ${providerId} closed the connection before its answer ended`, { status: 502, code: 'upstream_cut_short', cause, mayHaveOutput });
   return new UpstreamError(`upstream ${providerId} is unreachable`, {
     status: 502,
     code: 'upstream_unreachable',
     cause,
+    mayHaveOutput,
   });
 }
 
@@ -143,12 +151,13 @@ export async function readJson(providerId: string, response: UpstreamResponse, s
   try {
     text = await response.text();
   } catch (err) {
-    throw networkError(providerId, signal, err);
+    throw networkError(providerId, signal, err, true);
   }
   try {
     return JSON.parse(text);
   } catch {
-    throw new UpstreamError(`upstream ${providerId} answered with a body that is not JSON`, { status: 502 });
+    // A 2xx answer we cannot read: the provider did the work.
+    throw new UpstreamError(`upstream ${providerId} answered with a body that is not JSON`, { status: 502, mayHaveOutput: true });
   }
 }
 
@@ -169,7 +178,7 @@ export async function* readBody(
       try {
         next = await chunks.next();
       } catch (err) {
-        throw networkError(providerId, signal, err);
+        throw networkError(providerId, signal, err, true);
       }
       if (next.done) {
         done = true;

@@ -169,9 +169,11 @@ export function bedrockError(err: unknown, signal: AbortSignal): UpstreamError {
     const reason: unknown = signal.reason;
     // DOMException is not an Error subclass in every realm: test the name only.
     const timedOut = (reason as { name?: unknown } | undefined)?.name === 'TimeoutError';
+    // A timeout comes long after the request left: Bedrock may be generating (and billing) the answer.
     return new UpstreamError(timedOut ? 'upstream bedrock timed out' : 'the request to upstream bedrock was aborted', {
       status: 502,
       code: timedOut ? 'upstream_timeout' : 'upstream_aborted',
+      mayHaveOutput: timedOut,
     });
   }
   const httpStatus = e?.$metadata?.httpStatusCode;
