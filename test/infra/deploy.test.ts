@@ -4,18 +4,16 @@
  * privilege, the two cost profiles, and cfn-lint over every template. Two apps are synthesized for the whole file:
  * the default (`dev`) and `prod` with an email destination and named operator roles.
  */
-import { spawnSync } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { Annotations, Match, type Template } from 'aws-cdk-lib/assertions';
 import { estimateFixedCost, type CfnTemplate } from '../../bench/fixed-cost';
 import { DeploymentConfigError, MAX_BUDGET_NOTIFICATIONS, resolveDeploymentConfig } from '../../lib/config';
-import { BODY_FINDINGS_RULE, BODY_INSPECTING_RULES, WAF_RATE_RETRY_AFTER_SECONDS, WAF_REDACTED_HEADERS } from '../../lib/constructs/gateway-waf';
+import { BODY_FINDINGS_RULE, BODY_INSPECTING_RULES, MANAGED_BLOCKING_RULES, WAF_RATE_RETRY_AFTER_SECONDS, WAF_REDACTED_HEADERS, WAF_RESPONSE_BODIES } from '../../lib/constructs/gateway-waf';
 import { CUSTOM_RESOURCE_TIMEOUT } from '../../lib/stacks/data-stack';
 import { NO_ALERT_DESTINATION } from '../../lib/stacks/guardrails-stack';
 import { synthApp, type SynthesizedApp } from './app-fixture';
+import { cfnLint } from './cfn-lint';
 import { chatBody, LEGITIMATE_PROMPTS } from './waf-corpus';
-import { evaluateWebAcl } from './waf-evaluator';
+import { evaluateWebAcl, matchesStatement } from './waf-evaluator';
 
 const OPERATOR = 'arn:aws:iam::123456789012:role/platform-admin';
 /** Two full synths, or cfn-lint over ten templates, on a loaded 2-core box: a bound that only catches a hang. */
@@ -27,7 +25,7 @@ let prod: SynthesizedApp;
 let variant: SynthesizedApp;
 beforeAll(() => {
   dev = synthApp();
-  prod = synthApp({ profile: 'prod', alerts: { email: 'ops@example.com' }, admin: { operatorRoleArns: [OPERATOR] } });
+  prod = synthApp({ profile: 'prod', alerts: { email: 'ops@example.com' }, admin: { operatorRoleArns: [OPERATOR] }, waf: { rateScope: 'all', ratePerIpPer5Min: 20_000 } });
   variant = synthApp({ gateway: { bedrock: true }, budget: { thresholdsPercent: [60, 90, 100] }, logRetentionDays: 90 });
 }, HANG);
 afterAll(() => {
@@ -257,6 +255,48 @@ describe('WAF lets prompts through', () => {
       RatePerIp: { status: 429, code: 'rate_limit_exceeded', headers: { 'Retry-After': String(WAF_RATE_RETRY_AFTER_SECONDS), 'x-should-retry': 'true' } },
       [BODY_FINDINGS_RULE]: { status: 403, code: 'request_blocked', headers: { 'x-should-retry': 'false' } },
     });
+  });
+
+  it('when a managed group\'s own rule blocks, it answers the same JSON 403 (x-should-retry: false); body rules still only count', () => {
+    type Override = { Name: string; ActionToUse: { Count?: object; Block?: { CustomResponse?: { ResponseCode: number; CustomResponseBodyKey: string; ResponseHeaders?: Array<{ Name: string; Value: string }> } } } };
+    const acl = webAclOf(dev) as unknown as { Rules: Array<{ Name: string; Statement: { ManagedRuleGroupStatement?: { Name: string; RuleActionOverrides: Override[] } } }> };
+    let blocking = 0;
+    for (const [group, rules] of Object.entries(MANAGED_BLOCKING_RULES)) {
+      const overrides = acl.Rules.find((r) => r.Statement.ManagedRuleGroupStatement?.Name === group)!.Statement.ManagedRuleGroupStatement!.RuleActionOverrides;
+      const counted = [...(BODY_INSPECTING_RULES[group]?.rules ?? []), ...(group === 'AWSManagedRulesCommonRuleSet' ? dev.config.waf.commonRuleSetCountOnly : [])];
+      for (const name of rules) {
+        const o = overrides.filter((x) => x.Name === name);
+        expect({ group, name, overrides: o.length }).toEqual({ group, name, overrides: 1 });
+        if (counted.includes(name)) {
+          expect({ name, count: o[0]!.ActionToUse.Count }).toEqual({ name, count: {} });
+          continue;
+        }
+        blocking++;
+        expect({ name, answer: o[0]!.ActionToUse.Block?.CustomResponse }).toEqual({
+          name,
+          answer: { ResponseCode: 403, CustomResponseBodyKey: 'forbidden', ResponseHeaders: [{ Name: 'x-should-retry', Value: 'false' }] },
+        });
+      }
+    }
+    expect(blocking).toBeGreaterThanOrEqual(25);
+    expect(WAF_RESPONSE_BODIES.forbidden.status).toBe(403);
+  });
+
+  it('when the rate rule counts, by default it leaves authenticated /v1 traffic (a NAT\'d backend) to the gateway\'s per-key limits; rateScope all counts everything', () => {
+    type RateRule = { Name: string; Statement: { RateBasedStatement?: { Limit: number; ScopeDownStatement?: Record<string, unknown> } } };
+    const rateOf = (app: SynthesizedApp) => (webAclOf(app) as unknown as { Rules: RateRule[] }).Rules.find((r) => r.Name === 'RatePerIp')!.Statement.RateBasedStatement!;
+    const scope = rateOf(dev).ScopeDownStatement!;
+    expect(dev.config.waf.rateScope).toBe('unauthenticated');
+    const counted = (uriPath: string, headers: Record<string, string>) => matchesStatement(scope, { uriPath, body: '{}', headers });
+    expect(counted('/dev/v1/chat/completions', { authorization: 'Bearer tg_live_x' })).toBe(false);
+    expect(counted('/dev/v1/messages', { 'x-api-key': 'tg_live_x' })).toBe(false);
+    expect(counted('/v1/chat/completions', { authorization: 'Bearer tg_live_x' })).toBe(false);
+    expect(counted('/dev/v1/chat/completions', {})).toBe(true);
+    expect(counted('/dev/admin/keys', { authorization: 'AWS4-HMAC-SHA256 x' })).toBe(true);
+    expect(counted('/dev/v1/../admin/keys', { authorization: 'Bearer tg_live_x' })).toBe(true);
+    expect(counted('/dev/health', {})).toBe(true);
+    expect(rateOf(prod)).toEqual({ Limit: 20_000, AggregateKeyType: 'IP', EvaluationWindowSec: 300 });
+    expect(() => resolveDeploymentConfig({ waf: { rateScope: 'everything' } })).toThrow(/tollgate.waf.rateScope: must be "unauthenticated" or "all"/);
   });
 
   it('when WAF logs, it writes to an aws-waf-logs- group with retention and redacts the Authorization and x-api-key headers', () => {
@@ -551,52 +591,8 @@ describe('cost profiles', () => {
   });
 });
 
-/**
- * cfn-lint findings that are known and accepted, each with its reason. Anything else (error or warning) fails.
- */
-const CFN_LINT_EXCEPTIONS: ReadonlyArray<{ readonly rule: string; readonly resourceType: string; readonly reason: string }> = [
-  {
-    rule: 'E3002',
-    resourceType: 'AWS::CloudWatch::Dashboard',
-    reason: 'Tags on AWS::CloudWatch::Dashboard are accepted by CloudFormation; cfn-lint 1.51\'s resource schema has not caught up (schema lag). Tags.of(app) puts the cost-allocation tag there.',
-  },
-  {
-    rule: 'E3002',
-    resourceType: 'AWS::ApplicationAutoScaling::ScalableTarget',
-    reason: 'Tags on AWS::ApplicationAutoScaling::ScalableTarget are supported by CloudFormation and CDK emits them from Tags.of(app); cfn-lint 1.51\'s schema predates them (schema lag).',
-  },
-  {
-    rule: 'W3005',
-    resourceType: '*',
-    reason: 'CDK adds an explicit DependsOn (a Lambda on its role policy, a custom resource on its provider) that a GetAtt already implies; redundant but harmless.',
-  },
-];
-
 describe('cfn-lint', () => {
   it('when every synthesized template of both profiles is linted, there are no findings beyond the named exceptions', () => {
-    const version = spawnSync('cfn-lint', ['--version'], { encoding: 'utf8' });
-    if (version.error || version.status !== 0) {
-      throw new Error(
-        `cfn-lint is required and ${version.error ? 'not on PATH' : `failed: ${(version.stderr || version.stdout).trim()}`}: ` +
-          'install it with `pip install cfn-lint` (README.md, prerequisites).',
-      );
-    }
-    for (const app of [dev, prod]) {
-      const assembly = app.app.synth();
-      const files = assembly.stacks.map((s) => path.join(assembly.directory, s.templateFile));
-      files.forEach((f) => expect(fs.existsSync(f)).toBe(true));
-      const run = spawnSync('cfn-lint', ['--format', 'json', '--', ...files], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
-      const findings = JSON.parse(run.stdout || '[]') as Array<{ Rule: { Id: string }; Level: string; Filename: string; Location: { Path: Array<string | number> }; Message: string }>;
-      const typeOf = (f: (typeof findings)[number]) => {
-        const [section, id] = f.Location.Path;
-        if (section !== 'Resources') return '';
-        const t = JSON.parse(fs.readFileSync(f.Filename, 'utf8')) as { Resources: Record<string, { Type: string }> };
-        return t.Resources[String(id)]?.Type ?? '';
-      };
-      const unexpected = findings.filter(
-        (f) => !CFN_LINT_EXCEPTIONS.some((e) => e.rule === f.Rule.Id && (e.resourceType === '*' || e.resourceType === typeOf(f))),
-      );
-      expect(unexpected.map((f) => `${f.Rule.Id} ${path.basename(f.Filename)} ${f.Location.Path.join('/')}: ${f.Message}`)).toEqual([]);
-    }
+    for (const app of [dev, prod]) expect(cfnLint(app)).toEqual([]);
   }, HANG);
 });
