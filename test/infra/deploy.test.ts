@@ -112,8 +112,16 @@ describe('fresh-account deploy', () => {
   it('when secrets.removeOnDelete is not set, the generator cannot delete a parameter; the agent task only needs a generated secret from a stack it depends on', () => {
     expect(statements(dev).some((s) => actions(s).includes('ssm:DeleteParameter'))).toBe(false);
     const task = Object.values(resources(dev.templates.agent, 'AWS::ECS::TaskDefinition'))[0];
-    const secrets = (task.Properties as { ContainerDefinitions: Array<{ Secrets?: Array<{ ValueFrom: unknown }> }> }).ContainerDefinitions[0].Secrets ?? [];
-    for (const s of secrets) expect(JSON.stringify(s.ValueFrom)).toContain('parameter/tollgate/dev/jwt-secret');
+    const container = (task.Properties as { ContainerDefinitions: Array<{ Secrets?: unknown[]; Environment: Array<{ Name: string; Value: unknown }> }> }).ContainerDefinitions[0];
+    // The task reads (and re-reads, after a rotation) the jwt-secret itself: no ECS secret read once at start.
+    expect(container.Secrets).toBeUndefined();
+    expect(container.Environment.find((e) => e.Name === 'TOLLGATE_JWT_SECRET_PARAMETER')?.Value).toBe('/tollgate/dev/jwt-secret');
+    const taskRole = (task.Properties as { TaskRoleArn: { 'Fn::GetAtt': [string, string] } }).TaskRoleArn['Fn::GetAtt'][0];
+    const taskPolicy = Object.values(resources(dev.templates.agent, 'AWS::IAM::Policy')).find((p) => JSON.stringify(p.Properties?.Roles).includes(taskRole));
+    const reads = (taskPolicy?.Properties as { PolicyDocument: { Statement: PolicyStatement[] } }).PolicyDocument.Statement.filter((s) => actions(s).includes('ssm:GetParameter'));
+    expect(reads).toHaveLength(1);
+    expect(JSON.stringify(reads[0].Resource)).toContain('parameter/tollgate/dev/jwt-secret');
+    expect(JSON.stringify(reads[0].Resource)).not.toContain('key-pepper');
     expect(dev.stacks.agent.dependencies).toContain(dev.stacks.data);
   });
 
