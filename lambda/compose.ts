@@ -25,6 +25,7 @@ import { PriceBook } from './core/pricing';
 import { GatewayApp, type RequestObserver } from './http/app';
 import { createMetricsObserver } from './observability/metrics-observer';
 import { RefusalRecorder } from './observability/refusals';
+import { circuitOpenedRecorder } from './observability/guardrail-events';
 import { createRequestLogObserver } from './observability/request-log';
 import { createProviders, type ProviderRegistry } from './providers/registry';
 import { DynamoDbKeyStore } from './store/dynamodb/key-store';
@@ -98,7 +99,8 @@ export interface GatewayDependencies {
    */
   readonly alertSink?: AlertSink;
   /**
-   * Publish per-request CloudWatch metrics (EMF lines on stdout, see lambda/observability/metrics-observer.ts).
+   * Publish per-request CloudWatch metrics and one `CircuitOpened` per circuit a guard opens (EMF lines on stdout,
+   * see lambda/observability/metrics-observer.ts and guardrail-events.ts).
    * @default false (the Lambda handler turns it on; locally the dashboard reads the tables instead)
    */
   readonly emitMetrics?: boolean;
@@ -256,7 +258,13 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     clock,
     tokens: new TokenVerifier(jwtOptions),
   });
-  const guardrails = new DynamoDbGuardrailStore(dynamodb, { tables: config.tables, platformShards: config.platformShards, clock });
+  const guardrails = new DynamoDbGuardrailStore(dynamodb, {
+    tables: config.tables,
+    platformShards: config.platformShards,
+    clock,
+    // Every circuit a guard opens (overshoot, hourly spend, velocity, escalation) writes the metric the alarm watches.
+    ...(deps.emitMetrics ? { onCircuitOpened: circuitOpenedRecorder(config.stage) } : {}),
+  });
   const pipeline = new RequestPipeline({
     // Admission calls go through per-instance lanes that shed a burst with 429 before the store times out.
     ledger: new AdmittingLedger(leases ?? ledger, new AdmissionGate(config.admission)),

@@ -68,8 +68,18 @@ export interface AlertsConfig {
 }
 
 export interface WafConfig {
-  /** Requests one IP may send in 5 minutes before WAF blocks it. */
+  /**
+   * Requests one IP may send in 5 minutes (of those `rateScope` counts) before WAF answers 429 with Retry-After.
+   * Raise it for a backend behind one NAT address that calls without an API key, or keep `rateScope`
+   * `unauthenticated`.
+   */
   readonly ratePerIpPer5Min: number;
+  /**
+   * What the rate rule counts: `unauthenticated` (the default) leaves requests to `/v1` with an Authorization or
+   * x-api-key header to the gateway's per-key limits, so a NAT'd backend is never throttled by address; `all`
+   * counts every request.
+   */
+  readonly rateScope: 'all' | 'unauthenticated';
   /** ISO 3166 alpha-2 country codes blocked outright; empty disables the geo rule. */
   readonly blockedCountries: readonly string[];
   /**
@@ -172,7 +182,7 @@ export const DEFAULT_CONFIG: DeploymentConfig = {
   profile: 'dev',
   budget: { monthlyUsd: 100, thresholdsPercent: [50, 80, 100], forecastThresholdsPercent: [100] },
   alerts: { dailyCostUsd: 20, slack: false, requireDestination: false },
-  waf: { ratePerIpPer5Min: 1000, blockedCountries: ['CN', 'RU'], commonRuleSetCountOnly: ['SizeRestrictions_BODY'] },
+  waf: { ratePerIpPer5Min: 1000, rateScope: 'unauthenticated', blockedCountries: ['CN', 'RU'], commonRuleSetCountOnly: ['SizeRestrictions_BODY'] },
   api: { throttleRatePerSecond: 100, throttleBurst: 200 },
   gateway: {
     memoryMb: 1024,
@@ -362,7 +372,11 @@ export function resolveDeploymentConfig(raw: unknown, overrides: { readonly stag
     throw new DeploymentConfigError('tollgate.alerts.email', `must be an email address, got ${JSON.stringify(a.email)}`);
   }
 
-  const w = section(root.waf, 'tollgate.waf', ['ratePerIpPer5Min', 'blockedCountries', 'commonRuleSetCountOnly']);
+  const w = section(root.waf, 'tollgate.waf', ['ratePerIpPer5Min', 'rateScope', 'blockedCountries', 'commonRuleSetCountOnly']);
+  const rateScope = w.rateScope ?? d.waf.rateScope;
+  if (rateScope !== 'all' && rateScope !== 'unauthenticated') {
+    throw new DeploymentConfigError('tollgate.waf.rateScope', `must be "unauthenticated" or "all", got ${JSON.stringify(rateScope)}`);
+  }
   const api = section(root.api, 'tollgate.api', ['throttleRatePerSecond', 'throttleBurst']);
   const g = section(root.gateway, 'tollgate.gateway', [
     'memoryMb',
@@ -441,6 +455,7 @@ export function resolveDeploymentConfig(raw: unknown, overrides: { readonly stag
     waf: {
       // WAF accepts 10 to 2,000,000,000 per evaluation window.
       ratePerIpPer5Min: integer(w, 'tollgate.waf', 'ratePerIpPer5Min', d.waf.ratePerIpPer5Min, 10, 2_000_000_000),
+      rateScope,
       blockedCountries: stringList(w, 'tollgate.waf', 'blockedCountries', d.waf.blockedCountries, /^[A-Z]{2}$/, 'two-letter upper-case country codes'),
       commonRuleSetCountOnly: stringList(w, 'tollgate.waf', 'commonRuleSetCountOnly', d.waf.commonRuleSetCountOnly, /^[A-Za-z0-9_]{1,128}$/, 'rule names'),
     },

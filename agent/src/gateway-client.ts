@@ -51,6 +51,11 @@ export interface GatewayClientOptions {
   /** The gateway's base URL, without `/v1` (e.g. `http://127.0.0.1:3000`). */
   readonly baseUrl: string;
   readonly token: ServiceTokenSource;
+  /**
+   * Called when the gateway refuses a token (401), before one retry with a fresh token: the agent re-reads its
+   * `jwt-secret` there, so a rotation reaches a running task. The refused call spent nothing.
+   */
+  readonly onUnauthorized?: () => void | Promise<void>;
   /** @default globalThis.fetch */
   readonly fetch?: typeof fetch;
 }
@@ -73,18 +78,27 @@ export class GatewayClient {
 
   /** Calls the model once (not streamed: the cost header comes with the answer). */
   async chat(request: ChatRequest, context: { readonly userId: string; readonly orgId?: string; readonly signal: AbortSignal }): Promise<ChatReply> {
-    const token = await this.options.token({ userId: context.userId, ...(context.orgId ? { orgId: context.orgId } : {}) });
-    const res = await this.fetch(this.url, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'user-agent': 'tollgate-agent' },
-      body: JSON.stringify({
-        model: request.model,
-        messages: request.messages,
-        ...(request.tools?.length ? { tools: request.tools } : {}),
-        ...(request.maxTokens ? { max_tokens: request.maxTokens } : {}),
-      }),
-      signal: context.signal,
+    const body = JSON.stringify({
+      model: request.model,
+      messages: request.messages,
+      ...(request.tools?.length ? { tools: request.tools } : {}),
+      ...(request.maxTokens ? { max_tokens: request.maxTokens } : {}),
     });
+    const call = async () => {
+      const token = await this.options.token({ userId: context.userId, ...(context.orgId ? { orgId: context.orgId } : {}) });
+      return this.fetch(this.url, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'user-agent': 'tollgate-agent' },
+        body,
+        signal: context.signal,
+      });
+    };
+    let res = await call();
+    if (res.status === 401 && this.options.onUnauthorized) {
+      await res.arrayBuffer();
+      await this.options.onUnauthorized();
+      res = await call();
+    }
     const text = await res.text();
     const requestId = res.headers.get('x-request-id') ?? undefined;
     if (!res.ok) {
@@ -105,13 +119,13 @@ export class GatewayClient {
       // Fail closed: a call we cannot price cannot be held against the run's cap.
       throw new GatewayCallError('The gateway answered without x-tollgate-cost-usd.', 502, 'missing_cost', undefined);
     }
-    const body = JSON.parse(text) as CompletionBody;
-    const message = body.choices?.[0]?.message;
+    const answer = JSON.parse(text) as CompletionBody;
+    const message = answer.choices?.[0]?.message;
     return {
       content: message?.content ?? '',
       toolCalls: message?.tool_calls ?? [],
-      inputTokens: body.usage?.prompt_tokens ?? 0,
-      outputTokens: body.usage?.completion_tokens ?? 0,
+      inputTokens: answer.usage?.prompt_tokens ?? 0,
+      outputTokens: answer.usage?.completion_tokens ?? 0,
       costMicros: usdToMicros(cost),
       ...(requestId ? { requestId } : {}),
     };

@@ -5,10 +5,12 @@
  * queue, then the process exits with status 0.
  *
  * Environment (set by the agent stack): TOLLGATE_STAGE, TOLLGATE_TABLE_RUNS, TOLLGATE_AGENT_QUEUE_URL,
- * TOLLGATE_GATEWAY_URL, TOLLGATE_AGENT_* limits, and the `jwt-secret` as TOLLGATE_JWT_SECRET (an ECS secret
- * injected from the SSM SecureString, never a plain value in the task definition).
+ * TOLLGATE_GATEWAY_URL, TOLLGATE_AGENT_* limits, and TOLLGATE_JWT_SECRET_PARAMETER: the SSM SecureString the
+ * `jwt-secret` is read from (cached 5 minutes and re-read when the gateway refuses a token, so a rotation reaches
+ * a running task; see jwt-secret.ts). Locally TOLLGATE_JWT_SECRET may carry the value itself.
  */
 import { SQSClient } from '@aws-sdk/client-sqs';
+import { SSMClient } from '@aws-sdk/client-ssm';
 import { ConfigError, type GatewayConfig, loadConfig } from '../../lambda/config';
 import { SqsRunQueue } from '../../lambda/core/agent/sqs-queue';
 import { systemClock } from '../../lambda/core/clock';
@@ -16,6 +18,7 @@ import { JwtKeyRingSource, TokenIssuer } from '../../lambda/core/jwt';
 import { jsonLogger, type Logger } from '../../lambda/core/log';
 import { createDynamoDbClient } from '../../lambda/store/dynamodb/client';
 import { DynamoDbRunStore } from '../../lambda/store/dynamodb/runs-store';
+import { RefreshingSecret, ssmParameterReader } from './jwt-secret';
 import { createAgentWorker, serviceTokens } from './service';
 
 /** A running agent process. */
@@ -35,12 +38,18 @@ export function startAgent(options: {
   readonly log: Logger;
   readonly config: GatewayConfig;
   readonly env: Readonly<Record<string, string | undefined>>;
+  /** @default an SSMClient in the configured region */
+  readonly ssm?: Pick<SSMClient, 'send'>;
 }): AgentProcess {
   const { log, config } = options;
   const queueUrl = required(config.agent.queueUrl, 'TOLLGATE_AGENT_QUEUE_URL');
   const gatewayUrl = required(config.agent.gatewayUrl, 'TOLLGATE_GATEWAY_URL');
   const table = required(config.tables.runs, 'TOLLGATE_TABLE_RUNS');
-  const jwtSecret = required(options.env.TOLLGATE_JWT_SECRET || undefined, 'TOLLGATE_JWT_SECRET');
+  const parameter = options.env.TOLLGATE_JWT_SECRET_PARAMETER || undefined;
+  const secret = parameter
+    ? new RefreshingSecret(ssmParameterReader(options.ssm ?? new SSMClient({ region: config.region }), parameter), { clock: systemClock })
+    : undefined;
+  const jwtSecret = secret ? () => secret.get() : required(options.env.TOLLGATE_JWT_SECRET || undefined, 'TOLLGATE_JWT_SECRET_PARAMETER or TOLLGATE_JWT_SECRET');
   const issuer = new TokenIssuer({
     keys: new JwtKeyRingSource(jwtSecret),
     clock: systemClock,
@@ -53,6 +62,7 @@ export function startAgent(options: {
     queue: new SqsRunQueue({ client: new SQSClient({ region: config.region }), queueUrl, log }),
     runs: new DynamoDbRunStore(dynamodb, { table, retentionDays: config.agent.runRetentionDays }),
     tokens: serviceTokens(issuer),
+    ...(secret ? { onUnauthorized: () => secret.invalidate() } : {}),
     clock: systemClock,
     log,
   });

@@ -40,6 +40,8 @@ export interface CreateAgentWorkerOptions {
   readonly queue: RunQueue;
   readonly runs: RunStore;
   readonly tokens: ServiceTokenSource;
+  /** Called when the gateway refuses a token (401), before one retry: re-read the `jwt-secret`. */
+  readonly onUnauthorized?: () => void | Promise<void>;
   readonly clock: Clock;
   readonly log: Logger;
   /** @default globalThis.fetch */
@@ -52,7 +54,12 @@ export interface CreateAgentWorkerOptions {
 
 export function createAgentWorker(options: CreateAgentWorkerOptions): AgentWorker {
   const { settings, clock, log } = options;
-  const gateway = new GatewayClient({ baseUrl: options.gatewayUrl, token: options.tokens, ...(options.fetch ? { fetch: options.fetch } : {}) });
+  const gateway = new GatewayClient({
+    baseUrl: options.gatewayUrl,
+    token: options.tokens,
+    ...(options.onUnauthorized ? { onUnauthorized: options.onUnauthorized } : {}),
+    ...(options.fetch ? { fetch: options.fetch } : {}),
+  });
   const executor = new RunExecutor({
     gateway,
     clock,

@@ -9,17 +9,11 @@ import { type GatewayConfig, loadConfig } from '../config';
 import { jsonLogger, type Logger } from '../core/log';
 import { createDynamoDbClient } from '../store/dynamodb/client';
 import { DynamoDbGuardrailStore } from '../store/dynamodb/guardrails-store';
-import type { Alert } from '../core/stores';
 import { recordGuardrailEvent } from '../observability/guardrail-events';
 import { GUARDRAIL_METRICS } from '../observability/metric-names';
 import { snsAlertPublisher } from './kill-switch';
 
 const BATCH = 100;
-
-/** Critical hourly alerts trip the breaker; a 200 %-of-daily escalation holds it open until acknowledged. */
-function opensCircuit(alert: Alert): boolean {
-  return (alert.type === 'spend_critical' && alert.details.window === 'hour') || alert.type === 'spend_escalation';
-}
 
 /** Builds the scheduled handler; resolves with how many alerts were published. */
 export function createAlertDispatcher(deps: {
@@ -41,10 +35,8 @@ export function createAlertDispatcher(deps: {
         await store.markPublished(alert);
         published++;
         deps.log.log('info', 'alert published', { alertType: alert.type, scope: alert.scope });
-        // EMF metrics the observability stack alarms on: every alert sent, and every alert that opened a circuit.
-        const stage = deps.config.stage;
-        recordGuardrailEvent(GUARDRAIL_METRICS.alertSent, { stage, metadata: { alertType: alert.type, scope: alert.scope } });
-        if (opensCircuit(alert)) recordGuardrailEvent(GUARDRAIL_METRICS.circuitOpened, { stage, metadata: { scope: alert.scope } });
+        // Every alert sent. CircuitOpened is written where a circuit opens (the guardrail store's hook), not here.
+        recordGuardrailEvent(GUARDRAIL_METRICS.alertSent, { stage: deps.config.stage, metadata: { alertType: alert.type, scope: alert.scope } });
       }
       if (pending.length < BATCH) return published;
     }

@@ -14,7 +14,7 @@ import { type BudgetReader, KillSwitch, type KillSwitchReporter } from '../core/
 import { jsonLogger, type Logger } from '../core/log';
 import { usdToMicros } from '../core/money';
 import type { Alert, GuardrailStore } from '../core/stores';
-import { recordGuardrailEvent } from '../observability/guardrail-events';
+import { circuitOpenedRecorder, recordGuardrailEvent } from '../observability/guardrail-events';
 import { GUARDRAIL_METRICS } from '../observability/metric-names';
 import { createDynamoDbClient } from '../store/dynamodb/client';
 import { DynamoDbGuardrailStore } from '../store/dynamodb/guardrails-store';
@@ -82,7 +82,7 @@ export function createKillSwitchHandler(deps: KillSwitchHandlerDependencies): (e
   if (!budgetName || !accountId || !alertsTopicArn) {
     throw new Error('the kill switch needs TOLLGATE_BUDGET_NAME, TOLLGATE_ACCOUNT_ID and TOLLGATE_ALERTS_TOPIC_ARN');
   }
-  const store = new DynamoDbGuardrailStore(deps.dynamodb, { tables: config.tables, platformShards: config.platformShards });
+  const store = new DynamoDbGuardrailStore(deps.dynamodb, { tables: config.tables, platformShards: config.platformShards, onCircuitOpened: circuitOpenedRecorder(config.stage) });
   const keys = new DynamoDbKeyStore(deps.dynamodb, config.tables);
   const bulk = new DynamoDbKeyStatusBatch(deps.dynamodb, config.tables);
   return async (event, context) => {

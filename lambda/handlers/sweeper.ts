@@ -10,7 +10,7 @@ import { loadConfig } from '../config';
 import { systemClock } from '../core/clock';
 import { checkLedgerSpend, KillSwitch } from '../core/guardrails/kill-switch';
 import { jsonLogger } from '../core/log';
-import { recordGuardrailEvent } from '../observability/guardrail-events';
+import { circuitOpenedRecorder, recordGuardrailEvent } from '../observability/guardrail-events';
 import { GUARDRAIL_METRICS } from '../observability/metric-names';
 import { createDynamoDbClient } from '../store/dynamodb/client';
 import { DynamoDbGuardrailStore } from '../store/dynamodb/guardrails-store';
@@ -26,7 +26,8 @@ const ledger = new DynamoDbLedger(dynamodb, {
   platformShards: config.platformShards,
   usageRetentionDays: config.usageRetentionDays,
 });
-const store = new DynamoDbGuardrailStore(dynamodb, { tables: config.tables, platformShards: config.platformShards });
+// The ledger's kill switch opens the platform circuit: that writes the CircuitOpened metric the alarm watches.
+const store = new DynamoDbGuardrailStore(dynamodb, { tables: config.tables, platformShards: config.platformShards, onCircuitOpened: circuitOpenedRecorder(config.stage) });
 const killSwitch = new KillSwitch({
   keys: new DynamoDbKeyStore(dynamodb, config.tables),
   bulk: new DynamoDbKeyStatusBatch(dynamodb, config.tables),

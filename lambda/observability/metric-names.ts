@@ -61,7 +61,7 @@ export const REQUEST_METRICS = {
 export const GUARDRAIL_METRICS = {
   /** The kill switch suspended keys (a budget threshold was crossed). */
   killSwitchActivated: 'KillSwitchActivated',
-  /** A provider circuit breaker opened. */
+  /** A circuit opened, for whatever reason (dimension `Reason` = its cause too; see guardrail-events.ts). */
   circuitOpened: 'CircuitOpened',
   /** An alert was sent (Slack, email). */
   alertSent: 'AlertSent',

@@ -23,6 +23,68 @@ export const BODY_INSPECTING_RULES: Readonly<Record<string, { readonly labelName
   },
 };
 
+/**
+ * Every rule of the managed groups that blocks by default, by group (AWS's published lists). Each is overridden to
+ * the same block with the JSON {@link WAF_RESPONSE_BODIES forbidden} answer, since a group's own blocks answer WAF's
+ * plain-text 403. Names WAF does not know are ignored by WAF; a rule AWS adds later blocks with the plain 403
+ * until it is listed here (docs/deploy-lifecycle.md).
+ */
+export const MANAGED_BLOCKING_RULES: Readonly<Record<string, readonly string[]>> = {
+  AWSManagedRulesCommonRuleSet: [
+    'NoUserAgent_HEADER',
+    'UserAgent_BadBots_HEADER',
+    'SizeRestrictions_QUERYSTRING',
+    'SizeRestrictions_Cookie_HEADER',
+    'SizeRestrictions_BODY',
+    'SizeRestrictions_URIPATH',
+    'EC2MetaDataSSRF_BODY',
+    'EC2MetaDataSSRF_COOKIE',
+    'EC2MetaDataSSRF_URIPATH',
+    'EC2MetaDataSSRF_QUERYARGUMENTS',
+    'GenericLFI_QUERYARGUMENTS',
+    'GenericLFI_URIPATH',
+    'GenericLFI_BODY',
+    'RestrictedExtensions_URIPATH',
+    'RestrictedExtensions_QUERYARGUMENTS',
+    'GenericRFI_QUERYARGUMENTS',
+    'GenericRFI_BODY',
+    'GenericRFI_URIPATH',
+    'CrossSiteScripting_COOKIE',
+    'CrossSiteScripting_QUERYARGUMENTS',
+    'CrossSiteScripting_BODY',
+    'CrossSiteScripting_URIPATH',
+  ],
+  AWSManagedRulesKnownBadInputsRuleSet: [
+    'JavaDeserializationRCE_HEADER',
+    'JavaDeserializationRCE_BODY',
+    'JavaDeserializationRCE_URIPATH',
+    'JavaDeserializationRCE_QUERYSTRING',
+    'Host_localhost_HEADER',
+    'PROPFIND_METHOD',
+    'ExploitablePaths_URIPATH',
+    'Log4JRCE_HEADER',
+    'Log4JRCE_QUERYSTRING',
+    'Log4JRCE_BODY',
+    'Log4JRCE_URIPATH',
+  ],
+  AWSManagedRulesSQLiRuleSet: [
+    'SQLi_QUERYARGUMENTS',
+    'SQLiExtendedPatterns_QUERYARGUMENTS',
+    'SQLi_BODY',
+    'SQLiExtendedPatterns_BODY',
+    'SQLi_COOKIE',
+    'SQLi_URIPATH',
+  ],
+};
+
+/**
+ * What the per-IP rate rule counts: `all` requests, or `unauthenticated` ones only — every request except those to
+ * `/v1` that carry an `Authorization` or `x-api-key` header, which the gateway limits per key (RPM, TPM, budgets)
+ * and which a backend behind one NAT address sends in bulk. A made-up header only moves such a request from WAF's
+ * limit to the stage throttle and the gateway's 401 (no Lambda work beyond the key lookup).
+ */
+export type WafRateScope = 'all' | 'unauthenticated';
+
 /** The label a managed rule adds (`GenericLFI_BODY` → `…:GenericLFI_Body`). */
 export function bodyRuleLabel(group: string, rule: string): string {
   const ns = BODY_INSPECTING_RULES[group]?.labelNamespace;
@@ -87,6 +149,8 @@ export interface GatewayWafProps {
   /** The API stage name: WAF sees REST API paths as `/<stage>/v1/…`. */
   readonly stageName: string;
   readonly ratePerIpPer5Min: number;
+  /** @default 'unauthenticated' */
+  readonly rateScope?: WafRateScope;
   readonly blockedCountries: readonly string[];
   /** Further AWSManagedRulesCommonRuleSet rules to count everywhere. */
   readonly commonRuleSetCountOnly: readonly string[];
@@ -96,7 +160,9 @@ export interface GatewayWafProps {
 /**
  * The gateway's web ACL and its logging:
  *
- *   geo block ─▶ rate per IP ─▶ Common, KnownBadInputs, SQLi managed groups (body rules: count + label)
+ *   geo block ─▶ rate per IP (by default not counting authenticated /v1 requests: the gateway limits those per key)
+ *             ─▶ Common, KnownBadInputs, SQLi managed groups (body rules: count + label; every other rule blocks
+ *                with the JSON 403)
  *             ─▶ BlockBodyFindingsOutsideV1: a body label on any path but /<stage>/v1/ or /v1/ ─▶ block
  *
  * Logs go to `aws-waf-logs-<name>` (WAF requires the prefix) with the configured retention; only requests a rule
@@ -124,34 +190,6 @@ export class GatewayWaf extends Construct {
         visibilityConfig: visibility('GeoBlock'),
       });
     }
-    rules.push({
-      name: 'RatePerIp',
-      priority: rules.length,
-      action: blockWith('rate-limited'),
-      statement: { rateBasedStatement: { limit: props.ratePerIpPer5Min, aggregateKeyType: 'IP', evaluationWindowSec: 300 } },
-      visibilityConfig: visibility('RatePerIp'),
-    });
-    const metricNames: Record<string, string> = {
-      AWSManagedRulesCommonRuleSet: 'CommonRuleSet',
-      AWSManagedRulesKnownBadInputsRuleSet: 'KnownBadInputs',
-      AWSManagedRulesSQLiRuleSet: 'SQLiRuleSet',
-    };
-    for (const [group, { rules: bodyRules }] of Object.entries(BODY_INSPECTING_RULES)) {
-      const counted = [...bodyRules, ...(group === 'AWSManagedRulesCommonRuleSet' ? props.commonRuleSetCountOnly : [])];
-      rules.push({
-        name: group,
-        priority: rules.length,
-        overrideAction: { none: {} },
-        statement: {
-          managedRuleGroupStatement: {
-            vendorName: 'AWS',
-            name: group,
-            ruleActionOverrides: [...new Set(counted)].map((name) => ({ name, actionToUse: { count: {} } })),
-          },
-        },
-        visibilityConfig: visibility(metricNames[group] ?? group),
-      });
-    }
     const pathStartsWith = (prefix: string): wafv2.CfnWebACL.StatementProperty => ({
       byteMatchStatement: {
         fieldToMatch: { uriPath: {} },
@@ -161,6 +199,53 @@ export class GatewayWaf extends Construct {
         textTransformations: [{ priority: 0, type: 'NORMALIZE_PATH' }],
       },
     });
+    const onV1: wafv2.CfnWebACL.StatementProperty = { orStatement: { statements: [pathStartsWith(`/${props.stageName}/v1/`), pathStartsWith('/v1/')] } };
+    const hasHeader = (name: string): wafv2.CfnWebACL.StatementProperty => ({
+      sizeConstraintStatement: { fieldToMatch: { singleHeader: { Name: name } }, comparisonOperator: 'GT', size: 0, textTransformations: [{ priority: 0, type: 'NONE' }] },
+    });
+    const authenticatedV1: wafv2.CfnWebACL.StatementProperty = {
+      andStatement: { statements: [onV1, { orStatement: { statements: [hasHeader('authorization'), hasHeader('x-api-key')] } }] },
+    };
+    rules.push({
+      name: 'RatePerIp',
+      priority: rules.length,
+      action: blockWith('rate-limited'),
+      statement: {
+        rateBasedStatement: {
+          limit: props.ratePerIpPer5Min,
+          aggregateKeyType: 'IP',
+          evaluationWindowSec: 300,
+          ...((props.rateScope ?? 'unauthenticated') === 'unauthenticated' ? { scopeDownStatement: { notStatement: { statement: authenticatedV1 } } } : {}),
+        },
+      },
+      visibilityConfig: visibility('RatePerIp'),
+    });
+    const metricNames: Record<string, string> = {
+      AWSManagedRulesCommonRuleSet: 'CommonRuleSet',
+      AWSManagedRulesKnownBadInputsRuleSet: 'KnownBadInputs',
+      AWSManagedRulesSQLiRuleSet: 'SQLiRuleSet',
+    };
+    for (const [group, { rules: bodyRules }] of Object.entries(BODY_INSPECTING_RULES)) {
+      const counted = new Set([...bodyRules, ...(group === 'AWSManagedRulesCommonRuleSet' ? props.commonRuleSetCountOnly : [])]);
+      const blocking = (MANAGED_BLOCKING_RULES[group] ?? []).filter((name) => !counted.has(name));
+      rules.push({
+        name: group,
+        priority: rules.length,
+        overrideAction: { none: {} },
+        statement: {
+          managedRuleGroupStatement: {
+            vendorName: 'AWS',
+            name: group,
+            ruleActionOverrides: [
+              ...[...counted].map((name) => ({ name, actionToUse: { count: {} } })),
+              // The same block, answering JSON like every other refusal (403, x-should-retry: false).
+              ...blocking.map((name) => ({ name, actionToUse: blockWith('forbidden') })),
+            ],
+          },
+        },
+        visibilityConfig: visibility(metricNames[group] ?? group),
+      });
+    }
     rules.push({
       name: BODY_FINDINGS_RULE,
       priority: rules.length,
@@ -175,7 +260,7 @@ export class GatewayWaf extends Construct {
                 ),
               },
             },
-            { notStatement: { statement: { orStatement: { statements: [pathStartsWith(`/${props.stageName}/v1/`), pathStartsWith('/v1/')] } } } },
+            { notStatement: { statement: onV1 } },
           ],
         },
       },

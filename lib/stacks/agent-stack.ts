@@ -9,6 +9,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import * as ssm from 'aws-cdk-lib/aws-ssm';
 import type { Construct } from 'constructs';
+import { secretsPrefix } from '../../lambda/core/secrets';
 import { resourceName, type DeploymentConfig } from '../config';
 import { REPO_ROOT } from '../constructs/tollgate-function';
 import type { DataStack } from './data-stack';
@@ -18,29 +19,6 @@ export const AGENT_VPC_CIDR = '10.0.0.0/16';
 
 /** The NAT instance of the `dev` profile: the smallest Graviton instance, with standard (not unlimited) CPU credits. */
 export const NAT_INSTANCE_TYPE = 't4g.nano';
-
-/**
- * An ECS secret from one of the stage's SSM SecureStrings whose grant is the data stack's narrow one
- * (GetParameters on that parameter, kms:Decrypt only through SSM for it), instead of `Secret.fromSsmParameter`'s
- * grantRead, which adds ssm:GetParameterHistory (old values) and DescribeParameters.
- */
-class StageSecret extends ecs.Secret {
-  readonly hasField = false;
-  readonly arn: string;
-
-  constructor(
-    private readonly data: DataStack,
-    private readonly name: 'jwt-secret',
-  ) {
-    super();
-    this.arn = data.secretParameterArn(name);
-  }
-
-  grantRead(grantee: iam.IGrantable): iam.Grant {
-    this.data.grantSecrets(grantee, [this.name]);
-    return iam.Grant.drop(grantee, `read the ${this.name} parameter`);
-  }
-}
 
 export interface AgentStackProps extends StackProps {
   readonly config: DeploymentConfig;
@@ -152,9 +130,12 @@ export class AgentStack extends Stack {
       this.natInstances.connections.allowFrom(ec2.Peer.ipv4(AGENT_VPC_CIDR), ec2.Port.tcp(443), 'HTTPS from the agent subnets');
       for (const instance of this.natInstances.gatewayInstances) {
         // An encrypted root volume (the NAT provider has no block-device option).
-        (instance.node.defaultChild as ec2.CfnInstance).blockDeviceMappings = [
+        const cfnInstance = instance.node.defaultChild as ec2.CfnInstance;
+        cfnInstance.blockDeviceMappings = [
           { deviceName: '/dev/xvda', ebs: { encrypted: true, volumeType: 'gp3', deleteOnTermination: true } },
         ];
+        // The root volume is billed on its own: it gets the instance's tags, the cost-allocation tag among them.
+        cfnInstance.propagateTagsToVolumeOnCreation = true;
         for (const rule of ['AwsSolutions-EC28', 'AwsSolutions-EC29']) {
           Validations.of(instance).acknowledge({
             id: rule,
@@ -227,19 +208,23 @@ export class AgentStack extends Stack {
         TOLLGATE_GATEWAY_URL: ssm.StringParameter.valueForStringParameter(this, agentNames.gatewayUrlParameter(config)),
         TOLLGATE_AGENT_RUN_TIMEOUT_MS: String(AGENT_RUN_TIMEOUT.toMilliseconds()),
         TOLLGATE_AGENT_SHUTDOWN_GRACE_MS: String(AGENT_SHUTDOWN_GRACE.toMilliseconds()),
+        // The agent reads the jwt-secret itself (cached 5 minutes, re-read when the gateway refuses a token), so a
+        // rotation reaches a running task; an ECS secret would be read once, at task start. Created at deploy by
+        // the data stack's generated-secret resource.
+        TOLLGATE_JWT_SECRET_PARAMETER: `${secretsPrefix(config.stage)}jwt-secret`,
       },
-      // Created at deploy by the data stack's generated-secret resource, so the task can start in a fresh account.
-      secrets: { TOLLGATE_JWT_SECRET: new StageSecret(data, 'jwt-secret') },
+
       stopTimeout: Duration.seconds(30),
     });
     Validations.of(this.taskDefinition).acknowledge({
       id: 'AwsSolutions-ECS2',
-      reason: 'The environment holds only non-secret settings (stage, table and queue names, the gateway URL, limits); the JWT secret is injected from an SSM SecureString through `secrets`.',
+      reason: 'The environment holds only non-secret settings (stage, table and queue names, the gateway URL, limits, the name of the jwt-secret parameter); the task reads the JWT secret itself from its SSM SecureString, with a grant for that one parameter.',
     });
     Validations.of(this.taskDefinition).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
       reason: 'ecr:GetAuthorizationToken, added to the execution role to pull the image, does not support resource-level permissions.',
     });
+    data.grantSecrets(this.taskDefinition.taskRole, ['jwt-secret']);
     // The agent calls the gateway over HTTP (the gateway keeps the ledger); it only records runs and works the queue.
     grantRunsTable(this, this.taskDefinition.taskRole, { config, data, actions: ['dynamodb:GetItem', 'dynamodb:PutItem'] });
     this.taskDefinition.taskRole.addToPrincipalPolicy(
@@ -260,6 +245,10 @@ export class AgentStack extends Stack {
       minHealthyPercent: 100,
       maxHealthyPercent: 200,
       circuitBreaker: { rollback: true },
+      // Tasks carry the service's tags (the cost-allocation tag among them): Fargate is billed per task, and the
+      // budget filters on that tag. ECS-managed tags add the cluster and service names.
+      propagateTags: ecs.PropagatedTagSource.SERVICE,
+      enableECSManagedTags: true,
     });
 
     // Scale on the backlog, in-flight runs included, so a task is never scaled in while it works on a run.

@@ -1,4 +1,4 @@
-import { CustomResource, Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import { CustomResource, Duration, RemovalPolicy, Stack, Validations, type StackProps } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
@@ -77,17 +77,38 @@ export class DataStack extends Stack {
     });
     const names = [...GENERATED_SECRETS];
     const arns = names.map((n) => this.secretParameterArn(n));
-    const secretActions = ['ssm:PutParameter', ...(props.config.secrets.removeOnDelete ? ['ssm:DeleteParameter'] : [])];
+    // Create with a created-by tag; on an existing parameter read its key (DescribeParameters: metadata only, and
+    // it has no resource-level permission), re-encrypt it when another key holds it, tag who adopted it.
+    const secretActions = [
+      'ssm:PutParameter',
+      'ssm:GetParameter',
+      'ssm:AddTagsToResource',
+      'ssm:ListTagsForResource',
+      ...(props.config.secrets.removeOnDelete ? ['ssm:DeleteParameter', 'ssm:RemoveTagsFromResource'] : []),
+    ];
     this.secretGenerator.fn.addToRolePolicy(new iam.PolicyStatement({ actions: secretActions, resources: arns }));
+    this.secretGenerator.fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['ssm:DescribeParameters'], resources: ['*'] }));
+    const viaSsmFor = { 'kms:ViaService': `ssm.${this.region}.amazonaws.com`, 'kms:EncryptionContext:PARAMETER_ARN': arns };
+    this.secretGenerator.fn.addToRolePolicy(
+      new iam.PolicyStatement({ actions: ['kms:Encrypt', 'kms:GenerateDataKey'], resources: [this.key.keyArn], conditions: { StringEquals: viaSsmFor } }),
+    );
+    // Decrypting these two parameters under whichever key of the account holds them (a retained key of an earlier
+    // Data stack), only through SSM: what re-encrypting them under this stack's key needs (issue 23).
     this.secretGenerator.fn.addToRolePolicy(
       new iam.PolicyStatement({
-        actions: ['kms:Encrypt', 'kms:GenerateDataKey'],
-        resources: [this.key.keyArn],
-        conditions: {
-          StringEquals: { 'kms:ViaService': `ssm.${this.region}.amazonaws.com`, 'kms:EncryptionContext:PARAMETER_ARN': arns },
-        },
+        actions: ['kms:Decrypt'],
+        resources: [this.formatArn({ service: 'kms', resource: 'key', resourceName: '*' })],
+        conditions: { StringEquals: viaSsmFor },
       }),
     );
+    Validations.of(this.secretGenerator.fn).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:kms:<AWS::Region>:<AWS::AccountId>:key/*]',
+      reason: 'kms:Decrypt of any key of the account, but only through SSM and only for the two generated parameters (encryption-context condition): re-encrypting a secret that a retained key of an earlier Data stack holds, whose id this stack cannot know.',
+    });
+    Validations.of(this.secretGenerator.fn).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::*]',
+      reason: 'ssm:DescribeParameters (metadata: type and KMS key, never a value) and the X-Ray actions of active tracing do not support resource-level permissions.',
+    });
     const generated: Partial<Record<(typeof GENERATED_SECRETS)[number], CustomResource>> = {};
     for (const name of names) {
       const id = name.split('-').map((w) => w[0].toUpperCase() + w.slice(1)).join('');
@@ -100,6 +121,7 @@ export class DataStack extends Stack {
           ParameterName: `${secretsPrefix(props.config.stage)}${name}`,
           Kind: name,
           KeyId: this.key.keyArn,
+          KeyAlias: dataKeyAlias(props.config.stage),
           RemoveOnDelete: String(props.config.secrets.removeOnDelete),
         },
         // The parameter outlives the stack unless removeOnDelete: the handler decides, so the resource itself goes.

@@ -245,6 +245,7 @@ export class GatewayStack extends Stack {
       name: resourceName(config, 'web-acl'),
       stageName: config.stage,
       ratePerIpPer5Min: config.waf.ratePerIpPer5Min,
+      rateScope: config.waf.rateScope,
       blockedCountries: config.waf.blockedCountries,
       commonRuleSetCountOnly: config.waf.commonRuleSetCountOnly,
       logRetentionDays: config.logRetentionDays,

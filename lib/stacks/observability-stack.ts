@@ -48,6 +48,13 @@ const EVERY_MINUTE_SILENCE = Duration.minutes(10);
 const AGENT_QUEUE_STALLED = AGENT_RUN_TIMEOUT.plus(Duration.minutes(20));
 /** How many users / keys the top-spenders tables show. */
 const TOP_N = 10;
+/** What the circuit alarm means and what to do (alarm descriptions are capped at 1,024 characters). */
+export const CIRCUIT_ALARM_DESCRIPTION =
+  'A spend circuit opened, for any reason (metric CircuitOpened; its Reason dimension says which: breaker = hourly spend ' +
+  'limit or a request billed past its reservation, velocity = spend velocity over its ceiling, escalation = a second ' +
+  'velocity trip or 200 % of a daily limit, kill-switch = the AWS budget or ledger kill switch). Every request of that ' +
+  'scope (key, user, org or platform) gets 429 circuit_open until it closes or an operator resets it: ' +
+  'npm run admin -- --aws circuits list, then circuits reset SCOPE --ack "why".';
 
 /**
  * One dashboard and the alarms, all notifying the alerts topic: infrastructure health (API Gateway, Lambda,
@@ -366,9 +373,9 @@ export class ObservabilityStack extends Stack {
       },
       {
         id: 'circuit-opened',
-        title: 'Circuit breakers opened',
+        title: 'Circuits opened',
         metrics: [guard(GUARDRAIL_METRICS.circuitOpened)],
-        alarm: { threshold: 1, description: 'A provider circuit breaker opened: requests to that provider are refused until it recovers.' },
+        alarm: { threshold: 1, description: CIRCUIT_ALARM_DESCRIPTION },
       },
       { id: 'alerts-sent', title: 'Alerts sent', metrics: [guard(GUARDRAIL_METRICS.alertSent)] },
     ]);

@@ -66,8 +66,25 @@ describe('agent stack: task definition', () => {
     const statements = statementsOf('agent', 'TaskTaskRole');
     const actions = statements.flatMap(actionsOf).sort();
     expect(actions).toEqual(
-      ['dynamodb:GetItem', 'dynamodb:PutItem', 'kms:Decrypt', 'kms:DescribeKey', 'kms:Encrypt', 'kms:GenerateDataKey', 'sqs:ChangeMessageVisibility', 'sqs:DeleteMessage', 'sqs:ReceiveMessage'].sort(),
+      [
+        'dynamodb:GetItem',
+        'dynamodb:PutItem',
+        'kms:Decrypt',
+        'kms:DescribeKey',
+        'kms:Encrypt',
+        'kms:GenerateDataKey',
+        'sqs:ChangeMessageVisibility',
+        'sqs:DeleteMessage',
+        'sqs:ReceiveMessage',
+        // The jwt-secret, read (and re-read after a rotation) by the task itself, decrypted only through SSM.
+        'kms:Decrypt',
+        'ssm:GetParameter',
+        'ssm:GetParameters',
+      ].sort(),
     );
+    const ssmRead = statements.find((s) => actionsOf(s).includes('ssm:GetParameter'))!;
+    expect(JSON.stringify(ssmRead.Resource)).toContain('parameter/tollgate/dev/jwt-secret');
+    expect(JSON.stringify(ssmRead.Resource)).not.toMatch(/key-pepper|api-key/);
     const sqs = statements.find((s) => actionsOf(s).includes('sqs:ReceiveMessage'))!;
     expect(sqs.Resource).toEqual({ 'Fn::GetAtt': [expect.stringMatching(/^RunQueue/), 'Arn'] });
     const table = statements.find((s) => actionsOf(s).includes('dynamodb:GetItem'))!;

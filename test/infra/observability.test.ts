@@ -121,7 +121,7 @@ const EXPECTED_GRAPHS: Record<string, string[]> = {
   'Latency p99 (ms)': [`Tollgate Latency ${GW} p99`, `Tollgate UpstreamLatency ${GW} p99`],
   'API 5xx rate (%)': ['= IF(requests >= 20, 100 * errors / requests, 0)', `AWS/ApiGateway 5XXError ${API} Sum`, `AWS/ApiGateway Count ${API} Sum`],
   'Kill switch activations': [`Tollgate KillSwitchActivated ${GUARD} Sum`],
-  'Circuit breakers opened': [`Tollgate CircuitOpened ${GUARD} Sum`],
+  'Circuits opened': [`Tollgate CircuitOpened ${GUARD} Sum`],
   'Alerts sent': [`Tollgate AlertSent ${GUARD} Sum`],
   'Response cache hits and misses': [`Tollgate CacheHits ${GW} Sum 3600s`, `Tollgate CacheMisses ${GW} Sum 3600s`],
   'Saved by the response cache (USD)': [`Tollgate CacheSavedUsd ${GW} Sum 3600s`],

@@ -298,12 +298,13 @@ describe('agent stack', () => {
     });
   });
 
-  it('when the task is defined, the JWT secret comes from the SSM SecureString and the image from agent/Dockerfile', () => {
+  it('when the task is defined, it names the JWT secret\'s SSM SecureString (read by the task, never a value) and the image comes from agent/Dockerfile', () => {
     const task = only(resourcesOf(t.agent, 'AWS::ECS::TaskDefinition'));
     const [container] = (task.Properties as { ContainerDefinitions: Array<Record<string, unknown>> }).ContainerDefinitions;
-    expect(container.Secrets).toEqual([{ Name: 'TOLLGATE_JWT_SECRET', ValueFrom: expect.anything() }]);
-    expect(JSON.stringify(container.Secrets)).toContain('parameter/tollgate/dev/jwt-secret');
-    const env = (container.Environment as Array<{ Name: string }>).map((e) => e.Name);
+    expect(container.Secrets).toBeUndefined();
+    const environment = container.Environment as Array<{ Name: string; Value: unknown }>;
+    expect(environment.find((e) => e.Name === 'TOLLGATE_JWT_SECRET_PARAMETER')?.Value).toBe('/tollgate/dev/jwt-secret');
+    const env = environment.map((e) => e.Name).filter((n) => !n.endsWith('_PARAMETER'));
     expect(env.filter((n) => /SECRET|KEY$|PEPPER|WEBHOOK/.test(n))).toEqual([]);
     const manifest = synth.app
       .synth()

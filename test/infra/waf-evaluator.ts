@@ -10,6 +10,8 @@ import * as path from 'node:path';
 export interface WafRequest {
   readonly uriPath: string;
   readonly body: string;
+  /** Request headers, names lower-case. */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 export type WafOutcome = { readonly action: 'ALLOW' } | { readonly action: 'BLOCK'; readonly rule: string; readonly managedRule?: string };
@@ -67,6 +69,17 @@ function matches(statement: Statement, ctx: Context): boolean {
         throw new Error(`positional constraint ${b.PositionalConstraint} is not modelled`);
     }
   }
+  if (statement.SizeConstraintStatement) {
+    const c = statement.SizeConstraintStatement as { FieldToMatch: Statement; ComparisonOperator: string; Size: number; TextTransformations: Array<{ Type: string }> };
+    const header = c.FieldToMatch.SingleHeader?.Name as string | undefined;
+    if (!header) throw new Error('only SingleHeader size constraints are modelled');
+    const value = ctx.request.headers?.[header.toLowerCase()];
+    // WAF treats a missing header as not matching the statement.
+    if (value === undefined) return false;
+    const size = Buffer.byteLength(transform(value, c.TextTransformations));
+    if (c.ComparisonOperator === 'GT') return size > c.Size;
+    throw new Error(`comparison ${c.ComparisonOperator} is not modelled`);
+  }
   // A caller from an allowed country under the rate limit.
   if (statement.GeoMatchStatement || statement.RateBasedStatement) return false;
   throw new Error(`statement ${Object.keys(statement).join(', ')} is not modelled`);
@@ -103,4 +116,9 @@ export function evaluateWebAcl(
     }
   }
   return webAcl.DefaultAction.Block ? { action: 'BLOCK', rule: 'default' } : { action: 'ALLOW' };
+}
+
+/** Whether one statement (e.g. a rate rule's scope-down) matches the request; labels as given. */
+export function matchesStatement(statement: Statement, request: WafRequest, labels: readonly string[] = []): boolean {
+  return matches(statement, { request, labels: new Set(labels) });
 }

@@ -55,6 +55,12 @@ export interface DynamoDbGuardrailStoreOptions {
   readonly platformShards: number;
   /** Where "now" comes from (the last day {@link DynamoDbGuardrailStore.listAlerts} reads). @default systemClock */
   readonly clock?: Clock;
+  /**
+   * Called once for each circuit this store opened (or extended), whichever guard asked: on AWS it writes the
+   * `CircuitOpened` metric the circuit alarm watches (lambda/observability/guardrail-events.ts). Not called when
+   * an equal or longer circuit was open already. A hook that throws is ignored.
+   */
+  readonly onCircuitOpened?: (circuit: CircuitState) => void;
 }
 
 /** The DynamoDB implementation of {@link GuardrailStore}. */
@@ -62,6 +68,7 @@ export class DynamoDbGuardrailStore implements GuardrailStore {
   private readonly table: string;
   private readonly platformShards: number;
   private readonly clock: Clock;
+  private readonly onCircuitOpened: (circuit: CircuitState) => void;
 
   constructor(
     private readonly client: DynamoDBClient,
@@ -70,6 +77,14 @@ export class DynamoDbGuardrailStore implements GuardrailStore {
     this.table = options.tables.budgets;
     this.platformShards = options.platformShards;
     this.clock = options.clock ?? systemClock;
+    const hook = options.onCircuitOpened;
+    this.onCircuitOpened = (circuit) => {
+      try {
+        hook?.(circuit);
+      } catch {
+        // A metric must never fail the guard that opened the circuit.
+      }
+    };
   }
 
   async recordAlert(alert: Alert, options: RecordAlertOptions): Promise<boolean> {
@@ -103,6 +118,7 @@ export class DynamoDbGuardrailStore implements GuardrailStore {
     ];
     const circuit = options.openCircuit ? this.circuitPuts(options.openCircuit) : [];
     let reasons = await this.transact([...base, ...circuit]);
+    if (!reasons && options.openCircuit) this.onCircuitOpened(options.openCircuit);
     if (reasons && circuit.length > 0 && !reasons.slice(0, 2).some(failed) && reasons.slice(base.length).some(failed)) {
       // A longer circuit is open already (e.g. until acknowledged): record the alert without shortening it.
       reasons = await this.transact(base);
@@ -139,7 +155,10 @@ export class DynamoDbGuardrailStore implements GuardrailStore {
 
   async openCircuit(state: CircuitState): Promise<boolean> {
     const reasons = await this.transact(this.circuitPuts(state));
-    if (!reasons) return true;
+    if (!reasons) {
+      this.onCircuitOpened(state);
+      return true;
+    }
     if (reasons.some(failed)) return false;
     throw unexpected(reasons);
   }
