@@ -5,6 +5,7 @@
  * The handle lives on globalThis for global-teardown, which jest runs in this same process.
  */
 import { startDynamoDbLocal, type DynamoDbLocal } from '../../lambda/local/dynamodb-local';
+import { ensureAgentBinaries } from '../clients/agent-binaries';
 
 /** Where global-teardown finds the instance to stop. */
 export const DDB_HANDLE = Symbol.for('tollgate.test.dynamodbLocal');
@@ -12,6 +13,9 @@ export const DDB_HANDLE = Symbol.for('tollgate.test.dynamodbLocal');
 export default async function globalSetup(): Promise<void> {
   // Node 20 here, 22 on Lambda: the SDK's "upgrade Node" notice would otherwise print once per test worker.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  // The real Claude Code and Codex CLIs for test/clients (once per machine, before the workers start, so two
+  // suites never install them at once).
+  ensureAgentBinaries();
   if (process.env.TOLLGATE_TEST_DDB_ENDPOINT) return;
   let ddb: DynamoDbLocal;
   try {
