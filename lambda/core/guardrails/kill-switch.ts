@@ -21,7 +21,7 @@ import { randomUUID } from 'node:crypto';
 import type { Clock } from '../clock';
 import { type AuditSink, auditEntry } from '../audit';
 import type { Logger } from '../log';
-import { displayUsd, type MicroUsd, usdToMicros } from '../money';
+import { displayUsd, humanUsd, type MicroUsd, usdToMicros } from '../money';
 import type { Acknowledgement, Alert, GuardrailStore, KeyStatusBatch, KeyStore, KillSwitchState, Ledger } from '../stores';
 import { WINDOWS, windowBounds, windowKey } from '../windows';
 import { type DefaultLimits, effectiveLimits } from './defaults';
@@ -211,7 +211,7 @@ export class KillSwitch {
             at,
             before: { killSwitch: 'off' },
             after: { killSwitch: 'on', platformCircuit: 'open', activeKeys: 'suspended' },
-            reason: `${trigger.what} actual spend ${displayUsd(trigger.actualMicros)} ≥ ${displayUsd(trigger.thresholdMicros)}`,
+            reason: `${trigger.what} actual spend ${humanUsd(trigger.actualMicros)} ≥ ${humanUsd(trigger.thresholdMicros)}`,
             details: { budget: trigger.source, actualMicros: trigger.actualMicros, thresholdMicros: trigger.thresholdMicros },
           },
           this.o.clock,

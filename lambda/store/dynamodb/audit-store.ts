@@ -136,6 +136,7 @@ export class DynamoDbAuditLog implements AuditLog {
     const from = new Date(query.since).toISOString();
     const to = new Date(until).toISOString();
     const out: AuditEntry[] = [];
+    if (query.since > until) return out;
     const take = (e: AuditEntry): boolean => {
       if (query.target !== undefined && !auditMentions(e, query.target)) return true;
       out.push(e);
