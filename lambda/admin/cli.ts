@@ -228,6 +228,9 @@ function checked(spec: CommandSpec, group: string, action: string | undefined, r
     throw new UsageError(`usage groups by ${USAGE_GROUPINGS.join(', ')} (got "${action}")`, spec);
   }
   if (typeof values.window === 'string') windowArg(values.window, 'day', spec);
+  if (spec.name === 'keys create' && values.window !== undefined && values['budget-usd'] === undefined) {
+    throw new UsageError('--window applies to --budget-usd: give both, e.g. --budget-usd 5 --window day', spec);
+  }
   return { spec, group, ...(action !== undefined ? { action } : {}), rest, values };
 }
 
@@ -263,8 +266,6 @@ export async function run(argv: readonly string[], out: (text: string) => void):
           } catch (err) {
             throw new UsageError(`--budget-usd: ${err instanceof Error ? err.message : String(err)}`, spec);
           }
-        } else if (str('window') !== undefined) {
-          throw new UsageError('--window applies to --budget-usd: give both, e.g. --budget-usd 5 --window day', spec);
         }
         const rpm = rateArg('rpm', str('rpm'), spec);
         const tpm = rateArg('tpm', str('tpm'), spec);
