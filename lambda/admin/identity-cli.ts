@@ -57,14 +57,26 @@ function clientFor(values: IdentityCommand['values']): AdminHttpClient | undefin
   const url = s(values, 'url');
   const token = s(values, 'admin-token');
   if (url) {
+    // The local gateway's own URL without --admin-token: its token is in .tollgate/ (running.json).
+    const local = token ? undefined : readRunning(stateDir());
+    const localToken = local && sameOrigin(local.url, url) ? local.adminToken : undefined;
+    const useToken = token ?? localToken;
     return new AdminHttpClient({
       url,
-      auth: token ? { kind: 'token', token } : { kind: 'sigv4', region: s(values, 'region') ?? loadConfig().region },
+      auth: useToken ? { kind: 'token', token: useToken } : { kind: 'sigv4', region: s(values, 'region') ?? loadConfig().region },
     });
   }
   if (values.aws) return undefined;
   const running = readRunning(stateDir());
   return running ? new AdminHttpClient({ url: running.url, auth: { kind: 'token', token: running.adminToken } }) : undefined;
+}
+
+function sameOrigin(a: string, b: string): boolean {
+  try {
+    return new URL(a).origin === new URL(b).origin;
+  } catch {
+    return false;
+  }
 }
 
 /** Runs an identity command or any command in HTTP mode; prints with `out`. */
