@@ -13,7 +13,7 @@ import { userInfo } from 'node:os';
 import { type AuditSink, audited } from '../audit';
 import type { Clock } from '../clock';
 import { silentLogger } from '../log';
-import { displayUsd } from '../money';
+import { humanUsd as displayUsd } from '../money';
 import type { GuardrailStore, KeyStore, Ledger } from '../stores';
 import { parseScope } from '../types';
 import { type BulkStatusChanger, KillSwitch } from './kill-switch';
@@ -59,8 +59,12 @@ function needAck(ack: string | undefined, what: string): string {
   return ack.trim();
 }
 
+/** A time for people: local `YYYY-MM-DD HH:MM:SS` (JSON output keeps epoch milliseconds). */
 function iso(ms: number | undefined): string {
-  return ms === undefined ? '' : new Date(ms).toISOString();
+  if (ms === undefined) return '';
+  const d = new Date(ms);
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
 function limitArg(name: string, value: string | undefined): number | null | undefined {
