@@ -302,6 +302,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
       pepper: secrets.keyPepper,
       clock,
       defaults: config.defaults,
+      platformShards: config.platformShards,
     }),
   ];
   const runQueue =

@@ -1,21 +1,13 @@
 /**
- * `npm run admin -- <command>`: keys, budgets and usage reports, against the local gateway's DynamoDB Local
- * (the running `npm start`, or a DynamoDB Local of its own on the same data) or, with `--aws`, against the
- * deployed tables (names from TOLLGATE_TABLE_* / TOLLGATE_STAGE, pepper from SSM).
+ * `npm run admin -- <command>`: keys, budgets, usage, guardrails and the audit log, against the local gateway's
+ * DynamoDB Local (the running `npm start`, or a DynamoDB Local of its own on the same data), with `--aws`
+ * against the deployed tables (names from TOLLGATE_TABLE_* / TOLLGATE_STAGE, pepper from SSM), or with
+ * `--url` through a gateway's /admin API (identity-cli.ts). The commands, their options and their help are
+ * in commands.ts; `npm run admin -- --help` lists them.
  *
- *   keys create --user U [--org O] [--name N] [--scopes a,b] [--rpm N] [--tpm N] [--cache] [--budget-usd X --window W]
- *               [--expires ISO] [--json]
- *   keys list [--user U] [--json] | keys show ID | keys suspend|resume|revoke ID [--reason "…"]
- *   budgets set SCOPE WINDOW USD|none      (SCOPE: key:ID user:ID org:ID platform; WINDOW: hour|day|month)
- *   budgets show SCOPE [--json]
- *   usage --by user|key|org|model [--id ID] [--window hour|day|month] [--json]
- *   tokens issue --service S --scopes a,b [--ttl 1h] [--on-behalf-of U]   services register --service S --scopes a,b
- *   audit [--id yyyy-mm-dd]     --url URL [--admin-token T | SigV4]: keys/budgets/usage over /admin/* (identity-cli.ts)
- *   circuits list | circuits reset SCOPE --ack "…" | alerts | killswitch status|resume --ack "…" | loopguard …
- *                                          (guardrails: see lambda/core/guardrails/admin-commands.ts)
- *   report [--range hour|today|yesterday|7d|month] [--org TEAM] [--json]   the dashboard's summary (refusals, budgets…)
- *   reconcile [--day YYYY-MM-DD] [--json]     ledger vs the providers' cost reports (admin keys from
- *                                            TOLLGATE_SECRET_OPENAI_ADMIN_KEY / _ANTHROPIC_ADMIN_KEY or SSM)
+ * Every change (keys, budgets, breaker acknowledgements, the kill switch, loop guard limits) is written to the
+ * audit log first, naming who made it (`--actor`, else $TOLLGATE_ACTOR, else the OS user) and `--reason`.
+ * Mistakes in the command line print one line and the usage, and exit 2; other failures exit 1.
  */
 import { SSMClient } from '@aws-sdk/client-ssm';
 import { join } from 'node:path';
@@ -24,15 +16,17 @@ import { loadGatewaySecrets } from '../compose';
 import { loadConfig } from '../config';
 import { systemClock } from '../core/clock';
 import { TollgateError } from '../core/errors';
-import { createApiKey } from '../core/key-admin';
-import { displayUsd, formatUsd, usdToMicros } from '../core/money';
+import { budgetView, isUsageGrouping, keyView, publicKey, USAGE_GROUPINGS, type UsageGrouping, usageRange, usageView } from '../core/admin-views';
+import { audited, AuditUnavailableError, type AuditWho, cliActor, createKeyAudited, limitAuditValue } from '../core/audit';
+import { formatUsd, usdToMicros } from '../core/money';
 import { EnvSecretSource, RECONCILE_SECRET_NAMES, type SecretSource, SsmSecretSource } from '../core/secrets';
 import { jsonLogger } from '../core/log';
 import { runReconcile, yesterdayOf } from '../handlers/reconcile';
 import type { KeyStore, Ledger, UsageStore } from '../core/stores';
 import { type KeyRecord, parseScope, type ScopeId, UNLIMITED, type UsageRecord } from '../core/types';
-import { type DefaultLimits, describeLimits, keyRateLimits } from '../core/guardrails/defaults';
-import { isWindow, type Window, WINDOWS, windowBounds, windowKey } from '../core/windows';
+import type { DefaultLimits } from '../core/guardrails/defaults';
+import { isWindow, type Window, WINDOWS } from '../core/windows';
+import { type AuditEntry, DynamoDbAuditLog } from '../store/dynamodb/audit-store';
 import { createDynamoDbClient } from '../store/dynamodb/client';
 import { runReport } from './report';
 import { SUMMARY_RANGES, type SummaryRange } from '../observability/spend-summary';
@@ -47,9 +41,23 @@ import { DynamoDbUsageStore } from '../store/dynamodb/usage-store';
 import { startDynamoDbLocal } from '../local/dynamodb-local';
 import { loadOrCreatePepper, readRunning, stateDir } from '../local/state';
 import { AdminHttpError } from './http-client';
-import { IDENTITY_GROUPS, IdentityUsageError, runIdentityCommand } from './identity-cli';
+import { actionsOf, type CommandSpec, commandHelp, findCommand, GLOBAL_OPTIONS, GROUPS, groupHelp, OPTIONS, overview, shortUsage } from './commands';
+import { humanUsd, parseSince, table } from './format';
+import { IdentityUsageError, runIdentityCommand } from './identity-cli';
+import { auditText, budgetText, keysTable, keyText, usageText, usd } from './render';
 
-class UsageError extends Error {}
+/** A mistake in the command line: printed as one line and the command's usage; exit 2. */
+export class UsageError extends Error {
+  readonly usage: string;
+  constructor(message: string, spec?: CommandSpec, group?: string) {
+    super(message);
+    this.name = 'UsageError';
+    this.usage = shortUsage(spec, group);
+  }
+}
+
+/** Something named on the command line does not exist (a key id): exit 1. */
+class NotFound extends Error {}
 
 interface Stores {
   /** The limits keys, users and the platform get when they set none (from the same environment as the gateway). */
@@ -59,6 +67,8 @@ interface Stores {
   readonly usage: UsageStore;
   readonly guardrails: DynamoDbGuardrailStore;
   readonly bulk: DynamoDbKeyStatusBatch;
+  /** Where every change is recorded before it is made. */
+  readonly audit: DynamoDbAuditLog;
   readonly pepper: string;
   /** For billing reconciliation: the client, the config and where the admin keys come from. */
   readonly dynamodb: ReturnType<typeof createDynamoDbClient>;
@@ -111,242 +121,298 @@ function storesFor(
     usage: new DynamoDbUsageStore(dynamodb, config.tables),
     guardrails: new DynamoDbGuardrailStore(dynamodb, { tables: config.tables, platformShards: config.platformShards }),
     bulk: new DynamoDbKeyStatusBatch(dynamodb, config.tables),
+    audit: new DynamoDbAuditLog(dynamodb, { table: config.tables.audit, retentionDays: config.usageRetentionDays }),
     pepper,
     close,
   };
 }
 
-function table(rows: readonly Record<string, string | number>[]): string {
-  if (rows.length === 0) return '(none)';
-  const cols = Object.keys(rows[0]!);
-  const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c] ?? '').length)));
-  const line = (cells: readonly string[]) => cells.map((c, i) => c.padEnd(width[i]!)).join('  ').trimEnd();
-  return [line(cols), line(width.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => String(r[c] ?? ''))))].join('\n');
-}
+/** The options of node's parseArgs, from commands.ts. */
+const PARSE_OPTIONS = Object.fromEntries(
+  Object.entries(OPTIONS).map(([name, o]) => [name, { type: o.type, ...(o.short ? { short: o.short } : {}) }]),
+) as Record<string, { type: 'string' | 'boolean'; short?: string }>;
 
-function keyRow(k: KeyRecord): Record<string, string> {
-  return {
-    keyId: k.keyId,
-    prefix: k.prefix,
-    user: k.userId,
-    org: k.orgId ?? '',
-    name: k.name,
-    status: k.status + (k.statusChangedBy === 'kill-switch' ? ' (kill switch)' : ''),
-    scopes: k.scopes.join(','),
-    rpm: k.rpm === undefined ? '' : String(k.rpm),
-    tpm: k.tpm === undefined ? '' : String(k.tpm),
-    lastUsed: k.lastUsedAt ?? '',
-  };
-}
+/** Options some commands accept without listing them in their help (older spellings). */
+const QUIET_OPTIONS: Readonly<Record<string, readonly string[]>> = { 'circuits reset': ['by'], 'killswitch resume': ['by'] };
 
-function publicKey(k: KeyRecord): Omit<KeyRecord, 'hash'> {
-  const { hash: _hash, ...rest } = k;
-  return rest;
-}
-
-function summaryRangeArg(value: string): SummaryRange {
-  if ((SUMMARY_RANGES as readonly string[]).includes(value)) return value as SummaryRange;
-  throw new Error(`--range must be one of ${SUMMARY_RANGES.join(', ')} (got "${value}")`);
-}
-
-function windowArg(value: string | undefined, fallback: Window): Window {
+function windowArg(value: string | undefined, fallback: Window, spec?: CommandSpec): Window {
   const w = value ?? fallback;
-  if (!isWindow(w)) throw new UsageError(`window must be one of ${WINDOWS.join(', ')}, got "${w}"`);
+  if (!isWindow(w)) throw new UsageError(`--window must be one of ${WINDOWS.join(', ')} (got "${w}")`, spec);
   return w;
 }
 
+function summaryRangeArg(value: string, spec?: CommandSpec): SummaryRange {
+  if ((SUMMARY_RANGES as readonly string[]).includes(value)) return value as SummaryRange;
+  throw new UsageError(`--range must be one of ${SUMMARY_RANGES.join(', ')} (got "${value}")`, spec);
+}
+
 /** A per-minute limit: a positive number, or `none` (stored as 0: explicitly unlimited, no default). */
-function rateArg(name: string, value: string | undefined): number | undefined {
+function rateArg(name: string, value: string | undefined, spec: CommandSpec): number | undefined {
   if (value === 'none') return 0;
-  return intArg(name, value);
-}
-
-/** Budget limits of a scope with where each comes from: `$100.00 (default)`, `$20.00`, `none`. */
-async function limitRows(stores: Stores, scope: ScopeId): Promise<Record<string, string>> {
-  const rows = describeLimits(scope, (await stores.ledger.getLimitSettings([scope])).get(scope), stores.defaults);
-  return Object.fromEntries(
-    Object.entries(rows).map(([w, r]) => [w, r.limit === undefined ? 'none' : `${displayUsd(r.limit)}${r.source === 'default' ? ' (default)' : ''}`]),
-  );
-}
-
-function intArg(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive whole number`);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive whole number or "none" (got "${value}")`, spec);
   return n;
 }
 
-export async function run(argv: readonly string[], out: (text: string) => void): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: [...argv],
-    allowPositionals: true,
-    options: {
-      user: { type: 'string' },
-      org: { type: 'string' },
-      name: { type: 'string' },
-      scopes: { type: 'string' },
-      rpm: { type: 'string' },
-      tpm: { type: 'string' },
-      cache: { type: 'boolean', default: false },
-      day: { type: 'string' },
-      'budget-usd': { type: 'string' },
-      window: { type: 'string' },
-      range: { type: 'string' },
-      expires: { type: 'string' },
-      reason: { type: 'string' },
-      by: { type: 'string' },
-      id: { type: 'string' },
-      json: { type: 'boolean', default: false },
-      aws: { type: 'boolean', default: false },
-      // Identity (issue 5): tokens, services, audit, and the HTTP/SigV4 mode (lambda/admin/identity-cli.ts).
-      url: { type: 'string' },
-      'admin-token': { type: 'string' },
-      region: { type: 'string' },
-      service: { type: 'string' },
-      ttl: { type: 'string' },
-      'on-behalf-of': { type: 'string' },
-      ack: { type: 'string' },
-      'since-hours': { type: 'string' },
-      'max-repeats': { type: 'string' },
-      'max-failures': { type: 'string' },
-    },
-  });
+/** The command line, checked against commands.ts. */
+interface Parsed {
+  readonly spec?: CommandSpec;
+  readonly group?: string;
+  readonly action?: string;
+  readonly rest: readonly string[];
+  readonly values: Record<string, string | boolean | undefined>;
+  /** Text to print instead of running anything (help). */
+  readonly help?: string;
+}
+
+function parse(argv: readonly string[]): Parsed {
+  const words = argv.filter((a) => !a.startsWith('-'));
+  const guess = findCommand(words[0], words[1]);
+  let parsed: ReturnType<typeof parseArgs<{ args: string[]; allowPositionals: true; strict: true; options: typeof PARSE_OPTIONS }>>;
+  try {
+    parsed = parseArgs({ args: [...argv], allowPositionals: true, strict: true, options: PARSE_OPTIONS });
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    const unknown = /Unknown option '([^']+)'/.exec(message)?.[1];
+    if (unknown) throw new UsageError(`unknown option ${unknown}${guess ? ` for "${guess.name}"` : ''}`, guess, words[0]);
+    const missing = /Option '(-\w, )?(--[\w-]+)[^']*' argument missing/.exec(message)?.[2];
+    if (missing) throw new UsageError(`${missing} needs a value`, guess, words[0]);
+    const noValue = /Option '(-\w, )?(--[\w-]+)' does not take an argument/.exec(message)?.[2];
+    if (noValue) throw new UsageError(`${noValue} takes no value`, guess, words[0]);
+    throw new UsageError(message.split('\n')[0]!, guess, words[0]);
+  }
+  const values = parsed.values as Record<string, string | boolean | undefined>;
+  let positionals = [...parsed.positionals];
+  let help = values.help === true;
+  if (positionals[0] === 'help') {
+    help = true;
+    positionals = positionals.slice(1);
+  }
   const [group, action, ...rest] = positionals;
-  if (!group) throw new UsageError('usage: admin keys|budgets|usage …  (see lambda/admin/cli.ts header)');
-  if (values.url || (IDENTITY_GROUPS as readonly string[]).includes(group)) {
-    await runIdentityCommand({ group, ...(action ? { action } : {}), rest, values }, out);
+  if (!group) return { rest: [], values, help: overview() };
+  if (!GROUPS.includes(group)) throw new UsageError(`unknown command "${group}"; commands: ${GROUPS.join(', ')}`);
+  const actions = actionsOf(group);
+  if (actions.length > 0) {
+    if (action === undefined || action === 'help') {
+      if (help || action === 'help') return { group, rest: [], values, help: groupHelp(group) };
+      // `circuits` and `killswitch` alone show the state; other groups need a command.
+      const implied = { circuits: 'list', killswitch: 'status' }[group];
+      if (!implied) throw new UsageError(`"${group}" needs a command: ${actions.join(', ')}`, undefined, group);
+      return checked(findCommand(group, implied)!, group, implied, [], values);
+    }
+    if (!actions.includes(action)) throw new UsageError(`unknown command "${group} ${action}"; "${group}" takes ${actions.join(', ')}`, undefined, group);
+    const spec = findCommand(group, action)!;
+    if (help) return { spec, group, action, rest, values, help: commandHelp(spec) };
+    return checked(spec, group, action, rest, values);
+  }
+  const spec = findCommand(group, undefined)!;
+  if (help) return { spec, group, rest: [], values, help: commandHelp(spec) };
+  // Single-word commands take their value as a word too (`usage user`, `audit 2026-12-06`).
+  return checked(spec, group, action, rest, values);
+}
+
+function checked(spec: CommandSpec, group: string, action: string | undefined, rest: readonly string[], values: Parsed['values']): Parsed {
+  const allowed = new Set<string>([...GLOBAL_OPTIONS, ...spec.options, ...(QUIET_OPTIONS[spec.name] ?? [])]);
+  for (const [name, value] of Object.entries(values)) {
+    if (value === undefined || value === false) continue;
+    if (!allowed.has(name)) throw new UsageError(`"${spec.name}" does not take --${name}`, spec);
+  }
+  for (const name of spec.required ?? []) {
+    if (typeof values[name] !== 'string' || !(values[name] as string).trim()) throw new UsageError(`"${spec.name}" needs --${name}`, spec);
+  }
+  const wanted = spec.args ? spec.args.split(' ').length : 0;
+  const given = spec.name.includes(' ') ? rest : [action, ...rest].filter((x): x is string => x !== undefined);
+  // The one-word commands accept one optional word (usage BY, audit DAY).
+  const max = spec.name.includes(' ') ? wanted : 1;
+  if (spec.args && given.length < wanted) throw new UsageError(`"${spec.name}" needs ${spec.args}`, spec);
+  if (given.length > max) throw new UsageError(`unexpected "${given[max]}" after "${spec.name}"`, spec);
+  if (values.url !== undefined && spec.overHttp === false) throw new UsageError(`"${spec.name}" works on the tables, not over --url (run it where the tables are, or with --aws)`, spec);
+  if (typeof values.by === 'string' && spec.name === 'usage' && !isUsageGrouping(values.by)) {
+    throw new UsageError(`--by must be one of ${USAGE_GROUPINGS.join(', ')} (got "${values.by}")`, spec);
+  }
+  if (spec.name === 'usage' && action !== undefined && !isUsageGrouping(action)) {
+    throw new UsageError(`usage groups by ${USAGE_GROUPINGS.join(', ')} (got "${action}")`, spec);
+  }
+  if (typeof values.window === 'string') windowArg(values.window, 'day', spec);
+  if (spec.name === 'keys create' && values.window !== undefined && values['budget-usd'] === undefined) {
+    throw new UsageError('--window applies to --budget-usd: give both, e.g. --budget-usd 5 --window day', spec);
+  }
+  return { spec, group, ...(action !== undefined ? { action } : {}), rest, values };
+}
+
+export async function run(argv: readonly string[], out: (text: string) => void): Promise<void> {
+  const cmd = parse(argv);
+  if (cmd.help !== undefined) {
+    out(cmd.help);
     return;
   }
-  const stores = await connect(values.aws || process.env.TOLLGATE_TARGET === 'aws');
+  const spec = cmd.spec!;
+  const group = cmd.group!;
+  const { action, rest } = cmd;
+  const values = cmd.values as Record<string, string | undefined> & { json?: boolean; aws?: boolean; cache?: boolean };
+  const str = (name: string) => (typeof cmd.values[name] === 'string' ? (cmd.values[name] as string) : undefined);
+  if (str('url') !== undefined || group === 'tokens' || group === 'services') {
+    await runIdentityCommand({ group, ...(action ? { action } : {}), rest, values: cmd.values }, out);
+    return;
+  }
+  const stores = await connect(values.aws === true || process.env.TOLLGATE_TARGET === 'aws');
   const print = (human: string, json: unknown) => out(values.json ? JSON.stringify(json, null, 2) : human);
+  const now = Date.now();
+  const who: AuditWho = { actor: cliActor(str('actor')), via: 'cli' };
+  const reason = str('reason')?.trim() || undefined;
   try {
     if (group === 'keys') {
       if (action === 'create') {
-        if (!values.user) throw new UsageError('keys create needs --user');
-        const budgetUsd = values['budget-usd'];
-        const created = await createApiKey(
+        const budgetUsd = str('budget-usd');
+        const window = windowArg(str('window'), 'month', spec);
+        let limit: number | typeof UNLIMITED | undefined;
+        if (budgetUsd !== undefined) {
+          try {
+            limit = budgetUsd === UNLIMITED ? UNLIMITED : usdToMicros(budgetUsd);
+          } catch (err) {
+            throw new UsageError(`--budget-usd: ${err instanceof Error ? err.message : String(err)}`, spec);
+          }
+        }
+        const rpm = rateArg('rpm', str('rpm'), spec);
+        const tpm = rateArg('tpm', str('tpm'), spec);
+        const created = await createKeyAudited(
           stores,
           {
-            userId: values.user,
-            ...(values.org ? { orgId: values.org } : {}),
-            ...(values.name ? { name: values.name } : {}),
-            ...(values.scopes ? { scopes: values.scopes.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
-            ...(values.rpm ? { rpm: rateArg('rpm', values.rpm) } : {}),
-            ...(values.tpm ? { tpm: rateArg('tpm', values.tpm) } : {}),
+            userId: str('user')!,
+            ...(str('org') ? { orgId: str('org') } : {}),
+            ...(str('name') ? { name: str('name') } : {}),
+            ...(str('scopes') ? { scopes: str('scopes')!.split(',').map((x) => x.trim()).filter(Boolean) } : {}),
+            ...(rpm !== undefined ? { rpm } : {}),
+            ...(tpm !== undefined ? { tpm } : {}),
             ...(values.cache ? { responseCache: true } : {}),
-            ...(values.expires ? { expiresAt: values.expires } : {}),
-            ...(budgetUsd ? { budget: { window: windowArg(values.window, 'month'), limit: budgetUsd === UNLIMITED ? (UNLIMITED as typeof UNLIMITED) : usdToMicros(budgetUsd) } } : {}),
+            ...(str('expires') ? { expiresAt: str('expires') } : {}),
+            ...(limit !== undefined ? { budget: { window, limit } } : {}),
           },
-          { pepper: stores.pepper, clock: systemClock },
+          { pepper: stores.pepper, clock: systemClock, sink: stores.audit, who: { ...who, ...(reason ? { reason } : {}) } },
         );
+        const r = created.record;
+        const budgetLine =
+          limit === undefined
+            ? 'budget: the defaults (see keys show)'
+            : `budget: ${limit === UNLIMITED ? 'no limit' : `${humanUsd(limit)} per ${window}`}${str('window') === undefined ? ' (--window not given: defaulted to month; use --window hour|day|month)' : ''}`;
         print(
-          `Created ${created.record.prefix} for user ${created.record.userId}. The key is shown only this once:\n${created.raw}`,
-          { key: created.raw, ...publicKey(created.record) },
+          [
+            `Created key ${r.keyId} (${r.prefix}) for user ${r.userId}${r.orgId ? `, org ${r.orgId}` : ''}. ${budgetLine}`,
+            'The key is shown only this once:',
+            created.raw,
+          ].join('\n'),
+          { key: created.raw, ...publicKey(r), ...(limit !== undefined ? { budget: { window, limit_usd: limit === UNLIMITED ? UNLIMITED : formatUsd(limit), window_defaulted: str('window') === undefined } } : {}) },
         );
         return;
       }
       if (action === 'list') {
         const keys: KeyRecord[] = [];
-        if (values.user) keys.push(...(await stores.keys.listByUser(values.user)));
+        if (str('user')) keys.push(...(await stores.keys.listByUser(str('user')!)));
         else for await (const page of stores.keys.listAll()) keys.push(...page);
-        print(table(keys.map(keyRow)), keys.map(publicKey));
+        print(keysTable(keys.map(publicKey), now), keys.map(publicKey));
         return;
       }
-      const keyId = rest[0] ?? values.id;
-      if (!keyId) throw new UsageError(`keys ${action ?? ''} needs a key id`);
-      if (action === 'show') {
-        const k = await stores.keys.get(keyId);
-        if (!k) throw new UsageError(`no key ${keyId}`);
-        const rates = keyRateLimits(k, stores.defaults, { service: k.keyId.startsWith('svc:') });
-        const rate = (own: number | undefined, effective: number | undefined) =>
-          effective === undefined ? 'none' : `${effective}${own === undefined ? ' (default)' : ''}`;
-        const budgets = await limitRows(stores, `key:${k.keyId}`);
-        const row = { ...keyRow(k), rpm: rate(k.rpm, rates.rpm), tpm: rate(k.tpm, rates.tpm), ...Object.fromEntries(Object.entries(budgets).map(([w, v]) => [`budget/${w}`, v])) };
-        print(Object.entries(row).map(([f, v]) => `${f.padEnd(12)} ${v}`).join('\n'), {
-          ...publicKey(k),
-          limits: { rpm: rates.rpm ?? null, tpm: rates.tpm ?? null, rpmSource: k.rpm === undefined ? 'default' : 'set', tpmSource: k.tpm === undefined ? 'default' : 'set' },
-          budgets: describeLimits(`key:${k.keyId}`, (await stores.ledger.getLimitSettings([`key:${k.keyId}`])).get(`key:${k.keyId}`), stores.defaults),
-        });
-        return;
-      }
-      const status = { suspend: 'suspended', resume: 'active', revoke: 'revoked' }[action ?? ''] as KeyRecord['status'] | undefined;
-      if (!status) throw new UsageError(`unknown keys command "${action ?? ''}"`);
+      const keyId = rest[0]!;
       const existing = await stores.keys.get(keyId);
-      if (!existing) throw new UsageError(`no key ${keyId}`);
-      if (existing.status === 'revoked' && status !== 'revoked') throw new UsageError(`key ${keyId} is revoked and cannot be resumed`);
-      await stores.keys.setStatus(keyId, { status, actor: 'operator', ...(values.reason ? { reason: values.reason } : {}) });
-      print(`${existing.prefix}: ${existing.status} → ${status}`, { keyId, status });
+      if (!existing) throw new NotFound(`no key ${keyId}`);
+      if (action === 'show') {
+        const view = keyView(existing, (await stores.ledger.getLimitSettings([`key:${keyId}`])).get(`key:${keyId}`), stores.defaults);
+        print(keyText(view, now), view);
+        return;
+      }
+      const status: KeyRecord['status'] = ({ suspend: 'suspended', resume: 'active', revoke: 'revoked' } as const)[action as 'suspend' | 'resume' | 'revoke'];
+      if (existing.status === 'revoked' && status !== 'revoked') throw new UsageError(`key ${keyId} is revoked and cannot be resumed`, spec);
+      await audited(
+        stores.audit,
+        { ...who, action: `keys.${action!}`, target: keyId, before: { status: existing.status }, after: { status }, ...(reason ? { reason } : {}) },
+        systemClock,
+        () => stores.keys.setStatus(keyId, { status, actor: 'operator', ...(reason ? { reason } : {}) }),
+      );
+      print(`${keyId} (${existing.prefix}): ${existing.status} → ${status}${reason ? ` — ${reason}` : ''}`, { keyId, status, previous: existing.status, ...(reason ? { reason } : {}) });
       return;
     }
     if ((GUARDRAIL_GROUPS as readonly string[]).includes(group)) {
       await runGuardrailCommand(
-        { group, ...(action ? { action } : {}), rest, ack: values.ack, by: values.by, json: values.json, sinceHours: values['since-hours'], maxRepeats: values['max-repeats'], maxFailures: values['max-failures'] },
-        { keys: stores.keys, ledger: stores.ledger, guardrails: stores.guardrails, bulk: stores.bulk, clock: systemClock },
+        { group, ...(action ? { action } : {}), rest, ack: str('ack'), by: str('by'), json: values.json === true, sinceHours: str('since-hours'), maxRepeats: str('max-repeats'), maxFailures: str('max-failures') },
+        { keys: stores.keys, ledger: stores.ledger, guardrails: stores.guardrails, bulk: stores.bulk, clock: systemClock, audit: stores.audit, actor: who.actor },
         print,
-        table,
+        (rows) => table(rows),
       );
       return;
     }
     if (group === 'budgets') {
-      const scope = parseScope(rest[0] ?? '');
+      const scope = scopeArg(rest[0]!, spec);
       if (action === 'set') {
-        const window = windowArg(rest[1], 'day');
-        const amount = rest[2];
-        if (!amount) throw new UsageError('budgets set SCOPE WINDOW USD|none|default');
+        const window = windowArg(rest[1], 'day', spec);
+        const amount = rest[2]!;
         // `none` is stored as the explicit "no limit"; `default` forgets the scope's own limit (the default applies).
-        const limit = amount === UNLIMITED ? UNLIMITED : amount === 'default' ? null : usdToMicros(amount);
-        await stores.ledger.setLimit(scope, window, limit);
-        const now = (await limitRows(stores, scope))[window];
-        print(`${scope} ${window} limit: ${now}`, {
+        let limit: number | typeof UNLIMITED | null;
+        try {
+          limit = amount === UNLIMITED ? UNLIMITED : amount === 'default' ? null : usdToMicros(amount);
+        } catch (err) {
+          throw new UsageError(`the amount must be dollars (e.g. 5 or 12.50), none or default: ${err instanceof Error ? err.message : String(err)}`, spec);
+        }
+        const before = (await stores.ledger.getLimitSettings([scope])).get(scope)?.[window];
+        await audited(
+          stores.audit,
+          { ...who, action: 'budgets.set', target: scope, before: { [window]: limitAuditValue(before) }, after: { [window]: limitAuditValue(limit) }, ...(reason ? { reason } : {}) },
+          systemClock,
+          () => stores.ledger.setLimit(scope, window, limit),
+        );
+        const view = await budgetView(stores.ledger, scope, { defaults: stores.defaults, now, platformShards: stores.config.platformShards });
+        const w = view.windows.find((x) => x.window === window)!;
+        print(`${scope} ${window} limit: ${w.limit_usd === null ? 'none' : `${usd(w.limit_usd)}${w.source === 'default' ? ' (default)' : ''}`}`, {
           scope,
           window,
-          limit_usd: typeof limit === 'number' ? formatUsd(limit) : limit,
+          limit_usd: typeof limit === 'number' ? formatUsd(limit) : limit === null ? 'default' : UNLIMITED,
         });
         return;
       }
-      if (action === 'show') {
-        const limits = describeLimits(scope, (await stores.ledger.getLimitSettings([scope])).get(scope), stores.defaults);
-        const now = Date.now();
-        const refs = WINDOWS.map((w) => ({ scope, window: w, windowKey: windowKey(w, now), windowEnd: windowBounds(w, now).end, ...(scope === 'platform' ? { shard: 0 } : {}) }));
-        const values2 = await stores.ledger.readCounters(refs);
-        const rows = WINDOWS.map((w) => {
-          const v = values2.find((x) => x.ref.window === w);
-          const limit = limits[w].limit;
-          return {
-            window: w,
-            period: windowKey(w, now).split('#')[1]!,
-            limit: limit === undefined ? 'none' : `${displayUsd(limit)}${limits[w].source === 'default' ? ' (default)' : ''}`,
-            spent: displayUsd(v?.spent ?? 0),
-            held: displayUsd(v?.reserved ?? 0),
-            remaining: limit === undefined ? '' : displayUsd(Math.max(0, limit - (v?.committed ?? 0))),
-            requests: v?.requests ?? 0,
-          };
-        });
-        print(`${scope}\n${table(rows)}`, { scope, windows: rows });
-        return;
+      const view = await budgetView(stores.ledger, scope, { defaults: stores.defaults, now, platformShards: stores.config.platformShards });
+      print(budgetText(view), view);
+      return;
+    }
+    if (group === 'audit') {
+      const day = str('day') ?? str('id') ?? action;
+      let entries: AuditEntry[];
+      if (day !== undefined) {
+        if (!/^\d{4}-\d{2}-\d{2}$/.test(day)) throw new UsageError(`the day must be YYYY-MM-DD (got "${day}")`, spec);
+        entries = (await stores.audit.listDay(day)).reverse();
+      } else {
+        let since: number;
+        try {
+          since = parseSince(str('since') ?? '7d', now);
+        } catch (err) {
+          throw new UsageError(err instanceof Error ? err.message : String(err), spec);
+        }
+        const limit = str('limit') === undefined ? 200 : Number(str('limit'));
+        if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`--limit must be a positive whole number (got "${str('limit')}")`, spec);
+        entries = await stores.audit.list({ since, until: now, limit, ...(str('actor') ? { actor: str('actor') } : {}), ...(str('key') ? { target: str('key') } : {}) });
       }
-      throw new UsageError(`unknown budgets command "${action ?? ''}"`);
+      print(auditText(entries), entries);
+      return;
     }
     if (group === 'reconcile') {
-      const day = values.day ?? yesterdayOf(Date.now());
+      const day = str('day') ?? yesterdayOf(now);
       const result = await runReconcile(day, {
         config: stores.config,
         dynamodb: stores.dynamodb,
         secrets: stores.reconcileSecrets,
-        now: Date.now(),
+        now,
         // Logs go to stderr: stdout carries only the report (one JSON document with --json).
         log: jsonLogger({ level: 'warn', sink: (line) => process.stderr.write(`${line}\n`) }),
       });
       const rows = result.rows.map((r) => ({
         provider: r.provider,
         model: r.model,
-        ledger: displayUsd(r.ledgerMicros),
-        billed: displayUsd(r.billedMicros),
-        drift: `${r.driftMicros < 0 ? '-' : ''}${displayUsd(Math.abs(r.driftMicros))}`,
+        ledger: humanUsd(r.ledgerMicros),
+        billed: humanUsd(r.billedMicros),
+        drift: humanUsd(r.driftMicros),
         alarm: r.alarm ? 'ALARM' : '',
       }));
       const failed = result.failed.map((f) => `${f.provider}: ${f.error}`).join('\n');
-      const skipped = result.skipped.map((s) => `${s.provider}: ${s.reason}`).join('\n');
+      const skipped = result.skipped.map((x) => `${x.provider}: ${x.reason}`).join('\n');
       print(
         `billing drift for ${day}\n${table(rows)}${failed ? `\nunreadable reports:\n${failed}` : ''}${skipped ? `\nskipped (not compared):\n${skipped}` : ''}`,
         result,
@@ -356,60 +422,71 @@ export async function run(argv: readonly string[], out: (text: string) => void):
     }
     if (group === 'report') {
       const refusals = new DynamoDbRefusalStore(stores.dynamodb, { usage: stores.config.tables.usage });
-      const range = values.range === undefined ? undefined : summaryRangeArg(values.range);
+      const rangeValue = str('range');
+      const range = rangeValue === undefined ? undefined : summaryRangeArg(rangeValue, spec);
+      const org = str('org');
       await runReport(
         { ...stores, refusals },
-        { ...(range ? { range } : { window: windowArg(values.window, 'day') }), ...(values.org ? { org: values.org } : {}), json: values.json, now: Date.now() },
+        { ...(range ? { range } : { window: windowArg(str('window'), 'day', spec) }), ...(org ? { org } : {}), json: values.json === true, now },
         out,
       );
       return;
     }
     if (group === 'usage') {
-      const by = values.by ?? action ?? 'model';
-      const window = windowArg(values.window, 'day');
-      const bounds = windowBounds(window, Date.now());
-      const from = new Date(bounds.start).toISOString();
-      const to = new Date(bounds.end).toISOString();
-      let records: UsageRecord[];
-      if (by === 'model' || !values.id) records = await stores.usage.queryAll(from, to);
-      else if (by === 'user' || by === 'key' || by === 'org') records = await stores.usage.query({ by, id: values.id, from, to });
-      else throw new UsageError('--by must be user, key, org or model');
-      const groupKey = (r: UsageRecord) => (by === 'user' ? r.userId : by === 'key' ? r.keyId : by === 'org' ? (r.orgId ?? '') : r.model);
-      const groups = new Map<string, { requests: number; input: number; output: number; cost: number; failed: number }>();
-      for (const r of records) {
-        const g = groups.get(groupKey(r)) ?? { requests: 0, input: 0, output: 0, cost: 0, failed: 0 };
-        g.requests += 1;
-        g.input += r.usage.inputTokens;
-        g.output += r.usage.outputTokens;
-        g.cost += r.costMicros;
-        if (r.outcome !== 'ok') g.failed += 1;
-        groups.set(groupKey(r), g);
-      }
-      const rows = [...groups.entries()]
-        .sort((a, b) => b[1].cost - a[1].cost)
-        .map(([name, g]) => ({ [by]: name, requests: g.requests, failed: g.failed, inputTokens: g.input, outputTokens: g.output, cost: displayUsd(g.cost), costMicros: g.cost }));
-      print(`usage by ${by}, ${window} ${windowKey(window, Date.now()).split('#')[1]}\n${table(rows.map(({ costMicros: _c, ...r }) => r))}`, {
-        by,
-        window,
-        from,
-        to,
-        rows: rows.map((r) => ({ ...r, cost_usd: formatUsd(r.costMicros) })),
-      });
+      const by = (str('by') ?? action ?? 'model') as UsageGrouping;
+      const window = windowArg(str('window'), 'day', spec);
+      const { from, to } = usageRange(window, now);
+      const id = str('id');
+      const records: UsageRecord[] = by === 'model' || !id ? await stores.usage.queryAll(from, to) : await stores.usage.query({ by, id, from, to });
+      const view = usageView(by, window, now, records);
+      print(usageText(view), view);
       return;
     }
-    throw new UsageError(`unknown command group "${group}"`);
+    throw new UsageError(`"${spec.name}" is not available here`, spec);
   } finally {
     await stores.close();
   }
 }
 
+function scopeArg(text: string, spec: CommandSpec): ScopeId {
+  try {
+    return parseScope(text);
+  } catch (err) {
+    throw new UsageError(`${err instanceof Error ? err.message : String(err)} (scopes: key:ID, user:ID, org:ID, platform)`, spec);
+  }
+}
+
+/** Whether a failure is the caller's to fix (a one-line message) rather than a crash. */
+function isExpected(err: unknown): boolean {
+  return (
+    err instanceof UsageError ||
+    err instanceof NotFound ||
+    err instanceof TollgateError ||
+    err instanceof RangeError ||
+    err instanceof IdentityUsageError ||
+    err instanceof AdminHttpError ||
+    err instanceof AuditUnavailableError
+  );
+}
+
+/** Runs the CLI as a program: output on stdout, one-line errors on stderr, exit 2 for a wrong command line. */
+export async function main(argv: readonly string[]): Promise<number> {
+  try {
+    await run(argv, (text) => process.stdout.write(`${text}\n`));
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof IdentityUsageError) {
+      const usageText = err instanceof UsageError ? err.usage : shortUsage(undefined);
+      process.stderr.write(`admin: ${err.message}\n${usageText}\n`);
+      return 2;
+    }
+    process.stderr.write(`admin: ${isExpected(err) ? (err as Error).message : err instanceof Error ? `${err.name}: ${err.message}` : String(err)}\n`);
+    return 1;
+  }
+}
+
 if (require.main === module) {
-  run(process.argv.slice(2), (text) => process.stdout.write(`${text}\n`)).catch((err: unknown) => {
-    const message =
-      err instanceof UsageError || err instanceof TollgateError || err instanceof RangeError || err instanceof IdentityUsageError || err instanceof AdminHttpError
-        ? err.message
-        : String(err);
-    process.stderr.write(`admin: ${message}\n`);
-    process.exitCode = 2;
+  void main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
   });
 }

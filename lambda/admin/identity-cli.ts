@@ -3,7 +3,7 @@
  *
  *   tokens issue --service S --scopes a,b [--ttl 1h] [--on-behalf-of U] [--org O]   prints a service JWT
  *   services register --service S --scopes a,b [--rpm N] [--tpm N]
- *   audit [--id yyyy-mm-dd]
+ *   audit [--since 2h|7d|DATE] [--key ID] [--actor NAME]   (over --url; locally cli.ts reads the table)
  *   --url URL … (keys, budgets, usage too)   talk to /admin/* over HTTP: SigV4 (default AWS credential chain)
  *                                            for a deployed gateway, or --admin-token for a local one
  *
@@ -16,7 +16,11 @@ import { systemClock } from '../core/clock';
 import { JwtKeyRingSource, TokenIssuer } from '../core/jwt';
 import { SsmSecretSource } from '../core/secrets';
 import { readRunning, stateDir } from '../local/state';
+import type { BudgetView, KeyView, PublicKey, UsageView } from '../core/admin-views';
+import type { AuditEntry } from '../core/audit';
+import { parseSince } from './format';
 import { AdminHttpClient, parseTtl } from './http-client';
+import { auditText, budgetText, keysTable, keyText, usageText, usd } from './render';
 
 /** The parsed command line, as cli.ts read it. */
 export interface IdentityCommand {
@@ -30,7 +34,7 @@ export interface IdentityCommand {
 export class IdentityUsageError extends Error {}
 
 /** Groups handled here even without --url. */
-export const IDENTITY_GROUPS = ['tokens', 'services', 'audit'] as const;
+export const IDENTITY_GROUPS = ['tokens', 'services'] as const;
 
 function s(values: IdentityCommand['values'], name: string): string | undefined {
   const v = values[name];
@@ -53,14 +57,26 @@ function clientFor(values: IdentityCommand['values']): AdminHttpClient | undefin
   const url = s(values, 'url');
   const token = s(values, 'admin-token');
   if (url) {
+    // The local gateway's own URL without --admin-token: its token is in .tollgate/ (running.json).
+    const local = token ? undefined : readRunning(stateDir());
+    const localToken = local && sameOrigin(local.url, url) ? local.adminToken : undefined;
+    const useToken = token ?? localToken;
     return new AdminHttpClient({
       url,
-      auth: token ? { kind: 'token', token } : { kind: 'sigv4', region: s(values, 'region') ?? loadConfig().region },
+      auth: useToken ? { kind: 'token', token: useToken } : { kind: 'sigv4', region: s(values, 'region') ?? loadConfig().region },
     });
   }
   if (values.aws) return undefined;
   const running = readRunning(stateDir());
   return running ? new AdminHttpClient({ url: running.url, auth: { kind: 'token', token: running.adminToken } }) : undefined;
+}
+
+function sameOrigin(a: string, b: string): boolean {
+  try {
+    return new URL(a).origin === new URL(b).origin;
+  } catch {
+    return false;
+  }
 }
 
 /** Runs an identity command or any command in HTTP mode; prints with `out`. */
@@ -111,9 +127,18 @@ export async function runIdentityCommand(cmd: IdentityCommand, out: (text: strin
     return;
   }
   if (group === 'audit') {
-    const res = await client.request('GET', '/admin/audit', undefined, { day: s(values, 'id') ?? action });
-    const rows = (res.data as { at: string; actor: string; action: string; target: string }[]).map((e) => `${e.at}  ${e.actor}  ${e.action}  ${e.target}`);
-    print(rows.join('\n') || '(none)', res);
+    const day = s(values, 'day') ?? s(values, 'id') ?? action;
+    const since = s(values, 'since');
+    const res = await client.request('GET', '/admin/audit', undefined, {
+      ...(day ? { day } : {}),
+      ...(since && !day ? { since: new Date(parseSince(since, Date.now())).toISOString() } : {}),
+      actor: s(values, 'actor'),
+      key: s(values, 'key'),
+      limit: s(values, 'limit'),
+    });
+    const entries = res.data as AuditEntry[];
+    // A day's listing comes oldest first: newest first, as everywhere.
+    print(auditText(day ? [...entries].reverse() : entries), res);
     return;
   }
   if (group === 'keys') {
@@ -121,35 +146,39 @@ export async function runIdentityCommand(cmd: IdentityCommand, out: (text: strin
       const user = s(values, 'user');
       if (!user) throw new IdentityUsageError('keys create needs --user');
       const budget = s(values, 'budget-usd');
+      const window = s(values, 'window') ?? 'month';
       const res = await client.request('POST', '/admin/keys', {
         userId: user,
         ...(s(values, 'org') ? { orgId: s(values, 'org') } : {}),
         ...(s(values, 'name') ? { name: s(values, 'name') } : {}),
         ...(list(s(values, 'scopes')) ? { scopes: list(s(values, 'scopes')) } : {}),
-        ...(num(s(values, 'rpm'), 'rpm') ? { rpm: num(s(values, 'rpm'), 'rpm') } : {}),
-        ...(num(s(values, 'tpm'), 'tpm') ? { tpm: num(s(values, 'tpm'), 'tpm') } : {}),
+        ...(rate(s(values, 'rpm'), 'rpm') !== undefined ? { rpm: rate(s(values, 'rpm'), 'rpm') } : {}),
+        ...(rate(s(values, 'tpm'), 'tpm') !== undefined ? { tpm: rate(s(values, 'tpm'), 'tpm') } : {}),
         ...(s(values, 'expires') ? { expiresAt: s(values, 'expires') } : {}),
-        ...(budget ? { budget: { usd: budget, window: s(values, 'window') ?? 'month' } } : {}),
+        ...(budget ? { budget: { usd: budget, window } } : {}),
       });
-      print(`Created ${String(res.prefix)} for user ${user}. The key is shown only this once:\n${String(res.key)}`, res);
+      const budgetLine = budget
+        ? `budget: ${budget === 'none' ? 'no limit' : `${usd(String(Number(budget).toFixed(6)))} per ${window}`}${s(values, 'window') ? '' : ' (--window not given: defaulted to month; use --window hour|day|month)'}`
+        : 'budget: the defaults (see keys show)';
+      print(`Created key ${String(res.keyId)} (${String(res.prefix)}) for user ${user}${res.orgId ? `, org ${String(res.orgId)}` : ''}. ${budgetLine}\nThe key is shown only this once:\n${String(res.key)}`, res);
       return;
     }
     if (action === 'list') {
       const res = await client.request('GET', '/admin/keys', undefined, { user: s(values, 'user') });
-      const rows = (res.data as { keyId: string; prefix: string; userId: string; status: string }[]).map((k) => `${k.keyId}  ${k.prefix}  ${k.userId}  ${k.status}`);
-      print(rows.join('\n') || '(none)', res.data);
+      print(keysTable(res.data as PublicKey[], Date.now()), res.data);
       return;
     }
     const keyId = rest[0] ?? s(values, 'id');
     if (!keyId) throw new IdentityUsageError(`keys ${action ?? ''} needs a key id`);
     if (action === 'show') {
       const res = await client.request('GET', `/admin/keys/${encodeURIComponent(keyId)}`);
-      print(JSON.stringify(res, null, 2), res);
+      print(keyText(res as unknown as KeyView, Date.now()), res);
       return;
     }
     if (action === 'suspend' || action === 'resume' || action === 'revoke') {
-      const res = await client.request('POST', `/admin/keys/${encodeURIComponent(keyId)}/${action}`, s(values, 'reason') ? { reason: s(values, 'reason') } : undefined);
-      print(`${keyId}: ${String(res.status)}`, res);
+      const reason = s(values, 'reason');
+      const res = await client.request('POST', `/admin/keys/${encodeURIComponent(keyId)}/${action}`, reason ? { reason } : undefined);
+      print(`${keyId}: → ${String(res.status)}${reason ? ` — ${reason}` : ''}`, res);
       return;
     }
   }
@@ -158,21 +187,29 @@ export async function runIdentityCommand(cmd: IdentityCommand, out: (text: strin
     if (!scope) throw new IdentityUsageError('budgets needs a scope');
     if (action === 'set') {
       const [, window, amount] = rest;
-      if (!window || !amount) throw new IdentityUsageError('budgets set SCOPE WINDOW USD|none');
-      const res = await client.request('PUT', `/admin/budgets/${encodeURIComponent(scope)}/${window}`, { usd: amount === 'none' ? null : amount });
-      print(`${scope} ${window} limit: ${res.limit_usd === null ? 'none' : `$${String(res.limit_usd)}`}`, res);
+      if (!window || !amount) throw new IdentityUsageError('budgets set SCOPE WINDOW USD|none|default');
+      const reason = s(values, 'reason');
+      const res = await client.request('PUT', `/admin/budgets/${encodeURIComponent(scope)}/${window}`, { usd: amount === 'none' ? null : amount, ...(reason ? { reason } : {}) });
+      const limit = res.limit_usd;
+      print(`${scope} ${window} limit: ${limit === 'none' || limit === null ? 'none' : limit === 'default' ? 'default' : usd(String(limit))}`, res);
       return;
     }
     if (action === 'show') {
       const res = await client.request('GET', `/admin/budgets/${encodeURIComponent(scope)}`);
-      print(JSON.stringify(res, null, 2), res);
+      print(budgetText(res as unknown as BudgetView), res);
       return;
     }
   }
   if (group === 'usage') {
     const res = await client.request('GET', '/admin/usage', undefined, { by: s(values, 'by') ?? action, id: s(values, 'id'), window: s(values, 'window') });
-    print(JSON.stringify(res.rows, null, 2), res);
+    print(usageText(res as unknown as UsageView), res);
     return;
   }
   throw new IdentityUsageError(`"${group} ${action ?? ''}" is not available over the admin API`);
+}
+
+/** A per-minute limit: a positive number, or `none` (no limit). */
+function rate(text: string | undefined, name: string): number | 'none' | undefined {
+  if (text === 'none') return 'none';
+  return num(text, name);
 }

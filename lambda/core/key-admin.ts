@@ -39,7 +39,12 @@ const ID_PATTERN = /^[A-Za-z0-9._@+\-]{1,128}$/;
 export async function createApiKey(
   stores: { readonly keys: KeyStore; readonly ledger: Ledger },
   input: CreateKeyInput,
-  options: { readonly pepper: string; readonly clock: Clock },
+  options: {
+    readonly pepper: string;
+    readonly clock: Clock;
+    /** Called with the validated record before anything is written (the audit entry of the creation). */
+    readonly beforeWrite?: (record: KeyRecord) => Promise<void>;
+  },
 ): Promise<CreatedKey> {
   if (!ID_PATTERN.test(input.userId)) throw new InvalidRequestError(`user "${input.userId}" is not a valid id`, { param: 'user' });
   if (input.orgId !== undefined && !ID_PATTERN.test(input.orgId)) {
@@ -75,6 +80,7 @@ export async function createApiKey(
     createdAt: new Date(options.clock.now()).toISOString(),
     ...(input.expiresAt ? { expiresAt: new Date(input.expiresAt).toISOString() } : {}),
   };
+  await options.beforeWrite?.(record);
   await stores.keys.create(record);
   if (input.budget) await stores.ledger.setLimit(`key:${record.keyId}`, input.budget.window, input.budget.limit);
   return { raw: material.raw, record };

@@ -60,3 +60,18 @@ export function costOfTokens(tokens: number, price: MicroUsdPerMTok): MicroUsd {
   const product = BigInt(Math.ceil(tokens)) * BigInt(Math.round(price));
   return Number((product + 999_999n) / 1_000_000n);
 }
+
+/**
+ * Formats micro-USD for people, one rule everywhere: whole cents with thousands separators from one cent up
+ * (`$1,234.57`, `$0.15`, half-up), and the exact amount under a cent (`$0.000004`, `$0.0012`); zero is `$0.00`.
+ * For display only: machine output (`--json`) carries exact micro-USD or {@link formatUsd} strings.
+ */
+export function humanUsd(micros: MicroUsd): string {
+  const sign = micros < 0 ? '-' : '';
+  const abs = Math.abs(micros);
+  if (abs === 0) return '$0.00';
+  if (abs < 10_000) return `${sign}$${formatUsd(abs).replace(/0+$/, '')}`;
+  const cents = Math.floor((abs + 5_000) / 10_000);
+  const whole = String(Math.floor(cents / 100)).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+  return `${sign}$${whole}.${String(cents % 100).padStart(2, '0')}`;
+}

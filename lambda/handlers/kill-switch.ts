@@ -16,6 +16,7 @@ import { usdToMicros } from '../core/money';
 import type { Alert, GuardrailStore } from '../core/stores';
 import { circuitOpenedRecorder, recordGuardrailEvent } from '../observability/guardrail-events';
 import { GUARDRAIL_METRICS } from '../observability/metric-names';
+import { DynamoDbAuditLog } from '../store/dynamodb/audit-store';
 import { createDynamoDbClient } from '../store/dynamodb/client';
 import { DynamoDbGuardrailStore } from '../store/dynamodb/guardrails-store';
 import { DynamoDbKeyStore } from '../store/dynamodb/key-store';
@@ -85,6 +86,8 @@ export function createKillSwitchHandler(deps: KillSwitchHandlerDependencies): (e
   const store = new DynamoDbGuardrailStore(deps.dynamodb, { tables: config.tables, platformShards: config.platformShards, onCircuitOpened: circuitOpenedRecorder(config.stage) });
   const keys = new DynamoDbKeyStore(deps.dynamodb, config.tables);
   const bulk = new DynamoDbKeyStatusBatch(deps.dynamodb, config.tables);
+  // The activation is an administrative change by `kill-switch`: it goes to the audit log.
+  const audit = config.tables.audit ? new DynamoDbAuditLog(deps.dynamodb, { table: config.tables.audit, retentionDays: config.usageRetentionDays }) : undefined;
   return async (event, context) => {
     const killSwitch = new KillSwitch({
       keys,
@@ -92,6 +95,7 @@ export function createKillSwitchHandler(deps: KillSwitchHandlerDependencies): (e
       store,
       budgets: budgetsReader(deps.budgets, accountId),
       reporter: killSwitchReporter(store, snsAlertPublisher(deps.sns, alertsTopicArn)),
+      ...(audit ? { audit } : {}),
       clock: systemClock,
       log: deps.log,
       budgetName,

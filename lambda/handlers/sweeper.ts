@@ -12,6 +12,7 @@ import { checkLedgerSpend, KillSwitch } from '../core/guardrails/kill-switch';
 import { jsonLogger } from '../core/log';
 import { circuitOpenedRecorder, recordGuardrailEvent } from '../observability/guardrail-events';
 import { GUARDRAIL_METRICS } from '../observability/metric-names';
+import { DynamoDbAuditLog } from '../store/dynamodb/audit-store';
 import { createDynamoDbClient } from '../store/dynamodb/client';
 import { DynamoDbGuardrailStore } from '../store/dynamodb/guardrails-store';
 import { DynamoDbKeyStore } from '../store/dynamodb/key-store';
@@ -35,6 +36,8 @@ const killSwitch = new KillSwitch({
   // The ledger path never consults AWS Budgets.
   budgets: { describe: async () => undefined },
   reporter: { report: async (alert) => void (await store.recordAlert(alert, { dedupeKey: `kill-switch#${alert.id}`, dedupeUntil: alert.at + 86_400_000 })) },
+  // The activation is an administrative change by `kill-switch`: it goes to the audit log.
+  ...(config.tables.audit ? { audit: new DynamoDbAuditLog(dynamodb, { table: config.tables.audit, retentionDays: config.usageRetentionDays }) } : {}),
   clock: systemClock,
   log,
   budgetName: config.killSwitch.budgetName ?? '',

@@ -24,14 +24,15 @@ import {
   StoreUnavailableError,
 } from '../core/errors';
 import type { TokenIssuer } from '../core/jwt';
-import { createApiKey } from '../core/key-admin';
+import { audited, type AuditState, type AuditValue, type AuditWho, createKeyAudited, limitAuditValue } from '../core/audit';
 import { formatUsd, usdToMicros } from '../core/money';
 import type { RequestPipeline } from '../core/pipeline';
 import type { KeyStore, Ledger, UsageStore } from '../core/stores';
 import { type KeyRecord, type KeyStatus, parseScope, type ScopeId, UNLIMITED, type UsageRecord } from '../core/types';
-import { type DefaultLimits, describeLimits, keyRateLimits, NO_DEFAULT_LIMITS } from '../core/guardrails/defaults';
-import { isWindow, type Window, WINDOWS, windowBounds } from '../core/windows';
-import type { AuditLog, AuditValue } from '../store/dynamodb/audit-store';
+import { budgetView, isUsageGrouping, keyView, USAGE_GROUPINGS, usageRange, usageView } from '../core/admin-views';
+import { type DefaultLimits, NO_DEFAULT_LIMITS } from '../core/guardrails/defaults';
+import { isWindow, type Window, WINDOWS } from '../core/windows';
+import type { AuditLog } from '../store/dynamodb/audit-store';
 import type { Route, RouteContext } from './app';
 import { jsonResponse } from './dialects';
 import { parseJsonBody } from './schemas';
@@ -56,6 +57,8 @@ export interface AdminRoutesOptions {
   readonly clock: Clock;
   /** The default limits, shown next to a scope's own. @default none */
   readonly defaults?: DefaultLimits;
+  /** Shards of the platform's counters (summed in budget views). @default 1 */
+  readonly platformShards?: number;
 }
 
 function digest(text: string): Buffer {
@@ -150,42 +153,35 @@ function usd(value: unknown, name: string): number {
   }
 }
 
-function budgetView(rows: ReturnType<typeof describeLimits>): Record<string, { usd: string | null; source: string }> {
-  return Object.fromEntries(WINDOWS.map((w) => [w, { usd: rows[w].limit === undefined ? null : formatUsd(rows[w].limit!), source: rows[w].source }]));
-}
-
 /** The admin routes, for GatewayApp's `routes` option. */
 export function createAdminRoutes(options: AdminRoutesOptions): Route[] {
   const { keys, ledger, clock } = options;
 
-  /** Authorizes, audits, runs the change, and records a failure if it throws. */
+  /** Audits the change (who, what, before, after, why) before running it, and records a failure if it throws. */
   const change = async <T>(
     ctx: RouteContext,
     actor: string,
-    what: { readonly action: string; readonly target: string; readonly details?: Record<string, AuditValue> },
+    what: {
+      readonly action: string;
+      readonly target: string;
+      readonly before?: AuditState;
+      readonly after?: AuditState;
+      readonly reason?: string;
+      readonly details?: Record<string, AuditValue>;
+    },
     run: () => Promise<T>,
   ): Promise<T> => {
-    const audit = options.audit;
-    if (!audit) throw new StoreUnavailableError('The admin audit log is not configured; changes are refused.', { code: 'audit_unavailable' });
-    const entry = {
-      requestId: ctx.requestId,
-      at: new Date(clock.now()).toISOString(),
-      actor,
-      action: what.action,
-      target: what.target,
-      ...(what.details ? { details: what.details } : {}),
-      ...(ctx.req.sourceIp ? { sourceIp: ctx.req.sourceIp } : {}),
-    };
-    await audit.record(entry);
-    try {
-      return await run();
-    } catch (err) {
-      await audit
-        .record({ ...entry, requestId: `${ctx.requestId}#failed`, details: { ...what.details, outcome: 'failed' } })
-        .catch(() => undefined);
-      throw err;
-    }
+    if (!options.audit) throw auditMissing();
+    return audited(options.audit, { ...what, ...who(ctx, actor) }, clock, run);
   };
+
+  /** The audit identity of an admin request: its caller, the API, the request id as the change id. */
+  const who = (ctx: RouteContext, actor: string): AuditWho => ({
+    actor,
+    via: 'api',
+    changeId: ctx.requestId,
+    ...(ctx.req.sourceIp ? { sourceIp: ctx.req.sourceIp } : {}),
+  });
 
   const admin = (handler: (ctx: RouteContext, actor: string) => Promise<ReturnType<typeof jsonResponse>>) => async (ctx: RouteContext) =>
     handler(ctx, adminActor(ctx.req, options));
@@ -202,7 +198,7 @@ export function createAdminRoutes(options: AdminRoutesOptions): Route[] {
       if (existing.status === 'revoked' && status !== 'revoked') {
         throw new InvalidRequestError(`Key ${keyId} is revoked and cannot be resumed.`, { code: 'key_revoked' });
       }
-      await change(ctx, actor, { action: `keys.${action}`, target: keyId, details: { from: existing.status, to: status, reason: reason ?? null } }, () =>
+      await change(ctx, actor, { action: `keys.${action}`, target: keyId, before: { status: existing.status }, after: { status }, ...(reason ? { reason } : {}) }, () =>
         keys.setStatus(keyId, { status, actor: 'operator', ...(reason ? { reason } : {}) }),
       );
       options.authenticator.invalidate(keyId);
@@ -231,12 +227,8 @@ export function createAdminRoutes(options: AdminRoutesOptions): Route[] {
             ? { budget: { window: windowOf(budget.window, 'month'), limit: budget.usd === UNLIMITED || budget.usd === null ? (UNLIMITED as typeof UNLIMITED) : usd(budget.usd, 'budget.usd') } }
             : {}),
         };
-        const created = await change(
-          ctx,
-          actor,
-          { action: 'keys.create', target: `user:${userId}`, details: { userId, orgId: orgId ?? null, scopes: (input.scopes ?? []).join(',') } },
-          () => createApiKey({ keys, ledger }, input, { pepper: options.pepper, clock }),
-        );
+        if (!options.audit) throw auditMissing();
+        const created = await createKeyAudited({ keys, ledger }, input, { pepper: options.pepper, clock, sink: options.audit, who: who(ctx, actor) });
         return jsonResponse(201, { key: created.raw, ...publicKey(created.record) });
       }),
     },
@@ -257,17 +249,8 @@ export function createAdminRoutes(options: AdminRoutesOptions): Route[] {
       handler: admin(async (ctx) => {
         const k = await keys.get(ctx.params.keyId!);
         if (!k) throw new NotFoundError(`No key ${ctx.params.keyId}.`, { code: 'key_not_found' });
-        const defaults = options.defaults ?? NO_DEFAULT_LIMITS;
-        const rates = keyRateLimits(k, defaults, { service: k.keyId.startsWith('svc:') });
         const scope: ScopeId = `key:${k.keyId}`;
-        return jsonResponse(200, {
-          ...publicKey(k),
-          limits: {
-            rpm: { value: rates.rpm ?? null, source: k.rpm === undefined ? 'default' : k.rpm === 0 ? 'none' : 'set' },
-            tpm: { value: rates.tpm ?? null, source: k.tpm === undefined ? 'default' : k.tpm === 0 ? 'none' : 'set' },
-            budgets: budgetView(describeLimits(scope, (await ledger.getLimitSettings([scope])).get(scope), defaults)),
-          },
-        });
+        return jsonResponse(200, keyView(k, (await ledger.getLimitSettings([scope])).get(scope), options.defaults ?? NO_DEFAULT_LIMITS));
       }),
     },
     setStatus('suspended', 'suspend'),
@@ -286,7 +269,11 @@ export function createAdminRoutes(options: AdminRoutesOptions): Route[] {
           ...(int(body, 'rpm') ? { rpm: int(body, 'rpm') } : {}),
           ...(int(body, 'tpm') ? { tpm: int(body, 'tpm') } : {}),
         };
-        const record = await change(ctx, actor, { action: 'services.register', target: serviceKeyId(service), details: { scopes: input.scopes.join(',') } }, () =>
+        const record = await change(
+          ctx,
+          actor,
+          { action: 'services.register', target: serviceKeyId(service), after: { service, scopes: input.scopes.join(','), rpm: input.rpm ?? 'default', tpm: input.tpm ?? 'default' } },
+          () =>
           registerService(keys, input, { clock }),
         );
         return jsonResponse(201, publicKey(record));
@@ -329,7 +316,13 @@ export function createAdminRoutes(options: AdminRoutesOptions): Route[] {
         const body = parseJsonBody(ctx.req.body);
         // null / "none": explicitly unlimited (no default applies); "default": back to the default.
         const limit = body.usd === null || body.usd === UNLIMITED ? UNLIMITED : body.usd === 'default' ? null : usd(body.usd, 'usd');
-        await change(ctx, actor, { action: 'budgets.set', target: scope, details: { window, limitMicros: limit } }, () => ledger.setLimit(scope, window, limit));
+        const before = (await ledger.getLimitSettings([scope])).get(scope)?.[window];
+        await change(
+          ctx,
+          actor,
+          { action: 'budgets.set', target: scope, before: { [window]: limitAuditValue(before) }, after: { [window]: limitAuditValue(limit) }, ...(str(body, 'reason') ? { reason: str(body, 'reason') } : {}) },
+          () => ledger.setLimit(scope, window, limit),
+        );
         options.pipeline.invalidateLimits();
         return jsonResponse(200, { scope, window, limit_usd: typeof limit === 'number' ? formatUsd(limit) : limit === null ? 'default' : UNLIMITED });
       }),
@@ -339,13 +332,7 @@ export function createAdminRoutes(options: AdminRoutesOptions): Route[] {
       path: '/admin/budgets/:scope',
       handler: admin(async (ctx) => {
         const scope = scopeOf(ctx.params.scope!);
-        const rows = describeLimits(scope, (await ledger.getLimitSettings([scope])).get(scope), options.defaults ?? NO_DEFAULT_LIMITS);
-        return jsonResponse(200, {
-          scope,
-          // The limit that applies per window (null: none), and where it comes from.
-          limits: Object.fromEntries(WINDOWS.map((w) => [w, rows[w].limit === undefined ? null : formatUsd(rows[w].limit!)])),
-          sources: Object.fromEntries(WINDOWS.map((w) => [w, rows[w].source])),
-        });
+        return jsonResponse(200, await budgetView(ledger, scope, { defaults: options.defaults ?? NO_DEFAULT_LIMITS, now: clock.now(), platformShards: options.platformShards ?? 1 }));
       }),
     },
     {
@@ -353,31 +340,14 @@ export function createAdminRoutes(options: AdminRoutesOptions): Route[] {
       path: '/admin/usage',
       handler: admin(async (ctx) => {
         const by = ctx.req.query.get('by') ?? 'model';
+        if (!isUsageGrouping(by)) throw new InvalidRequestError(`by must be one of ${USAGE_GROUPINGS.join(', ')} (got "${by}").`, { param: 'by' });
         const id = ctx.req.query.get('id');
         const window = windowOf(ctx.req.query.get('window'), 'day');
-        const bounds = windowBounds(window, clock.now());
-        const from = new Date(bounds.start).toISOString();
-        const to = new Date(bounds.end).toISOString();
-        let records: UsageRecord[];
-        if (by === 'model' || !id) records = await options.usage.queryAll(from, to);
-        else if (by === 'user' || by === 'key' || by === 'org') records = await options.usage.query({ by, id, from, to });
-        else throw new InvalidRequestError('by must be user, key, org or model.', { param: 'by' });
-        const groupKey = (r: UsageRecord) => (by === 'user' ? r.userId : by === 'key' ? r.keyId : by === 'org' ? (r.orgId ?? '') : r.model);
-        const groups = new Map<string, { requests: number; costMicros: number; byokCostMicros: number }>();
-        for (const r of records) {
-          const g = groups.get(groupKey(r)) ?? { requests: 0, costMicros: 0, byokCostMicros: 0 };
-          g.requests += 1;
-          if (r.byok) g.byokCostMicros += r.costMicros;
-          else g.costMicros += r.costMicros;
-          groups.set(groupKey(r), g);
-        }
-        const rows = [...groups.entries()].map(([name, g]) => ({
-          [by]: name,
-          requests: g.requests,
-          cost_usd: formatUsd(g.costMicros),
-          byok_cost_usd: formatUsd(g.byokCostMicros),
-        }));
-        return jsonResponse(200, { by, window, from, to, rows });
+        const now = clock.now();
+        const { from, to } = usageRange(window, now);
+        const records: UsageRecord[] =
+          by === 'model' || !id ? await options.usage.queryAll(from, to) : await options.usage.query({ by, id, from, to });
+        return jsonResponse(200, usageView(by, window, now, records));
       }),
     },
     {
@@ -385,10 +355,38 @@ export function createAdminRoutes(options: AdminRoutesOptions): Route[] {
       path: '/admin/audit',
       handler: admin(async (ctx) => {
         if (!options.audit) throw new StoreUnavailableError('The admin audit log is not configured.', { code: 'audit_unavailable' });
-        const day = ctx.req.query.get('day') ?? new Date(clock.now()).toISOString().slice(0, 10);
-        if (!/^\d{4}-\d{2}-\d{2}$/.test(day)) throw new InvalidRequestError('day must be yyyy-mm-dd.', { param: 'day' });
-        return jsonResponse(200, { object: 'list', day, data: await options.audit.listDay(day) });
+        const q = ctx.req.query;
+        const day = q.get('day');
+        if (day !== null) {
+          // One UTC day, oldest first (the original form of this route).
+          if (!/^\d{4}-\d{2}-\d{2}$/.test(day)) throw new InvalidRequestError('day must be yyyy-mm-dd.', { param: 'day' });
+          return jsonResponse(200, { object: 'list', day, data: await options.audit.listDay(day) });
+        }
+        const now = clock.now();
+        const since = q.get('since') === null ? now - 7 * 86_400_000 : timeParam(q.get('since')!, 'since', now);
+        const limit = q.get('limit') === null ? 200 : Number(q.get('limit'));
+        if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new InvalidRequestError('limit must be a whole number from 1 to 1000.', { param: 'limit' });
+        const data = await options.audit.list({
+          since,
+          until: now,
+          limit,
+          ...(q.get('actor') ? { actor: q.get('actor')! } : {}),
+          ...(q.get('key') ? { target: q.get('key')! } : {}),
+        });
+        // Newest first.
+        return jsonResponse(200, { object: 'list', since: new Date(since).toISOString(), data });
       }),
     },
   ];
+}
+
+/** A time in a query: epoch milliseconds or an ISO-8601 date/time. */
+function timeParam(text: string, name: string, now: number): number {
+  const ms = /^\d+$/.test(text) ? Number(text) : Date.parse(text);
+  if (!Number.isFinite(ms) || ms > now + 86_400_000) throw new InvalidRequestError(`${name} must be a time (ISO-8601 or epoch milliseconds).`, { param: name });
+  return ms;
+}
+
+function auditMissing(): StoreUnavailableError {
+  return new StoreUnavailableError('The admin audit log is not configured; changes are refused.', { code: 'audit_unavailable' });
 }

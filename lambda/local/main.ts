@@ -4,7 +4,11 @@
  *
  *   npm start                     data kept in .tollgate/dynamodb
  *   npm start -- --in-memory      nothing kept
+ *   npm start -- --log-format json   JSON log lines (default: one readable line per request; or TOLLGATE_LOG_FORMAT)
  *   PORT=8080 npm start
+ *
+ * The admin token is kept in .tollgate/admin-token (a bookmarked dashboard link survives restarts). The first
+ * run creates a demo key; the lines to use it are printed last, once the startup logs have settled.
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -30,24 +34,51 @@ import { checkLedgerSpend, KillSwitch } from '../core/guardrails/kill-switch';
 import { DynamoDbKeyStatusBatch } from '../store/dynamodb/key-status-batch';
 import { startDynamoDbLocal } from './dynamodb-local';
 import { createLocalServer } from './server';
-import { clearRunning, loadOrCreatePepper, stateDir, writeRunning } from './state';
+import { clearRunning, loadOrCreateAdminToken, loadOrCreatePepper, stateDir, writeRunning } from './state';
+import { textLogger } from './text-log';
 
 const SWEEP_EVERY_MS = 60_000;
+/** The banner waits for this long without a log line… */
+const BANNER_QUIET_MS = 400;
+/** …but never longer than this. */
+const BANNER_MAX_WAIT_MS = 4_000;
+
+/** Resolves once `lastAt()` is `quietMs` in the past, or after `maxMs`. */
+async function settled(lastAt: () => number, quietMs: number, maxMs: number): Promise<void> {
+  const start = Date.now();
+  while (Date.now() - lastAt() < quietMs && Date.now() - start < maxMs) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
+    strict: true,
     options: {
       port: { type: 'string' },
       host: { type: 'string' },
       'in-memory': { type: 'boolean', default: false },
       quiet: { type: 'boolean', default: false },
       'dynamodb-endpoint': { type: 'string' },
+      'log-format': { type: 'string' },
     },
   });
   const env = process.env;
   const port = Number(values.port ?? env.PORT ?? 3000);
   const host = values.host ?? env.HOST ?? '127.0.0.1';
-  const log = jsonLogger({ level: values.quiet ? 'warn' : (env.TOLLGATE_LOG_LEVEL as 'info' | undefined) ?? 'info' });
+  const logFormat = values['log-format'] ?? env.TOLLGATE_LOG_FORMAT ?? 'text';
+  if (logFormat !== 'text' && logFormat !== 'json') {
+    process.stderr.write(`tollgate: --log-format must be text or json, got ${JSON.stringify(logFormat)}\n`);
+    process.exit(2);
+  }
+  // The banner waits for the startup logs to settle: every line written moves this mark.
+  let lastLogAt = Date.now();
+  const sink = (line: string) => {
+    lastLogAt = Date.now();
+    process.stdout.write(`${line}\n`);
+  };
+  const level = values.quiet ? 'warn' : ((env.TOLLGATE_LOG_LEVEL as 'info' | undefined) ?? 'info');
+  const log = logFormat === 'json' ? jsonLogger({ level, sink }) : textLogger({ level, sink });
   const dir = stateDir();
   const inMemory = values['in-memory'] || env.TOLLGATE_IN_MEMORY === 'true';
 
@@ -86,7 +117,7 @@ async function main(): Promise<void> {
     // Agent runs locally: an in-memory queue, and service tokens signed with a per-process secret.
     const runQueue = new InMemoryRunQueue();
     const jwtSecret = env.TOLLGATE_SECRET_JWT_SECRET || `local:${randomBytes(32).toString('hex')}`;
-    const adminToken = `tga-${randomBytes(24).toString('base64url')}`;
+    const adminToken = loadOrCreateAdminToken(dir);
     const gateway = createGateway({
       config,
       adminToken,
@@ -183,6 +214,8 @@ async function main(): Promise<void> {
           await sink.publish(alert);
         },
       },
+      // An activation is an administrative change by `kill-switch`: it goes to the audit log.
+      ...(gateway.audit ? { audit: gateway.audit } : {}),
       clock: systemClock,
       log,
       budgetName: '',
@@ -199,30 +232,49 @@ async function main(): Promise<void> {
     sweeper.unref();
 
     const providers = gateway.providers.ids();
+    const adminHint = `npm run admin -- --url ${url} --admin-token ${adminToken} keys list`;
     const lines = [
       '',
-      `tollgate listening on ${url}  (OpenAI base URL: ${url}/v1)`,
+      `tollgate listening on ${url}   (OpenAI base URL ${url}/v1 · Anthropic base URL ${url})`,
       external !== undefined
         ? `DynamoDB at ${dynamo.endpoint} (--dynamodb-endpoint; shared with whoever else uses it)`
         : `DynamoDB Local on ${dynamo.endpoint} (${inMemory ? 'in memory' : `data in ${join(dir, 'dynamodb')}`})`,
-      `dashboard: ${url}${DASHBOARD_PATH}?token=${adminToken}`,
-      `admin API: ${url}/admin/…  (Authorization: Bearer ${adminToken}; npm run admin -- --url ${url} …)`,
+      `dashboard:  ${url}${DASHBOARD_PATH}?token=${adminToken}`,
+      `            (the admin token is kept in ${join(dir, 'admin-token')}: the link survives restarts)`,
+      `admin CLI:  npm run admin -- keys list          (finds this gateway by itself; --help lists every command)`,
+      `admin API:  ${adminHint}`,
       ...(stopAgent ? [`agent runs: POST ${url}/v1/agent/runs (key scope ai:agent; worker in process, in-memory queue)`] : []),
-      `providers: ${providers.join(', ')}${providers.includes('openai') ? '' : '  (set OPENAI_API_KEY / ANTHROPIC_API_KEY for real ones)'}`,
+      `providers:  ${providers.join(', ')}${providers.includes('openai') ? '' : '  (set OPENAI_API_KEY / ANTHROPIC_API_KEY for real ones)'}`,
+      `logs:       one line per request (method path model status ms cost key); --log-format json for JSON`,
+      '',
       ...(demoKey
         ? [
+            'A first API key was created for user "demo" with a $5/day budget. It is shown only this once; copy it now:',
             '',
-            'A first API key was created for user "demo" with a $5/day budget. It is shown only this once:',
-            `  ${demoKey}`,
-            '',
-            'Try it:',
-            `  curl ${url}/v1/chat/completions -H "Authorization: Bearer ${demoKey}" \\`,
-            `    -H 'content-type: application/json' -d '{"model":"mock/gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'`,
+            `  export TOLLGATE_KEY=${demoKey}`,
           ]
-        : ['', 'Create a key with: npm run admin -- keys create --user <you>']),
+        : ['Use a key you created (npm run admin -- keys create --user <you>), then:', '', '  export TOLLGATE_KEY=sk-tg-…']),
+      '',
+      'Try it:',
+      `  curl ${url}/v1/chat/completions -H "Authorization: Bearer $TOLLGATE_KEY" \\`,
+      `    -H 'content-type: application/json' -d '{"model":"mock/gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'`,
+      '',
+      'Claude Code:',
+      `  ANTHROPIC_BASE_URL=${url} ANTHROPIC_AUTH_TOKEN=$TOLLGATE_KEY claude`,
+      '',
+      'Codex (~/.codex/config.toml, then run codex in a shell where TOLLGATE_KEY is exported):',
+      '  model_provider = "tollgate"',
+      '  [model_providers.tollgate]',
+      '  name = "tollgate"',
+      `  base_url = "${url}/v1"`,
+      '  env_key = "TOLLGATE_KEY"',
+      '  wire_api = "responses"',
       '',
       'ready',
     ];
+    // Printed last, once the startup logs have been quiet for a moment (at most a few seconds), so the key
+    // and the lines to use it do not scroll away under them.
+    await settled(() => lastLogAt, BANNER_QUIET_MS, BANNER_MAX_WAIT_MS);
     process.stdout.write(`${lines.join('\n')}\n`);
   } catch (err) {
     process.stderr.write(`tollgate failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
@@ -230,4 +282,8 @@ async function main(): Promise<void> {
   }
 }
 
-void main();
+void main().catch((err: unknown) => {
+  // A mistake in the command line (an unknown option): one line, not a stack.
+  process.stderr.write(`tollgate: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}\n`);
+  process.exit(2);
+});

@@ -22,6 +22,23 @@ export function loadOrCreatePepper(dir: string, env: Readonly<Record<string, str
   return pepper;
 }
 
+/**
+ * The local admin token (`/admin/*`, the dashboard link): TOLLGATE_ADMIN_TOKEN, or one created once and kept in
+ * `.tollgate/admin-token` (mode 0600), so a bookmarked dashboard link still works after a restart. Delete the
+ * file to get a new one.
+ */
+export function loadOrCreateAdminToken(dir: string, env: Readonly<Record<string, string | undefined>> = process.env): string {
+  if (env.TOLLGATE_ADMIN_TOKEN) return env.TOLLGATE_ADMIN_TOKEN;
+  const file = join(dir, 'admin-token');
+  if (existsSync(file)) {
+    const token = readFileSync(file, 'utf8').trim();
+    if (token) return token;
+  }
+  const token = `tga-${randomBytes(24).toString('base64url')}`;
+  writeFileSync(file, `${token}\n`, { mode: 0o600 });
+  return token;
+}
+
 /** What a running local gateway publishes so the admin CLI can reach the same DynamoDB Local. */
 export interface RunningLocal {
   readonly pid: number;

@@ -117,6 +117,8 @@ export class GatewayStack extends Stack {
       usage: ['PutItem'],
       keys: ['GetItem', 'Query', 'UpdateItem', 'ConditionCheckItem'],
     });
+    // A ledger kill switch activation is recorded in the audit log (append-only).
+    data.grantAuditAppend(this.sweeper.fn);
     new events.Rule(this, 'SweepEveryMinute', {
       description: 'Runs the tollgate hold sweeper',
       schedule: events.Schedule.rate(Duration.minutes(1)),

@@ -207,6 +207,8 @@ export class GuardrailsStack extends Stack {
       // The platform circuit, its own progress marker and the alert record.
       budgets: ['GetItem', 'Query', 'PutItem', 'UpdateItem', 'DeleteItem', 'ConditionCheckItem'],
     });
+    // The activation is recorded in the audit log (append-only).
+    data.grantAuditAppend(this.killSwitch.fn);
     // DescribeBudget verifies a notification against the budget's actual spend before anything is stopped.
     this.killSwitch.fn.addToRolePolicy(
       new iam.PolicyStatement({

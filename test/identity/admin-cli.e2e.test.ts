@@ -57,6 +57,27 @@ describe('admin CLI over the admin API', () => {
     expect(audit).not.toContain(created.key);
   });
 
+  it('when keys, budgets and usage are shown over --url, they print the same tables as locally (not raw JSON)', async () => {
+    const created = JSON.parse(await cli('keys', 'create', '--user', 'hal', '--budget-usd', '3', '--window', 'day', '--json')) as { keyId: string };
+    const show = await cli('keys', 'show', created.keyId);
+    expect(show).toMatch(/budget\/day\s+\$3\.00\n/);
+    expect(show).toMatch(/budget\/month\s+\S+/);
+    expect(show).not.toContain('{');
+    const budgets = await cli('budgets', 'show', `key:${created.keyId}`);
+    expect(budgets).toMatch(/\nday\s+\d{4}-\d{2}-\d{2}\s+\$3\.00\s+\$0\.00\s+\$0\.00\s+\$3\.00\s+0\n/);
+    expect(await cli('usage', '--by', 'key')).toMatch(/^usage by key, day \d{4}-\d{2}-\d{2} \(UTC\)\nkey\s+requests\s+failed\s+inputTokens\s+outputTokens\s+cost/);
+    await expect(cli('usage', '--by', 'team')).rejects.toThrow(/user, key, org, model/);
+  });
+
+  it('when a key is revoked over --url, the audit entry names the token identity, before → after and the reason', async () => {
+    const created = JSON.parse(await cli('keys', 'create', '--user', 'ivy', '--json')) as { keyId: string };
+    await cli('keys', 'revoke', created.keyId, '--reason', 'laptop lost');
+    const entries = (JSON.parse(await cli('audit', '--key', created.keyId, '--json')) as { data: Record<string, unknown>[] }).data;
+    expect(entries.map((e) => e.action)).toEqual(['keys.revoke', 'keys.create']);
+    expect(entries[0]).toMatchObject({ actor: 'local-admin', via: 'api', before: { status: 'active' }, after: { status: 'revoked' }, reason: 'laptop lost' });
+    expect(await cli('audit', '--key', created.keyId)).toMatch(/local-admin\s+api\s+keys\.revoke\s+\S+\s+status: active → revoked\s+laptop lost/);
+  });
+
   it('when the admin token is wrong, the CLI fails with the 401 message', async () => {
     const lines: string[] = [];
     await expect(run(['--url', h.url, '--admin-token', 'tga-wrong', 'keys', 'list'], (t) => lines.push(t))).rejects.toThrow(/admin token/);

@@ -10,9 +10,10 @@
  *   loopguard set KEY_ID [--max-repeats N|none] [--max-failures N|none] | loopguard show KEY_ID
  */
 import { userInfo } from 'node:os';
+import { type AuditSink, audited } from '../audit';
 import type { Clock } from '../clock';
 import { silentLogger } from '../log';
-import { displayUsd } from '../money';
+import { humanUsd as displayUsd } from '../money';
 import type { GuardrailStore, KeyStore, Ledger } from '../stores';
 import { parseScope } from '../types';
 import { type BulkStatusChanger, KillSwitch } from './kill-switch';
@@ -23,6 +24,10 @@ export interface GuardrailCommandDeps {
   readonly guardrails: GuardrailStore;
   readonly bulk?: BulkStatusChanger;
   readonly clock: Clock;
+  /** Where changes (reset, resume, loop guard limits) are audited; without one they are refused. */
+  readonly audit?: AuditSink;
+  /** Who runs the command (`--actor`, else the OS user). */
+  readonly actor?: string;
 }
 
 export interface GuardrailCommandArgs {
@@ -54,8 +59,12 @@ function needAck(ack: string | undefined, what: string): string {
   return ack.trim();
 }
 
+/** A time for people: local `YYYY-MM-DD HH:MM:SS` (JSON output keeps epoch milliseconds). */
 function iso(ms: number | undefined): string {
-  return ms === undefined ? '' : new Date(ms).toISOString();
+  if (ms === undefined) return '';
+  const d = new Date(ms);
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
 function limitArg(name: string, value: string | undefined): number | null | undefined {
@@ -86,8 +95,22 @@ export async function runGuardrailCommand(
     if (args.action === 'reset') {
       const scope = parseScope(args.rest[0] ?? '');
       const reason = needAck(args.ack, 'circuits reset');
-      const by = who(args.by);
-      const closed = await deps.guardrails.resetCircuit(scope, { by, reason, at: now });
+      const by = who(args.by ?? deps.actor);
+      const open = (await deps.guardrails.listCircuits(now)).find((c) => c.scope === scope);
+      const closed = await audited(
+        deps.audit,
+        {
+          actor: by,
+          via: 'cli',
+          action: 'circuits.reset',
+          target: scope,
+          before: open ? { circuit: 'open', cause: open.cause, openedAt: iso(open.openedAt) } : { circuit: 'closed' },
+          after: { circuit: 'closed' },
+          reason,
+        },
+        deps.clock,
+        () => deps.guardrails.resetCircuit(scope, { by, reason, at: now }),
+      );
       print(closed ? `${scope}: circuit closed (acknowledged by ${by}: ${reason})` : `${scope}: no open circuit`, { scope, closed, by, reason });
       return;
     }
@@ -124,8 +147,22 @@ export async function runGuardrailCommand(
     }
     if (args.action === 'resume') {
       const reason = needAck(args.ack, 'killswitch resume');
-      const by = who(args.by);
-      const result = await killSwitch.resume({ by, reason });
+      const by = who(args.by ?? deps.actor);
+      const before = await killSwitch.status();
+      const result = await audited(
+        deps.audit,
+        {
+          actor: by,
+          via: 'cli',
+          action: 'killswitch.resume',
+          target: 'platform',
+          before: { killSwitch: before.active ? 'on' : 'off', suspendedKeys: before.suspendedKeys },
+          after: { killSwitch: 'off', platformCircuit: 'closed' },
+          reason,
+        },
+        deps.clock,
+        () => killSwitch.resume({ by, reason }),
+      );
       print(`${result.restoredKeys} keys restored, platform circuit closed (acknowledged by ${by}: ${reason})`, { ...result, by, reason });
       return;
     }
@@ -137,10 +174,28 @@ export async function runGuardrailCommand(
     if (args.action === 'set') {
       const maxRepeats = limitArg('max-repeats', args.maxRepeats);
       const maxFailures = limitArg('max-failures', args.maxFailures);
-      await deps.ledger.setLoopOverrides(keyId, {
-        ...(maxRepeats === undefined ? {} : { maxRepeats }),
-        ...(maxFailures === undefined ? {} : { maxFailures }),
-      });
+      const before = (await deps.ledger.getLoopOverrides([keyId])).get(keyId) ?? {};
+      const show = (v: number | null | undefined) => (v === undefined || v === null ? 'default' : v);
+      await audited(
+        deps.audit,
+        {
+          actor: who(deps.actor),
+          via: 'cli',
+          action: 'loopguard.set',
+          target: keyId,
+          before: { maxRepeats: show(before.maxRepeats), maxFailures: show(before.maxFailures) },
+          after: {
+            maxRepeats: maxRepeats === undefined ? show(before.maxRepeats) : maxRepeats === null ? 'default' : maxRepeats,
+            maxFailures: maxFailures === undefined ? show(before.maxFailures) : maxFailures === null ? 'default' : maxFailures,
+          },
+        },
+        deps.clock,
+        () =>
+          deps.ledger.setLoopOverrides(keyId, {
+            ...(maxRepeats === undefined ? {} : { maxRepeats }),
+            ...(maxFailures === undefined ? {} : { maxFailures }),
+          }),
+      );
     } else if (args.action !== 'show') {
       throw new RangeError(`unknown loopguard command "${args.action}"`);
     }

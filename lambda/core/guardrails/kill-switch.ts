@@ -19,8 +19,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Clock } from '../clock';
+import { type AuditSink, auditEntry } from '../audit';
 import type { Logger } from '../log';
-import { displayUsd, type MicroUsd, usdToMicros } from '../money';
+import { displayUsd, humanUsd, type MicroUsd, usdToMicros } from '../money';
 import type { Acknowledgement, Alert, GuardrailStore, KeyStatusBatch, KeyStore, KillSwitchState, Ledger } from '../stores';
 import { WINDOWS, windowBounds, windowKey } from '../windows';
 import { type DefaultLimits, effectiveLimits } from './defaults';
@@ -93,6 +94,8 @@ export interface KillSwitchOptions {
   readonly store: GuardrailStore;
   readonly budgets: BudgetReader;
   readonly reporter: KillSwitchReporter;
+  /** Where the activation is recorded as an administrative change (actor `kill-switch`). */
+  readonly audit?: AuditSink;
   readonly clock: Clock;
   readonly log: Logger;
   /** The budget this deployment watches; notifications about any other are ignored. */
@@ -155,6 +158,7 @@ export class KillSwitch {
       this.o.log.log('info', 'kill switch already active; notification changes nothing', { budget: trigger.source });
       return { action: 'unchanged', reason: 'already active' };
     }
+    await this.auditActivation(state, now, trigger);
     await this.o.store.openCircuit({
       scope: 'platform',
       cause: 'kill-switch',
@@ -185,6 +189,37 @@ export class KillSwitch {
       },
     });
     return { action: state === 'incomplete' ? 'resumed-pass' : 'activated', suspendedKeys: total, completed };
+  }
+
+  /**
+   * The activation in the audit log, once per activation (its time is the change id, so the pass that
+   * finishes an interrupted one writes the same entry again, harmlessly). Never stops the kill switch: an
+   * audit write that fails is logged.
+   */
+  private async auditActivation(state: 'activated' | 'incomplete', now: number, trigger: { readonly source: string; readonly what: string; readonly actualMicros: MicroUsd; readonly thresholdMicros: MicroUsd }): Promise<void> {
+    if (!this.o.audit) return;
+    try {
+      const at = state === 'incomplete' ? ((await this.o.store.getKillSwitch()).activatedAt ?? now) : now;
+      await this.o.audit.record(
+        auditEntry(
+          {
+            actor: 'kill-switch',
+            via: 'kill-switch',
+            action: 'killswitch.activate',
+            target: 'platform',
+            changeId: `kill-switch-${at}`,
+            at,
+            before: { killSwitch: 'off' },
+            after: { killSwitch: 'on', platformCircuit: 'open', activeKeys: 'suspended' },
+            reason: `${trigger.what} actual spend ${humanUsd(trigger.actualMicros)} ≥ ${humanUsd(trigger.thresholdMicros)}`,
+            details: { budget: trigger.source, actualMicros: trigger.actualMicros, thresholdMicros: trigger.thresholdMicros },
+          },
+          this.o.clock,
+        ),
+      );
+    } catch (err) {
+      this.o.log.log('error', 'kill switch activation not audited', { error: err instanceof Error ? err.name : 'error' });
+    }
   }
 
   /** Current state (admin CLI `killswitch status`). */
