@@ -40,14 +40,14 @@ interface Run {
 }
 
 /** `claude -p PROMPT` in `cwd` with a fresh HOME, talking only to the gateway. */
-function runClaude(key: string, cwd: string, prompt: string): Promise<Run> {
+function runClaude(key: string, cwd: string, prompt: string, model = 'claude-sonnet-4-6'): Promise<Run> {
   const home = tempDir('claude-home-');
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: home,
     ANTHROPIC_BASE_URL: s.h.url,
     ANTHROPIC_AUTH_TOKEN: key,
-    ANTHROPIC_MODEL: 'claude-sonnet-4-6',
+    ANTHROPIC_MODEL: model,
     ANTHROPIC_DEFAULT_HAIKU_MODEL: 'claude-haiku-4-5',
     ANTHROPIC_SMALL_FAST_MODEL: 'claude-haiku-4-5',
     CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
@@ -106,6 +106,34 @@ describe('Claude Code (claude -p) through the gateway', () => {
     expect({ code: run.code, report: describeReport(run) }).toMatchObject({ code: 0 });
     expect(readFileSync(target, 'utf8')).toBe('hi from the fake model\n');
     expect(JSON.parse(run.stdout)).toMatchObject({ result: 'I wrote hello.txt.' });
+    expect(await spentBy(userId)).toBeGreaterThan(0);
+  });
+
+  it('on an OpenAI model (ANTHROPIC_MODEL=gpt-4o), Claude Code runs the tool and finishes the turn through the translation to chat completions', async () => {
+    const project = tempDir('claude-openai-');
+    const target = join(project, 'hello.txt');
+    const chatTools = (body: Record<string, unknown>): string[] =>
+      Array.isArray(body.tools) ? body.tools.flatMap((t) => (isRecord(t) && isRecord(t.function) && typeof t.function.name === 'string' ? [t.function.name] : [])) : [];
+    const lastIsTool = (body: Record<string, unknown>) => {
+      const messages = Array.isArray(body.messages) ? body.messages : [];
+      const last = messages[messages.length - 1];
+      return isRecord(last) && last.role === 'tool';
+    };
+    s.h.upstream.scriptEach((body): FakeScript => {
+      const usage = { inputTokens: 2_000, outputTokens: 30 };
+      if (!chatTools(body).includes('Write')) return { replyText: 'Greeting file', usage };
+      if (lastIsTool(body)) return { replyText: 'I wrote hello.txt with GPT.', usage };
+      return { replyText: '', usage, toolCall: { id: 'call_fake_write', name: 'Write', input: { file_path: target, content: 'hi from gpt\n' } } };
+    });
+    const userId = 'u-claude-code-openai';
+    const key = await s.key(userId);
+    const before = s.h.upstream.requests.length;
+    const run = await runClaude(key, project, 'Create hello.txt saying hi.', 'gpt-4o');
+    expect({ code: run.code, report: describeReport(run) }).toMatchObject({ code: 0 });
+    expect(readFileSync(target, 'utf8')).toBe('hi from gpt\n');
+    expect(JSON.parse(run.stdout)).toMatchObject({ result: 'I wrote hello.txt with GPT.' });
+    const paths = new Set(s.h.upstream.requests.slice(before).filter((r) => isRecord(r.body) && chatTools(r.body).includes('Write')).map((r) => r.path));
+    expect([...paths]).toEqual(['/v1/chat/completions']);
     expect(await spentBy(userId)).toBeGreaterThan(0);
   });
 

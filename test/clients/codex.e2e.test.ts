@@ -40,7 +40,7 @@ interface Run {
 }
 
 /** `codex exec PROMPT` in `cwd` with a fresh HOME, its provider set to the gateway by the docs/agents.md lines. */
-function runCodex(key: string, cwd: string, prompt: string): Promise<Run> {
+function runCodex(key: string, cwd: string, prompt: string, model = 'gpt-5.1-codex', config: readonly string[] = []): Promise<Run> {
   const home = tempDir('codex-home-');
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, CODEX_HOME: join(home, '.codex'), TOLLGATE_KEY: key };
   const provider = `model_providers.tollgate={name="tollgate",base_url="${s.h.baseURL}",env_key="TOLLGATE_KEY",wire_api="responses"}`;
@@ -50,11 +50,12 @@ function runCodex(key: string, cwd: string, prompt: string): Promise<Run> {
     '--skip-git-repo-check',
     '--dangerously-bypass-approvals-and-sandbox',
     '-m',
-    'gpt-5.1-codex',
+    model,
     '-c',
     'model_provider=tollgate',
     '-c',
     provider,
+    ...config.flatMap((c) => ['-c', c]),
     prompt,
   ];
   return new Promise((resolve, reject) => {
@@ -109,6 +110,46 @@ describe('Codex (codex exec) through the gateway', () => {
     // Codex sets no output cap: the gateway reserves and sends the model's own (gpt-5: 128k), not 4,096.
     expect((agentTurns()[0]!.body as { max_output_tokens?: number }).max_output_tokens).toBe(128_000);
     expect(await spentBy(userId)).toBeGreaterThan(0);
+  });
+
+  it('on a Claude model (-m claude-sonnet-4-5), Codex runs the command and finishes the turn through the translation to Anthropic messages', async () => {
+    const project = tempDir('codex-claude-');
+    const anthropicTools = (body: Record<string, unknown>): string[] =>
+      Array.isArray(body.tools) ? body.tools.flatMap((t) => (isRecord(t) && typeof t.name === 'string' ? [t.name] : [])) : [];
+    const lastIsToolResult = (body: Record<string, unknown>) => {
+      const messages = Array.isArray(body.messages) ? body.messages : [];
+      const last = messages[messages.length - 1];
+      return isRecord(last) && Array.isArray(last.content) && last.content.some((b) => isRecord(b) && b.type === 'tool_result');
+    };
+    s.h.upstream.scriptEach((body): FakeScript => {
+      const usage = { inputTokens: 2_000, outputTokens: 30 };
+      if (!anthropicTools(body).includes('exec_command')) return { replyText: 'ok', usage };
+      if (lastIsToolResult(body)) return { replyText: 'Claude wrote hello.txt.', usage };
+      return { replyText: '', usage, toolCall: { id: 'toolu_fake_exec', name: 'exec_command', input: { cmd: "printf 'hi from claude\\n' > hello.txt" } } };
+    });
+    const userId = 'u-codex-claude';
+    const key = await s.key(userId);
+    const before = s.h.upstream.requests.length;
+    const run = await runCodex(key, project, 'Create hello.txt saying hi.', 'claude-sonnet-4-5', ['web_search="disabled"']);
+    expect({ code: run.code, report: report(run) }).toMatchObject({ code: 0 });
+    expect(readFileSync(join(project, 'hello.txt'), 'utf8')).toBe('hi from claude\n');
+    expect(run.stdout).toContain('Claude wrote hello.txt.');
+    const paths = new Set(s.h.upstream.requests.slice(before).filter((r) => isRecord(r.body) && anthropicTools(r.body).includes('exec_command')).map((r) => r.path));
+    expect([...paths]).toEqual(['/v1/messages']);
+    expect(await spentBy(userId)).toBeGreaterThan(0);
+  });
+
+  it("on a Claude model with web search left on, Codex shows the gateway's one-line refusal naming the tool, and nothing is charged", async () => {
+    const project = tempDir('codex-claude-web-');
+    s.h.upstream.scriptEach((): FakeScript => ({ replyText: 'ok' }));
+    const userId = 'u-codex-claude-web';
+    const key = await s.key(userId);
+    const run = await runCodex(key, project, 'Create hello.txt saying hi.', 'claude-sonnet-4-5');
+    expect(run.code).not.toBe(0);
+    // Codex prints the gateway's error JSON as it came (quotes escaped).
+    expect(run.stderr).toMatch(/web_search\\?" is a tool OpenAI runs on its own servers/);
+    expect(run.stderr).toContain('in Codex, turn the feature off');
+    expect(await spentBy(userId)).toBe(0);
   });
 
   it('when the model keeps asking for the same failing command, the gateway stops Codex by default within 10 model calls at ≤ $1', async () => {
