@@ -140,6 +140,10 @@ it('when an answer costs more than its reservation and takes a day to 200 % of i
 
 it('when a loop trips the spend-velocity breaker, then trips it again after the cooldown, it writes Reason velocity, then escalation', async () => {
   const keys = [await h.createKey({ userId: 'looper' }), await h.createKey({ userId: 'looper' }), await h.createKey({ userId: 'looper' })];
+  // The subject is the velocity guard: the user's default daily budget ($10) must not refuse first (o1-pro's
+  // reservations are dollars each, so a day's default runs out around the second trip).
+  for (const window of ['day', 'month'] as const) await h.gateway.ledger.setLimit('user:looper', window, 1_000_000_000);
+  h.gateway.pipeline.invalidateLimits();
   h.upstream.scriptEach((body) => {
     const cap = typeof body.max_completion_tokens === 'number' ? body.max_completion_tokens : typeof body.max_tokens === 'number' ? body.max_tokens : 4_300;
     return { replyText: 'Classification failed - no result', usage: { inputTokens: 4_000, outputTokens: Math.min(4_300, cap) } };
