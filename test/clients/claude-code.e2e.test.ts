@@ -5,39 +5,28 @@
  * ≤ $1. Counts and dollars are asserted, never wall-clock time. The binary is installed once per machine
  * (agent-binaries.ts).
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FakeScript } from '../support/fake-upstream';
 import { claudeBinary } from './agent-binaries';
 import { startClientSuite, type ClientSuite } from './support';
+import { isRecord, type Run, runCli, runReport, spentBy as spentByUser, tempDirs } from './agent-cli';
 
 jest.setTimeout(20 * 60_000);
 
 let s: ClientSuite;
 let claude: string;
-const dirs: string[] = [];
+const temp = tempDirs();
 beforeAll(async () => {
   claude = claudeBinary();
   s = await startClientSuite();
 });
 afterAll(async () => {
   await s?.h.close();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  temp.removeAll();
 });
 
-function tempDir(prefix: string): string {
-  const d = mkdtempSync(join(tmpdir(), prefix));
-  dirs.push(d);
-  return d;
-}
-
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+const tempDir = (prefix: string) => temp.make(prefix);
 
 /** `claude -p PROMPT` in `cwd` with a fresh HOME, talking only to the gateway. */
 function runClaude(key: string, cwd: string, prompt: string, model = 'claude-sonnet-4-6'): Promise<Run> {
@@ -55,22 +44,9 @@ function runClaude(key: string, cwd: string, prompt: string, model = 'claude-son
     DISABLE_TELEMETRY: '1',
     DISABLE_ERROR_REPORTING: '1',
   };
-  return new Promise((resolve, reject) => {
-    const child = spawn(claude, ['-p', prompt, '--output-format', 'json', '--permission-mode', 'acceptEdits', '--allowedTools', 'Write,Read'], {
-      cwd,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runCli(claude, ['-p', prompt, '--output-format', 'json', '--permission-mode', 'acceptEdits', '--allowedTools', 'Write,Read'], { cwd, env });
 }
 
-const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const toolNames = (body: Record<string, unknown>): string[] =>
   Array.isArray(body.tools) ? body.tools.flatMap((t) => (isRecord(t) && typeof t.name === 'string' ? [t.name] : [])) : [];
 function endsWithToolResult(body: Record<string, unknown>): boolean {
@@ -82,13 +58,9 @@ function endsWithToolResult(body: Record<string, unknown>): boolean {
 const isAgentTurn = (body: Record<string, unknown>) => toolNames(body).includes('Write');
 const agentTurns = () => s.h.upstream.requests.filter((r) => r.path === '/v1/messages' && isRecord(r.body) && isAgentTurn(r.body));
 
-async function spentBy(userId: string): Promise<number> {
-  await s.h.settled();
-  const records = await s.h.gateway.usage.query({ by: 'user', id: userId, from: '2000-01-01T00:00:00.000Z', to: '2200-01-01T00:00:00.000Z' });
-  return records.reduce((n, r) => n + r.costMicros, 0);
-}
+const spentBy = (userId: string) => spentByUser(s.h, userId);
 
-const describeReport = (run: Run) => `exit ${run.code}\nstdout: ${run.stdout.slice(-2000)}\nstderr: ${run.stderr.slice(-2000)}`;
+const describeReport = (run: Run) => runReport(run);
 
 describe('Claude Code (claude -p) through the gateway', () => {
   it('when the model asks for a tool, Claude Code runs it and finishes the turn, and the cost is recorded', async () => {

@@ -5,39 +5,28 @@
  * the gateway's defaults within 10 model calls at ≤ $1. Counts and dollars are asserted, never wall-clock
  * time. The binary is installed once per machine (agent-binaries.ts).
  */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FakeScript } from '../support/fake-upstream';
 import { codexCommand } from './agent-binaries';
 import { startClientSuite, type ClientSuite } from './support';
+import { isRecord, type Run, runCli, runReport, spentBy as spentByUser, tempDirs } from './agent-cli';
 
 jest.setTimeout(20 * 60_000);
 
 let s: ClientSuite;
 let codex: ReturnType<typeof codexCommand>;
-const dirs: string[] = [];
+const temp = tempDirs();
 beforeAll(async () => {
   codex = codexCommand();
   s = await startClientSuite();
 });
 afterAll(async () => {
   await s?.h.close();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  temp.removeAll();
 });
 
-function tempDir(prefix: string): string {
-  const d = mkdtempSync(join(tmpdir(), prefix));
-  dirs.push(d);
-  return d;
-}
-
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+const tempDir = (prefix: string) => temp.make(prefix);
 
 /** `codex exec PROMPT` in `cwd` with a fresh HOME, its provider set to the gateway by the docs/agents.md lines. */
 function runCodex(key: string, cwd: string, prompt: string, model = 'gpt-5.1-codex', config: readonly string[] = []): Promise<Run> {
@@ -58,19 +47,10 @@ function runCodex(key: string, cwd: string, prompt: string, model = 'gpt-5.1-cod
     ...config.flatMap((c) => ['-c', c]),
     prompt,
   ];
-  return new Promise((resolve, reject) => {
-    mkdirSync(join(home, '.codex'), { recursive: true });
-    const child = spawn(codex.command, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  mkdirSync(join(home, '.codex'), { recursive: true });
+  return runCli(codex.command, args, { cwd, env });
 }
 
-const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const toolNames = (body: Record<string, unknown>): string[] =>
   Array.isArray(body.tools) ? body.tools.flatMap((t) => (isRecord(t) && typeof t.name === 'string' ? [t.name] : [])) : [];
 
@@ -83,13 +63,9 @@ function endsWithToolResult(body: Record<string, unknown>): boolean {
 const isAgentTurn = (body: Record<string, unknown>) => toolNames(body).includes('exec_command');
 const agentTurns = () => s.h.upstream.requests.filter((r) => r.path === '/v1/responses' && isRecord(r.body) && isAgentTurn(r.body));
 
-async function spentBy(userId: string): Promise<number> {
-  await s.h.settled();
-  const records = await s.h.gateway.usage.query({ by: 'user', id: userId, from: '2000-01-01T00:00:00.000Z', to: '2200-01-01T00:00:00.000Z' });
-  return records.reduce((n, r) => n + r.costMicros, 0);
-}
+const spentBy = (userId: string) => spentByUser(s.h, userId);
 
-const report = (run: Run) => `exit ${run.code}\nstdout: ${run.stdout.slice(-2000)}\nstderr: ${run.stderr.slice(-3000)}`;
+const report = (run: Run) => runReport(run, 3000);
 
 describe('Codex (codex exec) through the gateway', () => {
   it('when the model asks for a shell command, Codex runs it and finishes the turn, and the cost is recorded', async () => {

@@ -1,0 +1,57 @@
+/**
+ * What the real-agent suites (claude-code, codex) share: temporary folders removed after the suite, one CLI run
+ * with its exit code and output, and what a user spent according to the gateway's usage records.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Harness } from '../support/gateway-harness';
+
+export interface Run {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Temporary folders made with `make`, all removed by `removeAll` (call it in afterAll). */
+export function tempDirs(): { make(prefix: string): string; removeAll(): void } {
+  const dirs: string[] = [];
+  return {
+    make(prefix) {
+      const d = mkdtempSync(join(tmpdir(), prefix));
+      dirs.push(d);
+      return d;
+    },
+    removeAll() {
+      for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Runs a CLI to its end (stdin closed) and collects its exit code and output. */
+export function runCli(command: string, args: readonly string[], options: { readonly cwd: string; readonly env: NodeJS.ProcessEnv }): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** The last part of a run's output, for a failing assertion's message. */
+export function runReport(run: Run, stderrChars = 2000): string {
+  return `exit ${run.code}\nstdout: ${run.stdout.slice(-2000)}\nstderr: ${run.stderr.slice(-stderrChars)}`;
+}
+
+/** What a user spent, from the usage records, once every request so far has settled. */
+export async function spentBy(h: Harness, userId: string): Promise<number> {
+  await h.settled();
+  const records = await h.gateway.usage.query({ by: 'user', id: userId, from: '2000-01-01T00:00:00.000Z', to: '2200-01-01T00:00:00.000Z' });
+  return records.reduce((n, r) => n + r.costMicros, 0);
+}
+
+export const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
