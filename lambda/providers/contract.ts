@@ -57,6 +57,13 @@ export interface StreamResult {
    * came, from it instead of parsing the stream a second time. Without it the pipeline parses `body` itself.
    */
   readonly watch?: StreamWatch;
+  /**
+   * Whether the upstream ended the stream cleanly without its end marker (OpenAI chat `[DONE]` or a final
+   * chunk with `finish_reason`, Anthropic `message_stop`, Responses `response.completed` / `.incomplete` /
+   * `.failed`, Bedrock `messageStop`): a cut answer. The adapter has then ended `body` with an error event in
+   * the caller's dialect, and the call settles `stream_incomplete`. Read once `body` is done.
+   */
+  readonly cut?: () => boolean;
 }
 
 export type ProviderResult = JsonResult | StreamResult;

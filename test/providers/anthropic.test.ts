@@ -95,11 +95,13 @@ describe('AnthropicProvider.messages (native)', () => {
     expect(stream.usage()).toEqual({ inputTokens: 26, outputTokens: 3, cachedInputTokens: 5, cacheWriteTokens: 1 });
   });
 
-  it('when the stream breaks off after message_start, usage() reports the input side and one output token', async () => {
+  it('when the stream breaks off after message_start, it is cut: an error event ends it and usage() is unknown (message_start\'s output count is a placeholder)', async () => {
     upstream.script({ usage: { inputTokens: 40 }, endAfterEvents: 2 });
     const stream = asStream(await provider.messages(messagesBody({ stream: true }), callContext()));
-    await readAll(stream.body);
-    expect(stream.usage()).toEqual({ inputTokens: 40, outputTokens: 1, cachedInputTokens: 0, cacheWriteTokens: 0 });
+    const text = await readAll(stream.body);
+    expect(text).toMatch(/event: error\ndata: \{"type":"error","error":\{"type":"api_error","message":"upstream anthropic ended the stream before message_stop/);
+    expect(stream.cut?.()).toBe(true);
+    expect(stream.usage()).toBeUndefined();
   });
 
   it('when the upstream answers 400, it passes the status and message through; when it answers 401, it is a 502 without the key', async () => {

@@ -214,6 +214,8 @@ interface BedrockFailure {
   readonly status: number;
   /** In the caller's error message (and in the stream when it fails late). */
   readonly says: RegExp;
+  /** The usage record's outcome: a cut or empty stream is `stream_incomplete`. @default 'upstream_error' */
+  readonly outcome?: string;
 }
 const exception = (type: BedrockStreamException, status: number): BedrockFailure => ({
   name: `ConverseStream ${type}`,
@@ -233,6 +235,7 @@ const BEDROCK_FAILURES: BedrockFailure[] = [
     late: { replyText: 'one two three four', endAfterEvents: 3 },
     status: 500,
     says: /ended the stream before messageStop/,
+    outcome: 'stream_incomplete',
   },
   {
     name: 'an empty ConverseStream (no event at all)',
@@ -240,6 +243,7 @@ const BEDROCK_FAILURES: BedrockFailure[] = [
     late: { replyText: 'one two three four', endAfterEvents: 3 },
     status: 500,
     says: /empty stream|ended the stream before messageStop/,
+    outcome: 'stream_incomplete',
   },
 ];
 const BEDROCK_CASES = BEDROCK_SURFACES.flatMap((surface) => BEDROCK_FAILURES.map((failure) => ({ surface, failure, title: `${surface.path}: ${failure.name}` })));
@@ -266,7 +270,7 @@ describe.each(BEDROCK_CASES)('Bedrock, $title', ({ surface, failure, title }) =>
     expect(body.error.type).toBe('upstream_error');
     expect(body.error.message).toMatch(failure.says);
     const [failed] = await recordsOf(keyId);
-    expect(failed!.outcome).toBe('upstream_error');
+    expect(failed!.outcome).toBe(failure.outcome ?? 'upstream_error');
     expect(failed!.model).toBe(BEDROCK_MODEL);
     // No usage reported: charged its reservation, never $0.
     expect(Number(failed!.costMicros)).toBeGreaterThan(0);
@@ -291,7 +295,7 @@ describe.each(BEDROCK_CASES)('Bedrock, $title', ({ surface, failure, title }) =>
     expect(streamed).not.toContain('[DONE]');
     expect(streamed).not.toContain('response.completed');
     const [failed] = await recordsOf(keyId);
-    expect(failed!.outcome).toBe('upstream_error');
+    expect(failed!.outcome).toBe(failure.outcome ?? 'upstream_error');
     expect(Number(failed!.costMicros)).toBeGreaterThan(0);
     bedrock.script({ replyText: 'Healthy now.' });
     const again = await postBedrock(raw, surface, text);

@@ -48,6 +48,11 @@ export interface FakeScript {
   readonly hangAfterEvents?: number;
   /** Streams: send this many events, then end the response early (no usage, no end marker). */
   readonly endAfterEvents?: number;
+  /**
+   * Non-stream answers: send only the first N characters of the JSON body, then end the response cleanly (a
+   * body cut mid-JSON; no Content-Length, so the HTTP framing itself is whole).
+   */
+  readonly cutBodyAt?: number;
   /** End streams (and answers) without usage. */
   readonly omitUsage?: boolean;
   /**
@@ -433,6 +438,13 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
       text: script.replyText ?? DEFAULT_TEXT,
     };
     if (script.status !== undefined && script.status >= 300) return sendError(exchange, script.status, route.anthropic);
+    if (script.cutBodyAt !== undefined && !body.stream) {
+      const cut = script.cutBodyAt;
+      const end = res.end.bind(res);
+      // The handler's JSON, cut: whatever it ends the response with is sent only up to `cut` characters.
+      res.end = ((chunk?: unknown, ...rest: unknown[]) =>
+        typeof chunk === 'string' ? end(chunk.slice(0, cut), ...(rest as [])) : end(chunk as never, ...(rest as []))) as typeof res.end;
+    }
     await route.handle(exchange);
   }
 

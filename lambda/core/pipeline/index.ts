@@ -275,7 +275,8 @@ export class RequestPipeline {
       const early = started.error;
       this.options.log.log('warn', 'provider error inside a 200 stream', { requestId: call.requestId, model: call.model.id, type: early.type });
       return failed(new UpstreamError(early.message, { status: early.status, code: early.type }), {
-        outcome: 'upstream_error',
+        // A stream cut before any output (closed without its end marker) says so.
+        outcome: upstream.cut?.() ? 'stream_incomplete' : 'upstream_error',
         usage: upstream.usage(),
         httpStatus: early.status,
         mayHaveOutput: true,
@@ -287,7 +288,8 @@ export class RequestPipeline {
       headers: { ...baseHeaders, ...budgetHeaders(remaining(), 0) },
       after: (o?: SettleOptions) => {
         const ended = started.ended();
-        return settleWith({ outcome: ended.outcome, usage: upstream.usage(), httpStatus: 200, endedAt: ended.endedAt, mayHaveOutput: true })(o);
+        const outcome = ended.outcome === 'upstream_error' && upstream.cut?.() ? 'stream_incomplete' : ended.outcome;
+        return settleWith({ outcome, usage: upstream.usage(), httpStatus: 200, endedAt: ended.endedAt, mayHaveOutput: true })(o);
       },
     };
   }

@@ -18,6 +18,7 @@ import type {
 } from '../contract';
 import type { ChatAnswerIdentity } from '../openai/chat-format';
 import { parseSse, SseParser } from '../sse';
+import { StreamEnd } from '../stream-end';
 import { postUpstream, readBody, readJson, resolveApiKey, type ApiKeySource, type UpstreamResponse } from '../upstream-http';
 import { readStructuredOutput } from '../openai/chat-request';
 import { anthropicStreamToChatChunks, fromAnthropicMessage, toAnthropicRequest } from './translate';
@@ -129,15 +130,19 @@ export class AnthropicProvider implements Provider {
       return { kind: 'json', body: answer, usage };
     }
     let usage: TokenUsage | undefined;
+    let cut = false;
     const chunks = anthropicStreamToChatChunks(parseSse(readBody(this.id, response, ctx.signal)), {
       identity,
       includeUsage: ctx.callerWantsStreamUsage === true,
       onUsage: (u) => {
         usage = u;
       },
+      onCut: () => {
+        cut = true;
+      },
       ...(structured ? { structured } : {}),
     });
-    return { kind: 'stream', body: chunks, usage: () => usage };
+    return { kind: 'stream', body: chunks, usage: () => usage, cut: () => cut };
   }
 }
 
@@ -145,6 +150,7 @@ export class AnthropicProvider implements Provider {
 export function relayMessagesStream(upstream: AsyncIterable<Uint8Array>): StreamResult {
   const usage = new AnthropicStreamUsage();
   const watch = new StreamWatch();
+  const end = new StreamEnd('messages', 'anthropic');
   const observe = (data: string): void => {
     if (!data.includes('"message_start"') && !data.includes('"message_delta"')) return;
     try {
@@ -158,14 +164,22 @@ export function relayMessagesStream(upstream: AsyncIterable<Uint8Array>): Stream
     for await (const chunk of upstream) {
       for (const event of parser.push(chunk)) {
         watch.observe(event);
+        end.observe(event);
         observe(event.data);
       }
       yield chunk;
     }
     for (const event of parser.end()) {
       watch.observe(event);
+      end.observe(event);
       observe(event.data);
     }
+    // Closed cleanly before message_stop: the caller's stream ends with an `error` event (a cut answer).
+    const last = end.finish();
+    if (last) {
+      for (const event of new SseParser().push(last)) watch.observe(event);
+      yield last;
+    }
   }
-  return { kind: 'stream', body: relay(), usage: () => usage.current(), watch };
+  return { kind: 'stream', body: relay(), usage: () => (end.cut() ? usage.ofCutStream() : usage.current()), watch, cut: () => end.cut() };
 }

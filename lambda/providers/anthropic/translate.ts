@@ -23,7 +23,7 @@ import {
   type ChatToolChoice,
   type ParamRule,
 } from '../openai/chat-request';
-import type { SseEvent } from '../sse';
+import { encodeSseJson, type SseEvent } from '../sse';
 import { redactSecrets } from '../upstream-http';
 import { AnthropicStreamUsage, usageFromAnthropic } from './usage';
 
@@ -148,8 +148,9 @@ export function fromAnthropicMessage(
 /**
  * Translates an Anthropic Messages event stream into OpenAI `chat.completion.chunk` events ending with
  * `data: [DONE]`, with a usage chunk before it when `includeUsage`. `usage` receives every update.
- * An `error` event becomes an {@link UpstreamError}; a stream that ends before `message_stop` ends
- * without `[DONE]`, as the upstream did.
+ * An `error` event becomes an {@link UpstreamError}; a stream that ends before `message_stop` is a cut
+ * answer: it ends with an OpenAI error chunk, not `[DONE]` (`onCut` is called, and the usage is only what
+ * a `message_delta` reported, see AnthropicStreamUsage.ofCutStream).
  */
 export async function* anthropicStreamToChatChunks(
   events: AsyncIterable<SseEvent>,
@@ -159,16 +160,20 @@ export async function* anthropicStreamToChatChunks(
     readonly onUsage: (usage: TokenUsage | undefined) => void;
     /** The structured-output tool, whose input streams as the message's text. */
     readonly structured?: StructuredOutput;
+    /** Told when the stream ended before `message_stop` (a cut answer). */
+    readonly onCut?: () => void;
   },
 ): AsyncGenerator<Uint8Array> {
   const encoder = new ChatChunkEncoder(options.identity);
   const usage = new AnthropicStreamUsage();
+  let seen = 0;
   /** Content-block indexes of the structured-output tool. */
   const jsonBlocks = new Set<number>();
   /** Anthropic content-block index → OpenAI tool-call index. */
   const toolIndex = new Map<number, number>();
 
   for await (const sse of events) {
+    seen++;
     let event: Record<string, unknown>;
     try {
       event = JSON.parse(sse.data) as Record<string, unknown>;
@@ -225,4 +230,9 @@ export async function* anthropicStreamToChatChunks(
         break;
     }
   }
+  // Closed cleanly before message_stop: a cut answer, reported as OpenAI reports a failure mid-stream.
+  options.onUsage(usage.ofCutStream());
+  options.onCut?.();
+  const message = seen === 0 ? 'upstream anthropic answered an empty stream' : 'upstream anthropic ended the stream before message_stop (a cut answer)';
+  yield encodeSseJson({ error: { message, type: 'server_error', param: null, code: seen === 0 ? 'upstream_empty_answer' : 'upstream_stream_cut' } });
 }

@@ -28,6 +28,7 @@ export function usageFromAnthropic(usage: unknown): TokenUsage | undefined {
  */
 export class AnthropicStreamUsage {
   private raw: Record<string, unknown> | undefined;
+  private outputReported = false;
 
   /** Feeds one parsed event (`type` and its payload). */
   observe(event: Record<string, unknown>): void {
@@ -37,7 +38,17 @@ export class AnthropicStreamUsage {
     } else if (event.type === 'message_delta' && typeof event.usage === 'object' && event.usage !== null) {
       const present = Object.entries(event.usage as Record<string, unknown>).filter(([, v]) => typeof v === 'number');
       this.raw = { ...this.raw, ...Object.fromEntries(present) };
+      if (present.some(([k]) => k === 'output_tokens')) this.outputReported = true;
     }
+  }
+
+  /**
+   * The usage of a stream cut before its end: only once a `message_delta` reported the output count.
+   * `message_start`'s `output_tokens` (1) is a placeholder, not a count of what was generated, so a stream cut
+   * before that is charged its reservation (the gateway cannot prove the output unspent).
+   */
+  ofCutStream(): TokenUsage | undefined {
+    return this.outputReported ? this.current() : undefined;
   }
 
   current(): TokenUsage | undefined {

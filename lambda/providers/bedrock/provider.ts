@@ -236,6 +236,8 @@ export async function* converseStreamToChatChunks(
     readonly structured?: StructuredOutput;
     /** The call's signal: a failure after it aborted is the gateway's abort, thrown rather than reported. */
     readonly signal?: AbortSignal;
+    /** Told when the stream ended cleanly before `messageStop` (a cut or empty answer). */
+    readonly onCut?: () => void;
   },
 ): AsyncGenerator<Uint8Array> {
   const encoder = new ChatChunkEncoder(options.identity);
@@ -295,6 +297,7 @@ export async function* converseStreamToChatChunks(
     return;
   }
   if (!stopped) {
+    options.onCut?.();
     yield errorChunk(
       started ? 'upstream bedrock ended the stream before messageStop (a cut answer)' : 'upstream bedrock answered an empty stream',
       'server_error',
@@ -372,6 +375,7 @@ export class BedrockProvider implements Provider {
       .catch((err: unknown) => Promise.reject(bedrockError(err, ctx.signal)));
     if (!output.stream) throw new UpstreamError('upstream bedrock answered without a stream', { status: 502 });
     let usage: TokenUsage | undefined;
+    let cut = false;
     const chunks = converseStreamToChatChunks(output.stream, {
       identity,
       signal: ctx.signal,
@@ -379,8 +383,11 @@ export class BedrockProvider implements Provider {
       onUsage: (u) => {
         usage = u;
       },
+      onCut: () => {
+        cut = true;
+      },
       ...(structured ? { structured } : {}),
     });
-    return { kind: 'stream', body: chunks, usage: () => usage };
+    return { kind: 'stream', body: chunks, usage: () => usage, cut: () => cut };
   }
 }

@@ -22,5 +22,5 @@ export async function messagesViaChat(
   const result = await provider.chatCompletions(chat, { ...ctx, callerWantsStreamUsage: true });
   if (result.kind === 'json') return { kind: 'json', body: chatCompletionToMessage(result.body, identity, result.usage), usage: result.usage };
   const events = chatChunksToMessageEvents(parseSse(result.body), { identity });
-  return { kind: 'stream', body: events, usage: (): TokenUsage | undefined => result.usage() };
+  return { kind: 'stream', body: events, usage: (): TokenUsage | undefined => result.usage(), ...(result.cut ? { cut: result.cut } : {}) };
 }

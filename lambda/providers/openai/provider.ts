@@ -19,6 +19,7 @@ import type {
   StreamResult,
 } from '../contract';
 import { encodeSse, SseParser, type SseEvent } from '../sse';
+import { StreamEnd } from '../stream-end';
 import { postUpstream, readBody, readJson, resolveApiKey, type ApiKeySource, type UpstreamResponse } from '../upstream-http';
 import { usageFromResponses } from '../responses/response';
 import { usageFromOpenAi } from './chat-format';
@@ -95,6 +96,7 @@ export class OpenAiCompatibleProvider implements Provider {
     const response = await this.post('/chat/completions', upstreamBody, ctx);
     return relayChatStream(readBody(this.id, response, ctx.signal), {
       passUsageChunk: ctx.callerWantsStreamUsage === true,
+      provider: this.id,
     });
   }
 
@@ -107,7 +109,7 @@ export class OpenAiCompatibleProvider implements Provider {
       const json = await readJson(this.id, response, ctx.signal);
       return { kind: 'json', body: json, usage: usageFromResponses((json as { usage?: unknown } | null)?.usage) };
     }
-    return relayResponsesStream(readBody(this.id, response, ctx.signal));
+    return relayResponsesStream(readBody(this.id, response, ctx.signal), this.id);
   }
 
   async embeddings(body: EmbeddingsBody, ctx: ProviderCallContext): Promise<JsonResult> {
@@ -137,15 +139,21 @@ function inspectChunk(event: SseEvent): { usage?: TokenUsage; usageOnly: boolean
  */
 export function relayChatStream(
   upstream: AsyncIterable<Uint8Array>,
-  options: { readonly passUsageChunk: boolean },
+  options: {
+    readonly passUsageChunk: boolean;
+    /** Names the upstream in the error event of a cut stream. @default 'openai' */
+    readonly provider?: string;
+  },
 ): StreamResult {
   let usage: TokenUsage | undefined;
   const watch = new StreamWatch();
+  const end = new StreamEnd('chat', options.provider ?? 'openai');
   /** Records usage; returns the events the caller should see (and the watch is told of). */
   const observe = (events: SseEvent[]): SseEvent[] =>
     events.filter((event) => {
       const seen = inspectChunk(event);
       if (seen.usage) usage = seen.usage;
+      end.observe(event);
       const kept = options.passUsageChunk || !seen.usageOnly;
       if (kept) watch.observe(event);
       return kept;
@@ -159,8 +167,14 @@ export function relayChatStream(
     }
     const kept = observe(parser.end());
     if (!options.passUsageChunk) for (const event of kept) yield encodeSse(event);
+    // Closed cleanly before [DONE]: the caller's stream ends with an error chunk (a cut answer).
+    const last = end.finish();
+    if (last) {
+      for (const event of new SseParser().push(last)) watch.observe(event);
+      yield last;
+    }
   }
-  return { kind: 'stream', body: relay(), usage: () => usage, watch };
+  return { kind: 'stream', body: relay(), usage: () => usage, watch, cut: () => end.cut() };
 }
 
 /** OpenAI itself. */

@@ -25,5 +25,5 @@ export async function responsesViaChat(
     return { kind: 'json', body: chatCompletionToResponse(result.body, identity, body, result.usage, tools), usage: result.usage };
   }
   const events = chatChunksToResponseEvents(parseSse(result.body), { identity, body, tools });
-  return { kind: 'stream', body: events, usage: (): TokenUsage | undefined => result.usage() };
+  return { kind: 'stream', body: events, usage: (): TokenUsage | undefined => result.usage(), ...(result.cut ? { cut: result.cut } : {}) };
 }
