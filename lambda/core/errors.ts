@@ -106,10 +106,19 @@ export class UpstreamError extends TollgateError {
    * unreachable upstream) or an error answer (4xx, 5xx) costs nothing.
    */
   readonly mayHaveOutput: boolean;
-  constructor(message: string, options: TollgateErrorOptions & { readonly status?: number; readonly mayHaveOutput?: boolean } = {}) {
+  /**
+   * The status the provider itself answered (503, 529, …), when it answered one: `status` is what the caller
+   * gets (most upstream 5xx become 502). Kept on the loop guard's item so a refusal can say what failed.
+   */
+  readonly upstreamStatus: number | undefined;
+  constructor(
+    message: string,
+    options: TollgateErrorOptions & { readonly status?: number; readonly mayHaveOutput?: boolean; readonly upstreamStatus?: number } = {},
+  ) {
     super(message, options);
     this.status = options.status ?? 502;
     this.mayHaveOutput = options.mayHaveOutput ?? false;
+    this.upstreamStatus = options.upstreamStatus;
   }
 }
 
@@ -143,6 +152,11 @@ export class CircuitOpenError extends TollgateError {
 export class LoopDetectedError extends TollgateError {
   readonly status = 429;
   readonly kind = 'rate_limit' as const;
+  /**
+   * A refusal for a failure streak (not copies in flight): how many failures in a row, and the status the
+   * provider answered last when it was recorded. The routing layer names it with the chain's other failures.
+   */
+  streak?: { readonly fails: number; readonly lastStatus?: number; readonly blockMinutes: number };
 }
 
 /**

@@ -172,6 +172,8 @@ export interface SettleInput {
    * the failure streak, 'succeeded' clears it, absent leaves it (the caller went away: says nothing).
    */
   readonly loopOutcome?: 'failed' | 'succeeded';
+  /** With a 'failed' loopOutcome: the status the provider answered, kept on the loop item (lastStatus) for the refusal's message. */
+  readonly loopStatus?: number;
 }
 
 export interface CounterValue {
@@ -241,12 +243,12 @@ export interface LeaseStore {
   /** Counts one copy for the loop guard (the reserve transaction's loop item, alone); throws LoopDetectedError. */
   countLoop(check: LoopCheck): Promise<void>;
   /** Records the upstream outcome on the loop item, as settle does. */
-  settleLoop(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined): Promise<void>;
+  settleLoop(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined, status?: number): Promise<void>;
   /**
    * Counts a copy the loop guard did not count at admission, together with its outcome, in one write (a copy
    * whose body the instance had never seen: see core/lease).
    */
-  recordLoopCopy(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined): Promise<void>;
+  recordLoopCopy(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined, status?: number): Promise<void>;
   /** Writes usage records (in batches where the store is set to). */
   writeUsage(records: readonly UsageRecord[]): Promise<void>;
   /** Returns a lease (or corrects the sweeper's full charge of it), exactly once. */

@@ -125,6 +125,7 @@ export async function upstreamHttpError(
     code: passThrough ? parsed.code && redactSecrets(parsed.code, secrets).slice(0, MAX_QUOTED_FIELD) : 'upstream_error',
     param: passThrough ? parsed.param && redactSecrets(parsed.param, secrets).slice(0, MAX_QUOTED_FIELD) : undefined,
     headers,
+    upstreamStatus: response.status,
   });
 }
 

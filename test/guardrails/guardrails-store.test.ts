@@ -183,7 +183,7 @@ describe('loop guard in the ledger', () => {
     } catch (err) {
       return err;
     }
-    await ledger.settle({ reservation: r, cost: 0, usage: usage(r, outcome), loopOutcome: outcome === 'ok' ? 'succeeded' : 'failed' });
+    await ledger.settle({ reservation: r, cost: 0, usage: usage(r, outcome), ...(outcome === 'ok' ? { loopOutcome: 'succeeded' } : { loopOutcome: 'failed', loopStatus: 503 }) });
     return r;
   }
 
@@ -206,7 +206,8 @@ describe('loop guard in the ledger', () => {
     for (let i = 0; i < 3; i++) expect(await attempt(ledger, keyId, 'upstream_error')).not.toBeInstanceOf(Error);
     const err = (await attempt(ledger, keyId, 'upstream_error')) as LoopDetectedError;
     expect(err).toBeInstanceOf(LoopDetectedError);
-    expect(err.message).toMatch(/failed upstream 3 times in a row/);
+    expect(err.message).toMatch(/failed upstream 3 times in a row \(the provider answered 503 last\)/);
+    expect(err.streak).toEqual({ fails: 3, lastStatus: 503, blockMinutes: 10 });
     const later = T0 + settings.windowMs + 1;
     expect(await attempt(ledger, keyId, 'ok', later)).not.toBeInstanceOf(Error);
     // The success cleared the streak: copies pass again.

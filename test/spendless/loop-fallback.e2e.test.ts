@@ -36,3 +36,43 @@ it('8 identical requests whose primary answers 503 are all served by the fallbac
   // Every request tried the primary first and then the fallback: 16 upstream calls.
   expect(h.upstream.requests).toHaveLength(16);
 });
+
+describe('when every model of the chain fails, the loop refusal says what failed', () => {
+  it.each([
+    { dialect: 'openai', path: '/v1/chat/completions', headers: {} as Record<string, string>, body: { model: 'tollgate/resilient', max_tokens: 500, messages: [{ role: 'user', content: 'Summarise ticket 77.' }] } },
+    {
+      dialect: 'anthropic',
+      path: '/v1/messages',
+      headers: { 'anthropic-version': '2023-06-01' } as Record<string, string>,
+      body: { model: 'tollgate/resilient', max_tokens: 500, messages: [{ role: 'user', content: 'Summarise ticket 78.' }] },
+    },
+  ])('$path: gpt-4o 503 and claude-sonnet-4-5 529 three times, then a 429 naming both, x-should-retry false', async ({ dialect, path, headers, body }) => {
+    const { raw } = await h.createKey({ userId: `loop-chain-${dialect}` });
+    h.upstream.scriptEach((b) =>
+      String(b.model).startsWith('gpt-4o') ? { status: 503, errorMessage: 'Service Unavailable' } : { status: 529, errorMessage: 'Overloaded' },
+    );
+    const post = () =>
+      fetch(`${h.url}${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${raw}`, 'content-type': 'application/json', ...headers },
+        body: JSON.stringify(body),
+      });
+    for (let i = 0; i < 3; i++) {
+      const failed = await post();
+      expect(failed.status).toBe(502);
+      expect(failed.headers.get('x-tollgate-fallback')).toBe('fallback; from=openai/gpt-4o; to=anthropic/claude-sonnet-4-5; reason=upstream_502');
+      await failed.text();
+      await h.settled();
+    }
+    const refused = await post();
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('x-should-retry')).toBe('false');
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+    const json = (await refused.json()) as { type?: string; error: { type: string; code?: string; message: string } };
+    if (dialect === 'anthropic') expect(json).toMatchObject({ type: 'error', error: { type: 'rate_limit_error' } });
+    else expect(json.error).toMatchObject({ type: 'rate_limit_error', code: 'loop_detected' });
+    expect(json.error.message).toContain('openai/gpt-4o answered 503 and anthropic/claude-sonnet-4-5 answered 529 on the last 3 attempts');
+    expect(json.error.message).toContain('route resilient');
+    await h.settled();
+  });
+});

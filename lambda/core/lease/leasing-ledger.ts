@@ -223,7 +223,7 @@ export class LeasingLedger implements Ledger {
     const loop = input.reservation.loop;
     await Promise.all([
       this.usage.add(input.usage, () => lease.unwritten--),
-      ...(loop ? [this.settleLoopOf(entry, loop, input.loopOutcome)] : []),
+      ...(loop ? [this.settleLoopOf(entry, loop, input.loopOutcome, input.loopStatus)] : []),
     ]);
     await this.maintain();
   }
@@ -550,17 +550,17 @@ export class LeasingLedger implements Ledger {
   }
 
   /** The loop guard's writes of a settled leased request: its deferred count with its outcome, or the outcome. */
-  private async settleLoopOf(entry: LeasedRequest, loop: LoopCheck, outcome: 'failed' | 'succeeded' | undefined): Promise<void> {
+  private async settleLoopOf(entry: LeasedRequest, loop: LoopCheck, outcome: 'failed' | 'succeeded' | undefined, status?: number): Promise<void> {
     try {
       if (entry.deferredLoop !== undefined) {
         this.deferredLoops.get(entry.deferredLoop)?.delete(entry);
         if (this.deferredLoops.get(entry.deferredLoop)?.size === 0) this.deferredLoops.delete(entry.deferredLoop);
         entry.deferredLoop = undefined;
-        await this.inner.recordLoopCopy(loop, outcome);
+        await this.inner.recordLoopCopy(loop, outcome, status);
         return;
       }
       await (entry.counted ?? Promise.resolve()).catch(() => undefined);
-      await this.inner.settleLoop(loop, outcome);
+      await this.inner.settleLoop(loop, outcome, status);
     } catch (err) {
       this.storeHealthy = false;
       this.options.onError?.('loop guard outcome not recorded', err);

@@ -215,7 +215,7 @@ export class RequestPipeline {
       kind: 'error',
       error,
       headers: baseHeaders,
-      after: settleWith({ ...s, endedAt: clock.now() }),
+      after: settleWith({ ...s, endedAt: clock.now(), ...(error instanceof UpstreamError && error.upstreamStatus ? { upstreamStatus: error.upstreamStatus } : {}) }),
     });
 
     let result: ProviderResult;
@@ -274,7 +274,7 @@ export class RequestPipeline {
     if (started.kind === 'provider_error') {
       const early = started.error;
       this.options.log.log('warn', 'provider error inside a 200 stream', { requestId: call.requestId, model: call.model.id, type: early.type });
-      return failed(new UpstreamError(early.message, { status: early.status, code: early.type }), {
+      return failed(new UpstreamError(early.message, { status: early.status, code: early.type, upstreamStatus: early.status }), {
         // A stream cut before any output (closed without its end marker) says so.
         outcome: upstream.cut?.() ? 'stream_incomplete' : 'upstream_error',
         usage: upstream.usage(),

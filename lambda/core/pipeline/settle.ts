@@ -85,6 +85,7 @@ export class Settler {
             ...(actualTokens === undefined ? {} : { actualTokens }),
             usage: record,
             ...(loopOutcomeOf(s) ? { loopOutcome: loopOutcomeOf(s) } : {}),
+            ...(loopOutcomeOf(s) === 'failed' && s.upstreamStatus !== undefined ? { loopStatus: s.upstreamStatus } : {}),
           }),
         {
           ...this.options.settleRetry,

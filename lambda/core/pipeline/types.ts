@@ -109,4 +109,6 @@ export interface Settlement {
   readonly emptyAnswer?: boolean;
   /** A fallback answered instead: not a failure of the caller's loop. */
   readonly routedAround?: boolean;
+  /** The status the provider answered, when it failed with one (kept for the loop guard's refusal message). */
+  readonly upstreamStatus?: number;
 }

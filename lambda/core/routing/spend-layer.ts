@@ -21,7 +21,7 @@ import { cacheKeyOf, tenantOf } from '../cache/key';
 import { cachePolicyOf, type CachePolicy, type CachePolicySettings } from '../cache/policy';
 import type { CachedAnswer, CacheStore, SavingsDelta } from '../cache/store';
 import type { Clock } from '../clock';
-import { BudgetExceededError, type TollgateError, UpstreamError } from '../errors';
+import { BudgetExceededError, LoopDetectedError, type TollgateError, UpstreamError } from '../errors';
 import type { Logger } from '../log';
 import { formatUsd } from '../money';
 import type { BillableCall, CallOutcome, RequestPipeline } from '../pipeline';
@@ -72,6 +72,26 @@ export interface SpendRequest {
   readonly inputTokens: number;
   /** Builds one attempt's call at a model; throws 400 when that model cannot serve the route. */
   callFor(model: string, attemptId: string): Promise<BillableCall>;
+}
+
+/**
+ * A loop refusal (a failure streak) of the last model of a chain whose earlier models failed in this request:
+ * the refusal names every model tried and what its provider answered, so the caller sees the chain failed, not
+ * one model. Other errors pass unchanged.
+ */
+export function chainLoopRefusal(error: TollgateError, failures: readonly { model: string; status: number }[], refused: string, rule: string | undefined): TollgateError {
+  if (!(error instanceof LoopDetectedError) || !error.streak) return error;
+  const { fails, lastStatus, blockMinutes } = error.streak;
+  const named = failures.map((f) => `${f.model} answered ${f.status}`);
+  named.push(lastStatus === undefined ? `${refused} failed` : `${refused} answered ${lastStatus}`);
+  const list = named.length > 1 ? `${named.slice(0, -1).join(', ')} and ${named[named.length - 1]}` : named[0]!;
+  const refusal = new LoopDetectedError(
+    `Loop detected: every model of ${rule ? `route ${rule}` : 'the route'} failed for this request: ${list} on the last ${fails} attempts; ` +
+      `${refused} is refused for ${blockMinutes} minutes after its last failure (doubling with each failed retry). Retrying will not help until a provider recovers.`,
+    { code: error.code, headers: { ...error.headers, 'x-should-retry': 'false' }, cause: error },
+  );
+  refusal.streak = error.streak;
+  return refusal;
 }
 
 /** Whether a failed attempt may be retried at the next model: the provider failed, not the caller. */
@@ -210,6 +230,8 @@ export class SpendLayer {
     const notes: string[] = [];
     let routed: 'fallback' | 'downgrade' | undefined;
     let downgraded = false;
+    /** The models this request tried that failed, and what their provider answered. */
+    const failures: { model: string; status: number }[] = [];
     if (plan.downgrade && (await this.pastTier(req.principal, plan.downgrade.atPercent))) {
       notes.push(`downgrade; from=${models[0]}; to=${plan.downgrade.model}; reason=budget_${plan.downgrade.atPercent}pct`);
       models = [plan.downgrade.model];
@@ -241,9 +263,11 @@ export class SpendLayer {
         await outcome.after({ routedAround: true });
         this.o.log.log('warn', 'fallback to the next model', { requestId: req.requestId, failed: call.model.id, status: outcome.error.status, next: models[i + 1] });
         notes.push(`fallback; from=${call.model.id}; to=${models[i + 1]}; reason=upstream_${outcome.error.status}`);
+        failures.push({ model: call.model.id, status: outcome.error instanceof UpstreamError ? (outcome.error.upstreamStatus ?? outcome.error.status) : outcome.error.status });
         routed = routed ?? 'fallback';
         continue;
       }
+      if (outcome.kind === 'error' && failures.length > 0) outcome = { ...outcome, error: chainLoopRefusal(outcome.error, failures, call.model.id, plan.rule) };
       const headers: Record<string, string> = { [SPEND_HEADERS.model]: call.model.id };
       if (notes.length) headers[SPEND_HEADERS.fallback] = notes.join(', ');
       if (plan.rule) headers['x-tollgate-route'] = plan.rule;

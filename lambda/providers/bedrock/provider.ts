@@ -188,6 +188,7 @@ export function bedrockError(err: unknown, signal: AbortSignal): UpstreamError {
     status,
     code: status === 502 ? 'upstream_error' : name,
     cause: err,
+    upstreamStatus: httpStatus,
   });
 }
 

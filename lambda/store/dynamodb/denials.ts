@@ -89,6 +89,7 @@ export function loopDetected(check: LoopCheck, old: Record<string, unknown> | un
   const repeats = count >= check.maxRepeats;
   const blockMs = failureBlockMs(num(old?.fails), check.maxFailures, check.windowMs);
   const retryAt = repeats ? check.windowEnd : num(old?.lastFailAt) + blockMs;
+  const lastStatus = typeof old?.lastStatus === 'number' ? old.lastStatus : undefined;
   // Copies are counted, presumed failed, when admitted: with no failure stamped (lastFailAt), the streak is
   // copies still in flight — nothing failed, and a retry passes once one of them is answered.
   if (!repeats && old?.lastFailAt === undefined) {
@@ -101,12 +102,14 @@ export function loopDetected(check: LoopCheck, old: Record<string, unknown> | un
   const message = repeats
     ? `Loop detected: this request (or a near-copy) was sent ${count} times within ${minutes} minutes by ${check.owner} (last through key ${check.keyId}) (at most ${check.maxRepeats}); ` +
       'change the request or wait before retrying.'
-    : `Loop detected: this request failed upstream ${num(old?.fails)} times in a row for ${check.owner} (last through key ${check.keyId}); ` +
+    : `Loop detected: this request failed upstream ${num(old?.fails)} times in a row${lastStatus === undefined ? '' : ` (the provider answered ${lastStatus} last)`} for ${check.owner} (last through key ${check.keyId}); ` +
       `it is refused for ${Math.round(blockMs / 60_000)} minutes after the last failure (doubling with each failed retry).`;
-  return new LoopDetectedError(message, {
+  const err = new LoopDetectedError(message, {
     code: 'loop_detected',
     headers: { 'Retry-After': String(Math.max(1, Math.ceil((retryAt - check.now) / 1000))), 'x-should-retry': 'false' },
   });
+  if (!repeats) err.streak = { fails: num(old?.fails), blockMinutes: Math.round(blockMs / 60_000), ...(lastStatus === undefined ? {} : { lastStatus }) };
+  return err;
 }
 
 /** The caller-facing denial of the spend-velocity breaker (the pipeline then opens the circuit and alerts). */

@@ -111,15 +111,17 @@ export class LedgerItems {
    */
   loopStreak(input: SettleInput): TransactWriteItem[] {
     const check = input.reservation.loop;
-    return check ? [{ Update: this.loopStreakUpdate(check, input.loopOutcome) }] : [];
+    return check ? [{ Update: this.loopStreakUpdate(check, input.loopOutcome, input.loopStatus) }] : [];
   }
 
-  loopStreakUpdate(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined): Update {
+  loopStreakUpdate(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined, status?: number): Update {
     const values: Item = { ':ttl': { N: String(Math.ceil((check.windowEnd + check.windowMs) / 1000) + DAY_S) } };
     let update: string;
     if (outcome === 'failed') {
-      update = 'SET lastFailAt = :now, #ttl = :ttl';
+      // lastStatus: what the provider answered, for the refusal's message.
+      update = status === undefined ? 'SET lastFailAt = :now, #ttl = :ttl' : 'SET lastFailAt = :now, lastStatus = :st, #ttl = :ttl';
       values[':now'] = { N: String(this.core.clock.now()) };
+      if (status !== undefined) values[':st'] = { N: String(status) };
     } else if (outcome === 'succeeded') {
       update = 'SET #ttl = :ttl REMOVE fails, lastFailAt';
     } else {

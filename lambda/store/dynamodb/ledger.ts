@@ -221,12 +221,12 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     return this.loops.countLoop(check);
   }
 
-  settleLoop(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined): Promise<void> {
-    return this.loops.settleLoop(check, outcome);
+  settleLoop(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined, status?: number): Promise<void> {
+    return this.loops.settleLoop(check, outcome, status);
   }
 
-  recordLoopCopy(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined): Promise<void> {
-    return this.loops.recordLoopCopy(check, outcome);
+  recordLoopCopy(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined, status?: number): Promise<void> {
+    return this.loops.recordLoopCopy(check, outcome, status);
   }
 
   writeUsage(records: readonly UsageRecord[]): Promise<void> {

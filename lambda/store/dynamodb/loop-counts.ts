@@ -34,23 +34,24 @@ export class LoopCounts {
     }
   }
 
-  async settleLoop(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined): Promise<void> {
+  async settleLoop(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined, status?: number): Promise<void> {
     try {
-      await this.core.client.send(new UpdateItemCommand(this.items.loopStreakUpdate(check, outcome)));
+      await this.core.client.send(new UpdateItemCommand(this.items.loopStreakUpdate(check, outcome, status)));
     } catch (err) {
       throw translateError(err);
     }
   }
 
-  async recordLoopCopy(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined): Promise<void> {
+  async recordLoopCopy(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined, status?: number): Promise<void> {
     const values: Item = {
       ':one': { N: '1' },
       ':ttl': { N: String(Math.ceil((check.windowEnd + check.windowMs) / 1000) + DAY_S) },
     };
     let update: string;
     if (outcome === 'failed') {
-      update = 'ADD #n :one, fails :one SET lastFailAt = :now, #ttl = :ttl REMOVE #prev';
+      update = `ADD #n :one, fails :one SET lastFailAt = :now, ${status === undefined ? '' : 'lastStatus = :st, '}#ttl = :ttl REMOVE #prev`;
       values[':now'] = { N: String(this.core.clock.now()) };
+      if (status !== undefined) values[':st'] = { N: String(status) };
     } else if (outcome === 'succeeded') {
       update = 'ADD #n :one SET #ttl = :ttl REMOVE fails, lastFailAt, #prev';
     } else {

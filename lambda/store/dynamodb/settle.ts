@@ -35,7 +35,7 @@ export class HoldSettle {
       // The record and the loop outcome first (a failure here is retried by the caller, harmlessly); the pool
       // gets its part back last and once: if that fails, the request stays charged its whole amount.
       const loop = reservation.loop;
-      await Promise.all([this.records.writeUsage([input.usage]), ...(loop ? [this.loops.settleLoop(loop, input.loopOutcome)] : [])]);
+      await Promise.all([this.records.writeUsage([input.usage]), ...(loop ? [this.loops.settleLoop(loop, input.loopOutcome, input.loopStatus)] : [])]);
       await this.pools.settle(input, reservation.pool);
       return;
     }
