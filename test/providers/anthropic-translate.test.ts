@@ -196,10 +196,21 @@ describe('anthropicStreamToChatChunks', () => {
     expect(chunkText(await payloadsOf(text))).toBe('Hello');
   });
 
-  it('when an error event arrives mid-stream, it throws an UpstreamError with the upstream message', async () => {
+  it('when an error event arrives mid-stream, the stream ends with an OpenAI error chunk carrying the upstream message and type', async () => {
     const broken = [...sequence.slice(0, 4), { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }];
-    await expect(
-      readAll(anthropicStreamToChatChunks(events(broken), { identity, includeUsage: false, onUsage: () => undefined })),
-    ).rejects.toThrow(/Overloaded/);
+    const text = await readAll(anthropicStreamToChatChunks(events(broken), { identity, includeUsage: false, onUsage: () => undefined }));
+    expect(text).not.toContain('[DONE]');
+    expect(text.trimEnd().split('\n\n').pop()).toBe(
+      'data: {"error":{"message":"upstream anthropic failed mid-stream: Overloaded","type":"overloaded_error","param":null,"code":"overloaded_error"}}',
+    );
+  });
+
+  it('when the stream ends before message_stop, it ends with an error chunk and says it was cut', async () => {
+    let cut = false;
+    const text = await readAll(
+      anthropicStreamToChatChunks(events(sequence.slice(0, 5)), { identity, includeUsage: false, onUsage: () => undefined, onCut: () => (cut = true) }),
+    );
+    expect(cut).toBe(true);
+    expect(text).toMatch(/"code":"upstream_stream_cut"/);
   });
 });

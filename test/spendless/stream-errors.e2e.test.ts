@@ -86,6 +86,17 @@ const SHAPES: Shape[] = [
     expected: { type: 'overloaded_error', message: 'Overloaded' },
   },
   {
+    name: 'OpenAI chat translated to Claude: event: error overloaded_error',
+    id: 'chat-claude',
+    path: '/v1/chat/completions',
+    body: (text) => ({ model: 'claude-haiku-4-5', stream: true, messages: [{ role: 'user', content: text }] }),
+    headers: {},
+    event: sse({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }, 'error'),
+    status: 529,
+    error: openaiError,
+    expected: { type: 'upstream_error', message: 'upstream anthropic failed mid-stream: Overloaded' },
+  },
+  {
     name: 'Responses: response.failed',
     id: 'responses-failed',
     path: '/v1/responses',

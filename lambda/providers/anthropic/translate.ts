@@ -148,7 +148,7 @@ export function fromAnthropicMessage(
 /**
  * Translates an Anthropic Messages event stream into OpenAI `chat.completion.chunk` events ending with
  * `data: [DONE]`, with a usage chunk before it when `includeUsage`. `usage` receives every update.
- * An `error` event becomes an {@link UpstreamError}; a stream that ends before `message_stop` is a cut
+ * An `error` event becomes an OpenAI error chunk ending the stream; a stream that ends before `message_stop` is a cut
  * answer: it ends with an OpenAI error chunk, not `[DONE]` (`onCut` is called, and the usage is only what
  * a `message_delta` reported, see AnthropicStreamUsage.ofCutStream).
  */
@@ -222,9 +222,13 @@ export async function* anthropicStreamToChatChunks(
         return;
       }
       case 'error': {
+        // OpenAI's own report of a failure mid-stream, an error chunk (and no [DONE]), carrying Anthropic's error
+        // type (`overloaded_error` stays one: core/stream-errors.ts gives it its status, 529).
         const error = (event.error ?? {}) as Record<string, unknown>;
         const detail = typeof error.message === 'string' ? `: ${redactSecrets(error.message, []).slice(0, 500)}` : '';
-        throw new UpstreamError(`upstream anthropic failed mid-stream${detail}`, { status: 502 });
+        const type = typeof error.type === 'string' && /^[a-z_]{1,64}$/.test(error.type) ? error.type : 'api_error';
+        yield encodeSseJson({ error: { message: `upstream anthropic failed mid-stream${detail}`, type, param: null, code: type } });
+        return;
       }
       default:
         break;
