@@ -111,7 +111,27 @@ export class LedgerItems {
    */
   loopStreak(input: SettleInput): TransactWriteItem[] {
     const check = input.reservation.loop;
-    return check ? [{ Update: this.loopStreakUpdate(check, input.loopOutcome) }] : [];
+    if (!check) return [];
+    if (check.copy && !check.copy.presumedFailed) {
+      // Counted on its own and not presumed failed (loop-counts.ts): only a failure moves the streak.
+      if (input.loopOutcome !== 'failed') return [];
+      return [
+        {
+          Update: {
+            TableName: this.core.budgets,
+            Key: marshall(loopKey(check)),
+            UpdateExpression: 'ADD fails :one SET lastFailAt = :now, #ttl = :ttl',
+            ExpressionAttributeNames: { '#ttl': 'ttl' },
+            ExpressionAttributeValues: {
+              ':one': { N: '1' },
+              ':now': { N: String(this.core.clock.now()) },
+              ':ttl': { N: String(Math.ceil((check.windowEnd + check.windowMs) / 1000) + DAY_S) },
+            },
+          },
+        },
+      ];
+    }
+    return [{ Update: this.loopStreakUpdate(check, input.loopOutcome) }];
   }
 
   loopStreakUpdate(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined): Update {
