@@ -156,8 +156,14 @@ export interface TableNames {
   readonly reconcile: string;
 }
 
-/** Number of partitions the `day#` usage index and the hold items are spread over. */
-export const USAGE_DAY_SHARDS = 4;
+/**
+ * Number of partitions a day of usage records is spread over in GSI byDay (`day#<date>#<d>`, d = hash(requestId)
+ * mod this). byDay takes every record of the platform: at 5,000 req/s, 4 shards took 1,333 WCU/s on the busiest
+ * (1.33× DynamoDB's per-partition limit; `npm run bench:usage-shards -- 5000`), 16 take about a quarter of that.
+ * Readers of a day query every shard, so raising it keeps every record written before visible (its shard is
+ * below the new count); lowering it would hide records and needs a migration.
+ */
+export const USAGE_DAY_SHARDS = 16;
 
 /**
  * Number of partition keys each user's usage records are spread over (base table `pk`): `user#<id>#<n>` with
