@@ -6,10 +6,10 @@
  *
  *   admission  ADD n<w> 1, c<w> {requestId}   SET fails = if_not_exists(fails, −1) + 1   REMOVE n<w−1>, c<w−2>
  *              IF the loop limits hold AND NOT contains(c<w>, requestId)
- *   settle     presumed failed (the item had a streak): as a reserve transaction's copy (success: fails = 0;
+ *   settle     presumed failed (the item had `fails`): as a reserve transaction's copy (success: REMOVE fails;
  *                failure: lastFailAt; caller left: fails −1, once, on the copy's marker)
- *              not presumed (a fingerprint's first copy: no `fails` before): success or caller left → no write;
- *                failure → fails +1 and lastFailAt, once, on the copy's marker
+ *              not presumed (no `fails` before: a new fingerprint, or the first copy after a success): success
+ *                or caller left → no write; failure → fails +1 and lastFailAt, once, on the copy's marker
  *
  * Exactly once: the copy's request id in the window's set `c<w>` makes a retried count (an answer lost after
  * DynamoDB applied it) fail its condition, which then reads as "counted"; the writes that add or take back a
