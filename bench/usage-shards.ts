@@ -4,7 +4,7 @@
  *
  * Writes (counted, not timed): one user with one key in one org sends RATE requests a second for 60 s, with
  * request ids shaped like the gateway's; every record's partition keys come from the real `usageItem`. The
- * figure is the busiest partition key's writes in any one second — in the base table, byKey, byOrg, and byDay
+ * figure is the busiest partition key's writes in any one second — in the base table and byDay (its one index)
  * (which every record of the platform shares) — times the write units of one record (its DynamoDB item size,
  * computed), as a ratio of DynamoDB's 1,000 WCU/s per partition, next to the layout before the shards (every
  * record of the user on one key).
@@ -73,13 +73,13 @@ function writeSpread(rate: number): void {
   const sample = usageItem(record(`req_${randomUUID().replace(/-/g, '')}`, DAY), { retentionDays: 400 });
   const bytes = itemBytes(sample);
   const wcu = Math.ceil(bytes / 1024);
-  const busiest: Record<'pk' | 'keyPk' | 'orgPk' | 'dayPk', number> = { pk: 0, keyPk: 0, orgPk: 0, dayPk: 0 };
-  const keys: Record<'pk' | 'keyPk' | 'orgPk' | 'dayPk', Set<string>> = { pk: new Set(), keyPk: new Set(), orgPk: new Set(), dayPk: new Set() };
+  const busiest: Record<'pk' | 'dayPk', number> = { pk: 0, dayPk: 0 };
+  const keys: Record<'pk' | 'dayPk', Set<string>> = { pk: new Set(), dayPk: new Set() };
   for (let second = 0; second < SECONDS; second++) {
     const perKey = new Map<string, number>();
     for (let i = 0; i < rate; i++) {
       const item = usageItem(record(`req_${randomUUID().replace(/-/g, '')}`, DAY + second * 1000 + Math.floor((i * 1000) / rate)), { retentionDays: 400 });
-      for (const attribute of ['pk', 'keyPk', 'orgPk', 'dayPk'] as const) {
+      for (const attribute of ['pk', 'dayPk'] as const) {
         const key = `${attribute}=${item[attribute]!.S!}`;
         keys[attribute].add(key);
         perKey.set(key, (perKey.get(key) ?? 0) + 1);
@@ -96,8 +96,6 @@ function writeSpread(rate: number): void {
     `  ${label.padEnd(31)} ${String(count).padStart(4)}   ${String(writes).padStart(20)}   ${String(writes * wcu).padStart(5)}    ${((writes * wcu) / PARTITION_WCU_PER_SECOND).toFixed(2)}×`;
   console.log(row('before: user#<id> (one key)', 1, rate));
   console.log(row('base table pk user#<id>#<n>', keys.pk.size, busiest.pk));
-  console.log(row('GSI byKey key#<id>#<n>', keys.keyPk.size, busiest.keyPk));
-  console.log(row('GSI byOrg org#<id>#<n>', keys.orgPk.size, busiest.orgPk));
   console.log(row('GSI byDay day#<date>#<d> (all)', keys.dayPk.size, busiest.dayPk));
   // The fields the gateway bounds, at their bounds: ids of 128 characters (JWT ids), a 256-character user agent
   // (core/pipeline/settle.ts cuts it there; header bytes above 0x7F take 2 bytes in UTF-8).
@@ -149,18 +147,17 @@ async function preShardQuery(client: DynamoDBClient, table: string, userId: stri
   return records.length;
 }
 
-/** The store's findRequest before the shards: the key's one partition newest first, at most 5,000 read. */
-async function preShardFind(client: DynamoDBClient, table: string, keyId: string, requestId: string): Promise<UsageRecord | undefined> {
+/** findRequest on the layout before the shards: the user's one partition newest first, at most 5,000 read. */
+async function preShardFind(client: DynamoDBClient, table: string, userId: string, requestId: string): Promise<UsageRecord | undefined> {
   let start: Item | undefined;
   let scanned = 0;
   do {
     const page = await client.send(
       new QueryCommand({
         TableName: table,
-        IndexName: 'byKey',
-        KeyConditionExpression: 'keyPk = :p',
+        KeyConditionExpression: 'pk = :p',
         FilterExpression: 'requestId = :r',
-        ExpressionAttributeValues: { ':p': { S: `key#${keyId}` }, ':r': { S: requestId } },
+        ExpressionAttributeValues: { ':p': { S: `user#${userId}` }, ':r': { S: requestId } },
         ScanIndexForward: false,
         Limit: Math.min(500, 5_000 - scanned),
         ExclusiveStartKey: start,
@@ -198,7 +195,7 @@ async function readCost(count: number): Promise<void> {
     const records = Array.from({ length: count }, (_, i) => record(`req_${randomUUID().replace(/-/g, '')}`, DAY + Math.floor((i * 86_400_000) / count)));
     const items = records.map((r) => usageItem(r, { retentionDays: 400 }));
     await putAll(client, sharded.usage, items);
-    await putAll(client, before.usage, items.map((i) => ({ ...i, pk: { S: `user#${records[0]!.userId}` }, keyPk: { S: `key#${records[0]!.keyId}` }, orgPk: { S: `org#${records[0]!.orgId}` } })));
+    await putAll(client, before.usage, items.map((i) => ({ ...i, pk: { S: `user#${records[0]!.userId}` } })));
 
     const store = new DynamoDbUsageStore(client, sharded);
     const user = records[0]!.userId;
@@ -212,9 +209,9 @@ async function readCost(count: number): Promise<void> {
       t.sharded.push(await timed(async () => (got = (await store.query({ by: 'user', id: user, from, to })).length)));
       if (got !== count) throw new Error(`the sharded query found ${got} of ${count}`);
       let found: UsageRecord | undefined;
-      t.findBefore.push(await timed(async () => (found = await preShardFind(client, before.usage, target.keyId, target.requestId))));
+      t.findBefore.push(await timed(async () => (found = await preShardFind(client, before.usage, target.userId, target.requestId))));
       if (found?.requestId !== target.requestId) throw new Error('the single-partition findRequest missed the record');
-      t.findSharded.push(await timed(async () => (found = await store.findRequest({ keyId: target.keyId, requestId: target.requestId, maxScanned: 5_000 }))));
+      t.findSharded.push(await timed(async () => (found = await store.findRequest({ keyId: target.keyId, userId: target.userId, requestId: target.requestId, maxScanned: 5_000 }))));
       if (found?.requestId !== target.requestId) throw new Error('the sharded findRequest missed the record');
     }
     const row = (label: string, ms: number, base: number) => `  ${label.padEnd(52)} ${ms.toFixed(1).padStart(8)} ms   ${(ms / base).toFixed(2).padStart(5)}× baseline`;

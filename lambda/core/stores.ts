@@ -266,8 +266,11 @@ export interface UsageQuery {
 /** The usage ledger (write side is part of {@link Ledger.settle}); these are the report queries. */
 export interface UsageStore {
   query(q: UsageQuery): Promise<UsageRecord[]>;
-  /** One key's record of one request (newest records first, at most `maxScanned` read); undefined if none. */
-  findRequest(q: { readonly keyId: string; readonly requestId: string; readonly maxScanned: number }): Promise<UsageRecord | undefined>;
+  /**
+   * One key's record of one request (newest records first, at most `maxScanned` read); undefined if none. The
+   * key's user is where the record is kept (the key's principal knows it).
+   */
+  findRequest(q: { readonly keyId: string; readonly userId: string; readonly requestId: string; readonly maxScanned: number }): Promise<UsageRecord | undefined>;
   /** Every record in [from, to) across all callers (report by model); reads the day partitions. */
   queryAll(from: string, to: string): Promise<UsageRecord[]>;
 }

@@ -163,7 +163,7 @@ export function createClientRoutes(o: ClientRoutesOptions): Route[] {
     const principal = await ctx.authenticate();
     const requestId = ctx.params.requestId!;
     const record = /^[A-Za-z0-9_-]{1,128}$/.test(requestId)
-      ? await o.usage?.findRequest({ keyId: principal.keyId, requestId, maxScanned })
+      ? await o.usage?.findRequest({ keyId: principal.keyId, userId: principal.userId, requestId, maxScanned })
       : undefined;
     if (!record) {
       throw new NotFoundError(`No request ${requestId.slice(0, 128)} was recorded for this key.`, { code: 'request_not_found' });

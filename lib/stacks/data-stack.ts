@@ -175,7 +175,11 @@ export class DataStack extends Stack {
       grantee.grantPrincipal.addToPrincipalPolicy(
         new iam.PolicyStatement({
           actions: [...new Set(actions)].sort().map((a) => `dynamodb:${a}`),
-          resources: [table.tableArn, ...(reads ? def.globalIndexes.map((ix) => `${table.tableArn}/index/${ix.indexName}`) : [])],
+          // Retired indexes too: the previous version's code, still running while a deploy rolls out, reads them.
+          resources: [
+            table.tableArn,
+            ...(reads ? [...(def.retiredIndexes ?? []), ...def.globalIndexes].map((ix) => `${table.tableArn}/index/${ix.indexName}`) : []),
+          ],
         }),
       );
       granted.push(resourceName(this.config, def.id));
@@ -291,7 +295,8 @@ export class DataStack extends Stack {
       encryptionKey: this.key,
       timeToLiveAttribute: def.ttlAttribute,
     });
-    for (const ix of def.globalIndexes) {
+    // Retired indexes first (they were declared before the live ones), so a deploy changes only what it drops.
+    for (const ix of [...(def.retiredIndexes ?? []), ...def.globalIndexes]) {
       table.addGlobalSecondaryIndex({
         indexName: ix.indexName,
         partitionKey: attr(ix.partitionKey),

@@ -239,14 +239,14 @@ describe('per-partition throughput', () => {
 
   it('when a GSI partition is over its limit, the base-table write that feeds it is throttled', async () => {
     const w = world({ writeUnitsPerSecond: 2, sdkMaxAttempts: 1 });
-    const keyPk = uniquePk('key');
-    // Three different base partitions (users), one GSI partition (the key).
+    const dayPk = uniquePk('day');
+    // Three different base partitions (users), one GSI partition (the day shard).
     const puts = [0, 1, 2].map((i) =>
-      w.client.send(new PutItemCommand({ TableName: db.tables.usage, Item: marshall({ pk: `user#${keyPk}-${i}`, sk: 's', keyPk }) })),
+      w.client.send(new PutItemCommand({ TableName: db.tables.usage, Item: marshall({ pk: `user#${dayPk}-${i}`, sk: 's', dayPk }) })),
     );
     const results = await settleAll(w, puts);
     expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(2);
-    expect(w.physics.hotPartitions(1)[0]?.partition).toBe(`${db.tables.usage}/byKey:${keyPk}`);
+    expect(w.physics.hotPartitions(1)[0]?.partition).toBe(`${db.tables.usage}/byDay:${dayPk}`);
   });
 
   it('when the ledger reserves on a partition out of capacity, it answers StoreUnavailableError and writes nothing', async () => {

@@ -108,7 +108,9 @@ describe('the gateway Lambda handler', () => {
     // requestEnd ran the settlement before the invocation finished.
     const { ScanCommand } = await import('@aws-sdk/client-dynamodb');
     const usage = await tables.client.send(new ScanCommand({ TableName: tables.tables.usage }));
-    expect(usage.Items?.map((i) => i.keyPk?.S)).toEqual([usagePartitionKey('key', record.keyId, usageScopeShard(usage.Items?.[0]?.requestId?.S ?? ''))]);
+    expect(usage.Items?.map((i) => [i.pk?.S, i.keyId?.S])).toEqual([
+      [usagePartitionKey('lambda-user', usageScopeShard(usage.Items?.[0]?.requestId?.S ?? '')), record.keyId],
+    ]);
   });
 
   it('when the key is wrong, the Lambda answers 401 in OpenAI error JSON', async () => {

@@ -1,8 +1,8 @@
 /**
- * The usage table's partition shards (schema.ts USAGE_SCOPE_SHARDS) on DynamoDB Local: one user's, key's and
- * org's records really spread over several partition keys; every reader returns exactly what the single
- * partition of the layout before the shards returned, in the same order; a late settle still replaces the
- * sweeper's abandoned record exactly once.
+ * The usage table's partition shards (schema.ts USAGE_SCOPE_SHARDS) on DynamoDB Local: one user's records really
+ * spread over several partition keys; every reader (a user's, a key's and an org's report, findRequest) returns
+ * exactly the records and order of the layout before the shards and before byKey/byOrg were retired, old-layout
+ * items included; a late settle still replaces the sweeper's abandoned record exactly once.
  */
 import { BatchWriteItemCommand, QueryCommand, type QueryCommandInput, ScanCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
@@ -56,7 +56,7 @@ function record(overrides: Partial<UsageRecord> & Pick<UsageRecord, 'requestId' 
   };
 }
 
-/** The item as the layout before the shards wrote it: one partition per user, key and org. */
+/** The item as the layout before the shards wrote it: one partition per user, key and org (byKey, byOrg). */
 function preShardItem(r: UsageRecord): Item {
   const item = usageItem(r, { retentionDays: 30 });
   return {
@@ -90,31 +90,34 @@ async function allPages(db: TestTables, input: Omit<QueryCommandInput, 'TableNam
   return out;
 }
 
-/** Every item under one partition key of the base table (index undefined), byKey or byOrg. */
-function partition(db: TestTables, index: 'byKey' | 'byOrg' | undefined, value: string): Promise<Item[]> {
-  const attribute = index === 'byKey' ? 'keyPk' : index === 'byOrg' ? 'orgPk' : 'pk';
-  return allPages(db, {
-    IndexName: index,
-    KeyConditionExpression: '#p = :p',
-    ExpressionAttributeNames: { '#p': attribute },
-    ExpressionAttributeValues: { ':p': { S: value } },
-  });
+/** Every item under one partition key of the base table. */
+function partition(db: TestTables, value: string): Promise<Item[]> {
+  return allPages(db, { KeyConditionExpression: 'pk = :p', ExpressionAttributeValues: { ':p': { S: value } } });
 }
 
-/** Exactly the query the store ran before the shards: one partition, sk BETWEEN from AND to, every page. */
+/** Exactly the query the store ran for a user before the shards: one partition, sk BETWEEN from AND to, every page. */
 async function preShardQuery(db: TestTables, q: UsageQuery): Promise<UsageRecord[]> {
-  const [index, attribute] = q.by === 'user' ? [undefined, 'pk'] : q.by === 'key' ? ['byKey', 'keyPk'] : ['byOrg', 'orgPk'];
   const items = await allPages(db, {
-    IndexName: index,
-    KeyConditionExpression: '#p = :p AND sk BETWEEN :from AND :to',
-    ExpressionAttributeNames: { '#p': attribute },
+    KeyConditionExpression: 'pk = :p AND sk BETWEEN :from AND :to',
     ExpressionAttributeValues: {
-      ':p': { S: `${q.by}#${q.id}` },
+      ':p': { S: `user#${q.id}` },
       ':from': { S: new Date(q.from).toISOString() },
       ':to': { S: new Date(q.to).toISOString() },
     },
   });
   return items.map(usageRecordFromItem);
+}
+
+/**
+ * What one partition of the scope (base table, or byKey / byOrg of the layout before) gave for the query: the
+ * scope's records with from ≤ timestamp < to, ordered by sk.
+ */
+function singlePartitionAnswer(records: readonly UsageRecord[], q: UsageQuery): UsageRecord[] {
+  const field = q.by === 'user' ? 'userId' : q.by === 'key' ? 'keyId' : 'orgId';
+  const [from, to] = [new Date(q.from).toISOString(), new Date(q.to).toISOString()];
+  return records
+    .filter((r) => r[field] === q.id && new Date(r.timestamp).toISOString() >= from && new Date(r.timestamp).toISOString() < to)
+    .sort((a, b) => (usageSortKey(a.timestamp, a.requestId) < usageSortKey(b.timestamp, b.requestId) ? -1 : 1));
 }
 
 describe('usage partition shards', () => {
@@ -128,16 +131,16 @@ describe('usage partition shards', () => {
     }
   });
 
-  it('when a record is laid out, its user, key and org partitions name the shard its request id hashes to', () => {
+  it('when a record is laid out, its user partition names the shard its request id hashes to, and no key or org index key is written', () => {
     const r = record({ requestId: requestId('layout'), timestamp: '2099-11-23T02:15:00Z', orgId: 'acme' });
     const n = usageScopeShard(r.requestId);
     const item = usageItem(r, { retentionDays: 30 });
     expect(item.pk).toEqual({ S: `user#alice#${n}` });
-    expect(item.keyPk).toEqual({ S: `key#ka#${n}` });
-    expect(item.orgPk).toEqual({ S: `org#acme#${n}` });
-    expect(usagePartitionKeys('org', 'acme')).toEqual([
-      ...Array.from({ length: USAGE_SCOPE_SHARDS }, (_, s) => usagePartitionKey('org', 'acme', s)),
-      'org#acme',
+    expect(item.keyPk).toBeUndefined();
+    expect(item.orgPk).toBeUndefined();
+    expect(usagePartitionKeys('alice')).toEqual([
+      ...Array.from({ length: USAGE_SCOPE_SHARDS }, (_, s) => usagePartitionKey('alice', s)),
+      'user#alice',
     ]);
   });
 });
@@ -183,32 +186,32 @@ describe('DynamoDbUsageStore over partition shards', () => {
         const out = await next(args);
         const input = args.input as { IndexName?: string; ExpressionAttributeValues?: Record<string, AttributeValue> };
         const output = out.output as { ScannedCount?: number };
-        if (recording && input.IndexName === 'byKey' && output.ScannedCount !== undefined) {
+        if (recording && input.IndexName === undefined && output.ScannedCount !== undefined) {
           reads.push({ partition: input.ExpressionAttributeValues?.[':p']?.S ?? '', scanned: output.ScannedCount });
         }
         return out;
       },
-      { step: 'initialize', name: 'recordByKeyReads' },
+      { step: 'initialize', name: 'recordBaseTableReads' },
     );
   });
   afterAll(() => Promise.all([sharded.cleanup(), before.cleanup()]));
 
-  it('when one user writes under many request ids, the records land on every shard key of the base table, byKey and byOrg and none on the old single key', async () => {
-    for (const [index, scope, id] of [[undefined, 'user', 'hot'], ['byKey', 'key', 'khot'], ['byOrg', 'org', 'horg']] as const) {
-      const counts: number[] = [];
-      for (let n = 0; n < USAGE_SCOPE_SHARDS; n++) {
-        const items = await partition(sharded, index, usagePartitionKey(scope, id, n));
-        expect(items.map((i) => usageScopeShard(i.requestId!.S!))).toEqual(items.map(() => n));
-        counts.push(items.length);
-      }
-      expect(counts.every((c) => c > 0)).toBe(true);
-      expect(counts.reduce((a, b) => a + b, 0)).toBe(hot.length);
-      expect(Math.max(...counts)).toBeLessThan(hot.length / 4); // ~25 of 200 each; one key alone would hold all
-      expect(await partition(sharded, index, `${scope}#${id}`)).toEqual([]);
+  it('when one user writes under many request ids, the records land on every shard key of the base table and none on the old single key', async () => {
+    const counts: number[] = [];
+    for (let n = 0; n < USAGE_SCOPE_SHARDS; n++) {
+      const items = await partition(sharded, usagePartitionKey('hot', n));
+      expect(items.map((i) => usageScopeShard(i.requestId!.S!))).toEqual(items.map(() => n));
+      expect(items.filter((i) => i.keyPk !== undefined || i.orgPk !== undefined)).toEqual([]);
+      counts.push(items.length);
     }
+    expect(counts.every((c) => c > 0)).toBe(true);
+    expect(counts.reduce((a, b) => a + b, 0)).toBe(hot.length);
+    expect(Math.max(...counts)).toBeLessThan(hot.length / 4); // ~25 of 200 each; one key alone would hold all
+    expect(await partition(sharded, 'user#hot')).toEqual([]);
   });
 
   it('when a user, key or org is queried, it gets exactly the records and order the single partition gave, across shards, pages and the old layout', async () => {
+    const all = [...hot, ...mixed];
     const ranges = [
       { from: '2099-11-01T00:00:00Z', to: '2099-12-01T00:00:00Z' },
       { from: '2099-11-23T00:00:00.000Z', to: '2099-11-24T00:00:00.000Z' },
@@ -235,7 +238,8 @@ describe('DynamoDbUsageStore over partition shards', () => {
     for (const scope of scopes) {
       for (const r of ranges) {
         const q = { ...scope, ...r };
-        const expected = await preShardQuery(before, q);
+        const expected = singlePartitionAnswer(all, q);
+        if (q.by === 'user') expect(await preShardQuery(before, q)).toEqual(expected); // the oracle is the old store's answer
         expect(await store.query(q)).toEqual(expected);
         compared += expected.length;
       }
@@ -251,7 +255,7 @@ describe('DynamoDbUsageStore over partition shards', () => {
     expect(all.map((r) => r.requestId)).toEqual(expected.map((r) => r.requestId));
   });
 
-  it('when a request is looked up, it reads only its own shard of the key, newest first, and at most maxScanned records', async () => {
+  it('when a request is looked up, it reads only its own shard of the key’s user, newest first, and at most maxScanned records', async () => {
     const target = hot[120]!;
     const shard = usageScopeShard(target.requestId);
     const newerInShard = hot.filter((r) => r.timestamp > target.timestamp && usageScopeShard(r.requestId) === shard).length;
@@ -261,12 +265,12 @@ describe('DynamoDbUsageStore over partition shards', () => {
     reads.length = 0;
     recording = true;
     try {
-      expect(await store.findRequest({ keyId: 'khot', requestId: target.requestId, maxScanned: rank })).toEqual(target);
-      expect(reads.every((r) => r.partition === usagePartitionKey('key', 'khot', shard))).toBe(true);
+      expect(await store.findRequest({ keyId: 'khot', userId: 'hot', requestId: target.requestId, maxScanned: rank })).toEqual(target);
+      expect(reads.every((r) => r.partition === usagePartitionKey('hot', shard))).toBe(true);
       expect(reads.reduce((sum, r) => sum + r.scanned, 0)).toBe(rank);
 
       reads.length = 0;
-      expect(await store.findRequest({ keyId: 'khot', requestId: target.requestId, maxScanned: rank - 1 })).toBeUndefined();
+      expect(await store.findRequest({ keyId: 'khot', userId: 'hot', requestId: target.requestId, maxScanned: rank - 1 })).toBeUndefined();
       expect(reads.reduce((sum, r) => sum + r.scanned, 0)).toBe(rank - 1);
     } finally {
       recording = false;
@@ -275,9 +279,11 @@ describe('DynamoDbUsageStore over partition shards', () => {
 
   it('when a request is looked up with room to spare, every record of a key is found, in its shard or in the old layout', async () => {
     for (const r of [...hot.filter((_, i) => i % 10 === 0), ...mixed]) {
-      expect(await store.findRequest({ keyId: r.keyId, requestId: r.requestId, maxScanned: 5_000 })).toEqual(r);
+      expect(await store.findRequest({ keyId: r.keyId, userId: r.userId, requestId: r.requestId, maxScanned: 5_000 })).toEqual(r);
     }
-    expect(await store.findRequest({ keyId: 'kb', requestId: mixed[0]!.requestId, maxScanned: 5_000 })).toBeUndefined();
+    // Another key of the same user, or the same key under another user: not this caller's record.
+    expect(await store.findRequest({ keyId: 'kb', userId: 'alice', requestId: mixed[0]!.requestId, maxScanned: 5_000 })).toBeUndefined();
+    expect(await store.findRequest({ keyId: 'ka', userId: 'bob', requestId: mixed[0]!.requestId, maxScanned: 5_000 })).toBeUndefined();
   });
 });
 
@@ -314,7 +320,7 @@ describe('late settle over partition shards', () => {
     }
     expect(await ledger.sweepExpired(T0 + 61_000)).toBe(ids.length);
     for (let n = 0; n < USAGE_SCOPE_SHARDS; n++) {
-      const items = (await partition(db, undefined, usagePartitionKey('user', user, n))).map((i) => unmarshall(i));
+      const items = (await partition(db, usagePartitionKey(user, n))).map((i) => unmarshall(i));
       expect(items.map((i) => i.outcome)).toEqual(['abandoned', 'abandoned']);
     }
 
@@ -331,7 +337,7 @@ describe('late settle over partition shards', () => {
     const items = (scan.Items ?? []).map((i) => unmarshall(i));
     expect(items.map((i) => i.requestId).sort()).toEqual([...ids].sort());
     for (const item of items) {
-      expect(item).toMatchObject({ outcome: 'ok', pk: usagePartitionKey('user', user, usageScopeShard(String(item.requestId))) });
+      expect(item).toMatchObject({ outcome: 'ok', pk: usagePartitionKey(user, usageScopeShard(String(item.requestId))) });
     }
     const store = new DynamoDbUsageStore(db.client, db.tables);
     const found = await store.query({ by: 'user', id: user, from: '2099-11-23T00:00:00Z', to: '2099-11-24T00:00:00Z' });

@@ -1,6 +1,7 @@
 import { PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { UsageRecord } from '../../lambda/core/types';
+import { shardOf } from '../../lambda/store/dynamodb/hash';
 import { USAGE_DAY_SHARDS } from '../../lambda/store/dynamodb/schema';
 import { DynamoDbUsageStore, usageDayShard, usageItem, usageRecordFromItem, usageScopeShard } from '../../lambda/store/dynamodb/usage-store';
 import { createTestTables, type TestTables } from '../support/dynamo';
@@ -33,8 +34,9 @@ describe('usageItem', () => {
     const scopeShard = usageScopeShard('req-1');
     expect(item.pk).toEqual({ S: `user#alice#${scopeShard}` });
     expect(item.sk).toEqual({ S: '2099-11-23T02:15:00.000Z#req-1' });
-    expect(item.keyPk).toEqual({ S: `key#k1#${scopeShard}` });
-    expect(item.orgPk).toEqual({ S: `org#acme#${scopeShard}` });
+    // One index (byDay): no key or org partition keys, so the record writes the table and byDay only.
+    expect(item.keyPk).toBeUndefined();
+    expect(item.orgPk).toBeUndefined();
     expect(item.dayPk).toEqual({ S: `day#2099-11-23#${shard}` });
     expect(item.costMicros).toEqual({ N: '1234' });
     expect(item.cachedInputTokens).toEqual({ N: '1000' });
@@ -43,7 +45,7 @@ describe('usageItem', () => {
     expect(usageRecordFromItem(item)).toEqual(r);
   });
 
-  it('when a record has no org, it writes no orgPk (so it stays out of the byOrg index)', () => {
+  it('when a record has no org, it writes no orgId', () => {
     const item = usageItem(record({ requestId: 'req-2', timestamp: '2099-11-23T02:15:00.000Z' }), { retentionDays: 30 });
     expect(item.orgPk).toBeUndefined();
     expect(item.orgId).toBeUndefined();
@@ -52,7 +54,7 @@ describe('usageItem', () => {
   it('when many request ids are hashed, every day shard is used and each stays in range', () => {
     const seen = new Set<number>();
     for (let i = 0; i < 200; i++) seen.add(usageDayShard(`req-${i}`));
-    expect([...seen].sort()).toEqual(Array.from({ length: USAGE_DAY_SHARDS }, (_, n) => n));
+    expect([...seen].sort((a, b) => a - b)).toEqual(Array.from({ length: USAGE_DAY_SHARDS }, (_, n) => n));
     expect(() => usageItem(record({ requestId: 'x', timestamp: '2099-11-23T00:00:00Z' }), { retentionDays: 1, shard: USAGE_DAY_SHARDS })).toThrow(RangeError);
   });
 
@@ -111,6 +113,15 @@ describe('DynamoDbUsageStore', () => {
   it('when querying everything across days, the partial first and last days are cut at from and to', async () => {
     const all = await store.queryAll('2099-11-22T23:00:00.000Z', '2099-11-23T10:00:00.001Z');
     expect(ids(all)).toEqual(['a1', 'a2', 'a3']);
+  });
+
+  it('when a record was written with the 4 day shards of the layout before, reports of everything, a key and an org still find it', async () => {
+    const old = record({ requestId: 'old-4-shards', timestamp: '2099-11-25T08:00:00.000Z', userId: 'dora', keyId: 'kold', orgId: 'legacy' });
+    await db.client.send(new PutItemCommand({ TableName: db.tables.usage, Item: usageItem(old, { retentionDays: 30, shard: shardOf(old.requestId, 4) }) }));
+    const next = { from: '2099-11-25T00:00:00.000Z', to: '2099-11-26T00:00:00.000Z' };
+    expect(ids(await store.queryAll(next.from, next.to))).toEqual(['old-4-shards']);
+    expect(ids(await store.query({ by: 'key', id: 'kold', ...next }))).toEqual(['old-4-shards']);
+    expect(ids(await store.query({ by: 'org', id: 'legacy', ...next }))).toEqual(['old-4-shards']);
   });
 
   it('when from is not before to, it rejects the query', async () => {

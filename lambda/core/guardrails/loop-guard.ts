@@ -52,6 +52,13 @@ export interface LoopCheck {
   /** Length of a window (ms): the first block after a failure streak, doubled by each failed probe. */
   readonly windowMs: number;
   readonly now: number;
+  /**
+   * Set by the store when it counted this copy with a single write of its own (a pooled request): the request
+   * id marking the copy on the loop item (a retried count or settle applies once), and whether admission
+   * presumed the copy failed (false only for a fingerprint's first copy, whose item had no streak: its success
+   * then needs no settle write). Absent: counted in a reserve transaction, presumed failed.
+   */
+  readonly copy?: { readonly id: string; readonly presumedFailed: boolean };
 }
 
 /** Body fields that do not change what is asked (transport and bookkeeping), left out of the fingerprint. */

@@ -111,7 +111,29 @@ export class LedgerItems {
    */
   loopStreak(input: SettleInput): TransactWriteItem[] {
     const check = input.reservation.loop;
-    return check ? [{ Update: this.loopStreakUpdate(check, input.loopOutcome, input.loopStatus) }] : [];
+    if (!check) return [];
+    if (check.copy && !check.copy.presumedFailed) {
+      // Counted on its own and not presumed failed (loop-counts.ts): only a failure moves the streak.
+      if (input.loopOutcome !== 'failed') return [];
+      return [
+        {
+          Update: {
+            TableName: this.core.budgets,
+            Key: marshall(loopKey(check)),
+            // lastStatus: what the provider answered, for the refusal's message.
+            UpdateExpression: `ADD fails :one SET lastFailAt = :now, ${input.loopStatus === undefined ? '' : 'lastStatus = :st, '}#ttl = :ttl`,
+            ExpressionAttributeNames: { '#ttl': 'ttl' },
+            ExpressionAttributeValues: {
+              ':one': { N: '1' },
+              ':now': { N: String(this.core.clock.now()) },
+              ':ttl': { N: String(Math.ceil((check.windowEnd + check.windowMs) / 1000) + DAY_S) },
+              ...(input.loopStatus === undefined ? {} : { ':st': { N: String(input.loopStatus) } }),
+            },
+          },
+        },
+      ];
+    }
+    return [{ Update: this.loopStreakUpdate(check, input.loopOutcome, input.loopStatus) }];
   }
 
   loopStreakUpdate(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined, status?: number): Update {

@@ -165,7 +165,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
   private async reservePooled(input: ReserveInput): Promise<Reservation | undefined> {
     const [taken, counted] = await Promise.allSettled([
       this.pools.take(input),
-      input.loop ? this.loops.countLoop(input.loop) : Promise.resolve(),
+      input.loop ? this.loops.countCopy(input.loop, input.requestId) : Promise.resolve(undefined),
     ]);
     if (counted.status === 'rejected') {
       if (taken.status === 'fulfilled' && taken.value?.pool) await this.pools.cancel(taken.value, taken.value.pool);
@@ -174,11 +174,13 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     if (taken.status === 'rejected') {
       // Refused (or the store failed): the copy the loop guard counted is taken back, as a refused reserve
       // transaction never counted it.
-      if (input.loop) await this.loops.uncountLoop(input.loop).catch(() => undefined);
+      if (counted.value) await this.loops.uncountLoop(counted.value).catch(() => undefined);
       throw taken.reason;
     }
-    if (taken.value) return taken.value;
-    const { loop, ...alone } = input;
+    // The loop check as counted (its copy marker and presumption), for settle.
+    if (taken.value) return counted.value ? { ...taken.value, loop: counted.value } : taken.value;
+    const { loop: _uncounted, ...alone } = input;
+    const loop = counted.value;
     try {
       const reservation = await this.holds.reserveHeld(alone);
       return loop ? { ...reservation, loop } : reservation;

@@ -1,6 +1,26 @@
 /**
  * The loop guard's single-item writes for requests admitted without their own reserve transaction (a pooled
  * key, a lease): count the copy at admission, settle its streak, take a refused request's count back.
+ *
+ * A pooled request's copy ({@link LoopCounts.countCopy}) costs ONE write in the common case (issue 21):
+ *
+ *   admission  ADD n<w> 1, c<w> {requestId}   SET fails = if_not_exists(fails, −1) + 1   REMOVE n<w−1>, c<w−2>
+ *              IF the loop limits hold AND NOT contains(c<w>, requestId)
+ *   settle     presumed failed (the item had `fails`): as a reserve transaction's copy (success: REMOVE fails;
+ *                failure: lastFailAt; caller left: fails −1, once, on the copy's marker)
+ *              not presumed (no `fails` before: a new fingerprint, or the first copy after a success): success
+ *                or caller left → no write; failure → fails +1 and lastFailAt, once, on the copy's marker
+ *
+ * Exactly once: the copy's request id in the window's set `c<w>` makes a retried count (an answer lost after
+ * DynamoDB applied it) fail its condition, which then reads as "counted"; the writes that add or take back a
+ * failure remove the id under the condition that it is there. A copy counted by a lost answer is taken as not
+ * presumed (its presumption is unknown), which can only leave the streak longer, never shorter. The sets keep
+ * the current and the previous window's ids (a loop admits at most maxRepeats a window), so a settle up to a
+ * whole window late still finds its marker; later than that its failure is not added (nor a presumption taken
+ * back). The price of not presuming a streak's first copy failed (a new fingerprint, or the first copy after a
+ * success, which removes `fails`): while its failure is not yet written, the client's retries see a streak one
+ * short, so if that settle is slower than maxFailures − 1 of the client's round trips, one copy more than
+ * maxFailures gets through (never more than one a streak: every later copy of it is presumed failed).
  */
 import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
@@ -21,6 +41,35 @@ export class LoopCounts {
   // -------------------------------------------------------------------------------------------------------
   // Budget leases (core/lease): a lease is a hold taken by reserve; these are its per-request writes and its return.
 
+  /**
+   * Counts a pooled request's copy in one write, exactly once (see the file header); answers the check with the
+   * copy's marker and whether it was presumed failed, for its settle. Throws LoopDetectedError.
+   */
+  async countCopy(check: LoopCheck, requestId: string): Promise<LoopCheck> {
+    const base = this.items.loopCheck(check).Update!;
+    const update = {
+      ...base,
+      UpdateExpression: 'ADD #n :one, #c :copies SET fails = if_not_exists(fails, :neg) + :one, #ttl = :ttl REMOVE #prev, #cold',
+      ConditionExpression: `(${base.ConditionExpression}) AND NOT contains(#c, :copy)`,
+      ExpressionAttributeNames: { ...base.ExpressionAttributeNames, '#c': copiesAttr(check.window), '#cold': copiesAttr(check.window - 2) },
+      ExpressionAttributeValues: { ...base.ExpressionAttributeValues, ':neg': { N: '-1' }, ':copies': { SS: [requestId] }, ':copy': { S: requestId } },
+      ReturnValues: 'UPDATED_OLD' as const,
+      ReturnValuesOnConditionCheckFailure: 'ALL_OLD' as const,
+    };
+    try {
+      const out = await this.core.client.send(new UpdateItemCommand(update));
+      return { ...check, copy: { id: requestId, presumedFailed: out.Attributes?.fails !== undefined } };
+    } catch (err) {
+      if (errorName(err) === 'ConditionalCheckFailedException') {
+        const old = (err as { Item?: Item }).Item;
+        // Counted already: an earlier attempt of this write was applied and its answer lost.
+        if (old?.[copiesAttr(check.window)]?.SS?.includes(requestId)) return { ...check, copy: { id: requestId, presumedFailed: false } };
+        throw loopDetected(check, old ? unmarshall(old) : undefined);
+      }
+      throw translateError(err);
+    }
+  }
+
   async countLoop(check: LoopCheck): Promise<void> {
     const update = this.items.loopCheck(check).Update!;
     try {
@@ -35,9 +84,46 @@ export class LoopCounts {
   }
 
   async settleLoop(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined, status?: number): Promise<void> {
+    const copy = check.copy;
+    if (copy && !copy.presumedFailed) {
+      // Not presumed failed: a success (or a caller who left) leaves the streak as it is, with no write.
+      return outcome === 'failed' ? this.settleCopy(check, copy.id, 'failed', status) : undefined;
+    }
+    if (copy && outcome === undefined) return this.settleCopy(check, copy.id, undefined);
     try {
       await this.core.client.send(new UpdateItemCommand(this.items.loopStreakUpdate(check, outcome, status)));
     } catch (err) {
+      throw translateError(err);
+    }
+  }
+
+  /**
+   * The settle writes that move the streak by one (a presumed copy whose caller left: −1; a copy not presumed
+   * that failed: +1), once: they remove the copy's marker and apply only while it is there.
+   */
+  private async settleCopy(check: LoopCheck, copyId: string, outcome: 'failed' | undefined, status?: number): Promise<void> {
+    const values: Item = {
+      ':d': { N: outcome === 'failed' ? '1' : '-1' },
+      ':copies': { SS: [copyId] },
+      ':copy': { S: copyId },
+      ':ttl': { N: String(Math.ceil((check.windowEnd + check.windowMs) / 1000) + DAY_S) },
+    };
+    if (outcome === 'failed') values[':now'] = { N: String(this.core.clock.now()) };
+    // lastStatus: what the provider answered, for the refusal's message.
+    if (outcome === 'failed' && status !== undefined) values[':st'] = { N: String(status) };
+    try {
+      await this.core.client.send(
+        new UpdateItemCommand({
+          TableName: this.core.budgets,
+          Key: marshall(loopKey(check)),
+          UpdateExpression: `ADD fails :d SET #ttl = :ttl${outcome === 'failed' ? ', lastFailAt = :now' : ''}${values[':st'] ? ', lastStatus = :st' : ''} DELETE #c :copies`,
+          ConditionExpression: 'contains(#c, :copy)',
+          ExpressionAttributeNames: { '#c': copiesAttr(check.window), '#ttl': 'ttl' },
+          ExpressionAttributeValues: values,
+        }),
+      );
+    } catch (err) {
+      if (errorName(err) === 'ConditionalCheckFailedException') return; // applied before (a retry), or its window long gone
       throw translateError(err);
     }
   }
@@ -74,6 +160,25 @@ export class LoopCounts {
 
   /** Takes back a copy the loop guard counted for a request that was then refused (its count and presumed failure). */
   async uncountLoop(check: LoopCheck): Promise<void> {
+    const copy = check.copy;
+    if (copy) {
+      try {
+        await this.core.client.send(
+          new UpdateItemCommand({
+            TableName: this.core.budgets,
+            Key: marshall(loopKey(check)),
+            UpdateExpression: `ADD #n :minus${copy.presumedFailed ? ', fails :minus' : ''} DELETE #c :copies`,
+            ConditionExpression: 'contains(#c, :copy)',
+            ExpressionAttributeNames: { '#n': `n${check.window}`, '#c': copiesAttr(check.window) },
+            ExpressionAttributeValues: { ':minus': { N: '-1' }, ':copies': { SS: [copy.id] }, ':copy': { S: copy.id } },
+          }),
+        );
+      } catch (err) {
+        if (errorName(err) === 'ConditionalCheckFailedException') return; // taken back before, or its window moved on
+        throw translateError(err);
+      }
+      return;
+    }
     try {
       await this.core.client.send(
         new UpdateItemCommand({
@@ -90,4 +195,9 @@ export class LoopCounts {
       throw translateError(err);
     }
   }
+}
+
+/** The string set of the ids of copies counted by {@link LoopCounts.countCopy} in window `w`. */
+function copiesAttr(window: number): string {
+  return `c${window}`;
 }

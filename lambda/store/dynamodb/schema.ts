@@ -11,15 +11,14 @@
  *             circuit#<scope>[#s<n>] / state         open circuits, checked by reserve (guardrails-store.ts)
  *             loop#<keyId>       / <fingerprint>      loop guard counts and failure streak
  *             alert…, circuits, killswitch            alerts (dedupe, spacing, log, outbox), kill switch state
- * usage     pk user#<id>#<n> / sk <iso>#<requestId>   one record per request, TTL; GSI byKey (keyPk key#<id>#<n>, sk),
- *                                                     byOrg (orgPk org#<id>#<n>, sk), byDay (dayPk day#<date>#<d>, sk)
+ * usage     pk user#<id>#<n> / sk <iso>#<requestId>   one record per request, TTL; GSI byDay (dayPk day#<date>#<d>, sk)
  *             n = hash(requestId) mod USAGE_SCOPE_SHARDS, d = hash(requestId) mod USAGE_DAY_SHARDS. Why n: at
- *             1,000 req/s of one user, one partition key per user/key/org would take every record in the base
- *             table and in each GSI, at DynamoDB's 1,000 WCU/s per-partition limit (a time-ordered sk defeats
- *             split-for-heat). Both follow from the record alone, so the sweeper's 'abandoned' record and a late
- *             settle's replacement are one item. Readers of a user, key or org fan out over its n shards (and the
- *             pre-shard partition `user#<id>`, still holding records written before the shards) and merge by
- *             sk; findRequest reads only the shard its request id hashes to (usage-store.ts).
+ *             1,000 req/s of one user, one partition key per user would take every record, at DynamoDB's 1,000
+ *             WCU/s per-partition limit (a time-ordered sk defeats split-for-heat). Both follow from the record
+ *             alone, so the sweeper's 'abandoned' record and a late settle's replacement are one item. A user's
+ *             report fans out over its n shards (and the pre-shard partition `user#<id>`) and merges by sk;
+ *             findRequest reads only the shard its request id hashes to; reports by key and by org read byDay,
+ *             filtered (usage-store.ts). One index, so a record costs 2 write units (table + byDay).
  * byok      pk userId / sk provider                   encrypted provider keys (envelope, see core/byok)
  * audit     pk audit#<day> / sk <iso>#<requestId>     who changed what through /admin (GSI byActor), TTL
  * runs      pk runId                                 agent runs: status, steps, tokens, cost, result, TTL
@@ -42,6 +41,12 @@ export interface TableDefinition {
   readonly partitionKey: { readonly name: string; readonly type: AttributeType };
   readonly sortKey?: { readonly name: string; readonly type: AttributeType };
   readonly globalIndexes: readonly IndexDefinition[];
+  /**
+   * Indexes no item written by this version carries the keys of, and no reader uses: the CDK data stack still
+   * declares them so that a deployed table loses at most one index per CloudFormation update (DynamoDB's rule);
+   * a later release drops them one at a time (docs/deploy-lifecycle.md). New local tables do not get them.
+   */
+  readonly retiredIndexes?: readonly IndexDefinition[];
   /** Attribute holding the DynamoDB TTL (epoch seconds), if any. */
   readonly ttlAttribute?: string;
 }
@@ -67,11 +72,9 @@ export const USAGE_TABLE: TableDefinition = {
   id: 'usage',
   partitionKey: { name: 'pk', type: 'S' },
   sortKey: { name: 'sk', type: 'S' },
-  globalIndexes: [
-    { indexName: 'byKey', partitionKey: { name: 'keyPk', type: 'S' }, sortKey: { name: 'sk', type: 'S' } },
-    { indexName: 'byOrg', partitionKey: { name: 'orgPk', type: 'S' }, sortKey: { name: 'sk', type: 'S' } },
-    { indexName: 'byDay', partitionKey: { name: 'dayPk', type: 'S' }, sortKey: { name: 'sk', type: 'S' } },
-  ],
+  globalIndexes: [{ indexName: 'byDay', partitionKey: { name: 'dayPk', type: 'S' }, sortKey: { name: 'sk', type: 'S' } }],
+  // byOrg (orgPk) was dropped by the release that stopped writing it; byKey (keyPk) goes with the next one.
+  retiredIndexes: [{ indexName: 'byKey', partitionKey: { name: 'keyPk', type: 'S' }, sortKey: { name: 'sk', type: 'S' } }],
   ttlAttribute: 'ttl',
 };
 
@@ -153,18 +156,24 @@ export interface TableNames {
   readonly reconcile: string;
 }
 
-/** Number of partitions the `day#` usage index and the hold items are spread over. */
-export const USAGE_DAY_SHARDS = 4;
+/**
+ * Number of partitions a day of usage records is spread over in GSI byDay (`day#<date>#<d>`, d = hash(requestId)
+ * mod this). byDay takes every record of the platform: at 5,000 req/s, 4 shards took 1,333 WCU/s on the busiest
+ * (1.33× DynamoDB's per-partition limit; `npm run bench:usage-shards -- 5000`), 16 take about a quarter of that.
+ * Readers of a day query every shard, so raising it keeps every record written before visible (its shard is
+ * below the new count); lowering it would hide records and needs a migration.
+ */
+export const USAGE_DAY_SHARDS = 16;
 
 /**
- * Number of partition keys each user's, key's and org's usage records are spread over (base table `pk`,
- * GSIs byKey `keyPk` and byOrg `orgPk`): `user#<id>#<n>` with n = hash(requestId) mod this.
+ * Number of partition keys each user's usage records are spread over (base table `pk`): `user#<id>#<n>` with
+ * n = hash(requestId) mod this.
  *
- * 8: one usage record is one write (under 1 KB), and DynamoDB allows 1,000 WCU/s per partition (base table
- * and each GSI alike), so one user, key or org at 1,000 req/s writes 125 WCU/s per partition key — 8× under
- * the limit, which leaves room for an org of many users, records up to 2 KB and bursts. Readers pay one Query
- * per shard (run in parallel); findRequest still reads one shard. Changing it moves where findRequest and a
- * late settle look for a record, so treat it as part of the table layout (a change needs a migration).
+ * 8: one usage record is one write (under 1 KB), and DynamoDB allows 1,000 WCU/s per partition, so one user at
+ * 1,000 req/s writes 125 WCU/s per partition key — 8× under the limit, which leaves room for records up to
+ * 2 KB and bursts. Readers pay one Query per shard (run in parallel); findRequest still reads one shard.
+ * Changing it moves where findRequest and a late settle look for a record, so treat it as part of the table
+ * layout (a change needs a migration).
  */
 export const USAGE_SCOPE_SHARDS = 8;
 /**

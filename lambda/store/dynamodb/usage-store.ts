@@ -3,17 +3,27 @@
  *
  *   pk     user#<userId>#<s>      base table: shard s of a user's requests, in time order
  *   sk     <iso timestamp>#<requestId>
- *   keyPk  key#<keyId>#<s>        GSI byKey
- *   orgPk  org#<orgId>#<s>        GSI byOrg (only when the request has an org)
  *   dayPk  day#<YYYY-MM-DD>#<d>   GSI byDay, d = hash(requestId) % USAGE_DAY_SHARDS spreads a busy day
  *   ttl    epoch seconds          DynamoDB TTL, `retentionDays` after the request
  *
- * s = hash(requestId) % USAGE_SCOPE_SHARDS spreads one busy user, key or org over that many partition keys, so
- * 1,000 req/s of one user stays far under DynamoDB's 1,000 WCU/s per partition (schema.ts says why 8). A
- * record's keys follow from the record alone: the sweeper's 'abandoned' record and a late settle's
- * replacement are the same item. Readers fan out over the shards in parallel and merge by sk, so every report
- * comes out in the order one partition gave; they also read the partition of the layout before the shards
- * (`user#<userId>`, `key#<keyId>`, `org#<orgId>`) so records written before it stay visible until their TTL.
+ * A record is written to the table and ONE index (issue 21: 2 write units, down from 4). Each reader:
+ *
+ *   a user's records        the user's base partitions (its USAGE_SCOPE_SHARDS shards and the pre-shard `user#<id>`)
+ *   a request (findRequest) the caller's user's base shard its request id hashes to, newest first, then `user#<id>`
+ *   everything (queryAll)   byDay: every shard of every day of the range
+ *   a key's or an org's     byDay over the range, filtered by keyId / orgId: the same partitions (and read units)
+ *     records                 as the report of everything over that range, which the same admin pages run anyway
+ *   late settle, sweeper    the item's own key, which follows from the record alone
+ *
+ * The layout before this one also wrote `keyPk` (GSI byKey) and `orgPk` (GSI byOrg); items that still carry them
+ * are read like the others (every item has `pk`, `sk` and `dayPk`), and the retired indexes are dropped one per
+ * deploy (schema.ts USAGE_TABLE.retiredIndexes, docs/deploy-lifecycle.md).
+ *
+ * s = hash(requestId) % USAGE_SCOPE_SHARDS spreads one busy user over that many partition keys, so 1,000 req/s
+ * of one user stays far under DynamoDB's 1,000 WCU/s per partition (schema.ts says why 8). A record's keys follow
+ * from the record alone: the sweeper's 'abandoned' record and a late settle's replacement are the same item.
+ * Readers fan out over the partitions in parallel and merge by sk (then pk), so every report comes out in the
+ * order one partition gave.
  *
  * Money is the integer N attribute `costMicros`; token usage is flattened into four N attributes.
  */
@@ -32,43 +42,33 @@ type Item = Record<string, AttributeValue>;
 type StoredUsage = Omit<UsageRecord, 'usage'> & TokenUsage;
 
 const DAY_MS = 86_400_000;
-/** queryAll reads 4 partitions per day; this bounds one report. */
+/** A report by key, by org or of everything reads USAGE_DAY_SHARDS partitions per day; this bounds one. */
 const MAX_QUERY_ALL_DAYS = 1_000;
 const QUERY_CONCURRENCY = 8;
 
-/** Whose records a partition holds: a user's (base table), a key's (GSI byKey) or an org's (GSI byOrg). */
+/** Whose records a report reads: a user's (base table), a key's or an org's (byDay, filtered). */
 export type UsageScope = UsageQuery['by'];
 
-/** Where a scope's records live, and the record field that names the scope. */
-interface ScopeLayout {
-  readonly index?: string;
-  readonly attribute: string;
-  readonly field: 'userId' | 'keyId' | 'orgId';
-}
+/** The record field that names each scope. */
+const SCOPE_FIELD: Readonly<Record<UsageScope, 'userId' | 'keyId' | 'orgId'>> = { user: 'userId', key: 'keyId', org: 'orgId' };
 
-const SCOPES: Readonly<Record<UsageScope, ScopeLayout>> = {
-  user: { attribute: 'pk', field: 'userId' },
-  key: { index: 'byKey', attribute: 'keyPk', field: 'keyId' },
-  org: { index: 'byOrg', attribute: 'orgPk', field: 'orgId' },
-};
-
-/** The partition shard (0 … USAGE_SCOPE_SHARDS−1) of a request's record in the base table, byKey and byOrg. */
+/** The partition shard (0 … USAGE_SCOPE_SHARDS−1) of a request's record in the base table. */
 export function usageScopeShard(requestId: string): number {
   return shardOf(requestId, USAGE_SCOPE_SHARDS);
 }
 
-/** The partition key of shard `shard` of a user's, key's or org's records, e.g. `user#alice#3`. */
-export function usagePartitionKey(scope: UsageScope, id: string, shard: number): string {
-  return `${scope}#${id}#${shard}`;
+/** The base-table partition key of shard `shard` of a user's records, e.g. `user#alice#3`. */
+export function usagePartitionKey(userId: string, shard: number): string {
+  return `user#${userId}#${shard}`;
 }
 
 /**
- * Every partition key a scope's records may be under: its USAGE_SCOPE_SHARDS shards, then the single partition
+ * Every partition key a user's records may be under: its USAGE_SCOPE_SHARDS shards, then the single partition
  * of the layout before the shards (`user#<id>`), whose records stay until their TTL.
  */
-export function usagePartitionKeys(scope: UsageScope, id: string): string[] {
-  const shards = Array.from({ length: USAGE_SCOPE_SHARDS }, (_, n) => usagePartitionKey(scope, id, n));
-  return [...shards, preShardPartitionKey(scope, id)];
+export function usagePartitionKeys(userId: string): string[] {
+  const shards = Array.from({ length: USAGE_SCOPE_SHARDS }, (_, n) => usagePartitionKey(userId, n));
+  return [...shards, preShardPartitionKey(userId)];
 }
 
 /** The byDay partition (0 … USAGE_DAY_SHARDS−1) a request's record lands in. */
@@ -104,10 +104,8 @@ export function usageItem(record: UsageRecord, options: { readonly retentionDays
       outputTokens: usage.outputTokens,
       cachedInputTokens: usage.cachedInputTokens,
       cacheWriteTokens: usage.cacheWriteTokens,
-      pk: usagePartitionKey('user', record.userId, scopeShard),
+      pk: usagePartitionKey(record.userId, scopeShard),
       sk: `${timestamp}#${record.requestId}`,
-      keyPk: usagePartitionKey('key', record.keyId, scopeShard),
-      orgPk: record.orgId !== undefined ? usagePartitionKey('org', record.orgId, scopeShard) : undefined,
       dayPk: `day#${timestamp.slice(0, 10)}#${shard}`,
       ttl: Math.floor(Date.parse(timestamp) / 1000) + options.retentionDays * 86_400,
     },
@@ -175,16 +173,17 @@ export class DynamoDbUsageStore implements UsageStore {
 
   /**
    * Records of one user, key or org with from ≤ timestamp < to, oldest first (by sk, i.e. timestamp then request
-   * id): every partition of the scope is read in parallel and the results merged.
+   * id). A user's: every base partition of the user, read in parallel and merged. A key's or an org's: the byDay
+   * partitions of the range (as {@link queryAll} reads them), filtered by the key or org in DynamoDB.
    */
   async query(q: UsageQuery): Promise<UsageRecord[]> {
     const { from, to } = range(q.from, q.to);
-    const { index, attribute, field } = SCOPES[q.by];
-    const partitions = await Promise.all(
-      usagePartitionKeys(q.by, q.id).map((value) => this.queryPartition({ index, attribute, value, from, to })),
-    );
-    return partitions
-      .flat()
+    const field = SCOPE_FIELD[q.by];
+    const items =
+      q.by === 'user'
+        ? (await Promise.all(usagePartitionKeys(q.id).map((value) => this.queryPartition({ attribute: 'pk', value, from, to })))).flat()
+        : await this.queryDays(from, to, { attribute: field, value: q.id });
+    return items
       .sort(compareKeys)
       .map(usageRecordFromItem)
       .filter((r) => r[field] === q.id); // `user#a#3` is shard 3 of "a" and the pre-shard partition of user "a#3"
@@ -192,12 +191,17 @@ export class DynamoDbUsageStore implements UsageStore {
 
   /**
    * One key's record of one request, stopping at the first match or after `maxScanned` records read in all. The
-   * record can only be in the byKey shard its request id hashes to, so that shard is read newest first, then
-   * (with what is left of `maxScanned`) the key's pre-shard partition; the bound thus reaches about
-   * USAGE_SCOPE_SHARDS times further back than a read of all the key's records would.
+   * record can only be in the base-table shard of the key's user that its request id hashes to, so that shard is
+   * read newest first, then (with what is left of `maxScanned`) the user's pre-shard partition; the bound thus
+   * reaches about USAGE_SCOPE_SHARDS times further back than a read of all the user's records would.
    */
-  async findRequest(q: { readonly keyId: string; readonly requestId: string; readonly maxScanned: number }): Promise<UsageRecord | undefined> {
-    const partitions = [usagePartitionKey('key', q.keyId, usageScopeShard(q.requestId)), preShardPartitionKey('key', q.keyId)];
+  async findRequest(q: {
+    readonly keyId: string;
+    readonly userId: string;
+    readonly requestId: string;
+    readonly maxScanned: number;
+  }): Promise<UsageRecord | undefined> {
+    const partitions = [usagePartitionKey(q.userId, usageScopeShard(q.requestId)), preShardPartitionKey(q.userId)];
     let scanned = 0;
     for (const partition of partitions) {
       let startKey: Item | undefined;
@@ -206,10 +210,9 @@ export class DynamoDbUsageStore implements UsageStore {
           const page = await this.client.send(
             new QueryCommand({
               TableName: this.table,
-              IndexName: 'byKey',
-              KeyConditionExpression: 'keyPk = :p',
-              FilterExpression: 'requestId = :r AND keyId = :k',
-              ExpressionAttributeValues: { ':p': { S: partition }, ':r': { S: q.requestId }, ':k': { S: q.keyId } },
+              KeyConditionExpression: 'pk = :p',
+              FilterExpression: 'requestId = :r AND keyId = :k AND userId = :u',
+              ExpressionAttributeValues: { ':p': { S: partition }, ':r': { S: q.requestId }, ':k': { S: q.keyId }, ':u': { S: q.userId } },
               ScanIndexForward: false,
               Limit: Math.min(500, Math.max(1, q.maxScanned - scanned)),
               ExclusiveStartKey: startKey,
@@ -231,6 +234,11 @@ export class DynamoDbUsageStore implements UsageStore {
   /** Every record with from ≤ timestamp < to, oldest first: reads each shard of each day's byDay partition. */
   async queryAll(fromIso: string, toIso: string): Promise<UsageRecord[]> {
     const { from, to } = range(fromIso, toIso);
+    return (await this.queryDays(from, to)).sort(compareKeys).map(usageRecordFromItem);
+  }
+
+  /** The byDay items of every day shard of [from, to), those whose `filter.attribute` is `filter.value` if given. */
+  private async queryDays(from: string, to: string, filter?: { readonly attribute: string; readonly value: string }): Promise<Item[]> {
     const first = Date.parse(from.slice(0, 10));
     const last = Date.parse(new Date(Date.parse(to) - 1).toISOString().slice(0, 10));
     const days = Math.floor((last - first) / DAY_MS) + 1;
@@ -246,15 +254,10 @@ export class DynamoDbUsageStore implements UsageStore {
     for (let i = 0; i < partitions.length; i += QUERY_CONCURRENCY) {
       const batch = partitions.slice(i, i + QUERY_CONCURRENCY);
       results.push(
-        ...(await Promise.all(
-          batch.map((value) => this.queryPartition({ index: 'byDay', attribute: 'dayPk', value, from, to })),
-        )),
+        ...(await Promise.all(batch.map((value) => this.queryPartition({ index: 'byDay', attribute: 'dayPk', value, from, to, filter })))),
       );
     }
-    return results
-      .flat()
-      .sort(compareKeys)
-      .map(usageRecordFromItem);
+    return results.flat();
   }
 
   private async queryPartition(q: {
@@ -263,6 +266,7 @@ export class DynamoDbUsageStore implements UsageStore {
     readonly value: string;
     readonly from: string;
     readonly to: string;
+    readonly filter?: { readonly attribute: string; readonly value: string };
   }): Promise<Item[]> {
     const out: Item[] = [];
     let startKey: Item | undefined;
@@ -274,8 +278,14 @@ export class DynamoDbUsageStore implements UsageStore {
             TableName: this.table,
             IndexName: q.index,
             KeyConditionExpression: '#p = :p AND sk BETWEEN :from AND :to',
-            ExpressionAttributeNames: { '#p': q.attribute },
-            ExpressionAttributeValues: { ':p': { S: q.value }, ':from': { S: q.from }, ':to': { S: q.to } },
+            ...(q.filter ? { FilterExpression: '#f = :f' } : {}),
+            ExpressionAttributeNames: { '#p': q.attribute, ...(q.filter ? { '#f': q.filter.attribute } : {}) },
+            ExpressionAttributeValues: {
+              ':p': { S: q.value },
+              ':from': { S: q.from },
+              ':to': { S: q.to },
+              ...(q.filter ? { ':f': { S: q.filter.value } } : {}),
+            },
             Limit: this.pageSize,
             ExclusiveStartKey: startKey,
           }),
@@ -290,14 +300,15 @@ export class DynamoDbUsageStore implements UsageStore {
   }
 }
 
-/** The one partition a scope's records were under before the shards (`user#<id>`). */
-function preShardPartitionKey(scope: UsageScope, id: string): string {
-  return `${scope}#${id}`;
+/** The one partition a user's records were under before the shards (`user#<id>`). */
+function preShardPartitionKey(userId: string): string {
+  return `user#${userId}`;
 }
 
 /**
- * The order one partition returns: by sk. Only byOrg can hold two records with one sk (two users, one request
- * id), which DynamoDB returns in no stated order; the base table's pk makes the order total.
+ * The order one partition returns: by sk. A report of a key, an org or everything can hold two records with one
+ * sk (two users, one request id), which DynamoDB returns in no stated order; the base table's pk makes the order
+ * total.
  */
 function compareKeys(a: Item, b: Item): number {
   const [skA, skB] = [a.sk?.S ?? '', b.sk?.S ?? ''];
