@@ -46,7 +46,7 @@ import {
   TransactWriteItemsCommand,
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
-import { createHash, createHmac } from 'node:crypto';
+import { createHmac, createSecretKey, hash, type KeyObject } from 'node:crypto';
 import { Agent as HttpAgent, type IncomingMessage, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 
@@ -164,7 +164,7 @@ class DirectCaller {
   private readonly host: string;
   private readonly userAgent: string;
   /** The signing key of the last credentials and day (derived from the secret, which it is checked against). */
-  private signing: { accessKeyId: string; secret: string; day: string; key: Buffer } | undefined;
+  private signing: { accessKeyId: string; secret: string; day: string; key: KeyObject } | undefined;
 
   constructor(
     private readonly client: DynamoDBClient,
@@ -232,12 +232,14 @@ class DirectCaller {
         if (settled) return;
         settled = true;
         clearTimeout(connectTimer);
+        clearTimeout(requestTimer);
         abortSignal?.removeEventListener('abort', onAbort);
         req.destroy();
         reject(err);
       };
       const onAbort = () => fail(abortError());
       let connectTimer: NodeJS.Timeout | undefined;
+      let requestTimer: NodeJS.Timeout | undefined;
       const req = this.request(
         { agent: this.agent, protocol: this.url.protocol, hostname: this.url.hostname, port: this.url.port, method: 'POST', path: this.url.pathname, headers },
         (res: IncomingMessage) => {
@@ -247,23 +249,32 @@ class DirectCaller {
           res.on('end', () => {
             if (settled) return;
             settled = true;
+            clearTimeout(requestTimer);
             abortSignal?.removeEventListener('abort', onAbort);
             const requestId = res.headers['x-amzn-requestid'];
             resolve({ status: res.statusCode ?? 0, text: (chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)).toString('utf8'), ...(typeof requestId === 'string' ? { requestId } : {}) });
           });
         },
       );
-      req.on('socket', (socket) => {
-        if (!socket.connecting) return;
-        connectTimer = setTimeout(
-          () => fail(new TransportError(`Socket timed out without establishing a connection within ${this.options.connectionTimeoutMs} ms`, 'ETIMEDOUT', 'TimeoutError')),
-          this.options.connectionTimeoutMs,
+      // Getting a connected socket (a free one of the pool, or a new connection) has its own timeout; then the
+      // whole call has the request timeout (a DynamoDB call answers in milliseconds): a timer, not a socket idle
+      // timeout re-armed on every read.
+      const connected = () => {
+        clearTimeout(connectTimer);
+        if (settled) return;
+        requestTimer = setTimeout(
+          () => fail(new TransportError(`Connection timed out after ${this.options.requestTimeoutMs} ms`, 'ETIMEDOUT', 'TimeoutError')),
+          this.options.requestTimeoutMs,
         );
-        socket.once('connect', () => clearTimeout(connectTimer));
-      });
-      req.setTimeout(this.options.requestTimeoutMs, () =>
-        fail(new TransportError(`Connection timed out after ${this.options.requestTimeoutMs} ms`, 'ETIMEDOUT', 'TimeoutError')),
+      };
+      connectTimer = setTimeout(
+        () => fail(new TransportError(`Socket timed out without establishing a connection within ${this.options.connectionTimeoutMs} ms`, 'ETIMEDOUT', 'TimeoutError')),
+        this.options.connectionTimeoutMs,
       );
+      req.on('socket', (socket) => {
+        if (socket.connecting) socket.once('connect', connected);
+        else connected();
+      });
       req.on('error', (err: NodeJS.ErrnoException) => fail(new TransportError(err.message, err.code, 'Error')));
       abortSignal?.addEventListener('abort', onAbort, { once: true });
       req.end(body);
@@ -284,13 +295,14 @@ class DirectCaller {
     return `AWS4-HMAC-SHA256 Credential=${credentials.accessKeyId}/${scope}, SignedHeaders=${signedHeaders}, Signature=${signature}`;
   }
 
-  private signingKey(credentials: Credentials, day: string): Buffer {
+  private signingKey(credentials: Credentials, day: string): KeyObject {
     const cached = this.signing;
     if (cached && cached.day === day && cached.accessKeyId === credentials.accessKeyId && cached.secret === credentials.secretAccessKey) return cached.key;
     let key = createHmac('sha256', `AWS4${credentials.secretAccessKey}`).update(day).digest();
     for (const part of [this.options.region, 'dynamodb', 'aws4_request']) key = createHmac('sha256', key).update(part).digest();
-    this.signing = { accessKeyId: credentials.accessKeyId, secret: credentials.secretAccessKey, day, key };
-    return key;
+    const keyObject = createSecretKey(key);
+    this.signing = { accessKeyId: credentials.accessKeyId, secret: credentials.secretAccessKey, day, key: keyObject };
+    return keyObject;
   }
 
   /** The SDK's exception for an error answer: its class by name, its message and the answer's other fields. */
@@ -314,8 +326,9 @@ class DirectCaller {
   }
 }
 
+/** One-shot SHA-256 (crypto.hash: no Hash object per call). */
 function sha256Hex(text: string): string {
-  return createHash('sha256').update(text).digest('hex');
+  return hash('sha256', text, 'hex');
 }
 
 function abortError(): Error {
