@@ -3,7 +3,7 @@
  * memory, the tables, createGateway with local BYOK data keys, the local server on loopback; logging at warn
  * (as `npm start -- --quiet`). Its OpenAI upstream is the bench's fake (OPENAI_BASE_URL). Tells the parent its
  * URL, a key with generous limits and DynamoDB Local's pid over IPC. Counts the DynamoDB calls it makes per
- * command (a transaction counted once, and by its items): the parent asks with the message 'store-calls'.
+ * command (a transaction counted once, and by its items; around `send`, as item calls skip the SDK middleware): the parent asks with the message 'store-calls'.
  */
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
@@ -28,20 +28,18 @@ async function main(): Promise<void> {
   process.once('disconnect', () => void stop());
   const log = jsonLogger({ level: 'warn' });
   const config = { ...loadConfig(process.env), dynamodbEndpoint: dynamo.endpoint, adminAuth: 'local-token' as const };
-  const dynamodb = createDynamoDbClient({ region: config.region, endpoint: dynamo.endpoint, cacheMiddleware: true });
-  // Added before the first call, so the cached middleware stacks include it.
+  const dynamodb = createDynamoDbClient({ region: config.region, endpoint: dynamo.endpoint, cacheMiddleware: true, directCalls: true });
+  // Counted around send: item calls go out directly, past any middleware.
   const storeCalls: Record<string, number> = {};
-  dynamodb.middlewareStack.add(
-    (next, context) => (args) => {
-      const table = (args.input as { TableName?: string }).TableName;
-      const name = `${(context.commandName ?? 'unknown').replace(/Command$/, '')}${table ? ` ${table.replace(/^tollgate-benchportkey-/, '')}` : ''}`;
-      storeCalls[name] = (storeCalls[name] ?? 0) + 1;
-      const items = (args.input as { TransactItems?: unknown[] }).TransactItems;
-      if (items) storeCalls[`${name} items`] = (storeCalls[`${name} items`] ?? 0) + items.length;
-      return next(args);
-    },
-    { step: 'initialize', name: 'benchStoreCallCounter' },
-  );
+  const send = dynamodb.send.bind(dynamodb) as (command: { input: unknown }, ...rest: unknown[]) => Promise<unknown>;
+  (dynamodb as { send: unknown }).send = (command: { input: unknown }, ...rest: unknown[]) => {
+    const table = (command.input as { TableName?: string }).TableName;
+    const name = `${command.constructor.name.replace(/Command$/, '')}${table ? ` ${table.replace(/^tollgate-benchportkey-/, '')}` : ''}`;
+    storeCalls[name] = (storeCalls[name] ?? 0) + 1;
+    const items = (command.input as { TransactItems?: unknown[] }).TransactItems;
+    if (items) storeCalls[`${name} items`] = (storeCalls[`${name} items`] ?? 0) + items.length;
+    return send(command, ...rest);
+  };
   process.on('message', (message) => {
     if (message === 'store-calls') process.send?.({ storeCalls: { ...storeCalls } });
   });

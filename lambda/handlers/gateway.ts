@@ -27,7 +27,7 @@ async function initialise(): Promise<Gateway> {
   return createGateway({
     config,
     secrets,
-    dynamodb: createDynamoDbClient({ region: config.region, cacheMiddleware: true, ...(config.dynamodbEndpoint ? { endpoint: config.dynamodbEndpoint } : {}) }),
+    dynamodb: createDynamoDbClient({ region: config.region, cacheMiddleware: true, directCalls: true, ...(config.dynamodbEndpoint ? { endpoint: config.dynamodbEndpoint } : {}) }),
     log,
     // Each request's EMF line is written when its observers run, i.e. after settlement in requestEnd below.
     emitMetrics: true,

@@ -111,7 +111,7 @@ async function main(): Promise<void> {
   try {
     // Locally /admin/* accepts the admin token printed below (explicit: never inferred from the environment).
     const config = { ...loadConfig(env), dynamodbEndpoint: dynamo.endpoint, adminAuth: 'local-token' as const };
-    const dynamodb = createDynamoDbClient({ region: config.region, endpoint: dynamo.endpoint, cacheMiddleware: true });
+    const dynamodb = createDynamoDbClient({ region: config.region, endpoint: dynamo.endpoint, cacheMiddleware: true, directCalls: true });
     await ensureTables(dynamodb, config.tables);
     const keyPepper = loadOrCreatePepper(dir);
     // Agent runs locally: an in-memory queue, and service tokens signed with a per-process secret.

@@ -101,10 +101,25 @@ class NodeUpstreamResponse implements UpstreamResponse {
     return Array.isArray(value) ? value.join(', ') : value;
   }
 
-  async text(): Promise<string> {
-    const parts: Buffer[] = [];
-    for await (const chunk of this.chunks()) parts.push(chunk as Buffer);
-    return Buffer.concat(parts).toString('utf8');
+  /** The whole body, read with plain listeners (no async iterator per answer: most answers are read whole). */
+  text(): Promise<string> {
+    const { body, res } = this;
+    return new Promise<string>((resolve, reject) => {
+      const parts: Buffer[] = [];
+      let ended = false;
+      body.on('data', (chunk: Buffer) => parts.push(chunk));
+      body.once('end', () => {
+        ended = true;
+        // A body cut short without an error event (the socket closed mid-body) is a failure, as in fetch.
+        if (!res.complete) reject(new Error('the upstream closed the connection before the body ended'));
+        else resolve(parts.length === 1 ? parts[0]!.toString('utf8') : Buffer.concat(parts).toString('utf8'));
+      });
+      body.once('error', reject);
+      // Destroyed without an error (cancelled): as the async iterator did, fail rather than wait forever.
+      body.once('close', () => {
+        if (!ended) reject(Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
+      });
+    });
   }
 
   async *chunks(): AsyncGenerator<Uint8Array> {
@@ -120,6 +135,40 @@ class NodeUpstreamResponse implements UpstreamResponse {
   }
 }
 
+/** Where a URL points, as http.request's options (what it would derive from the URL itself). */
+interface Target {
+  readonly secure: boolean;
+  readonly options: { readonly protocol: string; readonly hostname: string; readonly port?: number; readonly path: string; readonly auth?: string };
+}
+
+/** Targets by URL: the few upstream URLs a gateway posts to are parsed once, not on every call. */
+const targets = new Map<string, Target>();
+const MAX_TARGETS = 256;
+
+/** The request options of `url` (as node:http derives them from a URL), or a throw for a URL it cannot use. */
+function targetOf(url: string): Target {
+  const known = targets.get(url);
+  if (known) return known;
+  const parsed = new URL(url);
+  const secure = parsed.protocol === 'https:';
+  if (!secure && parsed.protocol !== 'http:') throw new TypeError(`unsupported protocol ${parsed.protocol}`);
+  // As node's urlToHttpOptions: brackets off an IPv6 host, the path with its query, credentials decoded.
+  const hostname = parsed.hostname.startsWith('[') ? parsed.hostname.slice(1, -1) : parsed.hostname;
+  const target: Target = {
+    secure,
+    options: {
+      protocol: parsed.protocol,
+      hostname,
+      ...(parsed.port !== '' ? { port: Number(parsed.port) } : {}),
+      path: `${parsed.pathname}${parsed.search}`,
+      ...(parsed.username || parsed.password ? { auth: `${decodeURIComponent(parsed.username)}:${decodeURIComponent(parsed.password)}` } : {}),
+    },
+  };
+  if (targets.size >= MAX_TARGETS) targets.clear();
+  targets.set(url, target);
+  return target;
+}
+
 /**
  * POSTs `body` to `url` and resolves with the answer once its status and headers are in (the body is read
  * from the {@link UpstreamResponse}). Rejects with {@link UpstreamRequestFailed} when the upstream cannot be
@@ -132,28 +181,25 @@ export function postToUpstream(request: UpstreamRequest): Promise<UpstreamRespon
       reject(abortReason(signal));
       return;
     }
-    let url: URL;
+    let target: Target;
     try {
-      url = new URL(request.url);
+      target = targetOf(request.url);
     } catch (err) {
       reject(err);
       return;
     }
-    const secure = url.protocol === 'https:';
-    if (!secure && url.protocol !== 'http:') {
-      reject(new TypeError(`unsupported protocol ${url.protocol}`));
-      return;
-    }
+    const { secure } = target;
     const body = Buffer.from(request.body, 'utf8');
     let answered = false;
     const options = {
+      ...target.options,
       method: 'POST',
       agent: secure ? httpsAgent : httpAgent,
       headers: { ...request.headers, 'content-length': String(body.length) },
     };
     let req: ReturnType<typeof httpRequest>;
     try {
-      req = (secure ? httpsRequest : httpRequest)(url, options, (res) => {
+      req = (secure ? httpsRequest : httpRequest)(options, (res) => {
         answered = true;
         signal.removeEventListener('abort', onAbort);
         // Aborting while the body is read destroys it: its reader fails with the signal's reason.

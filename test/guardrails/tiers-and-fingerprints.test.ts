@@ -1,6 +1,7 @@
 import { crossingsOf, tierOf } from '../../lambda/core/guardrails/alerts';
 import { parseBudgetNotification } from '../../lambda/core/guardrails/kill-switch';
-import { isEmptyAnswer, loopCheckFor, repeatedTurns, requestFingerprint } from '../../lambda/core/guardrails/loop-guard';
+import { createHash } from 'node:crypto';
+import { isEmptyAnswer, loopCheckFor, normalizeVolatile, repeatedTurns, requestFingerprint } from '../../lambda/core/guardrails/loop-guard';
 import { DEFAULT_GUARDRAILS, loopSettingsFor } from '../../lambda/core/guardrails/settings';
 import type { CounterValue } from '../../lambda/core/stores';
 import type { BudgetLimits, ScopeId } from '../../lambda/core/types';
@@ -53,7 +54,42 @@ describe('alert tiers', () => {
   });
 });
 
+/** The fingerprint as first written (normalized copy, then canonical JSON): counts in the store use it. */
+function firstFingerprint(body: Readonly<Record<string, unknown>>): string {
+  const trim = (value: unknown): unknown => {
+    if (typeof value === 'string') return normalizeVolatile(value);
+    if (Array.isArray(value)) return value.map(trim);
+    if (value !== null && typeof value === 'object') return Object.fromEntries(Object.entries(value as Record<string, unknown>).map(([k, v]) => [k, trim(v)]));
+    return value;
+  };
+  const canonical = (value: unknown): string => {
+    if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+    if (value !== null && typeof value === 'object') {
+      const entries = Object.entries(value as Record<string, unknown>)
+        .filter(([, v]) => v !== undefined)
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(',')}}`;
+    }
+    return JSON.stringify(value) ?? 'null';
+  };
+  const normalized: Record<string, unknown> = {};
+  const volatile = new Set(['stream', 'stream_options', 'user', 'metadata', 'store', 'service_tier']);
+  for (const [k, v] of Object.entries(body)) if (!volatile.has(k)) normalized[k] = trim(v);
+  return createHash('sha256').update(canonical(normalized)).digest('hex');
+}
+
 describe('loop guard fingerprints', () => {
+  it('when bodies of every shape are fingerprinted, the fingerprint is the one first written (counts already stored stay valid)', () => {
+    const bodies: Record<string, unknown>[] = [
+      { model: 'gpt-4o', messages: [{ role: 'user', content: '  Say   hello #12345678 at 2026-01-02T03:04:05Z, attempt 3 of 5 ' }], max_tokens: 50, stream: true, user: 'u' },
+      { z: 1, a: [1, 'two', null, true, { y: [], x: {} }, [[]]], 'é': 'accent', A: 'upper', '10': 'digit key', m: { b: undefined, a: 'call_abc12345678 msg_0f8fad5b-d9cb-469f-a165-70867728950e' } },
+      { input: [{ type: 'message', content: [{ type: 'input_text', text: 'deadbeefcafe0123456789 retry #4' }] }], tools: [{ type: 'function', name: 'f', parameters: { type: 'object' } }], temperature: 0.2, n: 1e21, s: '' },
+      JSON.parse('{"__proto__":{"polluted":"yes"},"messages":[{"role":"user","content":"x","__proto__":{"inner":1}}]}') as Record<string, unknown>,
+      { messages: [undefined, { content: undefined }], metadata: { run: 7 } },
+    ];
+    for (const body of bodies) expect(requestFingerprint(body)).toBe(firstFingerprint(body));
+  });
+
   const body = { model: 'gpt-4o', messages: [{ role: 'user', content: 'Classify: refund please' }], temperature: 0 };
 
   it('when only key order, streaming or surrounding whitespace differ, the fingerprint is the same', () => {

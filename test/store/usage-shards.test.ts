@@ -177,7 +177,7 @@ describe('DynamoDbUsageStore over partition shards', () => {
   });
 
   beforeAll(async () => {
-    [sharded, before] = await Promise.all([createTestTables(), createTestTables()]);
+    [sharded, before] = await Promise.all([createTestTables({ sdkOnly: true }), createTestTables()]);
     store = new DynamoDbUsageStore(sharded.client, sharded.tables, { pageSize: 2 });
     await putAll(sharded, [...hot, ...mixed].map((r, i) => (i >= hot.length && i % 4 === 0 ? preShardItem(r) : usageItem(r, { retentionDays: 30 }))));
     await putAll(before, [...hot, ...mixed].map(preShardItem));

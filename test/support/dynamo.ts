@@ -25,8 +25,12 @@ export function testDynamoDbEndpoint(): string {
   return endpoint;
 }
 
-/** Creates uniquely-prefixed tables in the run's DynamoDB Local. */
-export async function createTestTables(): Promise<TestTables> {
+/**
+ * Creates uniquely-prefixed tables in the run's DynamoDB Local. The client sends item calls directly, as the
+ * gateway's does (lambda/store/dynamodb/direct-calls.ts); `sdkOnly` sends every call through the SDK, for a
+ * test that watches calls with middleware.
+ */
+export async function createTestTables(options: { readonly sdkOnly?: boolean } = {}): Promise<TestTables> {
   // Timeouts that only catch a dead store: on a loaded 2-core box the JVM may be busy serving the other worker
   // (and whatever else runs) for many seconds, and a timed-out write retried by the SDK is not what a test checks.
   // More attempts: a loaded DynamoDB Local answers 500 "timed out because it took too long waiting for a lock"
@@ -37,6 +41,7 @@ export async function createTestTables(): Promise<TestTables> {
     requestTimeoutMs: 120_000,
     connectionTimeoutMs: 30_000,
     maxAttempts: 10,
+    directCalls: !options.sdkOnly,
   });
   const prefix = `t${Date.now().toString(36)}${randomBytes(4).toString('hex')}-`;
   const tables: TableNames = {

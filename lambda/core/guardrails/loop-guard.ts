@@ -64,18 +64,6 @@ export interface LoopCheck {
 /** Body fields that do not change what is asked (transport and bookkeeping), left out of the fingerprint. */
 const VOLATILE_FIELDS = new Set(['stream', 'stream_options', 'user', 'metadata', 'store', 'service_tier']);
 
-/** JSON with object keys sorted, so key order never changes a fingerprint. */
-function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  if (value !== null && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
-  }
-  return JSON.stringify(value) ?? 'null';
-}
-
 /**
  * Volatile tokens that make copies of one request look different: item ids, UUIDs, ISO timestamps, long hex ids, long
  * digit runs (epoch times, request ids) and retry counters ("attempt 3", "retry #4"). Short numbers stay:
@@ -105,18 +93,38 @@ export function normalizeVolatile(text: string): string {
  * (`stream`, `user`, `metadata`, …) and with strings trimmed and normalized ({@link normalizeVolatile}). Hex SHA-256.
  */
 export function requestFingerprint(body: Readonly<Record<string, unknown>>): string {
-  const normalized: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(body)) if (!VOLATILE_FIELDS.has(k)) normalized[k] = trimStrings(v);
-  return createHash('sha256').update(canonicalJson(normalized)).digest('hex');
+  const keys = Object.keys(body)
+    // `__proto__` never counted at the top (it was assigned, not copied, into the normalized body).
+    .filter((k) => !VOLATILE_FIELDS.has(k) && k !== '__proto__' && body[k] !== undefined)
+    .sort(byCodeUnit);
+  let json = '{';
+  for (let i = 0; i < keys.length; i++) json += `${i > 0 ? ',' : ''}${JSON.stringify(keys[i])}:${normalizedJson(body[keys[i]!])}`;
+  return createHash('sha256').update(`${json}}`).digest('hex');
 }
 
-function trimStrings(value: unknown): unknown {
-  if (typeof value === 'string') return normalizeVolatile(value);
-  if (Array.isArray(value)) return value.map(trimStrings);
-  if (value !== null && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value as Record<string, unknown>).map(([k, v]) => [k, trimStrings(v)]));
+const byCodeUnit = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * JSON with object keys sorted (so key order never changes a fingerprint) and every string normalized ({@link normalizeVolatile}), in one pass: the same
+ * text (fingerprints already counted in the store stay valid), without building the normalized copy first.
+ */
+function normalizedJson(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(normalizeVolatile(value));
+  if (Array.isArray(value)) {
+    let json = '[';
+    for (let i = 0; i < value.length; i++) json += `${i > 0 ? ',' : ''}${normalizedJson(value[i])}`;
+    return `${json}]`;
   }
-  return value;
+  if (value !== null && typeof value === 'object') {
+    const record = value as Record<string, unknown>;
+    const keys = Object.keys(record)
+      .filter((k) => record[k] !== undefined)
+      .sort(byCodeUnit);
+    let json = '{';
+    for (let i = 0; i < keys.length; i++) json += `${i > 0 ? ',' : ''}${JSON.stringify(keys[i])}:${normalizedJson(record[keys[i]!])}`;
+    return `${json}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
 }
 
 /**

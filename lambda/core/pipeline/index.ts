@@ -203,14 +203,15 @@ export class RequestPipeline {
     const { afterHold, remaining } = this.budgets.readBack(reservation, limits);
     void this.readBaselines(scopes, now);
 
-    const timeout = AbortSignal.timeout(this.options.upstreamTimeoutMs);
-    const upstreamAbort = new AbortController();
-    const signal = AbortSignal.any([...(call.stream ? [call.clientSignal] : []), timeout, upstreamAbort.signal]);
+    const upstreamCall = upstreamSignal(this.options.upstreamTimeoutMs, call.stream ? call.clientSignal : undefined);
+    const { signal } = upstreamCall;
     const baseHeaders = rateHeaders(reservation.rateStates);
-    const settleWith = (s: Settlement) => (o?: SettleOptions) =>
-      this.settler.settle(call, reservation, o?.routedAround ? { ...s, routedAround: true } : s, { limits, afterHold });
+    const settleWith = (s: Settlement) => (o?: SettleOptions) => {
+      upstreamCall.done();
+      return this.settler.settle(call, reservation, o?.routedAround ? { ...s, routedAround: true } : s, { limits, afterHold });
+    };
     const failureOutcome = (): UsageOutcome =>
-      call.clientSignal.aborted ? 'client_disconnected' : timeout.aborted ? 'timeout' : 'upstream_error';
+      call.clientSignal.aborted ? 'client_disconnected' : upstreamCall.timedOut() ? 'timeout' : 'upstream_error';
     const failed = (error: TollgateError, s: Omit<Settlement, 'endedAt'>): CallOutcome => ({
       kind: 'error',
       error,
@@ -225,7 +226,7 @@ export class RequestPipeline {
       // A request that reached the provider and lost its answer (cut short, timed out after it was sent) may
       // have been billed: charged its reservation. An error answer or an unreachable upstream costs nothing.
       const billable = err instanceof UpstreamError && err.mayHaveOutput;
-      const error = timeout.aborted && !call.clientSignal.aborted
+      const error = upstreamCall.timedOut() && !call.clientSignal.aborted
         ? new UpstreamError(`The provider did not answer within ${this.options.upstreamTimeoutMs} ms.`, { cause: err, mayHaveOutput: billable })
         : asTollgateError(err);
       // Nothing reached the provider (a request its translator cannot express): released at $0, the loop
@@ -236,6 +237,7 @@ export class RequestPipeline {
     }
 
     if (result.kind === 'json') {
+      upstreamCall.done();
       const cost = result.usage ? costOf(call.model.price, result.usage) : reservation.amount;
       return {
         kind: 'json',
@@ -260,7 +262,7 @@ export class RequestPipeline {
       clock,
       failureOutcome,
       clientSignal: call.clientSignal,
-      abortUpstream: () => upstreamAbort.abort(),
+      abortUpstream: () => upstreamCall.abort(),
     }, upstream.watch);
     if (started.kind === 'broken') {
       const error = asTollgateError(started.cause);
@@ -321,4 +323,32 @@ export class RequestPipeline {
  */
 function isGatewayRefusal(error: TollgateError): boolean {
   return !(error instanceof UpstreamError) && error.status >= 400 && error.status < 500;
+}
+
+/**
+ * The upstream call's signal: aborted when the upstream timeout passes (reason: a TimeoutError, as
+ * AbortSignal.timeout gives), when the client leaves (streams only; its reason), or by `abort` (the relay).
+ * One controller and one timer instead of AbortSignal.timeout and AbortSignal.any per request; `done` clears
+ * them once the answer is read (JSON) or the request settles (streams, failures).
+ */
+function upstreamSignal(timeoutMs: number, client: AbortSignal | undefined) {
+  const controller = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError'));
+  }, timeoutMs);
+  timer.unref();
+  const onClient = () => controller.abort(client?.reason);
+  if (client?.aborted) onClient();
+  else client?.addEventListener('abort', onClient, { once: true });
+  return {
+    signal: controller.signal,
+    timedOut: () => timedOut,
+    abort: () => controller.abort(),
+    done: () => {
+      clearTimeout(timer);
+      client?.removeEventListener('abort', onClient);
+    },
+  };
 }

@@ -4,6 +4,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { StoreUnavailableError, TollgateError } from '../../core/errors';
 import { withoutSdkLogger } from '../aws-clients';
+import { withDirectCalls } from './direct-calls';
 
 export interface DynamoDbClientOptions {
   readonly region: string;
@@ -35,6 +36,16 @@ export interface DynamoDbClientOptions {
    * @default false
    */
   readonly cacheMiddleware?: boolean;
+  /**
+   * Send the item operations (GetItem, PutItem, UpdateItem, BatchWriteItem, TransactWriteItems, Query, …)
+   * directly: JSON, SigV4 and a keep-alive request without the SDK's middleware, serde and HTTP handler, about a
+   * third of the SDK's CPU per call, with the SDK's outputs, exceptions, retries and timeouts
+   * (./direct-calls.ts). Middleware added to the client does not see them, so as with `cacheMiddleware` only the
+   * gateway's own clients turn it on. Ignored (the SDK sends everything) when the environment asks for FIPS or
+   * dual-stack endpoints or sets AWS_ENDPOINT_URL(_DYNAMODB), which only the SDK resolves.
+   * @default false
+   */
+  readonly directCalls?: boolean;
 }
 
 /**
@@ -45,21 +56,29 @@ export interface DynamoDbClientOptions {
 export function createDynamoDbClient(options: DynamoDbClientOptions): DynamoDBClient {
   const local = options.endpoint !== undefined;
   const maxSockets = options.maxSockets ?? 256;
-  return withSignerPerScheme(withUserAgentOnce(withoutSdkLogger(new DynamoDBClient({
+  const maxAttempts = options.maxAttempts ?? (local ? 3 : 4);
+  const connectionTimeoutMs = options.connectionTimeoutMs ?? (local ? 10_000 : 3_000);
+  const requestTimeoutMs = options.requestTimeoutMs ?? (local ? 10_000 : 3_000);
+  const client = withSignerPerScheme(withUserAgentOnce(withoutSdkLogger(new DynamoDBClient({
     region: options.region,
     endpoint: options.endpoint,
     credentials: local ? { accessKeyId: 'local', secretAccessKey: 'local' } : undefined,
-    maxAttempts: options.maxAttempts ?? (local ? 3 : 4),
+    maxAttempts,
     cacheMiddleware: options.cacheMiddleware ?? false,
     requestHandler: {
-      connectionTimeout: options.connectionTimeoutMs ?? (local ? 10_000 : 3_000),
-      requestTimeout: options.requestTimeoutMs ?? (local ? 10_000 : 3_000),
+      connectionTimeout: connectionTimeoutMs,
+      requestTimeout: requestTimeoutMs,
       // Without this the SDK only logs a warning when the timeout passes and keeps waiting.
       throwOnRequestTimeout: true,
       httpAgent: { keepAlive: true, maxSockets },
       httpsAgent: { keepAlive: true, maxSockets },
     },
   }))));
+  const sdkOnly =
+    ['AWS_USE_FIPS_ENDPOINT', 'AWS_USE_DUALSTACK_ENDPOINT'].some((name) => process.env[name]?.toLowerCase() === 'true') ||
+    (!local && Boolean(process.env.AWS_ENDPOINT_URL_DYNAMODB || process.env.AWS_ENDPOINT_URL));
+  if (!options.directCalls || sdkOnly) return client;
+  return withDirectCalls(client, { region: options.region, ...(options.endpoint ? { endpoint: options.endpoint } : {}), maxAttempts, connectionTimeoutMs, requestTimeoutMs, maxSockets });
 }
 
 /**
