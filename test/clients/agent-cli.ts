@@ -4,6 +4,8 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Harness } from '../support/gateway-harness';
@@ -55,3 +57,49 @@ export async function spentBy(h: Harness, userId: string): Promise<number> {
 }
 
 export const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+export interface RecordingProxy {
+  /** Base URL to give the agent in place of the gateway's. */
+  readonly url: string;
+  /** What the agent sent, in order: path and raw body. */
+  readonly sent: { readonly path: string; readonly rawBody: string; readonly headers: Readonly<Record<string, string>> }[];
+  close(): Promise<void>;
+}
+
+/**
+ * A plain HTTP relay between an agent and the gateway that keeps each request the agent sent, so a test can
+ * compare it with what reached the provider. Answers (streams included) are piped back as they come.
+ */
+export function recordingProxy(target: string): Promise<RecordingProxy> {
+  const sent: { path: string; rawBody: string; headers: Record<string, string> }[] = [];
+  const base = new URL(target);
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      const headers: Record<string, string> = {};
+      for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string') headers[k] = v;
+      sent.push({ path: req.url ?? '', rawBody: body.toString(), headers });
+      const out = httpRequest(
+        { host: base.hostname, port: base.port, method: req.method, path: req.url, headers: { ...req.headers, host: base.host } },
+        (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+        },
+      );
+      out.on('error', () => res.destroy());
+      out.end(body);
+    });
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      resolve({
+        url: `http://127.0.0.1:${port}`,
+        sent,
+        close: () => new Promise<void>((done) => { server.closeAllConnections(); server.close(() => done()); }),
+      });
+    });
+  });
+}
