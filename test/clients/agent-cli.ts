@@ -3,11 +3,11 @@
  * with its exit code and output, and what a user spent according to the gateway's usage records.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Harness } from '../support/gateway-harness';
 
 export interface Run {
@@ -103,3 +103,31 @@ export function recordingProxy(target: string): Promise<RecordingProxy> {
     });
   });
 }
+
+/** One line of the agents table (bench/agent-table.ts prints it): what one e2e case showed. */
+export interface AgentRow {
+  readonly agent: string;
+  readonly model: string;
+  /** `tool`: a completed tool turn; `runaway`: a stuck agent and where the gateway stopped it. */
+  readonly kind: 'tool' | 'runaway';
+  readonly ok: boolean;
+  /** Model calls that reached the provider (runaway). */
+  readonly calls?: number;
+  /** Wall-clock seconds of the agent's run: printed, never asserted. */
+  readonly seconds?: number;
+  /** What the user was charged, micro-USD. */
+  readonly micros?: number;
+  readonly note?: string;
+}
+
+/** Where rows are kept: `.bench/agent-runs.jsonl` (ignored by git), one JSON object a line, newest last. */
+export const AGENT_ROWS_FILE = join(__dirname, '..', '..', '.bench', 'agent-runs.jsonl');
+
+/** Appends one row to {@link AGENT_ROWS_FILE} (the table keeps the newest row per agent, model and kind). */
+export function recordAgentRow(row: AgentRow): void {
+  mkdirSync(dirname(AGENT_ROWS_FILE), { recursive: true });
+  appendFileSync(AGENT_ROWS_FILE, `${JSON.stringify(row)}\n`);
+}
+
+/** Seconds since `startedMs` (performance.now()), one decimal. */
+export const secondsSince = (startedMs: number): number => Math.round((performance.now() - startedMs) / 100) / 10;

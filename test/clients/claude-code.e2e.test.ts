@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { FakeScript } from '../support/fake-upstream';
 import { claudeBinary } from './agent-binaries';
 import { startClientSuite, type ClientSuite } from './support';
-import { isRecord, recordingProxy, type Run, runCli, runReport, spentBy as spentByUser, tempDirs } from './agent-cli';
+import { isRecord, recordAgentRow, recordingProxy, type Run, runCli, runReport, secondsSince, spentBy as spentByUser, tempDirs } from './agent-cli';
 
 jest.setTimeout(20 * 60_000);
 
@@ -84,7 +84,7 @@ describe('Claude Code (claude -p) through the gateway', () => {
     expect({ code: run.code, report: describeReport(run) }).toMatchObject({ code: 0 });
     expect(readFileSync(target, 'utf8')).toBe('hi from the fake model\n');
     expect(JSON.parse(run.stdout)).toMatchObject({ result: 'I wrote hello.txt.' });
-    expect(await spentBy(userId)).toBeGreaterThan(0);
+    expect(await spentBy(userId)).toBeGreaterThan(0);    recordAgentRow({ agent: 'Claude Code', model: 'claude-sonnet-4-6', kind: 'tool', ok: true });
   });
 
   it("on its built-in default model (no model set), Claude Code runs the tool and finishes the turn; its body reaches Anthropic as sent and is priced", async () => {
@@ -118,7 +118,7 @@ describe('Claude Code (claude -p) through the gateway', () => {
     const sentTurns = proxy.sent.filter((r) => r.path.startsWith('/v1/messages') && !r.path.includes('count_tokens')).map((r) => ({ ...r, body: JSON.parse(r.rawBody) as unknown }));
     const asSent = sentTurns.find((r) => isRecord(r.body) && Array.isArray(r.body.messages) && r.body.messages.length === (body.messages as unknown[]).length && isAgentTurn(r.body));
     expect(asSent?.body).toEqual(body);
-    expect(last.headers['anthropic-beta']).toBe(asSent!.headers['anthropic-beta']);
+    expect(last.headers['anthropic-beta']).toBe(asSent!.headers['anthropic-beta']);    recordAgentRow({ agent: 'Claude Code', model: `default (${DEFAULT_CLAUDE_CODE_MODEL})`, kind: 'tool', ok: true });
   });
 
   it('on an OpenAI model (ANTHROPIC_MODEL=gpt-4o), Claude Code runs the tool and finishes the turn through the translation to chat completions', async () => {
@@ -146,7 +146,7 @@ describe('Claude Code (claude -p) through the gateway', () => {
     expect(JSON.parse(run.stdout)).toMatchObject({ result: 'I wrote hello.txt with GPT.' });
     const paths = new Set(s.h.upstream.requests.slice(before).filter((r) => isRecord(r.body) && chatTools(r.body).includes('Write')).map((r) => r.path));
     expect([...paths]).toEqual(['/v1/chat/completions']);
-    expect(await spentBy(userId)).toBeGreaterThan(0);
+    expect(await spentBy(userId)).toBeGreaterThan(0);    recordAgentRow({ agent: 'Claude Code', model: 'gpt-4o (translated to chat)', kind: 'tool', ok: true });
   });
 
   it('when a turn carries 300 KB of files read, the default limits admit it and Claude Code finishes', async () => {
@@ -175,27 +175,34 @@ describe('Claude Code (claude -p) through the gateway', () => {
     expect({ code: run.code, report: describeReport(run) }).toMatchObject({ code: 0 });
     expect(JSON.parse(run.stdout)).toMatchObject({ result: 'All five files read.' });
     const last = agentTurns().at(-1)!;
-    expect(Buffer.byteLength(last.rawBody)).toBeGreaterThan(300_000);
+    expect(Buffer.byteLength(last.rawBody)).toBeGreaterThan(300_000);    recordAgentRow({ agent: 'Claude Code', model: 'claude-sonnet-4-6, a 300 KB turn of 5 files', kind: 'tool', ok: true });
   });
 
-  it('when the model keeps asking to read a missing file, the gateway stops Claude Code by default within 10 model calls at ≤ $1', async () => {
-    const project = tempDir('claude-runaway-');
-    let n = 0;
-    s.h.upstream.scriptEach((body): FakeScript => {
-      // An agent-sized turn: 30k tokens of context read on every call.
-      const usage = { inputTokens: 30_000, outputTokens: 60 };
-      if (!isAgentTurn(body)) return { replyText: 'Fix tests', usage };
-      return { replyText: '', usage, toolCall: { id: `toolu_stuck_${++n}`, name: 'Read', input: { file_path: join(project, 'missing.ts') } } };
-    });
-    const userId = 'u-claude-code-runaway';
-    const key = await s.key(userId);
-    const before = agentTurns().length;
-    const run = await runClaude(key, project, 'Fix the failing test in missing.ts.');
-    const calls = agentTurns().length - before;
-    expect(calls).toBeGreaterThanOrEqual(2);
-    expect(calls).toBeLessThanOrEqual(10);
-    expect(await spentBy(userId)).toBeLessThanOrEqual(1_000_000);
-    // Claude Code ends with the gateway's refusal, not with an answer.
-    expect(`${run.stdout}${run.stderr}`).toMatch(/Loop detected/);
-  });
+  it.each([['claude-sonnet-4-6'], [null]] as const)(
+    'when the model keeps asking to read a missing file, the gateway stops Claude Code (model %s; null: its default) by default within 10 model calls at ≤ $1',
+    async (model) => {
+      const project = tempDir('claude-runaway-');
+      let n = 0;
+      s.h.upstream.scriptEach((body): FakeScript => {
+        // An agent-sized turn: 30k tokens of context read on every call.
+        const usage = { inputTokens: 30_000, outputTokens: 60 };
+        if (!isAgentTurn(body)) return { replyText: 'Fix tests', usage };
+        return { replyText: '', usage, toolCall: { id: `toolu_stuck_${++n}`, name: 'Read', input: { file_path: join(project, 'missing.ts') } } };
+      });
+      const userId = `u-claude-code-runaway-${model ?? 'default'}`;
+      const key = await s.key(userId);
+      const before = agentTurns().length;
+      const started = performance.now();
+      const run = await runClaude(key, project, 'Fix the failing test in missing.ts.', model);
+      const seconds = secondsSince(started);
+      const calls = agentTurns().length - before;
+      const spent = await spentBy(userId);
+      expect(calls).toBeGreaterThanOrEqual(2);
+      expect(calls).toBeLessThanOrEqual(10);
+      expect(spent).toBeLessThanOrEqual(1_000_000);
+      // Claude Code ends with the gateway's refusal, not with an answer.
+      expect(`${run.stdout}${run.stderr}`).toMatch(/Loop detected/);
+      recordAgentRow({ agent: 'Claude Code', model: model ?? `default (${DEFAULT_CLAUDE_CODE_MODEL})`, kind: 'runaway', ok: true, calls, seconds, micros: spent, note: 'loop guard' });
+    },
+  );
 });

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { FakeScript } from '../support/fake-upstream';
 import { codexCommand } from './agent-binaries';
 import { startClientSuite, type ClientSuite } from './support';
-import { isRecord, recordingProxy, type Run, runCli, runReport, spentBy as spentByUser, tempDirs } from './agent-cli';
+import { isRecord, recordAgentRow, recordingProxy, type Run, runCli, runReport, secondsSince, spentBy as spentByUser, tempDirs } from './agent-cli';
 
 jest.setTimeout(20 * 60_000);
 
@@ -85,7 +85,7 @@ describe('Codex (codex exec) through the gateway', () => {
     expect(agentTurns().length).toBeGreaterThanOrEqual(2);
     // Codex sets no output cap: the gateway reserves and sends the model's own (gpt-5: 128k), not 4,096.
     expect((agentTurns()[0]!.body as { max_output_tokens?: number }).max_output_tokens).toBe(128_000);
-    expect(await spentBy(userId)).toBeGreaterThan(0);
+    expect(await spentBy(userId)).toBeGreaterThan(0);    recordAgentRow({ agent: 'Codex', model: 'gpt-5.1-codex', kind: 'tool', ok: true });
   });
 
   it('on a Claude model (-m claude-sonnet-4-5), Codex runs the command and finishes the turn through the translation to Anthropic messages', async () => {
@@ -112,7 +112,7 @@ describe('Codex (codex exec) through the gateway', () => {
     expect(run.stdout).toContain('Claude wrote hello.txt.');
     const paths = new Set(s.h.upstream.requests.slice(before).filter((r) => isRecord(r.body) && anthropicTools(r.body).includes('exec_command')).map((r) => r.path));
     expect([...paths]).toEqual(['/v1/messages']);
-    expect(await spentBy(userId)).toBeGreaterThan(0);
+    expect(await spentBy(userId)).toBeGreaterThan(0);    recordAgentRow({ agent: 'Codex', model: 'claude-sonnet-4-5 (translated to Messages)', kind: 'tool', ok: true });
   });
 
   it("on a Claude model with web search left on, Codex shows the gateway's one-line refusal naming the tool, and nothing is charged", async () => {
@@ -159,7 +159,9 @@ describe('Codex (codex exec) through the gateway', () => {
     const userId = 'u-codex-runaway';
     const key = await s.key(userId);
     const before = agentTurns().length;
+    const started = performance.now();
     const run = await runCodex(key, project, 'Fix the failing test in missing.ts.');
+    const seconds = secondsSince(started);
     const calls = agentTurns().length - before;
     expect({ calls, report: report(run) }).toMatchObject({ calls: expect.any(Number) });
     expect(calls).toBeGreaterThanOrEqual(2);
@@ -168,5 +170,6 @@ describe('Codex (codex exec) through the gateway', () => {
     expect(existsSync(join(project, 'missing.ts'))).toBe(false);
     // Codex ends with the gateway's loop refusal in its own words, not "exceeded retry limit, last status: 429".
     expect(`${run.stdout}\n${run.stderr}`).toMatch(/You.ve hit your usage limit\. Loop detected/);
+    recordAgentRow({ agent: 'Codex', model: 'gpt-5.1-codex', kind: 'runaway', ok: true, calls, seconds, micros: await spentBy(userId), note: 'loop guard' });
   });
 });
