@@ -14,6 +14,9 @@
  *   - counts of strings and JSON values from {@link CACHE_MIN_CHARS} up are kept by content hash (an agent
  *     resends the same system prompt, tools and history on every turn, so only the new part is tokenized).
  * `npm run bench:tokens` prints the cost and the error against a whole count.
+ *
+ * Cold start: the vocabulary is ~2.3 MB of code and takes hundreds of ms to build, so the Lambda keeps it out
+ * of its bundle (a layer holds it) and builds it after the first estimate ({@link deferTokenizerLoad}).
  */
 import { createHash } from 'node:crypto';
 
@@ -52,21 +55,84 @@ export function tokenizerWork(): number {
 }
 
 /**
- * The tokenizer, loaded on first use (its vocabulary is ~2 MB of code a cold start need not parse). Special
- * tokens in the text (`<|endoftext|>`) are counted as the plain text they are: a caller's text can never
- * make the count throw.
+ * How the tokenizer is loaded: `eager` (the default: synchronously, on first use; the local server and tests)
+ * or `deferred` (the Lambda: its vocabulary comes from a layer, outside the cold-start bundle, and is built on
+ * the first estimate's next turn of the event loop, while that request waits on its provider; estimates made
+ * before it is ready count bytes ÷ 3, which settle corrects like any estimate).
  */
-function tokenizer(): CountFn {
-  if (!o200k) {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const mod = require('gpt-tokenizer/cjs/encoding/o200k_base') as typeof import('gpt-tokenizer/cjs/encoding/o200k_base');
-    const plain = { disallowedSpecial: new Set<string>() };
-    o200k = (text) => {
-      work += text.length;
-      return mod.countTokens(text, plain);
-    };
+let mode: 'eager' | 'deferred' = 'eager';
+let loading: Promise<void> | undefined;
+/** Set when the tokenizer could not be loaded in deferred mode: estimates stay at bytes ÷ 3. */
+let unavailable: Error | undefined;
+
+/** Bytes ÷ 3 (rounded up): the fallback before the tokenizer is ready; above o200k's count for most text. */
+const byteThirds: CountFn = (text) => Math.ceil(Buffer.byteLength(text) / 3);
+
+/**
+ * Where the o200k encoding is required from (written out in {@link loadTokenizer}'s require, so a bundler that
+ * does not leave it out bundles it). In the gateway Lambda, `gpt-tokenizer` is left out of the bundle and
+ * served from the tokenizer layer (`/opt/nodejs/node_modules`, lib/constructs/tokenizer-layer.ts).
+ */
+export const TOKENIZER_MODULE = 'gpt-tokenizer/cjs/encoding/o200k_base';
+
+/**
+ * Builds the tokenizer now (~2 MB of vocabulary; hundreds of ms). Special tokens in the text (`<|endoftext|>`)
+ * are counted as the plain text they are: a caller's text can never make the count throw.
+ */
+export function loadTokenizer(): void {
+  if (o200k) return;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const mod = require('gpt-tokenizer/cjs/encoding/o200k_base') as typeof import('gpt-tokenizer/cjs/encoding/o200k_base');
+  const plain = { disallowedSpecial: new Set<string>() };
+  o200k = (text) => {
+    work += text.length;
+    return mod.countTokens(text, plain);
+  };
+}
+
+/** Switches to deferred loading (see {@link mode}); the Lambda entry calls it once at module load. */
+export function deferTokenizerLoad(): void {
+  mode = 'deferred';
+}
+
+/** Whether estimates count with the real tokenizer yet. */
+export function tokenizerReady(): boolean {
+  return o200k !== undefined;
+}
+
+/**
+ * In deferred mode, resolves once the load started by the first estimate is over (ready, or failed and left
+ * at bytes ÷ 3); resolves at once when no load was started.
+ */
+export function tokenizerLoading(): Promise<void> {
+  return loading ?? Promise.resolve();
+}
+
+/** The count to use now: the tokenizer, or in deferred mode bytes ÷ 3 until it is ready. */
+function tokenizer(): { count: CountFn; exact: boolean } {
+  if (o200k) return { count: o200k, exact: true };
+  if (mode === 'eager') {
+    loadTokenizer();
+    return { count: o200k!, exact: true };
   }
-  return o200k;
+  if (!loading && !unavailable) {
+    loading = new Promise<void>((resolve) => {
+      setImmediate(() => {
+        try {
+          loadTokenizer();
+        } catch (err) {
+          unavailable = err instanceof Error ? err : new Error(String(err));
+        }
+        resolve();
+      });
+    });
+  }
+  return { count: byteThirds, exact: false };
+}
+
+/** Why the tokenizer could not be loaded in deferred mode, if it could not (estimates then stay at bytes ÷ 3). */
+export function tokenizerLoadError(): Error | undefined {
+  return unavailable;
 }
 
 const cache = new Map<string, number>();
@@ -93,7 +159,15 @@ function remember(key: string, n: number): number {
 /** One estimate: counts strings and JSON values, tokenizing at most {@link EXACT_BUDGET_CHARS} whole. */
 class Estimate {
   private exactLeft = EXACT_BUDGET_CHARS;
-  private readonly count = tokenizer();
+  private readonly count: CountFn;
+  /** False while the tokenizer loads (deferred mode): counts are bytes ÷ 3 and never remembered. */
+  private readonly exact: boolean;
+
+  constructor() {
+    const t = tokenizer();
+    this.count = t.count;
+    this.exact = t.exact;
+  }
   /** What this estimate has tokenized so far: the rate applied to text past the budget. */
   private seenChars = 0;
   private seenTokens = 0;
@@ -119,7 +193,7 @@ class Estimate {
   /** o200k tokens of one string: whole when short, sampled when long, cached by content when not tiny. */
   text(text: string): number {
     if (text.length === 0) return 0;
-    if (text.length < CACHE_MIN_CHARS) return this.count(text);
+    if (text.length < CACHE_MIN_CHARS || !this.exact) return this.count(text);
     const key = cacheKey('t', text);
     const hit = remembered(key);
     if (hit !== undefined) return hit;
@@ -141,6 +215,7 @@ class Estimate {
     if (typeof value === 'string') return this.text(value);
     if (value === null || value === undefined) return 0;
     if (typeof value !== 'object') return 1;
+    if (!this.exact) return this.jsonWalk(value);
     const serialized = JSON.stringify(value);
     if (serialized.length < CACHE_MIN_CHARS) return this.jsonWalk(value);
     const key = cacheKey('j', serialized);

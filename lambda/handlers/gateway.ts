@@ -10,11 +10,15 @@ import { createGateway, type Gateway, loadGatewaySecrets } from '../compose';
 import { loadConfig } from '../config';
 import { asTollgateError } from '../core/errors';
 import { powertoolsLogger } from '../core/log';
+import { deferTokenizerLoad } from '../core/tokens';
 import { SsmSecretSource } from '../core/secrets';
 import { dialectOf, errorResponse } from '../http/dialects';
 import { lazySsmClient } from '../store/aws-clients';
 import { createDynamoDbClient } from '../store/dynamodb/client';
 import { toHttpRequest, toStreamingResult, type StreamingResult } from './api-gateway';
+
+// The tokenizer comes from a layer and is built after the first request's estimate, not at cold start.
+deferTokenizerLoad();
 
 const config = loadConfig();
 const log = powertoolsLogger({ serviceName: 'tollgate-gateway', persistentKeys: { stage: config.stage } });

@@ -161,6 +161,11 @@ interface BillableRoute {
   check?(body: Record<string, unknown>): void;
   /** Refusals that need the provider chosen (a translation it cannot express), before anything is reserved. */
   checkFor?(provider: Provider, body: Record<string, unknown>): void;
+  /**
+   * The body `provider` is sent (and reserved on), when the route adjusts it for that provider: a Messages
+   * request translated to chat completions has its `max_tokens` lowered to the model's own output limit.
+   */
+  forProvider?(provider: Provider, model: ResolvedModel, body: Record<string, unknown>): Record<string, unknown>;
   /** The wire format of the route's streams, whose usage event gets the call's cost. */
   readonly streamDialect?: StreamDialect;
 }
@@ -228,6 +233,13 @@ export class GatewayApp {
       stream: (b) => b.stream === true,
       operation: (provider) => messagesOperation(provider),
       checkFor: checkMessagesFor,
+      forProvider: (provider, model, b) => {
+        // Anthropic answers as sent; a chat provider refuses a cap above the model's own limit (Claude Code sends
+        // 32k–128k whatever the model), so it is lowered to that limit and reserved at it.
+        if (provider.messages) return b;
+        const limit = model.price.maxOutputTokens ?? knownMaxOutputTokens(model.upstreamModel);
+        return limit !== undefined && typeof b.max_tokens === 'number' && b.max_tokens > limit ? { ...b, max_tokens: limit } : b;
+      },
       outputCapFields: ['max_tokens'],
       streamDialect: 'messages',
     };
@@ -446,16 +458,18 @@ export class GatewayApp {
     // One attempt's call at one model: the requested one, or the one a routing rule chose (lambda/core/routing).
     const callFor = async (modelName: string, attemptId: string): Promise<BillableCall> => {
       const model = this.o.prices.resolve(modelName);
-      checkOutputCap(body, route.outputCapFields, model, this.limits);
-      const upstreamBody = { ...body, model: model.upstreamModel };
       const provider = this.o.providers.get(model.provider);
       const operation = provider ? operationOf(route, provider) : undefined;
       if (!provider || !operation) {
+        checkOutputCap(body, route.outputCapFields, model, this.limits);
         throw new InvalidRequestError(`The model "${modelName}" cannot be used with ${req.path}.`, {
           code: 'unsupported_endpoint',
           param: 'model',
         });
       }
+      const asSent = { ...body, model: model.upstreamModel };
+      const upstreamBody = route.forProvider ? route.forProvider(provider, model, asSent) : asSent;
+      checkOutputCap(upstreamBody, route.outputCapFields, model, this.limits);
       // What the provider cannot express is refused here, before anything is reserved or counted.
       if (typeof route.operation === 'string') provider.check?.(route.operation, upstreamBody);
       route.checkFor?.(provider, upstreamBody);
@@ -471,7 +485,7 @@ export class GatewayApp {
           { code: 'provider_key_required', param: 'model' },
         );
       }
-      const cap = route.outputCap(body, model);
+      const cap = route.outputCap(upstreamBody, model);
       return {
         requestId: attemptId,
         startedAt: attemptId === requestId ? ctx.startedAt : this.o.clock.now(),
@@ -484,7 +498,7 @@ export class GatewayApp {
         estimate: {
           // The o200k estimate in the model's own tokens (scaled for families without a public tokenizer).
           inputTokens: inputTokensFor(model.provider, inputTokens),
-          maxOutputTokens: route.maxOutput(body, cap),
+          maxOutputTokens: route.maxOutput(upstreamBody, cap),
           // No cap from the caller: the pipeline lowers the model's to what the budget allows (chooseOutputCap),
           // reserves for it and hands it to the provider, which sends it upstream in its own field.
           ...(cap && !cap.fromCaller ? { gatewayChoosesCap: true } : {}),

@@ -21,7 +21,7 @@ import { NotFoundError, RateLimitError, UpstreamError } from '../core/errors';
 import { formatUsd } from '../core/money';
 import type { PriceBook } from '../core/pricing';
 import type { UsageStore } from '../core/stores';
-import { estimateMessagesInputTokens, inputTokensFor } from '../core/tokens';
+import { estimateMessagesInputTokens, inputTokensFor, loadTokenizer, tokenizerReady } from '../core/tokens';
 import type { MessagesBody } from '../providers/contract';
 import type { ProviderRegistry } from '../providers/registry';
 import type { Route, RouteContext } from './app';
@@ -155,8 +155,15 @@ export function createClientRoutes(o: ClientRoutesOptions): Route[] {
         if (!providerDown) throw err;
       }
     }
+    // count_tokens is the tokenizer's own answer, never the bytes ÷ 3 a deferred load starts with (only if the
+    // tokenizer cannot be loaded at all is it that estimate, and the header says so).
+    try {
+      loadTokenizer();
+    } catch {
+      // answered below from bytes ÷ 3
+    }
     const n = inputTokensFor(model.provider, estimateMessagesInputTokens(body));
-    return jsonResponse(200, { input_tokens: n }, { 'x-tollgate-token-count': 'tokenizer' });
+    return jsonResponse(200, { input_tokens: n }, { 'x-tollgate-token-count': tokenizerReady() ? 'tokenizer' : 'estimate' });
   };
 
   const requestCost = async (ctx: RouteContext): Promise<HttpResponse> => {

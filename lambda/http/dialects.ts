@@ -58,13 +58,49 @@ function anthropicType(err: TollgateError): string {
   return ANTHROPIC_UPSTREAM_STATUS_TYPES[err.status] ?? ANTHROPIC_TYPE.upstream;
 }
 
+/**
+ * The OpenAI `type` of a 429 no retry can help (a spent budget, a detected loop, an open circuit, a request
+ * larger than the token rate). Codex (0.169–0.171, checked against the real binaries) shows the user a 429's
+ * own words only for this type, together with the {@link CODEX_MESSAGE_HEADER} header: "You've hit your usage
+ * limit. <header>, or try again later." For `insufficient_quota` it prints a fixed "Quota exceeded. Check your
+ * plan and billing details." and for any other 429 "exceeded retry limit, last status: 429". `code` stays as
+ * it was (`insufficient_quota`, `loop_detected`, `circuit_open`…) for the SDKs and apps that branch on it,
+ * and the OpenAI SDKs classify by status (429: RateLimitError), not by `type`.
+ */
+export const FINAL_REFUSAL_TYPE = 'usage_limit_reached';
+
+/** The header Codex appends to its usage-limit line (`x-codex-promo-message`): the refusal's sentence. */
+export const CODEX_MESSAGE_HEADER = 'x-codex-promo-message';
+
+/** A 429 that retrying cannot help (see {@link FINAL_REFUSAL_TYPE}). */
+function isFinalRefusal(err: TollgateError): boolean {
+  return err.status === 429 && shouldRetry(err) === false;
+}
+
+const HEADER_SAFE: Readonly<Record<string, string>> = { '…': '...', '×': 'x', '≤': '<=', '≥': '>=', '–': '-', '—': '-', '‘': "'", '’': "'", '“': '"', '”': '"', '÷': '/' };
+
+/**
+ * A message as a header value: printable ASCII only (common typography spelled out, anything else `?`), one
+ * line, at most 1,000 characters, without its final full stop (Codex follows it with ", or try again later.").
+ */
+export function headerSafeMessage(message: string): string {
+  let out = '';
+  for (const ch of message) {
+    const code = ch.codePointAt(0)!;
+    out += code >= 0x20 && code <= 0x7e ? ch : (HEADER_SAFE[ch] ?? (ch === '\n' || ch === '\r' || ch === '\t' ? ' ' : '?'));
+  }
+  out = out.replace(/\s+/g, ' ').trim().replace(/(?<!\.)\.$/, '');
+  return out.length > 1_000 ? `${out.slice(0, 997)}...` : out;
+}
+
 export function errorBody(dialect: Dialect, err: TollgateError): unknown {
   if (dialect === 'anthropic') {
     const type = anthropicType(err);
     return { type: 'error', error: { type, message: err.message } };
   }
+  const type = isFinalRefusal(err) ? FINAL_REFUSAL_TYPE : OPENAI_TYPE[err.kind];
   return {
-    error: { message: err.message, type: OPENAI_TYPE[err.kind], param: err.param ?? null, code: err.code ?? null },
+    error: { message: err.message, type, param: err.param ?? null, code: err.code ?? null },
   };
 }
 
@@ -78,6 +114,7 @@ export function errorResponse(dialect: Dialect, err: TollgateError, headers: Rec
     ...headers,
     ...err.headers,
     ...(retry === undefined ? {} : { 'x-should-retry': String(retry) }),
+    ...(dialect === 'openai' && isFinalRefusal(err) ? { [CODEX_MESSAGE_HEADER]: headerSafeMessage(err.message) } : {}),
   });
 }
 

@@ -32,3 +32,12 @@ export const LAMBDA_MAIN_FIELDS: readonly string[] = ['module', 'main'];
 
 /** esbuild's target for every function (the runtime is nodejs22.x). */
 export const LAMBDA_BUNDLE_TARGET = 'node22';
+
+/**
+ * The tokenizer package: left out of the gateway's bundle (its o200k vocabulary is ~2.3 MB of code) and served
+ * from the tokenizer layer instead (lib/constructs/tokenizer-layer.ts).
+ */
+export const TOKENIZER_PACKAGE = 'gpt-tokenizer';
+
+/** The module inside {@link TOKENIZER_PACKAGE} the gateway requires (lambda/core/tokens.ts's TOKENIZER_MODULE). */
+export const TOKENIZER_MODULE_PATH = 'cjs/encoding/o200k_base';

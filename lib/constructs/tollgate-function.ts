@@ -5,7 +5,7 @@ import * as nodejs from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { LAMBDA_BUNDLE_TARGET, LAMBDA_EXTERNAL_MODULES, LAMBDA_MAIN_FIELDS } from './bundling';
+import { LAMBDA_BUNDLE_TARGET, LAMBDA_EXTERNAL_MODULES, LAMBDA_MAIN_FIELDS, TOKENIZER_PACKAGE } from './bundling';
 
 /** The repository root (the folder holding package.json); Lambda entries are resolved from it. */
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
@@ -35,6 +35,12 @@ export interface TollgateFunctionOptions {
    * @default none
    */
   readonly deadLetterQueue?: sqs.IQueue;
+  /**
+   * The tokenizer layer (lib/constructs/tokenizer-layer.ts): attached, and the tokenizer package left out of
+   * this function's bundle. Without it the function bundles the tokenizer if its code uses it.
+   * @default none
+   */
+  readonly tokenizerLayer?: lambda.ILayerVersion;
 }
 
 export interface TollgateFunctionProps extends TollgateFunctionOptions {
@@ -71,12 +77,13 @@ export class TollgateFunction extends Construct {
       loggingFormat: lambda.LoggingFormat.JSON,
       environment: { ...props.environment },
       ...(props.deadLetterQueue ? { deadLetterQueue: props.deadLetterQueue } : {}),
+      ...(props.tokenizerLayer ? { layers: [props.tokenizerLayer] } : {}),
       bundling: {
         forceDockerBundling: false,
         minify: true,
         sourceMap: true,
         target: LAMBDA_BUNDLE_TARGET,
-        externalModules: [...LAMBDA_EXTERNAL_MODULES],
+        externalModules: [...LAMBDA_EXTERNAL_MODULES, ...(props.tokenizerLayer ? [TOKENIZER_PACKAGE] : [])],
         mainFields: [...LAMBDA_MAIN_FIELDS],
         format: nodejs.OutputFormat.CJS,
       },

@@ -10,6 +10,7 @@ import type { Construct } from 'constructs';
 import { GATEWAY_SECRET_NAMES, secretsPrefix } from '../../lambda/core/secrets';
 import { resourceName, type DeploymentConfig } from '../config';
 import { GatewayWaf } from '../constructs/gateway-waf';
+import { tokenizerLayer } from '../constructs/tokenizer-layer';
 import { TollgateFunction } from '../constructs/tollgate-function';
 import type { DataStack } from './data-stack';
 import { agentNames, agentQueueRefs, grantRunsTable } from './agent-stack';
@@ -59,6 +60,7 @@ export class GatewayStack extends Stack {
       memoryMb: config.gateway.memoryMb,
       timeout: STREAM_TIMEOUT,
       logRetentionDays: config.logRetentionDays,
+      tokenizerLayer: tokenizerLayer(this, 'TokenizerLayer'),
       environment: {
         TOLLGATE_STAGE: config.stage,
         ...data.tableEnvironment,

@@ -8,6 +8,7 @@ import { Agent, OpenAIChatCompletionsModel, OpenAIResponsesModel, run, setTracin
 import OpenAI from 'openai';
 import * as z from 'zod';
 import type { FakeScript } from '../support/fake-upstream';
+import { recordAgentRow, secondsSince } from './agent-cli';
 import { getWeather, plausibleModel, startClientSuite, TOOL_ANSWER, type ClientSuite } from './support';
 
 setTracingDisabled(true);
@@ -68,7 +69,7 @@ describe.each<Surface>(['responses', 'chat'])('OpenAI Agents SDK on %s', (surfac
     expect(modelCalls() - before).toBe(2);
     const spent = await spentBy(userId);
     expect(spent.requests).toBe(2);
-    expect(spent.micros).toBeGreaterThan(0);
+    expect(spent.micros).toBeGreaterThan(0);    recordAgentRow({ agent: `Agents SDK (${surface === 'responses' ? 'Responses API' : 'chat completions'})`, model: 'gpt-4o', kind: 'tool', ok: true });
   });
 
   it('when the agent keeps repeating a failing tool call, the gateway stops it by default within 10 model calls at ≤ $1', async () => {
@@ -78,7 +79,9 @@ describe.each<Surface>(['responses', 'chat'])('OpenAI Agents SDK on %s', (surfac
     const before = modelCalls();
     const agent = new Agent({ name: 'fixer', instructions: 'Make the tests pass.', tools: [runTests], model: modelFor(surface, key, 'gpt-4o') });
     // The SDK's own turn limit set high, so only the gateway can stop the loop.
+    const started = performance.now();
     const err = await run(agent, 'Fix the failing test.', { maxTurns: 50 }).catch((e: unknown) => e);
+    const seconds = secondsSince(started);
     expect(err).toBeInstanceOf(OpenAI.RateLimitError);
     const refusal = err as InstanceType<typeof OpenAI.RateLimitError>;
     expect(refusal.code).toBe('loop_detected');
@@ -87,6 +90,6 @@ describe.each<Surface>(['responses', 'chat'])('OpenAI Agents SDK on %s', (surfac
     expect(calls).toBeGreaterThanOrEqual(2);
     expect(calls).toBeLessThanOrEqual(10);
     const spent = await spentBy(userId);
-    expect(spent.micros).toBeLessThanOrEqual(1_000_000);
+    expect(spent.micros).toBeLessThanOrEqual(1_000_000);    recordAgentRow({ agent: `Agents SDK (${surface === 'responses' ? 'Responses API' : 'chat completions'})`, model: 'gpt-4o', kind: 'runaway', ok: true, calls, seconds, micros: spent.micros, note: 'loop guard' });
   });
 });

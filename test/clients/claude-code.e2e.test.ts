@@ -10,9 +10,12 @@ import { join } from 'node:path';
 import type { FakeScript } from '../support/fake-upstream';
 import { claudeBinary } from './agent-binaries';
 import { startClientSuite, type ClientSuite } from './support';
-import { isRecord, type Run, runCli, runReport, spentBy as spentByUser, tempDirs } from './agent-cli';
+import { isRecord, recordAgentRow, recordingProxy, type Run, runCli, runReport, secondsSince, spentBy as spentByUser, tempDirs } from './agent-cli';
 
 jest.setTimeout(20 * 60_000);
+
+/** The model Claude Code 2.1.328 sends when none is set (read from its requests). */
+const DEFAULT_CLAUDE_CODE_MODEL = 'claude-opus-5-5';
 
 let s: ClientSuite;
 let claude: string;
@@ -28,17 +31,20 @@ afterAll(async () => {
 
 const tempDir = (prefix: string) => temp.make(prefix);
 
-/** `claude -p PROMPT` in `cwd` with a fresh HOME, talking only to the gateway. */
-function runClaude(key: string, cwd: string, prompt: string, model = 'claude-sonnet-4-6'): Promise<Run> {
+/**
+ * `claude -p PROMPT` in `cwd` with a fresh HOME, talking only to the gateway. `model: null` sets no model at
+ * all (neither ANTHROPIC_MODEL nor the small-model variables): Claude Code's built-in default.
+ */
+function runClaude(key: string, cwd: string, prompt: string, model: string | null = 'claude-sonnet-4-6', baseUrl = s.h.url): Promise<Run> {
   const home = tempDir('claude-home-');
+  const models: NodeJS.ProcessEnv =
+    model === null ? {} : { ANTHROPIC_MODEL: model, ANTHROPIC_DEFAULT_HAIKU_MODEL: 'claude-haiku-4-5', ANTHROPIC_SMALL_FAST_MODEL: 'claude-haiku-4-5' };
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: home,
-    ANTHROPIC_BASE_URL: s.h.url,
+    ANTHROPIC_BASE_URL: baseUrl,
     ANTHROPIC_AUTH_TOKEN: key,
-    ANTHROPIC_MODEL: model,
-    ANTHROPIC_DEFAULT_HAIKU_MODEL: 'claude-haiku-4-5',
-    ANTHROPIC_SMALL_FAST_MODEL: 'claude-haiku-4-5',
+    ...models,
     CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
     DISABLE_AUTOUPDATER: '1',
     DISABLE_TELEMETRY: '1',
@@ -78,7 +84,41 @@ describe('Claude Code (claude -p) through the gateway', () => {
     expect({ code: run.code, report: describeReport(run) }).toMatchObject({ code: 0 });
     expect(readFileSync(target, 'utf8')).toBe('hi from the fake model\n');
     expect(JSON.parse(run.stdout)).toMatchObject({ result: 'I wrote hello.txt.' });
-    expect(await spentBy(userId)).toBeGreaterThan(0);
+    expect(await spentBy(userId)).toBeGreaterThan(0);    recordAgentRow({ agent: 'Claude Code', model: 'claude-sonnet-4-6', kind: 'tool', ok: true });
+  });
+
+  it("on its built-in default model (no model set), Claude Code runs the tool and finishes the turn; its body reaches Anthropic as sent and is priced", async () => {
+    const project = tempDir('claude-default-');
+    const target = join(project, 'hello.txt');
+    s.h.upstream.scriptEach((body): FakeScript => {
+      const usage = { inputTokens: 2_000, outputTokens: 30 };
+      if (!isAgentTurn(body)) return { replyText: 'Greeting file', usage };
+      if (endsWithToolResult(body)) return { replyText: 'I wrote hello.txt on the default model.', usage };
+      return { replyText: '', usage, toolCall: { id: 'toolu_default_write', name: 'Write', input: { file_path: target, content: 'hi from the default model\n' } } };
+    });
+    const userId = 'u-claude-code-default';
+    const key = await s.key(userId);
+    const before = s.h.upstream.requests.length;
+    const proxy = await recordingProxy(s.h.url);
+    const run = await runClaude(key, project, 'Create hello.txt saying hi.', null, proxy.url).finally(() => proxy.close());
+    expect({ code: run.code, report: describeReport(run) }).toMatchObject({ code: 0 });
+    expect(readFileSync(target, 'utf8')).toBe('hi from the default model\n');
+    expect(JSON.parse(run.stdout)).toMatchObject({ result: 'I wrote hello.txt on the default model.' });
+    const turns = s.h.upstream.requests.slice(before).filter((r) => r.path === '/v1/messages' && isRecord(r.body) && isAgentTurn(r.body));
+    expect(turns.length).toBeGreaterThanOrEqual(2);
+    // Claude Code 2.1.328's built-in default model, priced by the gateway's table (claude-opus-5-5: $4/$20 per M).
+    expect([...new Set(turns.map((r) => (r.body as { model?: unknown }).model))]).toEqual([DEFAULT_CLAUDE_CODE_MODEL]);
+    expect(await spentBy(userId)).toBe(turns.length * (2_000 * 4 + 30 * 20));
+    // Pass-through is faithful: the tool turn's body (adaptive thinking, context_management, output_config, a
+    // mid-conversation system message) and its beta header reach Anthropic exactly as Claude Code sent them.
+    const last = turns.at(-1)!;
+    const body = last.body as Record<string, unknown>;
+    expect(body).toMatchObject({ thinking: expect.anything(), context_management: expect.anything(), output_config: expect.anything() });
+    expect((body.messages as { role: string }[]).map((m) => m.role)).toContain('system');
+    const sentTurns = proxy.sent.filter((r) => r.path.startsWith('/v1/messages') && !r.path.includes('count_tokens')).map((r) => ({ ...r, body: JSON.parse(r.rawBody) as unknown }));
+    const asSent = sentTurns.find((r) => isRecord(r.body) && Array.isArray(r.body.messages) && r.body.messages.length === (body.messages as unknown[]).length && isAgentTurn(r.body));
+    expect(asSent?.body).toEqual(body);
+    expect(last.headers['anthropic-beta']).toBe(asSent!.headers['anthropic-beta']);    recordAgentRow({ agent: 'Claude Code', model: `default (${DEFAULT_CLAUDE_CODE_MODEL})`, kind: 'tool', ok: true });
   });
 
   it('on an OpenAI model (ANTHROPIC_MODEL=gpt-4o), Claude Code runs the tool and finishes the turn through the translation to chat completions', async () => {
@@ -106,7 +146,7 @@ describe('Claude Code (claude -p) through the gateway', () => {
     expect(JSON.parse(run.stdout)).toMatchObject({ result: 'I wrote hello.txt with GPT.' });
     const paths = new Set(s.h.upstream.requests.slice(before).filter((r) => isRecord(r.body) && chatTools(r.body).includes('Write')).map((r) => r.path));
     expect([...paths]).toEqual(['/v1/chat/completions']);
-    expect(await spentBy(userId)).toBeGreaterThan(0);
+    expect(await spentBy(userId)).toBeGreaterThan(0);    recordAgentRow({ agent: 'Claude Code', model: 'gpt-4o (translated to chat)', kind: 'tool', ok: true });
   });
 
   it('when a turn carries 300 KB of files read, the default limits admit it and Claude Code finishes', async () => {
@@ -135,27 +175,34 @@ describe('Claude Code (claude -p) through the gateway', () => {
     expect({ code: run.code, report: describeReport(run) }).toMatchObject({ code: 0 });
     expect(JSON.parse(run.stdout)).toMatchObject({ result: 'All five files read.' });
     const last = agentTurns().at(-1)!;
-    expect(Buffer.byteLength(last.rawBody)).toBeGreaterThan(300_000);
+    expect(Buffer.byteLength(last.rawBody)).toBeGreaterThan(300_000);    recordAgentRow({ agent: 'Claude Code', model: 'claude-sonnet-4-6, a 300 KB turn of 5 files', kind: 'tool', ok: true });
   });
 
-  it('when the model keeps asking to read a missing file, the gateway stops Claude Code by default within 10 model calls at ≤ $1', async () => {
-    const project = tempDir('claude-runaway-');
-    let n = 0;
-    s.h.upstream.scriptEach((body): FakeScript => {
-      // An agent-sized turn: 30k tokens of context read on every call.
-      const usage = { inputTokens: 30_000, outputTokens: 60 };
-      if (!isAgentTurn(body)) return { replyText: 'Fix tests', usage };
-      return { replyText: '', usage, toolCall: { id: `toolu_stuck_${++n}`, name: 'Read', input: { file_path: join(project, 'missing.ts') } } };
-    });
-    const userId = 'u-claude-code-runaway';
-    const key = await s.key(userId);
-    const before = agentTurns().length;
-    const run = await runClaude(key, project, 'Fix the failing test in missing.ts.');
-    const calls = agentTurns().length - before;
-    expect(calls).toBeGreaterThanOrEqual(2);
-    expect(calls).toBeLessThanOrEqual(10);
-    expect(await spentBy(userId)).toBeLessThanOrEqual(1_000_000);
-    // Claude Code ends with the gateway's refusal, not with an answer.
-    expect(`${run.stdout}${run.stderr}`).toMatch(/Loop detected/);
-  });
+  it.each([['claude-sonnet-4-6'], [null]] as const)(
+    'when the model keeps asking to read a missing file, the gateway stops Claude Code (model %s; null: its default) by default within 10 model calls at ≤ $1',
+    async (model) => {
+      const project = tempDir('claude-runaway-');
+      let n = 0;
+      s.h.upstream.scriptEach((body): FakeScript => {
+        // An agent-sized turn: 30k tokens of context read on every call.
+        const usage = { inputTokens: 30_000, outputTokens: 60 };
+        if (!isAgentTurn(body)) return { replyText: 'Fix tests', usage };
+        return { replyText: '', usage, toolCall: { id: `toolu_stuck_${++n}`, name: 'Read', input: { file_path: join(project, 'missing.ts') } } };
+      });
+      const userId = `u-claude-code-runaway-${model ?? 'default'}`;
+      const key = await s.key(userId);
+      const before = agentTurns().length;
+      const started = performance.now();
+      const run = await runClaude(key, project, 'Fix the failing test in missing.ts.', model);
+      const seconds = secondsSince(started);
+      const calls = agentTurns().length - before;
+      const spent = await spentBy(userId);
+      expect(calls).toBeGreaterThanOrEqual(2);
+      expect(calls).toBeLessThanOrEqual(10);
+      expect(spent).toBeLessThanOrEqual(1_000_000);
+      // Claude Code ends with the gateway's refusal, not with an answer.
+      expect(`${run.stdout}${run.stderr}`).toMatch(/Loop detected/);
+      recordAgentRow({ agent: 'Claude Code', model: model ?? `default (${DEFAULT_CLAUDE_CODE_MODEL})`, kind: 'runaway', ok: true, calls, seconds, micros: spent, note: 'loop guard' });
+    },
+  );
 });

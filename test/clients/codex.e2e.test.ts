@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { FakeScript } from '../support/fake-upstream';
 import { codexCommand } from './agent-binaries';
 import { startClientSuite, type ClientSuite } from './support';
-import { isRecord, type Run, runCli, runReport, spentBy as spentByUser, tempDirs } from './agent-cli';
+import { isRecord, recordAgentRow, recordingProxy, type Run, runCli, runReport, secondsSince, spentBy as spentByUser, tempDirs } from './agent-cli';
 
 jest.setTimeout(20 * 60_000);
 
@@ -29,10 +29,10 @@ afterAll(async () => {
 const tempDir = (prefix: string) => temp.make(prefix);
 
 /** `codex exec PROMPT` in `cwd` with a fresh HOME, its provider set to the gateway by the docs/agents.md lines. */
-function runCodex(key: string, cwd: string, prompt: string, model = 'gpt-5.1-codex', config: readonly string[] = []): Promise<Run> {
+function runCodex(key: string, cwd: string, prompt: string, model = 'gpt-5.1-codex', config: readonly string[] = [], baseUrl = s.h.baseURL): Promise<Run> {
   const home = tempDir('codex-home-');
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, CODEX_HOME: join(home, '.codex'), TOLLGATE_KEY: key };
-  const provider = `model_providers.tollgate={name="tollgate",base_url="${s.h.baseURL}",env_key="TOLLGATE_KEY",wire_api="responses"}`;
+  const provider = `model_providers.tollgate={name="tollgate",base_url="${baseUrl}",env_key="TOLLGATE_KEY",wire_api="responses"}`;
   const args = [
     ...codex.args,
     'exec',
@@ -85,7 +85,7 @@ describe('Codex (codex exec) through the gateway', () => {
     expect(agentTurns().length).toBeGreaterThanOrEqual(2);
     // Codex sets no output cap: the gateway reserves and sends the model's own (gpt-5: 128k), not 4,096.
     expect((agentTurns()[0]!.body as { max_output_tokens?: number }).max_output_tokens).toBe(128_000);
-    expect(await spentBy(userId)).toBeGreaterThan(0);
+    expect(await spentBy(userId)).toBeGreaterThan(0);    recordAgentRow({ agent: 'Codex', model: 'gpt-5.1-codex', kind: 'tool', ok: true });
   });
 
   it('on a Claude model (-m claude-sonnet-4-5), Codex runs the command and finishes the turn through the translation to Anthropic messages', async () => {
@@ -112,7 +112,7 @@ describe('Codex (codex exec) through the gateway', () => {
     expect(run.stdout).toContain('Claude wrote hello.txt.');
     const paths = new Set(s.h.upstream.requests.slice(before).filter((r) => isRecord(r.body) && anthropicTools(r.body).includes('exec_command')).map((r) => r.path));
     expect([...paths]).toEqual(['/v1/messages']);
-    expect(await spentBy(userId)).toBeGreaterThan(0);
+    expect(await spentBy(userId)).toBeGreaterThan(0);    recordAgentRow({ agent: 'Codex', model: 'claude-sonnet-4-5 (translated to Messages)', kind: 'tool', ok: true });
   });
 
   it("on a Claude model with web search left on, Codex shows the gateway's one-line refusal naming the tool, and nothing is charged", async () => {
@@ -128,6 +128,25 @@ describe('Codex (codex exec) through the gateway', () => {
     expect(await spentBy(userId)).toBe(0);
   });
 
+  it("when the user's budget is spent, Codex shows the gateway's sentence naming the budget, its scope and what to do, asks once, and nothing is charged", async () => {
+    const project = tempDir('codex-budget-');
+    s.h.upstream.scriptEach((): FakeScript => ({ replyText: 'ok' }));
+    const userId = 'u-codex-budget';
+    const key = await s.brokeKey(userId);
+    const before = s.h.upstream.requests.length;
+    const proxy = await recordingProxy(s.h.url);
+    const run = await runCodex(key, project, 'Create hello.txt saying hi.', 'gpt-5.1-codex', [], `${proxy.url}/v1`).finally(() => proxy.close());
+    expect(run.code).not.toBe(0);
+    // Codex's own frame around the gateway's words: "You've hit your usage limit. <sentence>, or try again later."
+    const shown = `${run.stdout}\n${run.stderr}`;
+    expect(shown).not.toContain('Quota exceeded. Check your plan');
+    expect(shown).toMatch(/Budget exceeded: key \S+ has a daily budget of \$0\.000001 and this request needs up to \$[\d.]+, more than the whole limit; send a smaller request[^\n]*, or try again later\./);
+    // One refusal with x-should-retry: false, and Codex does not ask again.
+    expect(proxy.sent.filter((r) => r.path.startsWith('/v1/responses'))).toHaveLength(1);
+    expect(s.h.upstream.requests.length).toBe(before);
+    expect(await spentBy(userId)).toBe(0);
+  });
+
   it('when the model keeps asking for the same failing command, the gateway stops Codex by default within 10 model calls at ≤ $1', async () => {
     const project = tempDir('codex-runaway-');
     let n = 0;
@@ -140,12 +159,17 @@ describe('Codex (codex exec) through the gateway', () => {
     const userId = 'u-codex-runaway';
     const key = await s.key(userId);
     const before = agentTurns().length;
+    const started = performance.now();
     const run = await runCodex(key, project, 'Fix the failing test in missing.ts.');
+    const seconds = secondsSince(started);
     const calls = agentTurns().length - before;
     expect({ calls, report: report(run) }).toMatchObject({ calls: expect.any(Number) });
     expect(calls).toBeGreaterThanOrEqual(2);
     expect(calls).toBeLessThanOrEqual(10);
     expect(await spentBy(userId)).toBeLessThanOrEqual(1_000_000);
     expect(existsSync(join(project, 'missing.ts'))).toBe(false);
+    // Codex ends with the gateway's loop refusal in its own words, not "exceeded retry limit, last status: 429".
+    expect(`${run.stdout}\n${run.stderr}`).toMatch(/You.ve hit your usage limit\. Loop detected/);
+    recordAgentRow({ agent: 'Codex', model: 'gpt-5.1-codex', kind: 'runaway', ok: true, calls, seconds, micros: await spentBy(userId), note: 'loop guard' });
   });
 });

@@ -18,10 +18,13 @@ import {
 /** The tokenizer's own whole count, the reference every estimate is held to. */
 const exact = (text: string): number => countTokens(text, { disallowedSpecial: new Set() });
 
-/** Real source text of this repository, repeated to `chars` UTF-16 units. */
+/**
+ * Real source text and prose, repeated to `chars` UTF-16 units: the two SDKs' client code and READMEs, pinned by
+ * package-lock.json, so an edit to this repository's own files (which this once read) cannot move a figure.
+ */
 function sourceText(chars: number, salt: string): string {
-  const root = join(__dirname, '..', '..');
-  const files = ['lambda/http/app.ts', 'README.md', 'lambda/store/dynamodb/ledger.ts', 'docs/how-it-works.md'];
+  const root = join(__dirname, '..', '..', 'node_modules');
+  const files = ['openai/src/client.ts', 'openai/README.md', '@anthropic-ai/sdk/src/client.ts', '@anthropic-ai/sdk/README.md'];
   const src = files.map((f) => readFileSync(join(root, f), 'utf8')).join('\n');
   let out = `// ${salt}\n`;
   while (out.length < chars) out += src;

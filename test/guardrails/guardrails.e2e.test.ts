@@ -47,7 +47,9 @@ it('when a client loops on the same failing request, the loop guard stops it aft
   expect(statuses.slice(0, 3).every((s) => s >= 500)).toBe(true);
   expect(statuses[3]).toBe(429);
   const error = await errorOf(last!);
-  expect(error).toMatchObject({ code: 'loop_detected', type: 'rate_limit_error' });
+  // A 429 no retry can help: the type Codex shows with the x-codex-promo-message sentence (lambda/http/dialects.ts).
+  expect(error).toMatchObject({ code: 'loop_detected', type: 'usage_limit_reached' });
+  expect(last!.headers.get('x-codex-promo-message')).toContain('Loop detected');
   expect(last!.headers.get('retry-after')).toMatch(/^\d+$/);
   const before = h.upstream.requests.length;
   expect(before).toBeGreaterThanOrEqual(3);

@@ -383,6 +383,7 @@ describe('the budget sees this deployment', () => {
     'AWS::IAM::Role': 'free',
     'AWS::KMS::Alias': 'free',
     'AWS::Lambda::Permission': 'free',
+    'AWS::Lambda::LayerVersion': 'free: its code counts towards the account code storage quota, not the bill; the tagged functions using it are billed',
     'AWS::SNS::Subscription': 'billed as deliveries of the tagged topic',
     'AWS::SNS::TopicPolicy': 'free',
     'AWS::SQS::QueuePolicy': 'free',

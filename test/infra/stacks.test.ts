@@ -194,6 +194,16 @@ describe('gateway stack', () => {
     }
   });
 
+  it('when the gateway function is built, the tokenizer comes from a layer of its own for Node 22 on arm64, and no other function has it', () => {
+    const layers = Object.entries(resourcesOf(t.gateway, 'AWS::Lambda::LayerVersion'));
+    expect(layers).toHaveLength(1);
+    const [layerId, layer] = layers[0]!;
+    expect(layer.Properties).toMatchObject({ CompatibleRuntimes: ['nodejs22.x'], CompatibleArchitectures: ['arm64'], Description: expect.stringContaining('o200k tokenizer') });
+    const withLayers = Object.entries(resourcesOf(t.gateway, 'AWS::Lambda::Function')).filter(([, fn]) => fn.Properties?.Layers !== undefined);
+    expect(withLayers.map(([id, fn]) => [id.replace(/[0-9A-F]{8}$/, ''), fn.Properties?.Layers])).toEqual([['GatewayFunction', [{ Ref: layerId }]]]);
+    for (const template of [t.guardrails, t.data]) expect(Object.keys(resourcesOf(template, 'AWS::Lambda::LayerVersion'))).toEqual([]);
+  });
+
   it('when the gateway function is configured, it gets the config env vars the gateway reads and no secret values', () => {
     t.gateway.hasResourceProperties('AWS::Lambda::Function', {
       Timeout: 900,

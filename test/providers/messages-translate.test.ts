@@ -66,6 +66,8 @@ describe('messagesToChatRequest', () => {
     expect(chat).toEqual({
       model: 'gpt-5',
       max_completion_tokens: 1000,
+      // thinking.budget_tokens 2,000 on a reasoning model: the lowest effort.
+      reasoning_effort: 'low',
       user: 'u1',
       messages: [
         { role: 'system', content: 'You are Claude Code.' },

@@ -13,12 +13,18 @@
  *   dropped (another model's reasoning carries nothing the next model can use).
  * - `tools` (`input_schema` → `function.parameters`), `tool_choice` (auto / any → required / none / tool,
  *   `disable_parallel_tool_use` → `parallel_tool_calls: false`).
- * - `max_tokens` → `max_completion_tokens`; `temperature`, `top_p`, `stop_sequences` → `stop`,
+ * - `max_tokens` → `max_completion_tokens` (the route first lowers it to the model's own output limit, which
+ *   OpenAI would otherwise refuse: lambda/http/app.ts); `temperature`, `top_p`, `stop_sequences` → `stop`,
  *   `metadata.user_id` → `user`.
+ * - reasoning, for OpenAI reasoning models only (o-series, gpt-5; others refuse the field): `output_config.effort`
+ *   → `reasoning_effort` (`max` → `high`), else `thinking: {type: 'enabled', budget_tokens}` → `low` below
+ *   8,192 tokens, `medium` below 24,576, else `high` (Claude Code's "think" 4k, "think hard" 10k and
+ *   "ultrathink" 32k land on the three levels). OpenAI has no token budget for reasoning, only these levels.
  * - structured output: `output_config.format` (and the older `output_format`) `json_schema` →
  *   `response_format: {type: 'json_schema'}`.
  *
- * Dropped, because the chat API has no such thing: `top_k`, `thinking`, `cache_control`, `context_management`,
+ * Dropped, because the chat API has no such thing: `top_k`, `thinking` (for models without reasoning, or
+ * `adaptive` / `disabled` without an effort: the model's own default), `cache_control`, `context_management`,
  * `service_tier`, `container`. Refused with a 400 naming the block or tool: Anthropic's own server and
  * client tools (`web_search_…`, `bash_…`, `text_editor_…`, …), `mcp_servers`, and content blocks with no
  * chat equivalent (`search_result`, `server_tool_use`, …).
@@ -242,6 +248,28 @@ function translateOutputFormat(body: MessagesBody): Record<string, unknown> | un
   return { type: 'json_schema', json_schema: { name: 'output', schema: format.schema } };
 }
 
+/** OpenAI's reasoning models (o1, o3, o4-mini, gpt-5…), the only ones that take `reasoning_effort`. */
+export function isOpenAIReasoningModel(model: unknown): boolean {
+  if (typeof model !== 'string') return false;
+  return /^(o\d|gpt-5)/.test(model.replace(/^([a-z]{2,7}\.)?openai\./, ''));
+}
+
+/** Thinking budgets below these many tokens map to `low`, then `medium`; the rest to `high`. */
+export const EFFORT_THRESHOLDS = { low: 8_192, medium: 24_576 } as const;
+
+/** The `reasoning_effort` an Anthropic request's effort or thinking budget asks for, if any (see the file comment). */
+export function reasoningEffortOf(body: MessagesBody): 'low' | 'medium' | 'high' | undefined {
+  const config = isRecord(body.output_config) ? body.output_config : undefined;
+  const effort = config?.effort;
+  if (effort === 'low' || effort === 'medium' || effort === 'high') return effort;
+  if (effort === 'max') return 'high';
+  const thinking = isRecord(body.thinking) ? body.thinking : undefined;
+  if (thinking?.type !== 'enabled' || typeof thinking.budget_tokens !== 'number') return undefined;
+  if (thinking.budget_tokens < EFFORT_THRESHOLDS.low) return 'low';
+  if (thinking.budget_tokens < EFFORT_THRESHOLDS.medium) return 'medium';
+  return 'high';
+}
+
 /** Translates an Anthropic Messages request into the chat-completions request a chat provider answers. */
 export function messagesToChatRequest(body: MessagesBody): ChatCompletionBody {
   if (body.mcp_servers !== undefined && body.mcp_servers !== null) {
@@ -261,10 +289,12 @@ export function messagesToChatRequest(body: MessagesBody): ChatCompletionBody {
   if (stops !== undefined && stops !== null && !(Array.isArray(stops) && stops.every((s) => typeof s === 'string'))) {
     throw invalid('stop_sequences must be an array of strings', 'stop_sequences');
   }
+  const effort = isOpenAIReasoningModel(body.model) ? reasoningEffortOf(body) : undefined;
   const out: Record<string, unknown> = {
     model: body.model,
     messages,
     max_completion_tokens: body.max_tokens,
+    ...(effort ? { reasoning_effort: effort } : {}),
     ...(body.stream === true ? { stream: true } : {}),
     ...(typeof body.temperature === 'number' ? { temperature: body.temperature } : {}),
     ...(typeof body.top_p === 'number' ? { top_p: body.top_p } : {}),
