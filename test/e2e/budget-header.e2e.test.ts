@@ -79,6 +79,9 @@ async function untilRefused(url: string, key: string, limit: number, model: stri
   let spent = 0;
   for (let i = 0; i < max; i++) {
     const a = await ask(url, key, model, extra);
+    // Each request reserves about all that is left: until its settle lands, the next one cannot fit. A caller
+    // that does not wait may be refused early (the hold counts); waiting keeps the sequence independent of speed.
+    await h.settled();
     answers.push(a);
     if (a.status !== 200) break;
     spent += a.costMicros!;
