@@ -274,6 +274,9 @@ export function createGateway(deps: GatewayDependencies): Gateway {
     log,
     guardrails: { store: guardrails, settings: config.guardrails, ...(deps.alertSink ? { sink: deps.alertSink } : {}) },
   });
+  const audit = config.tables.audit
+    ? new DynamoDbAuditLog(dynamodb, { table: config.tables.audit, retentionDays: config.usageRetentionDays })
+    : undefined;
   const byok = dataKeys
     ? new ByokService({
         store: new DynamoDbByokStore(dynamodb, config.tables),
@@ -281,11 +284,9 @@ export function createGateway(deps: GatewayDependencies): Gateway {
         validator: deps.byokValidator ?? new HttpProviderKeyValidator(config.providers),
         clock,
         log,
+        ...(audit ? { audit } : {}),
         cacheMs: config.authCacheMs,
       })
-    : undefined;
-  const audit = config.tables.audit
-    ? new DynamoDbAuditLog(dynamodb, { table: config.tables.audit, retentionDays: config.usageRetentionDays })
     : undefined;
   const identityRoutes = [
     ...(byok ? createByokRoutes({ byok, authenticator }) : []),

@@ -76,7 +76,7 @@ export function usageText(u: UsageView): string {
 }
 
 /** Fields a creation shows, in this order (the rest of its state stays in --json). */
-const CREATION_FIELDS = ['userId', 'orgId', 'service', 'scopes', 'rpm', 'tpm', 'expiresAt'];
+const CREATION_FIELDS = ['userId', 'orgId', 'service', 'scopes', 'rpm', 'tpm', 'expiresAt', 'provider', 'fingerprint', 'version'];
 
 /** `status: active → revoked`, from an entry's before and after (exact dollar strings shown as money). */
 export function changeText(e: Pick<AuditEntry, 'before' | 'after'>): string {

@@ -3,21 +3,19 @@
  * `--window hour|day|month`): the dashboard's summary in the terminal — spend over time (a bar per bucket),
  * refusals by reason and the most refused keys, cost by model and by team, top users and keys, the utilisation of
  * every budget in force, and, where the store offers them, open circuits and recent alerts. Same figures as
- * /dashboard: both come from {@link buildSpendSummary}.
+ * /dashboard: both come from {@link buildSpendSummary}. Money and times read as in every CLI table (format.ts:
+ * `$1,234.57`, exact under a cent; local times); `--json` is the summary itself, exact integer micro-USD and ISO
+ * times.
  */
-import { displayUsd } from '../core/money';
+import { humanUsd } from '../core/money';
 import type { Window } from '../core/windows';
+import { localTime, table as sharedTable } from './format';
 import { buildSpendSummary, type SpendGroup, type SpendSummary, type SummaryRange, type SummarySources } from '../observability/spend-summary';
 
 const BAR_WIDTH = 40;
 
-function table(rows: readonly Record<string, string | number>[]): string {
-  if (rows.length === 0) return '  (none)';
-  const cols = Object.keys(rows[0]!);
-  const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c] ?? '').length)));
-  const line = (cells: readonly string[]) => `  ${cells.map((c, i) => c.padEnd(width[i]!)).join('  ')}`.trimEnd();
-  return [line(cols), line(width.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => String(r[c] ?? ''))))].join('\n');
-}
+/** The CLI's table (format.ts), indented under its heading. */
+const table = (rows: readonly Record<string, string | number>[]) => sharedTable(rows, '  ');
 
 function bar(value: number, max: number): string {
   const n = max > 0 ? Math.round((value / max) * BAR_WIDTH) : 0;
@@ -37,7 +35,7 @@ function groupRows(groups: readonly SpendGroup[], column: string): Record<string
     upstreamErrors: g.upstreamErrors,
     inputTokens: g.inputTokens,
     outputTokens: g.outputTokens,
-    cost: displayUsd(g.costMicros),
+    cost: humanUsd(g.costMicros),
   }));
 }
 
@@ -48,19 +46,19 @@ export function formatReport(s: SpendSummary): string {
   lines.push(`tollgate report · ${s.period} (UTC)${s.org ? ` · team ${s.org}` : ''} · as of ${s.generatedAt.slice(0, 16).replace('T', ' ')}`);
   const refused = s.refusals ? `${s.refusals.total} refused by the gateway · ` : '';
   lines.push(
-    `spend ${displayUsd(t.costMicros)} · ${t.requests} requests answered · ${refused}${t.upstreamErrors} upstream errors (${pct(t.requests ? t.upstreamErrors / t.requests : 0)}) · ` +
+    `spend ${humanUsd(t.costMicros)} · ${t.requests} requests answered · ${refused}${t.upstreamErrors} upstream errors (${pct(t.requests ? t.upstreamErrors / t.requests : 0)}) · ` +
       `tokens ${t.inputTokens} in / ${t.outputTokens} out (${t.cachedInputTokens} cached)`,
   );
   lines.push('', 'Spend over time');
   const max = Math.max(0, ...s.overTime.map((b) => b.costMicros));
-  for (const b of s.overTime) lines.push(`  ${b.label.padStart(5)}  ${bar(b.costMicros, max)} ${displayUsd(b.costMicros).padStart(10)}  ${b.requests} req`);
+  for (const b of s.overTime) lines.push(`  ${b.label.padStart(5)}  ${bar(b.costMicros, max)} ${humanUsd(b.costMicros).padStart(10)}  ${b.requests} req`);
   if (s.refusals) {
     const r = s.refusals;
     lines.push('', `Refused by reason (${r.days.length === 1 ? r.days[0] : `${r.days[0]} – ${r.days[r.days.length - 1]}`})`, table(r.byReason.map((x) => ({ reason: x.reason, refused: x.count, meaning: x.label }))));
     lines.push('', 'Top refused keys', table(r.topKeys.map((k) => ({ key: k.keyId, who: k.label, refused: k.count, reasons: Object.entries(k.reasons).map(([reason, n]) => `${reason} ${n}`).join(', ') }))));
   }
   lines.push('', 'Cost by model', table(groupRows(s.byModel, 'model')));
-  lines.push('', 'Cost by team and model', table(s.byOrgModel.map((g) => ({ team: g.orgId ?? '-', model: g.model, requests: g.requests, cost: displayUsd(g.costMicros) }))));
+  lines.push('', 'Cost by team and model', table(s.byOrgModel.map((g) => ({ team: g.orgId ?? '-', model: g.model, requests: g.requests, cost: humanUsd(g.costMicros) }))));
   lines.push('', 'Top users', table(groupRows(s.topUsers, 'user')));
   lines.push('', 'Top keys', table(groupRows(s.topKeys, 'key')));
   lines.push(
@@ -71,10 +69,10 @@ export function formatReport(s: SpendSummary): string {
         scope: b.scope,
         who: b.label,
         window: b.window,
-        limit: displayUsd(b.limitMicros),
+        limit: humanUsd(b.limitMicros),
         source: b.source,
-        spent: displayUsd(b.spentMicros),
-        held: displayUsd(b.reservedMicros),
+        spent: humanUsd(b.spentMicros),
+        held: humanUsd(b.reservedMicros),
         used: pct(b.utilisation),
         state: b.state === 'refusing' ? `REFUSING (${b.refusingBecause})` : b.state === 'near' ? 'near' : '',
       })),
@@ -82,13 +80,13 @@ export function formatReport(s: SpendSummary): string {
   );
   if (s.revokedKeysHidden > 0) lines.push(`  (${s.revokedKeysHidden} revoked key${s.revokedKeysHidden === 1 ? '' : 's'} not shown)`);
   if (s.circuits) {
-    lines.push('', 'Open circuits', table(s.circuits.map((c) => ({ scope: c.scope, cause: c.cause, reason: c.reason, opened: new Date(c.openedAt).toISOString(), closes: c.closesAt ? new Date(c.closesAt).toISOString() : 'on ack' }))));
+    lines.push('', 'Open circuits', table(s.circuits.map((c) => ({ scope: c.scope, cause: c.cause, reason: c.reason, opened: localTime(c.openedAt), closes: c.closesAt ? localTime(c.closesAt) : 'on ack' }))));
   }
   if (s.alerts) {
     lines.push(
       '',
       'Recent alerts and acknowledgements',
-      table(s.alerts.map((a) => ({ at: new Date(a.at).toISOString(), kind: a.kind === 'acknowledgement' ? 'acknowledged' : a.severity, scope: a.scope, summary: a.summary }))),
+      table(s.alerts.map((a) => ({ at: localTime(a.at), kind: a.kind === 'acknowledgement' ? 'acknowledged' : a.severity, scope: a.scope, summary: a.summary }))),
     );
   }
   return lines.join('\n');

@@ -6,10 +6,18 @@
  * create SecureStrings). The value is read from stdin when it is piped, or from a prompt that does not echo;
  * never from the command line, where it would land in shell history and `ps`. `list` shows names and versions,
  * never values. The stage defaults to `$TOLLGATE_STAGE`, then `dev`.
+ *
+ * Every `set` is audited in the stage's audit table before the value is written (core/audit.ts): who
+ * (`--actor`, else $TOLLGATE_ACTOR, else the OS user), the parameter, its version before, the new value's
+ * fingerprint (never the value) and `--reason`. When the audit entry cannot be written, nothing is stored.
  */
-import { GetParametersByPathCommand, PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { GetParameterCommand, GetParametersByPathCommand, PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import type { Readable, Writable } from 'node:stream';
+import { audited, type AuditSink, type AuditState, cliActor, secretFingerprint } from '../core/audit';
+import { systemClock } from '../core/clock';
 import { dataKeyAlias, isSecretName, SECRET_NAMES, secretsPrefix } from '../core/secrets';
+import { DynamoDbAuditLog } from '../store/dynamodb/audit-store';
 
 export interface SecretsCliIo {
   readonly stdin: Readable & { readonly isTTY?: boolean; setRawMode?(mode: boolean): unknown };
@@ -21,6 +29,26 @@ export interface SecretsCliIo {
 export interface SecretsCliDeps {
   /** Builds the SSM client for a region (tests pass a mocked one). */
   readonly ssm: (region: string | undefined) => Pick<SSMClient, 'send'>;
+  /** The stage's audit log in a region (tests pass one over DynamoDB Local). */
+  readonly audit: (region: string | undefined, stage: string) => AuditSink;
+}
+
+/** The audit entry of a change could not be written: the change is not made. */
+class AuditWriteError extends Error {
+  constructor(readonly causeName: string) {
+    super('the audit log could not be written');
+    this.name = 'AuditWriteError';
+  }
+}
+
+/** The audit sink with its write failures told apart from SSM's. */
+function auditSinkOf(sink: AuditSink): AuditSink {
+  return {
+    record: (entry) =>
+      sink.record(entry).catch((err: unknown) => {
+        throw new AuditWriteError((err as { name?: string })?.name ?? 'Error');
+      }),
+  };
 }
 
 class UsageError extends Error {
@@ -32,9 +60,11 @@ class UsageError extends Error {
 
 const USAGE = `usage:
   npm run secrets -- set <name> [--stage <stage>] [--region <region>] [--key-id <kms key id or alias>]
+                             [--reason "…"] [--actor <who>]
   npm run secrets -- list [--stage <stage>] [--region <region>]
 names: ${SECRET_NAMES.join(', ')}
-The value of "set" is read from stdin (pipe it) or typed at a hidden prompt; it is never an argument.`;
+The value of "set" is read from stdin (pipe it) or typed at a hidden prompt; it is never an argument.
+Every "set" is audited (who, which parameter, version, the value's fingerprint, the reason): npm run admin -- audit`;
 
 interface Parsed {
   readonly command: 'set' | 'list';
@@ -42,6 +72,8 @@ interface Parsed {
   readonly stage: string;
   readonly region?: string;
   readonly keyId?: string;
+  readonly reason?: string;
+  readonly actor?: string;
 }
 
 function parseArgs(argv: readonly string[], env: SecretsCliIo['env']): Parsed {
@@ -51,7 +83,7 @@ function parseArgs(argv: readonly string[], env: SecretsCliIo['env']): Parsed {
     const arg = argv[i];
     if (arg.startsWith('--')) {
       const [flag, inline] = arg.slice(2).split('=', 2);
-      if (!['stage', 'region', 'key-id'].includes(flag)) {
+      if (!['stage', 'region', 'key-id', 'reason', 'actor'].includes(flag)) {
         // A value-looking flag is the classic way to leak a secret into history: refuse loudly.
         throw new UsageError(`unknown option --${flag}${flag === 'value' ? ' (values are read from stdin, never from arguments)' : ''}`);
       }
@@ -74,7 +106,7 @@ function parseArgs(argv: readonly string[], env: SecretsCliIo['env']): Parsed {
   }
   const stage = flags.stage ?? env.TOLLGATE_STAGE ?? 'dev';
   if (!/^[a-z][a-z0-9-]{0,19}$/.test(stage)) throw new UsageError(`"${stage}" is not a stage name`);
-  return { command, name, stage, region: flags.region, keyId: flags['key-id'] };
+  return { command, name, stage, region: flags.region, keyId: flags['key-id'], reason: flags.reason, actor: flags.actor };
 }
 
 async function readAll(stream: Readable): Promise<string> {
@@ -166,7 +198,27 @@ export async function runSecretsCli(argv: readonly string[], io: SecretsCliIo, d
       io.stderr.write('no value given; nothing stored\n');
       return 2;
     }
-    const out = await ssm.send(
+    const parameter = `${prefix}${name}`;
+    let current: { Parameter?: { Version?: number; LastModifiedDate?: Date } } | undefined;
+    try {
+      current = await ssm.send(new GetParameterCommand({ Name: parameter, WithDecryption: false }));
+    } catch (err) {
+      if ((err as { name?: string })?.name !== 'ParameterNotFound') throw err;
+    }
+    const before: AuditState | undefined = current?.Parameter
+      ? { version: current.Parameter.Version ?? null, ...(current.Parameter.LastModifiedDate ? { modifiedAt: current.Parameter.LastModifiedDate.toISOString() } : {}) }
+      : undefined;
+    const change = {
+      actor: cliActor(args.actor, io.env),
+      via: 'cli' as const,
+      action: before ? 'secrets.replace' : 'secrets.set',
+      target: parameter,
+      ...(before ? { before } : {}),
+      // SSM numbers a parameter's versions 1, 2, 3…: the version this write makes.
+      after: { fingerprint: secretFingerprint(value), version: (current?.Parameter?.Version ?? 0) + 1 },
+      ...(args.reason?.trim() ? { reason: args.reason.trim() } : {}),
+    };
+    const out = await audited(auditSinkOf(deps.audit(args.region, args.stage)), change, systemClock, () => ssm.send(
       new PutParameterCommand({
         Name: `${prefix}${name}`,
         Value: value,
@@ -176,13 +228,17 @@ export async function runSecretsCli(argv: readonly string[], io: SecretsCliIo, d
         Tier: 'Standard',
         Description: `tollgate ${args.stage} ${name}`,
       }),
-    );
+    ));
     io.stdout.write(`stored ${prefix}${name} (version ${out.Version ?? '?'})\n`);
     return 0;
   } catch (err) {
     if (err instanceof UsageError) {
       io.stderr.write(`${err.message}\n`);
       return 2;
+    }
+    if (err instanceof AuditWriteError) {
+      io.stderr.write(`nothing stored: the audit log of stage ${args.stage} could not be written (${err.causeName}); changes are audited before they are made\n`);
+      return 1;
     }
     // AWS validation messages can quote the rejected value: cut it out before printing anything.
     const e = err as { name?: string; message?: string };
@@ -196,7 +252,17 @@ if (require.main === module) {
   runSecretsCli(
     process.argv.slice(2),
     { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env },
-    { ssm: (region) => new SSMClient(region ? { region } : {}) },
+    {
+      ssm: (region) => new SSMClient(region ? { region } : {}),
+      audit: (region, stage) =>
+        new DynamoDbAuditLog(
+          new DynamoDBClient({
+            ...(region ? { region } : {}),
+            ...(process.env.TOLLGATE_DYNAMODB_ENDPOINT ? { endpoint: process.env.TOLLGATE_DYNAMODB_ENDPOINT } : {}),
+          }),
+          { table: process.env.TOLLGATE_TABLE_AUDIT || `${process.env.TOLLGATE_TABLE_PREFIX || `tollgate-${stage}-`}audit` },
+        ),
+    },
   ).then(
     (code) => {
       process.exitCode = code;

@@ -12,7 +12,7 @@
  */
 import { RateLimitError, StoreUnavailableError } from './errors';
 import type { LoopOverrides } from './guardrails/settings';
-import type { CounterRef, CounterValue, Ledger, Reservation, ReserveInput, SettleInput } from './stores';
+import type { CounterRef, CounterValue, LeaseUse, Ledger, Reservation, ReserveInput, SettleInput } from './stores';
 import type { BudgetLimits, ScopeId, StoredLimits, UNLIMITED } from './types';
 import type { Window } from './windows';
 
@@ -211,6 +211,10 @@ export class AdmittingLedger implements Ledger {
 
   settle(input: SettleInput): Promise<void> {
     return this.inner.settle(input);
+  }
+
+  leaseUseOf(requestId: string): LeaseUse | undefined {
+    return this.inner.leaseUseOf?.(requestId);
   }
 
   readCounters(refs: readonly CounterRef[]): Promise<CounterValue[]> {

@@ -4,7 +4,7 @@
  * no change goes unrecorded; a change that then fails gets a second entry marked `outcome: failed`. Without an
  * audit log a change is refused: an operator can always tell who changed what.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { userInfo } from 'node:os';
 import type { AuditEntry, AuditState, AuditValue, AuditVia } from '../store/dynamodb/audit-store';
 import type { Clock } from './clock';
@@ -166,4 +166,13 @@ export function limitAuditValue(own: number | 'none' | null | undefined): string
   if (own === undefined || own === null) return 'default';
   if (own === 'none') return 'none';
   return formatUsd(own);
+}
+
+/**
+ * What the audit log says of a secret value (a provider key, a BYOK key, the pepper): `sha256:` and the first 8
+ * hex digits of its SHA-256. Enough to tell whether two changes set the same value, never enough to use or
+ * recover it (32 bits of a one-way hash); the value itself never reaches the log.
+ */
+export function secretFingerprint(value: string): string {
+  return `sha256:${createHash('sha256').update(value, 'utf8').digest('hex').slice(0, 8)}`;
 }

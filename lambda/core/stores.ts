@@ -221,6 +221,18 @@ export interface Ledger {
    * usage replaces exactly once. Returns how many.
    */
   sweepExpired(now: number): Promise<number>;
+  /**
+   * For a request admitted against a budget lease of this instance (core/lease) and not settled yet: the
+   * lease's slice (held on every counter of the request) and what its requests hold or spent of it, this
+   * request's hold included. Undefined otherwise (and on ledgers without leases).
+   */
+  leaseUseOf?(requestId: string): LeaseUse | undefined;
+}
+
+/** How much of a lease's slice is taken (see Ledger.leaseUseOf). */
+export interface LeaseUse {
+  readonly slice: MicroUsd;
+  readonly committed: MicroUsd;
 }
 
 /** What a lease's return puts into the ledger instead of its held amount (core/lease). */

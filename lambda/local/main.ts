@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { createGateway } from '../compose';
 import { loadConfig } from '../config';
 import { systemClock } from '../core/clock';
-import { createApiKey } from '../core/key-admin';
+import { audited, createKeyAudited } from '../core/audit';
 import { jsonLogger } from '../core/log';
 import { usdToMicros } from '../core/money';
 import { createDynamoDbClient } from '../store/dynamodb/client';
@@ -24,7 +24,7 @@ import { ensureTables } from '../store/dynamodb/create-tables';
 import { LocalDataKeyProvider } from '../core/byok/crypto';
 import { loadOrCreateByokMasterKey } from '../admin/local-identity';
 import { InMemoryRunQueue } from '../core/agent/queue';
-import { registerService } from '../core/auth';
+import { registerService, serviceKeyId } from '../core/auth';
 import { DEFAULT_KEY_SCOPES } from '../core/key-admin';
 import { AGENT_SERVICE, AGENT_TOKEN_SCOPES, createAgentWorker, serviceTokens } from '../../agent/src/service';
 import { createDashboardRoutes, DASHBOARD_PATH } from './dashboard/routes';
@@ -38,6 +38,8 @@ import { clearRunning, loadOrCreateAdminToken, loadOrCreatePepper, stateDir, wri
 import { textLogger } from './text-log';
 
 const SWEEP_EVERY_MS = 60_000;
+/** Who the audit log names for the changes `npm start` makes itself (the first-run key, the agent service). */
+const STARTUP_ACTOR = { actor: 'npm start', via: 'cli' as const };
 /** The banner waits for this long without a log line… */
 const BANNER_QUIET_MS = 400;
 /** …but never longer than this. */
@@ -147,7 +149,8 @@ async function main(): Promise<void> {
       break;
     }
     if (!anyKey) {
-      const created = await createApiKey(
+      // Audited like any key creation: the audit log then holds every key there is.
+      const created = await createKeyAudited(
         gateway,
         {
           userId: 'demo',
@@ -155,7 +158,7 @@ async function main(): Promise<void> {
           scopes: [...DEFAULT_KEY_SCOPES, 'ai:agent'],
           budget: { window: 'day', limit: usdToMicros('5') },
         },
-        { pepper: keyPepper, clock: systemClock },
+        { pepper: keyPepper, clock: systemClock, sink: gateway.audit, who: { ...STARTUP_ACTOR, reason: 'first run: a key to try the gateway with' } },
       );
       demoKey = created.raw;
     }
@@ -185,7 +188,18 @@ async function main(): Promise<void> {
 
     // The agent worker, in process, calling this gateway over HTTP as the Fargate task calls the API.
     if (gateway.runs) {
-      await registerService(gateway.keys, { service: AGENT_SERVICE, scopes: [...AGENT_TOKEN_SCOPES] }, { clock: systemClock });
+      const service = { service: AGENT_SERVICE, scopes: [...AGENT_TOKEN_SCOPES] };
+      const register = () => registerService(gateway.keys, service, { clock: systemClock });
+      // Registered on every start (idempotent); audited the first time, when it is a change.
+      if (await gateway.keys.get(serviceKeyId(AGENT_SERVICE))) await register();
+      else {
+        await audited(
+          gateway.audit,
+          { ...STARTUP_ACTOR, action: 'services.register', target: serviceKeyId(AGENT_SERVICE), after: { service: AGENT_SERVICE, scopes: service.scopes.join(','), rpm: 'default', tpm: 'default' }, reason: 'npm start runs the agent worker in process' },
+          systemClock,
+          register,
+        );
+      }
       const agent = createAgentWorker({
         settings: config.agent,
         gatewayUrl: url,

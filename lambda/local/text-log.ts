@@ -21,10 +21,22 @@ function value(v: unknown): string {
   return typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v);
 }
 
-/** The request line: method path model status ms cost key (and why, when refused). */
+/**
+ * The request line: method path model status ms cost key, then for a refusal its reason, the scope that refused
+ * (with the budget's window) and the error code the caller got (`refused: budget user:ana/day (insufficient_quota)`),
+ * for any other failure the error code (`failed: upstream_error`).
+ */
 export function requestLine(f: Readonly<Record<string, unknown>>, at: Date): string {
   const cost = typeof f.costMicros === 'number' ? `${humanUsd(f.costMicros)}${f.costEstimated ? ' (est.)' : ''}` : '-';
-  const why = typeof f.errorCode === 'string' ? f.errorCode : typeof f.errorKind === 'string' ? f.errorKind : undefined;
+  const code = typeof f.errorCode === 'string' ? f.errorCode : typeof f.errorKind === 'string' ? f.errorKind : undefined;
+  let why: string | undefined;
+  if (typeof f.refusalReason === 'string') {
+    const scope = typeof f.refusalScope === 'string' && f.refusalScope !== '-' ? f.refusalScope : undefined;
+    const where = scope ? ` ${scope}${typeof f.refusalWindow === 'string' ? `/${f.refusalWindow}` : ''}` : '';
+    why = `refused: ${f.refusalReason}${where}${code && code !== f.refusalReason ? ` (${code})` : ''}`;
+  } else if (code) {
+    why = `failed: ${code}`;
+  }
   const who = typeof f.keyId === 'string' ? `key ${f.keyId}${typeof f.userId === 'string' ? ` (${f.userId})` : ''}` : 'no key';
   return [
     clock(at),
@@ -35,7 +47,7 @@ export function requestLine(f: Readonly<Record<string, unknown>>, at: Date): str
     `${typeof f.durationMs === 'number' ? Math.round(f.durationMs) : '?'}ms`,
     cost,
     who,
-    ...(why ? [`refused: ${why}`] : []),
+    ...(why ? [why] : []),
     ...(f.outcome && f.outcome !== 'ok' && f.outcome !== 'rejected' ? [`(${String(f.outcome)})`] : []),
   ].join(' ');
 }

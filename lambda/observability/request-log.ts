@@ -45,6 +45,7 @@ export function requestLogFields(event: RequestEvent): Record<string, string | n
     errorCode: event.error?.code,
     refusalReason: refusal?.reason,
     refusalScope: refusal?.scope,
+    refusalWindow: refusal?.window,
     budgetScope: event.budget?.scope,
     budgetRemainingUsd: event.budget?.remainingUsd,
     budgetRemainingMicros: event.budget ? microsOrUndefined(event.budget.remainingUsd) : undefined,

@@ -7,7 +7,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { GetParameterCommand, PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
+import { mockClient } from 'aws-sdk-client-mock';
+import { PassThrough, Readable } from 'node:stream';
 import { run } from '../../lambda/admin/cli';
+import { runSecretsCli } from '../../lambda/admin/secrets-cli';
+import { secretFingerprint } from '../../lambda/core/audit';
 import { systemClock } from '../../lambda/core/clock';
 import { KillSwitch } from '../../lambda/core/guardrails/kill-switch';
 import { silentLogger } from '../../lambda/core/log';
@@ -112,6 +117,27 @@ describe('changes made with npm run admin against the tables', () => {
     }
     const [entry] = await entriesOf('--actor', 'night-shift');
     expect(entry).toMatchObject({ action: 'budgets.set', target: 'user:ana', before: { month: 'default' }, after: { month: '40.000000' } });
+  });
+
+  it('when a provider key is set with npm run secrets, admin audit shows who, which parameter, the version and fingerprint, never the value', async () => {
+    const ssm = mockClient(SSMClient);
+    try {
+      ssm.on(GetParameterCommand).resolves({ Parameter: { Name: '/tollgate/prod/openai-api-key', Version: 7 } });
+      ssm.on(PutParameterCommand).resolves({ Version: 8 });
+      const value = 'sk-platform-openai-rotated-4242';
+      const code = await runSecretsCli(
+        ['set', 'openai-api-key', '--stage', 'prod', '--actor', 'ops-dora', '--reason', 'quarterly rotation'],
+        { stdin: Readable.from([value]), stdout: new PassThrough(), stderr: new PassThrough(), env: {} },
+        { ssm: () => new SSMClient({ region: 'us-east-1' }), audit: () => audit },
+      );
+      expect(code).toBe(0);
+      const text = await admin('audit', '--actor', 'ops-dora');
+      expect(text).toMatch(/ops-dora\s+cli\s+secrets\.replace\s+\/tollgate\/prod\/openai-api-key\s+fingerprint: — → sha256:[0-9a-f]{8}, version: 7 → 8\s+quarterly rotation/);
+      expect(text).toContain(secretFingerprint(value));
+      expect(JSON.stringify(await entriesOf('--actor', 'ops-dora'))).not.toContain(value);
+    } finally {
+      ssm.restore();
+    }
   });
 
   it('audit lists newest first, filters by actor and time, and its table shows the reason and the change', async () => {

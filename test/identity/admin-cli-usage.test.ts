@@ -138,12 +138,14 @@ describe('formatting for people', () => {
     const log = textLogger({ sink: (l) => lines.push(l) });
     log.log('info', 'request settled', { requestId: 'r1', costMicros: 4 });
     log.log('info', 'request', { method: 'POST', path: '/v1/chat/completions', model: 'mock/gpt-4o-mini', status: 200, durationMs: 12.4, costMicros: 4, keyId: 'k1', userId: 'demo' });
-    log.log('warn', 'request', { method: 'POST', path: '/v1/messages', status: 429, durationMs: 3, keyId: 'k1', errorCode: 'insufficient_quota' });
+    log.log('warn', 'request', { method: 'POST', path: '/v1/messages', status: 429, durationMs: 3, keyId: 'k1', errorCode: 'insufficient_quota', refusalReason: 'budget', refusalScope: 'user:ana', refusalWindow: 'day' });
+    log.log('error', 'request', { method: 'POST', path: '/v1/chat/completions', status: 502, durationMs: 9, keyId: 'k1', errorCode: 'upstream_error' });
     log.log('warn', 'upstream said Bearer sk-live-abcdefghijklmnop', { apiKey: 'sk-abcdefghijklmnop' });
-    expect(lines).toHaveLength(3);
+    expect(lines).toHaveLength(4);
     expect(lines[0]).toMatch(/^\d{2}:\d{2}:\d{2} POST \/v1\/chat\/completions mock\/gpt-4o-mini 200 12ms \$0\.000004 key k1 \(demo\)$/);
-    expect(lines[1]).toMatch(/POST \/v1\/messages - 429 3ms - key k1 refused: insufficient_quota$/);
-    expect(lines[2]).not.toContain('abcdefghijklmnop');
+    expect(lines[1]).toMatch(/POST \/v1\/messages - 429 3ms - key k1 refused: budget user:ana\/day \(insufficient_quota\)$/);
+    expect(lines[2]).toMatch(/502 9ms - key k1 failed: upstream_error$/);
+    expect(lines[3]).not.toContain('abcdefghijklmnop');
     expect(requestLine({ method: 'GET', path: '/v1/models', status: 401, durationMs: 1 }, new Date(2031, 0, 1, 9, 5, 7))).toBe('09:05:07 GET /v1/models - 401 1ms - no key');
   });
 });

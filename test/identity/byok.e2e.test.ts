@@ -5,7 +5,10 @@
  */
 import { PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall } from '@aws-sdk/util-dynamodb';
+import { auditText } from '../../lambda/admin/render';
+import { secretFingerprint } from '../../lambda/core/audit';
 import { windowKey } from '../../lambda/core/windows';
+import type { AuditEntry } from '../../lambda/store/dynamodb/audit-store';
 import { findSecrets } from './secret-scan';
 import {
   ADMIN_TOKEN,
@@ -213,7 +216,7 @@ describe('admin API (local-token mode)', () => {
     const audit = await admin('GET', '/admin/audit', ADMIN_TOKEN);
     const entries = audit.json.data as { action: string; actor: string; target: string }[];
     expect(entries.map((e) => e.action)).toEqual(expect.arrayContaining(['keys.create', 'keys.suspend']));
-    expect(entries.every((e) => e.actor === 'local-admin')).toBe(true);
+    expect(entries.filter((e) => e.action.startsWith('keys.')).every((e) => e.actor === 'local-admin')).toBe(true);
     expect(entries.find((e) => e.action === 'keys.suspend')!.target).toBe(keyId);
     expect(JSON.stringify(audit.json)).not.toContain(raw);
   });
@@ -228,6 +231,45 @@ describe('admin API (local-token mode)', () => {
     const audit = await admin('GET', '/admin/audit', ADMIN_TOKEN);
     expect(JSON.stringify(audit.json)).toContain('tokens.issue');
     expect(JSON.stringify(audit.json)).not.toContain(token);
+  });
+
+  it('when users store, replace and remove BYOK keys, each change is audited with who, before → after by prefix and fingerprint, and the reason, never the key', async () => {
+    // A replacement and a removal with reasons, on top of the round trip's stores and removal.
+    expect((await call('PUT', '/v1/byok/openai', alice.raw, { apiKey: ALICE_OPENAI_KEY, reason: 'rotated with the provider' })).status).toBe(200);
+    const removed = await fetch(`${h.url}/v1/byok/anthropic`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${alice.raw}`, 'x-tollgate-reason': 'leaving the Anthropic trial' },
+    });
+    expect(removed.status).toBe(200);
+    const audit = await admin('GET', '/admin/audit', ADMIN_TOKEN);
+    const entries = (audit.json.data as AuditEntry[]).filter((e) => e.action.startsWith('byok.'));
+    const fp = secretFingerprint(ALICE_OPENAI_KEY);
+    const openai = entries.filter((e) => e.target === 'user:alice#byok/openai');
+    // Newest first: replace, store (after the removal), remove, store.
+    expect(openai.map((e) => e.action)).toEqual(['byok.replace', 'byok.store', 'byok.remove', 'byok.store']);
+    expect(openai[0]).toMatchObject({
+      actor: 'user:alice',
+      via: 'api',
+      before: { provider: 'openai', prefix: 'sk-alic…', fingerprint: fp, status: 'active' },
+      after: { provider: 'openai', prefix: 'sk-alic…', fingerprint: fp, status: 'active' },
+      reason: 'rotated with the provider',
+      details: { keyId: alice.keyId },
+    });
+    expect(openai[2]).toMatchObject({ before: { fingerprint: fp } });
+    expect(openai[2]!.after).toBeUndefined();
+    expect(entries.find((e) => e.target === 'user:alice#byok/anthropic' && e.action === 'byok.remove')).toMatchObject({
+      reason: 'leaving the Anthropic trial',
+      before: { fingerprint: secretFingerprint(ALICE_ANTHROPIC_KEY) },
+    });
+    // A key the provider refused was never stored, so never audited; no entry carries a key.
+    expect(JSON.stringify(audit.json)).not.toContain(REFUSED_KEY);
+    expect(JSON.stringify(audit.json)).not.toContain(ALICE_OPENAI_KEY);
+    expect(JSON.stringify(audit.json)).not.toContain(ALICE_ANTHROPIC_KEY);
+    // `npm run admin -- audit` renders them as one line each: the change and the reason.
+    const text = auditText(openai.slice(0, 1));
+    expect(text).toContain('byok.replace');
+    expect(text).toContain('rotated with the provider');
+    expect(auditText(openai.slice(3))).toContain(`fingerprint=${fp}`);
   });
 
   it('when the admin sets a budget over HTTP, it applies at once', async () => {

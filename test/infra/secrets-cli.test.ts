@@ -1,10 +1,32 @@
-import { GetParametersByPathCommand, PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
+import { GetParameterCommand, GetParametersByPathCommand, PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { mockClient } from 'aws-sdk-client-mock';
 import { PassThrough, Readable } from 'node:stream';
 import { runSecretsCli, type SecretsCliIo } from '../../lambda/admin/secrets-cli';
+import { secretFingerprint } from '../../lambda/core/audit';
+import { DynamoDbAuditLog } from '../../lambda/store/dynamodb/audit-store';
+import { createTestTables, type TestTables } from '../support/dynamo';
 
+// SSM cannot run here (mocked); the audit log is a real table in DynamoDB Local.
 const ssm = mockClient(SSMClient);
-beforeEach(() => ssm.reset());
+let tables: TestTables;
+let audit: DynamoDbAuditLog;
+let auditTable: string;
+beforeAll(async () => {
+  tables = await createTestTables();
+  audit = new DynamoDbAuditLog(tables.client, { table: tables.tables.audit });
+});
+afterAll(async () => {
+  await tables.cleanup();
+});
+beforeEach(() => {
+  ssm.reset();
+  auditTable = tables.tables.audit;
+});
+
+/** The audit entries of the last hour (the CLI stamps them with the real clock), newest first. */
+async function auditEntries() {
+  return audit.list({ since: Date.now() - 3_600_000, until: Date.now() + 60_000 });
+}
 
 function sink(): PassThrough & { text(): string } {
   const s = new PassThrough() as PassThrough & { text(): string };
@@ -26,6 +48,7 @@ async function run(argv: string[], options: { stdin?: SecretsCliIo['stdin']; env
         regions.push(region);
         return new SSMClient({ region: region ?? 'us-east-1' });
       },
+      audit: () => new DynamoDbAuditLog(tables.client, { table: auditTable }),
     },
   );
   return { code, out: stdout.text(), err: stderr.text(), regions };
@@ -114,5 +137,46 @@ describe('secrets CLI', () => {
     const calls = ssm.commandCalls(GetParametersByPathCommand);
     expect(calls).toHaveLength(2);
     expect(calls.every((c) => c.args[0].input.WithDecryption === false)).toBe(true);
+  });
+
+  it('when a secret is set, the change is audited first: who, which parameter, the version before, the new value\'s fingerprint and the reason, never the value', async () => {
+    const value = 'sk-audited-provider-key-0001';
+    ssm.on(GetParameterCommand).resolves({ Parameter: { Name: '/tollgate/prod/anthropic-api-key', Version: 4, LastModifiedDate: new Date(Date.UTC(2026, 0, 2)) } });
+    ssm.on(PutParameterCommand).resolves({ Version: 5 });
+    const { code } = await run(['set', 'anthropic-api-key', '--stage', 'prod', '--reason', 'rotated after the March incident', '--actor', 'ops-ana'], {
+      stdin: Readable.from([value]),
+    });
+    expect(code).toBe(0);
+    expect(ssm.commandCalls(GetParameterCommand)[0].args[0].input).toEqual({ Name: '/tollgate/prod/anthropic-api-key', WithDecryption: false });
+    const entry = (await auditEntries()).find((e) => e.target === '/tollgate/prod/anthropic-api-key');
+    expect(entry).toMatchObject({
+      actor: 'ops-ana',
+      via: 'cli',
+      action: 'secrets.replace',
+      before: { version: 4, modifiedAt: '2026-01-02T00:00:00.000Z' },
+      after: { fingerprint: secretFingerprint(value), version: 5 },
+      reason: 'rotated after the March incident',
+    });
+    expect(JSON.stringify(await auditEntries())).not.toContain(value);
+    expect(secretFingerprint(value)).toMatch(/^sha256:[0-9a-f]{8}$/);
+  });
+
+  it('when the audit log cannot be written, nothing is stored', async () => {
+    auditTable = 'no-such-audit-table';
+    ssm.on(PutParameterCommand).resolves({ Version: 1 });
+    const { code, err } = await run(['set', 'openai-api-key', '--stage', 'qa'], { stdin: Readable.from(['sk-not-stored-000']) });
+    expect(code).toBe(1);
+    expect(err).toContain('nothing stored');
+    expect(err).not.toContain('sk-not-stored-000');
+    expect(ssm.commandCalls(PutParameterCommand)).toHaveLength(0);
+  });
+
+  it('when SSM refuses the write after the entry was recorded, a failed entry follows it', async () => {
+    ssm.on(PutParameterCommand).rejects(Object.assign(new Error('denied'), { name: 'AccessDeniedException' }));
+    const { code } = await run(['set', 'openai-admin-key', '--stage', 'failing'], { stdin: Readable.from(['sk-admin-failing-1']) });
+    expect(code).toBe(1);
+    const entries = (await auditEntries()).filter((e) => e.target === '/tollgate/failing/openai-admin-key');
+    expect(entries.map((e) => e.action)).toEqual(['secrets.set', 'secrets.set']);
+    expect(entries.find((e) => e.details?.outcome === 'failed')?.details).toMatchObject({ outcome: 'failed', error: 'AccessDeniedException' });
   });
 });

@@ -13,7 +13,7 @@ import type { BrowserContext } from 'playwright-core';
 import { formatReport, runReport } from '../../lambda/admin/report';
 import { ManualClock } from '../../lambda/core/clock';
 import { silentLogger } from '../../lambda/core/log';
-import { displayUsd, formatUsd, usdToMicros } from '../../lambda/core/money';
+import { formatUsd, humanUsd, usdToMicros } from '../../lambda/core/money';
 import type { UsageRecord } from '../../lambda/core/types';
 import { windowBounds } from '../../lambda/core/windows';
 import { createDashboardRoutes } from '../../lambda/local/dashboard/routes';
@@ -258,9 +258,9 @@ describe('admin report', () => {
     const summary = await runReport(allSources(), { range: 'today', json: false, now: clock.now() }, (t) => out.push(t));
     const text = out.join('\n');
     expect(text).toBe(formatReport(summary));
-    expect(text).toContain(`spend ${displayUsd(sumCost(records))} · 5 requests answered · 4 refused by the gateway · 1 upstream errors (20%)`);
+    expect(text).toContain(`spend ${humanUsd(sumCost(records))} · 5 requests answered · 4 refused by the gateway · 1 upstream errors (20%)`);
     for (const model of ['mock/gpt-4o', 'mock/gpt-4o-mini']) {
-      expect(text).toMatch(new RegExp(`${model.replace(/[/.]/g, '\\$&')}\\s+\\d+\\s+\\d+\\s+\\d+\\s+\\d+\\s+\\$${displayUsd(sumCost(records.filter((r) => r.model === model))).slice(1).replace('.', '\\.')}`));
+      expect(text).toMatch(new RegExp(`${model.replace(/[/.]/g, '\\$&')}\\s+\\d+\\s+\\d+\\s+\\d+\\s+\\d+\\s+\\$${humanUsd(sumCost(records.filter((r) => r.model === model))).slice(1).replace('.', '\\.')}`));
     }
     expect(text).toMatch(/Refused by reason[^\n]*\n(?:.*\n)*\s+budget\s+1\s+budget exhausted/);
     expect(text).toMatch(new RegExp(`${keys.erin!.keyId}\\s+erin-old · erin \\(globex\\) \\[revoked\\]\\s+1\\s+key_revoked 1`));
@@ -269,6 +269,9 @@ describe('admin report', () => {
     expect(text).toContain('(1 revoked key not shown)');
     expect(text).toMatch(/acknowledged\s+user:alice\s+Circuit for user:alice reset by ops/);
     expect(text.split('\n').filter((l) => /^\s+\d\dh\s/.test(l))).toHaveLength(24);
+    expectCliMoney(text);
+    // Large amounts read as in the CLI's tables too (thousands separators, whole cents).
+    expect(formatReport({ ...summary, totals: { ...summary.totals, costMicros: 1_234_567_891 } })).toContain('spend $1,234.57 ·');
   });
 
   it('when only usage and the ledger are given (the older sources), it prints explicit limits and no refusal section', async () => {
@@ -298,7 +301,7 @@ describe('dashboard routes', () => {
   it('when no token or cookie is sent, /dashboard answers 401 and shows no figures', async () => {
     const res = await fetch(`${dashboardUrl}/dashboard`);
     expect(res.status).toBe(401);
-    expect(await res.text()).not.toContain(displayUsd(sumCost(records)));
+    expect(await res.text()).not.toContain(humanUsd(sumCost(records)));
     expect((await fetch(`${dashboardUrl}/dashboard/export.csv`)).status).toBe(401);
   });
 
@@ -317,7 +320,9 @@ describe('dashboard routes', () => {
     expect(cookie).not.toContain(ADMIN_TOKEN);
     const page = await fetch(`${dashboardUrl}/dashboard?window=hour`, { headers: { cookie: cookie.split(';')[0]! } });
     expect(page.status).toBe(200);
-    expect(await page.text()).toContain(displayUsd(sumCost(records)));
+    const html = await page.text();
+    expect(html).toContain(humanUsd(sumCost(records)));
+    expectCliMoney(html);
   });
 
   it('when the admin token is sent as a Bearer header, the JSON summary is served, for a range and a team', async () => {
@@ -389,7 +394,7 @@ describe('dashboard in headless Chromium', () => {
     expect(page.url()).toBe(`${dashboardUrl}/dashboard`);
 
     const text = (id: string) => page.getByTestId(id).innerText();
-    expect(await text('total-cost')).toContain(displayUsd(sumCost(records)));
+    expect(await text('total-cost')).toContain(humanUsd(sumCost(records)));
     expect(await text('total-requests')).toContain('5');
     expect(await text('refused-total')).toContain('4');
     expect(await text('upstream-errors')).toContain('1 (20%)');
@@ -399,7 +404,7 @@ describe('dashboard in headless Chromium', () => {
     expect(await columns.count()).toBe(24);
     const hour = new Date(clock.now()).getUTCHours();
     expect(await columns.nth(hour).locator('title').textContent()).toBe(
-      `${String(hour).padStart(2, '0')}h: ${displayUsd(sumCost(records))}, 5 requests`,
+      `${String(hour).padStart(2, '0')}h: ${humanUsd(sumCost(records))}, 5 requests`,
     );
     expect(Number(await columns.nth(hour).getAttribute('height'))).toBeGreaterThan(0);
 
@@ -415,12 +420,12 @@ describe('dashboard in headless Chromium', () => {
     for (const model of ['mock/gpt-4o', 'mock/gpt-4o-mini']) {
       const rs = records.filter((r) => r.model === model);
       expect(modelChart).toContain(model);
-      expect(modelChart).toContain(`${displayUsd(sumCost(rs))} · ${rs.length} req`);
+      expect(modelChart).toContain(`${humanUsd(sumCost(rs))} · ${rs.length} req`);
     }
     expect(await text('team-models')).toContain('acme · mock/gpt-4o');
     const users = await text('top-users');
-    expect(users).toContain(`${displayUsd(sumCost(records.filter((r) => r.userId === 'alice')))} · 3 req`);
-    expect(users).toContain(`${displayUsd(sumCost(records.filter((r) => r.userId === 'bob')))} · 2 req`);
+    expect(users).toContain(`${humanUsd(sumCost(records.filter((r) => r.userId === 'alice')))} · 3 req`);
+    expect(users).toContain(`${humanUsd(sumCost(records.filter((r) => r.userId === 'bob')))} · 2 req`);
     expect(await text('top-keys')).toContain('bob-key · bob');
 
     const budgets = await text('budgets');
@@ -497,3 +502,16 @@ describe('dashboard in headless Chromium', () => {
     await page.close();
   });
 });
+
+/**
+ * Every amount of money in `text` is written as the CLI's tables write it (humanUsd: `$1,234.57`, exact under a
+ * cent, `$0.00`): reading each back and formatting it again gives the same text.
+ */
+function expectCliMoney(text: string): void {
+  const amounts = text.match(/-?\$[\d,]+(?:\.\d+)?/g) ?? [];
+  expect(amounts.length).toBeGreaterThan(3);
+  for (const a of amounts) {
+    const micros = Math.round(Number(a.replace(/[$,]/g, '')) * 1_000_000);
+    expect(humanUsd(micros)).toBe(a);
+  }
+}

@@ -4,6 +4,7 @@
  * end up in the daily counters, on the request log line, and nowhere in the money.
  */
 import { ManualClock } from '../../lambda/core/clock';
+import { requestLine } from '../../lambda/local/text-log';
 import { TEST_NOW } from '../support/clock';
 import { type Harness, startHarness } from '../support/gateway-harness';
 
@@ -69,6 +70,13 @@ it('when the loop guard, a suspended key and a budget refuse, each refusal is co
       ['budget', broke.keyId],
     ].sort(),
   );
+  // With its scope and window, and `npm start`'s readable line says the same: reason, scope, the caller's code.
+  const budgetLine = lines.find((l) => l.refusalReason === 'budget')!;
+  expect(budgetLine).toMatchObject({ refusalScope: `key:${broke.keyId}`, refusalWindow: 'day', errorCode: 'insufficient_quota' });
+  expect(requestLine(budgetLine, new Date(TEST_NOW))).toContain(`refused: budget key:${broke.keyId}/day (insufficient_quota)`);
+  const loopLine = lines.find((l) => l.refusalReason === 'loop_detected')!;
+  expect(requestLine(loopLine, new Date(TEST_NOW))).toContain(`refused: loop_detected key:${looper.keyId}`);
+  expect(requestLine(lines.find((l) => l.refusalReason === 'key_suspended')!, new Date(TEST_NOW))).toContain(`refused: key_suspended key:${paused.keyId}`);
   // Refusals are not usage: the records are the two answered requests, and the refused keys' counters are empty.
   expect((await h.scan('usage')).map((r) => r.keyId)).toEqual(usageBefore.map((r) => r.keyId));
   expect(usageBefore.map((r) => r.keyId)).toEqual([looper.keyId, looper.keyId]);

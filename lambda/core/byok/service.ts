@@ -2,6 +2,7 @@
  * Bring-your-own provider keys: store (validate → encrypt → write), show (never the key), remove, and the
  * request-path lookup that hands the gateway a caller's decrypted key for one call.
  */
+import { audited, type AuditSink, type AuditState, type AuditWho, secretFingerprint } from '../audit';
 import type { Clock } from '../clock';
 import { InvalidRequestError } from '../errors';
 import type { Logger } from '../log';
@@ -16,6 +17,8 @@ export interface ByokRecord {
   readonly blob: string;
   /** What people see, e.g. `sk-proj…`; not enough to use the key. */
   readonly prefix: string;
+  /** The key's {@link secretFingerprint} (records stored before it was kept have none). */
+  readonly fingerprint?: string;
   readonly status: 'active';
   /** ISO-8601. */
   readonly createdAt: string;
@@ -49,6 +52,8 @@ export interface ByokServiceOptions {
   readonly validator: ProviderKeyValidator;
   readonly clock: Clock;
   readonly log: Logger;
+  /** Where stores and removals are audited; without it they are refused (AuditUnavailableError). */
+  readonly audit?: AuditSink;
   /**
    * How long a looked-up record (or its absence) is reused on the request path. Only the encrypted record is
    * cached; the decrypted key is never kept.
@@ -103,7 +108,7 @@ export class ByokService {
    * Validates the key with the provider, then stores it encrypted. 400 when the key is malformed or the
    * provider refuses it; 502 when the provider cannot be asked (nothing is stored either way).
    */
-  async save(userId: string, provider: ByokProvider, apiKey: string): Promise<ByokView> {
+  async save(userId: string, provider: ByokProvider, apiKey: string, who: AuditWho): Promise<ByokView> {
     // Printable ASCII only: the key travels in an HTTP header, where anything else fails only at call time.
     if (apiKey.length < MIN_KEY_LENGTH || apiKey.length > MAX_KEY_LENGTH || !/^[\x21-\x7e]+$/.test(apiKey)) {
       throw new InvalidRequestError(`apiKey must be ${MIN_KEY_LENGTH} to ${MAX_KEY_LENGTH} printable ASCII characters without spaces.`, {
@@ -122,12 +127,16 @@ export class ByokService {
       provider,
       blob: await this.options.cipher.encrypt(apiKey, { userId, provider }),
       prefix: byokPrefix(apiKey),
+      fingerprint: secretFingerprint(apiKey),
       status: 'active',
       createdAt: existing?.createdAt ?? now,
       updatedAt: now,
       lastValidatedAt: now,
     };
-    await this.options.store.put(record);
+    const change = { ...who, action: existing ? 'byok.replace' : 'byok.store', target: byokTarget(userId, provider), after: byokAuditState(record) };
+    await audited(this.options.audit, existing ? { ...change, before: byokAuditState(existing) } : change, this.options.clock, () =>
+      this.options.store.put(record),
+    );
     this.cache.delete(cacheKey(userId, provider));
     this.options.log.log('info', 'byok key stored', { userId, provider, prefix: record.prefix });
     return byokView(record);
@@ -142,8 +151,15 @@ export class ByokService {
     return (await this.options.store.list(userId)).map(byokView);
   }
 
-  async remove(userId: string, provider: ByokProvider): Promise<boolean> {
-    const removed = await this.options.store.delete(userId, provider);
+  async remove(userId: string, provider: ByokProvider, who: AuditWho): Promise<boolean> {
+    const existing = await this.options.store.get(userId, provider);
+    if (!existing) return false;
+    const removed = await audited(
+      this.options.audit,
+      { ...who, action: 'byok.remove', target: byokTarget(userId, provider), before: byokAuditState(existing) },
+      this.options.clock,
+      () => this.options.store.delete(userId, provider),
+    );
     this.cache.delete(cacheKey(userId, provider));
     if (removed) this.options.log.log('info', 'byok key removed', { userId, provider });
     return removed;
@@ -176,6 +192,22 @@ export class ByokService {
     }
     return record;
   }
+}
+
+/** What a BYOK change names as its target: the user's BYOK scope and the provider. */
+export function byokTarget(userId: string, provider: string): string {
+  return `user:${userId}#byok/${provider}`;
+}
+
+/** A stored BYOK key as the audit log shows it: provider, prefix, fingerprint, status; never the key or its blob. */
+function byokAuditState(r: ByokRecord): AuditState {
+  return {
+    provider: r.provider,
+    prefix: r.prefix,
+    fingerprint: r.fingerprint ?? 'unknown',
+    status: r.status,
+    lastValidatedAt: r.lastValidatedAt,
+  };
 }
 
 function cacheKey(userId: string, provider: string): string {

@@ -27,6 +27,7 @@ import {
   type CounterRef,
   type CounterValue,
   type LeaseStore,
+  type LeaseUse,
   type Ledger,
   type RateCharge,
   type RateState,
@@ -263,6 +264,11 @@ export class LeasingLedger implements Ledger {
     this.usage.retryKept(Number.POSITIVE_INFINITY);
     await this.usage.flushed();
     await Promise.all(this.returnable().map((l) => this.returnLease(l)));
+  }
+
+  leaseUseOf(requestId: string): LeaseUse | undefined {
+    const entry = this.leased.get(requestId);
+    return entry ? { slice: entry.lease.reservation.amount, committed: entry.lease.committed } : undefined;
   }
 
   readCounters(refs: readonly CounterRef[]): Promise<CounterValue[]> {

@@ -1,8 +1,17 @@
 /**
  * What a request may tell its caller about the budget left (`x-tollgate-budget-remaining-usd`) and what a
- * gateway-chosen output cap may spend, without putting a store read on the critical path: the limited
- * counters are read after the hold, alongside the provider's work, and the last values this instance read
- * answer when that read is not back yet.
+ * gateway-chosen output cap may spend.
+ *
+ * The header is a conservative bound: for each limited counter of the request, `limit − committed`, where
+ * `committed` (spend plus every hold, lease slice and pool grant) is read from the store after this request's
+ * own hold was written, so it includes every request admitted before this one anywhere; then, for what this
+ * instance knows exactly: plus the unused room of the lease the request was admitted against (only this key
+ * spends it), plus what this request's settle gives back of its hold when the answer's cost is known (a JSON
+ * answer; a stream counts its whole hold as spent). Pool grants and other instances' leases and holds count
+ * as spent. The tightest counter is told. Before that read, the earlier settles of this instance on the same
+ * counters are awaited, so a key's requests one after another see it fall by exactly what each cost. The
+ * read runs alongside the provider's work; the answer waits for it only when the provider is faster. When
+ * the read fails, no header is sent rather than a guess.
  */
 import type { Clock } from '../clock';
 import { formatUsd, type MicroUsd } from '../money';
@@ -14,22 +23,28 @@ export interface Tightest {
   readonly remaining: MicroUsd;
 }
 
-/** The read after a hold, and the tightest remaining budget as soon as it can be told. */
+/** The read after a hold, and the tightest remaining budget once it is in. */
 export interface ReadBack {
   /** The limited counters after the hold (undefined when unreadable); settle's tier check waits for it. */
   readonly afterHold: Promise<CounterValue[] | undefined>;
-  /** The tightest budget left: from the read-back once it is in, else from what this instance read before. */
-  readonly remaining: () => Tightest | undefined;
+  /**
+   * The tightest budget left after this request (see the file header); `refund` is what its settle will give
+   * back of its hold (0 when the cost is not known yet). Undefined when no counter is limited or unreadable.
+   * Call it before the request is settled (a leased request's lease is looked up).
+   */
+  readonly remaining: (refund: MicroUsd) => Promise<Tightest | undefined>;
 }
 
 export class BudgetView {
-  /** Last committed value read per counter, to answer the remaining-budget headers without a read. */
+  /** Last committed value read per counter, for gateway-chosen output caps (see remainingOf). */
   private readonly knownCommitted = new Map<string, { committed: MicroUsd; at: number }>();
   /** The read-back of each recent lease or scope pool (see sharedReadBack). */
   private readonly sharedReads = new Map<string, Promise<CounterValue[] | undefined>>();
+  /** Settles of this instance under way, per counter they write (see readLimited). */
+  private readonly settling = new Map<string, Set<Promise<unknown>>>();
 
   constructor(
-    private readonly ledger: Pick<Ledger, 'readCounters'>,
+    private readonly ledger: Pick<Ledger, 'readCounters' | 'leaseUseOf'>,
     private readonly clock: Clock,
     private readonly platformShards: number,
   ) {}
@@ -41,12 +56,40 @@ export class BudgetView {
   readBack(reservation: Reservation, limits: Map<ScopeId, BudgetLimits>): ReadBack {
     const shared = reservation.leaseId ?? (reservation.pool ? `${reservation.pool.pk}|${reservation.pool.sk}` : undefined);
     const afterHold = shared ? this.sharedReadBack(reservation, shared) : this.readLimited(reservation);
-    let values: CounterValue[] | undefined;
     void afterHold.then((read) => {
-      values = read;
       if (read) this.remember(read);
     });
-    return { afterHold, remaining: () => (values ? tightestOf(values, limits) : this.knownRemaining(reservation, limits)) };
+    return {
+      afterHold,
+      remaining: async (refund) => {
+        // Taken now, before this request's settle changes the lease.
+        const lease = reservation.leaseId !== undefined ? this.ledger.leaseUseOf?.(reservation.requestId) : undefined;
+        const values = await afterHold;
+        return values ? tightestOf(values, limits, (ref) => this.givenBack(reservation, ref, refund, lease?.slice, lease?.committed)) : undefined;
+      },
+    };
+  }
+
+  /**
+   * Notes a settle of this instance under way: a later request's read of the same counters waits for it, so
+   * it sees the settled cost rather than the hold. Leased requests settle in memory and are not noted.
+   */
+  noteSettle(reservation: Reservation, settle: Promise<unknown>): void {
+    if (reservation.leaseId !== undefined) return;
+    const done = settle.catch(() => undefined);
+    const keys = reservation.counters.filter((c) => c.limit !== undefined).map(counterIdentity);
+    for (const k of keys) {
+      let set = this.settling.get(k);
+      if (!set) this.settling.set(k, (set = new Set()));
+      set.add(done);
+    }
+    void done.then(() => {
+      for (const k of keys) {
+        const set = this.settling.get(k);
+        set?.delete(done);
+        if (set?.size === 0) this.settling.delete(k);
+      }
+    });
   }
 
   /**
@@ -65,7 +108,22 @@ export class BudgetView {
     return tightest === undefined ? {} : { remainingMicros: tightest };
   }
 
-  /** Keeps the committed values just read, for later requests' headers. */
+  /**
+   * What the read of `ref` counts as committed that this instance knows will not be spent: a lease's unused
+   * room, and this request's refund where it goes back to the counter (not to a pool).
+   */
+  private givenBack(reservation: Reservation, ref: CounterRef, refund: MicroUsd, slice?: MicroUsd, leaseCommitted?: MicroUsd): MicroUsd {
+    if (reservation.leaseId !== undefined) {
+      // The read includes the lease's whole slice; its requests hold or spent `leaseCommitted` of it (this one's
+      // hold included, which its settle turns into its cost).
+      return slice !== undefined && leaseCommitted !== undefined ? Math.max(0, slice - leaseCommitted) + refund : 0;
+    }
+    if (reservation.pool) return 0;
+    if (reservation.shared?.some((p) => p.scope === ref.scope)) return 0;
+    return refund;
+  }
+
+  /** Keeps the committed values just read, for later requests' output caps. */
   private remember(values: readonly CounterValue[]): void {
     const now = this.clock.now();
     if (this.knownCommitted.size > 10_000) this.knownCommitted.clear();
@@ -74,21 +132,6 @@ export class BudgetView {
       const known = this.knownCommitted.get(key);
       if (!known || known.at <= now) this.knownCommitted.set(key, { committed: v.committed, at: now });
     }
-  }
-
-  /**
-   * The tightest remaining budget without a store read: each limited counter's last value this instance read
-   * (in an earlier request's read-back, which included that request's hold) plus this request's hold, or just
-   * this hold when the counter was never read here. Advisory: other instances' spend since then is not in it.
-   */
-  private knownRemaining(reservation: Reservation, limits: Map<ScopeId, BudgetLimits>): Tightest | undefined {
-    const values: CounterValue[] = [];
-    for (const ref of reservation.counters) {
-      if (ref.limit === undefined) continue;
-      const known = this.knownCommitted.get(counterIdentity(ref))?.committed ?? 0;
-      values.push({ ref, spent: 0, reserved: 0, requests: 0, committed: known + reservation.amount });
-    }
-    return tightestOf(values, limits);
   }
 
   /**
@@ -105,10 +148,16 @@ export class BudgetView {
     return read;
   }
 
-  /** The values of the reservation's limited counters (empty when none is limited, undefined when unreadable). */
+  /**
+   * The values of the reservation's limited counters (empty when none is limited, undefined when unreadable),
+   * read once this instance's settles under way on them are done.
+   */
   private async readLimited(reservation: Reservation): Promise<CounterValue[] | undefined> {
     const limited = reservation.counters.filter((c) => c.limit !== undefined);
     if (limited.length === 0) return [];
+    const earlier = new Set<Promise<unknown>>();
+    for (const c of limited) for (const p of this.settling.get(counterIdentity(c)) ?? []) earlier.add(p);
+    if (earlier.size > 0) await Promise.all(earlier);
     return this.ledger.readCounters(limited).catch(() => undefined);
   }
 }
@@ -118,23 +167,23 @@ function counterIdentity(ref: CounterRef): string {
   return `${ref.scope}|${ref.windowKey}`;
 }
 
-/** The tightest remaining budget among counter values (for the response headers). */
-function tightestOf(values: readonly CounterValue[], limits: Map<ScopeId, BudgetLimits>): Tightest | undefined {
+/** The tightest remaining budget among counter values, each credited what `back` says will not be spent. */
+function tightestOf(values: readonly CounterValue[], limits: Map<ScopeId, BudgetLimits>, back: (ref: CounterRef) => MicroUsd): Tightest | undefined {
   let tightest: Tightest | undefined;
   for (const v of values) {
     const limit = limits.get(v.ref.scope)?.[v.ref.window];
     if (limit === undefined) continue;
-    const left = limit - v.committed;
+    const left = limit - v.committed + back(v.ref);
     if (!tightest || left < tightest.remaining) tightest = { scope: `${v.ref.scope}/${v.ref.window}`, remaining: left };
   }
   return tightest;
 }
 
-/** The remaining-budget headers; `refund` is what this request's settle will give back of its hold. */
-export function budgetHeaders(tightest: Tightest | undefined, refund: MicroUsd): Record<string, string> {
+/** The remaining-budget headers (none when the budget left is not known). */
+export function budgetHeaders(tightest: Tightest | undefined): Record<string, string> {
   if (!tightest) return {};
   return {
-    'x-tollgate-budget-remaining-usd': formatUsd(Math.max(0, tightest.remaining + refund)),
+    'x-tollgate-budget-remaining-usd': formatUsd(Math.max(0, tightest.remaining)),
     'x-tollgate-budget-scope': tightest.scope,
   };
 }

@@ -21,7 +21,7 @@
  *   types.ts         the contract with the HTTP and routing layers (BillableCall, CallOutcome, Settle)
  *   limits-cache.ts  budget limits and loop overrides, cached per instance
  *   admission.ts     scopes, counters, circuits, rate charges, output cap and the hold of a call
- *   budget-view.ts   the remaining-budget and rate headers, without a read on the critical path
+ *   budget-view.ts   the remaining-budget headers (a conservative bound, read after the hold) and rate headers
  *   stream-relay.ts  a provider stream to the caller: preamble held back, errors noted
  *   settle.ts        what a call cost, and the one write that settles it
  *   guard-alerts.ts  loop, velocity, overshoot and tier alerts after the response
@@ -198,8 +198,9 @@ export class RequestPipeline {
       throw err;
     }
 
-    // Off the critical path: the limited counters after the hold, read while the provider works; they tell
-    // settle whether any alert tier is within reach. The remaining-budget headers never wait for this read.
+    // The limited counters after the hold, read while the provider works: they tell settle whether any alert
+    // tier is within reach, and the answer's remaining-budget headers (which wait for this read only when the
+    // provider answers first).
     const { afterHold, remaining } = this.budgets.readBack(reservation, limits);
     void this.readBaselines(scopes, now);
 
@@ -208,7 +209,10 @@ export class RequestPipeline {
     const baseHeaders = rateHeaders(reservation.rateStates);
     const settleWith = (s: Settlement) => (o?: SettleOptions) => {
       upstreamCall.done();
-      return this.settler.settle(call, reservation, o?.routedAround ? { ...s, routedAround: true } : s, { limits, afterHold });
+      const settling = this.settler.settle(call, reservation, o?.routedAround ? { ...s, routedAround: true } : s, { limits, afterHold });
+      // A later request's remaining-budget read waits for it (budget-view.ts).
+      this.budgets.noteSettle(reservation, settling);
+      return settling;
     };
     const failureOutcome = (): UsageOutcome =>
       call.clientSignal.aborted ? 'client_disconnected' : upstreamCall.timedOut() ? 'timeout' : 'upstream_error';
@@ -242,7 +246,7 @@ export class RequestPipeline {
       return {
         kind: 'json',
         body: result.body,
-        headers: { ...baseHeaders, 'x-tollgate-cost-usd': formatUsd(cost), ...budgetHeaders(remaining(), amount - cost) },
+        headers: { ...baseHeaders, 'x-tollgate-cost-usd': formatUsd(cost), ...budgetHeaders(await remaining(amount - cost)) },
         // A caller that left while the provider answered is billed like any other (the provider billed us).
         after: settleWith({
           outcome: call.clientSignal.aborted ? 'client_disconnected' : 'ok',
@@ -287,7 +291,7 @@ export class RequestPipeline {
     return {
       kind: 'stream',
       body: started.body,
-      headers: { ...baseHeaders, ...budgetHeaders(remaining(), 0) },
+      headers: { ...baseHeaders, ...budgetHeaders(await remaining(0)) },
       after: (o?: SettleOptions) => {
         const ended = started.ended();
         const outcome = ended.outcome === 'upstream_error' && upstream.cut?.() ? 'stream_incomplete' : ended.outcome;

@@ -84,11 +84,14 @@ export function barChart(items: readonly BarItem[], options: { readonly ariaLabe
       const y = i * row + 4;
       const width = max > 0 ? Math.min(1, item.value / max) * barW : 0;
       const label = item.label.length > 40 ? `${item.label.slice(0, 39)}…` : item.label;
+      // The figure stays inside the chart (about 6.7 units a character at 12 px); the whole text is its tooltip.
+      const fit = Math.floor((textW - 8) / 6.7);
+      const figure = item.text.length > fit ? `${item.text.slice(0, fit - 1)}…` : item.text;
       return (
         `<g class="bar-row"><text class="label" x="${labelW - 8}" y="${y + 15}" text-anchor="end">${escapeHtml(label)}<title>${escapeHtml(item.label)}</title></text>` +
         `<rect class="track${item.tone === 'over' ? ' over' : ''}" x="${labelW}" y="${y + 2}" width="${barW}" height="${row - 8}"/>` +
         `<rect class="bar ${item.tone ?? 'ok'}" x="${labelW}" y="${y + 2}" width="${round(Math.max(width, item.value > 0 ? 2 : 0))}" height="${row - 8}"><title>${escapeHtml(`${item.label}: ${item.text}`)}</title></rect>` +
-        `<text class="figure" x="${labelW + barW + 8}" y="${y + 15}">${escapeHtml(item.text)}</text></g>`
+        `<text class="figure" x="${labelW + barW + 8}" y="${y + 15}">${escapeHtml(figure)}${figure === item.text ? '' : `<title>${escapeHtml(item.text)}</title>`}</text></g>`
       );
     })
     .join('');

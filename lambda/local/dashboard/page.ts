@@ -4,7 +4,7 @@
  * export are plain links carrying the same query, so the page needs no script: auto-refresh is a
  * `<meta http-equiv="refresh">`.
  */
-import { displayUsd } from '../../core/money';
+import { humanUsd } from '../../core/money';
 import { type BudgetUse, RANGE_LABELS, type SpendGroup, SUMMARY_RANGES, type SpendSummary, type SummaryRange } from '../../observability/spend-summary';
 import { type BarItem, barChart, columnChart, escapeHtml } from './charts';
 
@@ -56,10 +56,10 @@ time, .muted { color: var(--muted); }
 const fmtTokens = (n: number) => (n >= 1_000_000 ? `${(n / 1_000_000).toFixed(1)}M` : n >= 10_000 ? `${Math.round(n / 1000)}k` : String(n));
 const fmtCount = (n: number) => n.toLocaleString('en-US');
 const pct = (f: number) => `${Math.round(f * 1000) / 10}%`;
-const usdAxis = (micros: number) => (micros === 0 ? '$0' : displayUsd(Math.round(micros)));
+const usdAxis = (micros: number) => humanUsd(Math.round(micros));
 
 function costBars(groups: readonly SpendGroup[], label: (g: SpendGroup) => string): BarItem[] {
-  return groups.map((g) => ({ label: label(g), value: g.costMicros, text: `${displayUsd(g.costMicros)} · ${g.requests} req` }));
+  return groups.map((g) => ({ label: label(g), value: g.costMicros, text: `${humanUsd(g.costMicros)} · ${g.requests} req` }));
 }
 
 /** A key as people know it: its name, its user and team, and its status when not active. */
@@ -73,7 +73,7 @@ function budgetBar(b: BudgetUse): BarItem {
   const tone = b.state === 'refusing' ? 'over' : b.state === 'near' ? 'warn' : 'ok';
   const state = b.state === 'refusing' ? ` · refusing (${b.refusingBecause})` : '';
   const source = b.source === 'default' ? ', default' : '';
-  return { label: `${b.label} (${b.window})`, value: b.utilisation, text: `${pct(b.utilisation)} of ${displayUsd(b.limitMicros)}${source}${state}`, tone };
+  return { label: `${b.label} (${b.window})`, value: b.utilisation, text: `${pct(b.utilisation)} of ${humanUsd(b.limitMicros)}${source}${state}`, tone };
 }
 
 function chartOrEmpty(hasData: boolean, chart: () => string, empty: string): string {
@@ -113,7 +113,7 @@ export function renderDashboard(summary: SpendSummary, options: { readonly nonce
   const refused = s.refusals?.total;
   const rangeLabel = RANGE_LABELS[s.range];
   const cards = [
-    ['total-cost', 'Spend', displayUsd(t.costMicros), ''],
+    ['total-cost', 'Spend', humanUsd(t.costMicros), ''],
     ['total-requests', 'Requests answered', fmtCount(t.requests), ''],
     ['total-tokens', 'Tokens (in / out)', `${fmtTokens(t.inputTokens)} / ${fmtTokens(t.outputTokens)}`, ''],
     ['refused-total', 'Refused by the gateway', refused === undefined ? 'n/a' : fmtCount(refused), refused ? 'over' : ''],
@@ -126,7 +126,7 @@ export function renderDashboard(summary: SpendSummary, options: { readonly nonce
     t.requests > 0,
     () =>
       columnChart(
-        s.overTime.map((b) => ({ label: b.label, value: b.costMicros, title: `${b.label}: ${displayUsd(b.costMicros)}, ${b.requests} requests` })),
+        s.overTime.map((b) => ({ label: b.label, value: b.costMicros, title: `${b.label}: ${humanUsd(b.costMicros)}, ${b.requests} requests` })),
         { ariaLabel: `Spend over ${rangeLabel}`, formatAxis: usdAxis, wide: true },
       ),
     `No requests ${rangeLabel}.`,
@@ -193,9 +193,9 @@ export function renderDashboard(summary: SpendSummary, options: { readonly nonce
     ? '<p class="empty">Savings are not available on this gateway.</p>'
     : `<ul class="events"><li>cache hits <strong data-testid="cache-hits">${sv.cacheHits}</strong> of ${sv.cacheHits + sv.cacheMisses} cached lookups` +
       ` (${sv.cacheHits + sv.cacheMisses > 0 ? ((100 * sv.cacheHits) / (sv.cacheHits + sv.cacheMisses)).toFixed(1) : '0.0'} %)</li>` +
-      `<li>saved by the cache <strong data-testid="cache-saved">${escapeHtml(displayUsd(sv.savedMicros))}</strong></li>` +
+      `<li>saved by the cache <strong data-testid="cache-saved">${escapeHtml(humanUsd(sv.savedMicros))}</strong></li>` +
       `<li>served by fallback <strong data-testid="fallbacks">${sv.fallbacks}</strong>, by budget downgrade <strong>${sv.downgrades}</strong>` +
-      ` costing ${escapeHtml(displayUsd(sv.fallbackCostMicros))}</li></ul>`;
+      ` costing ${escapeHtml(humanUsd(sv.fallbackCostMicros))}</li></ul>`;
   const driftRows = s.drift;
   const driftHtml = !driftRows
     ? '<p class="empty">Billing reconciliation is not available on this gateway.</p>'
@@ -205,8 +205,8 @@ export function renderDashboard(summary: SpendSummary, options: { readonly nonce
           .slice(0, 20)
           .map(
             (d) =>
-              `<li>${escapeHtml(d.day)} <strong>${escapeHtml(d.provider)}/${escapeHtml(d.model)}</strong> ledger ${escapeHtml(displayUsd(d.ledgerMicros))} · billed ${escapeHtml(displayUsd(d.billedMicros))} · ` +
-              `drift <span class="${d.alarm ? 'sev-critical' : 'muted'}">${d.driftMicros < 0 ? '-' : '+'}${escapeHtml(displayUsd(Math.abs(d.driftMicros)))}</span></li>`,
+              `<li>${escapeHtml(d.day)} <strong>${escapeHtml(d.provider)}/${escapeHtml(d.model)}</strong> ledger ${escapeHtml(humanUsd(d.ledgerMicros))} · billed ${escapeHtml(humanUsd(d.billedMicros))} · ` +
+              `drift <span class="${d.alarm ? 'sev-critical' : 'muted'}">${d.driftMicros < 0 ? '-' : '+'}${escapeHtml(humanUsd(Math.abs(d.driftMicros)))}</span></li>`,
           )
           .join('')}</ul>`;
 
@@ -248,7 +248,7 @@ ${refresh ? `<meta http-equiv="refresh" content="${refresh}">\n` : ''}<title>tol
 <section data-testid="top-refused-keys"><h2>Top refused keys</h2>${refusedKeys}</section>
 <section class="wide" data-testid="budgets"><h2>Budget utilisation (every limit in force, current windows)</h2>${budgetsHtml}</section>
 <section data-testid="cost-by-model"><h2>Cost by model</h2>${chartOrEmpty(s.byModel.length > 0, () => barChart(costBars(s.byModel, (g) => g.name), { ariaLabel: 'Cost by model' }), 'No usage yet.')}</section>
-<section data-testid="team-models"><h2>Spend by team and model</h2>${chartOrEmpty(s.byOrgModel.length > 0, () => barChart(s.byOrgModel.slice(0, 12).map((g) => ({ label: `${g.orgId === '-' ? 'no team' : g.orgId} · ${g.model}`, value: g.costMicros, text: `${displayUsd(g.costMicros)} · ${g.requests} req` })), { ariaLabel: 'Spend by team and model' }), 'No usage yet.')}</section>
+<section data-testid="team-models"><h2>Spend by team and model</h2>${chartOrEmpty(s.byOrgModel.length > 0, () => barChart(s.byOrgModel.slice(0, 12).map((g) => ({ label: `${g.orgId === '-' ? 'no team' : g.orgId} · ${g.model}`, value: g.costMicros, text: `${humanUsd(g.costMicros)} · ${g.requests} req` })), { ariaLabel: 'Spend by team and model' }), 'No usage yet.')}</section>
 <section data-testid="top-users"><h2>Top users by cost</h2>${chartOrEmpty(s.topUsers.length > 0, () => barChart(costBars(s.topUsers, (g) => (g.orgId ? `${g.name} (${g.orgId})` : g.name)), { ariaLabel: 'Top users by cost' }), 'No usage yet.')}</section>
 <section data-testid="top-keys"><h2>Top keys by cost</h2>${chartOrEmpty(s.topKeys.length > 0, () => barChart(costBars(s.topKeys, keyLabel), { ariaLabel: 'Top keys by cost' }), 'No usage yet.')}</section>
 <section data-testid="circuits"><h2>Open circuits</h2>${circuitList}</section>
