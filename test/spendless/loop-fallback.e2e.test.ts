@@ -70,7 +70,8 @@ describe('when every model of the chain fails, the loop refusal says what failed
     expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
     const json = (await refused.json()) as { type?: string; error: { type: string; code?: string; message: string } };
     if (dialect === 'anthropic') expect(json).toMatchObject({ type: 'error', error: { type: 'rate_limit_error' } });
-    else expect(json.error).toMatchObject({ type: 'rate_limit_error', code: 'loop_detected' });
+    // OpenAI dialect: a 429 no retry can help is typed usage_limit_reached (Codex then prints the sentence; http/dialects.ts).
+    else expect(json.error).toMatchObject({ type: 'usage_limit_reached', code: 'loop_detected' });
     expect(json.error.message).toContain('openai/gpt-4o answered 503 and anthropic/claude-sonnet-4-5 answered 529 on the last 3 attempts');
     expect(json.error.message).toContain('route resilient');
     await h.settled();
