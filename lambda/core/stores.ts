@@ -252,15 +252,20 @@ export interface LeaseReturn {
 
 /** The store's side of budget leases: per-request writes of a leased request, and the return of a lease. */
 export interface LeaseStore {
-  /** Counts one copy for the loop guard (the reserve transaction's loop item, alone); throws LoopDetectedError. */
-  countLoop(check: LoopCheck): Promise<void>;
+  /**
+   * Counts one copy for the loop guard (the reserve transaction's loop item, alone), exactly once under SDK
+   * retries: answers the check marked with the copy (`copy`), which its {@link settleLoop} needs. Throws
+   * LoopDetectedError.
+   */
+  countLoop(check: LoopCheck, requestId: string): Promise<LoopCheck>;
   /** Records the upstream outcome on the loop item, as settle does. */
   settleLoop(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined, status?: number): Promise<void>;
   /**
    * Counts a copy the loop guard did not count at admission, together with its outcome, in one write (a copy
-   * whose body the instance had never seen: see core/lease).
+   * whose body the instance had never seen: see core/lease), exactly once under SDK retries (marked by the
+   * request id).
    */
-  recordLoopCopy(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined, status?: number): Promise<void>;
+  recordLoopCopy(check: LoopCheck, requestId: string, outcome: 'failed' | 'succeeded' | undefined, status?: number): Promise<void>;
   /** Writes usage records (in batches where the store is set to). */
   writeUsage(records: readonly UsageRecord[]): Promise<void>;
   /** Returns a lease (or corrects the sweeper's full charge of it), exactly once. */

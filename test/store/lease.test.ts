@@ -1,4 +1,5 @@
 import { GetItemCommand, ScanCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { createDynamoDbClient } from '../../lambda/store/dynamodb/client';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { ManualClock } from '../../lambda/core/clock';
 import { BudgetExceededError } from '../../lambda/core/errors';
@@ -9,7 +10,7 @@ import { DynamoDbLedger, loopKey } from '../../lambda/store/dynamodb/ledger';
 import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
 import { loopCheckFor } from '../../lambda/core/guardrails/loop-guard';
 import { DEFAULT_GUARDRAILS } from '../../lambda/core/guardrails/settings';
-import { createTestTables, type TestTables } from '../support/dynamo';
+import { createTestTables, testDynamoDbEndpoint, type TestTables } from '../support/dynamo';
 import { dayCounterAt, reserveInputFor, usageRecordFor } from '../support/usage-records';
 
 // Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write (see test/support/clock.ts).
@@ -38,10 +39,32 @@ function counting(): { client: DynamoDBClient; sent: Map<string, number>; refuse
   return { client, sent, refuse };
 }
 
-function instance(clock: ManualClock, options: LeaseOptions & { client?: DynamoDBClient; onError?: (what: string) => void } = {}): { leases: LeasingLedger; inner: DynamoDbLedger } {
+function instance(clock: ManualClock, options: LeaseOptions & { client?: DynamoDBClient; onError?: (what: string) => void; exactLoopCounts?: boolean } = {}): { leases: LeasingLedger; inner: DynamoDbLedger } {
   const inner = new DynamoDbLedger(options.client ?? db.client, { tables: db.tables, platformShards: 1, usageRetentionDays: 30, clock });
   seq += 1;
   return { inner, leases: new LeasingLedger(inner, { clock, instanceId: `i${seq}`, holdTtlMs: HOLD_TTL, platformShards: 1, ...options }) };
+}
+
+/** A real SDK client whose loop-item writes DynamoDB Local applies and whose answers are then lost once each (the SDK retries). */
+function losingLoopAnswers(): { client: DynamoDBClient; lost: { count: number } } {
+  const client = createDynamoDbClient({ region: 'us-east-1', endpoint: testDynamoDbEndpoint(), maxAttempts: 4, requestTimeoutMs: 120_000 });
+  const lost = { count: 0 };
+  const seen = new Set<string>();
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const out = await next(args);
+      const input = args.input as { Key?: { pk?: { S?: string } } };
+      const id = `${String(context.commandName)} ${JSON.stringify(input)}`;
+      if (context.commandName === 'UpdateItemCommand' && (input.Key?.pk?.S ?? '').startsWith('loop#') && !seen.has(id)) {
+        seen.add(id);
+        lost.count++;
+        throw Object.assign(new Error('socket hang up'), { name: 'TimeoutError', code: 'ECONNRESET', $metadata: {} });
+      }
+      return out;
+    },
+    { step: 'deserialize', name: 'loseLoopAnswerOnce' },
+  );
+  return { client, lost };
 }
 
 function uniqueUser(): string {
@@ -303,5 +326,71 @@ describe('LeasingLedger (budget leases on DynamoDB Local)', () => {
     const item = unmarshall(Item!);
     expect(item[`n${loop.window}`]).toBe(2);
     expect(item.fails).toBeUndefined();
+  });
+
+  it('when DynamoDB applies a leased copy\'s loop count and its answer is lost, the SDK retry counts it once, and its failure is added once', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const { client, lost } = losingLoopAnswers();
+    // exactLoopCounts: every leased copy is counted at admission (the per-request count under test).
+    const { leases } = instance(clock, { client, minBusy: 1, exactLoopCounts: true });
+    const refs = [dayCounter(`user:${user}`, 100_000_000)];
+    let leased: Reservation | undefined;
+    for (let i = 0; i < 6 && !leased; i++) {
+      const r = await leases.reserve(request(user, clock.now(), 10_000, refs));
+      if (r.leaseId !== undefined) leased = r;
+      else await leases.settle({ reservation: r, cost: 1_000, usage: usageOf(r, user, 1_000) });
+    }
+    expect(leased).toBeDefined(); // a lease is live: the copies below are admitted against it
+    await leases.settle({ reservation: leased!, cost: 1_000, usage: usageOf(leased!, user, 1_000) });
+
+    const loop = loopCheckFor({ keyId: `key-${user}`, userId: user, model: 'gpt-4o-mini', bodyFingerprint: 'a flaky network' }, clock.now(), DEFAULT_GUARDRAILS.loop);
+    const a = await leases.reserve({ ...request(user, clock.now(), 10_000, refs), loop });
+    const b = await leases.reserve({ ...request(user, clock.now(), 10_000, refs), loop });
+    expect([a.leaseId, b.leaseId]).toEqual([expect.any(String), expect.any(String)]);
+    const itemNow = async () => {
+      const { Item } = await db.client.send(new GetItemCommand({ TableName: db.tables.budgets, Key: marshall(loopKey(loop)), ConsistentRead: true }));
+      return unmarshall(Item!);
+    };
+    expect((await itemNow())[`n${loop.window}`]).toBe(2); // two copies, not four
+    for (const r of [a, b]) await leases.settle({ reservation: r, cost: 1_000, usage: usageOf(r, user, 1_000), loopOutcome: 'failed', loopStatus: 500 });
+    await leases.close();
+    const item = await itemNow();
+    expect(item[`n${loop.window}`]).toBe(2);
+    // Each copy's failure is added once. The second copy's count presumed it failed, but that answer was lost and
+    // the retry cannot tell, so its failure is added on top of the presumption: a lost answer can only lengthen a
+    // streak by one, never shorten it (lambda/store/dynamodb/loop-counts.ts). A count without the copy's marker
+    // added 2 for each copy and refused the second one as a loop.
+    expect(item.fails).toBe(3);
+    expect(lost.count).toBe(4); // two counts and two failures each lost an answer once
+  });
+
+  it('when a leased copy counted at its settle has its write applied and the answer lost, it is counted once with its outcome', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const { client, lost } = losingLoopAnswers();
+    const { leases } = instance(clock, { client, minBusy: 1 });
+    const refs = [dayCounter(`user:${user}`, 100_000_000)];
+    let leased: Reservation | undefined;
+    for (let i = 0; i < 6 && !leased; i++) {
+      const r = await leases.reserve(request(user, clock.now(), 10_000, refs));
+      if (r.leaseId !== undefined) leased = r;
+      else await leases.settle({ reservation: r, cost: 1_000, usage: usageOf(r, user, 1_000) });
+    }
+    expect(leased).toBeDefined();
+    await leases.settle({ reservation: leased!, cost: 1_000, usage: usageOf(leased!, user, 1_000) });
+
+    const loop = loopCheckFor({ keyId: `key-${user}`, userId: user, model: 'gpt-4o-mini', bodyFingerprint: 'new to this instance' }, clock.now(), DEFAULT_GUARDRAILS.loop);
+    const r = await leases.reserve({ ...request(user, clock.now(), 10_000, refs), loop });
+    expect(r.leaseId).toBeDefined();
+    expect(lost.count).toBe(0); // a body new here: counted only at its settle
+    await leases.settle({ reservation: r, cost: 1_000, usage: usageOf(r, user, 1_000), loopOutcome: 'failed', loopStatus: 500 });
+    await leases.close();
+    expect(lost.count).toBe(1);
+    const { Item } = await db.client.send(new GetItemCommand({ TableName: db.tables.budgets, Key: marshall(loopKey(loop)), ConsistentRead: true }));
+    const item = unmarshall(Item!);
+    expect(item[`n${loop.window}`]).toBe(1); // not 2
+    expect(item.fails).toBe(1);
+    expect(item.lastStatus).toBe(500);
   });
 });

@@ -119,11 +119,15 @@ interface Group {
 }
 
 interface LeasedRequest {
+  readonly requestId: string;
   readonly lease: Lease;
   readonly amount: MicroUsd;
   readonly tokens: number;
-  /** The loop guard's count of this copy when it was made after admission (settle waits for it). */
-  counted?: Promise<void>;
+  /**
+   * The loop guard's count of this copy when it was made after admission (settle waits for it): the check
+   * marked with the copy, or undefined when it was not counted.
+   */
+  counted?: Promise<LoopCheck | undefined>;
   /** Set while this copy's loop-guard count is deferred to its settle (its fingerprint key). */
   deferredLoop?: string;
 }
@@ -488,7 +492,7 @@ export class LeasingLedger implements Ledger {
       lease.units.get(c.dimension)!.taken += c.amount;
       if (c.dimension === 'tokens') tokens = c.amount;
     }
-    this.leased.set(input.requestId, { lease, amount: input.amount, tokens });
+    this.leased.set(input.requestId, { requestId: input.requestId, lease, amount: input.amount, tokens });
     const rateStates: RateState[] = lease.reservation.rateStates.map((s) => {
       const u = lease.units.get(s.dimension);
       return { ...s, remaining: s.remaining + (u ? Math.max(0, u.total - u.taken) : 0) };
@@ -522,9 +526,10 @@ export class LeasingLedger implements Ledger {
     try {
       // Copies of it admitted here without a count are counted now, before this one is decided.
       await this.countDeferred(seenKey, loop);
-      await this.inner.countLoop(loop);
+      // Marked with the copy (its request id), so a retried write counts once and its settle applies once.
+      const counted = await this.inner.countLoop(loop, input.requestId);
       this.storeHealthy = true;
-      return reservation;
+      return { ...reservation, loop: counted };
     } catch (err) {
       if (entry) {
         this.leased.delete(input.requestId);
@@ -546,8 +551,8 @@ export class LeasingLedger implements Ledger {
     await Promise.all(
       [...pending].map((entry) => {
         entry.deferredLoop = undefined;
-        entry.counted = this.inner.countLoop(loop).catch((err: unknown) => {
-          if (err instanceof LoopDetectedError) return; // that copy is on its way already; this one is decided next
+        entry.counted = this.inner.countLoop(loop, entry.requestId).catch((err: unknown) => {
+          if (err instanceof LoopDetectedError) return undefined; // that copy is on its way already; this one is decided next
           throw err;
         });
         return entry.counted;
@@ -562,11 +567,12 @@ export class LeasingLedger implements Ledger {
         this.deferredLoops.get(entry.deferredLoop)?.delete(entry);
         if (this.deferredLoops.get(entry.deferredLoop)?.size === 0) this.deferredLoops.delete(entry.deferredLoop);
         entry.deferredLoop = undefined;
-        await this.inner.recordLoopCopy(loop, outcome, status);
+        await this.inner.recordLoopCopy(loop, entry.requestId, outcome, status);
         return;
       }
-      await (entry.counted ?? Promise.resolve()).catch(() => undefined);
-      await this.inner.settleLoop(loop, outcome, status);
+      // A copy counted after its admission settles as the check its count answered (marked with the copy).
+      const counted = entry.counted ? await entry.counted.catch(() => undefined) : undefined;
+      await this.inner.settleLoop(counted ?? loop, outcome, status);
     } catch (err) {
       this.storeHealthy = false;
       this.options.onError?.('loop guard outcome not recorded', err);

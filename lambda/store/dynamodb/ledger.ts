@@ -219,16 +219,16 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     return this.holds.chargeRate(input);
   }
 
-  countLoop(check: LoopCheck): Promise<void> {
-    return this.loops.countLoop(check);
+  countLoop(check: LoopCheck, requestId: string): Promise<LoopCheck> {
+    return this.loops.countCopy(check, requestId);
   }
 
   settleLoop(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined, status?: number): Promise<void> {
     return this.loops.settleLoop(check, outcome, status);
   }
 
-  recordLoopCopy(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined, status?: number): Promise<void> {
-    return this.loops.recordLoopCopy(check, outcome, status);
+  recordLoopCopy(check: LoopCheck, requestId: string, outcome: 'failed' | 'succeeded' | undefined, status?: number): Promise<void> {
+    return this.loops.recordLoopCopy(check, requestId, outcome, status);
   }
 
   writeUsage(records: readonly UsageRecord[]): Promise<void> {

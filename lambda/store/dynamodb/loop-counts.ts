@@ -2,7 +2,7 @@
  * The loop guard's single-item writes for requests admitted without their own reserve transaction (a pooled
  * key, a lease): count the copy at admission, settle its streak, take a refused request's count back.
  *
- * A pooled request's copy ({@link LoopCounts.countCopy}) costs ONE write in the common case (issue 21):
+ * A pooled or leased request's copy ({@link LoopCounts.countCopy}) costs ONE write in the common case (issue 21):
  *
  *   admission  ADD n<w> 1, c<w> {requestId}   SET fails = if_not_exists(fails, −1) + 1   REMOVE n<w−1>, c<w−2>
  *              IF the loop limits hold AND NOT contains(c<w>, requestId)
@@ -21,6 +21,9 @@
  * success, which removes `fails`): while its failure is not yet written, the client's retries see a streak one
  * short, so if that settle is slower than maxFailures − 1 of the client's round trips, one copy more than
  * maxFailures gets through (never more than one a streak: every later copy of it is presumed failed).
+ *
+ * A leased copy whose count core/lease defers to its settle ({@link LoopCounts.recordLoopCopy}) is counted with
+ * its outcome in one write, marked the same way (its id joins `c<w>` only if absent), so it too applies once.
  */
 import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
@@ -42,7 +45,7 @@ export class LoopCounts {
   // Budget leases (core/lease): a lease is a hold taken by reserve; these are its per-request writes and its return.
 
   /**
-   * Counts a pooled request's copy in one write, exactly once (see the file header); answers the check with the
+   * Counts a pooled or leased request's copy in one write, exactly once (see the file header); answers the check with the
    * copy's marker and whether it was presumed failed, for its settle. Throws LoopDetectedError.
    */
   async countCopy(check: LoopCheck, requestId: string): Promise<LoopCheck> {
@@ -64,19 +67,6 @@ export class LoopCounts {
         const old = (err as { Item?: Item }).Item;
         // Counted already: an earlier attempt of this write was applied and its answer lost.
         if (old?.[copiesAttr(check.window)]?.SS?.includes(requestId)) return { ...check, copy: { id: requestId, presumedFailed: false } };
-        throw loopDetected(check, old ? unmarshall(old) : undefined);
-      }
-      throw translateError(err);
-    }
-  }
-
-  async countLoop(check: LoopCheck): Promise<void> {
-    const update = this.items.loopCheck(check).Update!;
-    try {
-      await this.core.client.send(new UpdateItemCommand({ ...update, ReturnValuesOnConditionCheckFailure: 'ALL_OLD' }));
-    } catch (err) {
-      if (errorName(err) === 'ConditionalCheckFailedException') {
-        const old = (err as { Item?: Item }).Item;
         throw loopDetected(check, old ? unmarshall(old) : undefined);
       }
       throw translateError(err);
@@ -128,20 +118,27 @@ export class LoopCounts {
     }
   }
 
-  async recordLoopCopy(check: LoopCheck, outcome: 'failed' | 'succeeded' | undefined, status?: number): Promise<void> {
+  /**
+   * A leased copy counted only at its settle, with its outcome, in one write, once: the copy's request id joins
+   * the window's set `c<w>` under the condition that it is not there yet, so a retry of a write DynamoDB applied
+   * (its answer lost) fails that condition and changes nothing.
+   */
+  async recordLoopCopy(check: LoopCheck, requestId: string, outcome: 'failed' | 'succeeded' | undefined, status?: number): Promise<void> {
     const values: Item = {
       ':one': { N: '1' },
+      ':copies': { SS: [requestId] },
+      ':copy': { S: requestId },
       ':ttl': { N: String(Math.ceil((check.windowEnd + check.windowMs) / 1000) + DAY_S) },
     };
     let update: string;
     if (outcome === 'failed') {
-      update = `ADD #n :one, fails :one SET lastFailAt = :now, ${status === undefined ? '' : 'lastStatus = :st, '}#ttl = :ttl REMOVE #prev`;
+      update = `ADD #n :one, fails :one, #c :copies SET lastFailAt = :now, ${status === undefined ? '' : 'lastStatus = :st, '}#ttl = :ttl REMOVE #prev, #cold`;
       values[':now'] = { N: String(this.core.clock.now()) };
       if (status !== undefined) values[':st'] = { N: String(status) };
     } else if (outcome === 'succeeded') {
-      update = 'ADD #n :one SET #ttl = :ttl REMOVE fails, lastFailAt, #prev';
+      update = 'ADD #n :one, #c :copies SET #ttl = :ttl REMOVE fails, lastFailAt, #prev, #cold';
     } else {
-      update = 'ADD #n :one SET #ttl = :ttl REMOVE #prev';
+      update = 'ADD #n :one, #c :copies SET #ttl = :ttl REMOVE #prev, #cold';
     }
     try {
       await this.core.client.send(
@@ -149,11 +146,19 @@ export class LoopCounts {
           TableName: this.core.budgets,
           Key: marshall(loopKey(check)),
           UpdateExpression: update,
-          ExpressionAttributeNames: { '#n': `n${check.window}`, '#prev': `n${check.window - 1}`, '#ttl': 'ttl' },
+          ConditionExpression: 'NOT contains(#c, :copy)',
+          ExpressionAttributeNames: {
+            '#n': `n${check.window}`,
+            '#prev': `n${check.window - 1}`,
+            '#c': copiesAttr(check.window),
+            '#cold': copiesAttr(check.window - 2),
+            '#ttl': 'ttl',
+          },
           ExpressionAttributeValues: values,
         }),
       );
     } catch (err) {
+      if (errorName(err) === 'ConditionalCheckFailedException') return; // recorded before: a retry whose first answer was lost
       throw translateError(err);
     }
   }
