@@ -115,6 +115,12 @@ export class PoolGiveBack {
           update = 'ADD spent :cost, requests :n, room :used, given :used REMOVE #t';
         }
       }
+      if (!closed && delta - fromRoom !== 0) {
+        // What the counters get here directly is not the grants' to cover: a reclaim (pool-reclaim.ts) moves only
+        // the pool's `spent` less this `direct` part to the counters.
+        values[':direct'] = delta - fromRoom;
+        update = update.replace('ADD ', 'ADD direct :direct, ');
+      }
       const items: TransactWriteItem[] = [
         {
           Update: {

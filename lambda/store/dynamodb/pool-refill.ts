@@ -10,6 +10,7 @@ import { BudgetExceededError, CircuitOpenError, RateLimitError, SpendVelocityErr
 import type { RateCharge, ReserveInput } from '../../core/stores';
 import type { ScopeId } from '../../core/types';
 import { errorName, translateError } from './client';
+import { budgetRefusalOf } from './denials';
 import { type DryState, grantName, type Item, num, SHARED_GRANT_PREFIX, unitAttr } from './pool-markers';
 import type { PoolRef, ScopePools } from './pools';
 
@@ -112,6 +113,11 @@ export class PoolRefill {
             }
             await this.unclaim(ref);
             if (remaining >= need) return 'alone';
+            // Not even this request fits, but spend alone would leave it room (the rest is held by requests in
+            // flight and grants): its own exact reserve decides, and a refusal of it waits for room (room-wait.ts).
+            // The pool is not marked dry: its other takers may find room as holds settle.
+            const refusal = budgetRefusalOf(err);
+            if (refusal?.old && num(refusal.old.reserved) > 0 && num(refusal.old.spent) + need <= (refusal.ref.limit ?? Infinity)) return 'alone';
             // Not even this request fits: so say the pool's takers for a moment, without asking the counters.
             await this.markDry(ref, err, now);
             throw err;

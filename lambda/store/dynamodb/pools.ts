@@ -30,7 +30,8 @@
  * pools are being refilled.
  *
  * Layout: pools.ts (options, take, settle routing, epochs), pool-refill.ts (grants), pool-giveback.ts
- * (settle, lease return, cancel), pool-release.ts (the sweeper's release), pool-markers.ts (markers, records).
+ * (settle, lease return, cancel), pool-release.ts (the sweeper's release), pool-reclaim.ts (idle room back to
+ * the counters before the release, near a limit), pool-markers.ts (markers, records).
  */
 import { type CancellationReason, type DynamoDBClient, GetItemCommand, type TransactWriteItem, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
@@ -46,6 +47,7 @@ import { shardOf } from './hash';
 import { PoolGiveBack } from './pool-giveback';
 import { abandonedKeyOf, dryError, type DryState, groupId, type Item, MARKER_PREFIX, markerName, num, unitAttr } from './pool-markers';
 import { MIN_GRANT_REQUESTS, PoolRefill } from './pool-refill';
+import { PoolReclaim } from './pool-reclaim';
 import { PoolRelease } from './pool-release';
 
 /** How pools are laid out and how long they live. Every field has a default ({@link DEFAULT_POOLS}). */
@@ -98,6 +100,8 @@ export interface PoolHost {
   /** The ledger's own reserve of a grant, whose hold names the pool (the sweeper releases it through it). */
   reserveGrant(input: ReserveInput, pool: PoolRef): Promise<Reservation>;
   readCounters(refs: readonly CounterRef[]): Promise<CounterValue[]>;
+  /** Consistent batch read of budgets-table items (missing ones left out). */
+  batchGet(keys: ReadonlyArray<{ pk: string; sk: string }>): Promise<Item[]>;
   /** A pool of `scope` was refilled: the scope's busy mark is extended. */
   refilled(scope: ScopeId, now: number): void;
   /** Transaction items that add `delta` to each counter (committed, spent, requests; reserved when given). */
@@ -153,6 +157,7 @@ export class ScopePools {
   private readonly refills = new PoolRefill(this);
   private readonly gives = new PoolGiveBack(this);
   private readonly releases = new PoolRelease(this);
+  private readonly reclaims = new PoolReclaim(this);
 
   /** Sequence of this instance's claims and grant ids. */
   seq = 0;
@@ -404,7 +409,7 @@ export class ScopePools {
    * A pool's epoch. Each pool's epochs are offset by a hash of its key, so the pools of a busy scope do not all
    * start empty (and refill) at the same moment.
    */
-  private epochOf(pk: string, now: number): number {
+  epochOf(pk: string, now: number): number {
     return Math.floor((now + shardOf(pk, this.opts.epochMs)) / this.opts.epochMs);
   }
 
@@ -436,6 +441,15 @@ export class ScopePools {
    */
   release(hold: GrantHold, now: number): Promise<boolean> {
     return this.releases.release(hold, now);
+  }
+
+  /**
+   * Gives the idle room of the request's pool group (all shards, this epoch and the last) back to the counters,
+   * with what those pools spent so far (pool-reclaim.ts): when a request was refused only for what is held.
+   * At most every 250 ms per group and instance; returns the room given back.
+   */
+  reclaim(input: ReserveInput, now: number): Promise<MicroUsd> {
+    return this.reclaims.reclaim(input, now);
   }
 }
 
