@@ -61,7 +61,7 @@ export class PoolGiveBack {
       conditions.push('room >= :over');
     }
     try {
-      await this.pools.host.client.send(
+      await this.pools.send(
         new UpdateItemCommand({
           TableName: this.pools.host.table,
           Key: marshall(pool),

@@ -17,7 +17,7 @@
  * i.e. what the takes in flight at the reclaim spend in the end. Money is conserved at every step: what leaves
  * the room leaves the hold and the counters' `reserved` by the same amount.
  */
-import { GetItemCommand, type TransactWriteItem } from '@aws-sdk/client-dynamodb';
+import { GetItemCommand, type TransactWriteItem, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import type { MicroUsd } from '../../core/money';
 import type { ReserveInput } from '../../core/stores';
@@ -46,6 +46,9 @@ export class PoolReclaim {
     if (last !== undefined && now - last < RECLAIM_EVERY_MS && now >= last) return 0;
     this.lastAt.set(group, now);
     if (this.lastAt.size > 10_000) this.lastAt.delete(this.lastAt.keys().next().value as string);
+    // One reclaim of a group at a time across instances, at most every RECLAIM_EVERY_MS: every request waiting
+    // for room would otherwise read all the group's pools.
+    if (!(await this.claim(group, now))) return 0;
     const refs: PoolRef[] = [];
     for (let k = 0; k < this.pools.opts.shards; k++) {
       const pk = `pool#${group}#${k}`;
@@ -68,6 +71,24 @@ export class PoolReclaim {
       }
     }
     return returned;
+  }
+
+  private async claim(group: string, now: number): Promise<boolean> {
+    try {
+      await this.pools.host.client.send(
+        new UpdateItemCommand({
+          TableName: this.pools.host.table,
+          Key: marshall({ pk: `reclaim#${group}`, sk: 'at' }),
+          UpdateExpression: 'SET #at = :now, #ttl = :ttl',
+          ConditionExpression: 'attribute_not_exists(#at) OR #at <= :before OR #at > :now',
+          ExpressionAttributeNames: { '#at': 'at', '#ttl': 'ttl' },
+          ExpressionAttributeValues: marshall({ ':now': now, ':before': now - RECLAIM_EVERY_MS, ':ttl': Math.ceil(now / 1000) + 3_600 }),
+        }),
+      );
+      return true;
+    } catch {
+      return false; // another instance reclaims now (or the store is busy: the next wait tries again)
+    }
   }
 
   private async reclaimPool(ref: PoolRef, item: Record<string, unknown>): Promise<MicroUsd> {

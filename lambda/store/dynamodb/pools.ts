@@ -33,7 +33,7 @@
  * (settle, lease return, cancel), pool-release.ts (the sweeper's release), pool-reclaim.ts (idle room back to
  * the counters before the release, near a limit), pool-markers.ts (markers, records).
  */
-import { type CancellationReason, type DynamoDBClient, GetItemCommand, type TransactWriteItem, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { type CancellationReason, type DynamoDBClient, GetItemCommand, type TransactWriteItem, UpdateItemCommand, type UpdateItemCommandOutput } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Clock } from '../../core/clock';
@@ -49,6 +49,7 @@ import { abandonedKeyOf, dryError, type DryState, groupId, type Item, MARKER_PRE
 import { MIN_GRANT_REQUESTS, PoolRefill } from './pool-refill';
 import { PoolReclaim } from './pool-reclaim';
 import { PoolRelease } from './pool-release';
+import { NEAR_LIMIT_SHARDS } from './busy-scopes';
 
 /** How pools are laid out and how long they live. Every field has a default ({@link DEFAULT_POOLS}). */
 export interface PoolOptions {
@@ -104,6 +105,9 @@ export interface PoolHost {
   batchGet(keys: ReadonlyArray<{ pk: string; sk: string }>): Promise<Item[]>;
   /** A pool of `scope` was refilled: the scope's busy mark is extended. */
   refilled(scope: ScopeId, now: number): void;
+  /** A grant of a shared scope's pool was refused by its budget: the scope is near its limit (few pools). */
+  nearLimit(scope: ScopeId, now: number): void;
+  isNear(scope: ScopeId, now: number): boolean;
   /** Transaction items that add `delta` to each counter (committed, spent, requests; reserved when given). */
   counterItems(counters: readonly CounterRef[], delta: CounterDelta): TransactWriteItem[];
   /** Transaction items that correct velocity windows charged `admitted` at reserve to `cost`. */
@@ -147,6 +151,8 @@ const CLAIM_STALE_MS = 2_000;
 /** Rounds of take, wait for (or make) a refill, before a request is refused as busy (about 4 s in all). */
 const MAX_ROUNDS = 30;
 const MAX_WAIT_MS = 200;
+/** Tries of a single-item pool write refused because a transaction was writing the item. */
+const MAX_CONFLICT_TRIES = 5;
 
 /**
  * One role's pools (a key's, or a shared scope's allowances): take and the epochs here; refill, give-back and
@@ -201,7 +207,9 @@ export class ScopePools {
    * refills that kept losing.
    */
   async take(request: ReserveInput): Promise<Reservation | undefined> {
-    const k = shardOf(request.requestId, this.opts.shards);
+    // A shared scope near its limit admits through a few of its pools only (busy-scopes.ts markNear).
+    const near = this.role === 'shared' && this.host.isNear(request.context.keyId as ScopeId, request.now);
+    const k = shardOf(request.requestId, near ? Math.min(NEAR_LIMIT_SHARDS, this.opts.shards) : this.opts.shards);
     const pk = `pool#${groupId(request)}#${k}`;
     // Every grant and request of one pool use the same platform shard (the request's own is by its id).
     const platformShard = k % this.host.platformShards;
@@ -226,7 +234,7 @@ export class ScopePools {
         const fromLast = await this.tryTake(last, input, charges);
         if (fromLast.taken) return this.reservation(input, last, fromLast.taken);
       }
-      if (dry) throw dryError(old.dry as DryState);
+      if (dry) throw dryError(old.dry as DryState, input.amount);
       const refilling = old?.refillAt !== undefined && Number(old.refillAt) > now - CLAIM_STALE_MS;
       if (refilling || !(await this.claim(ref, now))) {
         // Another instance refills this pool: take again when it is done.
@@ -299,7 +307,7 @@ export class ScopePools {
     }
     const marker = this.markerName(input.requestId);
     try {
-      const out = await this.host.client.send(
+      const out = await this.send(
         new UpdateItemCommand({
           TableName: this.host.table,
           Key: marshall(ref),
@@ -347,7 +355,7 @@ export class ScopePools {
   /** One instance at a time refills a pool: it claims the item first (a stale claim may be taken over). */
   private async claim(ref: PoolRef, now: number): Promise<boolean> {
     try {
-      await this.host.client.send(
+      await this.send(
         new UpdateItemCommand({
           TableName: this.host.table,
           Key: marshall(ref),
@@ -362,6 +370,21 @@ export class ScopePools {
     } catch (err) {
       if (errorName(err) === 'ConditionalCheckFailedException') return false;
       throw translateError(err);
+    }
+  }
+
+  /**
+   * A single-item write to a pool item. DynamoDB refuses one on an item a transaction is writing (a grant's
+   * reclaim or release) with TransactionConflictException, applying nothing: tried again a few times, shortly.
+   */
+  async send(command: UpdateItemCommand): Promise<UpdateItemCommandOutput> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.host.client.send(command);
+      } catch (err) {
+        if (errorName(err) !== 'TransactionConflictException' || attempt >= MAX_CONFLICT_TRIES) throw err;
+        await this.host.sleep(10 * 2 ** attempt * (0.5 + Math.random() / 2));
+      }
     }
   }
 

@@ -51,7 +51,7 @@ export class RoomWait {
    * Waits (virtual time in a simulation: the core's sleep and clock) until the clock reaches `deadline` or the
    * pauses slept add up to `wait.leftMs` (a clock that does not move while the sleep does still ends the wait).
    */
-  async until(refusal: BudgetRefusal, deadline: number, round: number, wait: { leftMs: number }): Promise<RoomSeen> {
+  async until(refusal: BudgetRefusal, deadline: number, round: number, wait: { leftMs: number }, reclaim: () => Promise<unknown>): Promise<RoomSeen> {
     let old = refusal.old ?? {};
     for (let poll = round; ; poll++) {
       const now = this.core.clock.now();
@@ -60,6 +60,8 @@ export class RoomWait {
       const pause = Math.max(1, Math.min(Math.round(backoff), Math.ceil(deadline - now), wait.leftMs));
       wait.leftMs -= pause;
       await this.core.sleep(pause);
+      // The pools' idle room back to the counter first (throttled: one instance per scope every 250 ms).
+      await reclaim().catch(() => undefined);
       const read = await this.read(refusal);
       if (!read) return { room: true };
       old = read;
