@@ -500,7 +500,6 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
 
   const dayRef: CounterRef = { scope: limitScope, window: 'day', windowKey: windowKey('day', start), windowEnd: windowBounds('day', start).end };
   const [day] = await setupLedger.readCounters([dayRef]);
-  if (process.env.RW_DEBUG) console.error(JSON.stringify((globalThis as Record<string, unknown>).__rw ?? {}, null, 1));
   const units = physics.totalUnits();
   const admittedCost = admittedCosts.reduce((s, c) => s + c.cost, 0);
   const spentAtFirstRefusal = firstRefusalAt === undefined ? undefined : admittedCosts.filter((c) => c.at <= firstRefusalAt!).reduce((s, c) => s + c.cost, 0);

@@ -127,17 +127,15 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
         // Refused only for what is held (spend alone leaves room): the pools' idle room goes back to the
         // counters, then the request waits for holds to settle and is decided again (room-wait.ts).
         const refusal = heldRefusal(err);
-        const dbg = ((globalThis as Record<string, unknown>).__rw ??= {}) as Record<string, number>;
-        const tag = (k: string) => (dbg[k] = (dbg[k] ?? 0) + 1);
-        tag(refusal ? `held r${Math.min(round, 5)}` : `final ${(err as Error).constructor.name} ${(err as { code?: string }).code ?? ''} ${String((err as Error).message).slice(0, 40)}`);
         if (!refusal) throw err;
         if (this.core.clock.now() >= deadline || wait.leftMs <= 0) throw budgetHeld(refusal, this.roomWaitMs);
         // The pools' idle room (what their requests gave back) goes back to the counters, by one instance at a
         // time for a scope, every 250 ms at most while requests wait.
         if ((await this.reclaim(input, refusal.ref.scope, this.core.clock.now())) > 0) continue;
-        const seen = await this.roomWait.until(refusal, deadline, round, wait, () => this.reclaim(input, refusal.ref.scope, this.core.clock.now()));
+        // A pooled scope's room is in its pools, which the counter does not show: tried again after each pause.
+        const pooled = this.sharing && isShared(refusal.ref.scope) && this.busy.isBusy(refusal.ref.scope, this.core.clock.now());
+        const seen = await this.roomWait.until(refusal, deadline, round, wait, () => this.reclaim(input, refusal.ref.scope, this.core.clock.now()), pooled);
         if (seen.room) continue;
-        tag(seen.room ? 'seen room' : seen.spentOut ? 'spentOut' : 'timeout');
         if (seen.spentOut) throw budgetExceeded(refusal.ref, { amount: refusal.amount, old: seen.old });
         throw budgetHeld({ ...refusal, old: seen.old }, this.roomWaitMs);
       }

@@ -51,7 +51,15 @@ export class RoomWait {
    * Waits (virtual time in a simulation: the core's sleep and clock) until the clock reaches `deadline` or the
    * pauses slept add up to `wait.leftMs` (a clock that does not move while the sleep does still ends the wait).
    */
-  async until(refusal: BudgetRefusal, deadline: number, round: number, wait: { leftMs: number }, reclaim: () => Promise<unknown>): Promise<RoomSeen> {
+  async until(
+    refusal: BudgetRefusal,
+    deadline: number,
+    round: number,
+    wait: { leftMs: number },
+    reclaim: () => Promise<unknown>,
+    /** The scope is admitted through pools, whose room the counter does not show: try again after each pause. */
+    pooled = false,
+  ): Promise<RoomSeen> {
     let old = refusal.old ?? {};
     for (let poll = round; ; poll++) {
       const now = this.core.clock.now();
@@ -67,7 +75,7 @@ export class RoomWait {
       old = read;
       const limit = refusal.ref.limit as number;
       if (num(read.spent) + refusal.amount > limit) return { room: false, spentOut: true, old };
-      if (num(read.committed) + refusal.amount <= limit) return { room: true };
+      if (pooled || num(read.committed) + refusal.amount <= limit) return { room: true };
     }
   }
 
