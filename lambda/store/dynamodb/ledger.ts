@@ -117,7 +117,8 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     }
     // A budget lease is not waited for: refused, its requests reserve one by one (and those wait).
     if (this.roomWaitMs <= 0 || input.context.endpoint === 'lease') return this.reserveOnce(input);
-    const deadline = input.now + this.roomWaitMs;
+    // The wait is counted from the first refusal for held room (what came before was admission, not waiting).
+    let deadline = Infinity;
     const wait = { leftMs: this.roomWaitMs };
     for (let round = 0; ; round++) {
       const now = round === 0 ? input.now : this.core.clock.now();
@@ -128,6 +129,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
         // counters, then the request waits for holds to settle and is decided again (room-wait.ts).
         const refusal = heldRefusal(err);
         if (!refusal) throw err;
+        if (deadline === Infinity) deadline = this.core.clock.now() + this.roomWaitMs;
         if (this.core.clock.now() >= deadline || wait.leftMs <= 0) throw budgetHeld(refusal, this.roomWaitMs);
         // The pools' idle room (what their requests gave back) goes back to the counters, by one instance at a
         // time for a scope, every 250 ms at most while requests wait.
