@@ -45,7 +45,7 @@ export interface DynamoDbLedgerOptions {
   readonly sharedPools?: PoolOptions | false;
   /**
    * How long a reserve refused only for room that requests in flight and pools' grants hold waits for it,
-   * from the request's arrival (room-wait.ts); 0: refused at once. @default 2000
+   * from its first such refusal (room-wait.ts); 0: refused at once. @default 2000
    */
   readonly roomWaitMs?: number;
 }

@@ -7,7 +7,7 @@
  *   refused, spent + need ≤ limit (the rest is held) ──► 1. reclaim: the idle room of the scope's pools goes back
  *        to the counter (pool-reclaim.ts), with what their requests spent already
  *     ──► 2. wait: read the counter (one eventually consistent GetItem, never a transaction) every 50–250 ms
- *        until it shows room for the request, then the exact reserve again — up to ROOM_WAIT_MS after arrival
+ *        until it shows room for the request, then the exact reserve again — up to ROOM_WAIT_MS after the first such refusal
  *     ──► 3. refuse: at once when spent + need > limit (spend itself leaves no room: final, as before); when the
  *        wait ends, with a 429 that says so (`Retry-After: 2`, `x-should-retry: true`)
  *
@@ -16,10 +16,10 @@
  * which wait themselves) and limits smaller than the request.
  *
  * The bound (docs/money.md, "Early refusal"): a request needing n is refused before spend reaches the limit L
- * only when, at its last try, spent + n ≤ L < spent + held + n, where held = (in-flight requests' reservations
- * at their maximum cost) + (grants' room not yet reclaimed, at most shards × one grant) + (in-flight takes of
- * pools); i.e. it is refused early by at most held − (what settled during the wait), and the wait ends only
- * after ROOM_WAIT_MS in which every request in flight at arrival that finished returned its unspent part.
+ * only when, at its last try, spent + n ≤ L < spent + H + R + n: H the maximum cost of the requests then in
+ * flight (per-request holds and pool takes), R the pools' room not yet reclaimed (near the limit ≤ 4 pools ×
+ * left/8). It is refused early by at most H + R, after ROOM_WAIT_MS in which every request in flight at its
+ * first refusal that finished returned its unspent part.
  */
 import { GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
@@ -27,7 +27,7 @@ import { budgetRefusalOf, type BudgetRefusal } from './denials';
 import { counterPk, num } from './items';
 import type { LedgerCore } from './ledger-core';
 
-/** Longest a reserve refused only for held room waits for it, from the request's arrival (ms). */
+/** Longest a reserve refused only for held room waits for it, from its first such refusal (ms). */
 export const ROOM_WAIT_MS = 2_000;
 const FIRST_POLL_MS = 50;
 const MAX_POLL_MS = 250;
