@@ -576,6 +576,9 @@ function figures(r: Result): Record<string, unknown> {
     overspendUsd: r.limit === undefined ? null : { byCounter: usd(Math.max(0, r.committed - r.limit)), byRealCost: usd(Math.max(0, r.preSpent + r.admittedCost - r.limit)) },
     counterMinusRealUsd: usd(r.committed - r.preSpent - r.admittedCost),
     spentAtFirstRefusalPct: r.spentAtFirstRefusal === undefined || r.limit === undefined ? null : Math.round((1000 * (r.preSpent + r.spentAtFirstRefusal)) / r.limit) / 10,
+    // The same, of what was left when the run began (the limit less what `--org-day-left` left pre-spent).
+    spentAtFirstRefusalOfLeftPct:
+      r.spentAtFirstRefusal === undefined || r.limit === undefined || r.limit <= r.preSpent ? null : Math.round((1000 * r.spentAtFirstRefusal) / (r.limit - r.preSpent)) / 10,
     wcuPerRequest: r.admitted ? Math.round((r.units.write / r.admitted) * 100) / 100 : null,
     wcuPerRequestByKind: r.admitted ? Object.fromEntries([...r.unitsByKind].filter(([, u]) => u.write > 0).map(([k, u]) => [k, Math.round((u.write / r.admitted) * 100) / 100])) : null,
     rcuPerRequest: r.admitted ? Math.round((r.units.read / r.admitted) * 100) / 100 : null,
@@ -635,6 +638,9 @@ function report(results: readonly Result[], options: Options): void {
       line('first budget refusal at (virtual s)', (r) => (r.firstRefusalAt === undefined ? '—' : (r.firstRefusalAt / 1000).toFixed(2)));
       line('limit spent when refusals began', (r) =>
         r.spentAtFirstRefusal === undefined || r.limit === undefined ? '—' : `${((100 * (r.preSpent + r.spentAtFirstRefusal)) / r.limit).toFixed(1)} %`,
+      );
+      line('of what was left, spent when refusals began', (r) =>
+        r.spentAtFirstRefusal === undefined || r.limit === undefined || r.limit <= r.preSpent ? '—' : `${((100 * r.spentAtFirstRefusal) / (r.limit - r.preSpent)).toFixed(1)} %`,
       );
       line('limit spent at the end', (r) => (r.limit === undefined ? '—' : `${((100 * (r.preSpent + r.admittedCost)) / r.limit).toFixed(1)} %`));
     }

@@ -127,6 +127,8 @@ export function errorResponse(dialect: Dialect, err: TollgateError, headers: Rec
 export function shouldRetry(err: TollgateError): boolean | undefined {
   // A loop refusal of copies still in flight (not a failure streak) passes once one is answered: it says so itself.
   if (err instanceof LoopDetectedError && err.headers['x-should-retry'] === 'true') return true;
+  // A budget whose room only requests in flight hold (spend leaves room) frees up as they settle: it says so too.
+  if (err instanceof BudgetExceededError && err.headers['x-should-retry'] === 'true') return true;
   if (err instanceof BudgetExceededError || err instanceof CircuitOpenError || err instanceof LoopDetectedError) return false;
   if (err instanceof RateLimitError) return Object.keys(err.headers).some((h) => h.toLowerCase() === 'retry-after');
   return undefined;

@@ -10,12 +10,19 @@ import type { Reservation, ReserveInput } from '../../core/stores';
 import type { ScopeId } from '../../core/types';
 import { LedgerCore, MAX_HINTS } from './ledger-core';
 
+/** How long a shared scope stays near its limit after a grant was refused by its budget (ms). */
+export const NEAR_LIMIT_MS = 60_000;
+/** Allowance pools a shared scope near its limit admits through (of its `shards`). */
+export const NEAR_LIMIT_SHARDS = 4;
+
 /** Which scopes this instance admits through pools, learnt from conflicts and from the marks other instances wrote. */
 export class BusyScopes {
   /** Scopes busy until when (from conflicts seen here and marks read): a key's pools, a shared scope's allowances. */
   private readonly busyScopes = new Map<ScopeId, number>();
   /** When this instance last wrote a scope's busy mark. */
   private readonly markedAt = new Map<ScopeId, number>();
+  /** Shared scopes near their limit until when (see markNear). */
+  private readonly nearScopes = new Map<ScopeId, number>();
 
   constructor(
     private readonly core: LedgerCore,
@@ -69,12 +76,43 @@ export class BusyScopes {
     return (this.busyScopes.get(scope) ?? 0) > now;
   }
 
-  /** Learns the busy marks on the limits items a read returned. */
+  /**
+   * Marks a shared scope near its limit (a grant of its pools was refused by its budget): its requests then use
+   * only a few of its allowance pools ({@link NEAR_LIMIT_SHARDS}), so the little that is left is not spread as
+   * idle room over dozens of pools. Here at once; for every instance through the limits item (`nearUntil`).
+   */
+  markNear(scope: ScopeId, now: number): void {
+    const until = now + NEAR_LIMIT_MS;
+    const last = this.nearScopes.get(scope);
+    this.nearScopes.set(scope, until);
+    if (this.nearScopes.size > MAX_HINTS) this.nearScopes.delete(this.nearScopes.keys().next().value as ScopeId);
+    // Written at most twice a mark's life: while the mark known here has more than half of it left, not again.
+    if (last !== undefined && last > now + NEAR_LIMIT_MS / 2) return;
+    void this.core.client
+      .send(
+        new UpdateItemCommand({
+          TableName: this.core.budgets,
+          Key: marshall({ pk: `limit#${scope}`, sk: 'limits' }),
+          UpdateExpression: 'SET nearUntil = :until',
+          ConditionExpression: 'attribute_not_exists(nearUntil) OR nearUntil < :half',
+          ExpressionAttributeValues: { ':until': { N: String(until) }, ':half': { N: String(now + NEAR_LIMIT_MS / 2) } },
+        }),
+      )
+      .catch(() => undefined); // a hint: other instances find it on their own
+  }
+
+  isNear(scope: ScopeId, now: number): boolean {
+    return (this.nearScopes.get(scope) ?? 0) > now;
+  }
+
+  /** Learns the busy and near-the-limit marks on the limits items a read returned. */
   learnMarks(values: ReadonlyArray<Record<string, unknown>>): void {
     for (const value of values) {
       const pk = String(value.pk);
-      if (typeof value.poolUntil !== 'number' || !pk.startsWith('limit#')) continue;
+      if (!pk.startsWith('limit#')) continue;
       const scope = pk.slice('limit#'.length) as ScopeId;
+      if (typeof value.nearUntil === 'number' && value.nearUntil > (this.nearScopes.get(scope) ?? 0)) this.nearScopes.set(scope, value.nearUntil);
+      if (typeof value.poolUntil !== 'number') continue;
       if (value.poolUntil > (this.busyScopes.get(scope) ?? 0)) this.busyScopes.set(scope, value.poolUntil);
     }
   }

@@ -30,8 +30,59 @@ function utcTime(ms: number): string {
   return `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`;
 }
 
+/** What a budget refusal saw: the counter and its values when the condition failed (room-wait.ts reads it). */
+export interface BudgetRefusal {
+  readonly ref: CounterRef;
+  readonly amount: MicroUsd;
+  readonly old?: Record<string, unknown>;
+}
+
+const REFUSALS = new WeakMap<BudgetExceededError, BudgetRefusal>();
+
+/** The counter values a refusal of {@link budgetExceeded} was decided on (undefined for other refusals). */
+export function budgetRefusalOf(err: unknown): BudgetRefusal | undefined {
+  return err instanceof BudgetExceededError ? REFUSALS.get(err) : undefined;
+}
+
 /** The caller-facing denial for a counter whose limit this request would cross. */
 export function budgetExceeded(
+  ref: CounterRef,
+  detail: { readonly amount: MicroUsd; readonly old?: Record<string, unknown> },
+): BudgetExceededError {
+  const err = budgetExceededError(ref, detail);
+  REFUSALS.set(err, { ref, amount: detail.amount, ...(detail.old ? { old: detail.old } : {}) });
+  return err;
+}
+
+/**
+ * The denial after a request waited for room that requests in flight held (room-wait.ts): spend alone leaves
+ * room for it, so a retry in a moment can pass (`Retry-After`, `x-should-retry: true`).
+ */
+export function budgetHeld(refusal: BudgetRefusal, waitedMs: number): BudgetExceededError {
+  const { ref, amount, old } = refusal;
+  const headers = {
+    'Retry-After': '2',
+    'x-should-retry': 'true',
+    'x-tollgate-budget-scope': ref.scope,
+    'x-tollgate-budget-window': ref.window,
+    'x-tollgate-budget-reset': new Date(ref.windowEnd).toISOString(),
+  };
+  const needs = `this request needs up to ${displayUsd(amount)}`;
+  const budget = `${WINDOW_ADJECTIVE[ref.window] ?? ref.window} budget`;
+  const waited = `${(waitedMs / 1000).toFixed(1)} s`;
+  const message =
+    ref.scope === 'platform'
+      ? `The platform's ${budget} is held by requests in flight and ${needs}; waited ${waited} for them to finish. ` +
+        'Retry in a few seconds: what they do not spend comes back.'
+      : `Budget busy: ${scopeName(ref.scope)} has spent ${displayUsd(num(old?.spent))} of its ${displayUsd(ref.limit ?? 0)} ${budget}, ` +
+        `${displayUsd(num(old?.reserved))} more is held by requests in flight, and ${needs}; waited ${waited} for them to finish. ` +
+        'Retry in a few seconds: what they do not spend comes back.';
+  const err = new BudgetExceededError(message, { code: 'insufficient_quota', headers });
+  REFUSALS.set(err, refusal);
+  return err;
+}
+
+function budgetExceededError(
   ref: CounterRef,
   detail: { readonly amount: MicroUsd; readonly old?: Record<string, unknown> },
 ): BudgetExceededError {

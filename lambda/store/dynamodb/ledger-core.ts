@@ -43,6 +43,11 @@ export interface DynamoDbLedgerOptions {
    * with each request's own transaction, as a key's and a user's are. @default false
    */
   readonly sharedPools?: PoolOptions | false;
+  /**
+   * How long a reserve refused only for room that requests in flight and pools' grants hold waits for it,
+   * from its first such refusal (room-wait.ts); 0: refused at once. @default 2000
+   */
+  readonly roomWaitMs?: number;
 }
 
 /** DynamoDB's limit on items per TransactWriteItems. */

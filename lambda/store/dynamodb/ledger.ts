@@ -10,6 +10,7 @@
  *   loop-counts.ts   loop guard counts outside a transaction;   usage-writes.ts   usage records on their own
  *   sweep.ts         expired holds reclaimed, pools' grants released
  *   limits.ts        counter reads, limits and loop overrides;  busy-scopes.ts    which scopes are pooled
+ *   room-wait.ts     a refusal only for held room: reclaim pools' idle room, wait for holds to settle (≤ 2 s)
  *   ledger-items.ts  transaction items (counters, buckets, circuits, loop, velocity);  items.ts  item keys
  *   ledger-core.ts   client, tables, clock, the transaction runner;  denials.ts  the caller-facing refusals
  *
@@ -17,6 +18,8 @@
  *   1. Money is admitted only by a conditional write that proves every limited counter stays within its limit:
  *      a reserve transaction, or a grant (itself a reserve) that fills a pool whose takes are conditioned on
  *      its room. Spend never passes a limit (a pooled overshoot: at most one request's overshoot per shard).
+ *      A refusal only for what is held (spent + need ≤ limit) is decided again after the pools' idle room is
+ *      reclaimed and holds settle, for at most `roomWaitMs`: early refusal is bounded (room-wait.ts).
  *   2. Every write that moves money or counts is applied exactly once under SDK retries, lost answers and
  *      duplicate deliveries: a hold's conditional delete, a take's marker `t:<request id>` on its pool item, a
  *      grant's marker `g:<grant id>`, the `abandoned` record a late settle replaces conditionally.
@@ -32,7 +35,7 @@ import type { CounterRef, CounterValue, LeaseReturn, LeaseStore, Ledger, RateCha
 import { type BudgetLimits, type ScopeId, type StoredLimits, UNLIMITED, type UsageRecord } from '../../core/types';
 import type { Window } from '../../core/windows';
 import { BusyScopes, isShared, ownPart, sharedPart, sharedReservation, type SharedTake } from './busy-scopes';
-import { budgetExceeded } from './denials';
+import { budgetExceeded, budgetHeld } from './denials';
 import { LeaseReturns } from './leases';
 import { assertMicros, type DynamoDbLedgerOptions, LedgerCore } from './ledger-core';
 import { LedgerItems } from './ledger-items';
@@ -40,6 +43,7 @@ import { CountersAndLimits } from './limits';
 import { LoopCounts } from './loop-counts';
 import { DEFAULT_SHARED_POOLS, type PoolHost, ScopePools } from './pools';
 import { ReserveTransaction } from './reserve';
+import { heldRefusal, ROOM_WAIT_MS, RoomWait } from './room-wait';
 import { HoldSettle } from './settle';
 import { Sweeper } from './sweep';
 import { usageItem } from './usage-store';
@@ -64,9 +68,15 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
   private readonly pooling: boolean;
   private readonly sharedPools: ScopePools;
   private readonly sharing: boolean;
+  private readonly core: LedgerCore;
+  private readonly roomWait: RoomWait;
+  private readonly roomWaitMs: number;
 
   constructor(client: DynamoDBClient, options: DynamoDbLedgerOptions) {
     const core = new LedgerCore(client, options);
+    this.core = core;
+    this.roomWait = new RoomWait(core);
+    this.roomWaitMs = options.roomWaitMs ?? ROOM_WAIT_MS;
     this.items = new LedgerItems(core);
     this.loops = new LoopCounts(core, this.items);
     this.records = new UsageWrites(core);
@@ -80,12 +90,15 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
       platformShards: core.platformShards,
       reserveGrant: (input, pool) => this.holds.reserveHeld(input, pool),
       readCounters: (refs) => this.limits.readCounters(refs),
+      batchGet: (keys) => core.batchGet(keys),
       counterItems: (counters, delta) => counters.map((ref) => this.items.counterUpdate(ref, delta)),
       velocityItems: (velocity, cost) => this.items.velocitySettle({ reservation: { velocity } as Reservation, cost, usage: undefined as never }),
       transact: (items) => core.transact(items),
       usageTable: core.usage,
       usageItem: (record) => usageItem(record, { retentionDays: core.usageRetentionDays }),
       refilled: (scope, now) => this.busy.markBusy(scope, now),
+      nearLimit: (scope, now) => this.busy.markNear(scope, now),
+      isNear: (scope, now) => this.busy.isNear(scope, now),
     };
     this.pools = new ScopePools(host, options.pools || {});
     this.sharedPools = new ScopePools(host, { ...DEFAULT_SHARED_POOLS, ...(options.sharedPools || {}) }, 'shared');
@@ -102,8 +115,56 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     for (const ref of input.counters) {
       if (ref.limit !== undefined && input.amount > ref.limit) throw budgetExceeded(ref, { amount: input.amount });
     }
+    // A budget lease is not waited for: refused, its requests reserve one by one (and those wait).
+    if (this.roomWaitMs <= 0 || input.context.endpoint === 'lease') return this.reserveOnce(input);
+    // The wait is counted from the first refusal for held room (what came before was admission, not waiting).
+    let deadline = Infinity;
+    const wait = { leftMs: this.roomWaitMs };
+    for (let round = 0; ; round++) {
+      const now = round === 0 ? input.now : this.core.clock.now();
+      try {
+        return await this.reserveOnce(round === 0 ? input : { ...input, now });
+      } catch (err) {
+        // Refused only for what is held (spend alone leaves room): the pools' idle room goes back to the
+        // counters, then the request waits for holds to settle and is decided again (room-wait.ts).
+        const refusal = heldRefusal(err);
+        if (!refusal) throw err;
+        if (deadline === Infinity) deadline = this.core.clock.now() + this.roomWaitMs;
+        if (this.core.clock.now() >= deadline || wait.leftMs <= 0) throw budgetHeld(refusal, this.roomWaitMs);
+        // The pools' idle room (what their requests gave back) goes back to the counters, by one instance at a
+        // time for a scope, every 250 ms at most while requests wait.
+        if ((await this.reclaim(input, refusal.ref.scope, this.core.clock.now())) > 0) continue;
+        // A pooled scope's room is in its pools, which the counter does not show: tried again after each pause.
+        const pooled = this.sharing && isShared(refusal.ref.scope) && this.busy.isBusy(refusal.ref.scope, this.core.clock.now());
+        const seen = await this.roomWait.until(refusal, deadline, round, wait, () => this.reclaim(input, refusal.ref.scope, this.core.clock.now()), pooled);
+        if (seen.room) continue;
+        if (seen.spentOut) throw budgetExceeded(refusal.ref, { amount: refusal.amount, old: seen.old });
+        throw budgetHeld({ ...refusal, old: seen.old }, this.roomWaitMs);
+      }
+    }
+  }
+
+  private reserveOnce(input: ReserveInput): Promise<Reservation> {
     if (this.sharing && input.counters.some((c) => isShared(c.scope) && this.busy.isBusy(c.scope, input.now))) return this.reserveShared(input);
     return this.reserveOwn(input);
+  }
+
+  /**
+   * Gives back the idle room of the pools that hold some of a refused scope's budget: the scope's allowance
+   * pools (a shared scope) and the request's key's pools. Returns the room given back.
+   */
+  private async reclaim(input: ReserveInput, scope: ScopeId, now: number): Promise<number> {
+    let returned = 0;
+    if (this.sharing && isShared(scope)) returned += await this.sharedPools.reclaim(sharedPart(input, scope), now);
+    if (this.pooling && this.busy.isBusy(`key:${input.context.keyId}`, now)) {
+      // The key's pools are grouped by the counters they hold: its own part's while shared scopes are pooled.
+      const shared = this.sharing ? new Set(input.counters.filter((c) => isShared(c.scope) && this.busy.isBusy(c.scope, now)).map((c) => c.scope)) : new Set<ScopeId>();
+      const own: ReserveInput = shared.size
+        ? { ...input, counters: input.counters.filter((c) => !shared.has(c.scope)), ...(input.circuits ? { circuits: input.circuits.filter((c) => !shared.has(c.scope)) } : {}) }
+        : input;
+      returned += await this.pools.reclaim(own, now);
+    }
+    return returned;
   }
 
   /** A request's own part: its key's pool when the key is pooled, else its own reserve transaction. */

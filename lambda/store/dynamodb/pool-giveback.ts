@@ -61,7 +61,7 @@ export class PoolGiveBack {
       conditions.push('room >= :over');
     }
     try {
-      await this.pools.host.client.send(
+      await this.pools.send(
         new UpdateItemCommand({
           TableName: this.pools.host.table,
           Key: marshall(pool),
@@ -114,6 +114,12 @@ export class PoolGiveBack {
           values[':used'] = -fromRoom;
           update = 'ADD spent :cost, requests :n, room :used, given :used REMOVE #t';
         }
+      }
+      if (!closed && delta - fromRoom !== 0) {
+        // What the counters get here directly is not the grants' to cover: a reclaim (pool-reclaim.ts) moves only
+        // the pool's `spent` less this `direct` part to the counters.
+        values[':direct'] = delta - fromRoom;
+        update = update.replace('ADD ', 'ADD direct :direct, ');
       }
       const items: TransactWriteItem[] = [
         {

@@ -7,8 +7,9 @@ import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { createHash } from 'node:crypto';
 import { BudgetExceededError, CircuitOpenError, RateLimitError, TollgateError } from '../../core/errors';
 import type { MicroUsd } from '../../core/money';
-import type { RateCharge, ReserveInput } from '../../core/stores';
+import type { CounterRef, RateCharge, ReserveInput } from '../../core/stores';
 import type { UsageRecord } from '../../core/types';
+import { budgetExceeded } from './denials';
 import type { PoolHost } from './pools';
 
 export type Item = Record<string, AttributeValue>;
@@ -22,6 +23,11 @@ export interface DryState {
   readonly message: string;
   readonly code?: string;
   readonly headers: Record<string, string>;
+  /**
+   * A budget refused only for what is held (spend leaves room): the counter and its values, so each taker's
+   * refusal is one the ledger waits on (room-wait.ts) rather than final.
+   */
+  readonly held?: { readonly ref: CounterRef; readonly old: Record<string, number> };
 }
 
 /** Requests that share pools: one key, the same counters and limits, rate limits, circuits and velocity scopes. */
@@ -45,7 +51,8 @@ export function unitAttr(dimension: RateCharge['dimension']): string {
   return dimension === 'requests' ? 'ur' : 'ut';
 }
 
-export function dryError(dry: DryState): TollgateError {
+export function dryError(dry: DryState, amount: MicroUsd): TollgateError {
+  if (dry.held) return budgetExceeded(dry.held.ref, { amount, old: dry.held.old });
   const options = { ...(dry.code ? { code: dry.code } : {}), headers: { ...dry.headers } };
   if (dry.kind === 'circuit') return new CircuitOpenError(dry.message, options);
   return dry.kind === 'budget' ? new BudgetExceededError(dry.message, options) : new RateLimitError(dry.message, options);

@@ -7,9 +7,11 @@
 import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { BudgetExceededError, CircuitOpenError, RateLimitError, SpendVelocityError, StoreUnavailableError, TollgateError } from '../../core/errors';
-import type { RateCharge, ReserveInput } from '../../core/stores';
+import type { CounterRef, RateCharge, ReserveInput } from '../../core/stores';
 import type { ScopeId } from '../../core/types';
 import { errorName, translateError } from './client';
+import { NEAR_LIMIT_SHARDS } from './busy-scopes';
+import { budgetExceeded, budgetRefusalOf } from './denials';
 import { type DryState, grantName, type Item, num, SHARED_GRANT_PREFIX, unitAttr } from './pool-markers';
 import type { PoolRef, ScopePools } from './pools';
 
@@ -25,6 +27,8 @@ const GRANT_HORIZON_MS = 3_000;
 const MAX_GRANT_ATTEMPTS = 3;
 /** How long a refused grant leaves its pool dry (its takers refused from what the refusal said). */
 const DRY_MS = 1_000;
+/** How long a grant refused only for held room leaves its pool dry (its takers wait on the counter meanwhile). */
+const HELD_DRY_MS = 250;
 /** Shortest time a pool must have been taken from before its own rate sizes its grants (ms). */
 const MIN_RATE_SPAN_MS = 200;
 
@@ -70,6 +74,16 @@ export class PoolRefill {
       if (c.limit !== undefined) amount = Math.max(input.amount, Math.min(amount, Math.floor(c.limit * MAX_GRANT_SHARE)));
     }
     amount = Math.max(need, amount - room);
+    if (this.pools.role === 'shared' && this.pools.host.isNear(input.context.keyId as ScopeId, now)) {
+      // Near the limit a grant is a share of what is left (as last read), so the few pools in use split it
+      // instead of one of them holding it idle while the others' requests wait.
+      const limited = input.counters.filter((c) => c.limit !== undefined);
+      const values = await this.pools.host.readCounters(limited).catch(() => undefined);
+      if (values) {
+        const left = Math.min(...limited.map((c) => (c.limit as number) - (values.find((v) => v.ref.scope === c.scope && v.ref.windowKey === c.windowKey)?.committed ?? 0)));
+        amount = Math.max(need, Math.min(amount, Math.floor(left / (2 * NEAR_LIMIT_SHARDS))));
+      }
+    }
     const units = new Map<RateCharge['dimension'], number>();
     const held = (dimension: RateCharge['dimension']): number => Math.max(0, num(old?.[unitAttr(dimension)]));
     for (const c of charges) {
@@ -97,21 +111,37 @@ export class PoolRefill {
         );
         break;
       } catch (err) {
+        if (err instanceof BudgetExceededError && this.pools.role === 'shared') this.pools.host.nearLimit(input.context.keyId as ScopeId, now);
         if (err instanceof BudgetExceededError && attempt < MAX_GRANT_ATTEMPTS) {
           // The last of a budget: half of what the tightest counter has left while that is several requests'
           // worth (so other pools get some), then all of it; below one request's worth, the pool is dry.
           const limited = input.counters.filter((c) => c.limit !== undefined);
           const values = await this.pools.host.readCounters(limited).catch(() => undefined);
           if (values) {
-            const remaining = Math.min(
-              ...limited.map((c) => (c.limit as number) - (values.find((v) => v.ref.scope === c.scope && v.ref.windowKey === c.windowKey)?.committed ?? 0)),
-            );
+            // The refused counter's value as the refusal saw it is the freshest (a shared scope's reads may be 2 s old).
+            const seen = budgetRefusalOf(err);
+            const committedOf = (c: CounterRef): number =>
+              seen?.old && seen.ref.scope === c.scope && seen.ref.windowKey === c.windowKey
+                ? num(seen.old.committed)
+                : (values.find((v) => v.ref.scope === c.scope && v.ref.windowKey === c.windowKey)?.committed ?? 0);
+            const remaining = Math.min(...limited.map((c) => (c.limit as number) - committedOf(c)));
             if (remaining >= need && amount > need) {
               amount = Math.max(need, Math.min(amount, remaining >= 4 * input.amount ? Math.floor(remaining / 2) : remaining));
               continue;
             }
             await this.unclaim(ref);
             if (remaining >= need) return 'alone';
+            // Not even this request fits, but spend alone would leave it room (the rest is held by requests in
+            // flight and grants): refused for now, and the ledger waits for room (room-wait.ts) rather than have
+            // every waiter reserve on the scope's counters.
+            const refusal = budgetRefusalOf(err);
+            if (refusal?.old && num(refusal.old.reserved) > 0 && num(refusal.old.spent) + input.amount <= (refusal.ref.limit ?? Infinity)) {
+              // Its takers hear so for a moment without asking (each waits on the counter, not on this pool).
+              const held = { ref: refusal.ref, old: { spent: num(refusal.old.spent), reserved: num(refusal.old.reserved), committed: num(refusal.old.committed) } };
+              const refused = budgetExceeded(refusal.ref, { amount: input.amount, old: refusal.old });
+              await this.markDry(ref, refused, now, held);
+              throw refused;
+            }
             // Not even this request fits: so say the pool's takers for a moment, without asking the counters.
             await this.markDry(ref, err, now);
             throw err;
@@ -153,7 +183,7 @@ export class PoolRefill {
     // Once: the grant's marker `g:<grant id>` is set with it (a retry after a lost answer finds it; a grant the
     // sweeper voided because it never arrived cannot arrive late).
     try {
-      await this.pools.host.client.send(
+      await this.pools.send(
         new UpdateItemCommand({
           TableName: this.pools.host.table,
           Key: marshall(ref),
@@ -177,12 +207,13 @@ export class PoolRefill {
     return 'granted';
   }
 
-  async markDry(ref: PoolRef, err: BudgetExceededError | RateLimitError | CircuitOpenError, now: number): Promise<void> {
+  async markDry(ref: PoolRef, err: BudgetExceededError | RateLimitError | CircuitOpenError, now: number, held?: DryState['held']): Promise<void> {
     const dry: DryState = {
       kind: err instanceof BudgetExceededError ? 'budget' : err instanceof CircuitOpenError ? 'circuit' : 'rate',
       message: err.message,
       ...(err.code ? { code: err.code } : {}),
       headers: { ...err.headers },
+      ...(held ? { held } : {}),
     };
     try {
       await this.pools.host.client.send(
@@ -190,7 +221,7 @@ export class PoolRefill {
           TableName: this.pools.host.table,
           Key: marshall(ref),
           UpdateExpression: 'SET dryUntil = :until, dry = :dry',
-          ExpressionAttributeValues: marshall({ ':until': now + DRY_MS, ':dry': dry }),
+          ExpressionAttributeValues: marshall({ ':until': now + (held ? HELD_DRY_MS : DRY_MS), ':dry': dry }, { removeUndefinedValues: true }),
         }),
       );
     } catch {

@@ -30,9 +30,10 @@
  * pools are being refilled.
  *
  * Layout: pools.ts (options, take, settle routing, epochs), pool-refill.ts (grants), pool-giveback.ts
- * (settle, lease return, cancel), pool-release.ts (the sweeper's release), pool-markers.ts (markers, records).
+ * (settle, lease return, cancel), pool-release.ts (the sweeper's release), pool-reclaim.ts (idle room back to
+ * the counters before the release, near a limit), pool-markers.ts (markers, records).
  */
-import { type CancellationReason, type DynamoDBClient, GetItemCommand, type TransactWriteItem, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { type CancellationReason, type DynamoDBClient, GetItemCommand, type TransactWriteItem, UpdateItemCommand, type UpdateItemCommandOutput } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Clock } from '../../core/clock';
@@ -46,7 +47,9 @@ import { shardOf } from './hash';
 import { PoolGiveBack } from './pool-giveback';
 import { abandonedKeyOf, dryError, type DryState, groupId, type Item, MARKER_PREFIX, markerName, num, unitAttr } from './pool-markers';
 import { MIN_GRANT_REQUESTS, PoolRefill } from './pool-refill';
+import { PoolReclaim } from './pool-reclaim';
 import { PoolRelease } from './pool-release';
+import { NEAR_LIMIT_SHARDS } from './busy-scopes';
 
 /** How pools are laid out and how long they live. Every field has a default ({@link DEFAULT_POOLS}). */
 export interface PoolOptions {
@@ -98,8 +101,13 @@ export interface PoolHost {
   /** The ledger's own reserve of a grant, whose hold names the pool (the sweeper releases it through it). */
   reserveGrant(input: ReserveInput, pool: PoolRef): Promise<Reservation>;
   readCounters(refs: readonly CounterRef[]): Promise<CounterValue[]>;
+  /** Consistent batch read of budgets-table items (missing ones left out). */
+  batchGet(keys: ReadonlyArray<{ pk: string; sk: string }>): Promise<Item[]>;
   /** A pool of `scope` was refilled: the scope's busy mark is extended. */
   refilled(scope: ScopeId, now: number): void;
+  /** A grant of a shared scope's pool was refused by its budget: the scope is near its limit (few pools). */
+  nearLimit(scope: ScopeId, now: number): void;
+  isNear(scope: ScopeId, now: number): boolean;
   /** Transaction items that add `delta` to each counter (committed, spent, requests; reserved when given). */
   counterItems(counters: readonly CounterRef[], delta: CounterDelta): TransactWriteItem[];
   /** Transaction items that correct velocity windows charged `admitted` at reserve to `cost`. */
@@ -143,6 +151,8 @@ const CLAIM_STALE_MS = 2_000;
 /** Rounds of take, wait for (or make) a refill, before a request is refused as busy (about 4 s in all). */
 const MAX_ROUNDS = 30;
 const MAX_WAIT_MS = 200;
+/** Tries of a single-item pool write refused because a transaction was writing the item. */
+const MAX_CONFLICT_TRIES = 5;
 
 /**
  * One role's pools (a key's, or a shared scope's allowances): take and the epochs here; refill, give-back and
@@ -153,6 +163,7 @@ export class ScopePools {
   private readonly refills = new PoolRefill(this);
   private readonly gives = new PoolGiveBack(this);
   private readonly releases = new PoolRelease(this);
+  private readonly reclaims = new PoolReclaim(this);
 
   /** Sequence of this instance's claims and grant ids. */
   seq = 0;
@@ -196,7 +207,9 @@ export class ScopePools {
    * refills that kept losing.
    */
   async take(request: ReserveInput): Promise<Reservation | undefined> {
-    const k = shardOf(request.requestId, this.opts.shards);
+    // A shared scope near its limit admits through a few of its pools only (busy-scopes.ts markNear).
+    const near = this.role === 'shared' && this.host.isNear(request.context.keyId as ScopeId, request.now);
+    const k = shardOf(request.requestId, near ? Math.min(NEAR_LIMIT_SHARDS, this.opts.shards) : this.opts.shards);
     const pk = `pool#${groupId(request)}#${k}`;
     // Every grant and request of one pool use the same platform shard (the request's own is by its id).
     const platformShard = k % this.host.platformShards;
@@ -221,7 +234,7 @@ export class ScopePools {
         const fromLast = await this.tryTake(last, input, charges);
         if (fromLast.taken) return this.reservation(input, last, fromLast.taken);
       }
-      if (dry) throw dryError(old.dry as DryState);
+      if (dry) throw dryError(old.dry as DryState, input.amount);
       const refilling = old?.refillAt !== undefined && Number(old.refillAt) > now - CLAIM_STALE_MS;
       if (refilling || !(await this.claim(ref, now))) {
         // Another instance refills this pool: take again when it is done.
@@ -294,7 +307,7 @@ export class ScopePools {
     }
     const marker = this.markerName(input.requestId);
     try {
-      const out = await this.host.client.send(
+      const out = await this.send(
         new UpdateItemCommand({
           TableName: this.host.table,
           Key: marshall(ref),
@@ -342,7 +355,7 @@ export class ScopePools {
   /** One instance at a time refills a pool: it claims the item first (a stale claim may be taken over). */
   private async claim(ref: PoolRef, now: number): Promise<boolean> {
     try {
-      await this.host.client.send(
+      await this.send(
         new UpdateItemCommand({
           TableName: this.host.table,
           Key: marshall(ref),
@@ -357,6 +370,21 @@ export class ScopePools {
     } catch (err) {
       if (errorName(err) === 'ConditionalCheckFailedException') return false;
       throw translateError(err);
+    }
+  }
+
+  /**
+   * A single-item write to a pool item. DynamoDB refuses one on an item a transaction is writing (a grant's
+   * reclaim or release) with TransactionConflictException, applying nothing: tried again a few times, shortly.
+   */
+  async send(command: UpdateItemCommand): Promise<UpdateItemCommandOutput> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.host.client.send(command);
+      } catch (err) {
+        if (errorName(err) !== 'TransactionConflictException' || attempt >= MAX_CONFLICT_TRIES) throw err;
+        await this.host.sleep(10 * 2 ** attempt * (0.5 + Math.random() / 2));
+      }
     }
   }
 
@@ -404,7 +432,7 @@ export class ScopePools {
    * A pool's epoch. Each pool's epochs are offset by a hash of its key, so the pools of a busy scope do not all
    * start empty (and refill) at the same moment.
    */
-  private epochOf(pk: string, now: number): number {
+  epochOf(pk: string, now: number): number {
     return Math.floor((now + shardOf(pk, this.opts.epochMs)) / this.opts.epochMs);
   }
 
@@ -436,6 +464,15 @@ export class ScopePools {
    */
   release(hold: GrantHold, now: number): Promise<boolean> {
     return this.releases.release(hold, now);
+  }
+
+  /**
+   * Gives the idle room of the request's pool group (all shards, this epoch and the last) back to the counters,
+   * with what those pools spent so far (pool-reclaim.ts): when a request was refused only for what is held.
+   * At most every 250 ms per group and instance; returns the room given back.
+   */
+  reclaim(input: ReserveInput, now: number): Promise<MicroUsd> {
+    return this.reclaims.reclaim(input, now);
   }
 }
 
