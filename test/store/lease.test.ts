@@ -1,5 +1,4 @@
 import { GetItemCommand, ScanCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { createDynamoDbClient } from '../../lambda/store/dynamodb/client';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { ManualClock } from '../../lambda/core/clock';
 import { BudgetExceededError } from '../../lambda/core/errors';
@@ -10,7 +9,8 @@ import { DynamoDbLedger, loopKey } from '../../lambda/store/dynamodb/ledger';
 import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
 import { loopCheckFor } from '../../lambda/core/guardrails/loop-guard';
 import { DEFAULT_GUARDRAILS } from '../../lambda/core/guardrails/settings';
-import { createTestTables, testDynamoDbEndpoint, type TestTables } from '../support/dynamo';
+import { createTestTables, type TestTables } from '../support/dynamo';
+import { losingLoopAnswers } from '../support/lost-answers';
 import { dayCounterAt, reserveInputFor, usageRecordFor } from '../support/usage-records';
 
 // Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write (see test/support/clock.ts).
@@ -43,28 +43,6 @@ function instance(clock: ManualClock, options: LeaseOptions & { client?: DynamoD
   const inner = new DynamoDbLedger(options.client ?? db.client, { tables: db.tables, platformShards: 1, usageRetentionDays: 30, clock });
   seq += 1;
   return { inner, leases: new LeasingLedger(inner, { clock, instanceId: `i${seq}`, holdTtlMs: HOLD_TTL, platformShards: 1, ...options }) };
-}
-
-/** A real SDK client whose loop-item writes DynamoDB Local applies and whose answers are then lost once each (the SDK retries). */
-function losingLoopAnswers(): { client: DynamoDBClient; lost: { count: number } } {
-  const client = createDynamoDbClient({ region: 'us-east-1', endpoint: testDynamoDbEndpoint(), maxAttempts: 4, requestTimeoutMs: 120_000 });
-  const lost = { count: 0 };
-  const seen = new Set<string>();
-  client.middlewareStack.add(
-    (next, context) => async (args) => {
-      const out = await next(args);
-      const input = args.input as { Key?: { pk?: { S?: string } } };
-      const id = `${String(context.commandName)} ${JSON.stringify(input)}`;
-      if (context.commandName === 'UpdateItemCommand' && (input.Key?.pk?.S ?? '').startsWith('loop#') && !seen.has(id)) {
-        seen.add(id);
-        lost.count++;
-        throw Object.assign(new Error('socket hang up'), { name: 'TimeoutError', code: 'ECONNRESET', $metadata: {} });
-      }
-      return out;
-    },
-    { step: 'deserialize', name: 'loseLoopAnswerOnce' },
-  );
-  return { client, lost };
 }
 
 function uniqueUser(): string {

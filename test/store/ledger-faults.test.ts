@@ -11,11 +11,11 @@ import { ManualClock } from '../../lambda/core/clock';
 import { BudgetExceededError } from '../../lambda/core/errors';
 import type { CounterRef, Reservation, ReserveInput } from '../../lambda/core/stores';
 import type { ScopeId, UsageRecord } from '../../lambda/core/types';
-import { createDynamoDbClient } from '../../lambda/store/dynamodb/client';
 import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
 import type { PoolOptions } from '../../lambda/store/dynamodb/pools';
 import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
-import { createTestTables, testDynamoDbEndpoint, type TestTables } from '../support/dynamo';
+import { createTestTables, type TestTables } from '../support/dynamo';
+import { losingAnswers } from '../support/lost-answers';
 import { dayCounterAt, reserveInputFor, usageRecordFor } from '../support/usage-records';
 
 const T0 = Date.parse('2099-11-23T10:30:00.000Z');
@@ -29,32 +29,6 @@ beforeAll(async () => {
   db = await createTestTables();
 });
 afterAll(() => db.cleanup());
-
-/**
- * A client whose chosen writes reach DynamoDB Local and are applied, and whose answers are then lost once each
- * (a reset connection): the SDK's own retry sends the same write again, as it would in AWS. At most `max`
- * answers are lost: the SDK's retry quota (500 tokens, 10 per timeout retry) then stops retrying, as in AWS.
- */
-function losingAnswers(lose: (command: string, input: Record<string, unknown>) => boolean, max = 40): { client: DynamoDBClient; lost: { count: number } } {
-  const client = createDynamoDbClient({ region: 'us-east-1', endpoint: testDynamoDbEndpoint(), maxAttempts: 4, requestTimeoutMs: 120_000, connectionTimeoutMs: 30_000 });
-  const lost = { count: 0 };
-  const seen = new Set<string>();
-  client.middlewareStack.add(
-    (next, context) => async (args) => {
-      const out = await next(args);
-      const input = args.input as Record<string, unknown>;
-      const id = `${String(context.commandName)} ${JSON.stringify(input)}`;
-      if (lost.count < max && !seen.has(id) && lose(String(context.commandName), input)) {
-        seen.add(id);
-        lost.count++;
-        throw Object.assign(new Error('socket hang up'), { name: 'TimeoutError', code: 'ECONNRESET', $metadata: {} });
-      }
-      return out;
-    },
-    { step: 'deserialize', name: 'loseAnswerOnce' },
-  );
-  return { client, lost };
-}
 
 function ledger(clock: ManualClock, client: DynamoDBClient = db.client, options: { pools?: PoolOptions | false; sharedPools?: PoolOptions | false } = {}): DynamoDbLedger {
   return new DynamoDbLedger(client, {

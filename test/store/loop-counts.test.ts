@@ -17,6 +17,7 @@ import { LedgerItems } from '../../lambda/store/dynamodb/ledger-items';
 import { LoopCounts } from '../../lambda/store/dynamodb/loop-counts';
 import type { PoolOptions } from '../../lambda/store/dynamodb/pools';
 import { createTestTables, testDynamoDbEndpoint, type TestTables } from '../support/dynamo';
+import { losingLoopAnswers } from '../support/lost-answers';
 import { dayCounterAt, reserveInputFor, usageRecordFor } from '../support/usage-records';
 
 // Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write.
@@ -48,28 +49,6 @@ function countingLoopWrites(): { client: DynamoDBClient; loopWrites: () => numbe
     { step: 'initialize', name: 'countLoopWrites' },
   );
   return { client, loopWrites: () => n };
-}
-
-/** A client whose loop-item writes are applied by DynamoDB Local and whose answers are then lost once each. */
-function losingLoopAnswers(): { client: DynamoDBClient; lost: { count: number } } {
-  const client = createDynamoDbClient({ region: 'us-east-1', endpoint: testDynamoDbEndpoint(), maxAttempts: 4, requestTimeoutMs: 120_000 });
-  const lost = { count: 0 };
-  const seen = new Set<string>();
-  client.middlewareStack.add(
-    (next, context) => async (args) => {
-      const out = await next(args);
-      const input = args.input as { Key?: { pk?: { S?: string } } };
-      const id = `${String(context.commandName)} ${JSON.stringify(input)}`;
-      if (context.commandName === 'UpdateItemCommand' && (input.Key?.pk?.S ?? '').startsWith('loop#') && !seen.has(id)) {
-        seen.add(id);
-        lost.count++;
-        throw Object.assign(new Error('socket hang up'), { name: 'TimeoutError', code: 'ECONNRESET', $metadata: {} });
-      }
-      return out;
-    },
-    { step: 'deserialize', name: 'loseLoopAnswerOnce' },
-  );
-  return { client, lost };
 }
 
 function loops(client: DynamoDBClient, clock: ManualClock): LoopCounts {
