@@ -84,25 +84,14 @@ export class GuardAlerts {
     const now = this.clock.now();
     const windowMs = guard.settings.loop.windowMs;
     const window = Math.floor(now / windowMs);
-    const scope: ScopeId = `user:${call.principal.userId}`;
-    try {
-      const alert = {
-        id: `loop-${call.requestId}`,
-        at: now,
-        type: 'loop_detected',
-        severity: 'warning' as const,
-        scope,
-        summary: `Loop guard stopped user ${call.principal.userId} (key ${call.principal.keyId}) on ${call.model.id}: ${err.message}`,
-        details: { keyId: call.principal.keyId, userId: call.principal.userId, model: call.model.id, kind: `repeated_${turn.kind}`, repeats: turn.count },
-      };
-      const sample = turn.sample.replace(/[^A-Za-z0-9]+/g, '').slice(0, 40);
-      const fresh = await guard.store.recordAlert(alert, { dedupeKey: `loopturn#${call.model.id}#${sample}#${window}`, dedupeUntil: (window + 1) * windowMs });
-      if (!fresh) return;
-      this.log.log('warn', 'guardrail alert', { requestId: call.requestId, alertType: alert.type, scope, summary: alert.summary });
-      if (guard.sink) await guard.sink.publish(alert);
-    } catch (e) {
-      this.log.log('warn', 'loop alert failed', { requestId: call.requestId, error: e instanceof Error ? e.message : String(e) });
-    }
+    const sample = turn.sample.replace(/[^A-Za-z0-9]+/g, '').slice(0, 40);
+    await this.recordLoopAlert(
+      call,
+      now,
+      `Loop guard stopped user ${call.principal.userId} (key ${call.principal.keyId}) on ${call.model.id}: ${err.message}`,
+      { kind: `repeated_${turn.kind}`, repeats: turn.count },
+      { dedupeKey: `loopturn#${call.model.id}#${sample}#${window}`, dedupeUntil: (window + 1) * windowMs },
+    );
   }
 
   /**
@@ -154,20 +143,37 @@ export class GuardAlerts {
 
   /** Records the loop guard's alert (once per fingerprint and window), after the 429 went out. */
   async alertLoop(call: BillableCall, loop: LoopCheck, err: LoopDetectedError): Promise<void> {
+    await this.recordLoopAlert(
+      call,
+      this.clock.now(),
+      `Loop guard stopped key ${call.principal.keyId} (user ${call.principal.userId}) on ${call.model.id}: ${err.message}`,
+      { fingerprint: loop.fingerprint.slice(0, 12) },
+      { dedupeKey: `loop#${loop.fingerprint}#${loop.window}`, dedupeUntil: loop.windowEnd },
+    );
+  }
+
+  /** A loop guard alert on the user's scope: recorded once per dedupe key, then logged and published. */
+  private async recordLoopAlert(
+    call: BillableCall,
+    at: number,
+    summary: string,
+    extra: Record<string, string | number>,
+    dedupe: { readonly dedupeKey: string; readonly dedupeUntil: number },
+  ): Promise<void> {
     const guard = this.guard;
     if (!guard) return;
     const scope: ScopeId = `user:${call.principal.userId}`;
     try {
       const alert = {
         id: `loop-${call.requestId}`,
-        at: this.clock.now(),
+        at,
         type: 'loop_detected',
         severity: 'warning' as const,
         scope,
-        summary: `Loop guard stopped key ${call.principal.keyId} (user ${call.principal.userId}) on ${call.model.id}: ${err.message}`,
-        details: { keyId: call.principal.keyId, userId: call.principal.userId, model: call.model.id, fingerprint: loop.fingerprint.slice(0, 12) },
+        summary,
+        details: { keyId: call.principal.keyId, userId: call.principal.userId, model: call.model.id, ...extra },
       };
-      const fresh = await guard.store.recordAlert(alert, { dedupeKey: `loop#${loop.fingerprint}#${loop.window}`, dedupeUntil: loop.windowEnd });
+      const fresh = await guard.store.recordAlert(alert, dedupe);
       if (!fresh) return;
       this.log.log('warn', 'guardrail alert', { requestId: call.requestId, alertType: alert.type, scope, summary: alert.summary });
       if (guard.sink) await guard.sink.publish(alert);
