@@ -122,6 +122,11 @@ export interface Reservation {
   /** The velocity windows added to at reserve; settle corrects them to the actual cost. */
   readonly velocity?: readonly VelocityCharge[];
   /**
+   * Set when reserve wrote only the counters it had to check (store/dynamodb/reserve.ts `reservesOn`): a key's or
+   * a user's counter without a limit is not reserved on, and settle (or the sweeper) adds the cost to it once.
+   */
+  readonly limitedOnly?: boolean;
+  /**
    * Set when the request was admitted against a budget lease of this instance (core/lease) instead of its own
    * hold: the lease's hold covers it, and its counters change when the lease is returned.
    */
@@ -148,7 +153,7 @@ export interface Reservation {
  */
 export function reservationOf(
   input: ReserveInput,
-  held: Pick<Reservation, 'rateStates' | 'expiresAt' | 'holdShard'> & Partial<Pick<Reservation, 'leaseId' | 'pool' | 'velocity'>>,
+  held: Pick<Reservation, 'rateStates' | 'expiresAt' | 'holdShard'> & Partial<Pick<Reservation, 'leaseId' | 'pool' | 'velocity' | 'limitedOnly'>>,
 ): Reservation {
   return {
     requestId: input.requestId,

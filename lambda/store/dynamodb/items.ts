@@ -9,6 +9,7 @@ import type { MicroUsd } from '../../core/money';
 import { GCRA_BURST_US } from '../../core/ratelimit';
 import type { UsageRecord } from '../../core/types';
 import { COUNTER_RETENTION_MS } from '../../core/windows';
+import { isShared } from './busy-scopes';
 import { shardOf } from './hash';
 import { HOLD_SHARDS } from './schema';
 import type { PoolRef } from './pools';
@@ -48,6 +49,25 @@ export function holdKey(requestId: string, expiresAt: number): { pk: string; sk:
 }
 
 
+/**
+ * Whether reserve writes a counter (`committed`, `reserved` += amount) or leaves it to settle. A request held on
+ * its own (`limitedOnly`) reserves on every counter with a limit and on the shared scopes' counters (org,
+ * platform: their transaction conflicts are what starts the scope's allowance pools, busy-scopes.ts); a key's or
+ * a user's window without a limit only counts what is spent, so settle (or the sweeper) adds the cost to it once.
+ * A pool's grant and a budget lease reserve on every counter (their release and return correct all of them).
+ */
+export function reservesOn(ref: CounterRef, limitedOnly: boolean | undefined): boolean {
+  return !limitedOnly || ref.limit !== undefined || isShared(ref.scope);
+}
+
+/** A hold's counter: its key and TTL; `u: 1` when reserve did not write it (settle or the sweeper adds it all). */
+export interface StoredHoldCounter {
+  readonly pk: string;
+  readonly sk: string;
+  readonly ttl: number;
+  readonly u?: 1;
+}
+
 /** A hold item as stored by reserve. */
 export interface StoredHold {
   readonly pk: string;
@@ -55,7 +75,8 @@ export interface StoredHold {
   readonly requestId: string;
   readonly amount: MicroUsd;
   readonly reservedAt: number;
-  readonly counters: ReadonlyArray<{ readonly pk: string; readonly sk: string; readonly ttl: number }>;
+  /** Every counter of the request (the sweeper charges them all), those reserve did not write marked `u`. */
+  readonly counters: readonly StoredHoldCounter[];
   readonly context: ReserveInput['context'];
   /** A pool's grant (pools.ts): the pool, and what its release corrects. */
   readonly pool?: PoolRef;

@@ -4,6 +4,9 @@
  *
  *   [bucket updates…] [counter updates…] [circuit checks…] [loop count] [velocity adds…] [hold put]
  *
+ * Only the counters it must check are written (items.ts `reservesOn`): a key's or a user's window without a
+ * limit is left to settle, which adds the cost to it once (the hold lists it, marked, for the sweeper).
+ *
  * DynamoDB conditions cannot do arithmetic, so each counter keeps `committed` (= spent + reserved) and the
  * condition compares it with a precomputed `limit − amount`. A cancelled transaction is explained from the
  * failed conditions' old items (denials.ts): guardrails first, then budgets, then rates. Also the rate-only
@@ -16,7 +19,7 @@ import { gcraAdmits, gcraBranch, gcraBranchFor, gcraCanEverAdmit, gcraIncrementU
 import { type RateCharge, type RateState, type Reservation, reservationOf, type ReserveInput } from '../../core/stores';
 import { BusyScopes } from './busy-scopes';
 import { budgetExceeded, circuitOpen, loopDetected, rateLimited, requestTooLarge, unexpectedCancellation, velocityTripped } from './denials';
-import { bucketHintKey, counterPk, counterTtl, holdKey } from './items';
+import { bucketHintKey, counterPk, counterTtl, holdKey, reservesOn } from './items';
 import { assertMicros, assertTransactionSize, DAY_S, LedgerCore } from './ledger-core';
 import { LedgerItems } from './ledger-items';
 import type { PoolRef } from './pools';
@@ -48,6 +51,10 @@ export class ReserveTransaction {
       return { charge, key, inc: gcraIncrementUs(charge.amount, charge.limitPerMinute), branch: gcraBranch(this.core.tatHints.get(key), nowUs) };
     });
     const hold = holdKey(input.requestId, input.expiresAt);
+    // A request held on its own writes only the counters it must check (items.ts reservesOn); a grant and a
+    // lease reserve on all of them, as their release and return expect.
+    const limitedOnly = !pool && input.context.endpoint !== 'lease';
+    const reserved = input.counters.filter((ref) => reservesOn(ref, limitedOnly));
     const circuits = input.circuits ?? [];
     const velocity = input.velocity ?? [];
     const guardItems = [
@@ -55,6 +62,7 @@ export class ReserveTransaction {
       ...(input.loop ? [this.items.loopCheck(input.loop)] : []),
       ...velocity.map((charge) => this.items.velocityAdd(charge)),
     ];
+    // The settle writes every counter: a request it could not settle in one transaction is refused here.
     assertTransactionSize(buckets.length + input.counters.length + guardItems.length + 1, 'reserve');
 
     const holdPut: TransactWriteItem = {
@@ -69,8 +77,14 @@ export class ReserveTransaction {
             reservedAt: input.now,
             expiresAt: input.expiresAt,
             // What the sweeper needs (items.ts StoredHold) and no more: every reserve puts this item and its settle
-            // deletes it, each at 2 write units per KB (in a transaction).
-            counters: input.counters.map((ref) => ({ pk: counterPk(ref), sk: ref.windowKey, ttl: counterTtl(ref) })),
+            // deletes it, each at 2 write units per KB (in a transaction). Every counter, those not reserved on
+            // marked `u` (the sweeper then adds the whole amount to them).
+            counters: input.counters.map((ref) => ({
+              pk: counterPk(ref),
+              sk: ref.windowKey,
+              ttl: counterTtl(ref),
+              ...(reservesOn(ref, limitedOnly) ? {} : { u: 1 }),
+            })),
             context: input.context,
             ttl: Math.ceil(input.expiresAt / 1000) + DAY_S,
             ...(pool ? { pool, grant: { counters: input.counters, velocity: input.velocity ?? [] } } : {}),
@@ -80,15 +94,15 @@ export class ReserveTransaction {
         ConditionExpression: 'attribute_not_exists(pk)',
       },
     };
-    const counterUpdates = input.counters.map((ref) => this.items.reserveCounter(ref, input.amount));
+    const counterUpdates = reserved.map((ref) => this.items.reserveCounter(ref, input.amount));
 
     for (let branchRetries = 0; ; branchRetries++) {
       const items = [...buckets.map((b) => this.items.chargeBucket(b, nowUs)), ...counterUpdates, ...guardItems, holdPut];
-      const reasons = await this.core.transact(items, (r) => this.busy.conflicted(input, buckets.length, r));
+      const reasons = await this.core.transact(items, (r) => this.busy.conflicted({ ...input, counters: reserved }, buckets.length, r));
       if (!reasons) break;
 
       // Guardrails first: an open circuit or a loop explains the denial better than a budget does.
-      const guardAt = buckets.length + input.counters.length;
+      const guardAt = buckets.length + reserved.length;
       for (const [k, ref] of circuits.entries()) {
         const reason = reasons[guardAt + k];
         if (reason?.Code === 'ConditionalCheckFailed') throw circuitOpen(ref, reason.Item && unmarshall(reason.Item), input.now);
@@ -104,7 +118,7 @@ export class ReserveTransaction {
       }
 
       // A counter condition never depends on a guess: it failing means the budget is spent.
-      for (const [j, ref] of input.counters.entries()) {
+      for (const [j, ref] of reserved.entries()) {
         const reason = reasons[buckets.length + j];
         if (reason?.Code === 'ConditionalCheckFailed') {
           throw budgetExceeded(ref, { amount: input.amount, old: reason.Item && unmarshall(reason.Item) });
@@ -154,7 +168,13 @@ export class ReserveTransaction {
         resetMs: gcraResetMs(tat, nowUs),
       };
     });
-    return reservationOf(input, { rateStates, expiresAt: input.expiresAt, holdShard: hold.shard, ...(velocity.length ? { velocity } : {}) });
+    return reservationOf(input, {
+      rateStates,
+      expiresAt: input.expiresAt,
+      holdShard: hold.shard,
+      ...(velocity.length ? { velocity } : {}),
+      ...(limitedOnly ? { limitedOnly } : {}),
+    });
   }
 
   /**

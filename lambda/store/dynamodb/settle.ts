@@ -3,6 +3,9 @@
  *
  *   settle:   [hold delete] [counter updates…] [token bucket adjust] [loop streak] [velocity fix…] [usage put]
  *             └─ hold already reclaimed by the sweeper? → settleLate
+ *   counter updates: reserved on (items.ts reservesOn)  committed += cost − amount, reserved −= amount, spent += cost
+ *                    left to settle (no limit)           committed += cost,                           spent += cost
+ *                    (requests +1 on each; either way the counter ends with the cost in `committed` and `spent`)
  *   late settle after a sweep: [counters += cost − amount] [usage put replacing 'abandoned']   (exactly once)
  *
  * Every path is exactly once: the hold's delete, or the `abandoned` record's replacement, is conditional.
@@ -11,7 +14,7 @@ import type { TransactWriteItem } from '@aws-sdk/client-dynamodb';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import type { SettleInput } from '../../core/stores';
 import { unexpectedCancellation } from './denials';
-import { holdKey } from './items';
+import { holdKey, reservesOn } from './items';
 import { assertTransactionSize, LedgerCore } from './ledger-core';
 import { LedgerItems } from './ledger-items';
 import { LoopCounts } from './loop-counts';
@@ -54,7 +57,9 @@ export class HoldSettle {
         },
       },
       ...reservation.counters.map((ref) =>
-        this.items.counterUpdate(ref, { committed: cost - reservation.amount, reserved: -reservation.amount, spent: cost, requests: 1 }),
+        reservesOn(ref, reservation.limitedOnly)
+          ? this.items.counterUpdate(ref, { committed: cost - reservation.amount, reserved: -reservation.amount, spent: cost, requests: 1 })
+          : this.items.counterUpdate(ref, { committed: cost, spent: cost, requests: 1 }),
       ),
       ...bucketAdjustments,
       usagePut(),

@@ -4,6 +4,7 @@
  * settle replaces; a pool's grant is released through its pool once the pool's epoch and grace are over.
  *
  *   sweep:    [hold delete] [counters: reserved → spent (full amount)…] [usage put 'abandoned', estimated]
+ *             a counter the reserve left to settle (marked `u` on the hold): committed and spent += full amount
  */
 import { QueryCommand, type TransactWriteItem } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
@@ -77,10 +78,13 @@ export class Sweeper {
         Update: {
           TableName: this.core.budgets,
           Key: marshall({ pk: c.pk, sk: c.sk }),
-          UpdateExpression: 'ADD reserved :neg, spent :amount, requests :one SET #ttl = if_not_exists(#ttl, :ttl)',
+          // Reserved on: the amount moves from reserved to spent. Left to settle (`u`): it is added whole.
+          UpdateExpression: c.u
+            ? 'ADD committed :amount, spent :amount, requests :one SET #ttl = if_not_exists(#ttl, :ttl)'
+            : 'ADD reserved :neg, spent :amount, requests :one SET #ttl = if_not_exists(#ttl, :ttl)',
           ExpressionAttributeNames: { '#ttl': 'ttl' },
           ExpressionAttributeValues: {
-            ':neg': { N: String(-hold.amount) },
+            ...(c.u ? {} : { ':neg': { N: String(-hold.amount) } }),
             ':amount': { N: String(hold.amount) },
             ':one': { N: '1' },
             ':ttl': { N: String(c.ttl) },
