@@ -253,7 +253,8 @@ describe('per-partition throughput', () => {
     const w = world({ writeUnitsPerSecond: 3 });
     const ledger = new DynamoDbLedger(w.client, { tables: db.tables, platformShards: 1, usageRetentionDays: 30, clock: w.scheduler, sleep: w.scheduler.sleep });
     const scope = `user:${uniquePk('u')}` as const;
-    const ref = { scope, window: 'day' as const, windowKey: windowKey('day', T0), windowEnd: windowBounds('day', T0).end };
+    // Limited, so the reserve writes them (a window without a limit is written at settle only).
+    const ref = { scope, window: 'day' as const, windowKey: windowKey('day', T0), windowEnd: windowBounds('day', T0).end, limit: 1_000_000 };
     // The counter and the hold are two transactional items: 4 WCU on two partitions; the counter's partition
     // has 3 WCU, so the reserve can never fit.
     const reserve = ledger.reserve({
