@@ -1,6 +1,6 @@
 /**
  * The transaction items of the ledger's money and guardrail writes, one builder each: counter reserve and
- * correction, rate buckets (GCRA charge and shift), circuit checks, the loop guard's count and streak, velocity
+ * correction, rate buckets (GCRA charge and shift), the loop guard's count and streak, velocity
  * windows. They only build requests; who runs them, and with what else, is reserve.ts / settle.ts / leases.ts.
  */
 import type { TransactWriteItem, Update } from '@aws-sdk/client-dynamodb';
@@ -9,26 +9,13 @@ import { failureBlockMs, type LoopCheck, MAX_BACKOFF_DOUBLINGS } from '../../cor
 import type { VelocityCharge } from '../../core/guardrails/velocity';
 import type { MicroUsd } from '../../core/money';
 import { type GcraBranch, gcraBusyCeilingUs, gcraFloorUs, gcraIncrementUs } from '../../core/ratelimit';
-import type { CircuitRef, CounterRef, RateCharge, Reservation, SettleInput } from '../../core/stores';
-import { bucketHintKey, bucketTtl, circuitKey, counterPk, counterTtl, loopKey, velocityKey } from './items';
+import type { CounterRef, RateCharge, Reservation, SettleInput } from '../../core/stores';
+import { bucketHintKey, bucketTtl, counterPk, counterTtl, loopKey, velocityKey } from './items';
 import { DAY_S, type Item, LedgerCore } from './ledger-core';
 
-/** Builds the transaction items of the budgets table (keys in items.ts). */
+/** Builds the transaction items of the budgets table (keys in items.ts; circuits are read, reserve.ts). */
 export class LedgerItems {
   constructor(private readonly core: LedgerCore) {}
-
-  /** Passes only while the scope's circuit is closed (no item, or its `openUntil` has passed). */
-  circuitCheck(ref: CircuitRef, now: number): TransactWriteItem {
-    return {
-      ConditionCheck: {
-        TableName: this.core.budgets,
-        Key: marshall(circuitKey(ref)),
-        ConditionExpression: 'attribute_not_exists(openUntil) OR openUntil <= :now',
-        ExpressionAttributeValues: { ':now': { N: String(now) } },
-        ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-      },
-    };
-  }
 
   /**
    * Counts the copy at admission: passes while the fingerprint's copies admitted in this window (`n<window>`)

@@ -11,7 +11,7 @@
  *   sweep.ts         expired holds reclaimed, pools' grants released
  *   limits.ts        counter reads, limits and loop overrides;  busy-scopes.ts    which scopes are pooled
  *   room-wait.ts     a refusal only for held room: reclaim pools' idle room, wait for holds to settle (≤ 2 s)
- *   ledger-items.ts  transaction items (counters, buckets, circuits, loop, velocity);  items.ts  item keys
+ *   ledger-items.ts  transaction items (counters, buckets, loop, velocity);  items.ts  item keys
  *   ledger-core.ts   client, tables, clock, the transaction runner;  denials.ts  the caller-facing refusals
  *
  * Money invariants (every part keeps them; each file says how):

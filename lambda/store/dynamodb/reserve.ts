@@ -2,7 +2,8 @@
  * The reserve transaction: a request (or a pool's grant, or a lease) admitted on its own, in ONE
  * TransactWriteItems, so a denial changes nothing and two racing requests can never both take the last dollar:
  *
- *   [bucket updates…] [counter updates…] [circuit checks…] [loop count] [velocity adds…] [hold put]
+ *   circuits: one strongly consistent BatchGetItem of their items before it (refused: nothing written)
+ *   [bucket updates…] [counter updates…] [loop count] [velocity adds…] [hold put]
  *
  * Only the counters it must check are written (items.ts `reservesOn`): a key's or a user's window without a
  * limit is left to settle, which adds the cost to it once (the hold lists it, marked, for the sweeper).
@@ -16,10 +17,10 @@ import type { TransactWriteItem } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { InvalidRequestError, RateLimitError } from '../../core/errors';
 import { gcraAdmits, gcraBranch, gcraBranchFor, gcraCanEverAdmit, gcraIncrementUs, gcraRemaining, gcraResetMs, gcraTatAfter } from '../../core/ratelimit';
-import { type RateCharge, type RateState, type Reservation, reservationOf, type ReserveInput } from '../../core/stores';
+import { type CircuitRef, type RateCharge, type RateState, type Reservation, reservationOf, type ReserveInput } from '../../core/stores';
 import { BusyScopes } from './busy-scopes';
 import { budgetExceeded, circuitOpen, loopDetected, rateLimited, requestTooLarge, unexpectedCancellation, velocityTripped } from './denials';
-import { bucketHintKey, counterPk, counterTtl, holdKey, reservesOn } from './items';
+import { bucketHintKey, circuitKey, counterPk, counterTtl, holdKey, reservesOn } from './items';
 import { assertMicros, assertTransactionSize, DAY_S, LedgerCore } from './ledger-core';
 import { LedgerItems } from './ledger-items';
 import type { PoolRef } from './pools';
@@ -58,7 +59,6 @@ export class ReserveTransaction {
     const circuits = input.circuits ?? [];
     const velocity = input.velocity ?? [];
     const guardItems = [
-      ...circuits.map((ref) => this.items.circuitCheck(ref, input.now)),
       ...(input.loop ? [this.items.loopCheck(input.loop)] : []),
       ...velocity.map((charge) => this.items.velocityAdd(charge)),
     ];
@@ -95,23 +95,21 @@ export class ReserveTransaction {
       },
     };
     const counterUpdates = reserved.map((ref) => this.items.reserveCounter(ref, input.amount));
+    // Circuits first: an open circuit explains a refusal better than anything the transaction could say.
+    if (circuits.length) await this.refuseOpenCircuits(circuits, input.now);
 
     for (let branchRetries = 0; ; branchRetries++) {
       const items = [...buckets.map((b) => this.items.chargeBucket(b, nowUs)), ...counterUpdates, ...guardItems, holdPut];
       const reasons = await this.core.transact(items, (r) => this.busy.conflicted({ ...input, counters: reserved }, buckets.length, r));
       if (!reasons) break;
 
-      // Guardrails first: an open circuit or a loop explains the denial better than a budget does.
+      // Guardrails first: a loop explains the denial better than a budget does.
       const guardAt = buckets.length + reserved.length;
-      for (const [k, ref] of circuits.entries()) {
-        const reason = reasons[guardAt + k];
-        if (reason?.Code === 'ConditionalCheckFailed') throw circuitOpen(ref, reason.Item && unmarshall(reason.Item), input.now);
-      }
-      if (input.loop && reasons[guardAt + circuits.length]?.Code === 'ConditionalCheckFailed') {
-        const old = reasons[guardAt + circuits.length]?.Item;
+      if (input.loop && reasons[guardAt]?.Code === 'ConditionalCheckFailed') {
+        const old = reasons[guardAt]?.Item;
         throw loopDetected(input.loop, old ? unmarshall(old) : undefined);
       }
-      const velocityAt = guardAt + circuits.length + (input.loop ? 1 : 0);
+      const velocityAt = guardAt + (input.loop ? 1 : 0);
       for (const [k, charge] of velocity.entries()) {
         const reason = reasons[velocityAt + k];
         if (reason?.Code === 'ConditionalCheckFailed') throw velocityTripped(charge, reason.Item && unmarshall(reason.Item), input.now);
@@ -175,6 +173,22 @@ export class ReserveTransaction {
       ...(velocity.length ? { velocity } : {}),
       ...(limitedOnly ? { limitedOnly } : {}),
     });
+  }
+
+  /**
+   * Refuses with 429 `circuit_open` when one of the circuits is open, from one strongly consistent read of their
+   * items (a BatchGetItem: 1 read unit per item instead of a ConditionCheck's 2 write units in the transaction).
+   * A circuit opened anywhere is seen by the next read; one opened between this read and the transaction's
+   * commit lets that request through (docs/guardrails.md, "Circuits are read, not checked in the transaction").
+   */
+  private async refuseOpenCircuits(circuits: readonly CircuitRef[], now: number): Promise<void> {
+    const keys = circuits.map((ref) => circuitKey(ref));
+    const found = new Map((await this.core.batchGet(keys)).map((item) => [item.pk?.S, item]));
+    for (const [i, ref] of circuits.entries()) {
+      const item = found.get(keys[i]!.pk);
+      const openUntil = item?.openUntil?.N;
+      if (openUntil !== undefined && Number(openUntil) > now) throw circuitOpen(ref, unmarshall(item!), now);
+    }
   }
 
   /**
