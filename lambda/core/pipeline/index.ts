@@ -12,8 +12,9 @@
  * Every failure after the hold (provider error, timeout, client gone) still settles: the hold is released and
  * the failure recorded. A stream that ends without reported usage is charged its reservation, never $0.
  *
- * Guardrails ride in the same two writes: reserve also checks the scopes' circuits and counts the request's
- * fingerprint for the loop guard (429 `circuit_open` / `loop_detected`, nothing forwarded); settle also
+ * Guardrails ride in the same two writes: reserve also counts the request's fingerprint for the loop guard, and
+ * reads the scopes' circuits just before its transaction (429 `circuit_open` / `loop_detected`, nothing
+ * forwarded); settle also
  * records the upstream outcome on the fingerprint. Tier alerts and circuit trips are decided after settle,
  * off the hot path.
  *
