@@ -48,25 +48,33 @@ export class LoopCounts {
    * Counts a pooled or leased request's copy in one write, exactly once (see the file header); answers the check with the
    * copy's marker and whether it was presumed failed, for its settle. Throws LoopDetectedError.
    */
-  async countCopy(check: LoopCheck, requestId: string): Promise<LoopCheck> {
+  async countCopy(check: LoopCheck, requestId: string, options: { readonly presume?: boolean } = {}): Promise<LoopCheck> {
     const base = this.items.loopCheck(check).Update!;
     const update = {
       ...base,
       UpdateExpression: 'ADD #n :one, #c :copies SET fails = if_not_exists(fails, :neg) + :one, #ttl = :ttl REMOVE #prev, #cold',
       ConditionExpression: `(${base.ConditionExpression}) AND NOT contains(#c, :copy)`,
       ExpressionAttributeNames: { ...base.ExpressionAttributeNames, '#c': copiesAttr(check.window), '#cold': copiesAttr(check.window - 2) },
-      ExpressionAttributeValues: { ...base.ExpressionAttributeValues, ':neg': { N: '-1' }, ':copies': { SS: [requestId] }, ':copy': { S: requestId } },
+      // presume: every copy counts as failed until it settles (as in a reserve transaction), so copies in flight
+      // at once are bounded by maxFailures exactly; the price is one write at a successful settle.
+      ExpressionAttributeValues: {
+        ...base.ExpressionAttributeValues,
+        ':neg': { N: options.presume ? '0' : '-1' },
+        ':copies': { SS: [requestId] },
+        ':copy': { S: requestId },
+      },
       ReturnValues: 'UPDATED_OLD' as const,
       ReturnValuesOnConditionCheckFailure: 'ALL_OLD' as const,
     };
     try {
       const out = await this.core.client.send(new UpdateItemCommand(update));
-      return { ...check, copy: { id: requestId, presumedFailed: out.Attributes?.fails !== undefined } };
+      return { ...check, copy: { id: requestId, presumedFailed: options.presume === true || out.Attributes?.fails !== undefined } };
     } catch (err) {
       if (errorName(err) === 'ConditionalCheckFailedException') {
         const old = (err as { Item?: Item }).Item;
-        // Counted already: an earlier attempt of this write was applied and its answer lost.
-        if (old?.[copiesAttr(check.window)]?.SS?.includes(requestId)) return { ...check, copy: { id: requestId, presumedFailed: false } };
+        // Counted already: an earlier attempt of this write was applied and its answer lost (presumed as asked; not
+        // presumed, its presumption is unknown and taken as not: the streak can only be left longer).
+        if (old?.[copiesAttr(check.window)]?.SS?.includes(requestId)) return { ...check, copy: { id: requestId, presumedFailed: options.presume === true } };
         throw loopDetected(check, old ? unmarshall(old) : undefined);
       }
       throw translateError(err);
