@@ -1,6 +1,9 @@
 /**
- * The loop guard's single-item writes for requests admitted without their own reserve transaction (a pooled
- * key, a lease): count the copy at admission, settle its streak, take a refused request's count back.
+ * The loop guard's single-item writes: count the copy at admission, settle its streak, take a refused request's
+ * count back. Every copy is counted here, outside any transaction (where a condition and an update cost two write
+ * units each): a pooled or leased request's as below, and a request held on its own (ledger.ts reserveOwn) in
+ * parallel with its reserve transaction, presumed failed from the start (`presume`), so it settles with one more
+ * single write, success or not, exactly as its transaction's copy did: 2 write units in all instead of 4.
  *
  * A pooled or leased request's copy ({@link LoopCounts.countCopy}) costs ONE write in the common case (issue 21):
  *
