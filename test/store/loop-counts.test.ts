@@ -158,3 +158,50 @@ describe('loop guard counts of pooled copies (DynamoDB Local)', () => {
     expect(lost.count).toBe(5);
   });
 });
+
+describe('loop guard counts of requests held on their own (DynamoDB Local)', () => {
+  async function counter(user: string): Promise<Record<string, unknown>> {
+    const ref = dayCounterAt(`user:${user}`, T0, 100_000_000);
+    const out = await db.client.send(new GetItemCommand({ TableName: db.tables.budgets, Key: marshall({ pk: `ctr#user:${user}`, sk: ref.windowKey }), ConsistentRead: true }));
+    return out.Item ? unmarshall(out.Item) : {};
+  }
+
+  it('when a held request succeeds, the loop guard writes twice in all (its count, presumed failed, and its settle), none inside the transactions', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const { client, loopWrites } = countingLoopWrites();
+    const l = new DynamoDbLedger(client, { tables: db.tables, platformShards: 1, usageRetentionDays: 30, clock });
+    const loop = check(user, 'a held question', clock.now());
+    const input = { ...reserveInputFor(user, { now: clock.now(), holdTtlMs: 15 * 60_000 }, 10_000, [dayCounterAt(`user:${user}`, T0, 100_000_000)]), loop };
+    const r = await l.reserve(input);
+    expect(r.pool).toBeUndefined();
+    expect(r.loop?.copy).toEqual({ id: input.requestId, presumedFailed: true });
+    expect(await loopItem(loop)).toMatchObject({ [`n${loop.window}`]: 1, fails: 1 });
+    await l.settle({ reservation: r, cost: 8_000, usage: usageRecordFor(r.requestId, user, 8_000, T0), loopOutcome: 'succeeded' });
+    await l.settle({ reservation: r, cost: 8_000, usage: usageRecordFor(r.requestId, user, 8_000, T0), loopOutcome: 'succeeded' }); // a retried settle
+    expect(loopWrites()).toBe(3); // count, settle, and the retried settle's harmless repeat
+    const item = await loopItem(loop);
+    expect(item[`n${loop.window}`]).toBe(1);
+    expect(item.fails).toBeUndefined();
+    expect(await counter(user)).toMatchObject({ spent: 8_000, committed: 8_000, reserved: 0, requests: 1 });
+  });
+
+  it('when the loop guard refuses a held request whose reserve committed beside it, the reservation is taken back whole: counters, hold and streak as before', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const l = new DynamoDbLedger(db.client, { tables: db.tables, platformShards: 1, usageRetentionDays: 30, clock });
+    const counters = [dayCounterAt(`user:${user}`, T0, 100_000_000)];
+    const loop = { ...check(user, 'the same failing call', clock.now()), maxFailures: 1 };
+    const first = await l.reserve({ ...reserveInputFor(user, { now: clock.now(), holdTtlMs: 15 * 60_000 }, 10_000, counters), loop });
+    // In flight and presumed failed: a copy now meets the block, though its budget has room.
+    const before = await counter(user);
+    await expect(l.reserve({ ...reserveInputFor(user, { now: clock.now(), holdTtlMs: 15 * 60_000 }, 10_000, counters), loop })).rejects.toBeInstanceOf(LoopDetectedError);
+    const after = await counter(user);
+    expect(before).toMatchObject({ committed: 10_000, reserved: 10_000 });
+    expect(after).toMatchObject({ committed: 10_000, reserved: 10_000 });
+    expect([after.spent ?? 0, after.requests ?? 0]).toEqual([0, 0]);
+    expect(await loopItem(loop)).toMatchObject({ [`n${loop.window}`]: 1, fails: 1 });
+    expect(await l.sweepExpired(T0 + 16 * 60_000)).toBe(1); // the first request's hold alone: the refused one left none
+    expect(first.loop?.copy?.presumedFailed).toBe(true);
+  });
+});

@@ -28,6 +28,7 @@
  *   4. One usage record per request, on every path (a late settle replaces the sweeper's estimate).
  */
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { CircuitOpenError } from '../../core/errors';
 import type { LoopCheck } from '../../core/guardrails/loop-guard';
 import type { LoopOverrides } from '../../core/guardrails/settings';
 import type { MicroUsd } from '../../core/money';
@@ -173,7 +174,21 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
       const pooled = await this.reservePooled(input);
       if (pooled) return pooled;
     }
-    return this.holds.reserveHeld(input);
+    if (!input.loop) return this.holds.reserveHeld(input);
+    // The loop guard counts the copy in its own single write, presumed failed as a transaction's copy is
+    // (loop-counts.ts; its settle is one more single write: 2 write units in all instead of 4 as a condition and
+    // update inside the reserve and settle transactions), in parallel with the reserve, so admission waits for no
+    // extra round trip. Either refused: the other is taken back (the count, or the committed reservation whole).
+    const { loop: _counted, ...alone } = input;
+    const [counted, reserved] = await Promise.allSettled([this.loops.countCopy(input.loop, input.requestId, { presume: true }), this.holds.reserveHeld(alone)]);
+    if (counted.status === 'fulfilled' && reserved.status === 'fulfilled') return { ...reserved.value, loop: counted.value };
+    if (counted.status === 'fulfilled') await this.loops.uncountLoop(counted.value).catch(() => undefined);
+    // A failure to take back leaves the request charged its reservation (the sweeper releases the hold in full).
+    if (reserved.status === 'fulfilled') await this.settles.cancelHeld(reserved.value).catch(() => undefined);
+    // Guardrails first, as one transaction explained them: an open circuit, then the loop, then the rest.
+    const reserveError = reserved.status === 'rejected' ? reserved.reason : undefined;
+    if (counted.status === 'rejected' && !(reserveError instanceof CircuitOpenError)) throw counted.reason;
+    throw reserveError;
   }
 
   /**

@@ -12,7 +12,7 @@
  */
 import type { TransactWriteItem } from '@aws-sdk/client-dynamodb';
 import { marshall } from '@aws-sdk/util-dynamodb';
-import type { SettleInput } from '../../core/stores';
+import type { Reservation, SettleInput } from '../../core/stores';
 import { unexpectedCancellation } from './denials';
 import { holdKey, reservesOn } from './items';
 import { assertTransactionSize, LedgerCore } from './ledger-core';
@@ -43,7 +43,11 @@ export class HoldSettle {
       return;
     }
     const hold = holdKey(reservation.requestId, reservation.expiresAt);
-    const bucketAdjustments = [...this.items.tokenAdjustments(input), ...this.items.loopStreak(input), ...this.items.velocitySettle(input)];
+    // A copy the loop guard counted on its own (ledger.ts reserveOwn) settles on its own, first, in one single write
+    // that a retried settle repeats harmlessly; one counted in the reserve transaction settles in this one.
+    const loop = reservation.loop;
+    if (loop?.copy) await this.loops.settleLoop(loop, input.loopOutcome, input.loopStatus);
+    const bucketAdjustments = [...this.items.tokenAdjustments(input), ...(loop?.copy ? [] : this.items.loopStreak(input)), ...this.items.velocitySettle(input)];
     const usagePut = (): TransactWriteItem => ({
       Put: { TableName: this.core.usage, Item: usageItem(input.usage, { retentionDays: this.core.usageRetentionDays }) },
     });
@@ -70,6 +74,31 @@ export class HoldSettle {
     if (reasons[0]?.Code !== 'ConditionalCheckFailed') throw unexpectedCancellation(reasons);
 
     return this.settleLate(input, bucketAdjustments);
+  }
+
+  /**
+   * Takes back a reservation that was refused after its reserve committed (the loop guard, counting the copy in
+   * parallel, refused it): ONE transaction, conditioned on the hold, that deletes the hold and gives the counters,
+   * rate buckets and velocity windows back what the reserve added; no usage record (nothing was forwarded). A hold
+   * already gone (a retry of this, or swept) changes nothing more: what the sweeper charged stays charged.
+   */
+  async cancelHeld(reservation: Reservation): Promise<void> {
+    const hold = holdKey(reservation.requestId, reservation.expiresAt);
+    const nowUs = this.core.clock.now() * 1000;
+    const items: TransactWriteItem[] = [
+      {
+        Delete: {
+          TableName: this.core.budgets,
+          Key: marshall({ pk: hold.pk, sk: hold.sk }),
+          ConditionExpression: 'attribute_exists(pk)',
+        },
+      },
+      ...reservation.counters.map((ref) => this.items.counterUpdate(ref, { committed: -reservation.amount, reserved: -reservation.amount, spent: 0, requests: 0 })),
+      ...reservation.rateCharges.filter((c) => c.amount > 0).flatMap((c) => this.items.bucketShift(c, -c.amount, nowUs)),
+      ...this.items.velocitySettle({ reservation, cost: 0 } as SettleInput),
+    ];
+    const reasons = await this.core.transact(items);
+    if (reasons && reasons[0]?.Code !== 'ConditionalCheckFailed') throw unexpectedCancellation(reasons);
   }
 
   /**
