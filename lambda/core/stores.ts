@@ -78,7 +78,7 @@ export interface ReserveInput {
   readonly amount: MicroUsd;
   readonly counters: readonly CounterRef[];
   readonly rateCharges: readonly RateCharge[];
-  /** Circuits that must be closed (read just before the reserve transaction): 429 `circuit_open` if not. */
+  /** Circuits that must be closed (read beside or before the reserve transaction): 429 `circuit_open` if not. */
   readonly circuits?: readonly CircuitRef[];
   /** The loop guard's counter for this request's fingerprint (same transaction): 429 `loop_detected`. */
   readonly loop?: LoopCheck;

@@ -4,7 +4,7 @@
  * `circuit_open` and its headers, writing nothing; a circuit another instance opens is seen by the next reserve
  * of every instance; a closed or expired one admits. On DynamoDB Local.
  */
-import { ScanCommand, type TransactWriteItem } from '@aws-sdk/client-dynamodb';
+import { GetItemCommand, ScanCommand, type TransactWriteItem } from '@aws-sdk/client-dynamodb';
 import { ManualClock } from '../../lambda/core/clock';
 import { CircuitOpenError } from '../../lambda/core/errors';
 import type { CounterRef, RateCharge, ReserveInput } from '../../lambda/core/stores';
@@ -74,7 +74,7 @@ describe('circuits are read, not checked in the reserve transaction (DynamoDB Lo
     expect(transactions[0]!.some((item) => item.ConditionCheck)).toBe(false);
   });
 
-  it('when another instance opens a circuit, the next reserve of this one is refused with circuit_open and its headers, and writes nothing', async () => {
+  it('when another instance opens a circuit, the next reserve of this one is refused with circuit_open and its headers, and what its reserve wrote beside the read is taken back whole', async () => {
     const user = `c${Date.now().toString(36)}b`;
     const clock = new ManualClock(T0);
     const { ledger, transactions } = instance(clock);
@@ -92,9 +92,15 @@ describe('circuits are read, not checked in the reserve transaction (DynamoDB Lo
     expect(err.headers['x-tollgate-circuit-closes-at']).toBe(new Date(T0 + 60_000).toISOString());
     expect(err.headers['Retry-After']).toBe('60');
     expect(err.headers['x-should-retry']).toBe('false');
-    // Refused before the transaction: no new hold, counter or bucket write.
-    expect(transactions).toHaveLength(1);
+    // The read runs beside the reserve transaction (one round trip for both), so a reserve that committed is taken
+    // back whole in one more transaction: its hold deleted, its counter and bucket given back what it added.
+    expect(transactions).toHaveLength(3);
+    expect(transactions[2]![0]!.Delete?.Key?.pk?.S).toMatch(/^hold#/);
     expect(await itemsOf(user)).toEqual(before);
+    const counter = await db.client.send(
+      new GetItemCommand({ TableName: db.tables.budgets, Key: { pk: { S: `ctr#user:${user}` }, sk: { S: windowKey('day', T0) } }, ConsistentRead: true }),
+    );
+    expect([Number(counter.Item?.committed?.N), Number(counter.Item?.reserved?.N)]).toEqual([1_000, 1_000]);
 
     // Once it closes by itself, requests pass again.
     clock.set(T0 + 60_001);

@@ -15,6 +15,7 @@ import { DynamoDbLedger, loopKey } from '../../lambda/store/dynamodb/ledger';
 import { LedgerCore } from '../../lambda/store/dynamodb/ledger-core';
 import { LedgerItems } from '../../lambda/store/dynamodb/ledger-items';
 import { LoopCounts } from '../../lambda/store/dynamodb/loop-counts';
+import { holdKey } from '../../lambda/store/dynamodb/items';
 import type { PoolOptions } from '../../lambda/store/dynamodb/pools';
 import { createTestTables, testDynamoDbEndpoint, type TestTables } from '../support/dynamo';
 import { losingLoopAnswers } from '../support/lost-answers';
@@ -195,13 +196,16 @@ describe('loop guard counts of requests held on their own (DynamoDB Local)', () 
     const first = await l.reserve({ ...reserveInputFor(user, { now: clock.now(), holdTtlMs: 15 * 60_000 }, 10_000, counters), loop });
     // In flight and presumed failed: a copy now meets the block, though its budget has room.
     const before = await counter(user);
-    await expect(l.reserve({ ...reserveInputFor(user, { now: clock.now(), holdTtlMs: 15 * 60_000 }, 10_000, counters), loop })).rejects.toBeInstanceOf(LoopDetectedError);
+    const refused = reserveInputFor(user, { now: clock.now(), holdTtlMs: 15 * 60_000 }, 10_000, counters);
+    await expect(l.reserve({ ...refused, loop })).rejects.toBeInstanceOf(LoopDetectedError);
     const after = await counter(user);
     expect(before).toMatchObject({ committed: 10_000, reserved: 10_000 });
     expect(after).toMatchObject({ committed: 10_000, reserved: 10_000 });
     expect([after.spent ?? 0, after.requests ?? 0]).toEqual([0, 0]);
     expect(await loopItem(loop)).toMatchObject({ [`n${loop.window}`]: 1, fails: 1 });
-    expect(await l.sweepExpired(T0 + 16 * 60_000)).toBe(1); // the first request's hold alone: the refused one left none
+    const hold = holdKey(refused.requestId, refused.expiresAt);
+    const left = await db.client.send(new GetItemCommand({ TableName: db.tables.budgets, Key: marshall({ pk: hold.pk, sk: hold.sk }), ConsistentRead: true }));
+    expect(left.Item).toBeUndefined(); // the refused request left no hold for the sweeper to charge
     expect(first.loop?.copy?.presumedFailed).toBe(true);
   });
 });

@@ -174,19 +174,28 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
       const pooled = await this.reservePooled(input);
       if (pooled) return pooled;
     }
-    if (!input.loop) return this.holds.reserveHeld(input);
-    // The loop guard counts the copy in its own single write, presumed failed as a transaction's copy is
-    // (loop-counts.ts; its settle is one more single write: 2 write units in all instead of 4 as a condition and
-    // update inside the reserve and settle transactions), in parallel with the reserve, so admission waits for no
-    // extra round trip. Either refused: the other is taken back (the count, or the committed reservation whole).
+    const circuits = input.circuits ?? [];
+    if (!input.loop && circuits.length === 0) return this.holds.reserveHeld(input);
+    // Three calls at once, so admission waits for one round trip, not three: the reserve transaction; the
+    // circuits' read (a read unit each, instead of a condition in the transaction at 2 write units); and the loop
+    // guard's count of the copy in its own single write, presumed failed as a transaction's copy is
+    // (loop-counts.ts; its settle is one more single write: 2 write units in all instead of 4 in the reserve and
+    // settle transactions). Any refused: the others are taken back (the count, or the committed reservation whole).
     const { loop: _counted, ...alone } = input;
-    const [counted, reserved] = await Promise.allSettled([this.loops.countCopy(input.loop, input.requestId, { presume: true }), this.holds.reserveHeld(alone)]);
-    if (counted.status === 'fulfilled' && reserved.status === 'fulfilled') return { ...reserved.value, loop: counted.value };
-    if (counted.status === 'fulfilled') await this.loops.uncountLoop(counted.value).catch(() => undefined);
+    const [open, counted, reserved] = await Promise.allSettled([
+      circuits.length ? this.holds.refuseOpenCircuits(circuits, input.now) : Promise.resolve(),
+      input.loop ? this.loops.countCopy(input.loop, input.requestId, { presume: true }) : Promise.resolve(undefined),
+      this.holds.reserveHeld(alone, undefined, { circuitsRead: true }),
+    ]);
+    if (open.status === 'fulfilled' && counted.status === 'fulfilled' && reserved.status === 'fulfilled') {
+      return counted.value ? { ...reserved.value, loop: counted.value } : reserved.value;
+    }
+    if (counted.status === 'fulfilled' && counted.value) await this.loops.uncountLoop(counted.value).catch(() => undefined);
     // A failure to take back leaves the request charged its reservation (the sweeper releases the hold in full).
     if (reserved.status === 'fulfilled') await this.settles.cancelHeld(reserved.value).catch(() => undefined);
     // Guardrails first, as one transaction explained them: an open circuit, then the loop, then the rest.
     const reserveError = reserved.status === 'rejected' ? reserved.reason : undefined;
+    if (open.status === 'rejected' && (open.reason instanceof CircuitOpenError || reserveError === undefined)) throw open.reason;
     if (counted.status === 'rejected' && !(reserveError instanceof CircuitOpenError)) throw counted.reason;
     throw reserveError;
   }

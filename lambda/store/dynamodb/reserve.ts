@@ -2,8 +2,9 @@
  * The reserve transaction: a request (or a pool's grant, or a lease) admitted on its own, in ONE
  * TransactWriteItems, so a denial changes nothing and two racing requests can never both take the last dollar:
  *
- *   circuits: one strongly consistent BatchGetItem of their items before it (refused: nothing written)
- *   [bucket updates…] [counter updates…] [loop count] [velocity adds…] [hold put]
+ *   circuits: one strongly consistent BatchGetItem of their items, before it (a grant, a lease) or beside it (a
+ *             request's own: ledger.ts reserveOwn, which takes a committed reserve back when a circuit is open)
+ *   [bucket updates…] [counter updates…] [loop count (grants and leases only)] [velocity adds…] [hold put]
  *
  * Only the counters it must check are written (items.ts `reservesOn`): a key's or a user's window without a
  * limit is left to settle, which adds the cost to it once (the hold lists it, marked, for the sweeper).
@@ -37,7 +38,7 @@ export class ReserveTransaction {
   ) {}
 
   /** The reserve transaction (see the file header); with `pool`, a grant for that pool, released by the sweeper. */
-  async reserveHeld(input: ReserveInput, pool?: PoolRef): Promise<Reservation> {
+  async reserveHeld(input: ReserveInput, pool?: PoolRef, options: { readonly circuitsRead?: boolean } = {}): Promise<Reservation> {
     assertMicros(input.amount, 'amount');
     const nowUs = input.now * 1000;
     for (const ref of input.counters) {
@@ -95,8 +96,9 @@ export class ReserveTransaction {
       },
     };
     const counterUpdates = reserved.map((ref) => this.items.reserveCounter(ref, input.amount));
-    // Circuits first: an open circuit explains a refusal better than anything the transaction could say.
-    if (circuits.length) await this.refuseOpenCircuits(circuits, input.now);
+    // Circuits first: an open circuit explains a refusal better than anything the transaction could say. (A
+    // request's own reserve reads them beside this transaction instead: ledger.ts reserveOwn, `circuitsRead`.)
+    if (circuits.length && !options.circuitsRead) await this.refuseOpenCircuits(circuits, input.now);
 
     for (let branchRetries = 0; ; branchRetries++) {
       const items = [...buckets.map((b) => this.items.chargeBucket(b, nowUs)), ...counterUpdates, ...guardItems, holdPut];
@@ -181,7 +183,7 @@ export class ReserveTransaction {
    * A circuit opened anywhere is seen by the next read; one opened between this read and the transaction's
    * commit lets that request through (docs/guardrails.md, "Circuits are read, not checked in the transaction").
    */
-  private async refuseOpenCircuits(circuits: readonly CircuitRef[], now: number): Promise<void> {
+  async refuseOpenCircuits(circuits: readonly CircuitRef[], now: number): Promise<void> {
     const keys = circuits.map((ref) => circuitKey(ref));
     const found = new Map((await this.core.batchGet(keys)).map((item) => [item.pk?.S, item]));
     for (const [i, ref] of circuits.entries()) {

@@ -93,7 +93,10 @@ export class HoldSettle {
           ConditionExpression: 'attribute_exists(pk)',
         },
       },
-      ...reservation.counters.map((ref) => this.items.counterUpdate(ref, { committed: -reservation.amount, reserved: -reservation.amount, spent: 0, requests: 0 })),
+      // Only the counters the reserve wrote (a window without a limit is written at settle alone: items.ts reservesOn).
+      ...reservation.counters
+        .filter((ref) => reservesOn(ref, reservation.limitedOnly))
+        .map((ref) => this.items.counterUpdate(ref, { committed: -reservation.amount, reserved: -reservation.amount, spent: 0, requests: 0 })),
       ...reservation.rateCharges.filter((c) => c.amount > 0).flatMap((c) => this.items.bucketShift(c, -c.amount, nowUs)),
       ...this.items.velocitySettle({ reservation, cost: 0 } as SettleInput),
     ];
