@@ -101,6 +101,9 @@ describe('circuits are read, not checked in the reserve transaction (DynamoDB Lo
       new GetItemCommand({ TableName: db.tables.budgets, Key: { pk: { S: `ctr#user:${user}` }, sk: { S: windowKey('day', T0) } }, ConsistentRead: true }),
     );
     expect([Number(counter.Item?.committed?.N), Number(counter.Item?.reserved?.N)]).toEqual([1_000, 1_000]);
+    // Having read it open, this instance reads the circuit first for a few seconds: refused again, no transaction.
+    await expect(ledger.reserve(requestOf(user, T0 + 3))).rejects.toBeInstanceOf(CircuitOpenError);
+    expect(transactions).toHaveLength(3);
 
     // Once it closes by itself, requests pass again.
     clock.set(T0 + 60_001);

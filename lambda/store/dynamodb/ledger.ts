@@ -176,6 +176,8 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     }
     const circuits = input.circuits ?? [];
     if (!input.loop && circuits.length === 0) return this.holds.reserveHeld(input);
+    // A circuit this instance saw open moments ago is read first: refused again, nothing is written.
+    if (circuits.length && this.holds.seenOpenRecently(circuits, input.now)) await this.holds.refuseOpenCircuits(circuits, input.now);
     // Three calls at once, so admission waits for one round trip, not three: the reserve transaction; the
     // circuits' read (a read unit each, instead of a condition in the transaction at 2 write units); and the loop
     // guard's count of the copy in its own single write, presumed failed as a transaction's copy is

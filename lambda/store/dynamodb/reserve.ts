@@ -22,15 +22,20 @@ import { type CircuitRef, type RateCharge, type RateState, type Reservation, res
 import { BusyScopes } from './busy-scopes';
 import { budgetExceeded, circuitOpen, loopDetected, rateLimited, requestTooLarge, unexpectedCancellation, velocityTripped } from './denials';
 import { bucketHintKey, circuitKey, counterPk, counterTtl, holdKey, reservesOn } from './items';
-import { assertMicros, assertTransactionSize, DAY_S, LedgerCore } from './ledger-core';
+import { assertMicros, assertTransactionSize, DAY_S, LedgerCore, MAX_HINTS } from './ledger-core';
 import { LedgerItems } from './ledger-items';
 import type { PoolRef } from './pools';
 
 /** Re-tries of reserve when a GCRA "reset" met a bucket another instance had just used (the old item shows it). */
 const MAX_BRANCH_RETRIES = 2;
+/** How long an instance that read a circuit open reads it before reserving (not beside): a few seconds. */
+const SEEN_OPEN_MS = 5_000;
 
 /** Reserves on the counters, buckets and guardrail items directly, one transaction per call. */
 export class ReserveTransaction {
+  /** Circuits this instance read open, and until when it reads them first (see seenOpenRecently). */
+  private readonly seenOpen = new Map<string, number>();
+
   constructor(
     private readonly core: LedgerCore,
     private readonly items: LedgerItems,
@@ -189,8 +194,21 @@ export class ReserveTransaction {
     for (const [i, ref] of circuits.entries()) {
       const item = found.get(keys[i]!.pk);
       const openUntil = item?.openUntil?.N;
-      if (openUntil !== undefined && Number(openUntil) > now) throw circuitOpen(ref, unmarshall(item!), now);
+      if (openUntil !== undefined && Number(openUntil) > now) {
+        if (this.seenOpen.size >= MAX_HINTS) this.seenOpen.clear();
+        this.seenOpen.set(keys[i]!.pk, now + SEEN_OPEN_MS);
+        throw circuitOpen(ref, unmarshall(item!), now);
+      }
     }
+  }
+
+  /**
+   * Whether this instance read one of these circuits open in the last {@link SEEN_OPEN_MS}: its next requests
+   * then read the circuits before reserving (refused without a write) instead of beside the transaction, so a
+   * client hammering an open circuit costs reads, not a reserve and its take-back each time.
+   */
+  seenOpenRecently(circuits: readonly CircuitRef[], now: number): boolean {
+    return circuits.some((ref) => (this.seenOpen.get(circuitKey(ref).pk) ?? 0) > now);
   }
 
   /**
