@@ -89,6 +89,7 @@ async function notCached(raw: string, s: Surface, body: Record<string, unknown>,
   expect(again.headers.get('x-tollgate-cache')).toBe('miss');
   expect(await again.text()).toContain('Healthy');
   expect(h.upstream.requests).toHaveLength(calls + 1);
+  await h.settled(); // its settle runs after the answer was sent
   expect(await h.holds()).toHaveLength(0);
 }
 

@@ -155,6 +155,7 @@ describe.each(SHAPES)('$name', (shape) => {
     expect(again.headers.get('x-tollgate-cache')).not.toBe('hit');
     expect(await again.text()).toContain('Healthy');
     expect(h.upstream.requests).toHaveLength(2);
+    await h.settled(); // its settle runs after the answer was sent
     expect(await h.holds()).toHaveLength(0);
   });
 
@@ -291,6 +292,7 @@ describe.each(BEDROCK_CASES)('Bedrock, $title', ({ surface, failure, title }) =>
     expect(again.headers.get('x-tollgate-cache')).toBe('miss');
     expect(await again.text()).toContain('Healthy');
     expect(bedrock.requests).toHaveLength(2);
+    await h.settled(); // its settle runs after the answer was sent
     expect(await h.holds()).toHaveLength(0);
   });
 
