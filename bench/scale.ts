@@ -17,7 +17,7 @@
  *   npm run bench:scale -- --seconds=5 --rate=500 --scenario=budget --config=per-request
  */
 import { performance } from 'node:perf_hooks';
-import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import { loadConfig, type GatewayConfig } from '../lambda/config';
 import { AdmissionGate, AdmittingLedger } from '../lambda/core/admission';
@@ -261,6 +261,9 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
     random: seededRandom(options.seed + 1),
     tables: tableDefinitions(config.tables),
     holdShare: options.holdShare,
+    // Updated items' real sizes, read back outside the physics: an update is billed at the larger of the item's
+    // size before and after (a pool item carries a marker per take in flight).
+    readItem: async (table, key) => (await setupClient.send(new GetItemCommand({ TableName: table, Key: key, ConsistentRead: true }))).Item,
   });
   // DynamoDB Local's own hiccups (a 500 "took too long waiting for a lock" on a loaded box) are retried below
   // the physics with real timers: they are not DynamoDB's behaviour, and the scheduler waits for them.

@@ -1,7 +1,28 @@
 /**
- * What a pool item carries and how it is named: a pool group's id, a take's marker `t:<request id>` (the
- * kind, amount, arrival and model the sweeper's `abandoned` record is made from), a grant's marker
- * `g:<grant id>`, the refusal a dry pool remembers, and the sweeper's record of a take never settled.
+ * What a pool item carries and how it is named: a pool group's id, a take's marker (the kind, amount, arrival
+ * and model the sweeper's `abandoned` record is made from), a grant's marker, the refusal a dry pool remembers,
+ * and the sweeper's record of a take never settled.
+ *
+ * Layout of a key pool item (`pool#<group>#<k>` / `e<epoch>`). DynamoDB bills a write at the larger of the
+ * item's size before and after, per started KB, and an item's size is the sum of its attribute names' and
+ * values' lengths (a number: about one byte per two digits, plus one). A key pool item carries one take marker
+ * per request in flight through it: at 1,000 req/s of one user over 8 keys × 4 shards with ~0.6–0.85 s calls,
+ * about 20–27 at once. So every byte of a marker is paid ~25 times on every write of the item:
+ *
+ *   take marker   `*<id>` = `<kind><amount>,<arrival>,<model>`                                  ≈ 35 bytes
+ *                 name: `*` and the gateway's request id `req_<32 hex>` as 22 base64url characters (any other id
+ *                 spelled out after `*:`), so a retried take finds its own marker and the sweeper has the id;
+ *                 value: `r` (request) or `l` (lease), amount in µUSD base 36, arrival in ms after the epoch's
+ *                 start base 36, and a 4-character digest of the model whose name the item holds once as
+ *                 `~<digest>` = model (written with `if_not_exists` by every take of that model)
+ *                 e.g. `*AbC…22` = `rlfls,7ps,Xy-_` (was `t:req_<32 hex>` = `r;1000000;1765000000000;gpt-4o-mini`, ≈ 71)
+ *   grant marker  `+<grant's last id part>` = amount (VOID_GRANT: voided by the sweeper)           ≈ 15 bytes
+ *                 the grant id is `pool.<group>#<k>.e<epoch>.<part>`: the item names the rest (was `g:<grant id>`, ≈ 60)
+ *   the rest      key, room, units, taken/granted/given, spent, requests, firstAt, ttl, a claim  ≈ 220 bytes
+ *
+ * ≈ 220 + 5 grants × 15 + 25 takes × 35 ≈ 1.2 KB at the busiest (1 or 2 units a write; was ≈ 2.3 KB, 3 units).
+ * A shared pool's take marker is `*` and a 72-bit digest of the request id = `s` (14 bytes): its record comes
+ * from the request's own hold. Items written before this layout (`t:<id>`, `g:<grant id>`) are still read.
  */
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { createHash } from 'node:crypto';
@@ -63,16 +84,78 @@ export function num(value: unknown): number {
 }
 
 /** A take's marker attribute on its pool item, present from the take until its settle (or the release). */
-export const MARKER_PREFIX = 't:';
+export const MARKER_PREFIX = '*';
+/** A grant's marker attribute, set when the grant reaches the room. */
+export const GRANT_PREFIX = '+';
+/** A model's name on a pool item, under its digest (take markers carry the digest). */
+const MODEL_PREFIX = '~';
+/** Markers of items written before the compact layout (still read by the release and reclaims). */
+const LEGACY_MARKER_PREFIX = 't:';
+const LEGACY_GRANT_PREFIX = 'g:';
 /** The value a grant's marker takes when the sweeper released a grant that never reached the room. */
 export const VOID_GRANT = -1;
 
+/** The gateway's request ids (lambda/http/app.ts): their 16 bytes fit in 22 base64url characters. */
+const GATEWAY_REQUEST_ID = /^req_([0-9a-f]{32})$/;
+
+/** A key pool take's marker attribute: `*` + the request id, compact when it is the gateway's (see the layout). */
 export function markerName(requestId: string): string {
-  return `${MARKER_PREFIX}${requestId}`;
+  const gateway = GATEWAY_REQUEST_ID.exec(requestId);
+  return gateway ? `${MARKER_PREFIX}${Buffer.from(gateway[1]!, 'hex').toString('base64url')}` : `${MARKER_PREFIX}:${requestId}`;
 }
 
+/** The request id a key pool take's marker names (undefined: not a take marker). */
+export function requestIdOf(name: string): string | undefined {
+  if (name.startsWith(LEGACY_MARKER_PREFIX)) return name.slice(LEGACY_MARKER_PREFIX.length);
+  if (!name.startsWith(MARKER_PREFIX)) return undefined;
+  if (name.startsWith(`${MARKER_PREFIX}:`)) return name.slice(MARKER_PREFIX.length + 1);
+  const bytes = Buffer.from(name.slice(MARKER_PREFIX.length), 'base64url');
+  return bytes.length === 16 ? `req_${bytes.toString('hex')}` : undefined;
+}
+
+/** A shared pool take's marker attribute: a 72-bit digest of the request id (its record needs no id from it). */
+export function sharedMarkerName(requestId: string): string {
+  return `${MARKER_PREFIX}${createHash('sha256').update(requestId).digest('base64url').slice(0, 12)}`;
+}
+
+/** The attribute that names a model on a pool item, and the digest a take marker carries for it. */
+export function modelDigest(model: string): string {
+  return createHash('sha256').update(model).digest('base64url').slice(0, 4);
+}
+
+export function modelName(digest: string): string {
+  return `${MODEL_PREFIX}${digest}`;
+}
+
+/** A key pool take's marker value: kind, amount and arrival (ms after `epochStart`) base 36, model digest. */
+export function markerValue(kind: 'r' | 'l', amount: MicroUsd, arrival: number, epochStart: number, model: string): string {
+  return `${kind}${amount.toString(36)},${(arrival - epochStart).toString(36)},${modelDigest(model)}`;
+}
+
+/**
+ * A grant's marker attribute: `+` and the last part of its id (the rest names the pool item it is on). A grant id
+ * not made by pool-refill.ts (no such part) is spelled out whole.
+ */
 export function grantName(grantId: string): string {
-  return `g:${grantId}`;
+  const dot = grantId.lastIndexOf('.');
+  return `${GRANT_PREFIX}${dot >= 0 ? grantId.slice(dot + 1) : `:${grantId}`}`;
+}
+
+/** The attribute names a grant's marker may have on its pool item: this layout's, then the one before it. */
+export function grantNames(grantId: string): [string, string] {
+  return [grantName(grantId), `${LEGACY_GRANT_PREFIX}${grantId}`];
+}
+
+/** The grants applied to a pool item (amount > 0), by id: `prefix` and `itemPart` rebuild an id from its marker. */
+export function appliedGrants(item: Record<string, unknown>, idOf: (part: string) => string): Array<{ grantId: string; amount: number }> {
+  const out: Array<{ grantId: string; amount: number }> = [];
+  for (const [name, value] of Object.entries(item)) {
+    if (typeof value !== 'number' || value <= 0) continue;
+    if (name.startsWith(LEGACY_GRANT_PREFIX)) out.push({ grantId: name.slice(LEGACY_GRANT_PREFIX.length), amount: value });
+    else if (name.startsWith(`${GRANT_PREFIX}:`)) out.push({ grantId: name.slice(GRANT_PREFIX.length + 1), amount: value });
+    else if (name.startsWith(GRANT_PREFIX)) out.push({ grantId: idOf(name.slice(GRANT_PREFIX.length)), amount: value });
+  }
+  return out;
 }
 
 export interface MarkedTake {
@@ -83,10 +166,31 @@ export interface MarkedTake {
   readonly lease: boolean;
 }
 
-export function parseMarker(name: string, value: string): MarkedTake | undefined {
-  const [kind, amount, at, ...model] = value.split(';');
-  if (kind === 's' || amount === undefined || at === undefined) return undefined;
-  return { requestId: name.slice(MARKER_PREFIX.length), amount: Number(amount), reservedAt: Number(at), model: model.join(';'), lease: kind === 'l' };
+/**
+ * A key pool take from its marker on `item` (undefined: not a key pool take's marker). `epochStart` is the start
+ * of the item's epoch (arrivals are stored after it). Markers of the layout before (`t:<id>` = `r;amount;at;model`)
+ * are read too.
+ */
+export function parseMarker(name: string, value: string, item: Record<string, unknown>, epochStart: number): MarkedTake | undefined {
+  const requestId = requestIdOf(name);
+  if (requestId === undefined) return undefined;
+  if (value.includes(';')) {
+    const [kind, amount, at, ...model] = value.split(';');
+    if (kind === 's' || amount === undefined || at === undefined) return undefined;
+    return { requestId, amount: Number(amount), reservedAt: Number(at), model: model.join(';'), lease: kind === 'l' };
+  }
+  const kind = value[0];
+  if (kind !== 'r' && kind !== 'l') return undefined;
+  const [amount, arrival, digest] = value.slice(1).split(',');
+  if (amount === undefined || arrival === undefined || digest === undefined) return undefined;
+  const model = item[modelName(digest)];
+  return {
+    requestId,
+    amount: parseInt(amount, 36),
+    reservedAt: epochStart + parseInt(arrival, 36),
+    model: typeof model === 'string' ? model : 'unknown',
+    lease: kind === 'l',
+  };
 }
 
 /** The sweeper's record of a take never settled: its amount, estimated, `abandoned` (its late settle replaces it). */

@@ -35,7 +35,7 @@
  */
 import { type CancellationReason, type DynamoDBClient, GetItemCommand, type TransactWriteItem, UpdateItemCommand, type UpdateItemCommandOutput } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Clock } from '../../core/clock';
 import { StoreUnavailableError } from '../../core/errors';
 import type { VelocityCharge } from '../../core/guardrails/velocity';
@@ -45,7 +45,7 @@ import type { ScopeId, UsageRecord } from '../../core/types';
 import { errorName, translateError } from './client';
 import { shardOf } from './hash';
 import { PoolGiveBack } from './pool-giveback';
-import { abandonedKeyOf, dryError, type DryState, groupId, type Item, MARKER_PREFIX, markerName, num, unitAttr } from './pool-markers';
+import { abandonedKeyOf, dryError, type DryState, groupId, type Item, markerName, markerValue, modelDigest, modelName, num, sharedMarkerName, unitAttr } from './pool-markers';
 import { MIN_GRANT_REQUESTS, PoolRefill } from './pool-refill';
 import { PoolReclaim } from './pool-reclaim';
 import { PoolRelease } from './pool-release';
@@ -285,9 +285,9 @@ export class ScopePools {
   // -------------------------------------------------------------------------------------------------------
 
   /**
-   * One take: room −= amount, units −= charge, and the take's marker `t:<request id>` set, if there is room, the
-   * pool is open and the marker is not there yet. A retried take whose first answer was lost finds its own
-   * marker: taken once, not twice.
+   * One take: room −= amount, units −= charge, and the take's marker set, if there is room, the pool is open and
+   * the marker is not there yet. A retried take whose first answer was lost finds its own marker: taken once, not
+   * twice. A key pool's take also names its model on the item once (its marker carries the model's digest).
    */
   private async tryTake(
     ref: PoolRef,
@@ -295,7 +295,7 @@ export class ScopePools {
     charges: readonly RateCharge[],
   ): Promise<{ taken?: Record<string, unknown>; old?: Record<string, unknown> }> {
     const amount = input.amount;
-    const values: Record<string, number | string> = { ':a': amount, ':na': -amount, ':m': this.markerOf(input) };
+    const values: Record<string, number | string> = { ':a': amount, ':na': -amount, ':m': this.markerOf(input, ref) };
     const adds = ['room :na', 'taken :a'];
     const conditions = ['room >= :a', 'attribute_not_exists(closed)', 'attribute_not_exists(#t)'];
     for (const c of charges) {
@@ -306,14 +306,21 @@ export class ScopePools {
       conditions.push(`${attr} >= :u${attr}`);
     }
     const marker = this.markerName(input.requestId);
+    const names: Record<string, string> = { '#t': marker };
+    let sets = '#t = :m';
+    if (this.role === 'key') {
+      names['#md'] = modelName(modelDigest(input.context.model));
+      values[':md'] = input.context.model;
+      sets += ', #md = if_not_exists(#md, :md)';
+    }
     try {
       const out = await this.send(
         new UpdateItemCommand({
           TableName: this.host.table,
           Key: marshall(ref),
-          UpdateExpression: `ADD ${adds.join(', ')} SET #t = :m`,
+          UpdateExpression: `ADD ${adds.join(', ')} SET ${sets}`,
           ConditionExpression: conditions.join(' AND '),
-          ExpressionAttributeNames: { '#t': marker },
+          ExpressionAttributeNames: names,
           ExpressionAttributeValues: marshall(values),
           ReturnValues: 'ALL_NEW',
           ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
@@ -333,13 +340,13 @@ export class ScopePools {
 
   /**
    * The marker a take leaves on its pool item until it settles: kind, amount, arrival and model (the sweeper's
-   * `abandoned` record of a key pool's take is made from it). A shared take's record comes from the request's
-   * own hold, so its marker is the kind alone.
+   * `abandoned` record of a key pool's take is made from it; layout and sizes in pool-markers.ts). A shared take's
+   * record comes from the request's own hold, so its marker is the kind alone.
    */
-  markerOf(input: ReserveInput): string {
+  markerOf(input: ReserveInput, ref: PoolRef): string {
     if (this.role === 'shared') return 's';
     const kind = input.context.endpoint === 'lease' ? 'l' : 'r';
-    return `${kind};${input.amount};${input.now};${input.context.model}`;
+    return markerValue(kind, input.amount, input.now, this.startOf(ref.pk, Number(ref.sk.slice(1))), input.context.model);
   }
 
   /**
@@ -348,8 +355,7 @@ export class ScopePools {
    * it (a hundred at 5,000 req/s), and every write of the item pays for its whole size.
    */
   markerName(requestId: string): string {
-    if (this.role !== 'shared') return markerName(requestId);
-    return `${MARKER_PREFIX}${createHash('sha256').update(requestId).digest('base64url').slice(0, 12)}`;
+    return this.role === 'shared' ? sharedMarkerName(requestId) : markerName(requestId);
   }
 
   /** One instance at a time refills a pool: it claims the item first (a stale claim may be taken over). */
