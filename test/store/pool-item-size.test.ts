@@ -29,7 +29,7 @@ const HOLD_TTL = 15 * 60_000;
 const POOLS: PoolOptions = { shards: 4, epochMs: 10_000, graceMs: 5_000, markMs: 600_000 };
 const AFTER_CLOSE = 4 * 10_000 + 5_000;
 /** Takes in flight on one pool item at the busiest (the layout's figure: 20–27). */
-const IN_FLIGHT = 20;
+const IN_FLIGHT = 24;
 const MODELS = ['gpt-4o-mini', 'claude-3-5-sonnet-20241022'];
 let db: TestTables;
 let seq = 0;
@@ -211,5 +211,54 @@ describe('key pool item size (DynamoDB Local)', () => {
     expect(records).toHaveLength(12);
     expect(records.every((r) => r.outcome === 'ok')).toBe(true);
     client.destroy();
+  });
+  it('when a pool item was written in the layout before (`t:<id>`, `g:<grant id>`), its release still finds its grants and charges its unsettled takes with their records', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const l = ledger(clock);
+    await markPooled(l, user, clock.now());
+    const refs = [dayCounterAt(`user:${user}` as ScopeId, T0, 100_000_000)];
+    const done = await l.reserve(request(user, clock.now(), 20_000, refs, MODELS[0]!));
+    await l.settle({ reservation: done, cost: 4_000, usage: usageOf(done, user, 4_000, clock.now(), MODELS[0]!) });
+    const open = await l.reserve(request(user, clock.now(), 30_000, refs, MODELS[1]!));
+    // Rewrite the item's markers as an instance of the deploy before would have written them.
+    const pool = open.pool!;
+    const item = unmarshall(await readItem(pool));
+    const names: Record<string, string> = {};
+    const values: Record<string, unknown> = {};
+    const removes: string[] = [];
+    const sets: string[] = [];
+    let n = 0;
+    for (const [name, value] of Object.entries(item)) {
+      if (!/^[*+~]/.test(name)) continue;
+      names[`#o${n}`] = name;
+      removes.push(`#o${n}`);
+      if (name.startsWith('*')) {
+        names[`#n${n}`] = `t:${open.requestId}`;
+        values[`:v${n}`] = `r;${open.amount};${clock.now()};${MODELS[1]}`;
+        sets.push(`#n${n} = :v${n}`);
+      } else if (name.startsWith('+')) {
+        names[`#n${n}`] = `g:pool.${pool.pk.slice('pool#'.length)}.${pool.sk}.${name.slice(1)}`;
+        values[`:v${n}`] = value;
+        sets.push(`#n${n} = :v${n}`);
+      }
+      n++;
+    }
+    expect(sets.length).toBeGreaterThanOrEqual(2);
+    await db.client.send(
+      new UpdateItemCommand({
+        TableName: db.tables.budgets,
+        Key: marshall({ pk: pool.pk, sk: pool.sk }),
+        UpdateExpression: `SET ${sets.join(', ')} REMOVE ${removes.join(', ')}`,
+        ExpressionAttributeNames: names,
+        ExpressionAttributeValues: marshall(values),
+      }),
+    );
+
+    await l.sweepExpired(clock.now() + AFTER_CLOSE);
+    const [day] = await l.readCounters(refs);
+    expect(day).toMatchObject({ committed: 34_000, spent: 34_000, reserved: 0 });
+    const swept = (await usageOfUser(user)).find((r) => r.requestId === open.requestId);
+    expect(swept).toMatchObject({ outcome: 'abandoned', costMicros: 30_000, model: MODELS[1], timestamp: new Date(clock.now()).toISOString() });
   });
 });

@@ -9,18 +9,21 @@
  * per request in flight through it: at 1,000 req/s of one user over 8 keys × 4 shards with ~0.6–0.85 s calls,
  * about 20–27 at once. So every byte of a marker is paid ~25 times on every write of the item:
  *
- *   take marker   `*<id>` = `<kind><amount>,<arrival>,<model>`                                  ≈ 35 bytes
+ *   take marker   `*<id>` = binary (amount, lease, arrival, model)                          23 + 7–9 ≈ 31 bytes
  *                 name: `*` and the gateway's request id `req_<32 hex>` as 22 base64url characters (any other id
  *                 spelled out after `*:`), so a retried take finds its own marker and the sweeper has the id;
- *                 value: `r` (request) or `l` (lease), amount in µUSD base 36, arrival in ms after the epoch's
- *                 start base 36, and a 4-character digest of the model whose name the item holds once as
- *                 `~<digest>` = model (written with `if_not_exists` by every take of that model)
- *                 e.g. `*AbC…22` = `rlfls,7ps,Xy-_` (was `t:req_<32 hex>` = `r;1000000;1765000000000;gpt-4o-mini`, ≈ 71)
+ *                 value: varint(amount µUSD × 2 + lease), varint(zigzag(arrival − the epoch's start, ms)), the
+ *                 model's 3-byte digest; the item names each model once as `~<digest>` = model (set with
+ *                 `if_not_exists` by every take of that model)
+ *                 (was `t:req_<32 hex>` = `r;1000000;1765000000000;gpt-4o-mini`: 38 + 33 ≈ 71 bytes)
  *   grant marker  `+<grant's last id part>` = amount (VOID_GRANT: voided by the sweeper)           ≈ 15 bytes
  *                 the grant id is `pool.<group>#<k>.e<epoch>.<part>`: the item names the rest (was `g:<grant id>`, ≈ 60)
  *   the rest      key, room, units, taken/granted/given, spent, requests, firstAt, ttl, a claim  ≈ 220 bytes
  *
- * ≈ 220 + 5 grants × 15 + 25 takes × 35 ≈ 1.2 KB at the busiest (1 or 2 units a write; was ≈ 2.3 KB, 3 units).
+ * Read back from DynamoDB Local (test/store/pool-item-size.test.ts): the rest ≈ 250 bytes with 2 models and 3
+ * grants, so an item stays under 1 KB (one write unit) with up to ~24 takes in flight: ~18 on average at 1,000
+ * req/s over 32 items with 0.3–0.8 s calls (31 req/s an item × ~0.57 s). The layout before was ≈ 250 + 71 a take:
+ * 2 units a write from 11 takes in flight, 3 from 25.
  * A shared pool's take marker is `*` and a 72-bit digest of the request id = `s` (14 bytes): its record comes
  * from the request's own hold. Items written before this layout (`t:<id>`, `g:<grant id>`) are still read.
  */
@@ -118,18 +121,46 @@ export function sharedMarkerName(requestId: string): string {
   return `${MARKER_PREFIX}${createHash('sha256').update(requestId).digest('base64url').slice(0, 12)}`;
 }
 
-/** The attribute that names a model on a pool item, and the digest a take marker carries for it. */
-export function modelDigest(model: string): string {
-  return createHash('sha256').update(model).digest('base64url').slice(0, 4);
+/** The 3-byte digest of a model a take marker carries (the item names the model once, under {@link modelName}). */
+function modelDigest(model: string): Buffer {
+  return createHash('sha256').update(model).digest().subarray(0, 3);
 }
 
-export function modelName(digest: string): string {
-  return `${MODEL_PREFIX}${digest}`;
+/** The attribute that names a model on a pool item: `~` and its digest in base64url (4 characters). */
+export function modelName(model: string): string {
+  return `${MODEL_PREFIX}${modelDigest(model).toString('base64url')}`;
 }
 
-/** A key pool take's marker value: kind, amount and arrival (ms after `epochStart`) base 36, model digest. */
-export function markerValue(kind: 'r' | 'l', amount: MicroUsd, arrival: number, epochStart: number, model: string): string {
-  return `${kind}${amount.toString(36)},${(arrival - epochStart).toString(36)},${modelDigest(model)}`;
+/**
+ * A key pool take's marker value, binary: varint(amount × 2 + lease), varint(zigzag(arrival − epochStart)), the
+ * model's 3-byte digest. 7–9 bytes for amounts below 2²⁰ µUSD and arrivals within 8–16 s of the epoch's start.
+ */
+export function markerValue(kind: 'r' | 'l', amount: MicroUsd, arrival: number, epochStart: number, model: string): Uint8Array {
+  const offset = arrival - epochStart;
+  return Buffer.concat([varint(amount * 2 + (kind === 'l' ? 1 : 0)), varint(offset >= 0 ? offset * 2 : -offset * 2 - 1), modelDigest(model)]);
+}
+
+function varint(n: number): Buffer {
+  const bytes: number[] = [];
+  let rest = n;
+  while (rest >= 0x80) {
+    bytes.push((rest % 0x80) | 0x80);
+    rest = Math.floor(rest / 0x80);
+  }
+  bytes.push(rest);
+  return Buffer.from(bytes);
+}
+
+/** Reads the varint at `at`: its value and the index after it (undefined past the end). */
+function readVarint(bytes: Uint8Array, at: number): { value: number; next: number } | undefined {
+  let value = 0;
+  let scale = 1;
+  for (let i = at; i < bytes.length && i < at + 8; i++) {
+    value += (bytes[i]! & 0x7f) * scale;
+    if (bytes[i]! < 0x80) return { value, next: i + 1 };
+    scale *= 0x80;
+  }
+  return undefined;
 }
 
 /**
@@ -171,25 +202,26 @@ export interface MarkedTake {
  * of the item's epoch (arrivals are stored after it). Markers of the layout before (`t:<id>` = `r;amount;at;model`)
  * are read too.
  */
-export function parseMarker(name: string, value: string, item: Record<string, unknown>, epochStart: number): MarkedTake | undefined {
+export function parseMarker(name: string, value: unknown, item: Record<string, unknown>, epochStart: number): MarkedTake | undefined {
   const requestId = requestIdOf(name);
   if (requestId === undefined) return undefined;
-  if (value.includes(';')) {
+  if (typeof value === 'string') {
     const [kind, amount, at, ...model] = value.split(';');
     if (kind === 's' || amount === undefined || at === undefined) return undefined;
     return { requestId, amount: Number(amount), reservedAt: Number(at), model: model.join(';'), lease: kind === 'l' };
   }
-  const kind = value[0];
-  if (kind !== 'r' && kind !== 'l') return undefined;
-  const [amount, arrival, digest] = value.slice(1).split(',');
-  if (amount === undefined || arrival === undefined || digest === undefined) return undefined;
-  const model = item[modelName(digest)];
+  if (!(value instanceof Uint8Array)) return undefined;
+  const first = readVarint(value, 0);
+  const second = first && readVarint(value, first.next);
+  if (!first || !second || value.length !== second.next + 3) return undefined;
+  const offset = second.value % 2 === 0 ? second.value / 2 : -(second.value + 1) / 2;
+  const model = item[`${MODEL_PREFIX}${Buffer.from(value.subarray(second.next)).toString('base64url')}`];
   return {
     requestId,
-    amount: parseInt(amount, 36),
-    reservedAt: epochStart + parseInt(arrival, 36),
+    amount: Math.floor(first.value / 2),
+    reservedAt: epochStart + offset,
     model: typeof model === 'string' ? model : 'unknown',
-    lease: kind === 'l',
+    lease: first.value % 2 === 1,
   };
 }
 

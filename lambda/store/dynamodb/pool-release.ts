@@ -113,7 +113,6 @@ export class PoolRelease {
     const settled: Array<{ marker: string; refund: MicroUsd }> = [];
     const epochStart = this.pools.startOf(hold.pool.pk, Number(hold.pool.sk.slice(1)));
     for (const [name, value] of Object.entries(item)) {
-      if (typeof value !== 'string') continue;
       const take = parseMarker(name, value, item, epochStart);
       if (!take) continue;
       const record: UsageRecord = abandonedTake(hold.context, take, now);

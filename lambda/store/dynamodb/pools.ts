@@ -45,7 +45,7 @@ import type { ScopeId, UsageRecord } from '../../core/types';
 import { errorName, translateError } from './client';
 import { shardOf } from './hash';
 import { PoolGiveBack } from './pool-giveback';
-import { abandonedKeyOf, dryError, type DryState, groupId, type Item, markerName, markerValue, modelDigest, modelName, num, sharedMarkerName, unitAttr } from './pool-markers';
+import { abandonedKeyOf, dryError, type DryState, groupId, type Item, markerName, markerValue, modelName, num, sharedMarkerName, unitAttr } from './pool-markers';
 import { MIN_GRANT_REQUESTS, PoolRefill } from './pool-refill';
 import { PoolReclaim } from './pool-reclaim';
 import { PoolRelease } from './pool-release';
@@ -295,7 +295,7 @@ export class ScopePools {
     charges: readonly RateCharge[],
   ): Promise<{ taken?: Record<string, unknown>; old?: Record<string, unknown> }> {
     const amount = input.amount;
-    const values: Record<string, number | string> = { ':a': amount, ':na': -amount, ':m': this.markerOf(input, ref) };
+    const values: Record<string, number | string | Uint8Array> = { ':a': amount, ':na': -amount, ':m': this.markerOf(input, ref) };
     const adds = ['room :na', 'taken :a'];
     const conditions = ['room >= :a', 'attribute_not_exists(closed)', 'attribute_not_exists(#t)'];
     for (const c of charges) {
@@ -309,7 +309,7 @@ export class ScopePools {
     const names: Record<string, string> = { '#t': marker };
     let sets = '#t = :m';
     if (this.role === 'key') {
-      names['#md'] = modelName(modelDigest(input.context.model));
+      names['#md'] = modelName(input.context.model);
       values[':md'] = input.context.model;
       sets += ', #md = if_not_exists(#md, :md)';
     }
@@ -343,7 +343,7 @@ export class ScopePools {
    * `abandoned` record of a key pool's take is made from it; layout and sizes in pool-markers.ts). A shared take's
    * record comes from the request's own hold, so its marker is the kind alone.
    */
-  markerOf(input: ReserveInput, ref: PoolRef): string {
+  markerOf(input: ReserveInput, ref: PoolRef): string | Uint8Array {
     if (this.role === 'shared') return 's';
     const kind = input.context.endpoint === 'lease' ? 'l' : 'r';
     return markerValue(kind, input.amount, input.now, this.startOf(ref.pk, Number(ref.sk.slice(1))), input.context.model);
