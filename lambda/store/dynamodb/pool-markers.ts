@@ -16,7 +16,7 @@
  *                 model's 3-byte digest; the item names each model once as `~<digest>` = model (set with
  *                 `if_not_exists` by every take of that model)
  *                 (was `t:req_<32 hex>` = `r;1000000;1765000000000;gpt-4o-mini`: 38 + 33 ≈ 71 bytes)
- *   grant marker  `+<grant's last id part>` = amount (VOID_GRANT: voided by the sweeper)           ≈ 15 bytes
+ *   grant marker  `+<part>` = amount (VOID_GRANT: voided by the sweeper)                            ≈ 15 bytes
  *                 the grant id is `pool.<group>#<k>.e<epoch>.<part>`: the item names the rest (was `g:<grant id>`, ≈ 60)
  *   the rest      key, room, units, taken/granted/given, spent, requests, firstAt, ttl, a claim  ≈ 220 bytes
  *
@@ -164,20 +164,23 @@ function readVarint(bytes: Uint8Array, at: number): { value: number; next: numbe
 }
 
 /**
- * A grant's marker attribute: `+` and the last part of its id (the rest names the pool item it is on). A grant id
- * not made by pool-refill.ts (no such part) is spelled out whole.
+ * A grant's marker attribute: `+` and the part of its id after the pool item's own name (pool-refill.ts makes
+ * ids `pool.<group>#<k>.e<epoch>.<part>`, `spool.` for a shared pool; the part is the refill's time and sequence).
+ * A grant id of another shape is spelled out whole after `+:`.
  */
 export function grantName(grantId: string): string {
-  const dot = grantId.lastIndexOf('.');
-  return `${GRANT_PREFIX}${dot >= 0 ? grantId.slice(dot + 1) : `:${grantId}`}`;
+  const made = GRANT_ID.exec(grantId);
+  return made ? `${GRANT_PREFIX}${made[1]}` : `${GRANT_PREFIX}:${grantId}`;
 }
+
+const GRANT_ID = /^s?pool\.[^.]+\.e-?\d+\.(.+)$/;
 
 /** The attribute names a grant's marker may have on its pool item: this layout's, then the one before it. */
 export function grantNames(grantId: string): [string, string] {
   return [grantName(grantId), `${LEGACY_GRANT_PREFIX}${grantId}`];
 }
 
-/** The grants applied to a pool item (amount > 0), by id: `prefix` and `itemPart` rebuild an id from its marker. */
+/** The grants applied to a pool item (amount > 0), by id: `idOf` rebuilds an id from its marker's part. */
 export function appliedGrants(item: Record<string, unknown>, idOf: (part: string) => string): Array<{ grantId: string; amount: number }> {
   const out: Array<{ grantId: string; amount: number }> = [];
   for (const [name, value] of Object.entries(item)) {
