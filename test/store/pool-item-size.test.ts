@@ -14,7 +14,7 @@ import type { CounterRef, RateCharge, Reservation, ReserveInput } from '../../la
 import type { ScopeId, UsageRecord } from '../../lambda/core/types';
 import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
 import { shardOf } from '../../lambda/store/dynamodb/hash';
-import { groupId } from '../../lambda/store/dynamodb/pool-markers';
+import { grantName, groupId, markerName, markerValue, modelName, parseMarker, requestIdOf } from '../../lambda/store/dynamodb/pool-markers';
 import type { PoolOptions, PoolRef } from '../../lambda/store/dynamodb/pools';
 import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
 import { createTestTables, type TestTables } from '../support/dynamo';
@@ -260,5 +260,36 @@ describe('key pool item size (DynamoDB Local)', () => {
     expect(day).toMatchObject({ committed: 34_000, spent: 34_000, reserved: 0 });
     const swept = (await usageOfUser(user)).find((r) => r.requestId === open.requestId);
     expect(swept).toMatchObject({ outcome: 'abandoned', costMicros: 30_000, model: MODELS[1], timestamp: new Date(clock.now()).toISOString() });
+  });
+});
+
+describe('key pool markers', () => {
+  it('when a marker is read back, it gives the request id, amount, kind, exact arrival and model it was written with', () => {
+    const start = 4_099_113_000_000;
+    const cases = [
+      { id: `req_${'0f'.repeat(16)}`, kind: 'r' as const, amount: 0, arrival: start },
+      { id: `req_${randomBytes(16).toString('hex')}`, kind: 'l' as const, amount: 1_234_567_891, arrival: start + 29_999 },
+      { id: 'lease.k-1.i7.42', kind: 'l' as const, amount: 31_456, arrival: start - 4_321 }, // not the gateway's shape: spelled out
+    ];
+    for (const c of cases) {
+      const name = markerName(c.id);
+      const value = markerValue(c.kind, c.amount, c.arrival, start, 'claude-3-5-sonnet-20241022');
+      expect(requestIdOf(name)).toBe(c.id);
+      const item = { [modelName('claude-3-5-sonnet-20241022')]: 'claude-3-5-sonnet-20241022' };
+      expect(parseMarker(name, value, item, start)).toEqual({ requestId: c.id, amount: c.amount, reservedAt: c.arrival, model: 'claude-3-5-sonnet-20241022', lease: c.kind === 'l' });
+    }
+    expect(markerName(`req_${'ab'.repeat(16)}`)).toHaveLength(23);
+    // The layout before: still read.
+    expect(parseMarker('t:r1-x', 'r;5000;4099113000123;gpt-4o-mini', {}, start)).toEqual({ requestId: 'r1-x', amount: 5_000, reservedAt: 4_099_113_000_123, model: 'gpt-4o-mini', lease: false });
+    // Not take markers: a shared take's, the item's own attributes.
+    expect(parseMarker('*AbCdEfGhIjKl', 's', {}, start)).toBeUndefined();
+    expect(parseMarker('taken', 5, {}, start)).toBeUndefined();
+    expect(parseMarker('ttl', 5, {}, start)).toBeUndefined();
+  });
+
+  it('when a grant id is named on its pool item, only the part after the item\'s own name is kept', () => {
+    expect(grantName('pool.AbC_-x#3.e409911301.mabc1xyz7')).toBe('+mabc1xyz7');
+    expect(grantName('spool.Q#12.e5.mabc1.4fzy3')).toBe('+mabc1.4fzy3');
+    expect(grantName('lease-x')).toBe('+:lease-x');
   });
 });
