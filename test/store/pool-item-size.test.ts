@@ -270,13 +270,14 @@ describe('key pool markers', () => {
       { id: `req_${'0f'.repeat(16)}`, kind: 'r' as const, amount: 0, arrival: start },
       { id: `req_${randomBytes(16).toString('hex')}`, kind: 'l' as const, amount: 1_234_567_891, arrival: start + 29_999 },
       { id: 'lease.k-1.i7.42', kind: 'l' as const, amount: 31_456, arrival: start - 4_321 }, // not the gateway's shape: spelled out
+      { id: `req_${randomBytes(16).toString('hex')}`, kind: 'r' as const, amount: 7, arrival: start - 1_234.75 }, // a clock with fractions
     ];
     for (const c of cases) {
       const name = markerName(c.id);
       const value = markerValue(c.kind, c.amount, c.arrival, start, 'claude-3-5-sonnet-20241022');
       expect(requestIdOf(name)).toBe(c.id);
       const item = { [modelName('claude-3-5-sonnet-20241022')]: 'claude-3-5-sonnet-20241022' };
-      expect(parseMarker(name, value, item, start)).toEqual({ requestId: c.id, amount: c.amount, reservedAt: c.arrival, model: 'claude-3-5-sonnet-20241022', lease: c.kind === 'l' });
+      expect(parseMarker(name, value, item, start)).toEqual({ requestId: c.id, amount: c.amount, reservedAt: Math.floor(c.arrival), model: 'claude-3-5-sonnet-20241022', lease: c.kind === 'l' });
     }
     expect(markerName(`req_${'ab'.repeat(16)}`)).toHaveLength(23);
     // The layout before: still read.

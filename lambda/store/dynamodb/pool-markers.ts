@@ -6,8 +6,9 @@
  * Layout of a key pool item (`pool#<group>#<k>` / `e<epoch>`). DynamoDB bills a write at the larger of the
  * item's size before and after, per started KB, and an item's size is the sum of its attribute names' and
  * values' lengths (a number: about one byte per two digits, plus one). A key pool item carries one take marker
- * per request in flight through it: at 1,000 req/s of one user over 8 keys × 4 shards with ~0.6–0.85 s calls,
- * about 20–27 at once. So every byte of a marker is paid ~25 times on every write of the item:
+ * per request in flight through it: at 1,000 req/s of one user over 8 keys × 4 shards, 31 req/s an item, with
+ * calls of 0.3–0.8 s, ~18 at once on average and ~25 at a peak. Every byte of a marker is paid that many times
+ * on every write of the item:
  *
  *   take marker   `*<id>` = binary (amount, lease, arrival, model)                          23 + 7–9 ≈ 31 bytes
  *                 name: `*` and the gateway's request id `req_<32 hex>` as 22 base64url characters (any other id
@@ -18,12 +19,12 @@
  *                 (was `t:req_<32 hex>` = `r;1000000;1765000000000;gpt-4o-mini`: 38 + 33 ≈ 71 bytes)
  *   grant marker  `+<part>` = amount (VOID_GRANT: voided by the sweeper)                            ≈ 15 bytes
  *                 the grant id is `pool.<group>#<k>.e<epoch>.<part>`: the item names the rest (was `g:<grant id>`, ≈ 60)
- *   the rest      key, room, units, taken/granted/given, spent, requests, firstAt, ttl, a claim  ≈ 220 bytes
+ *   model names   `~<digest>` = model, once per model                                            ≈ 20–30 bytes
+ *   the rest      key, room, units, taken/granted/given, spent, requests, firstAt, ttl, a claim  ≈ 200 bytes
  *
- * Read back from DynamoDB Local (test/store/pool-item-size.test.ts): the rest ≈ 250 bytes with 2 models and 3
- * grants, so an item stays under 1 KB (one write unit) with up to ~24 takes in flight: ~18 on average at 1,000
- * req/s over 32 items with 0.3–0.8 s calls (31 req/s an item × ~0.57 s). The layout before was ≈ 250 + 71 a take:
- * 2 units a write from 11 takes in flight, 3 from 25.
+ * Read back from DynamoDB Local (test/store/pool-item-size.test.ts): ≈ 250 bytes besides the take markers with 2
+ * models and 3 grants, so every write stays under 1 KB (one write unit) with up to 24 takes in flight. The layout
+ * before was ≈ 300 + 71 a take: 2 units a write from 11 takes in flight, 3 from 25.
  * A shared pool's take marker is `*` and a 72-bit digest of the request id = `s` (14 bytes): its record comes
  * from the request's own hold. Items written before this layout (`t:<id>`, `g:<grant id>`) are still read.
  */
@@ -136,7 +137,8 @@ export function modelName(model: string): string {
  * model's 3-byte digest. 7–9 bytes for amounts below 2²⁰ µUSD and arrivals within 8–16 s of the epoch's start.
  */
 export function markerValue(kind: 'r' | 'l', amount: MicroUsd, arrival: number, epochStart: number, model: string): Uint8Array {
-  const offset = arrival - epochStart;
+  // Whole ms: the record's timestamp (and so its key, which a late settle's record must match) is to the ms.
+  const offset = Math.floor(arrival) - epochStart;
   return Buffer.concat([varint(amount * 2 + (kind === 'l' ? 1 : 0)), varint(offset >= 0 ? offset * 2 : -offset * 2 - 1), modelDigest(model)]);
 }
 
