@@ -85,6 +85,8 @@ export interface PartitionStats {
   /** `table:pk` or `table/index:pk`. */
   readonly partition: string;
   writeUnits: number;
+  /** Item writes that consumed capacity here (a transaction's item, a single write, a GSI entry). */
+  writes: number;
   readUnits: number;
   /** Calls refused because this partition had no capacity left. */
   throttles: number;
@@ -193,17 +195,18 @@ export class DynamoPhysics {
    * Write and read units by kind of item: the table (or index) and the partition key's prefix (`budgets:ctr`,
    * `budgets:hold`, `budgets:pool`, `usage/byOrg:org`, …), so a bench can say what each request writes.
    */
-  unitsByKind(): Map<string, { write: number; read: number }> {
-    const out = new Map<string, { write: number; read: number }>();
+  unitsByKind(): Map<string, { write: number; read: number; writes: number }> {
+    const out = new Map<string, { write: number; read: number; writes: number }>();
     for (const pair of this.buckets.values()) {
-      const { partition, writeUnits, readUnits } = pair.write.stats;
+      const { partition, writeUnits, readUnits, writes } = pair.write.stats;
       const colon = partition.indexOf(':');
       const table = partition.slice(0, colon).replace(/^.*-(?=[a-z]+(\/|$))/, '');
       const key = partition.slice(colon + 1);
       const kind = `${table}:${key.split(/[#:]/)[0]}`;
-      const row = out.get(kind) ?? { write: 0, read: 0 };
+      const row = out.get(kind) ?? { write: 0, read: 0, writes: 0 };
       row.write += writeUnits;
       row.read += readUnits;
+      row.writes += writes;
       out.set(kind, row);
     }
     return out;
@@ -379,12 +382,12 @@ export class DynamoPhysics {
 
   /** Like {@link consume}; returns the throttled partitions instead of false. */
   private consumeReporting(touches: readonly Touch[], at: number): Set<string> | undefined {
-    const need = new Map<string, { units: number; write: boolean }>();
+    const need = new Map<string, { units: number; write: boolean; count: number }>();
     for (const t of touches) {
       for (const p of t.partitions) {
         const key = `${t.write ? 'w' : 'r'}\u0000${p.id}`;
         const prev = need.get(key);
-        need.set(key, { units: (prev?.units ?? 0) + p.units, write: t.write });
+        need.set(key, { units: (prev?.units ?? 0) + p.units, write: t.write, count: (prev?.count ?? 0) + 1 });
       }
     }
     const throttled = new Set<string>();
@@ -409,6 +412,7 @@ export class DynamoPhysics {
       }
       if (n.write) {
         bucket.stats.writeUnits += n.units;
+        bucket.stats.writes += n.count;
         bucket.writesThisSecond += n.units;
         bucket.stats.peakWriteUnitsPerSecond = Math.max(bucket.stats.peakWriteUnitsPerSecond, bucket.writesThisSecond);
       } else {
@@ -424,7 +428,7 @@ export class DynamoPhysics {
   private bucket(id: string, write: boolean, at: number): Bucket {
     let pair = this.buckets.get(id);
     if (!pair) {
-      const stats: PartitionStats = { partition: id, writeUnits: 0, readUnits: 0, throttles: 0, peakWriteUnitsPerSecond: 0, peakReadUnitsPerSecond: 0 };
+      const stats: PartitionStats = { partition: id, writeUnits: 0, writes: 0, readUnits: 0, throttles: 0, peakWriteUnitsPerSecond: 0, peakReadUnitsPerSecond: 0 };
       const fresh = (rate: number): Bucket => ({ tokens: rate * this.burst, at, stats, second: Math.floor(at / 1000), writesThisSecond: 0, readsThisSecond: 0 });
       pair = { write: fresh(this.wcu), read: fresh(this.rcu) };
       // One stats object per partition: both buckets report into it.
