@@ -294,3 +294,41 @@ describe('key pool markers', () => {
     expect(grantName('lease-x')).toBe('+:lease-x');
   });
 });
+
+describe('waiting for a refill (DynamoDB Local)', () => {
+  it("when another instance is refilling the pool, a taker polls it with reads, not with refused takes (each a write unit on the pool's partition)", async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const sent = new Map<string, number>();
+    const client = {
+      send: (command: { constructor: { name: string }; input: { Key?: { pk?: { S?: string } } } }) => {
+        if (String(command.input.Key?.pk?.S).startsWith('pool#')) sent.set(command.constructor.name, (sent.get(command.constructor.name) ?? 0) + 1);
+        return db.client.send(command as never);
+      },
+    } as unknown as typeof db.client;
+    const l = ledger(clock, client);
+    await markPooled(l, user, clock.now());
+    const refs = [dayCounterAt(`user:${user}` as ScopeId, T0, 100_000_000)];
+    const input = request(user, clock.now(), 10_000, refs, MODELS[0]!);
+    const pool = { pk: `pool#${groupId(input)}#0` };
+    const offset = shardOf(pool.pk, POOLS.epochMs!);
+    const sk = `e${Math.floor((clock.now() + offset) / POOLS.epochMs!)}`;
+    // Another instance claimed the pool's refill a moment ago (and then stalls: its claim goes stale after 2 s).
+    await db.client.send(
+      new UpdateItemCommand({
+        TableName: db.tables.budgets,
+        Key: marshall({ pk: pool.pk, sk }),
+        UpdateExpression: 'SET refillAt = :now, claimBy = :other',
+        ExpressionAttributeValues: marshall({ ':now': clock.now(), ':other': 'another-instance.0' }),
+      }),
+    );
+
+    const r = await l.reserve(input);
+    expect(r.pool).toEqual({ pk: pool.pk, sk });
+    expect(clock.now() - T0).toBeGreaterThanOrEqual(2_000); // it waited for the stale claim
+    // Refused take (this epoch's and the last one's), then reads until the claim is stale; a take, the claim, the
+    // grant's room, the take.
+    expect(sent.get('GetItemCommand')).toBeGreaterThanOrEqual(5);
+    expect(sent.get('UpdateItemCommand')).toBeLessThanOrEqual(6);
+  });
+});

@@ -219,10 +219,18 @@ export class ScopePools {
       ...(request.circuits ? { circuits: request.circuits.map((c) => (c.scope === 'platform' ? { ...c, shard: platformShard } : c)) } : {}),
     };
     const charges = input.rateCharges.filter((c) => c.amount > 0);
+    let waiting = false;
     for (let round = 0; round < MAX_ROUNDS; round++) {
       const now = round === 0 ? input.now : this.host.clock.now();
       const epoch = this.epochOf(pk, now);
       const ref: PoolRef = { pk, sk: `e${epoch}` };
+      if (waiting && (await this.stillRefilling(ref, input, charges, now))) {
+        // Polled with a read, not a take: a refused take is a write unit on the pool's partition, a read a
+        // quarter of its price and none of its write capacity.
+        await this.host.sleep(this.backoff(round));
+        continue;
+      }
+      waiting = false;
       const outcome = await this.tryTake(ref, input, charges);
       if (outcome.taken) return this.reservation(input, ref, outcome.taken);
       const old = outcome.old;
@@ -238,6 +246,7 @@ export class ScopePools {
       const refilling = old?.refillAt !== undefined && Number(old.refillAt) > now - CLAIM_STALE_MS;
       if (refilling || !(await this.claim(ref, now))) {
         // Another instance refills this pool: take again when it is done.
+        waiting = true;
         await this.host.sleep(this.backoff(round));
         continue;
       }
@@ -356,6 +365,18 @@ export class ScopePools {
    */
   markerName(requestId: string): string {
     return this.role === 'shared' ? sharedMarkerName(requestId) : markerName(requestId);
+  }
+
+  /**
+   * Whether a taker waiting for another instance's refill should wait on: the pool (read consistently) is
+   * still being refilled and has no room for the request yet (not dry, not closed). A failed read says no.
+   */
+  private async stillRefilling(ref: PoolRef, input: ReserveInput, charges: readonly RateCharge[], now: number): Promise<boolean> {
+    const seen = await this.readConsistent(ref).catch(() => undefined);
+    if (!seen || seen.closed !== undefined || seen.dry !== undefined) return false;
+    if (!(seen.refillAt !== undefined && Number(seen.refillAt) > now - CLAIM_STALE_MS)) return false;
+    const fits = num(seen.room) >= input.amount && charges.every((c) => num(seen[unitAttr(c.dimension)]) >= c.amount);
+    return !fits;
   }
 
   /** One instance at a time refills a pool: it claims the item first (a stale claim may be taken over). */
