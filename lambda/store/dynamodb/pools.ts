@@ -11,7 +11,8 @@
  *          └─ not enough room ──► the last epoch's pool item, once (what its requests gave back)
  *          └─ not there either ──► one instance (a claim on the item) refills it: ONE ordinary reserve of a
  *             grant (every counter within its limit, the key's rate buckets, circuits, velocity, and a hold
- *             that names the pool), then ADD room += grant; the others wait for it and take again. A grant
+ *             that names the pool), then ADD room += grant; the others wait for it, polling the item with
+ *             consistent reads (a refused take would cost a write unit), and take again. A grant
  *             refused although it was only this request's part leaves the pool dry for a second: its takers
  *             get the same refusal without asking
  *   settle ──► usage record, loop outcome, then ONE UpdateItem: room += amount − cost, spent += cost
