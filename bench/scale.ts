@@ -17,7 +17,7 @@
  *   npm run bench:scale -- --seconds=5 --rate=500 --scenario=budget --config=per-request
  */
 import { performance } from 'node:perf_hooks';
-import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import { loadConfig, type GatewayConfig } from '../lambda/config';
 import { AdmissionGate, AdmittingLedger } from '../lambda/core/admission';
@@ -152,7 +152,7 @@ interface Result {
   /** Request units the physics counted in all (transactions at 2×, as AWS bills them). */
   readonly units: { readonly write: number; readonly read: number };
   /** The same by kind of item (table or index and partition key prefix). */
-  readonly unitsByKind: Map<string, { write: number; read: number }>;
+  readonly unitsByKind: Map<string, { write: number; read: number; writes: number }>;
   /** Lease returns or usage writes that failed (retried by the lease layer; told through its onError). */
   readonly leaseErrors: Map<string, number>;
   readonly settleFailures: number;
@@ -261,6 +261,9 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
     random: seededRandom(options.seed + 1),
     tables: tableDefinitions(config.tables),
     holdShare: options.holdShare,
+    // Updated items' real sizes, read back outside the physics: an update is billed at the larger of the item's
+    // size before and after (a pool item carries a marker per take in flight).
+    readItem: async (table, key) => (await setupClient.send(new GetItemCommand({ TableName: table, Key: key, ConsistentRead: true }))).Item,
   });
   // DynamoDB Local's own hiccups (a 500 "took too long waiting for a lock" on a loaded box) are retried below
   // the physics with real timers: they are not DynamoDB's behaviour, and the scheduler waits for them.
@@ -581,6 +584,8 @@ function figures(r: Result): Record<string, unknown> {
       r.spentAtFirstRefusal === undefined || r.limit === undefined || r.limit <= r.preSpent ? null : Math.round((1000 * r.spentAtFirstRefusal) / (r.limit - r.preSpent)) / 10,
     wcuPerRequest: r.admitted ? Math.round((r.units.write / r.admitted) * 100) / 100 : null,
     wcuPerRequestByKind: r.admitted ? Object.fromEntries([...r.unitsByKind].filter(([, u]) => u.write > 0).map(([k, u]) => [k, Math.round((u.write / r.admitted) * 100) / 100])) : null,
+    // Write units per item write (transactions 2×): above 1 (2 in a transaction) only for items over 1 KB.
+    wcuPerWriteByKind: Object.fromEntries([...r.unitsByKind].filter(([, u]) => u.writes > 0).map(([k, u]) => [k, Math.round((u.write / u.writes) * 100) / 100])),
     rcuPerRequest: r.admitted ? Math.round((r.units.read / r.admitted) * 100) / 100 : null,
     storeUsdPerMillion: Math.round(storeUsdPerMillion(r) * 100) / 100,
     p50Ms: Math.round(percentile(r.admissionMs, 50)),
@@ -650,10 +655,11 @@ function report(results: readonly Result[], options: Options): void {
     for (const r of rows) {
       if (!r.admitted) continue;
       const kinds = [...r.unitsByKind].sort((x, y) => y[1].write - x[1].write);
-      console.log(`\n  ${r.config.label}: write / read units per admitted request, by kind of item (transactions 2×)`);
+      console.log(`\n  ${r.config.label}: write / read units per admitted request, by kind of item (transactions 2×; units per item write)`);
       for (const [kind, u] of kinds) {
         if (u.write / r.admitted < 0.005 && u.read / r.admitted < 0.005) continue;
-        console.log(`    ${kind.padEnd(28)} ${(u.write / r.admitted).toFixed(2).padStart(7)} WCU  ${(u.read / r.admitted).toFixed(2).padStart(7)} RCU`);
+        const perWrite = u.writes ? `${(u.write / u.writes).toFixed(2).padStart(6)} a write` : '';
+        console.log(`    ${kind.padEnd(28)} ${(u.write / r.admitted).toFixed(2).padStart(7)} WCU  ${(u.read / r.admitted).toFixed(2).padStart(7)} RCU  ${perWrite}`);
       }
     }
     for (const r of rows) {

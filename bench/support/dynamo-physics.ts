@@ -63,6 +63,13 @@ export interface PhysicsOptions {
   readonly burstSeconds?: number;
   /** Attempts the emulated SDK makes on a throttled single-item or batch call. @default 4 (the client's in AWS) */
   readonly sdkMaxAttempts?: number;
+  /**
+   * Reads an item as DynamoDB Local holds it (outside the physics). When given, the physics learns an updated
+   * item's size after each update, so its writes are billed as DynamoDB bills them: the larger of the item's
+   * size before and after, per started KB (a failed conditional update: the item's size). Without it an update
+   * is sized by its key and values alone, which undercounts items that grow (a pool item's markers).
+   */
+  readonly readItem?: (table: string, key: Item) => Promise<Item | undefined>;
 }
 
 export type CallKind = 'single' | 'batch' | 'transaction';
@@ -78,6 +85,8 @@ export interface PartitionStats {
   /** `table:pk` or `table/index:pk`. */
   readonly partition: string;
   writeUnits: number;
+  /** Item writes that consumed capacity here (a transaction's item, a single write, a GSI entry). */
+  writes: number;
   readUnits: number;
   /** Calls refused because this partition had no capacity left. */
   throttles: number;
@@ -148,7 +157,7 @@ export class DynamoPhysics {
   /** Items held by transactions in flight → the virtual time they are released. */
   private readonly held = new Map<string, number>();
   private readonly buckets = new Map<string, { write: Bucket; read: Bucket }>();
-  /** Last known size (bytes) of items written with a Put, for the capacity of later updates. */
+  /** Last known size (bytes) of items written with a Put (or, with `readItem`, updated), for later writes' capacity. */
   private readonly sizes = new Map<string, number>();
 
   constructor(private readonly options: PhysicsOptions) {
@@ -186,17 +195,18 @@ export class DynamoPhysics {
    * Write and read units by kind of item: the table (or index) and the partition key's prefix (`budgets:ctr`,
    * `budgets:hold`, `budgets:pool`, `usage/byOrg:org`, …), so a bench can say what each request writes.
    */
-  unitsByKind(): Map<string, { write: number; read: number }> {
-    const out = new Map<string, { write: number; read: number }>();
+  unitsByKind(): Map<string, { write: number; read: number; writes: number }> {
+    const out = new Map<string, { write: number; read: number; writes: number }>();
     for (const pair of this.buckets.values()) {
-      const { partition, writeUnits, readUnits } = pair.write.stats;
+      const { partition, writeUnits, readUnits, writes } = pair.write.stats;
       const colon = partition.indexOf(':');
       const table = partition.slice(0, colon).replace(/^.*-(?=[a-z]+(\/|$))/, '');
       const key = partition.slice(colon + 1);
       const kind = `${table}:${key.split(/[#:]/)[0]}`;
-      const row = out.get(kind) ?? { write: 0, read: 0 };
+      const row = out.get(kind) ?? { write: 0, read: 0, writes: 0 };
       row.write += writeUnits;
       row.read += readUnits;
+      row.writes += writes;
       out.set(kind, row);
     }
     return out;
@@ -243,7 +253,7 @@ export class DynamoPhysics {
         continue;
       }
       this.remember(name, input);
-      const out = await this.answerAt(end, real);
+      const out = await this.answerAt(end, name === 'UpdateItemCommand' && this.options.readItem ? () => this.learningSize(input, touches[0]!, start, real) : real);
       this.stats.succeeded[name] = (this.stats.succeeded[name] ?? 0) + 1;
       return out;
     }
@@ -275,13 +285,70 @@ export class DynamoPhysics {
     const heldUntil = start + (end - start) * (this.options.holdShare ?? 1);
     for (const t of touches) this.held.set(t.item, heldUntil);
     for (const item of items) if (item.Put) this.rememberPut(item.Put.TableName, item.Put.Item);
+    const learn = this.options.readItem ? items.map((item, i) => ({ item, touch: touches[i]! })).filter((x) => x.item.Update) : [];
     try {
-      const out = await this.answerAt(end, real);
+      const out = await this.answerAt(
+        end,
+        learn.length
+          ? async () => {
+              const value = await real();
+              for (const { item, touch } of learn) await this.learnSize(item.Update!.TableName, item.Update!.Key, touch, start, 2, await this.readBack(item.Update!.TableName, item.Update!.Key));
+              return value;
+            }
+          : real,
+      );
       this.stats.succeeded.TransactWriteItemsCommand = (this.stats.succeeded.TransactWriteItemsCommand ?? 0) + 1;
       return out;
     } finally {
       for (const t of touches) if (this.held.get(t.item) === heldUntil) this.held.delete(t.item);
     }
+  }
+
+  /**
+   * A single UpdateItem that learns the item's size after it (from its returned item when it asked for the
+   * whole item, else by reading it back), billing the difference when the item grew past what was charged.
+   */
+  private async learningSize<T>(input: Record<string, unknown>, touch: Touch, at: number, real: () => Promise<T>): Promise<T> {
+    const table = input.TableName as string;
+    const key = input.Key as Item;
+    try {
+      const out = await real();
+      const attributes = (out as { Attributes?: Item }).Attributes;
+      await this.learnSize(table, key, touch, at, 1, input.ReturnValues === 'ALL_NEW' && attributes ? attributes : await this.readBack(table, key));
+      return out;
+    } catch (err) {
+      const old = (err as { Item?: Item }).Item;
+      // A failed condition leaves the item as it was (its returned ALL_OLD item, when asked for).
+      await this.learnSize(table, key, touch, at, 1, old ?? (await this.readBack(table, key)));
+      throw err;
+    }
+  }
+
+  private async readBack(table: string | undefined, key: Item | undefined): Promise<Item | undefined> {
+    if (!table || !key || !this.options.readItem) return undefined;
+    try {
+      return await this.options.readItem(table, key);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Records an item's size after a write; units the write owed beyond what it was charged are billed now. */
+  private learnSize(table: string | undefined, key: Item | undefined, touch: Touch, at: number, factor: number, after: Item | undefined): Promise<void> {
+    if (!table || !key || !after) return Promise.resolve();
+    const size = itemSize(after);
+    this.sizes.set(touch.item, size);
+    const owed = Math.max(1, Math.ceil(size / 1024)) * factor - (touch.partitions[0]?.units ?? 0);
+    const partition = touch.partitions[0];
+    if (owed > 0 && partition) {
+      // Billed (and taken from the partition's capacity), never throttled: the write has happened.
+      const bucket = this.bucket(partition.id, true, at);
+      bucket.tokens -= owed;
+      bucket.stats.writeUnits += owed;
+      bucket.writesThisSecond += owed;
+      bucket.stats.peakWriteUnitsPerSecond = Math.max(bucket.stats.peakWriteUnitsPerSecond, bucket.writesThisSecond);
+    }
+    return Promise.resolve();
   }
 
   /** Makes the real call now; hands its answer (or error) out at virtual time `end`. */
@@ -315,12 +382,12 @@ export class DynamoPhysics {
 
   /** Like {@link consume}; returns the throttled partitions instead of false. */
   private consumeReporting(touches: readonly Touch[], at: number): Set<string> | undefined {
-    const need = new Map<string, { units: number; write: boolean }>();
+    const need = new Map<string, { units: number; write: boolean; count: number }>();
     for (const t of touches) {
       for (const p of t.partitions) {
         const key = `${t.write ? 'w' : 'r'}\u0000${p.id}`;
         const prev = need.get(key);
-        need.set(key, { units: (prev?.units ?? 0) + p.units, write: t.write });
+        need.set(key, { units: (prev?.units ?? 0) + p.units, write: t.write, count: (prev?.count ?? 0) + 1 });
       }
     }
     const throttled = new Set<string>();
@@ -345,6 +412,7 @@ export class DynamoPhysics {
       }
       if (n.write) {
         bucket.stats.writeUnits += n.units;
+        bucket.stats.writes += n.count;
         bucket.writesThisSecond += n.units;
         bucket.stats.peakWriteUnitsPerSecond = Math.max(bucket.stats.peakWriteUnitsPerSecond, bucket.writesThisSecond);
       } else {
@@ -360,7 +428,7 @@ export class DynamoPhysics {
   private bucket(id: string, write: boolean, at: number): Bucket {
     let pair = this.buckets.get(id);
     if (!pair) {
-      const stats: PartitionStats = { partition: id, writeUnits: 0, readUnits: 0, throttles: 0, peakWriteUnitsPerSecond: 0, peakReadUnitsPerSecond: 0 };
+      const stats: PartitionStats = { partition: id, writeUnits: 0, writes: 0, readUnits: 0, throttles: 0, peakWriteUnitsPerSecond: 0, peakReadUnitsPerSecond: 0 };
       const fresh = (rate: number): Bucket => ({ tokens: rate * this.burst, at, stats, second: Math.floor(at / 1000), writesThisSecond: 0, readsThisSecond: 0 });
       pair = { write: fresh(this.wcu), read: fresh(this.rcu) };
       // One stats object per partition: both buckets report into it.

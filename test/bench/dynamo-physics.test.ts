@@ -4,6 +4,7 @@
  * virtual time. Nothing here depends on how fast the machine is: every figure is virtual.
  */
 import {
+  type AttributeValue,
   GetItemCommand,
   PutItemCommand,
   TransactionCanceledException,
@@ -235,6 +236,33 @@ describe('per-partition throughput', () => {
     await settleAll(w, [w.client.send(new UpdateItemCommand(add(db.tables.budgets, pk, 'c').Update))]);
     await settleAll(w, [w.client.send(new GetItemCommand({ TableName: db.tables.budgets, Key: marshall({ pk, sk: 'c' }) }))]);
     expect(w.physics.totalUnits()).toEqual({ write: 2 * 2 + 1, read: 0.5 });
+  });
+
+  it('when updates grow an item past 1 KB, each later write is billed at the larger of its size before and after (the item read back)', async () => {
+    const readItem = async (table: string, key: Record<string, AttributeValue>) =>
+      (await db.client.send(new GetItemCommand({ TableName: table, Key: key, ConsistentRead: true }))).Item;
+    const w = world({ readItem });
+    const plain = world();
+    const pk = uniquePk('grow');
+    // Each write adds a 300-byte attribute: 0.3, 0.6, 0.9, 1.2, 1.5 KB after it.
+    const grow = (i: number) =>
+      new UpdateItemCommand({
+        TableName: db.tables.budgets,
+        Key: marshall({ pk, sk: 'g' }),
+        UpdateExpression: 'SET #a = :v',
+        ExpressionAttributeNames: { '#a': `a${i}` },
+        ExpressionAttributeValues: { ':v': { S: 'x'.repeat(300) } },
+      });
+    for (let i = 0; i < 5; i++) await settleAll(w, [w.client.send(grow(i))]);
+    expect(w.physics.totalUnits().write).toBe(1 + 1 + 1 + 2 + 2);
+    // A failed conditional write is billed at the item's size too.
+    const failed = new UpdateItemCommand({ ...grow(9).input, ConditionExpression: 'attribute_not_exists(pk)' });
+    const [refused] = await settleAll(w, [w.client.send(failed)]);
+    expect(refused?.status).toBe('rejected');
+    expect(w.physics.totalUnits().write).toBe(7 + 2);
+    // Without `readItem` an update is sized by its key and values only.
+    await settleAll(plain, [plain.client.send(new UpdateItemCommand({ ...grow(5).input }))]);
+    expect(plain.physics.totalUnits().write).toBe(1);
   });
 
   it('when a GSI partition is over its limit, the base-table write that feeds it is throttled', async () => {

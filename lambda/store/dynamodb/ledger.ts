@@ -21,8 +21,8 @@
  *      A refusal only for what is held (spent + need ≤ limit) is decided again after the pools' idle room is
  *      reclaimed and holds settle, for at most `roomWaitMs`: early refusal is bounded (room-wait.ts).
  *   2. Every write that moves money or counts is applied exactly once under SDK retries, lost answers and
- *      duplicate deliveries: a hold's conditional delete, a take's marker `t:<request id>` on its pool item, a
- *      grant's marker `g:<grant id>`, the `abandoned` record a late settle replaces conditionally.
+ *      duplicate deliveries: a hold's conditional delete, a take's marker `*<request id>` on its pool item, a
+ *      grant's marker `+<grant id part>` (pool-markers.ts), the `abandoned` record a late settle replaces conditionally.
  *   3. Money the gateway cannot prove unspent stays charged: an unsettled hold or take is charged its whole
  *      amount by the sweeper (with an `abandoned` record), a cost above the reservation is charged in full.
  *   4. One usage record per request, on every path (a late settle replaces the sweeper's estimate).

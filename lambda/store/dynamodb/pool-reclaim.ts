@@ -22,7 +22,7 @@ import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import type { MicroUsd } from '../../core/money';
 import type { ReserveInput } from '../../core/stores';
 import { holdKey } from './items';
-import { groupId, num } from './pool-markers';
+import { appliedGrants, groupId, num, SHARED_GRANT_PREFIX } from './pool-markers';
 import type { GrantHold, PoolRef, ScopePools } from './pools';
 
 /** How often one instance reclaims one pool group's room (ms): every refused request need not read them all. */
@@ -96,10 +96,11 @@ export class PoolReclaim {
     let spent = Math.max(0, num(item.spent) - num(item.direct) - num(item.moved));
     let moved = num(item.moved);
     if (room + spent <= 0) return 0;
-    const grants = Object.entries(item)
-      .filter(([name, value]) => name.startsWith('g:') && typeof value === 'number' && value > 0)
-      .sort((a, b) => (b[1] as number) - (a[1] as number))
-      .map(([name]) => name.slice('g:'.length));
+    // A grant's id is the pool item's and its marker's last part (pool-refill.ts).
+    const prefix = this.pools.role === 'shared' ? SHARED_GRANT_PREFIX : 'pool.';
+    const grants = appliedGrants(item, (part) => `${prefix}${ref.pk.slice('pool#'.length)}.${ref.sk}.${part}`)
+      .sort((a, b) => b.amount - a.amount)
+      .map((g) => g.grantId);
     let returned = 0;
     for (const grantId of grants) {
       if (room + spent <= 0) break;

@@ -91,6 +91,7 @@ export class PoolRefill {
       units.set(c.dimension, Math.max(c.amount - held(c.dimension), want - held(c.dimension), 0));
     }
 
+    // Its marker on the pool item is its last part (pool-markers.ts grantName; the reclaim rebuilds the id from it).
     const grantId = `${this.pools.role === 'shared' ? SHARED_GRANT_PREFIX : 'pool.'}${ref.pk.slice('pool#'.length)}.${ref.sk}.${this.pools.host.clock.now().toString(36)}${(this.pools.seq++).toString(36)}`;
     for (let attempt = 0; ; attempt++) {
       try {
@@ -180,14 +181,14 @@ export class PoolRefill {
       values[`:${attr}`] = n;
       adds.push(`${attr} :${attr}`, `granted${attr} :${attr}`);
     }
-    // Once: the grant's marker `g:<grant id>` is set with it (a retry after a lost answer finds it; a grant the
-    // sweeper voided because it never arrived cannot arrive late).
+    // Once: the grant's marker `+<last part of the grant id>` is set with it (a retry after a lost answer finds it;
+    // a grant the sweeper voided because it never arrived cannot arrive late). The claim goes with it.
     try {
       await this.pools.send(
         new UpdateItemCommand({
           TableName: this.pools.host.table,
           Key: marshall(ref),
-          UpdateExpression: `ADD ${adds.join(', ')} SET #g = :g, #ttl = if_not_exists(#ttl, :ttl) REMOVE refillAt, dryUntil, dry`,
+          UpdateExpression: `ADD ${adds.join(', ')} SET #g = :g, #ttl = if_not_exists(#ttl, :ttl) REMOVE refillAt, claimBy, dryUntil, dry`,
           ConditionExpression: 'attribute_not_exists(#g) AND attribute_not_exists(closed)',
           ExpressionAttributeNames: { '#ttl': 'ttl', '#g': grantName(grantId) },
           ExpressionAttributeValues: marshall(values),
@@ -233,7 +234,7 @@ export class PoolRefill {
   async unclaim(ref: PoolRef): Promise<void> {
     try {
       await this.pools.host.client.send(
-        new UpdateItemCommand({ TableName: this.pools.host.table, Key: marshall(ref), UpdateExpression: 'REMOVE refillAt' }),
+        new UpdateItemCommand({ TableName: this.pools.host.table, Key: marshall(ref), UpdateExpression: 'REMOVE refillAt, claimBy' }),
       );
     } catch {
       // A claim that stays goes stale after CLAIM_STALE_MS.

@@ -9,7 +9,7 @@ import { StoreUnavailableError } from '../../core/errors';
 import type { MicroUsd } from '../../core/money';
 import type { UsageRecord } from '../../core/types';
 import { errorName, translateError } from './client';
-import { abandonedTake, grantName, type Item, MARKER_PREFIX, num, parseMarker, VOID_GRANT } from './pool-markers';
+import { abandonedTake, grantNames, type Item, num, parseMarker, VOID_GRANT } from './pool-markers';
 import type { GrantHold, ScopePools } from './pools';
 
 /** Releases pools' grants (the sweeper). */
@@ -37,7 +37,9 @@ export class PoolRelease {
       };
       const items: TransactWriteItem[] = [holdDelete];
       let cost: MicroUsd;
-      const grantAttr = grantName(hold.requestId);
+      // The grant's marker as this layout names it, or as the one before did (a pool of an earlier deploy).
+      const [compact, legacy] = grantNames(hold.requestId);
+      const grantAttr = item?.[compact] === undefined && item?.[legacy] !== undefined ? legacy : compact;
       if (!item || item[grantAttr] === undefined) {
         // Never added to the room: nothing of it was taken. The pool records it void, so a late add cannot happen.
         cost = 0;
@@ -109,9 +111,9 @@ export class PoolRelease {
   async recordUnsettled(hold: GrantHold, item: Record<string, unknown>, now: number): Promise<Array<{ marker: string; refund: MicroUsd }>> {
     if (this.pools.role === 'shared') return [];
     const settled: Array<{ marker: string; refund: MicroUsd }> = [];
+    const epochStart = this.pools.startOf(hold.pool.pk, Number(hold.pool.sk.slice(1)));
     for (const [name, value] of Object.entries(item)) {
-      if (!name.startsWith(MARKER_PREFIX) || typeof value !== 'string') continue;
-      const take = parseMarker(name, value);
+      const take = parseMarker(name, value, item, epochStart);
       if (!take) continue;
       const record: UsageRecord = abandonedTake(hold.context, take, now);
       try {

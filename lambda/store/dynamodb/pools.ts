@@ -11,7 +11,8 @@
  *          └─ not enough room ──► the last epoch's pool item, once (what its requests gave back)
  *          └─ not there either ──► one instance (a claim on the item) refills it: ONE ordinary reserve of a
  *             grant (every counter within its limit, the key's rate buckets, circuits, velocity, and a hold
- *             that names the pool), then ADD room += grant; the others wait for it and take again. A grant
+ *             that names the pool), then ADD room += grant; the others wait for it, polling the item with
+ *             consistent reads (a refused take would cost a write unit), and take again. A grant
  *             refused although it was only this request's part leaves the pool dry for a second: its takers
  *             get the same refusal without asking
  *   settle ──► usage record, loop outcome, then ONE UpdateItem: room += amount − cost, spent += cost
@@ -35,7 +36,7 @@
  */
 import { type CancellationReason, type DynamoDBClient, GetItemCommand, type TransactWriteItem, UpdateItemCommand, type UpdateItemCommandOutput } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Clock } from '../../core/clock';
 import { StoreUnavailableError } from '../../core/errors';
 import type { VelocityCharge } from '../../core/guardrails/velocity';
@@ -45,7 +46,7 @@ import type { ScopeId, UsageRecord } from '../../core/types';
 import { errorName, translateError } from './client';
 import { shardOf } from './hash';
 import { PoolGiveBack } from './pool-giveback';
-import { abandonedKeyOf, dryError, type DryState, groupId, type Item, MARKER_PREFIX, markerName, num, unitAttr } from './pool-markers';
+import { abandonedKeyOf, dryError, type DryState, groupId, type Item, markerName, markerValue, modelName, num, sharedMarkerName, unitAttr } from './pool-markers';
 import { MIN_GRANT_REQUESTS, PoolRefill } from './pool-refill';
 import { PoolReclaim } from './pool-reclaim';
 import { PoolRelease } from './pool-release';
@@ -219,10 +220,18 @@ export class ScopePools {
       ...(request.circuits ? { circuits: request.circuits.map((c) => (c.scope === 'platform' ? { ...c, shard: platformShard } : c)) } : {}),
     };
     const charges = input.rateCharges.filter((c) => c.amount > 0);
+    let waiting = false;
     for (let round = 0; round < MAX_ROUNDS; round++) {
       const now = round === 0 ? input.now : this.host.clock.now();
       const epoch = this.epochOf(pk, now);
       const ref: PoolRef = { pk, sk: `e${epoch}` };
+      if (waiting && (await this.stillRefilling(ref, input, charges, now))) {
+        // Polled with a read, not a take: a refused take is a write unit on the pool's partition, a read a
+        // quarter of its price and none of its write capacity.
+        await this.host.sleep(this.backoff(round));
+        continue;
+      }
+      waiting = false;
       const outcome = await this.tryTake(ref, input, charges);
       if (outcome.taken) return this.reservation(input, ref, outcome.taken);
       const old = outcome.old;
@@ -238,6 +247,7 @@ export class ScopePools {
       const refilling = old?.refillAt !== undefined && Number(old.refillAt) > now - CLAIM_STALE_MS;
       if (refilling || !(await this.claim(ref, now))) {
         // Another instance refills this pool: take again when it is done.
+        waiting = true;
         await this.host.sleep(this.backoff(round));
         continue;
       }
@@ -285,9 +295,9 @@ export class ScopePools {
   // -------------------------------------------------------------------------------------------------------
 
   /**
-   * One take: room −= amount, units −= charge, and the take's marker `t:<request id>` set, if there is room, the
-   * pool is open and the marker is not there yet. A retried take whose first answer was lost finds its own
-   * marker: taken once, not twice.
+   * One take: room −= amount, units −= charge, and the take's marker set, if there is room, the pool is open and
+   * the marker is not there yet. A retried take whose first answer was lost finds its own marker: taken once, not
+   * twice. A key pool's take also names its model on the item once (its marker carries the model's digest).
    */
   private async tryTake(
     ref: PoolRef,
@@ -295,7 +305,7 @@ export class ScopePools {
     charges: readonly RateCharge[],
   ): Promise<{ taken?: Record<string, unknown>; old?: Record<string, unknown> }> {
     const amount = input.amount;
-    const values: Record<string, number | string> = { ':a': amount, ':na': -amount, ':m': this.markerOf(input) };
+    const values: Record<string, number | string | Uint8Array> = { ':a': amount, ':na': -amount, ':m': this.markerOf(input, ref) };
     const adds = ['room :na', 'taken :a'];
     const conditions = ['room >= :a', 'attribute_not_exists(closed)', 'attribute_not_exists(#t)'];
     for (const c of charges) {
@@ -306,14 +316,21 @@ export class ScopePools {
       conditions.push(`${attr} >= :u${attr}`);
     }
     const marker = this.markerName(input.requestId);
+    const names: Record<string, string> = { '#t': marker };
+    let sets = '#t = :m';
+    if (this.role === 'key') {
+      names['#md'] = modelName(input.context.model);
+      values[':md'] = input.context.model;
+      sets += ', #md = if_not_exists(#md, :md)';
+    }
     try {
       const out = await this.send(
         new UpdateItemCommand({
           TableName: this.host.table,
           Key: marshall(ref),
-          UpdateExpression: `ADD ${adds.join(', ')} SET #t = :m`,
+          UpdateExpression: `ADD ${adds.join(', ')} SET ${sets}`,
           ConditionExpression: conditions.join(' AND '),
-          ExpressionAttributeNames: { '#t': marker },
+          ExpressionAttributeNames: names,
           ExpressionAttributeValues: marshall(values),
           ReturnValues: 'ALL_NEW',
           ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
@@ -333,13 +350,13 @@ export class ScopePools {
 
   /**
    * The marker a take leaves on its pool item until it settles: kind, amount, arrival and model (the sweeper's
-   * `abandoned` record of a key pool's take is made from it). A shared take's record comes from the request's
-   * own hold, so its marker is the kind alone.
+   * `abandoned` record of a key pool's take is made from it; layout and sizes in pool-markers.ts). A shared take's
+   * record comes from the request's own hold, so its marker is the kind alone.
    */
-  markerOf(input: ReserveInput): string {
+  markerOf(input: ReserveInput, ref: PoolRef): string | Uint8Array {
     if (this.role === 'shared') return 's';
     const kind = input.context.endpoint === 'lease' ? 'l' : 'r';
-    return `${kind};${input.amount};${input.now};${input.context.model}`;
+    return markerValue(kind, input.amount, input.now, this.startOf(ref.pk, Number(ref.sk.slice(1))), input.context.model);
   }
 
   /**
@@ -348,8 +365,19 @@ export class ScopePools {
    * it (a hundred at 5,000 req/s), and every write of the item pays for its whole size.
    */
   markerName(requestId: string): string {
-    if (this.role !== 'shared') return markerName(requestId);
-    return `${MARKER_PREFIX}${createHash('sha256').update(requestId).digest('base64url').slice(0, 12)}`;
+    return this.role === 'shared' ? sharedMarkerName(requestId) : markerName(requestId);
+  }
+
+  /**
+   * Whether a taker waiting for another instance's refill should wait on: the pool (read consistently) is
+   * still being refilled and has no room for the request yet (not dry, not closed). A failed read says no.
+   */
+  private async stillRefilling(ref: PoolRef, input: ReserveInput, charges: readonly RateCharge[], now: number): Promise<boolean> {
+    const seen = await this.readConsistent(ref).catch(() => undefined);
+    if (!seen || seen.closed !== undefined || seen.dry !== undefined) return false;
+    if (!(seen.refillAt !== undefined && Number(seen.refillAt) > now - CLAIM_STALE_MS)) return false;
+    const fits = num(seen.room) >= input.amount && charges.every((c) => num(seen[unitAttr(c.dimension)]) >= c.amount);
+    return !fits;
   }
 
   /** One instance at a time refills a pool: it claims the item first (a stale claim may be taken over). */
