@@ -195,10 +195,11 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     if (counted.status === 'fulfilled' && counted.value) await this.loops.uncountLoop(counted.value).catch(() => undefined);
     // A failure to take back leaves the request charged its reservation (the sweeper releases the hold in full).
     if (reserved.status === 'fulfilled') await this.settles.cancelHeld(reserved.value).catch(() => undefined);
-    // Guardrails first, as one transaction explained them: an open circuit, then the loop, then the rest.
+    // Guardrails first, as one transaction explained them: an open circuit, then the loop, then the reserve's own
+    // refusal; a failed read (the store) only when nothing else refused.
     const reserveError = reserved.status === 'rejected' ? reserved.reason : undefined;
     if (open.status === 'rejected' && (open.reason instanceof CircuitOpenError || reserveError === undefined)) throw open.reason;
-    if (counted.status === 'rejected' && !(reserveError instanceof CircuitOpenError)) throw counted.reason;
+    if (counted.status === 'rejected') throw counted.reason;
     throw reserveError;
   }
 
