@@ -309,9 +309,14 @@ describe('waiting for a refill (DynamoDB Local)', () => {
     const l = ledger(clock, client);
     await markPooled(l, user, clock.now());
     const refs = [dayCounterAt(`user:${user}` as ScopeId, T0, 100_000_000)];
-    const input = request(user, clock.now(), 10_000, refs, MODELS[0]!);
-    const pool = { pk: `pool#${groupId(input)}#0` };
+    const pool = { pk: `pool#${groupId(request(user, clock.now(), 10_000, refs, MODELS[0]!))}#0` };
+    // Start at the beginning of the pool's epoch (its epochs are offset by a hash of its key), so the wait for the
+    // stale claim (2 s) stays in one epoch whatever the random user makes the offset.
     const offset = shardOf(pool.pk, POOLS.epochMs!);
+    clock.set(T0 + POOLS.epochMs! - ((T0 + offset) % POOLS.epochMs!));
+    const start = clock.now();
+    const input = request(user, start, 10_000, refs, MODELS[0]!);
+    expect(`pool#${groupId(input)}#0`).toBe(pool.pk);
     const sk = `e${Math.floor((clock.now() + offset) / POOLS.epochMs!)}`;
     // Another instance claimed the pool's refill a moment ago (and then stalls: its claim goes stale after 2 s).
     await db.client.send(
@@ -325,7 +330,7 @@ describe('waiting for a refill (DynamoDB Local)', () => {
 
     const r = await l.reserve(input);
     expect(r.pool).toEqual({ pk: pool.pk, sk });
-    expect(clock.now() - T0).toBeGreaterThanOrEqual(2_000); // it waited for the stale claim
+    expect(clock.now() - start).toBeGreaterThanOrEqual(2_000); // it waited for the stale claim
     // Refused take (this epoch's and the last one's), then reads until the claim is stale; a take, the claim, the
     // grant's room, the take.
     expect(sent.get('GetItemCommand')).toBeGreaterThanOrEqual(5);
