@@ -42,7 +42,6 @@ export class HoldSettle {
       await this.pools.settle(input, reservation.pool);
       return;
     }
-    const hold = holdKey(reservation.requestId, reservation.expiresAt);
     // A copy the loop guard counted on its own (ledger.ts reserveOwn) settles on its own, first, in one single write
     // that a retried settle repeats harmlessly; one counted in the reserve transaction settles in this one.
     const loop = reservation.loop;
@@ -53,13 +52,7 @@ export class HoldSettle {
     });
 
     const settleItems: TransactWriteItem[] = [
-      {
-        Delete: {
-          TableName: this.core.budgets,
-          Key: marshall({ pk: hold.pk, sk: hold.sk }),
-          ConditionExpression: 'attribute_exists(pk)',
-        },
-      },
+      this.holdDelete(reservation),
       ...reservation.counters.map((ref) =>
         reservesOn(ref, reservation.limitedOnly)
           ? this.items.counterUpdate(ref, { committed: cost - reservation.amount, reserved: -reservation.amount, spent: cost, requests: 1 })
@@ -83,16 +76,9 @@ export class HoldSettle {
    * already gone (a retry of this, or swept) changes nothing more: what the sweeper charged stays charged.
    */
   async cancelHeld(reservation: Reservation): Promise<void> {
-    const hold = holdKey(reservation.requestId, reservation.expiresAt);
     const nowUs = this.core.clock.now() * 1000;
     const items: TransactWriteItem[] = [
-      {
-        Delete: {
-          TableName: this.core.budgets,
-          Key: marshall({ pk: hold.pk, sk: hold.sk }),
-          ConditionExpression: 'attribute_exists(pk)',
-        },
-      },
+      this.holdDelete(reservation),
       // Only the counters the reserve wrote (a window without a limit is written at settle alone: items.ts reservesOn).
       ...reservation.counters
         .filter((ref) => reservesOn(ref, reservation.limitedOnly))
@@ -102,6 +88,12 @@ export class HoldSettle {
     ];
     const reasons = await this.core.transact(items);
     if (reasons && reasons[0]?.Code !== 'ConditionalCheckFailed') throw unexpectedCancellation(reasons);
+  }
+
+  /** The hold's delete, conditioned on its being there: what makes a settle or a take-back happen once. */
+  private holdDelete(reservation: Reservation): TransactWriteItem {
+    const hold = holdKey(reservation.requestId, reservation.expiresAt);
+    return { Delete: { TableName: this.core.budgets, Key: marshall({ pk: hold.pk, sk: hold.sk }), ConditionExpression: 'attribute_exists(pk)' } };
   }
 
   /**
