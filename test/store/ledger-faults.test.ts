@@ -5,8 +5,7 @@
  * allowance pools of a shared scope (an org). After the sweeper releases the pools, every counter equals the
  * usage records, and no limit is ever passed.
  */
-import { UpdateItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { marshall } from '@aws-sdk/util-dynamodb';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { ManualClock } from '../../lambda/core/clock';
 import { BudgetExceededError } from '../../lambda/core/errors';
 import type { CounterRef, Reservation, ReserveInput } from '../../lambda/core/stores';
@@ -17,6 +16,7 @@ import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
 import { createTestTables, type TestTables } from '../support/dynamo';
 import { losingAnswers } from '../support/lost-answers';
 import { dayCounterAt, reserveInputFor, usageRecordFor } from '../support/usage-records';
+import { markBusy as markBusyIn } from '../support/busy-scopes';
 
 const T0 = Date.parse('2099-11-23T10:30:00.000Z');
 const HOLD_TTL = 15 * 60_000;
@@ -55,17 +55,8 @@ async function usageOfUser(user: string): Promise<UsageRecord[]> {
   return new DynamoDbUsageStore(db.client, db.tables).query({ by: 'user', id: user, from: '2099-11-23T00:00:00Z', to: '2099-11-24T00:00:00Z' });
 }
 
-/** Marks a scope busy as another instance would (its limits item), and lets `l` read it. */
-async function markBusy(l: DynamoDbLedger, scope: ScopeId, now: number): Promise<void> {
-  await db.client.send(
-    new UpdateItemCommand({
-      TableName: db.tables.budgets,
-      Key: marshall({ pk: `limit#${scope}`, sk: 'limits' }),
-      UpdateExpression: 'SET poolUntil = :u',
-      ExpressionAttributeValues: marshall({ ':u': now + 600_000 }),
-    }),
-  );
-  await l.getLimitSettings([scope]);
+function markBusy(l: DynamoDbLedger, scope: ScopeId, now: number): Promise<void> {
+  return markBusyIn(db, l, scope, now);
 }
 
 function request(user: string, now: number, amount: number, counters: CounterRef[]): ReserveInput {

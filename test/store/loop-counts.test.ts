@@ -4,7 +4,7 @@
  * later copies are presumed failed until they settle, as a reserve transaction's are; every count, take-back and
  * failure is applied once when DynamoDB applied a write and its answer was lost (the SDK sends it again).
  */
-import { GetItemCommand, UpdateItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { GetItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { ManualClock } from '../../lambda/core/clock';
 import { LoopDetectedError } from '../../lambda/core/errors';
@@ -18,6 +18,7 @@ import { LoopCounts } from '../../lambda/store/dynamodb/loop-counts';
 import { holdKey } from '../../lambda/store/dynamodb/items';
 import type { PoolOptions } from '../../lambda/store/dynamodb/pools';
 import { createTestTables, testDynamoDbEndpoint, type TestTables } from '../support/dynamo';
+import { markPooled } from '../support/busy-scopes';
 import { losingLoopAnswers } from '../support/lost-answers';
 import { dayCounterAt, reserveInputFor, usageRecordFor } from '../support/usage-records';
 
@@ -72,15 +73,7 @@ describe('loop guard counts of pooled copies (DynamoDB Local)', () => {
     const clock = new ManualClock(T0);
     const { client, loopWrites } = countingLoopWrites();
     const l = new DynamoDbLedger(client, { tables: db.tables, platformShards: 1, usageRetentionDays: 30, clock, sleep: async (ms) => clock.advance(ms), pools: POOLS });
-    await db.client.send(
-      new UpdateItemCommand({
-        TableName: db.tables.budgets,
-        Key: marshall({ pk: `limit#key:key-${user}`, sk: 'limits' }),
-        UpdateExpression: 'SET poolUntil = :u',
-        ExpressionAttributeValues: marshall({ ':u': clock.now() + 600_000 }),
-      }),
-    );
-    await l.getLimitSettings([`key:key-${user}`, `user:${user}`]);
+    await markPooled(db, l, user, clock.now());
     const loop = check(user, 'a question asked once', clock.now());
     const input = { ...reserveInputFor(user, { now: clock.now(), holdTtlMs: 15 * 60_000 }, 10_000, [dayCounterAt(`user:${user}`, T0, 100_000_000)]), loop };
     const r = await l.reserve(input);

@@ -21,6 +21,7 @@ import { createTestTables, type TestTables } from '../support/dynamo';
 import { dynamoItemSize, writeUnits } from '../support/item-size';
 import { losingAnswers } from '../support/lost-answers';
 import { dayCounterAt, reserveInputFor, usageRecordFor } from '../support/usage-records';
+import { markPooled as markPooledIn } from '../support/busy-scopes';
 
 // Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write (see test/support/clock.ts).
 const T0 = Date.parse('2099-11-23T10:30:00.000Z');
@@ -74,16 +75,8 @@ async function usageOfUser(user: string): Promise<UsageRecord[]> {
   return new DynamoDbUsageStore(db.client, db.tables).query({ by: 'user', id: user, from: '2099-11-23T00:00:00Z', to: '2099-11-24T00:00:00Z' });
 }
 
-async function markPooled(l: DynamoDbLedger, user: string, now: number): Promise<void> {
-  await db.client.send(
-    new UpdateItemCommand({
-      TableName: db.tables.budgets,
-      Key: marshall({ pk: `limit#key:key-${user}`, sk: 'limits' }),
-      UpdateExpression: 'SET poolUntil = :u',
-      ExpressionAttributeValues: marshall({ ':u': now + 600_000 }),
-    }),
-  );
-  await l.getLimitSettings([`key:key-${user}`, `user:${user}`]);
+function markPooled(l: DynamoDbLedger, user: string, now: number): Promise<void> {
+  return markPooledIn(db, l, user, now);
 }
 
 async function readItem(pool: PoolRef): Promise<Record<string, AttributeValue>> {

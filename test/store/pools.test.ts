@@ -1,4 +1,4 @@
-import { GetItemCommand, UpdateItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { GetItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { ManualClock } from '../../lambda/core/clock';
 import { BudgetExceededError } from '../../lambda/core/errors';
@@ -13,6 +13,7 @@ import type { PoolOptions } from '../../lambda/store/dynamodb/pools';
 import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
 import { createTestTables, type TestTables } from '../support/dynamo';
 import { dayCounterAt, reserveInputFor, usageRecordFor } from '../support/usage-records';
+import { markPooled as markPooledIn } from '../support/busy-scopes';
 
 // Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write (see test/support/clock.ts).
 const T0 = Date.parse('2099-11-23T10:30:00.000Z');
@@ -97,17 +98,8 @@ function inPool(pool: { pk: string }, input: ReserveInput): ReserveInput {
   }
 }
 
-/** Marks the key pooled as another instance would (on its limits item), and lets `l` read it. */
-async function markPooled(l: DynamoDbLedger, user: string, now: number): Promise<void> {
-  await db.client.send(
-    new UpdateItemCommand({
-      TableName: db.tables.budgets,
-      Key: marshall({ pk: `limit#key:key-${user}`, sk: 'limits' }),
-      UpdateExpression: 'SET poolUntil = :u',
-      ExpressionAttributeValues: marshall({ ':u': now + 600_000 }),
-    }),
-  );
-  await l.getLimitSettings([`key:key-${user}`, `user:${user}`]);
+function markPooled(l: DynamoDbLedger, user: string, now: number): Promise<void> {
+  return markPooledIn(db, l, user, now);
 }
 
 describe('scope pools (DynamoDB Local)', () => {

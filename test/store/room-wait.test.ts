@@ -1,5 +1,4 @@
-import { type DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
-import { marshall } from '@aws-sdk/util-dynamodb';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { ManualClock } from '../../lambda/core/clock';
 import { BudgetExceededError } from '../../lambda/core/errors';
 import type { CounterRef, Reservation, ReserveInput } from '../../lambda/core/stores';
@@ -10,6 +9,7 @@ import { shardOf } from '../../lambda/store/dynamodb/hash';
 import type { PoolOptions } from '../../lambda/store/dynamodb/pools';
 import { createTestTables, type TestTables } from '../support/dynamo';
 import { dayCounterAt, reserveInputFor, usageRecordFor } from '../support/usage-records';
+import { markBusy as markBusyIn } from '../support/busy-scopes';
 
 // Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write (see test/support/clock.ts).
 const T0 = Date.parse('2099-11-23T10:30:00.000Z');
@@ -68,16 +68,8 @@ function inShard(shard: number, input: ReserveInput): ReserveInput {
   }
 }
 
-async function markBusy(l: DynamoDbLedger, scope: ScopeId, now: number): Promise<void> {
-  await db.client.send(
-    new UpdateItemCommand({
-      TableName: db.tables.budgets,
-      Key: marshall({ pk: `limit#${scope}`, sk: 'limits' }),
-      UpdateExpression: 'SET poolUntil = :u',
-      ExpressionAttributeValues: marshall({ ':u': now + 600_000 }),
-    }),
-  );
-  await l.getLimitSettings([scope]);
+function markBusy(l: DynamoDbLedger, scope: ScopeId, now: number): Promise<void> {
+  return markBusyIn(db, l, scope, now);
 }
 
 describe('a reserve refused only for held room waits for it (DynamoDB Local)', () => {
