@@ -92,34 +92,13 @@ export class LedgerItems {
   }
 
   /**
-   * Settle's loop guard update (the copy was counted, and presumed failed, at admission): a failure stamps
-   * lastFailAt (the block runs from it), a success clears the streak, no outcome (the caller left) takes the
-   * presumed failure back.
+   * Settle's loop guard update for a copy counted in the reserve transaction (presumed failed there): a failure
+   * stamps lastFailAt (the block runs from it), a success clears the streak, no outcome (the caller left) takes the
+   * presumed failure back. A copy counted on its own (`copy`: loop-counts.ts) settles on its own, outside.
    */
   loopStreak(input: SettleInput): TransactWriteItem[] {
     const check = input.reservation.loop;
-    if (!check) return [];
-    if (check.copy && !check.copy.presumedFailed) {
-      // Counted on its own and not presumed failed (loop-counts.ts): only a failure moves the streak.
-      if (input.loopOutcome !== 'failed') return [];
-      return [
-        {
-          Update: {
-            TableName: this.core.budgets,
-            Key: marshall(loopKey(check)),
-            // lastStatus: what the provider answered, for the refusal's message.
-            UpdateExpression: `ADD fails :one SET lastFailAt = :now, ${input.loopStatus === undefined ? '' : 'lastStatus = :st, '}#ttl = :ttl`,
-            ExpressionAttributeNames: { '#ttl': 'ttl' },
-            ExpressionAttributeValues: {
-              ':one': { N: '1' },
-              ':now': { N: String(this.core.clock.now()) },
-              ':ttl': { N: String(Math.ceil((check.windowEnd + check.windowMs) / 1000) + DAY_S) },
-              ...(input.loopStatus === undefined ? {} : { ':st': { N: String(input.loopStatus) } }),
-            },
-          },
-        },
-      ];
-    }
+    if (!check || check.copy) return [];
     return [{ Update: this.loopStreakUpdate(check, input.loopOutcome, input.loopStatus) }];
   }
 

@@ -46,7 +46,7 @@ export class HoldSettle {
     // that a retried settle repeats harmlessly; one counted in the reserve transaction settles in this one.
     const loop = reservation.loop;
     if (loop?.copy) await this.loops.settleLoop(loop, input.loopOutcome, input.loopStatus);
-    const bucketAdjustments = [...this.items.tokenAdjustments(input), ...(loop?.copy ? [] : this.items.loopStreak(input)), ...this.items.velocitySettle(input)];
+    const bucketAdjustments = [...this.items.tokenAdjustments(input), ...this.items.loopStreak(input), ...this.items.velocitySettle(input)];
     const usagePut = (): TransactWriteItem => ({
       Put: { TableName: this.core.usage, Item: usageItem(input.usage, { retentionDays: this.core.usageRetentionDays }) },
     });
