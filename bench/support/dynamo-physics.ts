@@ -202,7 +202,8 @@ export class DynamoPhysics {
       const colon = partition.indexOf(':');
       const table = partition.slice(0, colon).replace(/^.*-(?=[a-z]+(\/|$))/, '');
       const key = partition.slice(colon + 1);
-      const kind = `${table}:${key.split(/[#:]/)[0]}`;
+      // A key without a prefix (the keys table's key ids) is one kind per table, not one per item.
+      const kind = /[#:]/.test(key) ? `${table}:${key.split(/[#:]/)[0]}` : `${table}:*`;
       const row = out.get(kind) ?? { write: 0, read: 0, writes: 0 };
       row.write += writeUnits;
       row.read += readUnits;

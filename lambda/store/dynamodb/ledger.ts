@@ -168,11 +168,18 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     return returned;
   }
 
-  /** A request's own part: its key's pool when the key is pooled, else its own reserve transaction. */
-  private async reserveOwn(input: ReserveInput): Promise<Reservation> {
-    if (this.pooling && this.busy.isBusy(`key:${input.context.keyId}`, input.now) && this.pools.fits(input)) {
-      const pooled = await this.reservePooled(input);
-      if (pooled) return pooled;
+  /**
+   * A request's own part: its key's pool when the key is pooled; its key's quiet pool when a shared scope of the
+   * request was taken from its allowance pools (`quiet`: a key of a busy org, itself not busy, whose own part
+   * holds no shared counter); else its own reserve transaction.
+   */
+  private async reserveOwn(input: ReserveInput, quiet = false): Promise<Reservation> {
+    if (this.pooling) {
+      const busy = this.busy.isBusy(`key:${input.context.keyId}`, input.now);
+      if (busy ? this.pools.fits(input) : quiet && this.pools.fits(input, true)) {
+        const pooled = await this.reservePooled(input, !busy);
+        if (pooled) return pooled;
+      }
     }
     const circuits = input.circuits ?? [];
     if (!input.loop && circuits.length === 0) return this.holds.reserveHeld(input);
@@ -229,9 +236,12 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
       counters: input.counters.filter((c) => !pooledScopes.has(c.scope)),
       ...(input.circuits ? { circuits: input.circuits.filter((c) => !pooledScopes.has(c.scope)) } : {}),
     };
+    // The own part of a request whose org or platform is pooled is its key's quiet pool's, when it holds no
+    // shared counter (a shared part decided exactly near its limit is never held idle in a key's pool).
+    const quiet = taken.length > 0 && !own.counters.some((c) => isShared(c.scope));
     let reservation: Reservation;
     try {
-      reservation = await this.reserveOwn(own);
+      reservation = await this.reserveOwn(own, quiet);
     } catch (err) {
       await this.cancelShared(input, taken);
       throw err;
@@ -249,15 +259,23 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
   /**
    * A pooled key's request: taken from its pool (one single-item write) while the loop guard counts the copy
    * (another). Undefined when the pool cannot decide it: then it reserves on its own (loop already counted).
+   * A quiet pool is refilled every half minute or so, so its requests read the circuits too (a read unit each,
+   * as a request held on its own does): a circuit opened meanwhile refuses at once, not at the next grant.
    */
-  private async reservePooled(input: ReserveInput): Promise<Reservation | undefined> {
-    const [taken, counted] = await Promise.allSettled([
-      this.pools.take(input),
+  private async reservePooled(input: ReserveInput, quiet = false): Promise<Reservation | undefined> {
+    const circuits = quiet ? (input.circuits ?? []) : [];
+    if (circuits.length && this.holds.seenOpenRecently(circuits, input.now)) await this.holds.refuseOpenCircuits(circuits, input.now);
+    const [taken, counted, open] = await Promise.allSettled([
+      this.pools.take(input, quiet),
       input.loop ? this.loops.countCopy(input.loop, input.requestId) : Promise.resolve(undefined),
+      circuits.length ? this.holds.refuseOpenCircuits(circuits, input.now) : Promise.resolve(),
     ]);
-    if (counted.status === 'rejected') {
+    // An open circuit refuses first (as one transaction would have); a failed read only when nothing else did.
+    const circuitRefused = open.status === 'rejected' && (open.reason instanceof CircuitOpenError || (taken.status === 'fulfilled' && counted.status === 'fulfilled'));
+    if (counted.status === 'rejected' || circuitRefused) {
       if (taken.status === 'fulfilled' && taken.value?.pool) await this.pools.cancel(taken.value, taken.value.pool);
-      throw counted.reason;
+      if (circuitRefused && counted.status === 'fulfilled' && counted.value) await this.loops.uncountLoop(counted.value).catch(() => undefined);
+      throw circuitRefused ? (open as PromiseRejectedResult).reason : (counted as PromiseRejectedResult).reason;
     }
     if (taken.status === 'rejected') {
       // Refused (or the store failed): the copy the loop guard counted is taken back, as a refused reserve

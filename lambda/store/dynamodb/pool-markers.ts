@@ -72,6 +72,14 @@ export function groupId(input: ReserveInput): string {
   return createHash('sha256').update(poolGroupKey(input)).digest('base64url').slice(0, 22);
 }
 
+/** The last part of a quiet key's pool item key (one item per key: no shard number; pools.ts). */
+export const QUIET_SHARD = 'q';
+
+/** Whether a pool item key is a quiet key's pool (one item per key, longer epochs). */
+export function isQuiet(pk: string): boolean {
+  return pk.endsWith(`#${QUIET_SHARD}`);
+}
+
 export function unitAttr(dimension: RateCharge['dimension']): string {
   return dimension === 'requests' ? 'ur' : 'ut';
 }

@@ -22,7 +22,7 @@ import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import type { MicroUsd } from '../../core/money';
 import type { ReserveInput } from '../../core/stores';
 import { holdKey } from './items';
-import { appliedGrants, groupId, num, SHARED_GRANT_PREFIX } from './pool-markers';
+import { appliedGrants, groupId, num, QUIET_SHARD, SHARED_GRANT_PREFIX } from './pool-markers';
 import type { GrantHold, PoolRef, ScopePools } from './pools';
 
 /** How often one instance reclaims one pool group's room (ms): every refused request need not read them all. */
@@ -50,7 +50,10 @@ export class PoolReclaim {
     // for room would otherwise read all the group's pools.
     if (!(await this.claim(group, now))) return 0;
     const refs: PoolRef[] = [];
-    for (let k = 0; k < this.pools.opts.shards; k++) {
+    // A key's quiet pool too (pools.ts QUIET_SHARD): a key may have both while it turns busy.
+    const shards: Array<number | string> = Array.from({ length: this.pools.opts.shards }, (_, k) => k);
+    if (this.pools.opts.quietEpochMs > 0) shards.push(QUIET_SHARD);
+    for (const k of shards) {
       const pk = `pool#${group}#${k}`;
       const epoch = this.pools.epochOf(pk, now);
       refs.push({ pk, sk: `e${epoch}` }, { pk, sk: `e${epoch - 1}` });

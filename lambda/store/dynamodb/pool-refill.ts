@@ -12,7 +12,7 @@ import type { ScopeId } from '../../core/types';
 import { errorName, translateError } from './client';
 import { NEAR_LIMIT_SHARDS } from './busy-scopes';
 import { budgetExceeded, budgetRefusalOf } from './denials';
-import { type DryState, grantName, type Item, num, SHARED_GRANT_PREFIX, unitAttr } from './pool-markers';
+import { type DryState, grantName, isQuiet, type Item, num, SHARED_GRANT_PREFIX, unitAttr } from './pool-markers';
 import type { PoolRef, ScopePools } from './pools';
 
 /** Fewest requests' worth a grant holds (so a quiet pool is not refilled per request). */
@@ -23,6 +23,11 @@ const FIRST_GRANT_REQUESTS = 16;
 const MAX_GRANT_SHARE = 0.05;
 /** How long a grant is sized to last (ms): short, so little is left in a pool when its epoch ends. */
 const GRANT_HORIZON_MS = 3_000;
+/**
+ * A quiet key's grant lasts up to this share of its pool's epoch: a key at 30 requests a minute then pays for a
+ * grant (a reserve transaction and its release) every dozen requests or so, not two transactions a request.
+ */
+const QUIET_HORIZON_SHARE = 0.5;
 /** Grants a refill tries when the budget is short (each smaller), before the request reserves on its own. */
 const MAX_GRANT_ATTEMPTS = 3;
 /** How long a refused grant leaves its pool dry (its takers refused from what the refusal said). */
@@ -54,13 +59,15 @@ export class PoolRefill {
     // A grant lasts a few seconds (at most to the epoch's end) at the rate the pool is used: this epoch's
     // once it has run a while, else the last epoch's; with neither, four times what was granted so far. Money
     // is sized by what requests keep (taken less given back), units by what they take.
-    const horizon = Math.min(GRANT_HORIZON_MS, this.pools.startOf(ref.pk, epoch) + this.pools.opts.epochMs - now);
+    const epochMs = this.pools.epochMsOf(ref.pk);
+    const quiet = isQuiet(ref.pk);
+    const horizon = Math.min(quiet ? epochMs * QUIET_HORIZON_SHARE : GRANT_HORIZON_MS, this.pools.startOf(ref.pk, epoch) + epochMs - now);
     let previous: Record<string, unknown> | undefined;
     if (old?.granted === undefined) previous = await this.pools.read({ pk: ref.pk, sk: `e${epoch - 1}` });
     const since = old?.firstAt === undefined ? 0 : now - num(old.firstAt);
     const used = (item: Record<string, unknown> | undefined, attr: string): number => num(item?.[`taken${attr}`]) - (attr === '' ? num(item?.given) : 0);
     const scale = (attr: string, each: number): number => {
-      const perMs = since >= MIN_RATE_SPAN_MS ? used(old, attr) / since : previous ? used(previous, attr) / this.pools.opts.epochMs : undefined;
+      const perMs = since >= MIN_RATE_SPAN_MS ? used(old, attr) / since : previous ? used(previous, attr) / epochMs : undefined;
       const want = perMs === undefined ? 4 * num(old?.[`granted${attr}`]) : Math.ceil(perMs * horizon * 1.25);
       // A pooled key is busy (that is why it is pooled): its first grant holds a few requests more than most.
       return Math.max((old?.granted === undefined && !previous ? FIRST_GRANT_REQUESTS : MIN_GRANT_REQUESTS) * each, want);
@@ -87,7 +94,7 @@ export class PoolRefill {
     const units = new Map<RateCharge['dimension'], number>();
     const held = (dimension: RateCharge['dimension']): number => Math.max(0, num(old?.[unitAttr(dimension)]));
     for (const c of charges) {
-      const want = Math.min(this.pools.unitCap(c), scale(unitAttr(c.dimension), c.amount));
+      const want = Math.min(this.pools.unitCap(c, ref.pk), scale(unitAttr(c.dimension), c.amount));
       units.set(c.dimension, Math.max(c.amount - held(c.dimension), want - held(c.dimension), 0));
     }
 
@@ -204,7 +211,8 @@ export class PoolRefill {
       const applied = old ? unmarshall(old)[grantName(grantId)] : undefined;
       if (applied !== amount) return 'busy'; // voided by the sweeper, or the pool closed: take again
     }
-    this.pools.host.refilled(this.pools.role === 'key' ? `key:${input.context.keyId}` : (input.context.keyId as ScopeId), now);
+    // A busy pool's refill keeps its scope marked busy; a quiet key's does not make it busy (it stays on one item).
+    if (!quiet) this.pools.host.refilled(this.pools.role === 'key' ? `key:${input.context.keyId}` : (input.context.keyId as ScopeId), now);
     return 'granted';
   }
 

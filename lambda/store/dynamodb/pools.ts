@@ -46,7 +46,7 @@ import type { ScopeId, UsageRecord } from '../../core/types';
 import { errorName, translateError } from './client';
 import { shardOf } from './hash';
 import { PoolGiveBack } from './pool-giveback';
-import { abandonedKeyOf, dryError, type DryState, groupId, type Item, markerName, markerValue, modelName, num, sharedMarkerName, unitAttr } from './pool-markers';
+import { abandonedKeyOf, dryError, isQuiet, QUIET_SHARD, type DryState, groupId, type Item, markerName, markerValue, modelName, num, sharedMarkerName, unitAttr } from './pool-markers';
 import { MIN_GRANT_REQUESTS, PoolRefill } from './pool-refill';
 import { PoolReclaim } from './pool-reclaim';
 import { PoolRelease } from './pool-release';
@@ -65,6 +65,12 @@ export interface PoolOptions {
   readonly graceMs?: number;
   /** How long a conflict marks a key as pooled (ms); refills extend it while the key stays busy. */
   readonly markMs?: number;
+  /**
+   * A quiet key's pool (one item per key, `pool#<group>#q`): how long one admits (ms); 0 turns quiet pools off.
+   * Used for a key that is not busy itself while its org or the platform is pooled (ledger.ts): its own part is
+   * then taken from one item with grants lasting up to half an epoch, instead of two transactions a request.
+   */
+  readonly quietEpochMs?: number;
 }
 
 export const DEFAULT_POOLS: Required<PoolOptions> = {
@@ -72,6 +78,7 @@ export const DEFAULT_POOLS: Required<PoolOptions> = {
   epochMs: 10_000,
   graceMs: 60_000,
   markMs: 60_000,
+  quietEpochMs: 60_000,
 };
 
 /**
@@ -83,7 +90,9 @@ export const DEFAULT_SHARED_POOLS: Required<PoolOptions> = {
   epochMs: 10_000,
   graceMs: 60_000,
   markMs: 60_000,
+  quietEpochMs: 0,
 };
+
 
 
 /** The pool a reservation was taken from (settle gives its unspent part back there). */
@@ -183,9 +192,11 @@ export class ScopePools {
       epochMs: options.epochMs ?? DEFAULT_POOLS.epochMs,
       graceMs: options.graceMs ?? DEFAULT_POOLS.graceMs,
       markMs: options.markMs ?? DEFAULT_POOLS.markMs,
+      quietEpochMs: role === 'key' ? (options.quietEpochMs ?? DEFAULT_POOLS.quietEpochMs) : 0,
     };
-    if (!Number.isInteger(this.opts.shards) || this.opts.shards < 1 || !(this.opts.epochMs >= 1_000) || !(this.opts.graceMs >= 0) || !(this.opts.markMs > 0)) {
-      throw new RangeError('pool options out of range: shards a positive whole number, epochMs >= 1000, graceMs >= 0, markMs > 0');
+    const { shards, epochMs, graceMs, markMs, quietEpochMs } = this.opts;
+    if (!Number.isInteger(shards) || shards < 1 || !(epochMs >= 1_000) || !(graceMs >= 0) || !(markMs > 0) || !(quietEpochMs === 0 || quietEpochMs >= 1_000)) {
+      throw new RangeError('pool options out of range: shards a positive whole number, epochMs >= 1000, graceMs >= 0, markMs > 0, quietEpochMs 0 or >= 1000');
     }
   }
 
@@ -197,8 +208,10 @@ export class ScopePools {
    * Whether a request can be pooled at all: each rate dimension's share of one pool over one epoch must hold
    * a few requests (a slow key's bucket is left to per-request reserves).
    */
-  fits(input: ReserveInput): boolean {
-    return input.rateCharges.every((c) => c.amount <= 0 || this.unitCap(c) >= MIN_GRANT_REQUESTS * c.amount);
+  fits(input: ReserveInput, quiet = false): boolean {
+    if (quiet && this.opts.quietEpochMs === 0) return false;
+    const pk = quiet ? `pool#${QUIET_SHARD}` : '';
+    return input.rateCharges.every((c) => c.amount <= 0 || this.unitCap(c, pk) >= MIN_GRANT_REQUESTS * c.amount);
   }
 
   /**
@@ -207,13 +220,13 @@ export class ScopePools {
    * reserves on its own, exactly. Throws the refusal of a dry pool, and 429-mapped contention after ~4 s of
    * refills that kept losing.
    */
-  async take(request: ReserveInput): Promise<Reservation | undefined> {
+  async take(request: ReserveInput, quiet = false): Promise<Reservation | undefined> {
     // A shared scope near its limit admits through a few of its pools only (busy-scopes.ts markNear).
     const near = this.role === 'shared' && this.host.isNear(request.context.keyId as ScopeId, request.now);
-    const k = shardOf(request.requestId, near ? Math.min(NEAR_LIMIT_SHARDS, this.opts.shards) : this.opts.shards);
+    const k = quiet ? QUIET_SHARD : shardOf(request.requestId, near ? Math.min(NEAR_LIMIT_SHARDS, this.opts.shards) : this.opts.shards);
     const pk = `pool#${groupId(request)}#${k}`;
     // Every grant and request of one pool use the same platform shard (the request's own is by its id).
-    const platformShard = k % this.host.platformShards;
+    const platformShard = (quiet ? shardOf(pk, this.host.platformShards) : (k as number)) % this.host.platformShards;
     const input: ReserveInput = {
       ...request,
       counters: request.counters.map((c) => (c.scope === 'platform' ? { ...c, shard: platformShard } : c)),
@@ -426,7 +439,7 @@ export class ScopePools {
   }
 
   private reservation(input: ReserveInput, ref: PoolRef, after: Record<string, unknown>): Reservation {
-    const resetMs = this.startOf(ref.pk, Number(ref.sk.slice(1))) + this.opts.epochMs - input.now;
+    const resetMs = this.startOf(ref.pk, Number(ref.sk.slice(1))) + this.epochMsOf(ref.pk) - input.now;
     const rateStates: RateState[] = input.rateCharges.map((c) => ({
       dimension: c.dimension,
       limit: c.limitPerMinute,
@@ -452,8 +465,14 @@ export class ScopePools {
   }
 
   /** A pool's units of one rate dimension per epoch: its share of the bucket's refill over the epoch. */
-  unitCap(c: RateCharge): number {
-    return Math.floor((c.limitPerMinute * this.opts.epochMs) / 60_000 / this.opts.shards);
+  unitCap(c: RateCharge, pk: string): number {
+    const shards = isQuiet(pk) ? 1 : this.opts.shards;
+    return Math.floor((c.limitPerMinute * this.epochMsOf(pk)) / 60_000 / shards);
+  }
+
+  /** How long one of this pool's epochs lasts: a quiet key's pool lives longer than a busy key's shards. */
+  epochMsOf(pk: string): number {
+    return isQuiet(pk) && this.opts.quietEpochMs > 0 ? this.opts.quietEpochMs : this.opts.epochMs;
   }
 
   /**
@@ -461,16 +480,18 @@ export class ScopePools {
    * start empty (and refill) at the same moment.
    */
   epochOf(pk: string, now: number): number {
-    return Math.floor((now + shardOf(pk, this.opts.epochMs)) / this.opts.epochMs);
+    const epochMs = this.epochMsOf(pk);
+    return Math.floor((now + shardOf(pk, epochMs)) / epochMs);
   }
 
   startOf(pk: string, epoch: number): number {
-    return epoch * this.opts.epochMs - shardOf(pk, this.opts.epochMs);
+    const epochMs = this.epochMsOf(pk);
+    return epoch * epochMs - shardOf(pk, epochMs);
   }
 
   /** When a pool's grants may be released: its epoch, one more epoch for leases taken from it, and the grace. */
   closesAt(ref: PoolRef): number {
-    return this.startOf(ref.pk, Number(ref.sk.slice(1))) + 2 * this.opts.epochMs + this.opts.graceMs;
+    return this.startOf(ref.pk, Number(ref.sk.slice(1))) + 2 * this.epochMsOf(ref.pk) + this.opts.graceMs;
   }
 
   ttlOf(ref: PoolRef): number {
@@ -504,4 +525,4 @@ export class ScopePools {
   }
 }
 
-export { poolGroupKey, SHARED_GRANT_PREFIX } from './pool-markers';
+export { isQuiet, poolGroupKey, QUIET_SHARD, SHARED_GRANT_PREFIX } from './pool-markers';

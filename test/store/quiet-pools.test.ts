@@ -1,0 +1,220 @@
+/**
+ * Quiet keys' pools (issue 21, store cost): a key that is not busy itself, of an org whose allowance is pooled,
+ * takes its own part (its key's and user's limited counters, rate buckets, velocity) from one pool item of its
+ * own, refilled by grants lasting up to half a minute, instead of two transactions a request. The key is not
+ * marked busy by it; circuits are still read per request; counters end exactly at the costs after the release,
+ * whatever answers are lost. On DynamoDB Local.
+ */
+import { type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
+import { ManualClock } from '../../lambda/core/clock';
+import { CircuitOpenError } from '../../lambda/core/errors';
+import type { CounterRef, RateCharge, Reservation, ReserveInput } from '../../lambda/core/stores';
+import type { ScopeId, UsageRecord } from '../../lambda/core/types';
+import { windowBounds, windowKey, type Window } from '../../lambda/core/windows';
+import { DynamoDbGuardrailStore } from '../../lambda/store/dynamodb/guardrails-store';
+import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
+import type { PoolOptions } from '../../lambda/store/dynamodb/pools';
+import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
+import { markBusy } from '../support/busy-scopes';
+import { createTestTables, type TestTables } from '../support/dynamo';
+import { losingAnswers } from '../support/lost-answers';
+import { reserveInputFor, usageRecordFor } from '../support/usage-records';
+
+// Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write (see test/support/clock.ts).
+const T0 = Date.parse('2099-11-23T10:00:00.000Z');
+const POOLS: PoolOptions = { shards: 4, epochMs: 10_000, graceMs: 5_000, markMs: 600_000, quietEpochMs: 60_000 };
+const SHARED: PoolOptions = { shards: 4, epochMs: 10_000, graceMs: 5_000, markMs: 600_000 };
+/** Past every quiet pool's close (its epoch, one more, the grace; epochs offset by up to one epoch). */
+const AFTER_CLOSE = 4 * 60_000 + 5_000;
+let db: TestTables;
+let seq = 0;
+
+beforeAll(async () => {
+  db = await createTestTables();
+});
+afterAll(() => db.cleanup());
+
+interface Instance {
+  readonly ledger: DynamoDbLedger;
+  /** Every command this instance sent, by name; a transaction as `Transact <its items' keys>`. */
+  readonly sent: string[];
+}
+
+function instance(clock: ManualClock, client: DynamoDBClient = db.client, pools: PoolOptions | false = POOLS): Instance {
+  const sent: string[] = [];
+  const recording = new Proxy(client, {
+    get(target, prop, receiver) {
+      if (prop !== 'send') return Reflect.get(target, prop, receiver);
+      return (command: { constructor: { name: string }; input: { TransactItems?: Array<Record<string, { Key?: { pk?: { S?: string } } }>> } }, ...rest: unknown[]) => {
+        const items = command.input.TransactItems?.map((t) => Object.values(t)[0]?.Key?.pk?.S ?? '') ?? [];
+        sent.push(items.length ? `Transact ${items.join(' ')}` : command.constructor.name);
+        return (target.send as (...a: unknown[]) => unknown).call(target, command, ...rest);
+      };
+    },
+  });
+  const ledger = new DynamoDbLedger(recording, {
+    tables: db.tables,
+    platformShards: 1,
+    usageRetentionDays: 30,
+    clock,
+    sleep: async (ms) => clock.advance(ms),
+    pools,
+    sharedPools: SHARED,
+  });
+  return { ledger, sent };
+}
+
+function uniqueUser(): string {
+  seq += 1;
+  return `qp${seq}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+function counter(scope: ScopeId, window: Window, limit?: number): CounterRef {
+  return { scope, window, windowKey: windowKey(window, T0), windowEnd: windowBounds(window, T0).end, ...(limit !== undefined ? { limit } : {}) };
+}
+
+/** The org shape: the key's and user's windows (two limited), the org's day (limited, pooled). */
+function countersOf(user: string, org: ScopeId): CounterRef[] {
+  return [
+    counter(`key:key-${user}`, 'day'),
+    counter(`key:key-${user}`, 'month', 100_000_000),
+    counter(`user:${user}`, 'day', 10_000_000),
+    counter(org, 'day', 1_000_000_000),
+  ];
+}
+
+function requestOf(user: string, org: ScopeId, now: number, amount = 20_000): ReserveInput {
+  const rate: RateCharge = { keyId: `key-${user}`, dimension: 'requests', limitPerMinute: 60, amount: 1 };
+  const base = reserveInputFor(user, { now, holdTtlMs: 600_000 }, amount, countersOf(user, org), [rate]);
+  return { ...base, circuits: [{ scope: `key:key-${user}` }, { scope: `user:${user}` }] };
+}
+
+function usageOf(r: Reservation, user: string, cost: number): UsageRecord {
+  return usageRecordFor(r.requestId, user, cost, T0);
+}
+
+async function quietPoolItems(): Promise<Array<Record<string, unknown>>> {
+  const out = await db.client.send(
+    new ScanCommand({ TableName: db.tables.budgets, FilterExpression: 'begins_with(pk, :p)', ExpressionAttributeValues: { ':p': { S: 'pool#' } }, ConsistentRead: true }),
+  );
+  return (out.Items ?? []).map((i) => unmarshall(i)).filter((i) => String(i.pk).endsWith('#q'));
+}
+
+async function recordsOf(user: string): Promise<UsageRecord[]> {
+  return new DynamoDbUsageStore(db.client, db.tables).query({ by: 'user', id: user, from: '2099-11-23T00:00:00Z', to: '2099-11-24T00:00:00Z' });
+}
+
+async function orgBusy(l: DynamoDbLedger, org: ScopeId, now: number): Promise<void> {
+  await markBusy(db, l, org, now);
+}
+
+describe("a quiet key of a pooled org takes its own part from one pool item (DynamoDB Local)", () => {
+  it('when a quiet key sends 12 requests a couple of seconds apart, one grant admits them with no transaction per request; the key is not marked busy; after the release its counters equal the costs, one record each', async () => {
+    const org: ScopeId = `org:o-${uniqueUser()}`;
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const { ledger: l, sent } = instance(clock);
+    await orgBusy(l, org, clock.now());
+    const costs: number[] = [];
+    const before = sent.length;
+    for (let i = 0; i < 12; i++) {
+      const r = await l.reserve(requestOf(user, org, clock.now()));
+      expect(r.pool?.pk.endsWith('#q')).toBe(true);
+      expect(r.shared?.length).toBe(1);
+      const cost = 3_000 + i * 100;
+      costs.push(cost);
+      await l.settle({ reservation: r, cost, usage: usageOf(r, user, cost) });
+      clock.advance(2_000);
+    }
+    // One transaction on the key's counters: the quiet pool's first grant (16 requests' worth); the others are
+    // the org's allowance grants.
+    const onKey = sent.slice(before).filter((c) => c.startsWith('Transact') && c.includes(`ctr#key:key-${user}`));
+    expect(onKey).toHaveLength(1);
+    expect(sent.slice(before).filter((c) => c === 'TransactWriteItemsCommand')).toEqual([]);
+    const items = await quietPoolItems();
+    expect(items.filter((i) => String(i.pk).includes('#q'))).toHaveLength(1);
+    expect(items[0]).toMatchObject({ taken: 12 * 20_000 });
+
+    await l.sweepExpired(clock.now() + AFTER_CLOSE);
+    const total = costs.reduce((a, b) => a + b, 0);
+    const values = await l.readCounters(countersOf(user, org));
+    for (const v of values) expect(v).toMatchObject({ spent: total, committed: total, reserved: 0 });
+    const records = await recordsOf(user);
+    expect(records).toHaveLength(12);
+    expect(records.filter((r) => r.outcome === 'abandoned')).toHaveLength(0);
+  });
+
+  it('when the org is not pooled, a quiet key reserves on its own (no pool item), as before', async () => {
+    const org: ScopeId = `org:o-${uniqueUser()}`;
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const { ledger: l } = instance(clock);
+    const r = await l.reserve(requestOf(user, org, clock.now()));
+    expect(r.pool).toBeUndefined();
+    expect(r.shared).toBeUndefined();
+    await l.settle({ reservation: r, cost: 5_000, usage: usageOf(r, user, 5_000) });
+  });
+
+  it('when quiet pools are turned off (quietEpochMs 0), a quiet key of a pooled org reserves its own part on its own', async () => {
+    const org: ScopeId = `org:o-${uniqueUser()}`;
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const { ledger: l } = instance(clock, db.client, { ...POOLS, quietEpochMs: 0 });
+    await orgBusy(l, org, clock.now());
+    const r = await l.reserve(requestOf(user, org, clock.now()));
+    expect(r.shared?.length).toBe(1);
+    expect(r.pool).toBeUndefined();
+    await l.settle({ reservation: r, cost: 5_000, usage: usageOf(r, user, 5_000) });
+  });
+
+  it('when a circuit of the key opens after its pool was granted, the next request is refused at once with circuit_open and its take is given back', async () => {
+    const org: ScopeId = `org:o-${uniqueUser()}`;
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const { ledger: l } = instance(clock);
+    await orgBusy(l, org, clock.now());
+    const first = await l.reserve(requestOf(user, org, clock.now()));
+    await l.settle({ reservation: first, cost: 4_000, usage: usageOf(first, user, 4_000) });
+    const [pool] = await quietPoolItems().then((items) => items.filter((i) => String(i.pk).includes('#q') && i.taken === 20_000));
+    expect(pool).toBeDefined();
+    const roomBefore = Number(pool!.room);
+
+    const guards = new DynamoDbGuardrailStore(db.client, { tables: db.tables, platformShards: 1, clock });
+    await guards.openCircuit({ scope: `key:key-${user}`, cause: 'breaker', openedAt: clock.now(), closesAt: clock.now() + 60_000, reason: 'spend velocity' });
+    clock.advance(1_000);
+    const err = await l.reserve(requestOf(user, org, clock.now())).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CircuitOpenError);
+    expect((err as CircuitOpenError).code).toBe('circuit_open');
+    const after = (await quietPoolItems()).find((i) => i.pk === pool!.pk && i.sk === pool!.sk)!;
+    expect(Number(after.room)).toBe(roomBefore);
+    expect(Object.keys(after).filter((k) => k.startsWith('*'))).toEqual([]);
+  });
+
+  it('when every quiet take, give-back, grant and release loses its answer once (the SDK retries), each is applied once: counters equal the costs', async () => {
+    const org: ScopeId = `org:o-${uniqueUser()}`;
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const { client, lost } = losingAnswers((command, input) => {
+      const pk = String((input.Key as { pk?: { S?: string } } | undefined)?.pk?.S ?? '');
+      if (command === 'UpdateItemCommand') return pk.startsWith('pool#') && pk.endsWith('#q');
+      return command === 'TransactWriteItemsCommand';
+    });
+    const { ledger: l } = instance(clock, client);
+    await orgBusy(l, org, clock.now());
+    let total = 0;
+    for (let i = 0; i < 6; i++) {
+      const r = await l.reserve(requestOf(user, org, clock.now()));
+      expect(r.pool?.pk.endsWith('#q')).toBe(true);
+      const cost = 7_000 + i;
+      total += cost;
+      await l.settle({ reservation: r, cost, usage: usageOf(r, user, cost) });
+      clock.advance(3_000);
+    }
+    await l.sweepExpired(clock.now() + AFTER_CLOSE);
+    expect(lost.count).toBeGreaterThan(6);
+    const values = await instance(clock).ledger.readCounters(countersOf(user, org));
+    for (const v of values) expect(v).toMatchObject({ spent: total, committed: total, reserved: 0 });
+    expect(await recordsOf(user)).toHaveLength(6);
+  });
+});
