@@ -131,6 +131,8 @@ interface Instance {
   readonly id: string;
   readonly pipeline: RequestPipeline;
   readonly ledger: Ledger & { close?(): Promise<void> };
+  /** The key's record as the instance's authenticator knows it: read (consistently) when older than its cache. */
+  keyRecord(keyId: string): Promise<KeyRecord | undefined>;
 }
 
 interface Result {
@@ -371,11 +373,12 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
         };
       },
     });
+    const keyStore = new DynamoDbKeyStore(simClient, config.tables);
     const pipeline = new RequestPipeline({
       ledger: new AdmittingLedger(ledger, new AdmissionGate(config.admission)),
       ...pipelineSettings(config),
       settleRetry: { ...config.settleRetry, sleep: scheduler.sleep },
-      keys: new DynamoDbKeyStore(simClient, config.tables),
+      keys: keyStore,
       clock: scheduler,
       log: silentLogger,
       guardrails: {
@@ -383,7 +386,17 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
         settings: config.guardrails,
       },
     });
-    const instance = { id, pipeline, ledger };
+    // As the authenticator does (lambda/core/auth.ts): a key's record is read again once its cached copy is older
+    // than TOLLGATE_AUTH_CACHE_MS; its lastUsedAt is what the settle's once-a-minute write goes by.
+    const keyCache = new Map<string, { record: KeyRecord | undefined; at: number }>();
+    const keyRecord = async (keyId: string): Promise<KeyRecord | undefined> => {
+      const hit = keyCache.get(keyId);
+      if (hit && scheduler.now() - hit.at < config.authCacheMs) return hit.record;
+      const record = await keyStore.get(keyId);
+      keyCache.set(keyId, { record, at: scheduler.now() });
+      return record;
+    };
+    const instance = { id, pipeline, ledger, keyRecord };
     instances.push(instance);
     return instance;
   };
@@ -400,7 +413,7 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
   let pooledAdmissions = 0;
 
   const serve = async (instance: Instance, n: number, arrival: number): Promise<void> => {
-    const key = keyRecords[n % keyRecords.length]!;
+    const key = (await instance.keyRecord(keyRecords[n % keyRecords.length]!.keyId)) ?? keyRecords[n % keyRecords.length]!;
     const principal: Principal = { keyId: key.keyId, userId: key.userId, ...(key.orgId ? { orgId: key.orgId } : {}), scopes: key.scopes, key };
     const inputTokens = 800 + Math.floor(random() * 400);
     const body = { model: MODEL, messages: [{ role: 'user', content: `question ${n} of the scale bench` }], max_tokens: 1_024 };
