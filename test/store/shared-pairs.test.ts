@@ -2,7 +2,7 @@
  * An org and the platform both busy are one allowance pools' group (issue 21, store cost): a request takes both
  * parts from one item with one conditional write and gives them back with one, instead of two and two. The
  * counters of both end exactly at the costs after the release, whatever answers are lost; an org budget is
- * never passed and its refusal names the org; near the platform's limit the two are taken apart again. On
+ * never passed and its refusal names the org; near either's limit the two are taken apart again. On
  * DynamoDB Local.
  */
 import { type DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';

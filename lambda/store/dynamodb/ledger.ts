@@ -258,13 +258,14 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
 
   /**
    * The allowance pools' groups of a request's busy shared scopes: an org and the platform both busy are one
-   * group, taken from one item (a take and a give-back a request instead of two each), unless the platform is near
-   * its limit: then each alone, so the little the platform has left is not held idle in every busy org's pools.
+   * group, taken from one item (a take and a give-back a request instead of two each), unless either is near its
+   * limit: then each alone, as before pairing, so the little the platform has left is not held idle in every busy
+   * org's pools and an org's last grants are sized by its own counter alone.
    */
   private sharedGroups(input: ReserveInput, now: number): ScopeId[][] {
     const scopes = [...new Set(input.counters.filter((c) => isShared(c.scope) && this.busy.isBusy(c.scope, now)).map((c) => c.scope))];
     const org = scopes.find((s) => s.startsWith('org:'));
-    if (org && scopes.includes('platform') && !this.busy.isNear('platform', now)) {
+    if (org && scopes.includes('platform') && !this.busy.isNear('platform', now) && !this.busy.isNear(org, now)) {
       return [[org, 'platform'], ...scopes.filter((s) => s !== org && s !== 'platform').map((s) => [s])];
     }
     return scopes.map((s) => [s]);
@@ -280,7 +281,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
   /**
    * A pooled key's request: taken from its pool (one single-item write) while the loop guard counts the copy
    * (another). Undefined when the pool cannot decide it: then it reserves on its own (loop already counted).
-   * A quiet pool is refilled every half minute or so, so its requests read the circuits too (a read unit each,
+   * A quiet pool is refilled about once a minute, so its requests read the circuits too (a read unit each,
    * as a request held on its own does): a circuit opened meanwhile refuses at once, not at the next grant.
    */
   private async reservePooled(input: ReserveInput, quiet = false): Promise<Reservation | undefined> {
