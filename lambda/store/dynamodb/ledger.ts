@@ -281,7 +281,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
   /**
    * A pooled key's request: taken from its pool (one single-item write) while the loop guard counts the copy
    * (another). Undefined when the pool cannot decide it: then it reserves on its own (loop already counted).
-   * A quiet pool is refilled about once a minute, so its requests read the circuits too (a read unit each,
+   * A quiet pool is refilled every half minute or so, so its requests read the circuits too (a read unit each,
    * as a request held on its own does): a circuit opened meanwhile refuses at once, not at the next grant.
    */
   private async reservePooled(input: ReserveInput, quiet = false): Promise<Reservation | undefined> {

@@ -24,11 +24,12 @@ const MAX_GRANT_SHARE = 0.05;
 /** How long a grant is sized to last (ms): short, so little is left in a pool when its epoch ends. */
 const GRANT_HORIZON_MS = 3_000;
 /**
- * A quiet key's grant lasts to its pool's epoch's end: a key at 30 requests a minute then pays for one grant (a
- * reserve transaction and its release) an epoch, not two transactions a request. Its money is still a few
- * requests' reservations (what requests keep is their cost); its rate units, the epoch's share of the bucket.
+ * A quiet key's grant lasts up to this share of its pool's epoch: a key at 30 requests a minute then pays for a
+ * grant (a reserve transaction and its release) every dozen requests or so, not two transactions a request.
+ * (Its whole epoch measured more write units: a grant of a whole epoch's rate units is refused by the key's
+ * bucket while the last epoch's grant still holds some, and every refused grant transaction is paid for.)
  */
-const QUIET_HORIZON_SHARE = 1;
+const QUIET_HORIZON_SHARE = 0.5;
 /** Grants a refill tries when the budget is short (each smaller), before the request reserves on its own. */
 const MAX_GRANT_ATTEMPTS = 3;
 /** How long a refused grant leaves its pool dry (its takers refused from what the refusal said). */

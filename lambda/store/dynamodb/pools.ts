@@ -68,7 +68,7 @@ export interface PoolOptions {
   /**
    * A quiet key's pool (one item per key, `pool#<group>#q`): how long one admits (ms); 0 turns quiet pools off.
    * Used for a key that is not busy itself while its org or the platform is pooled (ledger.ts): its own part is
-   * then taken from one item with grants lasting to the epoch's end, instead of two transactions a request.
+   * then taken from one item with grants lasting up to half an epoch, instead of two transactions a request.
    */
   readonly quietEpochMs?: number;
 }
