@@ -5,8 +5,8 @@
  * marked busy by it; circuits are still read per request; counters end exactly at the costs after the release,
  * whatever answers are lost. On DynamoDB Local.
  */
-import { type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
-import { unmarshall } from '@aws-sdk/util-dynamodb';
+import { type DynamoDBClient, ScanCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { ManualClock } from '../../lambda/core/clock';
 import { CircuitOpenError } from '../../lambda/core/errors';
 import type { CounterRef, RateCharge, Reservation, ReserveInput } from '../../lambda/core/stores';
@@ -216,5 +216,39 @@ describe("a quiet key of a pooled org takes its own part from one pool item (Dyn
     const values = await instance(clock).ledger.readCounters(countersOf(user, org));
     for (const v of values) expect(v).toMatchObject({ spent: total, committed: total, reserved: 0 });
     expect(await recordsOf(user)).toHaveLength(6);
+  });
+});
+
+describe("a quiet key's pool gives its idle room back when its user's budget is held (DynamoDB Local)", () => {
+  it("when a request needs more than the last epoch's quiet pool holds and the user's day budget is held by that room, the room goes back to the counter and the request is admitted", async () => {
+    const org: ScopeId = `org:o-${uniqueUser()}`;
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const { ledger: l } = instance(clock);
+    await orgBusy(l, org, clock.now());
+    const a = 20_000;
+    const userDay = 100 * a; // a grant is at most 5 % of it: 5 requests' worth
+    const counters = countersOf(user, org).map((c) => (c.scope === `user:${user}` ? { ...c, limit: userDay } : c));
+    // The user has spent all but 7 requests' worth today.
+    await db.client.send(
+      new UpdateItemCommand({
+        TableName: db.tables.budgets,
+        Key: marshall({ pk: `ctr#user:${user}`, sk: counters.find((c) => c.scope === `user:${user}`)!.windowKey }),
+        UpdateExpression: 'ADD committed :x, spent :x',
+        ExpressionAttributeValues: marshall({ ':x': userDay - 7 * a }),
+      }),
+    );
+    const request = (amount: number): ReserveInput => ({ ...requestOf(user, org, clock.now(), amount), counters });
+    const first = await l.reserve(request(a));
+    expect(first.pool?.pk.endsWith('#q')).toBe(true);
+    await l.settle({ reservation: first, cost: a, usage: usageOf(first, user, a) });
+    // Next epoch: the last one's pool holds 4 requests' worth idle; this request needs 5, and the counter has 2 left.
+    clock.advance(60_000);
+    const second = await l.reserve(request(5 * a));
+    expect(second.amount).toBe(5 * a);
+    await l.settle({ reservation: second, cost: a, usage: usageOf(second, user, a) });
+    await l.sweepExpired(clock.now() + AFTER_CLOSE);
+    const [userDayValue] = await l.readCounters(counters.filter((c) => c.scope === `user:${user}`));
+    expect(userDayValue).toMatchObject({ spent: userDay - 7 * a + 2 * a, committed: userDay - 7 * a + 2 * a, reserved: 0 });
   });
 });

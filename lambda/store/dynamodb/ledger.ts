@@ -164,9 +164,10 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
       const groups: ScopeId[][] = paired ? [[scope], [org, 'platform']] : [[scope]];
       for (const group of groups) returned += await this.sharedPools.reclaim(sharedPart(input, group), now);
     }
-    if (this.pooling && this.busy.isBusy(`key:${input.context.keyId}`, now)) {
-      // The key's pools are grouped by the counters they hold: its own part's while shared scopes are pooled.
-      const shared = this.sharing ? new Set(input.counters.filter((c) => isShared(c.scope) && this.busy.isBusy(c.scope, now)).map((c) => c.scope)) : new Set<ScopeId>();
+    // The key's pools are grouped by the counters they hold: its own part's while shared scopes are pooled. A key
+    // that is not busy has them too while a shared scope of its is pooled (its quiet pool).
+    const shared = this.sharing ? new Set(input.counters.filter((c) => isShared(c.scope) && this.busy.isBusy(c.scope, now)).map((c) => c.scope)) : new Set<ScopeId>();
+    if (this.pooling && (this.busy.isBusy(`key:${input.context.keyId}`, now) || shared.size > 0)) {
       const own: ReserveInput = shared.size
         ? { ...input, counters: input.counters.filter((c) => !shared.has(c.scope)), ...(input.circuits ? { circuits: input.circuits.filter((c) => !shared.has(c.scope)) } : {}) }
         : input;
