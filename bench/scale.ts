@@ -509,8 +509,10 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
   const closing = Promise.all(instances.map((i) => i.ledger.close?.()));
   await scheduler.run({ maxVirtualMs: 15 * 60_000 });
   await closing;
-  // The sweeper (every minute on AWS) releases the pools' grants once their epochs and grace are over.
-  const sweepAt = scheduler.now() + 2 * (config.pools.epochMs * 2 + config.pools.graceMs);
+  // The sweeper (every minute on AWS) releases the pools' grants once their epochs and grace are over (a quiet
+  // key's pool has the longest epochs).
+  const longestEpochMs = Math.max(config.pools.epochMs, config.pools.quietEpochMs, config.sharedPools.epochMs);
+  const sweepAt = scheduler.now() + 2 * (longestEpochMs * 2 + Math.max(config.pools.graceMs, config.sharedPools.graceMs));
   const sweeper = new DynamoDbLedger(setupClient, { tables: config.tables, platformShards: config.platformShards, usageRetentionDays: 1, clock: { now: () => sweepAt } });
   const poolGrantsReleased = await sweeper.sweepExpired(sweepAt);
 
