@@ -74,35 +74,60 @@ async function settle(l: DynamoDbLedger, r: Reservation, user: string, cost: num
   await l.settle({ reservation: r, cost, usage: usageRecordFor(r.requestId, user, cost, T0) });
 }
 
+/** A new org and user on a manual clock, the org and the platform marked busy unless `platformBusy` is false. */
+async function orgUser(client: DynamoDBClient = db.client, platformBusy = true) {
+  const org: ScopeId = `org:o-${unique()}`;
+  const user = unique();
+  const clock = new ManualClock(T0);
+  const l = ledger(clock, client);
+  if (platformBusy) await bothBusy(l, org, clock.now());
+  else await markBusy(db, l, org, clock.now());
+  return { org, user, clock, l };
+}
+
+/**
+ * `n` requests one after the other, `stepMs` apart, each settled at `base + i`, each checked by `check`; then the
+ * sweep past every pool's close. Returns what they cost.
+ */
+async function sequence(
+  s: { readonly l: DynamoDbLedger; readonly user: string; readonly clock: ManualClock },
+  counters: CounterRef[],
+  n: number,
+  stepMs: number,
+  base: number,
+  check: (r: Reservation) => void,
+): Promise<number> {
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    const r = await s.l.reserve(requestOf(s.user, counters, s.clock.now()));
+    check(r);
+    total += base + i;
+    await settle(s.l, r, s.user, base + i);
+    s.clock.advance(stepMs);
+  }
+  await s.l.sweepExpired(s.clock.now() + AFTER_CLOSE);
+  return total;
+}
+
+/** Every counter, read by a fresh instance, equals `total` spent with nothing reserved. */
+async function expectExact(clock: ManualClock, counters: CounterRef[], total: number): Promise<void> {
+  const values = await ledger(clock).readCounters(counters);
+  for (const v of values) expect(v).toMatchObject({ spent: total, committed: total, reserved: 0 });
+}
+
 describe('an org and the platform both busy share one allowance item per request (DynamoDB Local)', () => {
   it('when both are busy, each request takes both parts with one take from one item; after the release both counters equal the costs', async () => {
-    const org: ScopeId = `org:o-${unique()}`;
-    const user = unique();
-    const clock = new ManualClock(T0);
-    const l = ledger(clock);
-    await bothBusy(l, org, clock.now());
-    const counters = countersOf(user, org);
-    let total = 0;
-    for (let i = 0; i < 10; i++) {
-      const r = await l.reserve(requestOf(user, counters, clock.now()));
+    const s = await orgUser();
+    const counters = countersOf(s.user, s.org);
+    const total = await sequence(s, counters, 10, 500, 2_000, (r) => {
       expect(r.shared).toHaveLength(1);
-      expect(r.shared![0]!.counters.map((c) => c.scope).sort()).toEqual([org, 'platform'].sort());
-      const cost = 2_000 + i;
-      total += cost;
-      await settle(l, r, user, cost);
-      clock.advance(500);
-    }
-    await l.sweepExpired(clock.now() + AFTER_CLOSE);
-    const values = await ledger(clock).readCounters(counters);
-    for (const v of values) expect(v).toMatchObject({ spent: total, committed: total, reserved: 0 });
+      expect(r.shared![0]!.counters.map((c) => c.scope).sort()).toEqual([s.org, 'platform'].sort());
+    });
+    await expectExact(s.clock, counters, total);
   });
 
   it('when the platform is not busy, the org is taken from its own pools as before', async () => {
-    const org: ScopeId = `org:o-${unique()}`;
-    const user = unique();
-    const clock = new ManualClock(T0);
-    const l = ledger(clock);
-    await markBusy(db, l, org, clock.now());
+    const { org, user, clock, l } = await orgUser(db.client, false);
     const r = await l.reserve(requestOf(user, countersOf(user, org), clock.now()));
     expect(r.shared).toHaveLength(1);
     expect(r.shared![0]!.counters.map((c) => c.scope)).toEqual([org]);
@@ -110,37 +135,19 @@ describe('an org and the platform both busy share one allowance item per request
   });
 
   it('when every take, give-back, grant and release of the pair loses its answer once (the SDK retries), each is applied once', async () => {
-    const org: ScopeId = `org:o-${unique()}`;
-    const user = unique();
-    const clock = new ManualClock(T0);
     const { client, lost } = losingAnswers((command, input) => {
       const pk = String((input.Key as { pk?: { S?: string } } | undefined)?.pk?.S ?? '');
       return (command === 'UpdateItemCommand' && pk.startsWith('pool#')) || command === 'TransactWriteItemsCommand';
     });
-    const l = ledger(clock, client);
-    await bothBusy(l, org, clock.now());
-    const counters = countersOf(user, org);
-    let total = 0;
-    for (let i = 0; i < 6; i++) {
-      const r = await l.reserve(requestOf(user, counters, clock.now()));
-      expect(r.shared).toHaveLength(1);
-      const cost = 3_000 + i;
-      total += cost;
-      await settle(l, r, user, cost);
-      clock.advance(1_000);
-    }
-    await l.sweepExpired(clock.now() + AFTER_CLOSE);
+    const s = await orgUser(client);
+    const counters = countersOf(s.user, s.org);
+    const total = await sequence(s, counters, 6, 1_000, 3_000, (r) => expect(r.shared).toHaveLength(1));
     expect(lost.count).toBeGreaterThan(6);
-    const values = await ledger(clock).readCounters(counters);
-    for (const v of values) expect(v).toMatchObject({ spent: total, committed: total, reserved: 0 });
+    await expectExact(s.clock, counters, total);
   });
 
   it("when 12 requests race an org budget that fits 5 through the pair's pools, at most 5 are admitted, the refusals name the org's budget, and the counters never pass it", async () => {
-    const org: ScopeId = `org:o-${unique()}`;
-    const user = unique();
-    const clock = new ManualClock(T0);
-    const l = ledger(clock);
-    await bothBusy(l, org, clock.now());
+    const { org, user, clock, l } = await orgUser();
     const amount = 10_000;
     const counters = countersOf(user, org, { org: 5 * amount });
     const outcomes = await Promise.allSettled(Array.from({ length: 12 }, () => l.reserve(requestOf(user, counters, clock.now(), amount))));
@@ -156,16 +163,11 @@ describe('an org and the platform both busy share one allowance item per request
     expect(orgDay!.committed).toBeLessThanOrEqual(5 * amount);
     for (const r of admitted) await settle(l, r, user, amount);
     await l.sweepExpired(clock.now() + AFTER_CLOSE);
-    const [after] = await ledger(clock).readCounters([counters[1]!]);
-    expect(after).toMatchObject({ spent: admitted.length * amount, committed: admitted.length * amount, reserved: 0 });
+    await expectExact(clock, [counters[1]!], admitted.length * amount);
   });
 
   it("when the platform is near its limit, the org and the platform are taken apart again (the platform's little left is not held in every org's pools)", async () => {
-    const org: ScopeId = `org:o-${unique()}`;
-    const user = unique();
-    const clock = new ManualClock(T0);
-    const l = ledger(clock);
-    await bothBusy(l, org, clock.now());
+    const { org, user, clock, l } = await orgUser();
     const counters = countersOf(user, org);
     const paired = await l.reserve(requestOf(user, counters, clock.now()));
     expect(paired.shared).toHaveLength(1);
@@ -184,7 +186,6 @@ describe('an org and the platform both busy share one allowance item per request
     await settle(l, paired, user, 1_000);
     await settle(l, apart, user, 2_000);
     await l.sweepExpired(clock.now() + AFTER_CLOSE);
-    const values = await ledger(clock).readCounters(counters);
-    for (const v of values) expect(v).toMatchObject({ spent: 3_000, committed: 3_000, reserved: 0 });
+    await expectExact(clock, counters, 3_000);
   });
 });
