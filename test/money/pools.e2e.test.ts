@@ -7,6 +7,7 @@
  */
 import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall } from '@aws-sdk/util-dynamodb';
+import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { type Harness, startHarness } from '../support/gateway-harness';
 import { TEST_NOW } from '../support/clock';
@@ -21,16 +22,20 @@ beforeAll(async () => {
 });
 afterAll(() => h.close());
 
-/** As an instance that met a transaction conflict on this key's items does. */
-async function markPooled(keyId: string): Promise<void> {
+/** As an instance that met a transaction conflict on this scope's items does (a key's, an org's, the platform's). */
+async function markBusy(scope: string): Promise<void> {
   await h.tables.client.send(
     new UpdateItemCommand({
       TableName: h.config.tables.budgets,
-      Key: marshall({ pk: `limit#key:${keyId}`, sk: 'limits' }),
+      Key: marshall({ pk: `limit#${scope}`, sk: 'limits' }),
       UpdateExpression: 'SET poolUntil = :u',
       ExpressionAttributeValues: marshall({ ':u': clock.now() + 10 * 60_000 }),
     }),
   );
+}
+
+function markPooled(keyId: string): Promise<void> {
+  return markBusy(`key:${keyId}`);
 }
 
 describe('scope pools through the gateway', () => {
@@ -80,5 +85,45 @@ describe('scope pools through the gateway', () => {
     expect(recorded).toBeGreaterThan(charged);
     const [after] = await h.gateway.ledger.readCounters(refs);
     expect(after).toMatchObject({ spent: recorded, committed: recorded, reserved: 0, requests: 13 });
+  });
+
+  it("when a quiet key's org and the platform are busy, OpenAI and Anthropic requests are admitted from the key's quiet pool and the pair's allowance items (no request holds on its own), with rate-limit headers; after the release the key's, user's and org's counters equal the recorded usage", async () => {
+    // The default 60 rpm: never busy enough for a busy key's pools, but its org is.
+    const { raw, keyId } = await h.createKey({ userId: 'quiet-user', orgId: 'quiet-org' });
+    await markBusy('org:quiet-org');
+    await markBusy('platform');
+    const openai = new OpenAI({ apiKey: raw, baseURL: h.baseURL, maxRetries: 0 });
+    const anthropic = new Anthropic({ apiKey: raw, baseURL: h.url, maxRetries: 0 });
+    for (let i = 0; i < 6; i++) {
+      const { data, response } = await openai.chat.completions
+        .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: `Summarise ticket #${i}.` }], max_tokens: 50 })
+        .withResponse();
+      expect(data.choices[0]?.message.content).toBeTruthy();
+      expect(Number(response.headers.get('x-ratelimit-limit-requests'))).toBe(60);
+      expect(Number(response.headers.get('x-ratelimit-remaining-requests'))).toBeGreaterThanOrEqual(0);
+      clock.advance(2_000);
+    }
+    const msg = await anthropic.messages.create({ model: 'claude-sonnet-4-6', max_tokens: 50, messages: [{ role: 'user', content: 'Say hello in French' }] });
+    expect(msg.content[0]?.type).toBe('text');
+    await h.settled();
+
+    const pools = (await h.scan('budgets')).filter((item) => String(item.pk).startsWith('pool#'));
+    expect(pools.some((p) => String(p.pk).endsWith('#q'))).toBe(true);
+    const holds = await h.holds();
+    // Grants only: the quiet pool's (pool.…#q…) and the org–platform pair's (spool.…).
+    expect(holds.every((hold) => String(hold.requestId).startsWith('pool.') || String(hold.requestId).startsWith('spool.'))).toBe(true);
+    expect(holds.some((hold) => String(hold.requestId).includes('#q.'))).toBe(true);
+    expect(holds.some((hold) => (hold.context as { keyId?: string } | undefined)?.keyId === 'org:quiet-org+platform')).toBe(true);
+
+    await h.gateway.ledger.sweepExpired(clock.now() + 10 * 60_000);
+    expect(await h.holds()).toEqual([]);
+    const records = (await h.scan('usage')).filter((r) => r.keyId === keyId);
+    expect(records).toHaveLength(7);
+    const recorded = records.reduce((a, r) => a + (r.costMicros as number), 0);
+    const day = `day#${new Date(clock.now()).toISOString().slice(0, 10)}`;
+    const refs = (['key:' + keyId, 'user:quiet-user', 'org:quiet-org'] as const).map((scope) => ({ scope: scope as `key:${string}`, window: 'day' as const, windowKey: day, windowEnd: 0 }));
+    for (const value of await h.gateway.ledger.readCounters(refs)) {
+      expect(value).toMatchObject({ spent: recorded, committed: recorded, reserved: 0, requests: 7 });
+    }
   });
 });
