@@ -72,6 +72,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
   private readonly core: LedgerCore;
   private readonly roomWait: RoomWait;
   private readonly roomWaitMs: number;
+  private readonly background = new Set<Promise<void>>();
 
   constructor(client: DynamoDBClient, options: DynamoDbLedgerOptions) {
     const core = new LedgerCore(client, options);
@@ -89,7 +90,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
       clock: core.clock,
       sleep: core.sleep,
       platformShards: core.platformShards,
-      reserveGrant: (input, pool) => this.holds.reserveHeld(input, pool),
+      reserveGrant: (input, pool, options) => this.holds.reserveHeld(input, pool, options),
       readCounters: (refs) => this.limits.readCounters(refs),
       batchGet: (keys) => core.batchGet(keys),
       counterItems: (counters, delta) => counters.map((ref) => this.items.counterUpdate(ref, delta)),
@@ -310,13 +311,32 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     if (taken.value) return counted.value ? { ...taken.value, loop: counted.value } : taken.value;
     const { loop: _uncounted, ...alone } = input;
     const loop = counted.value;
+    let reservation: Reservation;
     try {
-      const reservation = await this.holds.reserveHeld(alone);
-      return loop ? { ...reservation, loop } : reservation;
+      reservation = await this.holds.reserveHeld(alone, undefined, { circuitsRead: quiet });
     } catch (err) {
       if (loop) await this.loops.uncountLoop(loop).catch(() => undefined);
       throw err;
     }
+    // A quiet pool without room is refilled now, beside this request's call, for the key's next requests (after
+    // its own reserve, so the two transactions on the key's counters never meet).
+    if (quiet) this.inBackground(this.pools.refillQuiet(input));
+    return loop ? { ...reservation, loop } : reservation;
+  }
+
+  /** Work that runs beside a request (a quiet pool's refill): best effort, awaited only by {@link backgroundDone}. */
+  private inBackground(work: Promise<unknown>): void {
+    const running = work.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.background.add(running);
+    void running.finally(() => this.background.delete(running));
+  }
+
+  /** Resolves once the work started beside requests so far has ended (tests, and a process about to stop). */
+  async backgroundDone(): Promise<void> {
+    while (this.background.size) await Promise.all([...this.background]);
   }
 
   async settle(input: SettleInput): Promise<void> {

@@ -118,6 +118,7 @@ export class PoolRefill {
             context: { ...input.context, model: 'pool', endpoint: 'pool', requestType: undefined, stream: undefined, provider: undefined },
           },
           ref,
+          { quiet },
         );
         break;
       } catch (err) {

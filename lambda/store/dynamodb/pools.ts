@@ -108,8 +108,11 @@ export interface PoolHost {
   readonly clock: Clock;
   readonly sleep: (ms: number) => Promise<void>;
   readonly platformShards: number;
-  /** The ledger's own reserve of a grant, whose hold names the pool (the sweeper releases it through it). */
-  reserveGrant(input: ReserveInput, pool: PoolRef): Promise<Reservation>;
+  /**
+   * The ledger's own reserve of a grant, whose hold names the pool (the sweeper releases it through it); a quiet
+   * key's grant marks nothing busy when it meets a transaction conflict.
+   */
+  reserveGrant(input: ReserveInput, pool: PoolRef, options?: { readonly quiet?: boolean }): Promise<Reservation>;
   readCounters(refs: readonly CounterRef[]): Promise<CounterValue[]>;
   /** Consistent batch read of budgets-table items (missing ones left out). */
   batchGet(keys: ReadonlyArray<{ pk: string; sk: string }>): Promise<Item[]>;
@@ -257,6 +260,9 @@ export class ScopePools {
         if (fromLast.taken) return this.reservation(input, last, fromLast.taken);
       }
       if (dry) throw dryError(old.dry as DryState, input.amount);
+      // A quiet key never waits for its pool: this request reserves on its own, and the ledger has the pool
+      // refilled after that, for the key's next requests (refillQuiet).
+      if (quiet) return undefined;
       const refilling = old?.refillAt !== undefined && Number(old.refillAt) > now - CLAIM_STALE_MS;
       if (refilling || !(await this.claim(ref, now))) {
         // Another instance refills this pool: take again when it is done.
@@ -272,6 +278,24 @@ export class ScopePools {
       code: 'store_contention',
       headers: { 'Retry-After': '1' },
     });
+  }
+
+  /**
+   * Refills a quiet key's pool (this epoch's item) with a grant, unless another instance is refilling it: run
+   * by the ledger once a request the pool could not admit has reserved on its own, beside that request's call.
+   * Best effort: a failure leaves the pool as it was (the key's next request reserves on its own again); a grant
+   * whose room never arrived is released by the sweeper in full.
+   */
+  async refillQuiet(request: ReserveInput): Promise<void> {
+    const pk = `pool#${groupId(request)}#${QUIET_SHARD}`;
+    const platformShard = shardOf(pk, this.host.platformShards) % this.host.platformShards;
+    const input: ReserveInput = { ...request, counters: request.counters.map((c) => (c.scope === 'platform' ? { ...c, shard: platformShard } : c)) };
+    const now = this.host.clock.now();
+    const epoch = this.epochOf(pk, now);
+    const ref: PoolRef = { pk, sk: `e${epoch}` };
+    if (!(await this.claim(ref, now))) return;
+    const charges = input.rateCharges.filter((c) => c.amount > 0);
+    await this.refills.refill(ref, input, charges, await this.readConsistent(ref), epoch, now);
   }
 
   /**
