@@ -87,7 +87,7 @@ describe('scope pools through the gateway', () => {
     expect(after).toMatchObject({ spent: recorded, committed: recorded, reserved: 0, requests: 13 });
   });
 
-  it("when a quiet key's org and the platform are busy, OpenAI and Anthropic requests are admitted from the key's quiet pool (the first on its own, refilling it) and the pair's allowance items, with rate-limit headers; after the release the key's, user's and org's counters equal the recorded usage", async () => {
+  it("when a quiet key's org and the platform are busy, OpenAI and Anthropic requests are admitted from the key's quiet pool (the first on its own, refilling it) and the org's and platform's allowance items, with rate-limit headers; after the release the key's, user's and org's counters equal the recorded usage", async () => {
     // The default 60 rpm: never busy enough for a busy key's pools, but its org is.
     const { raw, keyId } = await h.createKey({ userId: 'quiet-user', orgId: 'quiet-org' });
     await markBusy('org:quiet-org');
@@ -112,10 +112,10 @@ describe('scope pools through the gateway', () => {
     const pools = (await h.scan('budgets')).filter((item) => String(item.pk).startsWith('pool#'));
     expect(pools.some((p) => String(p.pk).endsWith('#q'))).toBe(true);
     const holds = await h.holds();
-    // Grants only (the first request's own hold went with its settle): the quiet pool's and the pair's.
+    // Grants only (the first request's own hold went with its settle): the quiet pool's and the allowance pools'.
     expect(holds.every((hold) => String(hold.requestId).startsWith('pool.') || String(hold.requestId).startsWith('spool.'))).toBe(true);
     expect(holds.some((hold) => String(hold.requestId).includes('#q.'))).toBe(true);
-    expect(holds.some((hold) => (hold.context as { keyId?: string } | undefined)?.keyId === 'org:quiet-org+platform')).toBe(true);
+    expect(holds.some((hold) => (hold.context as { keyId?: string } | undefined)?.keyId === 'org:quiet-org')).toBe(true);
 
     await h.gateway.ledger.sweepExpired(clock.now() + 10 * 60_000);
     expect(await h.holds()).toEqual([]);

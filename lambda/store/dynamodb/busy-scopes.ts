@@ -138,33 +138,18 @@ export function isShared(scope: ScopeId): boolean {
   return scope === 'platform' || scope.startsWith('org:');
 }
 
-/**
- * How the shared scopes of a pair are named as one allowance pools' group (`org:acme+platform`): an org's and
- * the platform's parts of a request taken with one conditional write on one item, given back with another.
- */
-const PAIR = '+';
-
-/** The shared scopes of an allowance pools' group: one scope, or the pair of an org and the platform. */
-export function pairedScopes(group: string): ScopeId[] {
-  return group.split(PAIR) as ScopeId[];
-}
-
-/**
- * One shared scope's part of a request (or a pair's: an org and the platform, taken from one item), as its
- * allowance pool takes it (no rate, loop or velocity charges).
- */
-export function sharedPart(input: ReserveInput, scopes: ScopeId | readonly ScopeId[]): ReserveInput {
-  const list: readonly ScopeId[] = typeof scopes === 'string' ? [scopes] : scopes;
+/** One shared scope's part of a request, as its allowance pool takes it (no rate, loop or velocity charges). */
+export function sharedPart(input: ReserveInput, scope: ScopeId): ReserveInput {
   return {
     requestId: input.requestId,
     now: input.now,
     expiresAt: input.expiresAt,
     amount: input.amount,
-    counters: input.counters.filter((c) => list.includes(c.scope)),
+    counters: input.counters.filter((c) => c.scope === scope),
     rateCharges: [],
-    ...(input.circuits ? { circuits: input.circuits.filter((c) => list.includes(c.scope)) } : {}),
-    // The pools of a shared scope are grouped by the scope (poolGroupKey reads keyId); a pair's by both.
-    context: { ...input.context, keyId: list.join(PAIR) },
+    ...(input.circuits ? { circuits: input.circuits.filter((c) => c.scope === scope) } : {}),
+    // The pools of a shared scope are grouped by the scope (poolGroupKey reads keyId).
+    context: { ...input.context, keyId: scope },
   };
 }
 
@@ -175,7 +160,7 @@ export function sharedReservation(source: Pick<Reservation, 'requestId' | 'amoun
 
 /** A reservation without its shared takes: what the request holds on its own. */
 export function ownPart(reservation: Reservation): Reservation {
-  const shared = new Set((reservation.shared ?? []).flatMap((t) => t.counters.map((c) => c.scope)));
+  const shared = new Set((reservation.shared ?? []).map((t) => t.scope));
   const { shared: _shared, ...own } = reservation;
   return { ...own, counters: reservation.counters.filter((c) => !shared.has(c.scope)) };
 }

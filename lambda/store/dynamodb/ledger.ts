@@ -35,7 +35,7 @@ import type { MicroUsd } from '../../core/money';
 import type { CounterRef, CounterValue, LeaseReturn, LeaseStore, Ledger, RateCharge, RateState, Reservation, ReserveInput, SettleInput } from '../../core/stores';
 import { type BudgetLimits, type ScopeId, type StoredLimits, UNLIMITED, type UsageRecord } from '../../core/types';
 import type { Window } from '../../core/windows';
-import { BusyScopes, isShared, ownPart, pairedScopes, sharedPart, sharedReservation, type SharedTake } from './busy-scopes';
+import { BusyScopes, isShared, ownPart, sharedPart, sharedReservation, type SharedTake } from './busy-scopes';
 import { budgetExceeded, budgetHeld } from './denials';
 import { LeaseReturns } from './leases';
 import { assertMicros, type DynamoDbLedgerOptions, LedgerCore } from './ledger-core';
@@ -98,9 +98,9 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
       transact: (items) => core.transact(items),
       usageTable: core.usage,
       usageItem: (record) => usageItem(record, { retentionDays: core.usageRetentionDays }),
-      refilled: (group, now) => pairedScopes(group).forEach((scope) => this.busy.markBusy(scope, now)),
-      nearLimit: (group, now) => pairedScopes(group).forEach((scope) => this.busy.markNear(scope, now)),
-      isNear: (group, now) => pairedScopes(group).some((scope) => this.busy.isNear(scope, now)),
+      refilled: (scope, now) => this.busy.markBusy(scope, now),
+      nearLimit: (scope, now) => this.busy.markNear(scope, now),
+      isNear: (scope, now) => this.busy.isNear(scope, now),
     };
     this.pools = new ScopePools(host, options.pools || {});
     this.sharedPools = new ScopePools(host, { ...DEFAULT_SHARED_POOLS, ...(options.sharedPools || {}) }, 'shared');
@@ -157,14 +157,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
    */
   private async reclaim(input: ReserveInput, scope: ScopeId, now: number): Promise<number> {
     let returned = 0;
-    if (this.sharing && isShared(scope)) {
-      // The scope's room is in its own allowance pools, and in its pair's (the org's and the platform's) if they
-      // were paired this epoch or the last.
-      const org = input.counters.find((c) => c.scope.startsWith('org:'))?.scope;
-      const paired = org && input.counters.some((c) => c.scope === 'platform') && (scope === org || scope === 'platform');
-      const groups: ScopeId[][] = paired ? [[scope], [org, 'platform']] : [[scope]];
-      for (const group of groups) returned += await this.sharedPools.reclaim(sharedPart(input, group), now);
-    }
+    if (this.sharing && isShared(scope)) returned += await this.sharedPools.reclaim(sharedPart(input, scope), now);
     // The key's pools are grouped by the counters they hold: its own part's while shared scopes are pooled. A key
     // that is not busy has them too while a shared scope of its is pooled (its quiet pool).
     const shared = this.sharing ? new Set(input.counters.filter((c) => isShared(c.scope) && this.busy.isBusy(c.scope, now)).map((c) => c.scope)) : new Set<ScopeId>();
@@ -225,13 +218,13 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
    * decide near its limit, exactly) is reserved as usual. A refusal anywhere gives every take back.
    */
   private async reserveShared(input: ReserveInput): Promise<Reservation> {
-    const groups = this.sharedGroups(input, input.now);
-    const parts = groups.map((group) => sharedPart(input, group));
+    const scopes = [...new Set(input.counters.filter((c) => isShared(c.scope) && this.busy.isBusy(c.scope, input.now)).map((c) => c.scope))];
+    const parts = scopes.map((scope) => sharedPart(input, scope));
     const outcomes = await Promise.allSettled(parts.map((part) => this.sharedPools.take(part)));
     const taken: SharedTake[] = [];
     for (const [i, outcome] of outcomes.entries()) {
       if (outcome.status === 'fulfilled' && outcome.value?.pool) {
-        taken.push({ scope: parts[i]!.context.keyId as ScopeId, pool: outcome.value.pool, counters: outcome.value.counters });
+        taken.push({ scope: scopes[i]!, pool: outcome.value.pool, counters: outcome.value.counters });
       }
     }
     const refused = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
@@ -239,7 +232,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
       await this.cancelShared(input, taken);
       throw refused.reason;
     }
-    const pooledScopes = new Set(taken.flatMap((t) => t.counters.map((c) => c.scope)));
+    const pooledScopes = new Set(taken.map((t) => t.scope));
     const own: ReserveInput = {
       ...input,
       counters: input.counters.filter((c) => !pooledScopes.has(c.scope)),
@@ -256,21 +249,6 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
       throw err;
     }
     return taken.length ? { ...reservation, counters: [...reservation.counters, ...taken.flatMap((t) => t.counters)], shared: taken } : reservation;
-  }
-
-  /**
-   * The allowance pools' groups of a request's busy shared scopes: an org and the platform both busy are one
-   * group, taken from one item (a take and a give-back a request instead of two each), unless either is near its
-   * limit: then each alone, as before pairing, so the little the platform has left is not held idle in every busy
-   * org's pools and an org's last grants are sized by its own counter alone.
-   */
-  private sharedGroups(input: ReserveInput, now: number): ScopeId[][] {
-    const scopes = [...new Set(input.counters.filter((c) => isShared(c.scope) && this.busy.isBusy(c.scope, now)).map((c) => c.scope))];
-    const org = scopes.find((s) => s.startsWith('org:'));
-    if (org && scopes.includes('platform') && !this.busy.isNear('platform', now) && !this.busy.isNear(org, now)) {
-      return [[org, 'platform'], ...scopes.filter((s) => s !== org && s !== 'platform').map((s) => [s])];
-    }
-    return scopes.map((s) => [s]);
   }
 
   /** Gives shared takes back whole (the request was refused after them); a failure leaves them charged. */

@@ -122,8 +122,7 @@ export class PoolRefill {
         );
         break;
       } catch (err) {
-        // The scope whose budget refused (of a pair's, the org or the platform) is the one near its limit.
-        if (err instanceof BudgetExceededError && this.pools.role === 'shared') this.pools.host.nearLimit(budgetRefusalOf(err)?.ref.scope ?? (input.context.keyId as ScopeId), now);
+        if (err instanceof BudgetExceededError && this.pools.role === 'shared') this.pools.host.nearLimit(input.context.keyId as ScopeId, now);
         if (err instanceof BudgetExceededError && attempt < MAX_GRANT_ATTEMPTS) {
           // The last of a budget: half of what the tightest counter has left while that is several requests'
           // worth (so other pools get some), then all of it; below one request's worth, the pool is dry.
