@@ -18,7 +18,8 @@ const clock = new ManualClock(TEST_NOW);
 let h: Harness;
 
 beforeAll(async () => {
-  h = await startHarness({ clock, env: { TOLLGATE_LEASES: 'false' } });
+  // Quiet keys' pools on (off by default), for the quiet key below.
+  h = await startHarness({ clock, env: { TOLLGATE_LEASES: 'false', TOLLGATE_QUIET_POOL_EPOCH_MS: '60000' } });
 });
 afterAll(() => h.close());
 

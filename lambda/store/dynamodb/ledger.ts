@@ -159,9 +159,10 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     let returned = 0;
     if (this.sharing && isShared(scope)) returned += await this.sharedPools.reclaim(sharedPart(input, scope), now);
     // The key's pools are grouped by the counters they hold: its own part's while shared scopes are pooled. A key
-    // that is not busy has them too while a shared scope of its is pooled (its quiet pool).
+    // that is not busy has them too while a shared scope of its is pooled, when quiet pools are on.
     const shared = this.sharing ? new Set(input.counters.filter((c) => isShared(c.scope) && this.busy.isBusy(c.scope, now)).map((c) => c.scope)) : new Set<ScopeId>();
-    if (this.pooling && (this.busy.isBusy(`key:${input.context.keyId}`, now) || shared.size > 0)) {
+    const quiet = shared.size > 0 && this.pools.opts.quietEpochMs > 0;
+    if (this.pooling && (this.busy.isBusy(`key:${input.context.keyId}`, now) || quiet)) {
       const own: ReserveInput = shared.size
         ? { ...input, counters: input.counters.filter((c) => !shared.has(c.scope)), ...(input.circuits ? { circuits: input.circuits.filter((c) => !shared.has(c.scope)) } : {}) }
         : input;

@@ -66,9 +66,11 @@ export interface PoolOptions {
   /** How long a conflict marks a key as pooled (ms); refills extend it while the key stays busy. */
   readonly markMs?: number;
   /**
-   * A quiet key's pool (one item per key, `pool#<group>#q`): how long one admits (ms); 0 turns quiet pools off.
-   * Used for a key that is not busy itself while its org or the platform is pooled (ledger.ts): its own part is
-   * then taken from one item with grants lasting up to half an epoch, instead of two transactions a request.
+   * A quiet key's pool (one item per key, `pool#<group>#q`): how long one admits (ms); 0 (the default) turns
+   * quiet pools off, 60,000 is the measured setting. Used for a key that is not busy itself while its org or the
+   * platform is pooled (ledger.ts): its own part is then taken from one item with grants lasting up to half an
+   * epoch, instead of two transactions a request. Off by default: a cold start (every key's first request pays
+   * its own reserve and its pool's first grant) admitted 93 % of the 10,000-user bench against 99 %.
    */
   readonly quietEpochMs?: number;
 }
@@ -78,7 +80,7 @@ export const DEFAULT_POOLS: Required<PoolOptions> = {
   epochMs: 10_000,
   graceMs: 60_000,
   markMs: 60_000,
-  quietEpochMs: 60_000,
+  quietEpochMs: 0,
 };
 
 /**
