@@ -313,7 +313,10 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     void running.finally(() => this.background.delete(running));
   }
 
-  /** Resolves once the work started beside requests so far has ended (tests, and a process about to stop). */
+  /**
+   * Resolves once the work started beside requests so far has ended (tests). Nothing waits for it otherwise: a
+   * refill a stopped process never finishes leaves a stale claim and, at worst, a grant the sweeper releases whole.
+   */
   async backgroundDone(): Promise<void> {
     while (this.background.size) await Promise.all([...this.background]);
   }

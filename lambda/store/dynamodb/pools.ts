@@ -30,6 +30,11 @@
  * mark is written on the key's limits item, where every instance's limits read finds it), and while its
  * pools are being refilled.
  *
+ * Quiet keys (`quietEpochMs`, off by default): a key that is not busy while its org or the platform is pooled
+ * takes its own part from ONE item, `pool#<group>#q`, whose epochs are longer and whose grants last up to half
+ * an epoch. A request it has no room for is not made to wait: it reserves on its own, and the ledger then has
+ * the item refilled beside the request's call ({@link ScopePools.refillQuiet}).
+ *
  * Layout: pools.ts (options, take, settle routing, epochs), pool-refill.ts (grants), pool-giveback.ts
  * (settle, lease return, cancel), pool-release.ts (the sweeper's release), pool-reclaim.ts (idle room back to
  * the counters before the release, near a limit), pool-markers.ts (markers, records).
