@@ -96,7 +96,7 @@ export class PoolRefill {
     const units = new Map<RateCharge['dimension'], number>();
     const held = (dimension: RateCharge['dimension']): number => Math.max(0, num(old?.[unitAttr(dimension)]));
     for (const c of charges) {
-      const want = Math.min(this.pools.unitCap(c, ref.pk), scale(unitAttr(c.dimension), c.amount));
+      const want = Math.min(this.pools.unitCap(c, quiet), scale(unitAttr(c.dimension), c.amount));
       units.set(c.dimension, Math.max(c.amount - held(c.dimension), want - held(c.dimension), 0));
     }
 

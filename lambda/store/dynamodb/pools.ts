@@ -220,8 +220,7 @@ export class ScopePools {
    */
   fits(input: ReserveInput, quiet = false): boolean {
     if (quiet && this.opts.quietEpochMs === 0) return false;
-    const pk = quiet ? `pool#${QUIET_SHARD}` : '';
-    return input.rateCharges.every((c) => c.amount <= 0 || this.unitCap(c, pk) >= MIN_GRANT_REQUESTS * c.amount);
+    return input.rateCharges.every((c) => c.amount <= 0 || this.unitCap(c, quiet) >= MIN_GRANT_REQUESTS * c.amount);
   }
 
   /**
@@ -496,9 +495,9 @@ export class ScopePools {
   }
 
   /** A pool's units of one rate dimension per epoch: its share of the bucket's refill over the epoch. */
-  unitCap(c: RateCharge, pk: string): number {
-    const shards = isQuiet(pk) ? 1 : this.opts.shards;
-    return Math.floor((c.limitPerMinute * this.epochMsOf(pk)) / 60_000 / shards);
+  unitCap(c: RateCharge, quiet: boolean): number {
+    const epochMs = quiet ? this.opts.quietEpochMs : this.opts.epochMs;
+    return Math.floor((c.limitPerMinute * epochMs) / 60_000 / (quiet ? 1 : this.opts.shards));
   }
 
   /** How long one of this pool's epochs lasts: a quiet key's pool lives longer than a busy key's shards. */
