@@ -109,13 +109,19 @@ async function orgBusy(l: DynamoDbLedger, org: ScopeId, now: number): Promise<vo
   await markBusy(db, l, org, now);
 }
 
+/** A new user of a new org on a manual clock and one ledger instance; the org marked busy unless `busy` is false. */
+async function quietKey(options: { readonly client?: DynamoDBClient; readonly pools?: PoolOptions | false; readonly busy?: boolean } = {}) {
+  const org: ScopeId = `org:o-${uniqueUser()}`;
+  const user = uniqueUser();
+  const clock = new ManualClock(T0);
+  const { ledger: l, sent } = instance(clock, options.client, options.pools);
+  if (options.busy !== false) await orgBusy(l, org, clock.now());
+  return { org, user, clock, l, sent };
+}
+
 describe("a quiet key of a pooled org takes its own part from one pool item (DynamoDB Local)", () => {
   it("when a quiet key sends 12 requests a couple of seconds apart, the first reserves on its own and has the key's pool refilled beside it, the other 11 are taken from the pool with no transaction; the key is not marked busy; after the release its counters equal the costs, one record each", async () => {
-    const org: ScopeId = `org:o-${uniqueUser()}`;
-    const user = uniqueUser();
-    const clock = new ManualClock(T0);
-    const { ledger: l, sent } = instance(clock);
-    await orgBusy(l, org, clock.now());
+    const { org, user, clock, l, sent } = await quietKey();
     const costs: number[] = [];
     const before = sent.length;
     for (let i = 0; i < 12; i++) {
@@ -148,10 +154,7 @@ describe("a quiet key of a pooled org takes its own part from one pool item (Dyn
   });
 
   it('when the org is not pooled, a quiet key reserves on its own (no pool item), as before', async () => {
-    const org: ScopeId = `org:o-${uniqueUser()}`;
-    const user = uniqueUser();
-    const clock = new ManualClock(T0);
-    const { ledger: l } = instance(clock);
+    const { org, user, clock, l } = await quietKey({ busy: false });
     const r = await l.reserve(requestOf(user, org, clock.now()));
     expect(r.pool).toBeUndefined();
     expect(r.shared).toBeUndefined();
@@ -160,11 +163,7 @@ describe("a quiet key of a pooled org takes its own part from one pool item (Dyn
   });
 
   it('when quiet pools are turned off (quietEpochMs 0), a quiet key of a pooled org reserves its own part on its own', async () => {
-    const org: ScopeId = `org:o-${uniqueUser()}`;
-    const user = uniqueUser();
-    const clock = new ManualClock(T0);
-    const { ledger: l } = instance(clock, db.client, { ...POOLS, quietEpochMs: 0 });
-    await orgBusy(l, org, clock.now());
+    const { org, user, clock, l } = await quietKey({ pools: { ...POOLS, quietEpochMs: 0 } });
     const r = await l.reserve(requestOf(user, org, clock.now()));
     expect(r.shared?.length).toBe(1);
     expect(r.pool).toBeUndefined();
@@ -172,11 +171,7 @@ describe("a quiet key of a pooled org takes its own part from one pool item (Dyn
   });
 
   it('when a circuit of the key opens after its pool was granted, the next request is refused at once with circuit_open and its take is given back', async () => {
-    const org: ScopeId = `org:o-${uniqueUser()}`;
-    const user = uniqueUser();
-    const clock = new ManualClock(T0);
-    const { ledger: l } = instance(clock);
-    await orgBusy(l, org, clock.now());
+    const { org, user, clock, l } = await quietKey();
     // The first request reserves on its own and has the pool refilled; the second is taken from it.
     for (let i = 0; i < 2; i++) {
       const r = await l.reserve(requestOf(user, org, clock.now()));
@@ -199,16 +194,12 @@ describe("a quiet key of a pooled org takes its own part from one pool item (Dyn
   });
 
   it('when every quiet take, give-back, grant and release loses its answer once (the SDK retries), each is applied once: counters equal the costs', async () => {
-    const org: ScopeId = `org:o-${uniqueUser()}`;
-    const user = uniqueUser();
-    const clock = new ManualClock(T0);
     const { client, lost } = losingAnswers((command, input) => {
       const pk = String((input.Key as { pk?: { S?: string } } | undefined)?.pk?.S ?? '');
       if (command === 'UpdateItemCommand') return pk.startsWith('pool#') && pk.endsWith('#q');
       return command === 'TransactWriteItemsCommand';
     });
-    const { ledger: l } = instance(clock, client);
-    await orgBusy(l, org, clock.now());
+    const { org, user, clock, l } = await quietKey({ client });
     let total = 0;
     for (let i = 0; i < 6; i++) {
       const r = await l.reserve(requestOf(user, org, clock.now()));
@@ -229,11 +220,7 @@ describe("a quiet key of a pooled org takes its own part from one pool item (Dyn
 
 describe("a quiet key's pool gives its idle room back when its user's budget is held (DynamoDB Local)", () => {
   it("when a request needs more than the last epoch's quiet pool holds and the user's day budget is held by that room, the room goes back to the counter and the request is admitted", async () => {
-    const org: ScopeId = `org:o-${uniqueUser()}`;
-    const user = uniqueUser();
-    const clock = new ManualClock(T0);
-    const { ledger: l } = instance(clock);
-    await orgBusy(l, org, clock.now());
+    const { org, user, clock, l } = await quietKey();
     const a = 20_000;
     const userDay = 100 * a; // a grant is at most 5 % of it: 5 requests' worth
     const counters = countersOf(user, org).map((c) => (c.scope === `user:${user}` ? { ...c, limit: userDay } : c));
