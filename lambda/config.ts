@@ -62,7 +62,7 @@ export interface GatewayConfig {
   /** Scope pools (store/dynamodb/pools.ts): a key busy across many instances admitted with single-item writes. */
   readonly pools: { readonly enabled: boolean } & Required<PoolOptions>;
   /** Allowance pools of shared scopes (org, platform) once they are busy (store/dynamodb/pools.ts). */
-  readonly sharedPools: { readonly enabled: boolean } & Required<Omit<PoolOptions, 'quietEpochMs'>>;
+  readonly sharedPools: { readonly enabled: boolean } & Required<Omit<PoolOptions, 'quietEpochMs' | 'quietWarmupMs'>>;
   /** Settle retries when the store is unreachable, before the hold is left for the sweeper (core/settle-retry.ts). */
   readonly settleRetry: { readonly attempts: number; readonly baseDelayMs: number };
   /** How long usage records are kept (DynamoDB TTL). */
@@ -275,6 +275,7 @@ export function loadConfig(env: Env = process.env): GatewayConfig {
       graceMs: int(env, 'TOLLGATE_POOL_GRACE_MS', DEFAULT_POOLS.graceMs, 0, 3_600_000),
       markMs: int(env, 'TOLLGATE_POOL_MARK_MS', DEFAULT_POOLS.markMs, 1_000, 3_600_000),
       quietEpochMs: int(env, 'TOLLGATE_QUIET_POOL_EPOCH_MS', DEFAULT_POOLS.quietEpochMs, 0, 600_000),
+      quietWarmupMs: int(env, 'TOLLGATE_QUIET_POOL_WARMUP_MS', DEFAULT_POOLS.quietWarmupMs, 0, 600_000),
     },
     sharedPools: {
       enabled: bool(env, 'TOLLGATE_SHARED_POOLS', true),

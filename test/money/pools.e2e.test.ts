@@ -18,8 +18,8 @@ const clock = new ManualClock(TEST_NOW);
 let h: Harness;
 
 beforeAll(async () => {
-  // Quiet keys' pools on (off by default), for the quiet key below.
-  h = await startHarness({ clock, env: { TOLLGATE_LEASES: 'false', TOLLGATE_QUIET_POOL_EPOCH_MS: '60000' } });
+  // Quiet keys' pools as shipped (60 s epochs, 10 s warm-up), for the quiet key below.
+  h = await startHarness({ clock, env: { TOLLGATE_LEASES: 'false' } });
 });
 afterAll(() => h.close());
 
@@ -88,7 +88,7 @@ describe('scope pools through the gateway', () => {
     expect(after).toMatchObject({ spent: recorded, committed: recorded, reserved: 0, requests: 13 });
   });
 
-  it("when a quiet key's org and the platform are busy, OpenAI and Anthropic requests are admitted from the key's quiet pool (the first on its own, refilling it) and the org's and platform's allowance items, with rate-limit headers; after the release the key's, user's and org's counters equal the recorded usage", async () => {
+  it("when a quiet key's org and the platform are busy, OpenAI and Anthropic requests are admitted from the key's quiet pool (those of its first 10 s on their own, the one at 10 s refilling it) and the org's and platform's allowance items, with rate-limit headers; after the release the key's, user's and org's counters equal the recorded usage", async () => {
     // The default 60 rpm: never busy enough for a busy key's pools, but its org is.
     const { raw, keyId } = await h.createKey({ userId: 'quiet-user', orgId: 'quiet-org' });
     await markBusy('org:quiet-org');
@@ -107,13 +107,14 @@ describe('scope pools through the gateway', () => {
     const msg = await anthropic.messages.create({ model: 'claude-sonnet-4-6', max_tokens: 50, messages: [{ role: 'user', content: 'Say hello in French' }] });
     expect(msg.content[0]?.type).toBe('text');
     await h.settled();
-    // The first request held on its own (its pool had no room yet) and had the pool refilled beside it.
+    // The requests of the key's first 10 s held on their own (its pool had no room yet); the one at 10 s had the
+    // pool refilled beside it (the warm-up), and the Anthropic request was taken from it.
     await h.gateway.ledger.backgroundDone();
 
     const pools = (await h.scan('budgets')).filter((item) => String(item.pk).startsWith('pool#'));
     expect(pools.some((p) => String(p.pk).endsWith('#q'))).toBe(true);
     const holds = await h.holds();
-    // Grants only (the first request's own hold went with its settle): the quiet pool's and the allowance pools'.
+    // Grants only (the own holds went with their settles): the quiet pool's and the allowance pools'.
     expect(holds.every((hold) => String(hold.requestId).startsWith('pool.') || String(hold.requestId).startsWith('spool.'))).toBe(true);
     expect(holds.some((hold) => String(hold.requestId).includes('#q.'))).toBe(true);
     expect(holds.some((hold) => (hold.context as { keyId?: string } | undefined)?.keyId === 'org:quiet-org')).toBe(true);

@@ -3,7 +3,8 @@
  * takes its own part (its key's and user's limited counters, rate buckets, velocity) from one pool item of its
  * own, refilled by grants lasting up to half a minute, instead of two transactions a request. The key is not
  * marked busy by it; circuits are still read per request; counters end exactly at the costs after the release,
- * whatever answers are lost. On DynamoDB Local.
+ * whatever answers are lost. A key's pool is refilled only once the key has come back after a warm-up (or was
+ * pooled the epoch before), so a key that sends a request or two pays no grant. On DynamoDB Local.
  */
 import { type DynamoDBClient, ScanCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
@@ -23,7 +24,8 @@ import { reserveInputFor, usageRecordFor } from '../support/usage-records';
 
 // Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write (see test/support/clock.ts).
 const T0 = Date.parse('2099-11-23T10:00:00.000Z');
-const POOLS: PoolOptions = { shards: 4, epochMs: 10_000, graceMs: 5_000, markMs: 600_000, quietEpochMs: 60_000 };
+/** The pool mechanics are tested with the warm-up off (its own tests below turn it on). */
+const POOLS: PoolOptions = { shards: 4, epochMs: 10_000, graceMs: 5_000, markMs: 600_000, quietEpochMs: 60_000, quietWarmupMs: 0 };
 const SHARED: PoolOptions = { shards: 4, epochMs: 10_000, graceMs: 5_000, markMs: 600_000 };
 /** Past every quiet pool's close (its epoch, one more, the grace; epochs offset by up to one epoch). */
 const AFTER_CLOSE = 4 * 60_000 + 5_000;
@@ -251,5 +253,101 @@ describe("a quiet key's pool gives its idle room back when its user's budget is 
     await l.sweepExpired(clock.now() + AFTER_CLOSE);
     const [userDayValue] = await l.readCounters(counters.filter((c) => c.scope === `user:${user}`));
     expect(userDayValue).toMatchObject({ spent: userDay - 7 * a + 3 * a, committed: userDay - 7 * a + 3 * a, reserved: 0 });
+  });
+});
+
+describe("a quiet key's pool is refilled only once the key has come back after the warm-up (DynamoDB Local)", () => {
+  const WARM: PoolOptions = { ...POOLS, quietWarmupMs: 10_000 };
+
+  /** The quiet pool items written from now on (the table holds the other tests' too). */
+  async function itemsFromNowOn(): Promise<() => Promise<Array<Record<string, unknown>>>> {
+    const earlier = new Set((await quietPoolItems()).map((i) => String(i.pk)));
+    return async () => (await quietPoolItems()).filter((i) => !earlier.has(String(i.pk)));
+  }
+
+  it("when a quiet key sends requests 2 s apart, those of its first 10 s reserve on its own and leave only the first one's mark; the first one 10 s later has the pool granted, and the next is taken from it; counters equal the costs after the release", async () => {
+    const { org, user, clock, l, sent } = await quietKey({ pools: WARM });
+    const mine = await itemsFromNowOn();
+    const before = sent.length;
+    const costs: number[] = [];
+    const pooled: boolean[] = [];
+    let granted: number | undefined;
+    for (let i = 0; i < 8; i++) {
+      const r = await l.reserve(requestOf(user, org, clock.now()));
+      pooled.push(r.pool?.pk.endsWith('#q') ?? false);
+      const cost = 4_000 + i * 10;
+      costs.push(cost);
+      await l.settle({ reservation: r, cost, usage: usageOf(r, user, cost) });
+      await l.backgroundDone();
+      const items = await mine();
+      if (i === 0) expect(items).toEqual([expect.objectContaining({ seen: T0 })]);
+      if (items.some((item) => item.granted !== undefined)) granted ??= i;
+      clock.advance(2_000);
+    }
+    // Requests at 0, 2, 4, 6, 8 s reserve on their own with no grant; the one at 10 s too, with the grant beside
+    // it; from 12 s on they are taken from the pool.
+    expect(granted).toBe(5);
+    expect(pooled).toEqual([false, false, false, false, false, false, true, true]);
+    // Six settles of requests held on their own, and one grant (the only transaction on both of the key's windows:
+    // a request's own reserve writes its limited counters only).
+    const onKey = sent.slice(before).filter((c) => c.startsWith('Transact') && c.includes(`ctr#key:key-${user}`));
+    expect(onKey.filter((c) => c.includes('hold#'))).toHaveLength(6);
+    expect(onKey.filter((c) => !c.includes('hold#') && c.split(`ctr#key:key-${user}`).length === 3)).toHaveLength(1);
+
+    await l.sweepExpired(clock.now() + AFTER_CLOSE);
+    const total = costs.reduce((a, b) => a + b, 0);
+    for (const v of await l.readCounters(countersOf(user, org))) expect(v).toMatchObject({ spent: total, committed: total, reserved: 0 });
+    expect(await recordsOf(user)).toHaveLength(8);
+  });
+
+  it('when a key sends a burst of requests and stops, no grant is ever made: counters equal the costs, one record each, no pool room held', async () => {
+    const { org, user, clock, l, sent } = await quietKey({ pools: WARM });
+    const mine = await itemsFromNowOn();
+    const before = sent.length;
+    const reservations = await Promise.all([0, 1, 2, 3].map(() => l.reserve(requestOf(user, org, clock.now()))));
+    await l.backgroundDone();
+    for (const r of reservations) await l.settle({ reservation: r, cost: 5_000, usage: usageOf(r, user, 5_000) });
+    expect(reservations.every((r) => r.pool === undefined)).toBe(true);
+    const items = await mine();
+    expect(items).toHaveLength(1);
+    expect(items[0]!.granted).toBeUndefined();
+    expect(items[0]!.room).toBeUndefined();
+    expect(sent.slice(before).filter((c) => c.startsWith('Transact') && c.includes(`ctr#key:key-${user}`))).toHaveLength(8);
+    await l.sweepExpired(clock.now() + AFTER_CLOSE);
+    for (const v of await l.readCounters(countersOf(user, org))) expect(v).toMatchObject({ spent: 20_000, committed: 20_000, reserved: 0 });
+  });
+
+  it("when a key's pool had a grant last epoch, its first request of the new epoch that finds no room has the pool refilled at once", async () => {
+    const { org, user, clock, l } = await quietKey({ pools: WARM });
+    const mine = await itemsFromNowOn();
+    const costs: number[] = [];
+    // Warm the key up in one epoch (a request every 2 s for 20 s), then go on into the next epochs.
+    const epochsGranted = new Set<string>();
+    let firstOfNextEpoch: { pooledNext: boolean } | undefined;
+    for (let i = 0; i < 80 && firstOfNextEpoch === undefined; i++) {
+      const before = new Set((await mine()).filter((x) => x.granted !== undefined).map((x) => String(x.sk)));
+      const r = await l.reserve(requestOf(user, org, clock.now()));
+      costs.push(4_000);
+      await l.settle({ reservation: r, cost: 4_000, usage: usageOf(r, user, 4_000) });
+      await l.backgroundDone();
+      const after = (await mine()).filter((x) => x.granted !== undefined).map((x) => String(x.sk));
+      const fresh = after.filter((sk) => !before.has(sk));
+      // A grant made on an item of a later epoch than a granted one: the key was pooled the epoch before.
+      if (fresh.length && epochsGranted.size) {
+        const item = (await mine()).find((x) => x.sk === fresh[0]);
+        // Refilled at its first miss (no warm-up wait): granted with no `seen` mark on the item.
+        expect(item?.seen).toBeUndefined();
+        const next = await l.reserve(requestOf(user, org, clock.now() + 100));
+        costs.push(4_000);
+        await l.settle({ reservation: next, cost: 4_000, usage: usageOf(next, user, 4_000) });
+        firstOfNextEpoch = { pooledNext: next.pool?.sk === fresh[0] };
+      }
+      for (const sk of after) epochsGranted.add(sk);
+      clock.advance(2_000);
+    }
+    expect(firstOfNextEpoch).toEqual({ pooledNext: true });
+    await l.sweepExpired(clock.now() + AFTER_CLOSE);
+    const total = costs.reduce((a, b) => a + b, 0);
+    for (const v of await l.readCounters(countersOf(user, org))) expect(v).toMatchObject({ spent: total, committed: total, reserved: 0 });
   });
 });

@@ -78,6 +78,14 @@ export interface PoolOptions {
    * its own reserve and its pool's first grant) admitted 93 % of the 10,000-user bench against 99 %.
    */
   readonly quietEpochMs?: number;
+  /**
+   * A quiet key's pool is refilled only once the key has come back at least this long (ms) after its first
+   * request of the epoch that the pool had no room for, or at once when its pool had a grant the epoch before.
+   * A key that sends a request or two and stops is not worth a grant and its release (two transactions on its
+   * counters, more than its own reserves): it keeps reserving on its own, at one small write more per request
+   * (the first one's mark). 0 refills at the first request.
+   */
+  readonly quietWarmupMs?: number;
 }
 
 export const DEFAULT_POOLS: Required<PoolOptions> = {
@@ -85,7 +93,8 @@ export const DEFAULT_POOLS: Required<PoolOptions> = {
   epochMs: 10_000,
   graceMs: 60_000,
   markMs: 60_000,
-  quietEpochMs: 0,
+  quietEpochMs: 60_000,
+  quietWarmupMs: 10_000,
 };
 
 /**
@@ -98,6 +107,7 @@ export const DEFAULT_SHARED_POOLS: Required<PoolOptions> = {
   graceMs: 60_000,
   markMs: 60_000,
   quietEpochMs: 0,
+  quietWarmupMs: 0,
 };
 
 
@@ -203,10 +213,19 @@ export class ScopePools {
       graceMs: options.graceMs ?? DEFAULT_POOLS.graceMs,
       markMs: options.markMs ?? DEFAULT_POOLS.markMs,
       quietEpochMs: role === 'key' ? (options.quietEpochMs ?? DEFAULT_POOLS.quietEpochMs) : 0,
+      quietWarmupMs: role === 'key' ? (options.quietWarmupMs ?? DEFAULT_POOLS.quietWarmupMs) : 0,
     };
-    const { shards, epochMs, graceMs, markMs, quietEpochMs } = this.opts;
-    if (!Number.isInteger(shards) || shards < 1 || !(epochMs >= 1_000) || !(graceMs >= 0) || !(markMs > 0) || !(quietEpochMs === 0 || quietEpochMs >= 1_000)) {
-      throw new RangeError('pool options out of range: shards a positive whole number, epochMs >= 1000, graceMs >= 0, markMs > 0, quietEpochMs 0 or >= 1000');
+    const { shards, epochMs, graceMs, markMs, quietEpochMs, quietWarmupMs } = this.opts;
+    if (
+      !Number.isInteger(shards) ||
+      shards < 1 ||
+      !(epochMs >= 1_000) ||
+      !(graceMs >= 0) ||
+      !(markMs > 0) ||
+      !(quietEpochMs === 0 || quietEpochMs >= 1_000) ||
+      !(quietWarmupMs >= 0)
+    ) {
+      throw new RangeError('pool options out of range: shards a positive whole number, epochMs >= 1000, graceMs >= 0, markMs > 0, quietEpochMs 0 or >= 1000, quietWarmupMs >= 0');
     }
   }
 
@@ -288,7 +307,9 @@ export class ScopePools {
 
   /**
    * Refills a quiet key's pool (this epoch's item) with a grant, unless another instance is refilling it: run
-   * by the ledger once a request the pool could not admit has reserved on its own, beside that request's call.
+   * by the ledger once a request the pool could not admit has reserved on its own, beside that request's call,
+   * and only for a key that has shown it keeps sending (its pool had a grant last epoch, or it came back
+   * `quietWarmupMs` after its first request of this epoch without room: {@link ScopePools.quietWarm}).
    * Best effort: a failure leaves the pool as it was (the key's next request reserves on its own again); a grant
    * whose room never arrived is released by the sweeper in full.
    */
@@ -299,9 +320,38 @@ export class ScopePools {
     const now = this.host.clock.now();
     const epoch = this.epochOf(pk, now);
     const ref: PoolRef = { pk, sk: `e${epoch}` };
-    if (!(await this.claim(ref, now))) return;
+    if (!(await this.quietWarm(ref, epoch, now)) || !(await this.claim(ref, now))) return;
     const charges = input.rateCharges.filter((c) => c.amount > 0);
     await this.refills.refill(ref, input, charges, await this.readConsistent(ref), epoch, now);
+  }
+
+  /**
+   * Whether a quiet key is worth its pool: its pool had a grant last epoch (one read), or the key's first
+   * request without room, this epoch or the last, came `quietWarmupMs` ago or more. The first such request of
+   * an epoch marks its item (`seen`, once: a retried mark keeps the first time), so a key that stops after a
+   * burst never pays for a grant and its release.
+   */
+  private async quietWarm(ref: PoolRef, epoch: number, now: number): Promise<boolean> {
+    const warmup = this.opts.quietWarmupMs;
+    if (warmup <= 0) return true;
+    // Last epoch's item: granted, or marked long enough ago (a key that started near an epoch's end).
+    const last = await this.readConsistent({ pk: ref.pk, sk: `e${epoch - 1}` });
+    if (last?.granted !== undefined || (last?.seen !== undefined && now - num(last.seen) >= warmup)) return true;
+    try {
+      const out = await this.send(
+        new UpdateItemCommand({
+          TableName: this.host.table,
+          Key: marshall(ref),
+          UpdateExpression: 'SET seen = if_not_exists(seen, :now), #ttl = if_not_exists(#ttl, :ttl)',
+          ExpressionAttributeNames: { '#ttl': 'ttl' },
+          ExpressionAttributeValues: marshall({ ':now': now, ':ttl': this.ttlOf(ref) }),
+          ReturnValues: 'UPDATED_NEW',
+        }),
+      );
+      return now - num(out.Attributes ? unmarshall(out.Attributes).seen : now) >= warmup;
+    } catch (err) {
+      throw translateError(err);
+    }
   }
 
   /**
