@@ -30,10 +30,11 @@
  * mark is written on the key's limits item, where every instance's limits read finds it), and while its
  * pools are being refilled.
  *
- * Quiet keys (`quietEpochMs`, off by default): a key that is not busy while its org or the platform is pooled
- * takes its own part from ONE item, `pool#<group>#q`, whose epochs are longer and whose grants last up to half
- * an epoch. A request it has no room for is not made to wait: it reserves on its own, and the ledger then has
- * the item refilled beside the request's call ({@link ScopePools.refillQuiet}).
+ * Quiet keys (`quietEpochMs`, 60 s): a key that is not busy while its org or the platform is pooled takes its
+ * own part from ONE item, `pool#<group>#q`, whose epochs are longer and whose grants last up to half an epoch.
+ * A request it has no room for is not made to wait: it reserves on its own, and the ledger then has the item
+ * refilled beside the request's call ({@link ScopePools.refillQuiet}), once the key has shown it keeps sending
+ * (`quietWarmupMs`).
  *
  * Layout: pools.ts (options, take, settle routing, epochs), pool-refill.ts (grants), pool-giveback.ts
  * (settle, lease return, cancel), pool-release.ts (the sweeper's release), pool-reclaim.ts (idle room back to
@@ -71,11 +72,9 @@ export interface PoolOptions {
   /** How long a conflict marks a key as pooled (ms); refills extend it while the key stays busy. */
   readonly markMs?: number;
   /**
-   * A quiet key's pool (one item per key, `pool#<group>#q`): how long one admits (ms); 0 (the default) turns
-   * quiet pools off, 60,000 is the measured setting. Used for a key that is not busy itself while its org or the
-   * platform is pooled (ledger.ts): its own part is then taken from one item with grants lasting up to half an
-   * epoch, instead of two transactions a request. Off by default: a cold start (every key's first request pays
-   * its own reserve and its pool's first grant) admitted 93 % of the 10,000-user bench against 99 %.
+   * A quiet key's pool (one item per key, `pool#<group>#q`): how long one admits (ms); 0 turns quiet pools off.
+   * Used for a key that is not busy itself while its org or the platform is pooled (ledger.ts): its own part is
+   * then taken from one item with grants lasting up to half an epoch, instead of two transactions a request.
    */
   readonly quietEpochMs?: number;
   /**
