@@ -155,6 +155,38 @@ describe("a quiet key of a pooled org takes its own part from one pool item (Dyn
     expect(records.filter((r) => r.outcome === 'abandoned')).toHaveLength(0);
   });
 
+  it("when a quiet key keeps sending across several epochs, a take that leaves its pool low has it refilled beside the request: after the first, no request reserves on its own; counters equal the costs after the release, one record each", async () => {
+    const { org, user, clock, l, sent } = await quietKey();
+    const before = sent.length;
+    const costs: number[] = [];
+    const alone: number[] = [];
+    const epochs = new Set<string>();
+    for (let i = 0; i < 90; i++) {
+      const r = await l.reserve(requestOf(user, org, clock.now()));
+      if (r.pool === undefined) alone.push(i);
+      else epochs.add(r.pool.sk);
+      const cost = 3_000 + (i % 7) * 500;
+      costs.push(cost);
+      await l.settle({ reservation: r, cost, usage: usageOf(r, user, cost) });
+      await l.backgroundDone();
+      clock.advance(2_000);
+    }
+    expect(alone).toEqual([0]);
+    // 180 s of requests: at least three epochs' pools took them.
+    expect(epochs.size).toBeGreaterThanOrEqual(3);
+    // Only grants wrote the key's counters after the first request's reserve and settle: far fewer than requests.
+    const onKey = sent.slice(before).filter((c) => c.startsWith('Transact') && c.includes(`ctr#key:key-${user}`));
+    expect(onKey.filter((c) => c.includes('hold#'))).toHaveLength(1);
+    expect(onKey.length).toBeLessThan(20);
+
+    await l.sweepExpired(clock.now() + AFTER_CLOSE);
+    const total = costs.reduce((a, b) => a + b, 0);
+    for (const v of await l.readCounters(countersOf(user, org))) expect(v).toMatchObject({ spent: total, committed: total, reserved: 0 });
+    const records = await recordsOf(user);
+    expect(records).toHaveLength(90);
+    expect(records.filter((r) => r.outcome === 'abandoned')).toHaveLength(0);
+  });
+
   it('when the org is not pooled, a quiet key reserves on its own (no pool item), as before', async () => {
     const { org, user, clock, l } = await quietKey({ busy: false });
     const r = await l.reserve(requestOf(user, org, clock.now()));

@@ -101,6 +101,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
       refilled: (scope, now) => this.busy.markBusy(scope, now),
       nearLimit: (scope, now) => this.busy.markNear(scope, now),
       isNear: (scope, now) => this.busy.isNear(scope, now),
+      beside: (work) => this.inBackground(work),
     };
     this.pools = new ScopePools(host, options.pools || {});
     this.sharedPools = new ScopePools(host, { ...DEFAULT_SHARED_POOLS, ...(options.sharedPools || {}) }, 'shared');
