@@ -192,8 +192,9 @@ export class DynamoPhysics {
   }
 
   /**
-   * Write and read units by kind of item: the table (or index) and the partition key's prefix (`budgets:ctr`,
-   * `budgets:hold`, `budgets:pool`, `usage/byOrg:org`, …), so a bench can say what each request writes.
+   * Write and read units by kind of item: the table (or index) and the partition key's prefix (`budgets:ctr#org`,
+   * `budgets:hold`, `budgets:pool`, `budgets:pool#q`, `usage/byDay:day`, …), so a bench can say what each
+   * request writes.
    */
   unitsByKind(): Map<string, { write: number; read: number; writes: number }> {
     const out = new Map<string, { write: number; read: number; writes: number }>();
@@ -202,8 +203,12 @@ export class DynamoPhysics {
       const colon = partition.indexOf(':');
       const table = partition.slice(0, colon).replace(/^.*-(?=[a-z]+(\/|$))/, '');
       const key = partition.slice(colon + 1);
-      // A key without a prefix (the keys table's key ids) is one kind per table, not one per item.
-      const kind = /[#:]/.test(key) ? `${table}:${key.split(/[#:]/)[0]}` : `${table}:*`;
+      // A key without a prefix (the keys table's key ids) is one kind per table, not one per item. A scope's items
+      // (counters, buckets, velocity, circuits) by the scope's kind (`budgets:ctr#org`), a quiet key's pool item
+      // apart from the other pools (`budgets:pool#q`).
+      const prefix = key.split(/[#:]/)[0]!;
+      const scopeKind = /^(ctr|vel|circuit)#(key|user|org|platform|team)\b/.exec(key)?.[2];
+      const kind = !/[#:]/.test(key) ? `${table}:*` : scopeKind ? `${table}:${prefix}#${scopeKind}` : prefix === 'pool' && key.endsWith('#q') ? `${table}:pool#q` : `${table}:${prefix}`;
       const row = out.get(kind) ?? { write: 0, read: 0, writes: 0 };
       row.write += writeUnits;
       row.read += readUnits;
