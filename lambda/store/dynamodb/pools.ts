@@ -312,8 +312,7 @@ export class ScopePools {
    * Refills a quiet key's pool (this epoch's item) with a grant, unless another instance is refilling it: run
    * beside a request's call, by the ledger once a request the pool could not admit has reserved on its own, or
    * by a take that left the pool low (`warm`: the key is pooled already); and only for a key that has shown it
-   * keeps sending (its pool had a grant last epoch, or it came back
-   * `quietWarmupMs` after its first request of this epoch without room: {@link ScopePools.quietWarm}).
+   * keeps sending ({@link ScopePools.quietWarm}).
    * Best effort: a failure leaves the pool as it was (the key's next request reserves on its own again); a grant
    * whose room never arrived is released by the sweeper in full.
    */
@@ -330,7 +329,7 @@ export class ScopePools {
   }
 
   /**
-   * Whether a quiet key is worth its pool: its pool had a grant last epoch (one read), or the key's first
+   * Whether a quiet key is worth its pool: its pool had a grant this epoch or the last, or the key's first
    * request without room, this epoch or the last, came `quietWarmupMs` ago or more. The first such request of
    * an epoch marks its item (`seen`, once: a retried mark keeps the first time), so a key that stops after a
    * burst never pays for a grant and its release.
@@ -349,10 +348,12 @@ export class ScopePools {
           UpdateExpression: 'SET seen = if_not_exists(seen, :now), #ttl = if_not_exists(#ttl, :ttl)',
           ExpressionAttributeNames: { '#ttl': 'ttl' },
           ExpressionAttributeValues: marshall({ ':now': now, ':ttl': this.ttlOf(ref) }),
-          ReturnValues: 'UPDATED_NEW',
+          ReturnValues: 'ALL_NEW',
         }),
       );
-      return now - num(out.Attributes ? unmarshall(out.Attributes).seen : now) >= warmup;
+      const item = out.Attributes ? unmarshall(out.Attributes) : {};
+      // Granted already this epoch (the key is pooled), or first seen long enough ago.
+      return item.granted !== undefined || now - num(item.seen ?? now) >= warmup;
     } catch (err) {
       throw translateError(err);
     }
