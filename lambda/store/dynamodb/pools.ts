@@ -277,7 +277,10 @@ export class ScopePools {
       }
       waiting = false;
       const outcome = await this.tryTake(ref, input, charges);
-      if (outcome.taken) return this.reservation(input, ref, outcome.taken, quiet ? request : undefined);
+      if (outcome.taken) {
+        if (quiet) this.refillQuietEarly(request, outcome.taken);
+        return this.reservation(input, ref, outcome.taken);
+      }
       const old = outcome.old;
       const dry = old?.dryUntil !== undefined && Number(old.dryUntil) > now && old.dry;
       if (round === 0 || dry) {
@@ -285,7 +288,10 @@ export class ScopePools {
         // until it closes: used before asking the counters for more.
         const last: PoolRef = { pk, sk: `e${epoch - 1}` };
         const fromLast = await this.tryTake(last, input, charges);
-        if (fromLast.taken) return this.reservation(input, last, fromLast.taken, quiet ? request : undefined);
+        if (fromLast.taken) {
+          if (quiet) this.refillQuietEarly(request, fromLast.taken);
+          return this.reservation(input, last, fromLast.taken);
+        }
       }
       if (dry) throw dryError(old.dry as DryState, input.amount);
       // A quiet key never waits for its pool: this request reserves on its own, and the ledger has the pool
@@ -530,12 +536,12 @@ export class ScopePools {
    */
   private refillQuietEarly(request: ReserveInput, after: Record<string, unknown>): void {
     if (after.refillAt !== undefined && Number(after.refillAt) > request.now - CLAIM_STALE_MS) return;
-    const low = num(after.room) < LOW_WATER_REQUESTS * request.amount || request.rateCharges.some((c) => c.amount > 0 && num(after[unitAttr(c.dimension)]) < LOW_WATER_REQUESTS * c.amount);
+    const lowOn = (left: unknown, each: number): boolean => num(left) < LOW_WATER_REQUESTS * each;
+    const low = lowOn(after.room, request.amount) || request.rateCharges.some((c) => c.amount > 0 && lowOn(after[unitAttr(c.dimension)], c.amount));
     if (low) this.host.beside(this.refillQuiet(request, { warm: true }));
   }
 
-  private reservation(input: ReserveInput, ref: PoolRef, after: Record<string, unknown>, quietRequest?: ReserveInput): Reservation {
-    if (quietRequest) this.refillQuietEarly(quietRequest, after);
+  private reservation(input: ReserveInput, ref: PoolRef, after: Record<string, unknown>): Reservation {
     const resetMs = this.startOf(ref.pk, Number(ref.sk.slice(1))) + this.epochMsOf(ref.pk) - input.now;
     const rateStates: RateState[] = input.rateCharges.map((c) => ({
       dimension: c.dimension,
