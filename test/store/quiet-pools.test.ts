@@ -121,6 +121,12 @@ async function quietKey(options: { readonly client?: DynamoDBClient; readonly po
   return { org, user, clock, l, sent };
 }
 
+/** After every quiet pool's close, the sweeper releases the grants: each counter holds exactly `total`. */
+async function expectReleasedAt(l: DynamoDbLedger, clock: ManualClock, user: string, org: ScopeId, total: number): Promise<void> {
+  await l.sweepExpired(clock.now() + AFTER_CLOSE);
+  for (const v of await l.readCounters(countersOf(user, org))) expect(v).toMatchObject({ spent: total, committed: total, reserved: 0 });
+}
+
 describe("a quiet key of a pooled org takes its own part from one pool item (DynamoDB Local)", () => {
   it("when a quiet key sends 12 requests a couple of seconds apart, the first reserves on its own and has the key's pool refilled beside it, the other 11 are taken from the pool with no transaction; the key is not marked busy; after the release its counters equal the costs, one record each", async () => {
     const { org, user, clock, l, sent } = await quietKey();
@@ -179,9 +185,8 @@ describe("a quiet key of a pooled org takes its own part from one pool item (Dyn
     expect(onKey.filter((c) => c.includes('hold#'))).toHaveLength(1);
     expect(onKey.length).toBeLessThan(20);
 
-    await l.sweepExpired(clock.now() + AFTER_CLOSE);
     const total = costs.reduce((a, b) => a + b, 0);
-    for (const v of await l.readCounters(countersOf(user, org))) expect(v).toMatchObject({ spent: total, committed: total, reserved: 0 });
+    await expectReleasedAt(l, clock, user, org, total);
     const records = await recordsOf(user);
     expect(records).toHaveLength(90);
     expect(records.filter((r) => r.outcome === 'abandoned')).toHaveLength(0);
@@ -326,9 +331,8 @@ describe("a quiet key's pool is refilled only once the key has come back after t
     expect(onKey.filter((c) => c.includes('hold#'))).toHaveLength(6);
     expect(onKey.filter((c) => !c.includes('hold#') && c.split(`ctr#key:key-${user}`).length === 3)).toHaveLength(1);
 
-    await l.sweepExpired(clock.now() + AFTER_CLOSE);
     const total = costs.reduce((a, b) => a + b, 0);
-    for (const v of await l.readCounters(countersOf(user, org))) expect(v).toMatchObject({ spent: total, committed: total, reserved: 0 });
+    await expectReleasedAt(l, clock, user, org, total);
     expect(await recordsOf(user)).toHaveLength(8);
   });
 
@@ -345,8 +349,7 @@ describe("a quiet key's pool is refilled only once the key has come back after t
     expect(items[0]!.granted).toBeUndefined();
     expect(items[0]!.room).toBeUndefined();
     expect(sent.slice(before).filter((c) => c.startsWith('Transact') && c.includes(`ctr#key:key-${user}`))).toHaveLength(8);
-    await l.sweepExpired(clock.now() + AFTER_CLOSE);
-    for (const v of await l.readCounters(countersOf(user, org))) expect(v).toMatchObject({ spent: 20_000, committed: 20_000, reserved: 0 });
+    await expectReleasedAt(l, clock, user, org, 20_000);
   });
 
   it("when a key's pool had a grant last epoch, its first request of the new epoch that finds no room has the pool refilled at once", async () => {
@@ -378,8 +381,7 @@ describe("a quiet key's pool is refilled only once the key has come back after t
       clock.advance(2_000);
     }
     expect(firstOfNextEpoch).toEqual({ pooledNext: true });
-    await l.sweepExpired(clock.now() + AFTER_CLOSE);
     const total = costs.reduce((a, b) => a + b, 0);
-    for (const v of await l.readCounters(countersOf(user, org))) expect(v).toMatchObject({ spent: total, committed: total, reserved: 0 });
+    await expectReleasedAt(l, clock, user, org, total);
   });
 });
