@@ -286,6 +286,51 @@ describe('DynamoDbLedger rate limits', () => {
     await expect(l.reserve(reserveInput(user, { amount: 10, counters: [ref], rateCharges: [rpm], now: clock.now() }))).resolves.toBeDefined();
   });
 
+  it('when a key keeps sending past its rate limit, the instance that was refused refuses its next requests without a store call until the retry time it gave, with the same headers; another instance asks the store', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    let calls = 0;
+    const counting = new Proxy(db.client, {
+      get(target, prop, receiver) {
+        if (prop !== 'send') return Reflect.get(target, prop, receiver);
+        return (...args: unknown[]) => {
+          calls++;
+          return (target.send as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    const l = new DynamoDbLedger(counting, { tables: db.tables, platformShards: 4, usageRetentionDays: 30, clock });
+    const ref = counter(`user:${user}`, { limit: 5_000_000 });
+    const rpm: RateCharge = { keyId: `key-${user}`, dimension: 'requests', limitPerMinute: 3, amount: 1 };
+    const next = () => reserveInput(user, { amount: 10, counters: [ref], rateCharges: [rpm], now: clock.now() });
+    for (let i = 0; i < 3; i++) await l.reserve(next());
+    const first = (await l.reserve(next()).catch((e: unknown) => e)) as RateLimitError;
+    expect(first).toBeInstanceOf(RateLimitError);
+    expect(first.headers['Retry-After']).toBe('20');
+
+    // 5 s later, the same instance: refused from what the store said, with no call, and a shorter Retry-After.
+    clock.advance(5_000);
+    const before = calls;
+    const again = (await l.reserve(next()).catch((e: unknown) => e)) as RateLimitError;
+    expect(again).toBeInstanceOf(RateLimitError);
+    expect(again.code).toBe('rate_limit_exceeded');
+    expect(again.headers['Retry-After']).toBe('15');
+    expect(again.headers['x-ratelimit-remaining-requests']).toBe('0');
+    expect(calls).toBe(before);
+    // A cache hit's rate charge too.
+    await expect(l.chargeRate({ now: clock.now(), rateCharges: [rpm] })).rejects.toThrow(RateLimitError);
+    expect(calls).toBe(before);
+    expect((await l.readCounters([ref]))[0]?.committed).toBe(30);
+
+    // Another instance has not seen the refusal: it asks the store, which refuses it too.
+    await expect(ledger(clock).reserve(next())).rejects.toThrow(RateLimitError);
+
+    // At the retry time the bucket admits again, and the instance asks the store again.
+    clock.advance(15_000);
+    await expect(l.reserve(next())).resolves.toBeDefined();
+    expect(calls).toBeGreaterThan(before);
+  });
+
   it('when a request needs more tokens than the bucket holds, it is refused without a write', async () => {
     const user = uniqueUser();
     const l = ledger();

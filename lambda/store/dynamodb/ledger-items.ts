@@ -228,6 +228,8 @@ export class LedgerItems {
     const key = bucketHintKey(charge);
     const hint = this.core.tatHints.get(key);
     if (hint !== undefined) this.core.rememberTat(key, hint + inc);
+    // Units given back may let a request the bucket refused here pass before the refusal's retry time.
+    if (inc < 0) this.core.rateRefusals.delete(key);
     return [
       {
         Update: {

@@ -148,6 +148,8 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
   }
 
   private reserveOnce(input: ReserveInput): Promise<Reservation> {
+    // A key this instance saw refused by its rate limit moments ago is refused again without a write.
+    this.holds.refuseRateLimited(input.rateCharges, input.now);
     if (this.sharing && input.counters.some((c) => isShared(c.scope) && this.busy.isBusy(c.scope, input.now))) return this.reserveShared(input);
     return this.reserveOwn(input);
   }
@@ -347,7 +349,8 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     await Promise.all(shared.map((t) => this.sharedPools.returnLease({ ...input, reservation: sharedReservation(input.reservation, t) }, t.pool)));
   }
 
-  chargeRate(input: { readonly now: number; readonly rateCharges: readonly RateCharge[] }): Promise<RateState[]> {
+  async chargeRate(input: { readonly now: number; readonly rateCharges: readonly RateCharge[] }): Promise<RateState[]> {
+    this.holds.refuseRateLimited(input.rateCharges, input.now);
     return this.holds.chargeRate(input);
   }
 

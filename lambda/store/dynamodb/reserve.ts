@@ -17,7 +17,7 @@
 import type { TransactWriteItem } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { InvalidRequestError, RateLimitError } from '../../core/errors';
-import { gcraAdmits, gcraBranch, gcraBranchFor, gcraCanEverAdmit, gcraIncrementUs, gcraRemaining, gcraResetMs, gcraTatAfter } from '../../core/ratelimit';
+import { gcraAdmits, gcraBranch, gcraBranchFor, gcraCanEverAdmit, gcraIncrementUs, gcraRemaining, gcraResetMs, gcraRetryAfterMs, gcraTatAfter } from '../../core/ratelimit';
 import { type CircuitRef, type RateCharge, type RateState, type Reservation, reservationOf, type ReserveInput } from '../../core/stores';
 import { BusyScopes } from './busy-scopes';
 import { budgetExceeded, circuitOpen, loopDetected, rateLimited, requestTooLarge, unexpectedCancellation, velocityTripped } from './denials';
@@ -145,7 +145,7 @@ export class ReserveTransaction {
           wrongBranch = true;
         }
       }
-      if (denied.length) throw rateLimited(denied, nowUs);
+      if (denied.length) throw this.refused(denied, nowUs);
       if (reasons[items.length - 1]?.Code === 'ConditionalCheckFailed') {
         throw new InvalidRequestError(`Request id "${input.requestId}" already holds a reservation.`);
       }
@@ -213,6 +213,44 @@ export class ReserveTransaction {
   }
 
   /**
+   * Refuses at once, with no store call, a request whose rate charge a bucket refused here moments ago and
+   * cannot admit yet: a refusal read the bucket's tat, and until the time it said to retry (`Retry-After`) the
+   * bucket cannot admit a charge as large, since other requests' admissions only move its tat later. A client
+   * hammering a key past its rate limit (a retry loop) then costs no transaction a request, and meets no
+   * transaction conflict on the bucket (which answered `gateway_busy` instead of the rate limit). A bucket given
+   * units back meanwhile (a settle's token correction, a lease's unused requests) may admit a little earlier
+   * than this says (this instance's own give-backs forget the refusal, ledger-items.ts bucketShift; another
+   * instance's do not): at most until the retry time the caller was given.
+   */
+  refuseRateLimited(charges: readonly RateCharge[], now: number): void {
+    const nowUs = now * 1000;
+    const denied: Array<{ charge: RateCharge; inc: number; oldTat: number | undefined }> = [];
+    for (const charge of charges) {
+      if (charge.amount <= 0) continue;
+      const key = bucketHintKey(charge);
+      const refusal = this.core.rateRefusals.get(key);
+      if (!refusal) continue;
+      const inc = gcraIncrementUs(charge.amount, charge.limitPerMinute);
+      if (refusal.limitPerMinute !== charge.limitPerMinute || refusal.retryAtUs <= nowUs) {
+        if (refusal.retryAtUs <= nowUs) this.core.rateRefusals.delete(key);
+        continue;
+      }
+      if (inc >= refusal.inc) denied.push({ charge, inc, oldTat: refusal.oldTat });
+    }
+    if (denied.length) throw rateLimited(denied, nowUs);
+  }
+
+  /** The refusal of buckets without capacity now, remembered until each could admit the same charge again. */
+  private refused(denied: ReadonlyArray<{ charge: RateCharge; inc: number; oldTat: number | undefined }>, nowUs: number): RateLimitError {
+    for (const d of denied) {
+      if (this.core.rateRefusals.size >= MAX_HINTS) this.core.rateRefusals.clear();
+      const retryAtUs = nowUs + gcraRetryAfterMs(d.oldTat, nowUs, d.inc) * 1000;
+      this.core.rateRefusals.set(bucketHintKey(d.charge), { retryAtUs, oldTat: d.oldTat, inc: d.inc, limitPerMinute: d.charge.limitPerMinute });
+    }
+    return rateLimited(denied, nowUs);
+  }
+
+  /**
    * Charges rate buckets alone, with no hold and no budget counter (a response-cache hit: it costs nothing but
    * still counts against the key's request rate). One transaction; throws RateLimitError changing nothing.
    */
@@ -237,7 +275,7 @@ export class ReserveTransaction {
         if (gcraAdmits(oldTat, nowUs, b.inc)) b.branch = gcraBranchFor(oldTat, nowUs);
         else denied.push({ charge: b.charge, inc: b.inc, oldTat });
       }
-      if (denied.length) throw rateLimited(denied, nowUs);
+      if (denied.length) throw this.refused(denied, nowUs);
       if (branchRetries >= MAX_BRANCH_RETRIES) {
         throw new RateLimitError('Too many concurrent requests for this key; slow down and retry.', {
           code: 'rate_limit_exceeded',
@@ -252,3 +290,4 @@ export class ReserveTransaction {
     });
   }
 }
+
