@@ -216,8 +216,8 @@ export class ReserveTransaction {
    * Refuses at once, with no store call, a request whose rate charge a bucket refused here moments ago and
    * cannot admit yet: a refusal read the bucket's tat, and until the time it said to retry (`Retry-After`) the
    * bucket cannot admit a charge as large, since other requests' admissions only move its tat later. A client
-   * hammering a key past its rate limit (a retry loop) then costs no transaction a request, and meets no
-   * transaction conflict on the bucket (which answered `gateway_busy` instead of the rate limit). A bucket given
+   * hammering a key past its rate limit through this instance (a retry loop) then costs no transaction a
+   * request, and meets no transaction conflict on the bucket. A bucket given
    * units back meanwhile (a settle's token correction, a lease's unused requests) may admit a little earlier
    * than this says (this instance's own give-backs forget the refusal, ledger-items.ts bucketShift; another
    * instance's do not): at most until the retry time the caller was given.
