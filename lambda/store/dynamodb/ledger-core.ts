@@ -71,8 +71,8 @@ export class LedgerCore {
   readonly sleep: (ms: number) => Promise<void>;
   /** Last tat (µs) this instance wrote or saw per bucket: picks the GCRA branch to try first. */
   readonly tatHints = new Map<string, number>();
-  /** Buckets that refused a request here, until the same charge could pass (reserve.ts refuseRateLimited). */
-  readonly rateRefusals = new Map<string, RateRefusal>();
+  /** The tat (µs) a bucket's refusal here read, until a charge could pass again (reserve.ts refuseRateLimited). */
+  readonly rateRefusals = new Map<string, number>();
 
   constructor(
     readonly client: DynamoDBClient,
@@ -175,12 +175,4 @@ export function assertTransactionSize(count: number, what: string): void {
   if (count > MAX_TRANSACTION_ITEMS) {
     throw new RangeError(`${what} needs ${count} items in one transaction; DynamoDB allows ${MAX_TRANSACTION_ITEMS}`);
   }
-}
-
-/** A bucket's refusal as an instance remembers it: when the same charge could pass, and the tat it read. */
-export interface RateRefusal {
-  readonly retryAtUs: number;
-  readonly oldTat: number | undefined;
-  readonly inc: number;
-  readonly limitPerMinute: number;
 }

@@ -17,7 +17,7 @@
 import type { TransactWriteItem } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { InvalidRequestError, RateLimitError } from '../../core/errors';
-import { gcraAdmits, gcraBranch, gcraBranchFor, gcraCanEverAdmit, gcraIncrementUs, gcraRemaining, gcraResetMs, gcraRetryAfterMs, gcraTatAfter } from '../../core/ratelimit';
+import { gcraAdmits, gcraBranch, gcraBranchFor, gcraCanEverAdmit, gcraIncrementUs, gcraRemaining, gcraResetMs, gcraTatAfter } from '../../core/ratelimit';
 import { type CircuitRef, type RateCharge, type RateState, type Reservation, reservationOf, type ReserveInput } from '../../core/stores';
 import { BusyScopes } from './busy-scopes';
 import { budgetExceeded, circuitOpen, loopDetected, rateLimited, requestTooLarge, unexpectedCancellation, velocityTripped } from './denials';
@@ -214,38 +214,33 @@ export class ReserveTransaction {
 
   /**
    * Refuses at once, with no store call, a request whose rate charge a bucket refused here moments ago and
-   * cannot admit yet: a refusal read the bucket's tat, and until the time it said to retry (`Retry-After`) the
-   * bucket cannot admit a charge as large, since other requests' admissions only move its tat later. A client
-   * hammering a key past its rate limit through this instance (a retry loop) then costs no transaction a
-   * request, and meets no transaction conflict on the bucket. A bucket given
-   * units back meanwhile (a settle's token correction, a lease's unused requests) may admit a little earlier
-   * than this says (this instance's own give-backs forget the refusal, ledger-items.ts bucketShift; another
-   * instance's do not): at most until the retry time the caller was given.
+   * still cannot admit: the refusal read the bucket's tat, and other requests' admissions only move a tat later,
+   * so a charge that tat cannot admit now would be refused by the store too (the same test, `gcraAdmits`, on a
+   * tat at least as late). A client hammering a key past its rate limit through this instance (a retry loop)
+   * then costs no transaction a request until the retry time it was given. A bucket given units back meanwhile
+   * (a settle's token correction, a lease's unused requests) may admit a little earlier than this says (this
+   * instance's own give-backs forget the refusal, ledger-items.ts bucketShift; another instance's do not).
    */
   refuseRateLimited(charges: readonly RateCharge[], now: number): void {
     const nowUs = now * 1000;
     const denied: Array<{ charge: RateCharge; inc: number; oldTat: number | undefined }> = [];
     for (const charge of charges) {
-      if (charge.amount <= 0) continue;
       const key = bucketHintKey(charge);
-      const refusal = this.core.rateRefusals.get(key);
-      if (!refusal) continue;
+      const oldTat = this.core.rateRefusals.get(key);
+      if (oldTat === undefined || charge.amount <= 0) continue;
       const inc = gcraIncrementUs(charge.amount, charge.limitPerMinute);
-      if (refusal.limitPerMinute !== charge.limitPerMinute || refusal.retryAtUs <= nowUs) {
-        if (refusal.retryAtUs <= nowUs) this.core.rateRefusals.delete(key);
-        continue;
-      }
-      if (inc >= refusal.inc) denied.push({ charge, inc, oldTat: refusal.oldTat });
+      if (gcraAdmits(oldTat, nowUs, inc)) this.core.rateRefusals.delete(key);
+      else denied.push({ charge, inc, oldTat });
     }
     if (denied.length) throw rateLimited(denied, nowUs);
   }
 
-  /** The refusal of buckets without capacity now, remembered until each could admit the same charge again. */
+  /** The refusal of buckets without capacity now; each bucket's tat as read is remembered (refuseRateLimited). */
   private refused(denied: ReadonlyArray<{ charge: RateCharge; inc: number; oldTat: number | undefined }>, nowUs: number): RateLimitError {
-    for (const d of denied) {
+    for (const { charge, oldTat } of denied) {
+      if (oldTat === undefined) continue;
       if (this.core.rateRefusals.size >= MAX_HINTS) this.core.rateRefusals.clear();
-      const retryAtUs = nowUs + gcraRetryAfterMs(d.oldTat, nowUs, d.inc) * 1000;
-      this.core.rateRefusals.set(bucketHintKey(d.charge), { retryAtUs, oldTat: d.oldTat, inc: d.inc, limitPerMinute: d.charge.limitPerMinute });
+      this.core.rateRefusals.set(bucketHintKey(charge), oldTat);
     }
     return rateLimited(denied, nowUs);
   }
