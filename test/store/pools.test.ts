@@ -356,3 +356,39 @@ describe('scope pools at the end of a budget (DynamoDB Local)', () => {
     expect(item.fails).toBe(0);
   });
 });
+
+describe('scope pools\' grant size (DynamoDB Local)', () => {
+  it('when a key was pooled only in the last 2 s of an epoch, the next epoch\'s first grant is sized to its rate over those 2 s, not over the whole epoch', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const pools: PoolOptions = { ...POOLS, shards: 1 };
+    const l = ledger(clock, db.client, pools);
+    await markPooled(l, user, clock.now());
+    const refs = [dayCounter(`user:${user}`, 100_000_000)];
+    const rates: RateCharge[] = [{ keyId: `key-${user}`, dimension: 'requests', limitPerMinute: 60_000, amount: 1 }];
+    const send = async (): Promise<Reservation> => {
+      const r = await l.reserve(request(user, clock.now(), 10_000, refs, rates));
+      await l.settle({ reservation: r, cost: 4_000, usage: usageOf(r, user, 4_000) });
+      return r;
+    };
+    // The pool's item names its epoch; epochs are offset by a hash of the item's key (pools.ts epochOf).
+    const first = await send();
+    const epoch = Number(first.pool!.sk.slice(1));
+    const start = (e: number): number => e * 10_000 - shardOf(first.pool!.pk, 10_000);
+    // Nothing for an epoch, then 10 requests a second over the last 2 s of the next one.
+    clock.set(start(epoch + 2) + 8_000);
+    for (let i = 0; i < 20; i++) {
+      await send();
+      clock.advance(100);
+    }
+    // The epoch after: its first grant is sized to ~10 requests a second for 3 s, ×1.25 (was ~2 a second: 20 over 10 s).
+    clock.set(start(epoch + 3) + 100);
+    let next: Reservation;
+    do {
+      next = await send();
+      clock.advance(100);
+    } while (next.pool!.sk !== `e${epoch + 3}`);
+    const out = await db.client.send(new GetItemCommand({ TableName: db.tables.budgets, Key: marshall(next.pool!), ConsistentRead: true }));
+    expect(unmarshall(out.Item!).grantedur).toBeGreaterThanOrEqual(30);
+  });
+});

@@ -67,9 +67,12 @@ export class PoolRefill {
     let previous: Record<string, unknown> | undefined;
     if (old?.granted === undefined) previous = await this.pools.read({ pk: ref.pk, sk: `e${epoch - 1}` });
     const since = old?.firstAt === undefined ? 0 : now - num(old.firstAt);
+    // The last epoch's rate is over the time its pool was in use (from its first grant): a key pooled only in
+    // that epoch's last seconds (a quiet key's warm-up) would otherwise look a dozen times slower than it is.
+    const lastSpan = previous?.firstAt === undefined ? epochMs : Math.min(epochMs, Math.max(MIN_RATE_SPAN_MS, now - num(previous.firstAt)));
     const used = (item: Record<string, unknown> | undefined, attr: string): number => num(item?.[`taken${attr}`]) - (attr === '' ? num(item?.given) : 0);
     const scale = (attr: string, each: number): number => {
-      const perMs = since >= MIN_RATE_SPAN_MS ? used(old, attr) / since : previous ? used(previous, attr) / epochMs : undefined;
+      const perMs = since >= MIN_RATE_SPAN_MS ? used(old, attr) / since : previous ? used(previous, attr) / lastSpan : undefined;
       const want = perMs === undefined ? 4 * num(old?.[`granted${attr}`]) : Math.ceil(perMs * horizon * 1.25);
       // A pooled key is busy (that is why it is pooled): its first grant holds a few requests more than most.
       return Math.max((old?.granted === undefined && !previous ? FIRST_GRANT_REQUESTS : MIN_GRANT_REQUESTS) * each, want);

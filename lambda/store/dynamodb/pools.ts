@@ -184,6 +184,14 @@ const LOW_WATER_REQUESTS = 2;
 /** Rounds of take, wait for (or make) a refill, before a request is refused as busy (about 4 s in all). */
 const MAX_ROUNDS = 30;
 const MAX_WAIT_MS = 200;
+/**
+ * Requests a second one allowance item is meant to take: a tenth of what a partition writes (each request is a
+ * take and a give-back, one write unit each), so a scope that grows tenfold between two takes of an instance is
+ * still under DynamoDB's 1,000 WCU/s per partition while its instances spread it again.
+ */
+const SPREAD_RPS_PER_ITEM = 50;
+/** Shortest time an allowance item must have been granted before its rate sizes the spread (ms). */
+const MIN_SPREAD_SPAN_MS = 1_000;
 /** Tries of a single-item pool write refused because a transaction was writing the item. */
 const MAX_CONFLICT_TRIES = 5;
 
@@ -197,6 +205,9 @@ export class ScopePools {
   private readonly gives = new PoolGiveBack(this);
   private readonly releases = new PoolRelease(this);
   private readonly reclaims = new PoolReclaim(this);
+
+  /** Allowance items in use per shared scope's pool group, as learnt from takes (learnSpread). */
+  private readonly spreads = new Map<string, number>();
 
   /** Sequence of this instance's claims and grant ids. */
   seq = 0;
@@ -254,8 +265,10 @@ export class ScopePools {
   async take(request: ReserveInput, quiet = false): Promise<Reservation | undefined> {
     // A shared scope near its limit admits through a few of its pools only (busy-scopes.ts markNear).
     const near = this.role === 'shared' && this.host.isNear(request.context.keyId as ScopeId, request.now);
-    const k = quiet ? QUIET_SHARD : shardOf(request.requestId, near ? Math.min(NEAR_LIMIT_SHARDS, this.opts.shards) : this.opts.shards);
-    const pk = `pool#${groupId(request)}#${k}`;
+    const group = groupId(request);
+    const spread = this.spreadOf(group);
+    const k = quiet ? QUIET_SHARD : shardOf(request.requestId, near ? Math.min(NEAR_LIMIT_SHARDS, spread) : spread);
+    const pk = `pool#${group}#${k}`;
     // Every grant and request of one pool use the same platform shard (the request's own is by its id).
     const platformShard = (quiet ? shardOf(pk, this.host.platformShards) : (k as number)) % this.host.platformShards;
     const input: ReserveInput = {
@@ -279,6 +292,7 @@ export class ScopePools {
       const outcome = await this.tryTake(ref, input, charges);
       if (outcome.taken) {
         if (quiet) this.refillQuietEarly(request, outcome.taken);
+        if (!near) this.learnSpread(group, spread, outcome.taken, input.amount, now);
         return this.reservation(input, ref, outcome.taken);
       }
       const old = outcome.old;
@@ -312,6 +326,34 @@ export class ScopePools {
       code: 'store_contention',
       headers: { 'Retry-After': '1' },
     });
+  }
+
+  /**
+   * How many of a shared scope's allowance items its requests are spread over, as this instance last learnt it
+   * ({@link learnSpread}); all of them (`shards`) until then, and always for a key's pools.
+   */
+  private spreadOf(group: string): number {
+    return this.role === 'shared' ? (this.spreads.get(group) ?? this.opts.shards) : this.opts.shards;
+  }
+
+  /**
+   * Learns from a take's item how many allowance items the scope needs: its requests per second (this item's
+   * takes since its first grant, times the items in use) over {@link SPREAD_RPS_PER_ITEM}, within
+   * [{@link NEAR_LIMIT_SHARDS}, `shards`]. A scope of 100 req/s then uses 4 items, each granted ~90 requests at a
+   * time, instead of 64 granted 4 at a time: every grant is a transaction and a release (≈ 11 write units) on
+   * the scope's counter, so 64 thin items cost an org of 100 req/s ≈ 5 write units a request. A scope that grows
+   * spreads again at its instances' next takes (the headroom: SPREAD_RPS_PER_ITEM). Each instance learns on its
+   * own; instances that disagree only use different subsets of the same items, each of which is exact.
+   */
+  private learnSpread(group: string, spread: number, item: Record<string, unknown>, amount: number, now: number): void {
+    if (this.role !== 'shared' || item.firstAt === undefined || amount <= 0) return;
+    const since = now - num(item.firstAt);
+    if (since < MIN_SPREAD_SPAN_MS) return;
+    const perSecond = (num(item.taken) / amount / since) * 1000;
+    const want = Math.min(this.opts.shards, Math.max(Math.min(NEAR_LIMIT_SHARDS, this.opts.shards), Math.ceil((perSecond * spread) / SPREAD_RPS_PER_ITEM)));
+    // Wider at once; narrower by half at most a take (an item's rate since its first grant lags a ramp).
+    this.spreads.set(group, want >= spread ? want : Math.max(want, Math.ceil(spread / 2)));
+    if (this.spreads.size > 10_000) this.spreads.delete(this.spreads.keys().next().value as string);
   }
 
   /**
