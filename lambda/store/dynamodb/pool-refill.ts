@@ -24,12 +24,17 @@ const MAX_GRANT_SHARE = 0.05;
 /** How long a grant is sized to last (ms): short, so little is left in a pool when its epoch ends. */
 const GRANT_HORIZON_MS = 3_000;
 /**
- * A quiet key's grant lasts up to this share of its pool's epoch: a key at 30 requests a minute then pays for a
- * grant (a reserve transaction and its release) every dozen requests or so, not two transactions a request.
- * (Its whole epoch measured more write units: a grant of a whole epoch's rate units is refused by the key's
- * bucket while the last epoch's grant still holds some, and every refused grant transaction is paid for.)
+ * A quiet key's grant lasts up to this share of its pool's epoch (to the epoch's end at most): a key at 30
+ * requests a minute then pays for a grant (a reserve transaction and its release, ≈ 30 write units) about once a
+ * minute, not two transactions a request.
  */
-const QUIET_HORIZON_SHARE = 0.5;
+const QUIET_HORIZON_SHARE = 1;
+/**
+ * Most of a rate bucket's burst (one minute of its limit) one quiet grant takes: the last epoch's grant may still
+ * hold units until its release, and a grant the bucket refuses is a transaction paid for (a whole epoch's units,
+ * tried before, were refused that way every epoch). Half: two grants' units always fit.
+ */
+const QUIET_BURST_SHARE = 0.5;
 /** Grants a refill tries when the budget is short (each smaller), before the request reserves on its own. */
 const MAX_GRANT_ATTEMPTS = 3;
 /** How long a refused grant leaves its pool dry (its takers refused from what the refusal said). */
@@ -99,7 +104,8 @@ export class PoolRefill {
     const units = new Map<RateCharge['dimension'], number>();
     const held = (dimension: RateCharge['dimension']): number => Math.max(0, num(old?.[unitAttr(dimension)]));
     for (const c of charges) {
-      const want = Math.min(this.pools.unitCap(c, quiet), scale(unitAttr(c.dimension), c.amount));
+      const cap = quiet ? Math.min(this.pools.unitCap(c, quiet), Math.floor(c.limitPerMinute * QUIET_BURST_SHARE)) : this.pools.unitCap(c, quiet);
+      const want = Math.min(cap, scale(unitAttr(c.dimension), c.amount));
       units.set(c.dimension, Math.max(c.amount - held(c.dimension), want - held(c.dimension), 0));
     }
 
