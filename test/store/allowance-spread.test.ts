@@ -27,10 +27,10 @@ beforeAll(async () => {
 });
 afterAll(() => db.cleanup());
 
-function ledger(clock: ManualClock): DynamoDbLedger {
+function ledger(clock: ManualClock, platformShards = 1): DynamoDbLedger {
   return new DynamoDbLedger(db.client, {
     tables: db.tables,
-    platformShards: 1,
+    platformShards,
     usageRetentionDays: 30,
     clock,
     sleep: async (ms) => clock.advance(ms),
@@ -88,5 +88,18 @@ describe('a busy org\'s requests are spread over as many allowance items as its 
     await l.sweepExpired(clock.now() + AFTER_CLOSE);
     const [day] = await ledger(clock).readCounters([counters[1]!]);
     expect(day).toMatchObject({ committed: 400 * 400, spent: 400 * 400, reserved: 0, requests: 400 });
+  });
+
+  it('when the platform sends 5 requests a second, its requests still use one item per shard of its counter (8), each holding that shard\'s share of the limit', async () => {
+    const user = unique();
+    const clock = new ManualClock(T0);
+    const l = ledger(clock, 8);
+    await markBusy(db, l, 'platform', clock.now());
+    const counters = [dayCounterAt(`user:${user}`, T0), dayCounterAt('platform', T0, 8_000_000_000)];
+    const shards = await send(l, clock, user, counters, 100, 200);
+    const last = shards.slice(-40);
+    // Narrowed from 64 to 8, not 4: shards 4–7 of the platform's counter (a share each) are still reached.
+    expect(last.every((k) => k < 8)).toBe(true);
+    expect(new Set(last).size).toBeGreaterThan(4);
   });
 });

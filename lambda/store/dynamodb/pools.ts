@@ -267,7 +267,8 @@ export class ScopePools {
     const near = this.role === 'shared' && this.host.isNear(request.context.keyId as ScopeId, request.now);
     const group = groupId(request);
     const spread = this.spreadOf(group);
-    const k = quiet ? QUIET_SHARD : shardOf(request.requestId, near ? Math.min(NEAR_LIMIT_SHARDS, spread) : spread);
+    const fewest = this.fewestItems(request.context.keyId === 'platform');
+    const k = quiet ? QUIET_SHARD : shardOf(request.requestId, near ? Math.min(fewest, spread) : spread);
     const pk = `pool#${group}#${k}`;
     // Every grant and request of one pool use the same platform shard (the request's own is by its id).
     const platformShard = (quiet ? shardOf(pk, this.host.platformShards) : (k as number)) % this.host.platformShards;
@@ -292,7 +293,7 @@ export class ScopePools {
       const outcome = await this.tryTake(ref, input, charges);
       if (outcome.taken) {
         if (quiet) this.refillQuietEarly(request, outcome.taken);
-        if (!near) this.learnSpread(group, spread, outcome.taken, input.amount, now);
+        if (!near) this.learnSpread(group, spread, fewest, outcome.taken, input.amount, now);
         return this.reservation(input, ref, outcome.taken);
       }
       const old = outcome.old;
@@ -329,6 +330,15 @@ export class ScopePools {
   }
 
   /**
+   * The fewest allowance items a shared scope's requests use (near its limit, or at a low rate): 4, and for the
+   * platform every shard of its counter (item k holds shard k mod platformShards, each with its share of the
+   * limit): a shard no item in use holds would leave its share unreachable and refuse early.
+   */
+  private fewestItems(platform: boolean): number {
+    return Math.min(this.opts.shards, Math.max(NEAR_LIMIT_SHARDS, platform ? this.host.platformShards : 0));
+  }
+
+  /**
    * How many of a shared scope's allowance items its requests are spread over, as this instance last learnt it
    * ({@link learnSpread}); all of them (`shards`) until then, and always for a key's pools.
    */
@@ -339,18 +349,18 @@ export class ScopePools {
   /**
    * Learns from a take's item how many allowance items the scope needs: its requests per second (this item's
    * takes since its first grant, times the items in use) over {@link SPREAD_RPS_PER_ITEM}, within
-   * [{@link NEAR_LIMIT_SHARDS}, `shards`]. A scope of 100 req/s then uses 4 items, each granted ~90 requests at a
+   * [{@link fewestItems}, `shards`]. A scope of 100 req/s then uses 4 items, each granted ~90 requests at a
    * time, instead of 64 granted 4 at a time: every grant is a transaction and a release (≈ 11 write units) on
    * the scope's counter, so 64 thin items cost an org of 100 req/s ≈ 5 write units a request. A scope that grows
    * spreads again at its instances' next takes (the headroom: SPREAD_RPS_PER_ITEM). Each instance learns on its
    * own; instances that disagree only use different subsets of the same items, each of which is exact.
    */
-  private learnSpread(group: string, spread: number, item: Record<string, unknown>, amount: number, now: number): void {
+  private learnSpread(group: string, spread: number, fewest: number, item: Record<string, unknown>, amount: number, now: number): void {
     if (this.role !== 'shared' || item.firstAt === undefined || amount <= 0) return;
     const since = now - num(item.firstAt);
     if (since < MIN_SPREAD_SPAN_MS) return;
     const perSecond = (num(item.taken) / amount / since) * 1000;
-    const want = Math.min(this.opts.shards, Math.max(Math.min(NEAR_LIMIT_SHARDS, this.opts.shards), Math.ceil((perSecond * spread) / SPREAD_RPS_PER_ITEM)));
+    const want = Math.min(this.opts.shards, Math.max(fewest, Math.ceil((perSecond * spread) / SPREAD_RPS_PER_ITEM)));
     // Wider at once; narrower by half at most a take (an item's rate since its first grant lags a ramp).
     this.spreads.set(group, want >= spread ? want : Math.max(want, Math.ceil(spread / 2)));
     if (this.spreads.size > 10_000) this.spreads.delete(this.spreads.keys().next().value as string);
