@@ -1,7 +1,7 @@
 import { GetItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { ManualClock } from '../../lambda/core/clock';
-import { BudgetExceededError } from '../../lambda/core/errors';
+import { BudgetExceededError, StoreUnavailableError } from '../../lambda/core/errors';
 import { LeasingLedger } from '../../lambda/core/lease/leasing-ledger';
 import type { CounterRef, RateCharge, Reservation, ReserveInput } from '../../lambda/core/stores';
 import type { ScopeId, UsageRecord } from '../../lambda/core/types';
@@ -354,6 +354,39 @@ describe('scope pools at the end of a budget (DynamoDB Local)', () => {
     // admitted copy is its fingerprint's first, so it is not presumed failed (loop-counts.ts): no streak.
     expect(item[`n${loop.window}`]).toBe(1);
     expect(item.fails).toBe(0);
+  });
+});
+
+describe('scope pools under contention (DynamoDB Local)', () => {
+  it('when every take on a pool item meets a transaction writing that item, the request is refused with a retryable 503 store_contention (nothing taken), not a raw DynamoDB error', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const l = ledger(clock);
+    await markPooled(l, user, clock.now());
+    const refs = [dayCounter(`user:${user}`, 100_000_000)];
+    // A first request fills a pool; then every single-item write that takes from a pool is refused as DynamoDB
+    // refuses one on an item a transaction (a reclaim, a release) is writing, applying nothing.
+    const first = await l.reserve(request(user, clock.now(), 10_000, refs));
+    expect(first.pool).toBeDefined();
+    const busy = {
+      send: (command: { constructor: { name: string }; input: { UpdateExpression?: string } }) => {
+        if (command.constructor.name === 'UpdateItemCommand' && command.input.UpdateExpression?.includes('taken :a')) {
+          return Promise.reject(Object.assign(new Error('Transaction is ongoing for the item'), { name: 'TransactionConflictException', $metadata: { httpStatusCode: 400 } }));
+        }
+        return db.client.send(command as never);
+      },
+    } as unknown as DynamoDBClient;
+    const contended = ledger(clock, busy);
+    await markPooled(contended, user, clock.now());
+    const err = await contended.reserve(inPool(first.pool!, request(user, clock.now(), 10_000, refs))).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(StoreUnavailableError);
+    expect(err).toMatchObject({ status: 503, code: 'store_contention', headers: { 'Retry-After': '1' } });
+    expect((err as Error).message).not.toContain('Transaction is ongoing');
+    const out = await db.client.send(new GetItemCommand({ TableName: db.tables.budgets, Key: marshall(first.pool!), ConsistentRead: true }));
+    expect(unmarshall(out.Item!).taken).toBe(10_000);
   });
 });
 

@@ -189,12 +189,22 @@ function isUnavailable(err: unknown): boolean {
 
 /**
  * Translates an SDK failure for the caller to throw: an unreachable, throttled, missing or timed-out store
- * becomes {@link StoreUnavailableError} (whose message names no endpoint or table); a TollgateError passes
+ * becomes {@link StoreUnavailableError} (whose message names no endpoint or table), a write refused by a
+ * transaction on its item too (`store_contention`); a TollgateError passes
  * through; anything else (a bug, a validation error) is returned unchanged to be rethrown.
  * `ConditionalCheckFailedException` is the callers' business and must be handled before calling this.
  */
 export function translateError(err: unknown): unknown {
   if (err instanceof TollgateError) return err;
+  // A single write to an item a transaction was writing, refused (nothing applied) after the callers' own
+  // retries: contention, which a retry shortly can pass (never a crash, whatever write met it).
+  if (errorName(err) === 'TransactionConflictException') {
+    return new StoreUnavailableError('The gateway is too busy to record this request; try again shortly.', {
+      code: 'store_contention',
+      headers: { 'Retry-After': '1' },
+      cause: err,
+    });
+  }
   if (isUnavailable(err)) {
     return new StoreUnavailableError('The gateway cannot reach its data store right now; try again shortly.', {
       code: 'store_unavailable',

@@ -24,12 +24,6 @@ const MAX_GRANT_SHARE = 0.05;
 /** How long a grant is sized to last (ms): short, so little is left in a pool when its epoch ends. */
 const GRANT_HORIZON_MS = 3_000;
 /**
- * A quiet key's grant lasts up to this share of its pool's epoch (to the epoch's end at most): a key at 30
- * requests a minute then pays for a grant (a reserve transaction and its release, ≈ 30 write units) about once a
- * minute, not two transactions a request.
- */
-const QUIET_HORIZON_SHARE = 1;
-/**
  * Most of a rate bucket's burst (one minute of its limit) one quiet grant takes: the last epoch's grant may still
  * hold units until its release, and a grant the bucket refuses is a transaction paid for (a whole epoch's units,
  * tried before, were refused that way every epoch). Half: two grants' units always fit.
@@ -68,7 +62,9 @@ export class PoolRefill {
     // is sized by what requests keep (taken less given back), units by what they take.
     const epochMs = this.pools.epochMsOf(ref.pk);
     const quiet = isQuiet(ref.pk);
-    const horizon = Math.min(quiet ? epochMs * QUIET_HORIZON_SHARE : GRANT_HORIZON_MS, this.pools.startOf(ref.pk, epoch) + epochMs - now);
+    // A quiet key's grant lasts to its epoch's end: a key at 30 requests a minute then pays for a grant (a reserve
+    // transaction and its release, ≈ 30 write units) about once a minute, not two transactions a request.
+    const horizon = Math.min(quiet ? epochMs : GRANT_HORIZON_MS, this.pools.startOf(ref.pk, epoch) + epochMs - now);
     let previous: Record<string, unknown> | undefined;
     if (old?.granted === undefined) previous = await this.pools.read({ pk: ref.pk, sk: `e${epoch - 1}` });
     const since = old?.firstAt === undefined ? 0 : now - num(old.firstAt);
