@@ -100,8 +100,8 @@ export class PoolRefill {
     const units = new Map<RateCharge['dimension'], number>();
     const held = (dimension: RateCharge['dimension']): number => Math.max(0, num(old?.[unitAttr(dimension)]));
     for (const c of charges) {
-      const cap = quiet ? Math.min(this.pools.unitCap(c, quiet), Math.floor(c.limitPerMinute * QUIET_BURST_SHARE)) : this.pools.unitCap(c, quiet);
-      const want = Math.min(cap, scale(unitAttr(c.dimension), c.amount));
+      const burstCap = quiet ? Math.floor(c.limitPerMinute * QUIET_BURST_SHARE) : Infinity;
+      const want = Math.min(this.pools.unitCap(c, quiet), burstCap, scale(unitAttr(c.dimension), c.amount));
       units.set(c.dimension, Math.max(c.amount - held(c.dimension), want - held(c.dimension), 0));
     }
 

@@ -267,7 +267,7 @@ export class ScopePools {
     const near = this.role === 'shared' && this.host.isNear(request.context.keyId as ScopeId, request.now);
     const group = groupId(request);
     const spread = this.spreadOf(group);
-    const fewest = this.fewestItems(request.context.keyId === 'platform');
+    const fewest = this.role === 'shared' ? this.fewestItems(request.context.keyId === 'platform') : spread;
     const k = quiet ? QUIET_SHARD : shardOf(request.requestId, near ? Math.min(fewest, spread) : spread);
     const pk = `pool#${group}#${k}`;
     // Every grant and request of one pool use the same platform shard (the request's own is by its id).
@@ -293,7 +293,7 @@ export class ScopePools {
       const outcome = await this.tryTake(ref, input, charges);
       if (outcome.taken) {
         if (quiet) this.refillQuietEarly(request, outcome.taken);
-        if (!near) this.learnSpread(group, spread, fewest, outcome.taken, input.amount, now);
+        if (this.role === 'shared' && !near) this.learnSpread(group, spread, fewest, outcome.taken, input.amount, now);
         return this.reservation(input, ref, outcome.taken);
       }
       const old = outcome.old;
@@ -356,7 +356,7 @@ export class ScopePools {
    * own; instances that disagree only use different subsets of the same items, each of which is exact.
    */
   private learnSpread(group: string, spread: number, fewest: number, item: Record<string, unknown>, amount: number, now: number): void {
-    if (this.role !== 'shared' || item.firstAt === undefined || amount <= 0) return;
+    if (item.firstAt === undefined || amount <= 0) return;
     const since = now - num(item.firstAt);
     if (since < MIN_SPREAD_SPAN_MS) return;
     const perSecond = (num(item.taken) / amount / since) * 1000;
