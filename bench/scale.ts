@@ -155,6 +155,11 @@ interface Result {
   readonly units: { readonly write: number; readonly read: number };
   /** The same by kind of item (table or index and partition key prefix). */
   readonly unitsByKind: Map<string, { write: number; read: number; writes: number }>;
+  /**
+   * The steady state: units spent and requests admitted in the run's second half (every key warmed up and
+   * pooled; grants taken and released inside it counted, the sweeper's release after the run not).
+   */
+  readonly steady: { readonly admitted: number; readonly write: number; readonly read: number; readonly byKind: Map<string, number> };
   /** Lease returns or usage writes that failed (retried by the lease layer; told through its onError). */
   readonly leaseErrors: Map<string, number>;
   readonly settleFailures: number;
@@ -501,7 +506,22 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
     const id = n++;
     scheduler.schedule(t, () => dispatch(id));
   }
+  // Units and admissions at the middle and at the end of the arrivals: their difference is the steady state.
+  const snapshots: Array<{ admitted: number; write: number; read: number; byKind: Map<string, number> }> = [];
+  const snapshot = (): void => {
+    const total = physics.totalUnits();
+    snapshots.push({ admitted: counts.admitted, ...total, byKind: new Map([...physics.unitsByKind()].map(([k, u]) => [k, u.write])) });
+  };
+  scheduler.schedule(start + durationMs / 2, snapshot);
+  scheduler.schedule(start + durationMs, snapshot);
   await scheduler.run({ maxVirtualMs: durationMs + 15 * 60_000 });
+  const [mid, end] = snapshots as [(typeof snapshots)[number], (typeof snapshots)[number]];
+  const steady = {
+    admitted: end.admitted - mid.admitted,
+    write: end.write - mid.write,
+    read: end.read - mid.read,
+    byKind: new Map([...end.byKind].map(([k, w]) => [k, w - (mid.byKind.get(k) ?? 0)])),
+  };
   if (completed + counts.lambdaThrottled !== counts.offered) {
     throw new Error(`simulation stopped with ${counts.offered - completed - counts.lambdaThrottled} requests unfinished`);
   }
@@ -532,6 +552,7 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
     preSpent,
     units,
     unitsByKind: physics.unitsByKind(),
+    steady,
     otherErrors,
     leaseErrors,
     admissionMs,
@@ -571,8 +592,15 @@ function shortPartition(id: string): string {
   return id.replace(/^tollgate-scale-[^-]+(-[^-]+)?-[^-]+-[a-z0-9]+-/, '');
 }
 
-function storeUsdPerMillion(r: Result): number {
+function storeUsdPerMillion(r: Pick<Result, 'admitted' | 'units'>): number {
   return r.admitted ? ((r.units.write / r.admitted) * USD_PER_MILLION_WRU + (r.units.read / r.admitted) * USD_PER_MILLION_RRU) : 0;
+}
+
+/** Write units per admitted request in the steady state (the run's second half), and its store cost. */
+function steadyFigures(r: Result): { wcu: number; rcu: number; usd: number } | undefined {
+  const { admitted, write, read } = r.steady;
+  if (admitted <= 0) return undefined;
+  return { wcu: write / admitted, rcu: read / admitted, usd: storeUsdPerMillion({ admitted, units: { write, read } }) };
 }
 
 /** The issue's figures for one run, as the `--json` last line prints them (USD, req/s, ms). */
@@ -603,6 +631,12 @@ function figures(r: Result): Record<string, unknown> {
     wcuPerWriteByKind: Object.fromEntries([...r.unitsByKind].filter(([, u]) => u.writes > 0).map(([k, u]) => [k, Math.round((u.write / u.writes) * 100) / 100])),
     rcuPerRequest: r.admitted ? Math.round((r.units.read / r.admitted) * 100) / 100 : null,
     storeUsdPerMillion: Math.round(storeUsdPerMillion(r) * 100) / 100,
+    // The same in the steady state (the run's second half: every key warmed up; see Result.steady).
+    steadyWcuPerRequest: steadyFigures(r) ? Math.round(steadyFigures(r)!.wcu * 100) / 100 : null,
+    steadyWcuPerRequestByKind: r.steady.admitted
+      ? Object.fromEntries([...r.steady.byKind].filter(([, w]) => w > 0).map(([k, w]) => [k, Math.round((w / r.steady.admitted) * 100) / 100]))
+      : null,
+    steadyStoreUsdPerMillion: steadyFigures(r) ? Math.round(steadyFigures(r)!.usd * 100) / 100 : null,
     p50Ms: Math.round(percentile(r.admissionMs, 50)),
     p99Ms: Math.round(percentile(r.admissionMs, 99)),
   };
@@ -642,6 +676,10 @@ function report(results: readonly Result[], options: Options): void {
     });
     line('write / read units per admitted req (tx 2×)', (r) => (r.admitted ? `${(r.units.write / r.admitted).toFixed(1)} / ${(r.units.read / r.admitted).toFixed(1)}` : '—'));
     line('store $ per million admitted (on-demand)', (r) => (r.admitted ? `$${storeUsdPerMillion(r).toFixed(2)}` : '—'));
+    line('steady state (second half): WCU / RCU, $ per M', (r) => {
+      const f = steadyFigures(r);
+      return f ? `${f.wcu.toFixed(1)} / ${f.rcu.toFixed(1)}, $${f.usd.toFixed(2)}` : '—';
+    });
     line('transaction conflicts (each one retried)', (r) => String(r.physics.transactionConflicts));
     line('single-item writes on held items', (r) => String(r.physics.itemConflicts));
     line('throttled: transactions / SDK attempts', (r) => `${r.physics.throttledTransactions} / ${r.physics.throttledCalls}`);
@@ -674,7 +712,8 @@ function report(results: readonly Result[], options: Options): void {
       for (const [kind, u] of kinds) {
         if (u.write / r.admitted < 0.005 && u.read / r.admitted < 0.005) continue;
         const perWrite = u.writes ? `${(u.write / u.writes).toFixed(2).padStart(6)} a write` : '';
-        console.log(`    ${kind.padEnd(28)} ${(u.write / r.admitted).toFixed(2).padStart(7)} WCU  ${(u.read / r.admitted).toFixed(2).padStart(7)} RCU  ${perWrite}`);
+        const steady = r.steady.admitted ? `${((r.steady.byKind.get(kind) ?? 0) / r.steady.admitted).toFixed(2).padStart(7)} WCU steady  ` : '';
+        console.log(`    ${kind.padEnd(28)} ${(u.write / r.admitted).toFixed(2).padStart(7)} WCU  ${(u.read / r.admitted).toFixed(2).padStart(7)} RCU  ${steady}${perWrite}`);
       }
     }
     for (const r of rows) {

@@ -119,7 +119,7 @@ export class BudgetView {
       return slice !== undefined && leaseCommitted !== undefined ? Math.max(0, slice - leaseCommitted) + refund : 0;
     }
     if (reservation.pool) return 0;
-    if (reservation.shared?.some((p) => p.scope === ref.scope)) return 0;
+    if (reservation.shared?.some((p) => p.scope === ref.scope || p.counters.some((c) => c.scope === ref.scope))) return 0;
     return refund;
   }
 

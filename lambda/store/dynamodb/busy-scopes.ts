@@ -138,19 +138,28 @@ export function isShared(scope: ScopeId): boolean {
   return scope === 'platform' || scope.startsWith('org:');
 }
 
-/** One shared scope's part of a request, as its allowance pool takes it (no rate, loop or velocity charges). */
-export function sharedPart(input: ReserveInput, scope: ScopeId): ReserveInput {
+/**
+ * The part of a request that one allowance pool takes (no rate, loop or velocity charges): the counters and
+ * circuits of `scopes`, its first (an org, or the platform alone) naming the pool group (poolGroupKey reads
+ * keyId). A busy org's part holds the platform's counters too (ledger.ts sharedGroups): one take a request.
+ */
+export function sharedPart(input: ReserveInput, ...scopes: ScopeId[]): ReserveInput {
+  const of = new Set(scopes);
   return {
     requestId: input.requestId,
     now: input.now,
     expiresAt: input.expiresAt,
     amount: input.amount,
-    counters: input.counters.filter((c) => c.scope === scope),
+    counters: input.counters.filter((c) => of.has(c.scope)),
     rateCharges: [],
-    ...(input.circuits ? { circuits: input.circuits.filter((c) => c.scope === scope) } : {}),
-    // The pools of a shared scope are grouped by the scope (poolGroupKey reads keyId).
-    context: { ...input.context, keyId: scope },
+    ...(input.circuits ? { circuits: input.circuits.filter((c) => of.has(c.scope)) } : {}),
+    context: { ...input.context, keyId: scopes[0]! },
   };
+}
+
+/** The scopes a shared take holds (its counters'): an org's take may hold the platform's too. */
+export function takenScopes(takes: readonly SharedTake[] | undefined): Set<ScopeId> {
+  return new Set((takes ?? []).flatMap((t) => [t.scope, ...t.counters.map((c) => c.scope)]));
 }
 
 /** The reservation of one shared take, as its pool settles it. */
@@ -160,7 +169,7 @@ export function sharedReservation(source: Pick<Reservation, 'requestId' | 'amoun
 
 /** A reservation without its shared takes: what the request holds on its own. */
 export function ownPart(reservation: Reservation): Reservation {
-  const shared = new Set((reservation.shared ?? []).map((t) => t.scope));
+  const shared = takenScopes(reservation.shared);
   const { shared: _shared, ...own } = reservation;
   return { ...own, counters: reservation.counters.filter((c) => !shared.has(c.scope)) };
 }

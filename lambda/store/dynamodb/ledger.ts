@@ -35,7 +35,7 @@ import type { MicroUsd } from '../../core/money';
 import type { CounterRef, CounterValue, LeaseReturn, LeaseStore, Ledger, RateCharge, RateState, Reservation, ReserveInput, SettleInput } from '../../core/stores';
 import { type BudgetLimits, type ScopeId, type StoredLimits, UNLIMITED, type UsageRecord } from '../../core/types';
 import type { Window } from '../../core/windows';
-import { BusyScopes, isShared, ownPart, sharedPart, sharedReservation, type SharedTake } from './busy-scopes';
+import { BusyScopes, isShared, ownPart, sharedPart, sharedReservation, type SharedTake, takenScopes } from './busy-scopes';
 import { budgetExceeded, budgetHeld } from './denials';
 import { LeaseReturns } from './leases';
 import { assertMicros, type DynamoDbLedgerOptions, LedgerCore } from './ledger-core';
@@ -160,7 +160,13 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
    */
   private async reclaim(input: ReserveInput, scope: ScopeId, now: number): Promise<number> {
     let returned = 0;
-    if (this.sharing && isShared(scope)) returned += await this.sharedPools.reclaim(sharedPart(input, scope), now);
+    if (this.sharing && isShared(scope)) {
+      // The scope's own allowance pools, and a busy org's that hold the platform's part with the org's.
+      const groups: ScopeId[][] = [[scope]];
+      const org = input.counters.find((c) => c.scope.startsWith('org:'))?.scope;
+      if (org && input.counters.some((c) => c.scope === 'platform') && (scope === org || scope === 'platform')) groups.push([org, 'platform']);
+      for (const group of groups) returned += await this.sharedPools.reclaim(sharedPart(input, ...group), now);
+    }
     // The key's pools are grouped by the counters they hold: its own part's while shared scopes are pooled. A key
     // that is not busy has them too while a shared scope of its is pooled, when quiet pools are on.
     const shared = this.sharing ? new Set(input.counters.filter((c) => isShared(c.scope) && this.busy.isBusy(c.scope, now)).map((c) => c.scope)) : new Set<ScopeId>();
@@ -222,13 +228,13 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
    * decide near its limit, exactly) is reserved as usual. A refusal anywhere gives every take back.
    */
   private async reserveShared(input: ReserveInput): Promise<Reservation> {
-    const scopes = [...new Set(input.counters.filter((c) => isShared(c.scope) && this.busy.isBusy(c.scope, input.now)).map((c) => c.scope))];
-    const parts = scopes.map((scope) => sharedPart(input, scope));
+    const groups = this.sharedGroups(input);
+    const parts = groups.map((group) => sharedPart(input, ...group));
     const outcomes = await Promise.allSettled(parts.map((part) => this.sharedPools.take(part)));
     const taken: SharedTake[] = [];
     for (const [i, outcome] of outcomes.entries()) {
       if (outcome.status === 'fulfilled' && outcome.value?.pool) {
-        taken.push({ scope: scopes[i]!, pool: outcome.value.pool, counters: outcome.value.counters });
+        taken.push({ scope: groups[i]![0]!, pool: outcome.value.pool, counters: outcome.value.counters });
       }
     }
     const refused = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
@@ -236,7 +242,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
       await this.cancelShared(input, taken);
       throw refused.reason;
     }
-    const pooledScopes = new Set(taken.map((t) => t.scope));
+    const pooledScopes = takenScopes(taken);
     const own: ReserveInput = {
       ...input,
       counters: input.counters.filter((c) => !pooledScopes.has(c.scope)),
@@ -253,6 +259,20 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
       throw err;
     }
     return taken.length ? { ...reservation, counters: [...reservation.counters, ...taken.flatMap((t) => t.counters)], shared: taken } : reservation;
+  }
+
+  /**
+   * The allowance pools a request of busy shared scopes takes from, one take each. A busy org's pools hold the
+   * platform's part with the org's (their grants reserve on both counters): an org's request is then one take
+   * and one give-back, not two of each, and its own part holds no shared counter (its key's quiet pool takes
+   * it), busy platform or not. Near the platform's limit the platform's part is its own again, taken from its few
+   * allowance items that share what is left (busy-scopes.ts markNear).
+   */
+  private sharedGroups(input: ReserveInput): ScopeId[][] {
+    const busy = [...new Set(input.counters.filter((c) => isShared(c.scope) && this.busy.isBusy(c.scope, input.now)).map((c) => c.scope))];
+    const org = busy.find((scope) => scope !== 'platform');
+    if (!org || !input.counters.some((c) => c.scope === 'platform') || this.busy.isNear('platform', input.now)) return busy.map((scope) => [scope]);
+    return [[org, 'platform'], ...busy.filter((scope) => scope !== org && scope !== 'platform').map((scope) => [scope])];
   }
 
   /** Gives shared takes back whole (the request was refused after them); a failure leaves them charged. */

@@ -10,7 +10,6 @@ import { BudgetExceededError, CircuitOpenError, RateLimitError, SpendVelocityErr
 import type { CounterRef, RateCharge, ReserveInput } from '../../core/stores';
 import type { ScopeId } from '../../core/types';
 import { errorName, translateError } from './client';
-import { NEAR_LIMIT_SHARDS } from './busy-scopes';
 import { budgetExceeded, budgetRefusalOf } from './denials';
 import { type DryState, grantName, isQuiet, type Item, num, SHARED_GRANT_PREFIX, unitAttr } from './pool-markers';
 import type { PoolRef, ScopePools } from './pools';
@@ -89,12 +88,12 @@ export class PoolRefill {
     amount = Math.max(need, amount - room);
     if (this.pools.role === 'shared' && this.pools.host.isNear(input.context.keyId as ScopeId, now)) {
       // Near the limit a grant is a share of what is left (as last read), so the few pools in use split it
-      // instead of one of them holding it idle while the others' requests wait.
+      // (half of it among them) instead of one of them holding it idle while the others' requests wait.
       const limited = input.counters.filter((c) => c.limit !== undefined);
       const values = await this.pools.host.readCounters(limited).catch(() => undefined);
       if (values) {
         const left = Math.min(...limited.map((c) => (c.limit as number) - (values.find((v) => v.ref.scope === c.scope && v.ref.windowKey === c.windowKey)?.committed ?? 0)));
-        amount = Math.max(need, Math.min(amount, Math.floor(left / (2 * NEAR_LIMIT_SHARDS))));
+        amount = Math.max(need, Math.min(amount, Math.floor(left / (2 * this.pools.fewestItems(input)))));
       }
     }
     const units = new Map<RateCharge['dimension'], number>();
@@ -127,7 +126,8 @@ export class PoolRefill {
         );
         break;
       } catch (err) {
-        if (err instanceof BudgetExceededError && this.pools.role === 'shared') this.pools.host.nearLimit(input.context.keyId as ScopeId, now);
+        // The scope whose counter refused is near its limit (an org's pools hold the platform's part too).
+        if (err instanceof BudgetExceededError && this.pools.role === 'shared') this.pools.host.nearLimit(budgetRefusalOf(err)?.ref.scope ?? (input.context.keyId as ScopeId), now);
         if (err instanceof BudgetExceededError && attempt < MAX_GRANT_ATTEMPTS) {
           // The last of a budget: half of what the tightest counter has left while that is several requests'
           // worth (so other pools get some), then all of it; below one request's worth, the pool is dry.

@@ -267,7 +267,7 @@ export class ScopePools {
     const near = this.role === 'shared' && this.host.isNear(request.context.keyId as ScopeId, request.now);
     const group = groupId(request);
     const spread = this.spreadOf(group);
-    const fewest = this.role === 'shared' ? this.fewestItems(request.context.keyId === 'platform') : spread;
+    const fewest = this.role === 'shared' ? this.fewestItems(request) : spread;
     const k = quiet ? QUIET_SHARD : shardOf(request.requestId, near ? Math.min(fewest, spread) : spread);
     const pk = `pool#${group}#${k}`;
     // Every grant and request of one pool use the same platform shard (the request's own is by its id).
@@ -330,11 +330,13 @@ export class ScopePools {
   }
 
   /**
-   * The fewest allowance items a shared scope's requests use (near its limit, or at a low rate): 4, and for the
-   * platform every shard of its counter (item k holds shard k mod platformShards, each with its share of the
-   * limit): a shard no item in use holds would leave its share unreachable and refuse early.
+   * The fewest allowance items a shared scope's requests use (near its limit, or at a low rate): 4, and for
+   * pools that hold the platform's part (its own, or a busy org's) every shard of its counter (item k holds shard
+   * k mod platformShards, each with its share of the limit): a shard no item in use holds would leave its share
+   * unreachable and refuse early.
    */
-  private fewestItems(platform: boolean): number {
+  fewestItems(request: ReserveInput): number {
+    const platform = request.counters.some((c) => c.scope === 'platform');
     return Math.min(this.opts.shards, Math.max(NEAR_LIMIT_SHARDS, platform ? this.host.platformShards : 0));
   }
 
