@@ -159,7 +159,7 @@ interface Result {
    * The steady state: units spent and requests admitted in the run's second half (every key warmed up and
    * pooled; grants taken and released inside it counted, the sweeper's release after the run not).
    */
-  readonly steady: { readonly admitted: number; readonly write: number; readonly read: number; readonly byKind: Map<string, number> };
+  readonly steady: { readonly admitted: number; readonly pooled: number; readonly write: number; readonly read: number; readonly byKind: Map<string, number> };
   /** Lease returns or usage writes that failed (retried by the lease layer; told through its onError). */
   readonly leaseErrors: Map<string, number>;
   readonly settleFailures: number;
@@ -507,10 +507,10 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
     scheduler.schedule(t, () => dispatch(id));
   }
   // Units and admissions at the middle and at the end of the arrivals: their difference is the steady state.
-  const snapshots: Array<{ admitted: number; write: number; read: number; byKind: Map<string, number> }> = [];
+  const snapshots: Array<{ admitted: number; pooled: number; write: number; read: number; byKind: Map<string, number> }> = [];
   const snapshot = (): void => {
     const total = physics.totalUnits();
-    snapshots.push({ admitted: counts.admitted, ...total, byKind: new Map([...physics.unitsByKind()].map(([k, u]) => [k, u.write])) });
+    snapshots.push({ admitted: counts.admitted, pooled: pooledAdmissions, ...total, byKind: new Map([...physics.unitsByKind()].map(([k, u]) => [k, u.write])) });
   };
   scheduler.schedule(start + durationMs / 2, snapshot);
   scheduler.schedule(start + durationMs, snapshot);
@@ -518,6 +518,7 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
   const [mid, end] = snapshots as [(typeof snapshots)[number], (typeof snapshots)[number]];
   const steady = {
     admitted: end.admitted - mid.admitted,
+    pooled: end.pooled - mid.pooled,
     write: end.write - mid.write,
     read: end.read - mid.read,
     byKind: new Map([...end.byKind].map(([k, w]) => [k, w - (mid.byKind.get(k) ?? 0)])),
@@ -637,6 +638,7 @@ function figures(r: Result): Record<string, unknown> {
       ? Object.fromEntries([...r.steady.byKind].filter(([, w]) => w > 0).map(([k, w]) => [k, Math.round((w / r.steady.admitted) * 100) / 100]))
       : null,
     steadyStoreUsdPerMillion: steadyFigures(r) ? Math.round(steadyFigures(r)!.usd * 100) / 100 : null,
+    steadyPooledPct: r.steady.admitted ? Math.round((1000 * r.steady.pooled) / r.steady.admitted) / 10 : null,
     p50Ms: Math.round(percentile(r.admissionMs, 50)),
     p99Ms: Math.round(percentile(r.admissionMs, 99)),
   };
@@ -678,7 +680,7 @@ function report(results: readonly Result[], options: Options): void {
     line('store $ per million admitted (on-demand)', (r) => (r.admitted ? `$${storeUsdPerMillion(r).toFixed(2)}` : '—'));
     line('steady state (second half): WCU / RCU, $ per M', (r) => {
       const f = steadyFigures(r);
-      return f ? `${f.wcu.toFixed(1)} / ${f.rcu.toFixed(1)}, $${f.usd.toFixed(2)}` : '—';
+      return f ? `${f.wcu.toFixed(1)} / ${f.rcu.toFixed(1)}, $${f.usd.toFixed(2)} (${((100 * r.steady.pooled) / r.steady.admitted).toFixed(0)} % pooled)` : '—';
     });
     line('transaction conflicts (each one retried)', (r) => String(r.physics.transactionConflicts));
     line('single-item writes on held items', (r) => String(r.physics.itemConflicts));

@@ -8,7 +8,7 @@ const ENV = { TOLLGATE_STAGE: 'pool-config' };
 
 describe("quiet keys' pools in the gateway's configuration", () => {
   it('when nothing is set, quiet pools are on with 60 s epochs and a 10 s warm-up', () => {
-    expect(loadConfig(ENV).pools).toMatchObject({ quietEpochMs: 60_000, quietWarmupMs: 10_000 });
+    expect(loadConfig(ENV).pools).toMatchObject({ quietEpochMs: 300_000, quietWarmupMs: 10_000 });
   });
 
   it('when TOLLGATE_QUIET_POOL_EPOCH_MS=0 and TOLLGATE_QUIET_POOL_WARMUP_MS=0, quiet pools are off and a pool would be granted at the first request', () => {

@@ -6,9 +6,9 @@
  * and give-backs exactly once and carry what the sweeper's `abandoned` record needs. Sizes are computed from the
  * item read back from DynamoDB Local (test/support/item-size.ts).
  */
-import { GetItemCommand, UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
+import { GetItemCommand, ScanCommand, UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { ManualClock } from '../../lambda/core/clock';
 import type { CounterRef, RateCharge, Reservation, ReserveInput } from '../../lambda/core/stores';
 import type { ScopeId, UsageRecord } from '../../lambda/core/types';
@@ -21,7 +21,7 @@ import { createTestTables, type TestTables } from '../support/dynamo';
 import { dynamoItemSize, writeUnits } from '../support/item-size';
 import { losingAnswers } from '../support/lost-answers';
 import { dayCounterAt, reserveInputFor, usageRecordFor } from '../support/usage-records';
-import { markPooled as markPooledIn } from '../support/busy-scopes';
+import { markBusy as markBusyIn, markPooled as markPooledIn } from '../support/busy-scopes';
 
 // Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write (see test/support/clock.ts).
 const T0 = Date.parse('2099-11-23T10:30:00.000Z');
@@ -257,6 +257,47 @@ describe('key pool item size (DynamoDB Local)', () => {
 });
 
 describe('key pool markers', () => {
+  it("when a quiet key of a busy org is granted its pool, with real ids (UUIDs) and the shipped windows, velocity and rate limits, the grant's hold is under 1 KB (2 write units to put and 2 to delete, in a transaction); it was 1.2 KB with a second copy of its counters", async () => {
+    const clock = new ManualClock(T0);
+    const l = new DynamoDbLedger(db.client, {
+      tables: db.tables,
+      platformShards: 8,
+      usageRetentionDays: 30,
+      clock,
+      sleep: async (ms) => clock.advance(ms),
+      pools: { ...POOLS, quietEpochMs: 300_000, quietWarmupMs: 0 },
+      sharedPools: { shards: 64, epochMs: 10_000, graceMs: 5_000, markMs: 600_000 },
+    });
+    const user = randomUUID();
+    const keyId = randomUUID();
+    const org: ScopeId = `org:${randomUUID()}`;
+    await markBusyIn(db, l, org, clock.now());
+    const at = (scope: ScopeId, window: 'day' | 'month', limit?: number): CounterRef => ({ ...dayCounterAt(scope, T0, limit), window, ...(window === 'month' ? { windowKey: '2099-11', windowEnd: Date.parse('2099-12-01T00:00:00.000Z') } : {}) });
+    const counters = [at(`key:${keyId}`, 'day'), at(`key:${keyId}`, 'month', 100_000_000), at(`user:${user}`, 'day', 10_000_000), at(org, 'day'), at('platform', 'day', 1_000_000_000)];
+    const window = Math.floor(T0 / 60_000);
+    const input: ReserveInput = {
+      requestId: gatewayId(0),
+      now: T0,
+      expiresAt: T0 + HOLD_TTL,
+      amount: 20_000,
+      counters,
+      rateCharges: [
+        { keyId, dimension: 'requests', limitPerMinute: 60, amount: 1 },
+        { keyId, dimension: 'tokens', limitPerMinute: 100_000, amount: 2_048 },
+      ],
+      velocity: [`key:${keyId}`, `user:${user}`].map((scope) => ({ scope: scope as ScopeId, window, windowEnd: (window + 1) * 60_000, ceilingMicros: 5_000_000, admittedMicros: 20_000 })),
+      circuits: [{ scope: `key:${keyId}` }, { scope: `user:${user}` }],
+      context: { keyId, userId: user, orgId: org.slice('org:'.length), model: 'gpt-4o-mini', endpoint: '/v1/chat/completions', requestType: 'chat', stream: true, provider: 'openai' },
+    };
+    const r = await l.reserve(input);
+    await l.backgroundDone();
+    const scanned = await db.client.send(new ScanCommand({ TableName: db.tables.budgets, ConsistentRead: true }));
+    const grantHolds = (scanned.Items ?? []).filter((i) => i.pk?.S?.startsWith('hold#') && i.requestId?.S?.startsWith('pool.') && i.context?.M?.keyId?.S === keyId);
+    expect(grantHolds).toHaveLength(1);
+    expect(dynamoItemSize(grantHolds[0]!)).toBeLessThan(1024);
+    await l.settle({ reservation: r, cost: 10_000, usage: usageRecordFor(r.requestId, user, 10_000, T0) });
+  });
+
   it('when a marker is read back, it gives the request id, amount, kind, exact arrival and model it was written with', () => {
     const start = 4_099_113_000_000;
     const cases = [

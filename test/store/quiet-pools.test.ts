@@ -15,7 +15,7 @@ import type { ScopeId, UsageRecord } from '../../lambda/core/types';
 import { windowBounds, windowKey, type Window } from '../../lambda/core/windows';
 import { DynamoDbGuardrailStore } from '../../lambda/store/dynamodb/guardrails-store';
 import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
-import type { PoolOptions } from '../../lambda/store/dynamodb/pools';
+import { DEFAULT_POOLS, type PoolOptions } from '../../lambda/store/dynamodb/pools';
 import { DynamoDbUsageStore } from '../../lambda/store/dynamodb/usage-store';
 import { markBusy } from '../support/busy-scopes';
 import { createTestTables, type TestTables } from '../support/dynamo';
@@ -194,6 +194,30 @@ describe("a quiet key of a pooled org takes its own part from one pool item (Dyn
     const records = await recordsOf(user);
     expect(records).toHaveLength(90);
     expect(records.filter((r) => r.outcome === 'abandoned')).toHaveLength(0);
+  });
+
+  it("when a quiet key keeps sending for 3 minutes with the default 5-minute epoch, its grants last a minute each (the first a few requests' worth): at most 5 grants (one more if its epoch turns meanwhile), 7 with 1-minute epochs; counters equal the costs after the release", async () => {
+    const { org, user, clock, l, sent } = await quietKey({ pools: { ...POOLS, quietEpochMs: DEFAULT_POOLS.quietEpochMs } });
+    const before = sent.length;
+    const costs: number[] = [];
+    const alone: number[] = [];
+    for (let i = 0; i < 90; i++) {
+      const r = await l.reserve({ ...requestOf(user, org, clock.now()), requestId: `${user}-r${i}` });
+      if (r.pool === undefined) alone.push(i);
+      const cost = 3_000 + (i % 7) * 500;
+      costs.push(cost);
+      await l.settle({ reservation: r, cost, usage: usageOf(r, user, cost) });
+      await l.backgroundDone();
+      clock.advance(2_000);
+    }
+    expect(alone).toEqual([0]);
+    const onKey = sent.slice(before).filter((c) => c.startsWith('Transact') && c.includes(`ctr#key:key-${user}`));
+    // The first request's reserve and settle, then 4 grants, 5 if the epoch turns (the 1-minute epochs: 7).
+    expect(onKey.filter((c) => c.includes('hold#'))).toHaveLength(1);
+    expect(onKey.length).toBeLessThanOrEqual(7);
+    const total = costs.reduce((a, b) => a + b, 0);
+    await l.sweepExpired(clock.now() + 4 * DEFAULT_POOLS.quietEpochMs + 5_000);
+    for (const v of await l.readCounters(countersOf(user, org))) expect(v).toMatchObject({ spent: total, committed: total, reserved: 0 });
   });
 
   it('when the org is not pooled, a quiet key reserves on its own (no pool item), as before', async () => {

@@ -80,7 +80,8 @@ export interface StoredHold {
   readonly context: ReserveInput['context'];
   /** A pool's grant (pools.ts): the pool, and what its release corrects. */
   readonly pool?: PoolRef;
-  readonly grant?: { readonly counters: readonly CounterRef[]; readonly velocity: readonly VelocityCharge[] };
+  /** (Holds of earlier versions carry `grant.counters` too: the same counters as `counters`.) */
+  readonly grant?: { readonly velocity: readonly VelocityCharge[] };
 }
 
 /** The hold item a reservation wrote, as far as the sweeper's record of it needs it. */

@@ -150,12 +150,20 @@ export class LedgerItems {
     ref: CounterRef,
     delta: { readonly committed: number; readonly spent: number; readonly requests: number; readonly reserved?: number },
   ): TransactWriteItem {
+    return this.counterUpdateAt({ pk: counterPk(ref), sk: ref.windowKey, ttl: counterTtl(ref) }, delta);
+  }
+
+  /** {@link counterUpdate} of a counter named by its key and TTL (as a hold stores its counters). */
+  counterUpdateAt(
+    at: { readonly pk: string; readonly sk: string; readonly ttl: number },
+    delta: { readonly committed: number; readonly spent: number; readonly requests: number; readonly reserved?: number },
+  ): TransactWriteItem {
     const adds = ['committed :c', 'spent :s', 'requests :r'];
     const values: Item = {
       ':c': { N: String(delta.committed) },
       ':s': { N: String(delta.spent) },
       ':r': { N: String(delta.requests) },
-      ':ttl': { N: String(counterTtl(ref)) },
+      ':ttl': { N: String(at.ttl) },
     };
     if (delta.reserved !== undefined) {
       adds.push('reserved :h');
@@ -164,7 +172,7 @@ export class LedgerItems {
     return {
       Update: {
         TableName: this.core.budgets,
-        Key: marshall({ pk: counterPk(ref), sk: ref.windowKey }),
+        Key: marshall({ pk: at.pk, sk: at.sk }),
         UpdateExpression: `ADD ${adds.join(', ')} SET #ttl = if_not_exists(#ttl, :ttl)`,
         ExpressionAttributeNames: { '#ttl': 'ttl' },
         ExpressionAttributeValues: values,

@@ -94,6 +94,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
       readCounters: (refs) => this.limits.readCounters(refs),
       batchGet: (keys) => core.batchGet(keys),
       counterItems: (counters, delta) => counters.map((ref) => this.items.counterUpdate(ref, delta)),
+      heldCounterItems: (counters, delta) => counters.map((at) => this.items.counterUpdateAt(at, delta)),
       velocityItems: (velocity, cost) => this.items.velocitySettle({ reservation: { velocity } as Reservation, cost, usage: undefined as never }),
       transact: (items) => core.transact(items),
       usageTable: core.usage,
@@ -265,13 +266,14 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
    * The allowance pools a request of busy shared scopes takes from, one take each. A busy org's pools hold the
    * platform's part with the org's (their grants reserve on both counters): an org's request is then one take
    * and one give-back, not two of each, and its own part holds no shared counter (its key's quiet pool takes
-   * it), busy platform or not. Near the platform's limit the platform's part is its own again, taken from its few
-   * allowance items that share what is left (busy-scopes.ts markNear).
+   * it), busy platform or not. Near the org's or the platform's limit each part is taken on its own again, from
+   * the few allowance items of its scope that share what is left (busy-scopes.ts markNear).
    */
   private sharedGroups(input: ReserveInput): ScopeId[][] {
     const busy = [...new Set(input.counters.filter((c) => isShared(c.scope) && this.busy.isBusy(c.scope, input.now)).map((c) => c.scope))];
     const org = busy.find((scope) => scope !== 'platform');
-    if (!org || !input.counters.some((c) => c.scope === 'platform') || this.busy.isNear('platform', input.now)) return busy.map((scope) => [scope]);
+    const near = (scope: ScopeId): boolean => this.busy.isNear(scope, input.now);
+    if (!org || near(org) || near('platform') || !input.counters.some((c) => c.scope === 'platform')) return busy.map((scope) => [scope]);
     return [[org, 'platform'], ...busy.filter((scope) => scope !== org && scope !== 'platform').map((scope) => [scope])];
   }
 

@@ -136,7 +136,7 @@ export class PoolReclaim {
             ExpressionAttributeValues: marshall({ ':nx': -(r + p), ':h': amount }),
           },
         },
-        ...this.pools.host.counterItems(hold.grant.counters, { committed: -r, reserved: -(r + p), spent: p, requests: 0 }),
+        ...this.pools.host.heldCounterItems(hold.counters, { committed: -r, reserved: -(r + p), spent: p, requests: 0 }),
         ...(r > 0 ? this.pools.host.velocityItems(hold.grant.velocity.map((v) => ({ ...v, admittedMicros: r })), 0) : []),
       ];
       const reasons = await this.pools.host.transact(items);

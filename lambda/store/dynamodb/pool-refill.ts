@@ -10,6 +10,7 @@ import { BudgetExceededError, CircuitOpenError, RateLimitError, SpendVelocityErr
 import type { CounterRef, RateCharge, ReserveInput } from '../../core/stores';
 import type { ScopeId } from '../../core/types';
 import { errorName, translateError } from './client';
+import { NEAR_LIMIT_SHARDS } from './busy-scopes';
 import { budgetExceeded, budgetRefusalOf } from './denials';
 import { type DryState, grantName, isQuiet, type Item, num, SHARED_GRANT_PREFIX, unitAttr } from './pool-markers';
 import type { PoolRef, ScopePools } from './pools';
@@ -22,6 +23,13 @@ const FIRST_GRANT_REQUESTS = 16;
 const MAX_GRANT_SHARE = 0.05;
 /** How long a grant is sized to last (ms): short, so little is left in a pool when its epoch ends. */
 const GRANT_HORIZON_MS = 3_000;
+/**
+ * How long a quiet key's grant is sized to last (ms), at most to its epoch's end: about a minute of the key's
+ * requests, which is what its rate units allow (QUIET_BURST_SHARE), so an epoch of several minutes has several
+ * grants, each made before the last runs dry, and its epoch's turn (an empty item, a small last grant) comes
+ * once in those minutes instead of every minute.
+ */
+const QUIET_GRANT_MS = 60_000;
 /**
  * Most of a rate bucket's burst (one minute of its limit) one quiet grant takes: the last epoch's grant may still
  * hold units until its release, and a grant the bucket refuses is a transaction paid for (a whole epoch's units,
@@ -61,9 +69,10 @@ export class PoolRefill {
     // is sized by what requests keep (taken less given back), units by what they take.
     const epochMs = this.pools.epochMsOf(ref.pk);
     const quiet = isQuiet(ref.pk);
-    // A quiet key's grant lasts to its epoch's end: a key at 30 requests a minute then pays for a grant (a reserve
-    // transaction and its release, ≈ 30 write units) about once a minute, not two transactions a request.
-    const horizon = Math.min(quiet ? epochMs : GRANT_HORIZON_MS, this.pools.startOf(ref.pk, epoch) + epochMs - now);
+    // A quiet key's grant lasts a minute (at most to its epoch's end): a key at 30 requests a minute then pays for
+    // a grant (a reserve transaction and its release, ≈ 30 write units) about once a minute, not two transactions
+    // a request.
+    const horizon = Math.min(quiet ? QUIET_GRANT_MS : GRANT_HORIZON_MS, this.pools.startOf(ref.pk, epoch) + epochMs - now);
     let previous: Record<string, unknown> | undefined;
     if (old?.granted === undefined) previous = await this.pools.read({ pk: ref.pk, sk: `e${epoch - 1}` });
     const since = old?.firstAt === undefined ? 0 : now - num(old.firstAt);
@@ -88,12 +97,12 @@ export class PoolRefill {
     amount = Math.max(need, amount - room);
     if (this.pools.role === 'shared' && this.pools.host.isNear(input.context.keyId as ScopeId, now)) {
       // Near the limit a grant is a share of what is left (as last read), so the few pools in use split it
-      // (half of it among them) instead of one of them holding it idle while the others' requests wait.
+      // instead of one of them holding it idle while the others' requests wait.
       const limited = input.counters.filter((c) => c.limit !== undefined);
       const values = await this.pools.host.readCounters(limited).catch(() => undefined);
       if (values) {
         const left = Math.min(...limited.map((c) => (c.limit as number) - (values.find((v) => v.ref.scope === c.scope && v.ref.windowKey === c.windowKey)?.committed ?? 0)));
-        amount = Math.max(need, Math.min(amount, Math.floor(left / (2 * this.pools.fewestItems(input)))));
+        amount = Math.max(need, Math.min(amount, Math.floor(left / (2 * NEAR_LIMIT_SHARDS))));
       }
     }
     const units = new Map<RateCharge['dimension'], number>();

@@ -53,7 +53,7 @@ export class PoolRelease {
             ExpressionAttributeValues: marshall({ ':void': VOID_GRANT, ':now': now, ':ttl': this.pools.ttlOf(hold.pool) }),
           },
         });
-        items.push(...this.pools.host.counterItems(hold.grant.counters, { committed: -hold.amount, reserved: -hold.amount, spent: 0, requests: 0 }));
+        items.push(...this.pools.host.heldCounterItems(hold.counters, { committed: -hold.amount, reserved: -hold.amount, spent: 0, requests: 0 }));
       } else {
         const room = num(item.room);
         const refund = room >= 0 ? Math.min(room, hold.amount) : room;
@@ -89,7 +89,7 @@ export class PoolRelease {
             }),
           },
         });
-        items.push(...this.pools.host.counterItems(hold.grant.counters, { committed: -(refund + extra), reserved: -hold.amount, spent: cost, requests }));
+        items.push(...this.pools.host.heldCounterItems(hold.counters, { committed: -(refund + extra), reserved: -hold.amount, spent: cost, requests }));
       }
       items.push(...this.pools.host.velocityItems(hold.grant.velocity.map((v) => ({ ...v, admittedMicros: hold.amount })), cost));
       const reasons = await this.pools.host.transact(items);

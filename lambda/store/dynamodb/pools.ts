@@ -56,6 +56,7 @@ import { abandonedKeyOf, dryError, isQuiet, QUIET_SHARD, type DryState, groupId,
 import { MIN_GRANT_REQUESTS, PoolRefill } from './pool-refill';
 import { PoolReclaim } from './pool-reclaim';
 import { PoolRelease } from './pool-release';
+import type { StoredHoldCounter } from './items';
 import { NEAR_LIMIT_SHARDS } from './busy-scopes';
 
 /** How pools are laid out and how long they live. Every field has a default ({@link DEFAULT_POOLS}). */
@@ -92,7 +93,7 @@ export const DEFAULT_POOLS: Required<PoolOptions> = {
   epochMs: 10_000,
   graceMs: 60_000,
   markMs: 60_000,
-  quietEpochMs: 60_000,
+  quietEpochMs: 300_000,
   quietWarmupMs: 10_000,
 };
 
@@ -139,6 +140,8 @@ export interface PoolHost {
   isNear(scope: ScopeId, now: number): boolean;
   /** Transaction items that add `delta` to each counter (committed, spent, requests; reserved when given). */
   counterItems(counters: readonly CounterRef[], delta: CounterDelta): TransactWriteItem[];
+  /** The same for a grant's counters as its hold stores them (key and TTL). */
+  heldCounterItems(counters: readonly StoredHoldCounter[], delta: CounterDelta): TransactWriteItem[];
   /** Transaction items that correct velocity windows charged `admitted` at reserve to `cost`. */
   velocityItems(velocity: readonly VelocityCharge[], cost: MicroUsd): TransactWriteItem[];
   /** The ledger's transaction runner: undefined on success, else the cancellation reasons (conflicts retried). */
@@ -167,7 +170,9 @@ export interface GrantHold {
   readonly reservedAt: number;
   readonly context: ReserveInput['context'];
   readonly pool: PoolRef;
-  readonly grant: { readonly counters: readonly CounterRef[]; readonly velocity: readonly VelocityCharge[] };
+  /** Every counter the grant reserved on, by key and TTL (the hold's list). */
+  readonly counters: readonly StoredHoldCounter[];
+  readonly grant: { readonly velocity: readonly VelocityCharge[] };
 }
 
 /**
@@ -335,7 +340,7 @@ export class ScopePools {
    * k mod platformShards, each with its share of the limit): a shard no item in use holds would leave its share
    * unreachable and refuse early.
    */
-  fewestItems(request: ReserveInput): number {
+  private fewestItems(request: ReserveInput): number {
     const platform = request.counters.some((c) => c.scope === 'platform');
     return Math.min(this.opts.shards, Math.max(NEAR_LIMIT_SHARDS, platform ? this.host.platformShards : 0));
   }

@@ -93,7 +93,8 @@ export class ReserveTransaction {
             })),
             context: input.context,
             ttl: Math.ceil(input.expiresAt / 1000) + DAY_S,
-            ...(pool ? { pool, grant: { counters: input.counters, velocity: input.velocity ?? [] } } : {}),
+            // A grant's release corrects the counters above (a grant reserves on all of them) and its velocity.
+            ...(pool ? { pool, grant: { velocity: input.velocity ?? [] } } : {}),
           },
           { removeUndefinedValues: true },
         ),
