@@ -122,6 +122,28 @@ async function quietKey(options: { readonly client?: DynamoDBClient; readonly po
   return { org, user, clock, l, sent };
 }
 
+/**
+ * A quiet key sending 90 requests 2 s apart (3 minutes), each settled before the next: their costs, which ones
+ * reserved on their own, and the epochs of the pools the others were taken from.
+ */
+async function keepSending(l: DynamoDbLedger, clock: ManualClock, user: string, org: ScopeId) {
+  const costs: number[] = [];
+  const alone: number[] = [];
+  const epochs = new Set<string>();
+  for (let i = 0; i < 90; i++) {
+    // Fixed ids too (each picks its org allowance item): the same grants in every run.
+    const r = await l.reserve({ ...requestOf(user, org, clock.now()), requestId: `${user}-r${i}` });
+    if (r.pool === undefined) alone.push(i);
+    else epochs.add(r.pool.sk);
+    const cost = 3_000 + (i % 7) * 500;
+    costs.push(cost);
+    await l.settle({ reservation: r, cost, usage: usageOf(r, user, cost) });
+    await l.backgroundDone();
+    clock.advance(2_000);
+  }
+  return { costs, alone, epochs };
+}
+
 /** After every quiet pool's close, the sweeper releases the grants: each counter holds exactly `total`. */
 async function expectReleasedAt(l: DynamoDbLedger, clock: ManualClock, user: string, org: ScopeId, total: number): Promise<void> {
   await l.sweepExpired(clock.now() + AFTER_CLOSE);
@@ -165,20 +187,7 @@ describe("a quiet key of a pooled org takes its own part from one pool item (Dyn
   it("when a quiet key keeps sending across several epochs, a take that leaves its pool low has it refilled beside the request: after the first, no request reserves on its own; counters equal the costs after the release, one record each", async () => {
     const { org, user, clock, l, sent } = await quietKey();
     const before = sent.length;
-    const costs: number[] = [];
-    const alone: number[] = [];
-    const epochs = new Set<string>();
-    for (let i = 0; i < 90; i++) {
-      // Fixed ids too (each picks its org allowance item): the same grants in every run.
-      const r = await l.reserve({ ...requestOf(user, org, clock.now()), requestId: `${user}-r${i}` });
-      if (r.pool === undefined) alone.push(i);
-      else epochs.add(r.pool.sk);
-      const cost = 3_000 + (i % 7) * 500;
-      costs.push(cost);
-      await l.settle({ reservation: r, cost, usage: usageOf(r, user, cost) });
-      await l.backgroundDone();
-      clock.advance(2_000);
-    }
+    const { costs, alone, epochs } = await keepSending(l, clock, user, org);
     expect(alone).toEqual([0]);
     // 180 s of requests: at least three epochs' pools took them.
     expect(epochs.size).toBeGreaterThanOrEqual(3);
@@ -199,17 +208,7 @@ describe("a quiet key of a pooled org takes its own part from one pool item (Dyn
   it("when a quiet key keeps sending for 3 minutes with the default 5-minute epoch, its grants last a minute each (the first a few requests' worth): at most 5 grants (one more if its epoch turns meanwhile), 7 with 1-minute epochs; counters equal the costs after the release", async () => {
     const { org, user, clock, l, sent } = await quietKey({ pools: { ...POOLS, quietEpochMs: DEFAULT_POOLS.quietEpochMs } });
     const before = sent.length;
-    const costs: number[] = [];
-    const alone: number[] = [];
-    for (let i = 0; i < 90; i++) {
-      const r = await l.reserve({ ...requestOf(user, org, clock.now()), requestId: `${user}-r${i}` });
-      if (r.pool === undefined) alone.push(i);
-      const cost = 3_000 + (i % 7) * 500;
-      costs.push(cost);
-      await l.settle({ reservation: r, cost, usage: usageOf(r, user, cost) });
-      await l.backgroundDone();
-      clock.advance(2_000);
-    }
+    const { costs, alone } = await keepSending(l, clock, user, org);
     expect(alone).toEqual([0]);
     const onKey = sent.slice(before).filter((c) => c.startsWith('Transact') && c.includes(`ctr#key:key-${user}`));
     // The first request's reserve and settle, then 4 grants, 5 if the epoch turns (the 1-minute epochs: 7).
