@@ -4,6 +4,7 @@
  * (or, with the platform not busy, a transaction on the platform's counter each). Near the platform's limit its
  * part is taken on its own again, from its few items, exactly. On DynamoDB Local.
  */
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { ManualClock } from '../../lambda/core/clock';
 import { BudgetExceededError } from '../../lambda/core/errors';
 import type { CounterRef, Reservation, ReserveInput } from '../../lambda/core/stores';
@@ -27,8 +28,8 @@ beforeAll(async () => {
 });
 afterAll(() => db.cleanup());
 
-function ledger(clock: ManualClock): DynamoDbLedger {
-  return new DynamoDbLedger(db.client, {
+function ledger(clock: ManualClock, client: DynamoDBClient = db.client): DynamoDbLedger {
+  return new DynamoDbLedger(client, {
     tables: db.tables,
     platformShards: 1,
     usageRetentionDays: 30,
@@ -70,6 +71,34 @@ describe('a busy org\'s allowance pools hold the platform\'s part too (DynamoDB 
     const [orgDay, platformDay] = await ledger(clock).readCounters([counters[1]!, counters[2]!]);
     expect(orgDay).toMatchObject({ committed: 40 * COST, spent: 40 * COST, reserved: 0, requests: 40 });
     expect(platformDay).toMatchObject({ committed: 40 * COST, spent: 40 * COST, reserved: 0, requests: 40 });
+  });
+
+  it("reads the platform's counter (all its shards) at most every 2 s while a busy org's items hold its part, as for a busy platform: only grants write it", async () => {
+    const clock = new ManualClock(T0 + 2 * 86_400_000);
+    let reads = 0;
+    const counting = new Proxy(db.client, {
+      get(target, prop, receiver) {
+        if (prop !== 'send') return Reflect.get(target, prop, receiver);
+        return (command: { input: { RequestItems?: Record<string, { Keys: Array<{ pk?: { S?: string } }> }> } }, ...rest: unknown[]) => {
+          const keys = Object.values(command.input.RequestItems ?? {}).flatMap((r) => r.Keys);
+          reads += keys.filter((k) => k.pk?.S?.startsWith('ctr#platform')).length;
+          return (target.send as (...a: unknown[]) => unknown).call(target, command, ...rest);
+        };
+      },
+    });
+    const l = ledger(clock, counting);
+    const org: ScopeId = 'org:o-nest3';
+    await markBusy(db, l, org, clock.now());
+    const refs = [dayCounterAt(org, clock.now()), dayCounterAt('platform', clock.now(), 1_000_000_000)];
+    await l.readCounters(refs);
+    const first = reads;
+    expect(first).toBeGreaterThan(0);
+    clock.advance(500);
+    await l.readCounters(refs);
+    expect(reads).toBe(first);
+    clock.advance(2_000);
+    await l.readCounters(refs);
+    expect(reads).toBe(2 * first);
   });
 
   it('near the platform\'s limit, takes the platform\'s part on its own again: refused only by the platform\'s budget, never past it', async () => {

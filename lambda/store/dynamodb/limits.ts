@@ -37,9 +37,12 @@ export class CountersAndLimits {
    */
   async readCounters(refs: readonly CounterRef[]): Promise<CounterValue[]> {
     const now = this.core.clock.now();
-    if (!this.sharing || !refs.some((r) => isShared(r.scope) && this.busy.isBusy(r.scope, now))) return this.readCountersNow(refs);
+    // A busy org's allowance items hold the platform's part too (ledger.ts sharedGroups): then only grants write
+    // the platform's counter as well, busy platform or not.
+    const orgBusy = refs.some((r) => r.scope.startsWith('org:') && this.busy.isBusy(r.scope, now));
+    const cached = (r: CounterRef) => isShared(r.scope) && (this.busy.isBusy(r.scope, now) || (r.scope === 'platform' && orgBusy));
+    if (!this.sharing || !refs.some(cached)) return this.readCountersNow(refs);
     const idOf = (r: CounterRef) => `${r.scope}|${r.windowKey}`;
-    const cached = (r: CounterRef) => isShared(r.scope) && this.busy.isBusy(r.scope, now);
     const stale = refs.filter((r) => !cached(r) || !((this.sharedReads.get(idOf(r))?.at ?? -Infinity) > now - SHARED_READ_MS));
     const fresh = stale.length ? await this.readCountersNow(stale) : [];
     for (const v of fresh) {
