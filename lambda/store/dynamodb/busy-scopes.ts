@@ -157,6 +157,15 @@ export function sharedPart(input: ReserveInput, ...scopes: ScopeId[]): ReserveIn
   };
 }
 
+/**
+ * The scopes of a busy org's allowance pools when they hold the platform's part too (ledger.ts sharedGroups): the
+ * request's org and the platform, if it has counters of both.
+ */
+export function orgWithPlatform(input: ReserveInput): [ScopeId, ScopeId] | undefined {
+  const org = input.counters.find((c) => c.scope.startsWith('org:'))?.scope;
+  return org && input.counters.some((c) => c.scope === 'platform') ? [org, 'platform'] : undefined;
+}
+
 /** The scopes a shared take holds (its counters'): an org's take may hold the platform's too. */
 export function takenScopes(takes: readonly SharedTake[] | undefined): Set<ScopeId> {
   return new Set((takes ?? []).flatMap((t) => [t.scope, ...t.counters.map((c) => c.scope)]));

@@ -35,7 +35,7 @@ import type { MicroUsd } from '../../core/money';
 import type { CounterRef, CounterValue, LeaseReturn, LeaseStore, Ledger, RateCharge, RateState, Reservation, ReserveInput, SettleInput } from '../../core/stores';
 import { type BudgetLimits, type ScopeId, type StoredLimits, UNLIMITED, type UsageRecord } from '../../core/types';
 import type { Window } from '../../core/windows';
-import { BusyScopes, isShared, ownPart, sharedPart, sharedReservation, type SharedTake, takenScopes } from './busy-scopes';
+import { BusyScopes, isShared, orgWithPlatform, ownPart, sharedPart, sharedReservation, type SharedTake, takenScopes } from './busy-scopes';
 import { budgetExceeded, budgetHeld } from './denials';
 import { LeaseReturns } from './leases';
 import { assertMicros, type DynamoDbLedgerOptions, LedgerCore } from './ledger-core';
@@ -162,10 +162,9 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
   private async reclaim(input: ReserveInput, scope: ScopeId, now: number): Promise<number> {
     let returned = 0;
     if (this.sharing && isShared(scope)) {
-      // The scope's own allowance pools, and a busy org's that hold the platform's part with the org's.
-      const groups: ScopeId[][] = [[scope]];
-      const org = input.counters.find((c) => c.scope.startsWith('org:'))?.scope;
-      if (org && input.counters.some((c) => c.scope === 'platform') && (scope === org || scope === 'platform')) groups.push([org, 'platform']);
+      // The scope's own allowance pools, and the org's that hold the platform's part with the org's.
+      const nested = orgWithPlatform(input);
+      const groups = nested?.includes(scope) ? [[scope], nested] : [[scope]];
       for (const group of groups) returned += await this.sharedPools.reclaim(sharedPart(input, ...group), now);
     }
     // The key's pools are grouped by the counters they hold: its own part's while shared scopes are pooled. A key
@@ -271,10 +270,9 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
    */
   private sharedGroups(input: ReserveInput): ScopeId[][] {
     const busy = [...new Set(input.counters.filter((c) => isShared(c.scope) && this.busy.isBusy(c.scope, input.now)).map((c) => c.scope))];
-    const org = busy.find((scope) => scope !== 'platform');
-    const near = (scope: ScopeId): boolean => this.busy.isNear(scope, input.now);
-    if (!org || near(org) || near('platform') || !input.counters.some((c) => c.scope === 'platform')) return busy.map((scope) => [scope]);
-    return [[org, 'platform'], ...busy.filter((scope) => scope !== org && scope !== 'platform').map((scope) => [scope])];
+    const nested = orgWithPlatform(input);
+    if (!nested || !busy.includes(nested[0]) || nested.some((scope) => this.busy.isNear(scope, input.now))) return busy.map((scope) => [scope]);
+    return [nested, ...busy.filter((scope) => !nested.includes(scope)).map((scope) => [scope])];
   }
 
   /** Gives shared takes back whole (the request was refused after them); a failure leaves them charged. */
