@@ -608,6 +608,7 @@ function steadyFigures(r: Result): { wcu: number; rcu: number; usd: number } | u
 function figures(r: Result): Record<string, unknown> {
   const usd = (m: number): number => m / 1_000_000;
   const perSecond = (n: number): number => (r.full.ms > 0 ? Math.round((n / (r.full.ms / 1000)) * 10) / 10 : 0);
+  const steady = steadyFigures(r);
   return {
     scenario: r.scenario,
     config: r.config.name,
@@ -633,11 +634,11 @@ function figures(r: Result): Record<string, unknown> {
     rcuPerRequest: r.admitted ? Math.round((r.units.read / r.admitted) * 100) / 100 : null,
     storeUsdPerMillion: Math.round(storeUsdPerMillion(r) * 100) / 100,
     // The same in the steady state (the run's second half: every key warmed up; see Result.steady).
-    steadyWcuPerRequest: steadyFigures(r) ? Math.round(steadyFigures(r)!.wcu * 100) / 100 : null,
+    steadyWcuPerRequest: steady ? Math.round(steady.wcu * 100) / 100 : null,
     steadyWcuPerRequestByKind: r.steady.admitted
       ? Object.fromEntries([...r.steady.byKind].filter(([, w]) => w > 0).map(([k, w]) => [k, Math.round((w / r.steady.admitted) * 100) / 100]))
       : null,
-    steadyStoreUsdPerMillion: steadyFigures(r) ? Math.round(steadyFigures(r)!.usd * 100) / 100 : null,
+    steadyStoreUsdPerMillion: steady ? Math.round(steady.usd * 100) / 100 : null,
     steadyPooledPct: r.steady.admitted ? Math.round((1000 * r.steady.pooled) / r.steady.admitted) / 10 : null,
     p50Ms: Math.round(percentile(r.admissionMs, 50)),
     p99Ms: Math.round(percentile(r.admissionMs, 99)),

@@ -30,8 +30,8 @@
  * mark is written on the key's limits item, where every instance's limits read finds it), and while its
  * pools are being refilled.
  *
- * Quiet keys (`quietEpochMs`, 60 s): a key that is not busy while its org or the platform is pooled takes its
- * own part from ONE item, `pool#<group>#q`, whose epochs are longer and whose grants last up to the epoch's end.
+ * Quiet keys (`quietEpochMs`, 5 minutes): a key that is not busy while its org or the platform is pooled takes its
+ * own part from ONE item, `pool#<group>#q`, whose epochs are longer and whose grants last about a minute.
  * A request it has no room for is not made to wait: it reserves on its own, and the ledger then has the item
  * refilled beside the request's call ({@link ScopePools.refillQuiet}), once the key has shown it keeps sending
  * (`quietWarmupMs`).
@@ -75,7 +75,7 @@ export interface PoolOptions {
   /**
    * A quiet key's pool (one item per key, `pool#<group>#q`): how long one admits (ms); 0 turns quiet pools off.
    * Used for a key that is not busy itself while its org or the platform is pooled (ledger.ts): its own part is
-   * then taken from one item with grants lasting up to the epoch's end, instead of two transactions a request.
+   * then taken from one item with grants lasting about a minute, instead of two transactions a request.
    */
   readonly quietEpochMs?: number;
   /**
