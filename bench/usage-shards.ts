@@ -1,17 +1,17 @@
 /**
- * What the usage table's partition shards (schema.ts USAGE_SCOPE_SHARDS) buy on the write side and cost on
- * the read side.
+ * What the usage table's day partitions (usage-store.ts: USAGE_DAY_SHARDS a day, a user's records over
+ * USAGE_SCOPE_SHARDS of them) buy on the write side and cost on the read side.
  *
- * Writes (counted, not timed): one user with one key in one org sends RATE requests a second for 60 s, with
- * request ids shaped like the gateway's; every record's partition keys come from the real `usageItem`. The
- * figure is the busiest partition key's writes in any one second — in the base table and byDay (its one index)
- * (which every record of the platform shares) — times the write units of one record (its DynamoDB item size,
- * computed), as a ratio of DynamoDB's 1,000 WCU/s per partition, next to the layout before the shards (every
- * record of the user on one key).
+ * Writes (counted, not timed): RATE requests a second for 60 s with request ids shaped like the gateway's, sent
+ * by one user with one key in one org, then by many users (the platform); every record's partition key comes
+ * from the real `usageItem` (the table has no index a record writes). The figure is the busiest partition key's
+ * writes in any one second times the write units of one record (its DynamoDB item size, computed), as a ratio
+ * of DynamoDB's 1,000 WCU/s per partition, next to the single-partition layout v1 (every record of the user on
+ * one key).
  *
  * Reads (timed on DynamoDB Local, interleaved, medians): the same records written in both layouts; a user's
- * day report and a findRequest through the sharded store, as ratios of the single-partition reads the store
- * ran before the shards (the baseline, measured in the same run).
+ * day report and a findRequest through the store, as ratios of the single-partition reads the store ran in
+ * layout v1 (the baseline, measured in the same run).
  *
  *   npm run bench:usage-shards              (1,000 req/s, 2,000 records read back)
  *   npm run bench:usage-shards -- 3000 5000 (another rate and record count)
@@ -23,7 +23,7 @@ import { startDynamoDbLocal } from '../lambda/local/dynamodb-local';
 import { createDynamoDbClient } from '../lambda/store/dynamodb/client';
 import { ensureTables } from '../lambda/store/dynamodb/create-tables';
 import { USAGE_SCOPE_SHARDS, type TableNames } from '../lambda/store/dynamodb/schema';
-import { DynamoDbUsageStore, usageItem, usageRecordFromItem } from '../lambda/store/dynamodb/usage-store';
+import { DynamoDbUsageStore, usageItem, usageRecordFromItem, usageSortKey } from '../lambda/store/dynamodb/usage-store';
 
 type Item = Record<string, AttributeValue>;
 
@@ -73,30 +73,27 @@ function writeSpread(rate: number): void {
   const sample = usageItem(record(`req_${randomUUID().replace(/-/g, '')}`, DAY), { retentionDays: 400 });
   const bytes = itemBytes(sample);
   const wcu = Math.ceil(bytes / 1024);
-  const busiest: Record<'pk' | 'dayPk', number> = { pk: 0, dayPk: 0 };
-  const keys: Record<'pk' | 'dayPk', Set<string>> = { pk: new Set(), dayPk: new Set() };
+  const busiest = { one: 0, many: 0 };
+  const keys = { one: new Set<string>(), many: new Set<string>() };
   for (let second = 0; second < SECONDS; second++) {
-    const perKey = new Map<string, number>();
-    for (let i = 0; i < rate; i++) {
-      const item = usageItem(record(`req_${randomUUID().replace(/-/g, '')}`, DAY + second * 1000 + Math.floor((i * 1000) / rate)), { retentionDays: 400 });
-      for (const attribute of ['pk', 'dayPk'] as const) {
-        const key = `${attribute}=${item[attribute]!.S!}`;
-        keys[attribute].add(key);
+    for (const who of ['one', 'many'] as const) {
+      const perKey = new Map<string, number>();
+      for (let i = 0; i < rate; i++) {
+        const r = record(`req_${randomUUID().replace(/-/g, '')}`, DAY + second * 1000 + Math.floor((i * 1000) / rate));
+        const key = usageItem(who === 'one' ? r : { ...r, userId: `user-${randomUUID()}` }, { retentionDays: 400 }).pk!.S!;
+        keys[who].add(key);
         perKey.set(key, (perKey.get(key) ?? 0) + 1);
       }
-    }
-    for (const [key, writes] of perKey) {
-      const attribute = key.slice(0, key.indexOf('=')) as keyof typeof busiest;
-      busiest[attribute] = Math.max(busiest[attribute], writes);
+      for (const writes of perKey.values()) busiest[who] = Math.max(busiest[who], writes);
     }
   }
-  console.log(`writes: one user, key and org at ${rate.toLocaleString('en-US')} req/s for ${SECONDS} s (record ${bytes} bytes = ${wcu} WCU each)`);
+  console.log(`writes: ${rate.toLocaleString('en-US')} req/s for ${SECONDS} s (record ${bytes} bytes = ${wcu} WCU each, no index)`);
   console.log(`  partition                       keys   busiest key writes/s   WCU/s    of the 1,000 WCU/s partition limit`);
   const row = (label: string, count: number, writes: number) =>
     `  ${label.padEnd(31)} ${String(count).padStart(4)}   ${String(writes).padStart(20)}   ${String(writes * wcu).padStart(5)}    ${((writes * wcu) / PARTITION_WCU_PER_SECOND).toFixed(2)}×`;
-  console.log(row('before: user#<id> (one key)', 1, rate));
-  console.log(row('base table pk user#<id>#<n>', keys.pk.size, busiest.pk));
-  console.log(row('GSI byDay day#<date>#<d> (all)', keys.dayPk.size, busiest.dayPk));
+  console.log(row('v1: user#<id>, one user', 1, rate));
+  console.log(row('day#<date>#<d>, one user', keys.one.size, busiest.one));
+  console.log(row('day#<date>#<d>, many users', keys.many.size, busiest.many));
   // The fields the gateway bounds, at their bounds: ids of 128 characters (JWT ids), a 256-character user agent
   // (core/pipeline/settle.ts cuts it there; header bytes above 0x7F take 2 bytes in UTF-8).
   const long = 'x'.repeat(128);
@@ -105,8 +102,8 @@ function writeSpread(rate: number): void {
   );
   const largestWcu = Math.ceil(largest / 1024);
   console.log(
-    `  largest record with bounded fields: ${largest} bytes = ${largestWcu} WCU → busiest shard key ${busiest.pk * largestWcu} WCU/s = ` +
-      `${((busiest.pk * largestWcu) / PARTITION_WCU_PER_SECOND).toFixed(2)}× the limit`,
+    `  largest record with bounded fields: ${largest} bytes = ${largestWcu} WCU → busiest key of one user ${busiest.one * largestWcu} WCU/s = ` +
+      `${((busiest.one * largestWcu) / PARTITION_WCU_PER_SECOND).toFixed(2)}× the limit`,
   );
 }
 
@@ -128,7 +125,7 @@ async function putAll(client: DynamoDBClient, table: string, items: readonly Ite
   );
 }
 
-/** The store's query before the shards: one partition, every page, items turned into records. */
+/** The store's query in layout v1: one partition, every page, items turned into records. */
 async function preShardQuery(client: DynamoDBClient, table: string, userId: string, from: string, to: string): Promise<number> {
   const records: UsageRecord[] = [];
   let start: Item | undefined;
@@ -147,7 +144,7 @@ async function preShardQuery(client: DynamoDBClient, table: string, userId: stri
   return records.length;
 }
 
-/** findRequest on the layout before the shards: the user's one partition newest first, at most 5,000 read. */
+/** findRequest on layout v1: the user's one partition newest first, at most 5,000 read. */
 async function preShardFind(client: DynamoDBClient, table: string, userId: string, requestId: string): Promise<UsageRecord | undefined> {
   let start: Item | undefined;
   let scanned = 0;
@@ -195,9 +192,14 @@ async function readCost(count: number): Promise<void> {
     const records = Array.from({ length: count }, (_, i) => record(`req_${randomUUID().replace(/-/g, '')}`, DAY + Math.floor((i * 86_400_000) / count)));
     const items = records.map((r) => usageItem(r, { retentionDays: 400 }));
     await putAll(client, sharded.usage, items);
-    await putAll(client, before.usage, items.map((i) => ({ ...i, pk: { S: `user#${records[0]!.userId}` } })));
+    await putAll(
+      client,
+      before.usage,
+      items.map((i, n) => ({ ...i, pk: { S: `user#${records[0]!.userId}` }, sk: { S: usageSortKey(records[n]!.timestamp, records[n]!.requestId) } })),
+    );
 
-    const store = new DynamoDbUsageStore(client, sharded);
+    // Today is the records' day, as for a request looked up the day it was made.
+    const store = new DynamoDbUsageStore(client, sharded, { now: () => DAY + 43_200_000 });
     const user = records[0]!.userId;
     const [from, to] = [new Date(DAY).toISOString(), new Date(DAY + 86_400_000).toISOString()];
     const target = records[Math.floor(count / 2)]!; // half way back in the key's history
@@ -217,9 +219,9 @@ async function readCost(count: number): Promise<void> {
     const row = (label: string, ms: number, base: number) => `  ${label.padEnd(52)} ${ms.toFixed(1).padStart(8)} ms   ${(ms / base).toFixed(2).padStart(5)}× baseline`;
     console.log(`reads: ${count.toLocaleString('en-US')} records of one user in one day, DynamoDB Local, medians of ${ROUNDS} interleaved rounds`);
     console.log(row('baseline: day report, one partition (before)', median(t.before), median(t.before)));
-    console.log(row(`day report, ${USAGE_SCOPE_SHARDS} shards + old partition in parallel`, median(t.sharded), median(t.before)));
+    console.log(row(`day report, ${USAGE_SCOPE_SHARDS} day partitions + v1/v2 ones in parallel`, median(t.sharded), median(t.before)));
     console.log(row('baseline: findRequest half way back, one partition', median(t.findBefore), median(t.findBefore)));
-    console.log(row('findRequest half way back, its one shard', median(t.findSharded), median(t.findBefore)));
+    console.log(row('findRequest half way back, its one day partition', median(t.findSharded), median(t.findBefore)));
   } finally {
     client.destroy();
     await dynamo.stop();

@@ -11,7 +11,7 @@ import { createApiKey } from '../../lambda/core/key-admin';
 import { systemClock } from '../../lambda/core/clock';
 import { DynamoDbKeyStore } from '../../lambda/store/dynamodb/key-store';
 import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
-import { usagePartitionKey, usageScopeShard } from '../../lambda/store/dynamodb/usage-store';
+import { usageDayPartition, usageScopeShard } from '../../lambda/store/dynamodb/usage-store';
 import { createTestTables, testDynamoDbEndpoint, type TestTables } from '../support/dynamo';
 
 interface Captured {
@@ -109,7 +109,10 @@ describe('the gateway Lambda handler', () => {
     const { ScanCommand } = await import('@aws-sdk/client-dynamodb');
     const usage = await tables.client.send(new ScanCommand({ TableName: tables.tables.usage }));
     expect(usage.Items?.map((i) => [i.pk?.S, i.keyId?.S])).toEqual([
-      [usagePartitionKey('lambda-user', usageScopeShard(usage.Items?.[0]?.requestId?.S ?? '')), record.keyId],
+      [
+        usageDayPartition(String(usage.Items?.[0]?.timestamp?.S).slice(0, 10), 'lambda-user', usageScopeShard(usage.Items?.[0]?.requestId?.S ?? '')),
+        record.keyId,
+      ],
     ]);
   });
 

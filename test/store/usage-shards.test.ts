@@ -1,8 +1,9 @@
 /**
- * The usage table's partition shards (schema.ts USAGE_SCOPE_SHARDS) on DynamoDB Local: one user's records really
- * spread over several partition keys; every reader (a user's, a key's and an org's report, findRequest) returns
- * exactly the records and order of the layout before the shards and before byKey/byOrg were retired, old-layout
- * items included; a late settle still replaces the sweeper's abandoned record exactly once.
+ * The usage table's partitions (usage-store.ts: a day's records over USAGE_DAY_SHARDS partitions, one user's over
+ * USAGE_SCOPE_SHARDS of them) on DynamoDB Local: one user's records really spread over several partition keys;
+ * every reader (a user's, a key's and an org's report, findRequest) returns exactly the records and order of the
+ * single-partition layout v1, items of layouts v1 and v2 included; a late settle still replaces the sweeper's
+ * abandoned record exactly once.
  */
 import { BatchWriteItemCommand, QueryCommand, type QueryCommandInput, ScanCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
@@ -15,6 +16,7 @@ import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
 import { USAGE_SCOPE_SHARDS } from '../../lambda/store/dynamodb/schema';
 import {
   DynamoDbUsageStore,
+  usageDayPartition,
   usageItem,
   usagePartitionKey,
   usagePartitionKeys,
@@ -23,7 +25,7 @@ import {
   usageSortKey,
 } from '../../lambda/store/dynamodb/usage-store';
 import { createTestTables, type TestTables } from '../support/dynamo';
-import { usageRecordFor } from '../support/usage-records';
+import { usageRecordFor, v2UsageItem } from '../support/usage-records';
 
 type Item = Record<string, AttributeValue>;
 
@@ -56,9 +58,9 @@ function record(overrides: Partial<UsageRecord> & Pick<UsageRecord, 'requestId' 
   };
 }
 
-/** The item as the layout before the shards wrote it: one partition per user, key and org (byKey, byOrg). */
+/** The item as layout v1 wrote it: one partition per user, key and org (byKey, byOrg). */
 function preShardItem(r: UsageRecord): Item {
-  const item = usageItem(r, { retentionDays: 30 });
+  const item = v2UsageItem(r);
   return {
     ...item,
     pk: { S: `user#${r.userId}` },
@@ -95,7 +97,7 @@ function partition(db: TestTables, value: string): Promise<Item[]> {
   return allPages(db, { KeyConditionExpression: 'pk = :p', ExpressionAttributeValues: { ':p': { S: value } } });
 }
 
-/** Exactly the query the store ran for a user before the shards: one partition, sk BETWEEN from AND to, every page. */
+/** Exactly the query the store ran for a user in layout v1: one partition, sk BETWEEN from AND to, every page. */
 async function preShardQuery(db: TestTables, q: UsageQuery): Promise<UsageRecord[]> {
   const items = await allPages(db, {
     KeyConditionExpression: 'pk = :p AND sk BETWEEN :from AND :to',
@@ -131,11 +133,12 @@ describe('usage partition shards', () => {
     }
   });
 
-  it('when a record is laid out, its user partition names the shard its request id hashes to, and no key or org index key is written', () => {
+  it('when a record is laid out, its day partition is its user’s shard its request id hashes to, and no index key is written', () => {
     const r = record({ requestId: requestId('layout'), timestamp: '2099-11-23T02:15:00Z', orgId: 'acme' });
     const n = usageScopeShard(r.requestId);
     const item = usageItem(r, { retentionDays: 30 });
-    expect(item.pk).toEqual({ S: `user#alice#${n}` });
+    expect(item.pk).toEqual({ S: usageDayPartition('2099-11-23', 'alice', n) });
+    expect(item.dayPk).toBeUndefined();
     expect(item.keyPk).toBeUndefined();
     expect(item.orgPk).toBeUndefined();
     expect(usagePartitionKeys('alice')).toEqual([
@@ -160,8 +163,8 @@ describe('DynamoDbUsageStore over partition shards', () => {
   /**
    * Records of several users, keys and orgs over two days: groups of three of one owner share one timestamp
    * (so one instant of one user spans several shards and the request id orders them), some timestamps come
-   * without milliseconds, user "a#3"'s old partition key is shard 3 of user "a", and every fourth record is
-   * stored in the layout before the shards.
+   * without milliseconds, user "a#3"'s v2 partition key is shard 3 of user "a" (and its sk prefix `a#3#` starts
+   * with user "a"'s), and of every four records one is stored as layout v1 wrote it and one as v2 did.
    */
   const owners = [
     { userId: 'alice', keyId: 'ka', orgId: 'acme' },
@@ -178,8 +181,12 @@ describe('DynamoDbUsageStore over partition shards', () => {
 
   beforeAll(async () => {
     [sharded, before] = await Promise.all([createTestTables({ sdkOnly: true }), createTestTables()]);
-    store = new DynamoDbUsageStore(sharded.client, sharded.tables, { pageSize: 2 });
-    await putAll(sharded, [...hot, ...mixed].map((r, i) => (i >= hot.length && i % 4 === 0 ? preShardItem(r) : usageItem(r, { retentionDays: 30 }))));
+    // Today is the day after the records' last: findRequest walks back over all three of their days.
+    store = new DynamoDbUsageStore(sharded.client, sharded.tables, { pageSize: 2, now: () => T0 + 24 * HOUR });
+    // Every fourth mixed record as layout v1 wrote it, the next as v2 did, the rest as this one does.
+    const laidOut = (r: UsageRecord, i: number): Item =>
+      i < hot.length || i % 4 > 1 ? usageItem(r, { retentionDays: 30 }) : i % 4 === 0 ? preShardItem(r) : v2UsageItem(r);
+    await putAll(sharded, [...hot, ...mixed].map(laidOut));
     await putAll(before, [...hot, ...mixed].map(preShardItem));
     sharded.client.middlewareStack.add(
       (next) => async (args) => {
@@ -196,10 +203,10 @@ describe('DynamoDbUsageStore over partition shards', () => {
   });
   afterAll(() => Promise.all([sharded.cleanup(), before.cleanup()]));
 
-  it('when one user writes under many request ids, the records land on every shard key of the base table and none on the old single key', async () => {
+  it('when one user writes under many request ids, the records land on every shard of its day partitions and none on the old keys', async () => {
     const counts: number[] = [];
     for (let n = 0; n < USAGE_SCOPE_SHARDS; n++) {
-      const items = await partition(sharded, usagePartitionKey('hot', n));
+      const items = (await partition(sharded, usageDayPartition('2099-11-23', 'hot', n))).filter((i) => i.userId?.S === 'hot');
       expect(items.map((i) => usageScopeShard(i.requestId!.S!))).toEqual(items.map(() => n));
       expect(items.filter((i) => i.keyPk !== undefined || i.orgPk !== undefined)).toEqual([]);
       counts.push(items.length);
@@ -207,7 +214,7 @@ describe('DynamoDbUsageStore over partition shards', () => {
     expect(counts.every((c) => c > 0)).toBe(true);
     expect(counts.reduce((a, b) => a + b, 0)).toBe(hot.length);
     expect(Math.max(...counts)).toBeLessThan(hot.length / 4); // ~25 of 200 each; one key alone would hold all
-    expect(await partition(sharded, 'user#hot')).toEqual([]);
+    for (const old of usagePartitionKeys('hot')) expect(await partition(sharded, old)).toEqual([]);
   });
 
   it('when a user, key or org is queried, it gets exactly the records and order the single partition gave, across shards, pages and the old layout', async () => {
@@ -255,7 +262,7 @@ describe('DynamoDbUsageStore over partition shards', () => {
     expect(all.map((r) => r.requestId)).toEqual(expected.map((r) => r.requestId));
   });
 
-  it('when a request is looked up, it reads only its own shard of the key’s user, newest first, and at most maxScanned records', async () => {
+  it('when a request is looked up, it reads only its user’s records in its own shard, day by day and newest first, at most maxScanned', async () => {
     const target = hot[120]!;
     const shard = usageScopeShard(target.requestId);
     const newerInShard = hot.filter((r) => r.timestamp > target.timestamp && usageScopeShard(r.requestId) === shard).length;
@@ -266,7 +273,11 @@ describe('DynamoDbUsageStore over partition shards', () => {
     recording = true;
     try {
       expect(await store.findRequest({ keyId: 'khot', userId: 'hot', requestId: target.requestId, maxScanned: rank })).toEqual(target);
-      expect(reads.every((r) => r.partition === usagePartitionKey('hot', shard))).toBe(true);
+      // Today's partition of the shard (no records of "hot"), then the day of the records.
+      expect(reads.map((r) => r.partition)).toEqual([
+        usageDayPartition('2099-11-24', 'hot', shard),
+        ...reads.slice(1).map(() => usageDayPartition('2099-11-23', 'hot', shard)),
+      ]);
       expect(reads.reduce((sum, r) => sum + r.scanned, 0)).toBe(rank);
 
       reads.length = 0;
@@ -277,7 +288,7 @@ describe('DynamoDbUsageStore over partition shards', () => {
     }
   });
 
-  it('when a request is looked up with room to spare, every record of a key is found, in its shard or in the old layout', async () => {
+  it('when a request is looked up with room to spare, every record of a key is found, in its shard or in the old layouts', async () => {
     for (const r of [...hot.filter((_, i) => i % 10 === 0), ...mixed]) {
       expect(await store.findRequest({ keyId: r.keyId, userId: r.userId, requestId: r.requestId, maxScanned: 5_000 })).toEqual(r);
     }
@@ -320,7 +331,7 @@ describe('late settle over partition shards', () => {
     }
     expect(await ledger.sweepExpired(T0 + 61_000)).toBe(ids.length);
     for (let n = 0; n < USAGE_SCOPE_SHARDS; n++) {
-      const items = (await partition(db, usagePartitionKey(user, n))).map((i) => unmarshall(i));
+      const items = (await partition(db, usageDayPartition('2099-11-23', user, n))).map((i) => unmarshall(i)).filter((i) => i.userId === user);
       expect(items.map((i) => i.outcome)).toEqual(['abandoned', 'abandoned']);
     }
 
@@ -337,7 +348,7 @@ describe('late settle over partition shards', () => {
     const items = (scan.Items ?? []).map((i) => unmarshall(i));
     expect(items.map((i) => i.requestId).sort()).toEqual([...ids].sort());
     for (const item of items) {
-      expect(item).toMatchObject({ outcome: 'ok', pk: usagePartitionKey(user, usageScopeShard(String(item.requestId))) });
+      expect(item).toMatchObject({ outcome: 'ok', pk: usageDayPartition('2099-11-23', user, usageScopeShard(String(item.requestId))) });
     }
     const store = new DynamoDbUsageStore(db.client, db.tables);
     const found = await store.query({ by: 'user', id: user, from: '2099-11-23T00:00:00Z', to: '2099-11-24T00:00:00Z' });

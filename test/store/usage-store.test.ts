@@ -1,10 +1,17 @@
 import { PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { UsageRecord } from '../../lambda/core/types';
-import { shardOf } from '../../lambda/store/dynamodb/hash';
-import { USAGE_DAY_SHARDS } from '../../lambda/store/dynamodb/schema';
-import { DynamoDbUsageStore, usageDayShard, usageItem, usageRecordFromItem, usageScopeShard } from '../../lambda/store/dynamodb/usage-store';
+import { USAGE_DAY_SHARDS, USAGE_SCOPE_SHARDS } from '../../lambda/store/dynamodb/schema';
+import {
+  DynamoDbUsageStore,
+  usageDayPartition,
+  usageItem,
+  usageRecordFromItem,
+  usageScopeShard,
+  usageUserDayPartitions,
+} from '../../lambda/store/dynamodb/usage-store';
 import { createTestTables, type TestTables } from '../support/dynamo';
+import { v2UsageItem } from '../support/usage-records';
 
 function record(overrides: Partial<UsageRecord> & Pick<UsageRecord, 'requestId' | 'timestamp'>): UsageRecord {
   return {
@@ -30,14 +37,13 @@ describe('usageItem', () => {
   it('when a record has an org, it lays out every key, flattens usage and keeps money an integer N', () => {
     const r = record({ requestId: 'req-1', timestamp: '2099-11-23T02:15:00.000Z', orgId: 'acme', userAgent: 'curl/8' });
     const item = usageItem(r, { retentionDays: 30 });
-    const shard = usageDayShard('req-1');
-    const scopeShard = usageScopeShard('req-1');
-    expect(item.pk).toEqual({ S: `user#alice#${scopeShard}` });
-    expect(item.sk).toEqual({ S: '2099-11-23T02:15:00.000Z#req-1' });
-    // One index (byDay): no key or org partition keys, so the record writes the table and byDay only.
+    expect(item.pk).toEqual({ S: usageDayPartition('2099-11-23', 'alice', usageScopeShard('req-1')) });
+    expect(item.pk?.S).toMatch(/^day#2099-11-23#\d+$/);
+    expect(item.sk).toEqual({ S: 'alice#2099-11-23T02:15:00.000Z#req-1' });
+    // No index key at all (no dayPk, keyPk or orgPk): the record is one write unit, the table's.
     expect(item.keyPk).toBeUndefined();
     expect(item.orgPk).toBeUndefined();
-    expect(item.dayPk).toEqual({ S: `day#2099-11-23#${shard}` });
+    expect(item.dayPk).toBeUndefined();
     expect(item.costMicros).toEqual({ N: '1234' });
     expect(item.cachedInputTokens).toEqual({ N: '1000' });
     expect(item.usage).toBeUndefined();
@@ -51,11 +57,14 @@ describe('usageItem', () => {
     expect(item.orgId).toBeUndefined();
   });
 
-  it('when many request ids are hashed, every day shard is used and each stays in range', () => {
-    const seen = new Set<number>();
-    for (let i = 0; i < 200; i++) seen.add(usageDayShard(`req-${i}`));
-    expect([...seen].sort((a, b) => a - b)).toEqual(Array.from({ length: USAGE_DAY_SHARDS }, (_, n) => n));
-    expect(() => usageItem(record({ requestId: 'x', timestamp: '2099-11-23T00:00:00Z' }), { retentionDays: 1, shard: USAGE_DAY_SHARDS })).toThrow(RangeError);
+  it('when one user’s request ids are hashed, its records take USAGE_SCOPE_SHARDS day partitions; many users take them all', () => {
+    const mine = new Set<string>();
+    for (let i = 0; i < 200; i++) mine.add(usageItem(record({ requestId: `req-${i}`, timestamp: '2099-11-23T00:00:00Z' }), { retentionDays: 1 }).pk!.S!);
+    expect([...mine].sort()).toEqual(usageUserDayPartitions('2099-11-23', 'alice').sort());
+    expect(mine.size).toBe(USAGE_SCOPE_SHARDS);
+    const all = new Set<string>();
+    for (let u = 0; u < 50; u++) for (const p of usageUserDayPartitions('2099-11-23', `user-${u}`)) all.add(p);
+    expect([...all].sort()).toEqual(Array.from({ length: USAGE_DAY_SHARDS }, (_, n) => `day#2099-11-23#${n}`).sort());
   });
 
   it('when the cost is not a whole number of micro-USD, it refuses to build the item', () => {
@@ -115,13 +124,19 @@ describe('DynamoDbUsageStore', () => {
     expect(ids(all)).toEqual(['a1', 'a2', 'a3']);
   });
 
-  it('when a record was written with the 4 day shards of the layout before, reports of everything, a key and an org still find it', async () => {
+  it('when records were written by layout v2 (with 16 or the older 4 byDay shards), every report still finds them beside new ones', async () => {
     const old = record({ requestId: 'old-4-shards', timestamp: '2099-11-25T08:00:00.000Z', userId: 'dora', keyId: 'kold', orgId: 'legacy' });
-    await db.client.send(new PutItemCommand({ TableName: db.tables.usage, Item: usageItem(old, { retentionDays: 30, shard: shardOf(old.requestId, 4) }) }));
+    const v2 = record({ requestId: 'old-16-shards', timestamp: '2099-11-25T09:00:00.000Z', userId: 'dora', keyId: 'kold', orgId: 'legacy' });
+    const now = record({ requestId: 'new', timestamp: '2099-11-25T08:30:00.000Z', userId: 'dora', keyId: 'kold', orgId: 'legacy' });
+    await db.client.send(new PutItemCommand({ TableName: db.tables.usage, Item: v2UsageItem(old, { dayShards: 4 }) }));
+    await db.client.send(new PutItemCommand({ TableName: db.tables.usage, Item: v2UsageItem(v2) }));
+    await db.client.send(new PutItemCommand({ TableName: db.tables.usage, Item: usageItem(now, { retentionDays: 30 }) }));
     const next = { from: '2099-11-25T00:00:00.000Z', to: '2099-11-26T00:00:00.000Z' };
-    expect(ids(await store.queryAll(next.from, next.to))).toEqual(['old-4-shards']);
-    expect(ids(await store.query({ by: 'key', id: 'kold', ...next }))).toEqual(['old-4-shards']);
-    expect(ids(await store.query({ by: 'org', id: 'legacy', ...next }))).toEqual(['old-4-shards']);
+    const expected = ['old-4-shards', 'new', 'old-16-shards'];
+    expect(ids(await store.queryAll(next.from, next.to))).toEqual(expected);
+    expect(ids(await store.query({ by: 'key', id: 'kold', ...next }))).toEqual(expected);
+    expect(ids(await store.query({ by: 'org', id: 'legacy', ...next }))).toEqual(expected);
+    expect(ids(await store.query({ by: 'user', id: 'dora', ...next }))).toEqual(expected);
   });
 
   it('when from is not before to, it rejects the query', async () => {

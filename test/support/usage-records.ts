@@ -1,6 +1,10 @@
+import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import type { CounterRef, RateCharge, ReserveInput } from '../../lambda/core/stores';
 import type { ScopeId, UsageRecord } from '../../lambda/core/types';
 import { windowBounds, windowKey } from '../../lambda/core/windows';
+import { shardOf } from '../../lambda/store/dynamodb/hash';
+import { USAGE_DAY_SHARDS } from '../../lambda/store/dynamodb/schema';
+import { usageItem, usagePartitionKey, usageScopeShard, usageSortKey } from '../../lambda/store/dynamodb/usage-store';
 
 /** The usage record of one successful gpt-4o-mini chat request of `userId` (key `key-<userId>`), for store tests. */
 export function usageRecordFor(requestId: string, userId: string, cost: number, at: number): UsageRecord {
@@ -48,5 +52,19 @@ export function reserveInputFor(
     counters,
     rateCharges,
     context: { keyId: `key-${userId}`, userId, model: 'gpt-4o-mini' },
+  };
+}
+
+/**
+ * A usage item as layout v2 wrote it (before day partitions, usage-store.ts): pk `user#<id>#<s>`, sk
+ * `<iso>#<requestId>`, byDay's `dayPk` over `dayShards` shards (16; 4 in the release before).
+ */
+export function v2UsageItem(record: UsageRecord, options: { readonly dayShards?: number } = {}): Record<string, AttributeValue> {
+  const iso = new Date(record.timestamp).toISOString();
+  return {
+    ...usageItem(record, { retentionDays: 30 }),
+    pk: { S: usagePartitionKey(record.userId, usageScopeShard(record.requestId)) },
+    sk: { S: usageSortKey(record.timestamp, record.requestId) },
+    dayPk: { S: `day#${iso.slice(0, 10)}#${shardOf(record.requestId, options.dayShards ?? USAGE_DAY_SHARDS)}` },
   };
 }

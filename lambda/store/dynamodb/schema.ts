@@ -11,14 +11,15 @@
  *             circuit#<scope>[#s<n>] / state         open circuits, checked by reserve (guardrails-store.ts)
  *             loop#<keyId>       / <fingerprint>      loop guard counts and failure streak
  *             alert…, circuits, killswitch            alerts (dedupe, spacing, log, outbox), kill switch state
- * usage     pk user#<id>#<n> / sk <iso>#<requestId>   one record per request, TTL; GSI byDay (dayPk day#<date>#<d>, sk)
- *             n = hash(requestId) mod USAGE_SCOPE_SHARDS, d = hash(requestId) mod USAGE_DAY_SHARDS. Why n: at
- *             1,000 req/s of one user, one partition key per user would take every record, at DynamoDB's 1,000
- *             WCU/s per-partition limit (a time-ordered sk defeats split-for-heat). Both follow from the record
- *             alone, so the sweeper's 'abandoned' record and a late settle's replacement are one item. A user's
- *             report fans out over its n shards (and the pre-shard partition `user#<id>`) and merges by sk;
- *             findRequest reads only the shard its request id hashes to; reports by key and by org read byDay,
- *             filtered (usage-store.ts). One index, so a record costs 2 write units (table + byDay).
+ * usage     pk day#<date>#<d> / sk <userId>#<iso>#<requestId>   one record per request, TTL, no index written:
+ *             d = (hash(userId) + n) mod USAGE_DAY_SHARDS, n = hash(requestId) mod USAGE_SCOPE_SHARDS, so a day's
+ *             records spread over 16 partitions and one user's over 8 of them (at 1,000 req/s of one user, one
+ *             partition key would take every record, at DynamoDB's 1,000 WCU/s per-partition limit). A record's
+ *             keys follow from the record alone, so the sweeper's 'abandoned' record and a late settle's
+ *             replacement are one item. A user's report reads its 8 partitions a day by sk prefix; findRequest
+ *             one a day; reports by key, org and of everything every partition of each day (usage-store.ts).
+ *             One write unit a record (was 2 with GSI byDay). GSI byDay (dayPk) and the `user#<id>[#<n>]`
+ *             partitions hold the records of the layouts before, read until their TTL.
  * byok      pk userId / sk provider                   encrypted provider keys (envelope, see core/byok)
  * audit     pk audit#<day> / sk <iso>#<requestId>     who changed what through /admin (GSI byActor), TTL
  * runs      pk runId                                 agent runs: status, steps, tokens, cost, result, TTL
@@ -72,8 +73,10 @@ export const USAGE_TABLE: TableDefinition = {
   id: 'usage',
   partitionKey: { name: 'pk', type: 'S' },
   sortKey: { name: 'sk', type: 'S' },
+  // byDay (dayPk) holds only records of the layout before day partitions (this version writes no dayPk) and is
+  // read until they expire: a release at least the usage retention after this one retires it. byOrg (orgPk) was
+  // dropped by the release that stopped writing it; byKey (keyPk) goes with the next one.
   globalIndexes: [{ indexName: 'byDay', partitionKey: { name: 'dayPk', type: 'S' }, sortKey: { name: 'sk', type: 'S' } }],
-  // byOrg (orgPk) was dropped by the release that stopped writing it; byKey (keyPk) goes with the next one.
   retiredIndexes: [{ indexName: 'byKey', partitionKey: { name: 'keyPk', type: 'S' }, sortKey: { name: 'sk', type: 'S' } }],
   ttlAttribute: 'ttl',
 };
@@ -157,23 +160,24 @@ export interface TableNames {
 }
 
 /**
- * Number of partitions a day of usage records is spread over in GSI byDay (`day#<date>#<d>`, d = hash(requestId)
- * mod this). byDay takes every record of the platform: at 5,000 req/s, 4 shards took 1,333 WCU/s on the busiest
- * (1.33× DynamoDB's per-partition limit; `npm run bench:usage-shards -- 5000`), 16 take about a quarter of that.
- * Readers of a day query every shard, so raising it keeps every record written before visible (its shard is
- * below the new count); lowering it would hide records and needs a migration.
+ * Number of partitions a day of usage records is spread over (`day#<date>#<d>`; records of the layout before
+ * used the same count in GSI byDay, d = hash(requestId) mod this). A day takes every record of the platform: at
+ * 5,000 req/s, 4 partitions took 1,333 WCU/s on the busiest (1.33× DynamoDB's per-partition limit), 16 take about
+ * a quarter of that (`npm run bench:usage-shards -- 5000`). A user's records take USAGE_SCOPE_SHARDS consecutive
+ * ones from hash(userId), so this must be at least USAGE_SCOPE_SHARDS. Changing it moves where readers look for a
+ * record of this layout, so treat it as part of the table layout (a change needs a migration).
  */
 export const USAGE_DAY_SHARDS = 16;
 
 /**
- * Number of partition keys each user's usage records are spread over (base table `pk`): `user#<id>#<n>` with
- * n = hash(requestId) mod this.
+ * Number of partitions of a day each user's usage records are spread over: shard n = hash(requestId) mod this
+ * of user u is in `day#<date>#<(hash(u) + n) mod USAGE_DAY_SHARDS>`.
  *
  * 8: one usage record is one write (under 1 KB), and DynamoDB allows 1,000 WCU/s per partition, so one user at
- * 1,000 req/s writes 125 WCU/s per partition key — 8× under the limit, which leaves room for records up to
- * 2 KB and bursts. Readers pay one Query per shard (run in parallel); findRequest still reads one shard.
- * Changing it moves where findRequest and a late settle look for a record, so treat it as part of the table
- * layout (a change needs a migration).
+ * 1,000 req/s writes 125 WCU/s per partition — 8× under the limit, which leaves room for records up to 2 KB,
+ * other users' records in the same partitions, and bursts. A user's report pays one Query per shard and day (run
+ * in parallel); findRequest reads one shard a day. Changing it moves where findRequest and a late settle look for
+ * a record, so treat it as part of the table layout (a change needs a migration).
  */
 export const USAGE_SCOPE_SHARDS = 8;
 /**

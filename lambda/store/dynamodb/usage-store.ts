@@ -1,29 +1,32 @@
 /**
  * The usage ledger's read side, and the item layout its write side (the ledger's settle) uses:
  *
- *   pk     user#<userId>#<s>      base table: shard s of a user's requests, in time order
- *   sk     <iso timestamp>#<requestId>
- *   dayPk  day#<YYYY-MM-DD>#<d>   GSI byDay, d = hash(requestId) % USAGE_DAY_SHARDS spreads a busy day
- *   ttl    epoch seconds          DynamoDB TTL, `retentionDays` after the request
+ *   pk     day#<YYYY-MM-DD>#<d>          a day's records, d = (hash(userId) + s) % USAGE_DAY_SHARDS,
+ *                                        s = hash(requestId) % USAGE_SCOPE_SHARDS
+ *   sk     <userId>#<iso timestamp>#<requestId>
+ *   ttl    epoch seconds                 DynamoDB TTL, `retentionDays` after the request
  *
- * A record is written to the table and ONE index (issue 21: 2 write units, down from 4). Each reader:
+ * A record is ONE write unit: the table and no index (issue 21; it was 2 with GSI byDay, 4 with byKey and byOrg).
+ * A day's records are spread over USAGE_DAY_SHARDS partitions, and one user's over USAGE_SCOPE_SHARDS of them
+ * (consecutive ones from its hash), so 1,000 req/s of one user stays far under DynamoDB's 1,000 WCU/s per
+ * partition and 5,000 req/s of the platform puts ~310 WCU/s on each (schema.ts says why 8 and 16). Each reader:
  *
- *   a user's records        the user's base partitions (its USAGE_SCOPE_SHARDS shards and the pre-shard `user#<id>`)
- *   a request (findRequest) the caller's user's base shard its request id hashes to, newest first, then `user#<id>`
- *   everything (queryAll)   byDay: every shard of every day of the range
- *   a key's or an org's     byDay over the range, filtered by keyId / orgId: the same partitions (and read units)
- *     records                 as the report of everything over that range, which the same admin pages run anyway
- *   late settle, sweeper    the item's own key, which follows from the record alone
+ *   a user's records        each day of the range: the user's day partitions, sk BETWEEN <userId>#<from> AND
+ *                           <userId>#<to> (only the user's records are read)
+ *   a request (findRequest) the day partition its user and request id hash to, day by day newest first (at most
+ *                           `lookbackDays` days, `maxScanned` records), only the user's records
+ *   everything (queryAll)   every day partition of every day of the range
+ *   a key's or an org's     the same partitions, filtered by keyId / orgId (the same read units as the report of
+ *     records                 everything over that range, which the same admin pages run anyway)
+ *   late settle, sweeper    the item's own key, which follows from the record alone (day, user, request id), so
+ *                           the sweeper's 'abandoned' record and a late settle's replacement are one item
  *
- * The layout before this one also wrote `keyPk` (GSI byKey) and `orgPk` (GSI byOrg); items that still carry them
- * are read like the others (every item has `pk`, `sk` and `dayPk`), and the retired indexes are dropped one per
- * deploy (schema.ts USAGE_TABLE.retiredIndexes, docs/deploy-lifecycle.md).
- *
- * s = hash(requestId) % USAGE_SCOPE_SHARDS spreads one busy user over that many partition keys, so 1,000 req/s
- * of one user stays far under DynamoDB's 1,000 WCU/s per partition (schema.ts says why 8). A record's keys follow
- * from the record alone: the sweeper's 'abandoned' record and a late settle's replacement are the same item.
- * Readers fan out over the partitions in parallel and merge by sk (then pk), so every report comes out in the
- * order one partition gave.
+ * The layouts before this one, read by every reader until their records expire (their TTL):
+ *   v2  pk user#<userId>#<s>, sk <iso>#<requestId>, GSI byDay (dayPk day#<date>#<d>): users from the base table,
+ *       everything, keys and orgs from byDay; the v1 items carry dayPk too.
+ *   v1  pk user#<userId> (and keyPk / orgPk for the retired byKey and byOrg indexes).
+ * So byDay stays declared while such records can exist; items of this layout carry no dayPk and never write it.
+ * Readers merge every partition by (timestamp, request id, user), the order one partition of a v1 user gave.
  *
  * Money is the integer N attribute `costMicros`; token usage is flattened into four N attributes.
  */
@@ -42,41 +45,45 @@ type Item = Record<string, AttributeValue>;
 type StoredUsage = Omit<UsageRecord, 'usage'> & TokenUsage;
 
 const DAY_MS = 86_400_000;
-/** A report by key, by org or of everything reads USAGE_DAY_SHARDS partitions per day; this bounds one. */
+/** A report reads each day of its range (USAGE_DAY_SHARDS partitions a day, or a user's); this bounds one. */
 const MAX_QUERY_ALL_DAYS = 1_000;
 const QUERY_CONCURRENCY = 8;
+/** How far back findRequest looks by default (days before today's). */
+export const DEFAULT_LOOKBACK_DAYS = 31;
 
-/** Whose records a report reads: a user's (base table), a key's or an org's (byDay, filtered). */
+/** Whose records a report reads: a user's, a key's or an org's. */
 export type UsageScope = UsageQuery['by'];
 
 /** The record field that names each scope. */
 const SCOPE_FIELD: Readonly<Record<UsageScope, 'userId' | 'keyId' | 'orgId'>> = { user: 'userId', key: 'keyId', org: 'orgId' };
 
-/** The partition shard (0 … USAGE_SCOPE_SHARDS−1) of a request's record in the base table. */
+/** Which of a user's shards (0 … USAGE_SCOPE_SHARDS−1) a request's record is in. */
 export function usageScopeShard(requestId: string): number {
   return shardOf(requestId, USAGE_SCOPE_SHARDS);
 }
 
-/** The base-table partition key of shard `shard` of a user's records, e.g. `user#alice#3`. */
+/** The day partition of shard `scopeShard` of a user's records of `day` (YYYY-MM-DD), e.g. `day#2099-11-23#5`. */
+export function usageDayPartition(day: string, userId: string, scopeShard: number): string {
+  return `day#${day}#${(shardOf(userId, USAGE_DAY_SHARDS) + scopeShard) % USAGE_DAY_SHARDS}`;
+}
+
+/** Every day partition a user's records of `day` may be in (its USAGE_SCOPE_SHARDS shards). */
+export function usageUserDayPartitions(day: string, userId: string): string[] {
+  return [...new Set(Array.from({ length: USAGE_SCOPE_SHARDS }, (_, s) => usageDayPartition(day, userId, s)))];
+}
+
+/** The base-table partition key of shard `shard` of a user's records in layout v2, e.g. `user#alice#3`. */
 export function usagePartitionKey(userId: string, shard: number): string {
   return `user#${userId}#${shard}`;
 }
 
-/**
- * Every partition key a user's records may be under: its USAGE_SCOPE_SHARDS shards, then the single partition
- * of the layout before the shards (`user#<id>`), whose records stay until their TTL.
- */
+/** Every partition key a user's records of the layouts before days may be under: v2's shards, then v1's one. */
 export function usagePartitionKeys(userId: string): string[] {
   const shards = Array.from({ length: USAGE_SCOPE_SHARDS }, (_, n) => usagePartitionKey(userId, n));
   return [...shards, preShardPartitionKey(userId)];
 }
 
-/** The byDay partition (0 … USAGE_DAY_SHARDS−1) a request's record lands in. */
-export function usageDayShard(requestId: string): number {
-  return shardOf(requestId, USAGE_DAY_SHARDS);
-}
-
-/** The sort key of a usage record: the normalised ISO timestamp, then the request id. */
+/** The time order of records: the normalised ISO timestamp, then the request id (the sk of layouts v1 and v2). */
 export function usageSortKey(timestamp: string, requestId: string): string {
   return `${normaliseIso(timestamp)}#${requestId}`;
 }
@@ -84,19 +91,13 @@ export function usageSortKey(timestamp: string, requestId: string): string {
 /**
  * The DynamoDB item for a usage record.
  * @param options.retentionDays how long DynamoDB keeps it (TTL)
- * @param options.shard the byDay partition; @default {@link usageDayShard}(requestId)
  */
-export function usageItem(record: UsageRecord, options: { readonly retentionDays: number; readonly shard?: number }): Item {
+export function usageItem(record: UsageRecord, options: { readonly retentionDays: number }): Item {
   const timestamp = normaliseIso(record.timestamp);
-  const shard = options.shard ?? usageDayShard(record.requestId);
-  if (!Number.isInteger(shard) || shard < 0 || shard >= USAGE_DAY_SHARDS) {
-    throw new RangeError(`usage day shard must be 0..${USAGE_DAY_SHARDS - 1}, got ${shard}`);
-  }
   if (!Number.isSafeInteger(record.costMicros) || record.costMicros < 0) {
     throw new RangeError(`costMicros must be a non-negative integer, got ${record.costMicros}`);
   }
   const { usage, ...rest } = record;
-  const scopeShard = usageScopeShard(record.requestId);
   return marshall(
     {
       ...rest,
@@ -104,9 +105,8 @@ export function usageItem(record: UsageRecord, options: { readonly retentionDays
       outputTokens: usage.outputTokens,
       cachedInputTokens: usage.cachedInputTokens,
       cacheWriteTokens: usage.cacheWriteTokens,
-      pk: usagePartitionKey(record.userId, scopeShard),
-      sk: `${timestamp}#${record.requestId}`,
-      dayPk: `day#${timestamp.slice(0, 10)}#${shard}`,
+      pk: usageDayPartition(timestamp.slice(0, 10), record.userId, usageScopeShard(record.requestId)),
+      sk: `${record.userId}#${timestamp}#${record.requestId}`,
       ttl: Math.floor(Date.parse(timestamp) / 1000) + options.retentionDays * 86_400,
     },
     { removeUndefinedValues: true },
@@ -152,12 +152,31 @@ export interface DynamoDbUsageStoreOptions {
    * @default DynamoDB's (pages of up to 1 MB)
    */
   readonly pageSize?: number;
+  /**
+   * Days before today's that findRequest reads (a day is one Query of the user's records in one partition).
+   * @default {@link DEFAULT_LOOKBACK_DAYS}
+   */
+  readonly lookbackDays?: number;
+  /** The clock findRequest counts days back from. @default Date.now */
+  readonly now?: () => number;
+}
+
+/** A Query of one partition (of the table or of `index`) over sort keys from … to, optionally filtered. */
+interface PartitionQuery {
+  readonly index?: string;
+  readonly attribute: string;
+  readonly value: string;
+  /** Sort keys from … to (BETWEEN); the whole partition if absent. */
+  readonly range?: { readonly from: string; readonly to: string };
+  readonly filter?: { readonly attribute: string; readonly value: string };
 }
 
 /** The DynamoDB implementation of {@link UsageStore}. */
 export class DynamoDbUsageStore implements UsageStore {
   private readonly table: string;
   private readonly pageSize: number | undefined;
+  private readonly lookbackDays: number;
+  private readonly now: () => number;
 
   constructor(
     private readonly client: DynamoDBClient,
@@ -168,32 +187,47 @@ export class DynamoDbUsageStore implements UsageStore {
     if (options.pageSize !== undefined && (!Number.isInteger(options.pageSize) || options.pageSize < 1)) {
       throw new RangeError(`pageSize must be a positive integer, got ${options.pageSize}`);
     }
+    const lookbackDays = options.lookbackDays ?? DEFAULT_LOOKBACK_DAYS;
+    if (!Number.isInteger(lookbackDays) || lookbackDays < 0 || lookbackDays > MAX_QUERY_ALL_DAYS) {
+      throw new RangeError(`lookbackDays must be an integer 0..${MAX_QUERY_ALL_DAYS}, got ${options.lookbackDays}`);
+    }
     this.pageSize = options.pageSize;
+    this.lookbackDays = lookbackDays;
+    this.now = options.now ?? Date.now;
   }
 
   /**
-   * Records of one user, key or org with from ≤ timestamp < to, oldest first (by sk, i.e. timestamp then request
-   * id). A user's: every base partition of the user, read in parallel and merged. A key's or an org's: the byDay
-   * partitions of the range (as {@link queryAll} reads them), filtered by the key or org in DynamoDB.
+   * Records of one user, key or org with from ≤ timestamp < to, oldest first (by timestamp, then request id).
+   * A user's: its day partitions of each day, read by sk range, and its partitions of the layouts before. A key's
+   * or an org's: every day partition of the range (as {@link queryAll} reads them), filtered in DynamoDB.
    */
   async query(q: UsageQuery): Promise<UsageRecord[]> {
     const { from, to } = range(q.from, q.to);
     const field = SCOPE_FIELD[q.by];
-    const items =
-      q.by === 'user'
-        ? (await Promise.all(usagePartitionKeys(q.id).map((value) => this.queryPartition({ attribute: 'pk', value, from, to })))).flat()
-        : await this.queryDays(from, to, { attribute: field, value: q.id });
-    return items
-      .sort(compareKeys)
-      .map(usageRecordFromItem)
-      .filter((r) => r[field] === q.id); // `user#a#3` is shard 3 of "a" and the pre-shard partition of user "a#3"
+    let queries: PartitionQuery[];
+    if (q.by === 'user') {
+      const prefix = `${q.id}#`;
+      queries = [
+        ...daysOf(from, to).flatMap((day) =>
+          usageUserDayPartitions(day, q.id).map((value) => ({ attribute: 'pk', value, range: { from: prefix + from, to: prefix + to } })),
+        ),
+        ...usagePartitionKeys(q.id).map((value) => ({ attribute: 'pk', value, range: { from, to } })),
+      ];
+    } else {
+      queries = dayQueries(from, to, { attribute: field, value: q.id });
+    }
+    // A user's sk prefix or v2 key `user#a#3` can also hold user "a"'s records, or another user's: filter exactly.
+    return this.merge(
+      (await this.queryPartitions(queries)).filter((item) => item[field]?.S === q.id),
+      { from, to },
+    );
   }
 
   /**
    * One key's record of one request, stopping at the first match or after `maxScanned` records read in all. The
-   * record can only be in the base-table shard of the key's user that its request id hashes to, so that shard is
-   * read newest first, then (with what is left of `maxScanned`) the user's pre-shard partition; the bound thus
-   * reaches about USAGE_SCOPE_SHARDS times further back than a read of all the user's records would.
+   * record can only be in the day partition its user and request id hash to: that partition's records of the
+   * user are read day by day, today's first, newest first, for at most `lookbackDays` days before today's; then
+   * (with what is left of `maxScanned`) the v2 shard and the v1 partition of the user.
    */
   async findRequest(q: {
     readonly keyId: string;
@@ -201,18 +235,34 @@ export class DynamoDbUsageStore implements UsageStore {
     readonly requestId: string;
     readonly maxScanned: number;
   }): Promise<UsageRecord | undefined> {
-    const partitions = [usagePartitionKey(q.userId, usageScopeShard(q.requestId)), preShardPartitionKey(q.userId)];
+    const shard = usageScopeShard(q.requestId);
+    const today = Date.parse(new Date(this.now()).toISOString().slice(0, 10));
+    const prefix = `${q.userId}#`;
+    const reads: Array<{ readonly partition: string; readonly prefix?: string }> = [
+      ...Array.from({ length: this.lookbackDays + 1 }, (_, d) => ({
+        partition: usageDayPartition(new Date(today - d * DAY_MS).toISOString().slice(0, 10), q.userId, shard),
+        prefix,
+      })),
+      { partition: usagePartitionKey(q.userId, shard) },
+      { partition: preShardPartitionKey(q.userId) },
+    ];
     let scanned = 0;
-    for (const partition of partitions) {
+    for (const read of reads) {
       let startKey: Item | undefined;
       try {
         do {
           const page = await this.client.send(
             new QueryCommand({
               TableName: this.table,
-              KeyConditionExpression: 'pk = :p',
-              FilterExpression: 'requestId = :r AND keyId = :k AND userId = :u',
-              ExpressionAttributeValues: { ':p': { S: partition }, ':r': { S: q.requestId }, ':k': { S: q.keyId }, ':u': { S: q.userId } },
+              KeyConditionExpression: read.prefix === undefined ? 'pk = :p' : 'pk = :p AND begins_with(sk, :u)',
+              FilterExpression: 'requestId = :r AND keyId = :k AND userId = :u2',
+              ExpressionAttributeValues: {
+                ':p': { S: read.partition },
+                ':r': { S: q.requestId },
+                ':k': { S: q.keyId },
+                ':u2': { S: q.userId },
+                ...(read.prefix === undefined ? {} : { ':u': { S: read.prefix } }),
+              },
               ScanIndexForward: false,
               Limit: Math.min(500, Math.max(1, q.maxScanned - scanned)),
               ExclusiveStartKey: startKey,
@@ -231,59 +281,49 @@ export class DynamoDbUsageStore implements UsageStore {
     return undefined;
   }
 
-  /** Every record with from ≤ timestamp < to, oldest first: reads each shard of each day's byDay partition. */
+  /** Every record with from ≤ timestamp < to, oldest first: every day partition of each day, and byDay's. */
   async queryAll(fromIso: string, toIso: string): Promise<UsageRecord[]> {
     const { from, to } = range(fromIso, toIso);
-    return (await this.queryDays(from, to)).sort(compareKeys).map(usageRecordFromItem);
+    return this.merge(await this.queryPartitions(dayQueries(from, to)), { from, to });
   }
 
-  /** The byDay items of every day shard of [from, to), those whose `filter.attribute` is `filter.value` if given. */
-  private async queryDays(from: string, to: string, filter?: { readonly attribute: string; readonly value: string }): Promise<Item[]> {
-    const first = Date.parse(from.slice(0, 10));
-    const last = Date.parse(new Date(Date.parse(to) - 1).toISOString().slice(0, 10));
-    const days = Math.floor((last - first) / DAY_MS) + 1;
-    if (days > MAX_QUERY_ALL_DAYS) {
-      throw new InvalidRequestError(`A usage report may span at most ${MAX_QUERY_ALL_DAYS} days.`, { param: 'from' });
-    }
-    const partitions: string[] = [];
-    for (let d = 0; d < days; d++) {
-      const day = new Date(first + d * DAY_MS).toISOString().slice(0, 10);
-      for (let n = 0; n < USAGE_DAY_SHARDS; n++) partitions.push(`day#${day}#${n}`);
-    }
+  /**
+   * Records of many partitions with from ≤ timestamp < to (a day partition is read whole), in one order: by
+   * timestamp and request id, then by user.
+   */
+  private merge(items: readonly Item[], range: { readonly from: string; readonly to: string }): UsageRecord[] {
+    return items
+      .map((item) => ({ order: orderKey(item), user: item.userId?.S ?? '', item }))
+      // `<iso>#<id>` of a record at `to` sorts after the bare `to`, and of one at `from` after `from`.
+      .filter((e) => e.order >= range.from && e.order < range.to)
+      .sort((a, b) => (a.order !== b.order ? (a.order < b.order ? -1 : 1) : a.user < b.user ? -1 : a.user > b.user ? 1 : 0))
+      .map((e) => usageRecordFromItem(e.item));
+  }
+
+  /** Runs the queries, QUERY_CONCURRENCY at a time. */
+  private async queryPartitions(queries: readonly PartitionQuery[]): Promise<Item[]> {
     const results: Item[][] = [];
-    for (let i = 0; i < partitions.length; i += QUERY_CONCURRENCY) {
-      const batch = partitions.slice(i, i + QUERY_CONCURRENCY);
-      results.push(
-        ...(await Promise.all(batch.map((value) => this.queryPartition({ index: 'byDay', attribute: 'dayPk', value, from, to, filter })))),
-      );
+    for (let i = 0; i < queries.length; i += QUERY_CONCURRENCY) {
+      results.push(...(await Promise.all(queries.slice(i, i + QUERY_CONCURRENCY).map((q) => this.queryPartition(q)))));
     }
     return results.flat();
   }
 
-  private async queryPartition(q: {
-    readonly index?: string;
-    readonly attribute: string;
-    readonly value: string;
-    readonly from: string;
-    readonly to: string;
-    readonly filter?: { readonly attribute: string; readonly value: string };
-  }): Promise<Item[]> {
+  private async queryPartition(q: PartitionQuery): Promise<Item[]> {
     const out: Item[] = [];
     let startKey: Item | undefined;
     try {
       do {
-        // sk = <iso>#<id>: every sk of a record at `to` sorts after the bare `to`, so BETWEEN excludes it.
         const page = await this.client.send(
           new QueryCommand({
             TableName: this.table,
             IndexName: q.index,
-            KeyConditionExpression: '#p = :p AND sk BETWEEN :from AND :to',
+            KeyConditionExpression: q.range ? '#p = :p AND sk BETWEEN :from AND :to' : '#p = :p',
             ...(q.filter ? { FilterExpression: '#f = :f' } : {}),
             ExpressionAttributeNames: { '#p': q.attribute, ...(q.filter ? { '#f': q.filter.attribute } : {}) },
             ExpressionAttributeValues: {
               ':p': { S: q.value },
-              ':from': { S: q.from },
-              ':to': { S: q.to },
+              ...(q.range ? { ':from': { S: q.range.from }, ':to': { S: q.range.to } } : {}),
               ...(q.filter ? { ':f': { S: q.filter.value } } : {}),
             },
             Limit: this.pageSize,
@@ -300,21 +340,43 @@ export class DynamoDbUsageStore implements UsageStore {
   }
 }
 
+/** The days (YYYY-MM-DD) a range [from, to) touches; at most MAX_QUERY_ALL_DAYS. */
+function daysOf(from: string, to: string): string[] {
+  const first = Date.parse(from.slice(0, 10));
+  const last = Date.parse(new Date(Date.parse(to) - 1).toISOString().slice(0, 10));
+  const days = Math.floor((last - first) / DAY_MS) + 1;
+  if (days > MAX_QUERY_ALL_DAYS) {
+    throw new InvalidRequestError(`A usage report may span at most ${MAX_QUERY_ALL_DAYS} days.`, { param: 'from' });
+  }
+  return Array.from({ length: days }, (_, d) => new Date(first + d * DAY_MS).toISOString().slice(0, 10));
+}
+
+/**
+ * The queries of every record of [from, to), those whose `filter.attribute` is `filter.value` if given: each
+ * day's USAGE_DAY_SHARDS partitions, and byDay's (the records of layouts v1 and v2).
+ */
+function dayQueries(from: string, to: string, filter?: PartitionQuery['filter']): PartitionQuery[] {
+  return daysOf(from, to).flatMap((day) =>
+    Array.from({ length: USAGE_DAY_SHARDS }, (_, n) => `day#${day}#${n}`).flatMap((value): PartitionQuery[] => [
+      // This layout's sk leads with the user: the day's partition is read whole, cut at from and to by the merge.
+      { attribute: 'pk', value, filter },
+      { index: 'byDay', attribute: 'dayPk', value, range: { from, to }, filter },
+    ]),
+  );
+}
+
 /** The one partition a user's records were under before the shards (`user#<id>`). */
 function preShardPartitionKey(userId: string): string {
   return `user#${userId}`;
 }
 
 /**
- * The order one partition returns: by sk. A report of a key, an org or everything can hold two records with one
- * sk (two users, one request id), which DynamoDB returns in no stated order; the base table's pk makes the order
- * total.
+ * A record's place in time, `<iso>#<requestId>`: its sk in layouts v1 and v2 (whose items come from `user#…`
+ * partitions, or from byDay), its sk after `<userId>#` in this one.
  */
-function compareKeys(a: Item, b: Item): number {
-  const [skA, skB] = [a.sk?.S ?? '', b.sk?.S ?? ''];
-  if (skA !== skB) return skA < skB ? -1 : 1;
-  const [pA, pB] = [a.pk?.S ?? '', b.pk?.S ?? ''];
-  return pA < pB ? -1 : pA > pB ? 1 : 0;
+function orderKey(item: Item): string {
+  const sk = item.sk?.S ?? '';
+  return item.pk?.S?.startsWith('day#') ? sk.slice((item.userId?.S ?? '').length + 1) : sk;
 }
 
 function normaliseIso(text: string): string {
