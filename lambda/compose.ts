@@ -232,7 +232,7 @@ export function createGateway(deps: GatewayDependencies): Gateway {
         onError: (what, err) => log.log('warn', what, { error: err instanceof Error ? err.message : String(err) }),
       })
     : undefined;
-  const usage = new DynamoDbUsageStore(dynamodb, config.tables, { now: () => clock.now() });
+  const usage = new DynamoDbUsageStore(dynamodb, config.tables, { now: () => clock.now(), retentionDays: config.usageRetentionDays });
   const dataKeys =
     deps.byokDataKeys ??
     (config.dataKeyArn ? new KmsDataKeyProvider({ client: lazyKmsClient({ region: config.region }), keyId: config.dataKeyArn }) : undefined);

@@ -118,7 +118,7 @@ function storesFor(
       platformShards: config.platformShards,
       usageRetentionDays: config.usageRetentionDays,
     }),
-    usage: new DynamoDbUsageStore(dynamodb, config.tables),
+    usage: new DynamoDbUsageStore(dynamodb, config.tables, { retentionDays: config.usageRetentionDays }),
     guardrails: new DynamoDbGuardrailStore(dynamodb, { tables: config.tables, platformShards: config.platformShards }),
     bulk: new DynamoDbKeyStatusBatch(dynamodb, config.tables),
     audit: new DynamoDbAuditLog(dynamodb, { table: config.tables.audit, retentionDays: config.usageRetentionDays }),

@@ -10,6 +10,7 @@ import { createApiKey } from '../../lambda/core/key-admin';
 import { usdToMicros } from '../../lambda/core/money';
 import { TEST_PEPPER } from '../support/gateway-harness';
 import { type AgentHarness, lastIsTool, messagesOf, startAgentHarness } from './support';
+import { recentRange } from '../support/usage-records';
 
 let h: AgentHarness;
 
@@ -28,7 +29,7 @@ beforeEach(() => {
 /** Sum of what the gateway billed for alice's calls (the usage ledger), once every settlement is written. */
 async function billedToAlice(): Promise<{ cost: number; count: number; keyIds: string[] }> {
   await h.settled();
-  const records = await h.gateway.usage.query({ by: 'user', id: 'alice', from: '2000-01-01', to: '2100-01-01' });
+  const records = await h.gateway.usage.query({ by: 'user', id: 'alice', ...recentRange() });
   return { cost: records.reduce((n, r) => n + r.costMicros, 0), count: records.length, keyIds: [...new Set(records.map((r) => r.keyId))] };
 }
 

@@ -9,6 +9,8 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Harness } from '../support/gateway-harness';
+import { TEST_NOW } from '../support/clock';
+import { recentRange } from '../support/usage-records';
 
 export interface Run {
   readonly code: number | null;
@@ -52,7 +54,7 @@ export function runReport(run: Run, stderrChars = 2000): string {
 /** What a user spent, from the usage records, once every request so far has settled. */
 export async function spentBy(h: Harness, userId: string): Promise<number> {
   await h.settled();
-  const records = await h.gateway.usage.query({ by: 'user', id: userId, from: '2000-01-01T00:00:00.000Z', to: '2200-01-01T00:00:00.000Z' });
+  const records = await h.gateway.usage.query({ by: 'user', id: userId, ...recentRange(TEST_NOW) });
   return records.reduce((n, r) => n + r.costMicros, 0);
 }
 

@@ -10,6 +10,8 @@ import * as z from 'zod';
 import type { FakeScript } from '../support/fake-upstream';
 import { recordAgentRow, secondsSince } from './agent-cli';
 import { getWeather, plausibleModel, startClientSuite, TOOL_ANSWER, type ClientSuite } from './support';
+import { TEST_NOW } from '../support/clock';
+import { recentRange } from '../support/usage-records';
 
 setTracingDisabled(true);
 
@@ -28,7 +30,7 @@ const modelCalls = () => s.h.upstream.requests.filter((r) => r.path === '/v1/res
 
 async function spentBy(userId: string): Promise<{ micros: number; requests: number }> {
   await s.h.settled();
-  const records = await s.h.gateway.usage.query({ by: 'user', id: userId, from: '2000-01-01T00:00:00.000Z', to: '2200-01-01T00:00:00.000Z' });
+  const records = await s.h.gateway.usage.query({ by: 'user', id: userId, ...recentRange(TEST_NOW) });
   return { micros: records.reduce((n, r) => n + r.costMicros, 0), requests: records.length };
 }
 

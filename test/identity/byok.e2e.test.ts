@@ -20,6 +20,7 @@ import {
   type IdentityHarness,
   startIdentityHarness,
 } from './support/identity-harness';
+import { recentRange } from '../support/usage-records';
 
 const ALICE_OPENAI_KEY = 'sk-alice-own-openai-KEY-0123456789abcdef';
 const ALICE_ANTHROPIC_KEY = 'sk-ant-alice-own-KEY-fedcba9876543210';
@@ -98,7 +99,7 @@ describe('BYOK round trip', () => {
     await h.settled();
     const upstreamCall = h.upstream.requests.find((r) => r.path === '/v1/chat/completions');
     expect(upstreamCall!.headers.authorization).toBe(`Bearer ${ALICE_OPENAI_KEY}`);
-    const [record] = await h.gateway.usage.query({ by: 'user', id: 'alice', from: '2000-01-01T00:00:00Z', to: '2100-01-01T00:00:00Z' });
+    const [record] = await h.gateway.usage.query({ by: 'user', id: 'alice', ...recentRange() });
     expect(record).toMatchObject({ byok: true, provider: 'openai', userId: 'alice' });
     expect(record!.costMicros).toBeGreaterThan(0);
 

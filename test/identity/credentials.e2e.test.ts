@@ -6,6 +6,7 @@
 import { createHmac } from 'node:crypto';
 import { JWT_SECRET_K1, JWT_SECRET_K2, ADMIN_TOKEN, type IdentityHarness, startIdentityHarness } from './support/identity-harness';
 import { forgeToken, goodClaims } from './forge';
+import { recentRange } from '../support/usage-records';
 
 let h: IdentityHarness;
 let alice: { raw: string; keyId: string };
@@ -196,7 +197,7 @@ describe('good credentials (controls)', () => {
     const res = await chat(bearer(issued.token));
     expect(res.status).toBe(200);
     await h.settled();
-    const records = await h.gateway.usage.query({ by: 'user', id: 'bob', from: '2000-01-01T00:00:00Z', to: '2100-01-01T00:00:00Z' });
+    const records = await h.gateway.usage.query({ by: 'user', id: 'bob', ...recentRange() });
     expect(records).toHaveLength(1);
     expect(records[0]).toMatchObject({ userId: 'bob', keyId: 'svc:agent', orgId: 'acme', byok: false });
     expect(records[0]!.costMicros).toBeGreaterThan(0);

@@ -1,4 +1,4 @@
-import { PutItemCommand } from '@aws-sdk/client-dynamodb';
+import { type DynamoDBClient, PutItemCommand, QueryCommand } from '@aws-sdk/client-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { UsageRecord } from '../../lambda/core/types';
 import { USAGE_DAY_SHARDS, USAGE_SCOPE_SHARDS } from '../../lambda/store/dynamodb/schema';
@@ -137,6 +137,31 @@ describe('DynamoDbUsageStore', () => {
     expect(ids(await store.query({ by: 'key', id: 'kold', ...next }))).toEqual(expected);
     expect(ids(await store.query({ by: 'org', id: 'legacy', ...next }))).toEqual(expected);
     expect(ids(await store.query({ by: 'user', id: 'dora', ...next }))).toEqual(expected);
+  });
+
+  it('with a retention, an "all time" report of a user reads only the days records can be in, and finds them', async () => {
+    let queries = 0;
+    const counting = {
+      send: (command: Parameters<DynamoDBClient['send']>[0]) => {
+        if (command instanceof QueryCommand) queries += 1;
+        return db.client.send(command);
+      },
+    } as unknown as DynamoDBClient;
+    const kept = new DynamoDbUsageStore(counting, db.tables, { retentionDays: 30, now: () => Date.parse('2099-11-24T12:00:00Z') });
+    expect(ids(await kept.query({ by: 'user', id: 'alice', from: '2000-01-01T00:00:00Z', to: '2200-01-01T00:00:00Z' }))).toEqual(['a1', 'a2', 'a3']);
+    // 30 days of retention, 2 of TTL lag, today and tomorrow: 34 days of the user's 8 partitions, and its 9
+    // partitions of the layouts before (read over the whole range: no days to walk).
+    expect(queries).toBe(34 * USAGE_SCOPE_SHARDS + USAGE_SCOPE_SHARDS + 1);
+    // Without one, such a range is refused (it would read 73,000 days).
+    await expect(store.query({ by: 'user', id: 'alice', from: '2000-01-01T00:00:00Z', to: '2200-01-01T00:00:00Z' })).rejects.toThrow(/at most 1000 days/);
+  });
+
+  it('when a request is looked up, it is found within lookbackDays of today and not beyond', async () => {
+    const at = (now: string, lookbackDays: number) => new DynamoDbUsageStore(db.client, db.tables, { lookbackDays, now: () => Date.parse(now) });
+    const q = { keyId: 'ka', userId: 'alice', requestId: 'a1', maxScanned: 100 };
+    expect((await at('2099-11-22T23:59:59.999Z', 0).findRequest(q))?.requestId).toBe('a1');
+    expect((await at('2099-11-25T08:00:00Z', 3).findRequest(q))?.requestId).toBe('a1');
+    expect(await at('2099-11-25T08:00:00Z', 2).findRequest(q)).toBeUndefined();
   });
 
   it('when from is not before to, it rejects the query', async () => {

@@ -68,3 +68,8 @@ export function v2UsageItem(record: UsageRecord, options: { readonly dayShards?:
     dayPk: { S: `day#${iso.slice(0, 10)}#${shardOf(record.requestId, options.dayShards ?? USAGE_DAY_SHARDS)}` },
   };
 }
+
+/** A report range around now (two days either side): what an end-to-end test just recorded is in it. */
+export function recentRange(now = Date.now()): { readonly from: string; readonly to: string } {
+  return { from: new Date(now - 2 * 86_400_000).toISOString(), to: new Date(now + 2 * 86_400_000).toISOString() };
+}

@@ -157,8 +157,14 @@ export interface DynamoDbUsageStoreOptions {
    * @default {@link DEFAULT_LOOKBACK_DAYS}
    */
   readonly lookbackDays?: number;
-  /** The clock findRequest counts days back from. @default Date.now */
+  /** The clock findRequest counts days back from, and `retentionDays` bounds reports by. @default Date.now */
   readonly now?: () => number;
+  /**
+   * How long records are kept (their TTL): a report reads no day older than this (and two days of DynamoDB's
+   * TTL lag) or later than tomorrow, where no record can be, so an "all time" report reads at most this many
+   * days. @default none: every day of the range is read (at most 1,000)
+   */
+  readonly retentionDays?: number;
 }
 
 /** A Query of one partition (of the table or of `index`) over sort keys from … to, optionally filtered. */
@@ -177,6 +183,7 @@ export class DynamoDbUsageStore implements UsageStore {
   private readonly pageSize: number | undefined;
   private readonly lookbackDays: number;
   private readonly now: () => number;
+  private readonly retentionDays: number | undefined;
 
   constructor(
     private readonly client: DynamoDBClient,
@@ -194,6 +201,10 @@ export class DynamoDbUsageStore implements UsageStore {
     this.pageSize = options.pageSize;
     this.lookbackDays = lookbackDays;
     this.now = options.now ?? Date.now;
+    if (options.retentionDays !== undefined && (!Number.isInteger(options.retentionDays) || options.retentionDays < 1)) {
+      throw new RangeError(`retentionDays must be a positive integer, got ${options.retentionDays}`);
+    }
+    this.retentionDays = options.retentionDays;
   }
 
   /**
@@ -208,13 +219,13 @@ export class DynamoDbUsageStore implements UsageStore {
     if (q.by === 'user') {
       const prefix = `${q.id}#`;
       queries = [
-        ...daysOf(from, to).flatMap((day) =>
+        ...this.daysOf(from, to).flatMap((day) =>
           usageUserDayPartitions(day, q.id).map((value) => ({ attribute: 'pk', value, range: { from: prefix + from, to: prefix + to } })),
         ),
         ...usagePartitionKeys(q.id).map((value) => ({ attribute: 'pk', value, range: { from, to } })),
       ];
     } else {
-      queries = dayQueries(from, to, { attribute: field, value: q.id });
+      queries = this.dayQueries(from, to, { attribute: field, value: q.id });
     }
     // A user's sk prefix or v2 key `user#a#3` can also hold user "a"'s records, or another user's: filter exactly.
     return this.merge(
@@ -284,7 +295,7 @@ export class DynamoDbUsageStore implements UsageStore {
   /** Every record with from ≤ timestamp < to, oldest first: every day partition of each day, and byDay's. */
   async queryAll(fromIso: string, toIso: string): Promise<UsageRecord[]> {
     const { from, to } = range(fromIso, toIso);
-    return this.merge(await this.queryPartitions(dayQueries(from, to)), { from, to });
+    return this.merge(await this.queryPartitions(this.dayQueries(from, to)), { from, to });
   }
 
   /**
@@ -298,6 +309,41 @@ export class DynamoDbUsageStore implements UsageStore {
       .filter((e) => e.order >= range.from && e.order < range.to)
       .sort((a, b) => (a.order !== b.order ? (a.order < b.order ? -1 : 1) : a.user < b.user ? -1 : a.user > b.user ? 1 : 0))
       .map((e) => usageRecordFromItem(e.item));
+  }
+
+  /**
+   * The days (YYYY-MM-DD) a range [from, to) touches, where records can be (see `retentionDays`); at most
+   * MAX_QUERY_ALL_DAYS.
+   */
+  private daysOf(fromIso: string, toIso: string): string[] {
+    let [from, to] = [Date.parse(fromIso), Date.parse(toIso)];
+    if (this.retentionDays !== undefined) {
+      const now = this.now();
+      from = Math.max(from, now - (this.retentionDays + 2) * DAY_MS);
+      to = Math.min(to, now + DAY_MS);
+      if (from >= to) return [];
+    }
+    const first = Date.parse(new Date(from).toISOString().slice(0, 10));
+    const last = Date.parse(new Date(to - 1).toISOString().slice(0, 10));
+    const days = Math.floor((last - first) / DAY_MS) + 1;
+    if (days > MAX_QUERY_ALL_DAYS) {
+      throw new InvalidRequestError(`A usage report may span at most ${MAX_QUERY_ALL_DAYS} days.`, { param: 'from' });
+    }
+    return Array.from({ length: days }, (_, d) => new Date(first + d * DAY_MS).toISOString().slice(0, 10));
+  }
+
+  /**
+   * The queries of every record of [from, to), those whose `filter.attribute` is `filter.value` if given: each
+   * day's USAGE_DAY_SHARDS partitions, and byDay's (the records of layouts v1 and v2).
+   */
+  private dayQueries(from: string, to: string, filter?: PartitionQuery['filter']): PartitionQuery[] {
+    return this.daysOf(from, to).flatMap((day) =>
+      Array.from({ length: USAGE_DAY_SHARDS }, (_, n) => `day#${day}#${n}`).flatMap((value): PartitionQuery[] => [
+        // This layout's sk leads with the user: the day's partition is read whole, cut at from and to by the merge.
+        { attribute: 'pk', value, filter },
+        { index: 'byDay', attribute: 'dayPk', value, range: { from, to }, filter },
+      ]),
+    );
   }
 
   /** Runs the queries, QUERY_CONCURRENCY at a time. */
@@ -338,31 +384,6 @@ export class DynamoDbUsageStore implements UsageStore {
     }
     return out;
   }
-}
-
-/** The days (YYYY-MM-DD) a range [from, to) touches; at most MAX_QUERY_ALL_DAYS. */
-function daysOf(from: string, to: string): string[] {
-  const first = Date.parse(from.slice(0, 10));
-  const last = Date.parse(new Date(Date.parse(to) - 1).toISOString().slice(0, 10));
-  const days = Math.floor((last - first) / DAY_MS) + 1;
-  if (days > MAX_QUERY_ALL_DAYS) {
-    throw new InvalidRequestError(`A usage report may span at most ${MAX_QUERY_ALL_DAYS} days.`, { param: 'from' });
-  }
-  return Array.from({ length: days }, (_, d) => new Date(first + d * DAY_MS).toISOString().slice(0, 10));
-}
-
-/**
- * The queries of every record of [from, to), those whose `filter.attribute` is `filter.value` if given: each
- * day's USAGE_DAY_SHARDS partitions, and byDay's (the records of layouts v1 and v2).
- */
-function dayQueries(from: string, to: string, filter?: PartitionQuery['filter']): PartitionQuery[] {
-  return daysOf(from, to).flatMap((day) =>
-    Array.from({ length: USAGE_DAY_SHARDS }, (_, n) => `day#${day}#${n}`).flatMap((value): PartitionQuery[] => [
-      // This layout's sk leads with the user: the day's partition is read whole, cut at from and to by the merge.
-      { attribute: 'pk', value, filter },
-      { index: 'byDay', attribute: 'dayPk', value, range: { from, to }, filter },
-    ]),
-  );
 }
 
 /** The one partition a user's records were under before the shards (`user#<id>`). */
