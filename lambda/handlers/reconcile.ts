@@ -76,7 +76,7 @@ export async function billingReports(d: Omit<ReconcileDependencies, 'dynamodb' |
 export async function runReconcile(day: string, d: ReconcileDependencies): Promise<ReconcileRun> {
   const [reports, skipped] = await Promise.all([billingReports(d), skippedProviders(d)]);
   const result = await reconcileDay(day, {
-    usage: new DynamoDbUsageStore(d.dynamodb, d.config.tables, { retentionDays: d.config.usageRetentionDays }),
+    usage: new DynamoDbUsageStore(d.dynamodb, d.config.tables),
     reports,
     store: new DynamoDbDriftStore(d.dynamodb, { table: d.config.tables.reconcile }),
     alarmDriftMicros: d.config.reconcile.alarmDriftMicros,
