@@ -192,6 +192,42 @@ describe('scope pools (DynamoDB Local)', () => {
     expect(await usageOfUser(user)).toEqual([]);
   });
 
+  it('when a grant is reserved, only the limited window is written; the unlimited one gets what was spent at the release, on every path (overshoot, a dead taker, a late settle, a grant that never reached the room)', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const l = ledger(clock);
+    await markPooled(l, user, clock.now());
+    const refs = [dayCounter(`user:${user}`, 100_000_000), dayCounter(`key:key-${user}`)];
+    const over = await l.reserve(request(user, clock.now(), 10_000, refs));
+    expect(over.pool).toBeDefined();
+    const [limited, unlimited] = await l.readCounters(refs);
+    expect(limited!.committed).toBeGreaterThanOrEqual(10_000);
+    // A grant wrote both windows before (4 of a quiet key's 6 counters a grant had no limit).
+    expect(unlimited).toMatchObject({ committed: 0, reserved: 0, spent: 0 });
+
+    await l.settle({ reservation: over, cost: 15_000, usage: usageOf(over, user, 15_000) }); // past its reservation
+    const dead = await l.reserve(inPool(over.pool!, request(user, clock.now(), 10_000, refs))); // never settles
+    const slow = await l.reserve(inPool(over.pool!, request(user, clock.now(), 10_000, refs))); // settles after the release
+    expect([dead.pool?.pk, slow.pool?.pk]).toEqual([over.pool!.pk, over.pool!.pk]);
+    await l.sweepExpired(clock.now() + AFTER_CLOSE);
+    for (const v of await l.readCounters(refs)) expect(v).toMatchObject({ committed: 35_000, spent: 35_000, reserved: 0 });
+    await l.settle({ reservation: slow, cost: 2_500, usage: usageOf(slow, user, 2_500) });
+    const after = await l.readCounters(refs);
+    for (const v of after) expect(v).toMatchObject({ committed: 27_500, spent: 27_500, reserved: 0 });
+    expect(after[1]!.requests).toBe(after[0]!.requests);
+
+    // An instance that died between its grant and the room update: the release gives it back, nothing spent.
+    const other = uniqueUser();
+    const { client, failRoomUpdate } = dying();
+    const l2 = ledger(clock, client);
+    await markPooled(l2, other, clock.now());
+    const otherRefs = [dayCounter(`user:${other}`, 100_000_000), dayCounter(`key:key-${other}`)];
+    failRoomUpdate.next = true;
+    await expect(l2.reserve(request(other, clock.now(), 10_000, otherRefs))).rejects.toThrow();
+    expect(await l2.sweepExpired(clock.now() + AFTER_CLOSE)).toBe(1);
+    for (const v of await l2.readCounters(otherRefs)) expect(v).toMatchObject({ committed: 0, spent: 0, reserved: 0 });
+  });
+
   it('when three instances race for the last of a budget through pools, what they admit never passes the limit and the last of it is still shared', async () => {
     const user = uniqueUser();
     const clock = new ManualClock(T0);

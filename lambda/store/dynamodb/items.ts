@@ -54,10 +54,21 @@ export function holdKey(requestId: string, expiresAt: number): { pk: string; sk:
  * its own (`limitedOnly`) reserves on every counter with a limit and on the shared scopes' counters (org,
  * platform: their transaction conflicts are what starts the scope's allowance pools, busy-scopes.ts); a key's or
  * a user's window without a limit only counts what is spent, so settle (or the sweeper) adds the cost to it once.
- * A pool's grant and a budget lease reserve on every counter (their release and return correct all of them).
+ * A budget lease reserves on every counter (its return corrects all of them); a pool's grant: grantReservesOn.
  */
 export function reservesOn(ref: CounterRef, limitedOnly: boolean | undefined): boolean {
   return !limitedOnly || ref.limit !== undefined || isShared(ref.scope);
+}
+
+/**
+ * Whether a pool's grant reserves on a counter: one with a limit (its condition admits the money), and for a key's
+ * pool the shared scopes' too (their conflicts start the scope's allowance pools, as a request's own do); not a
+ * key's or a user's window without a limit, nor an allowance pool's scope's, nor any for a grant of rate units
+ * only (no money). The hold marks the others `u`, and the grant's release adds to them what the pool spent
+ * (pools.ts PoolHost.heldCounterItems): 4 of a quiet key's 6 counter writes a grant were such windows.
+ */
+export function grantReservesOn(ref: CounterRef, amount: number, sharedPool: boolean): boolean {
+  return amount > 0 && (ref.limit !== undefined || (!sharedPool && isShared(ref.scope)));
 }
 
 /** A hold's counter: its key and TTL; `u: 1` when reserve did not write it (settle or the sweeper adds it all). */

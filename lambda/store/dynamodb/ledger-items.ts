@@ -10,7 +10,7 @@ import type { VelocityCharge } from '../../core/guardrails/velocity';
 import type { MicroUsd } from '../../core/money';
 import { type GcraBranch, gcraBusyCeilingUs, gcraFloorUs, gcraIncrementUs } from '../../core/ratelimit';
 import type { CounterRef, RateCharge, Reservation, SettleInput } from '../../core/stores';
-import { bucketHintKey, bucketTtl, counterPk, counterTtl, loopKey, velocityKey } from './items';
+import { bucketHintKey, bucketTtl, counterPk, counterTtl, loopKey, type StoredHoldCounter, velocityKey } from './items';
 import { DAY_S, type Item, LedgerCore } from './ledger-core';
 
 /** Builds the transaction items of the budgets table (keys in items.ts; circuits are read, reserve.ts). */
@@ -151,6 +151,21 @@ export class LedgerItems {
     delta: { readonly committed: number; readonly spent: number; readonly requests: number; readonly reserved?: number },
   ): TransactWriteItem {
     return this.counterUpdateAt({ pk: counterPk(ref), sk: ref.windowKey, ttl: counterTtl(ref) }, delta);
+  }
+
+  /**
+   * A grant's correction of its hold's counters (its release, a reclaim of idle room): `delta` on each counter the
+   * grant reserved on; on one it did not (`u`, items.ts grantReservesOn), only what was spent (committed and
+   * spent += delta.spent, nothing reserved to take back), and no write where that is nothing.
+   */
+  heldCounterUpdates(
+    counters: readonly StoredHoldCounter[],
+    delta: { readonly committed: number; readonly spent: number; readonly requests: number; readonly reserved?: number },
+  ): TransactWriteItem[] {
+    return counters.flatMap((at) => {
+      if (!at.u) return [this.counterUpdateAt(at, delta)];
+      return delta.spent === 0 && delta.requests === 0 ? [] : [this.counterUpdateAt(at, { committed: delta.spent, spent: delta.spent, requests: delta.requests })];
+    });
   }
 
   /** {@link counterUpdate} of a counter named by its key and TTL (as a hold stores its counters). */

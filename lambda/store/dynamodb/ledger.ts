@@ -94,7 +94,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
       readCounters: (refs) => this.limits.readCounters(refs),
       batchGet: (keys) => core.batchGet(keys),
       counterItems: (counters, delta) => counters.map((ref) => this.items.counterUpdate(ref, delta)),
-      heldCounterItems: (counters, delta) => counters.map((at) => this.items.counterUpdateAt(at, delta)),
+      heldCounterItems: (counters, delta) => this.items.heldCounterUpdates(counters, delta),
       velocityItems: (velocity, cost) => this.items.velocitySettle({ reservation: { velocity } as Reservation, cost, usage: undefined as never }),
       transact: (items) => core.transact(items),
       usageTable: core.usage,

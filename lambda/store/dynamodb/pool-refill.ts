@@ -131,7 +131,7 @@ export class PoolRefill {
             context: { ...input.context, model: 'pool', endpoint: 'pool', requestType: undefined, stream: undefined, provider: undefined },
           },
           ref,
-          { quiet },
+          { quiet, shared: this.pools.role === 'shared' },
         );
         break;
       } catch (err) {

@@ -129,7 +129,7 @@ export interface PoolHost {
    * The ledger's own reserve of a grant, whose hold names the pool (the sweeper releases it through it); a quiet
    * key's grant marks nothing busy when it meets a transaction conflict.
    */
-  reserveGrant(input: ReserveInput, pool: PoolRef, options?: { readonly quiet?: boolean }): Promise<Reservation>;
+  reserveGrant(input: ReserveInput, pool: PoolRef, options?: { readonly quiet?: boolean; readonly shared?: boolean }): Promise<Reservation>;
   readCounters(refs: readonly CounterRef[]): Promise<CounterValue[]>;
   /** Consistent batch read of budgets-table items (missing ones left out). */
   batchGet(keys: ReadonlyArray<{ pk: string; sk: string }>): Promise<Item[]>;
@@ -140,7 +140,7 @@ export interface PoolHost {
   isNear(scope: ScopeId, now: number): boolean;
   /** Transaction items that add `delta` to each counter (committed, spent, requests; reserved when given). */
   counterItems(counters: readonly CounterRef[], delta: CounterDelta): TransactWriteItem[];
-  /** The same for a grant's counters as its hold stores them (key and TTL). */
+  /** The same for a grant's counters as its hold stores them (key, TTL; those it did not reserve on get what was spent). */
   heldCounterItems(counters: readonly StoredHoldCounter[], delta: CounterDelta): TransactWriteItem[];
   /** Transaction items that correct velocity windows charged `admitted` at reserve to `cost`. */
   velocityItems(velocity: readonly VelocityCharge[], cost: MicroUsd): TransactWriteItem[];

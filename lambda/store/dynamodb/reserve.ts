@@ -18,10 +18,10 @@ import type { TransactWriteItem } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { InvalidRequestError, RateLimitError } from '../../core/errors';
 import { gcraAdmits, gcraBranch, gcraBranchFor, gcraCanEverAdmit, gcraIncrementUs, gcraRemaining, gcraResetMs, gcraTatAfter } from '../../core/ratelimit';
-import { type CircuitRef, type RateCharge, type RateState, type Reservation, reservationOf, type ReserveInput } from '../../core/stores';
+import { type CircuitRef, type CounterRef, type RateCharge, type RateState, type Reservation, reservationOf, type ReserveInput } from '../../core/stores';
 import { BusyScopes } from './busy-scopes';
 import { budgetExceeded, circuitOpen, loopDetected, rateLimited, requestTooLarge, unexpectedCancellation, velocityTripped } from './denials';
-import { bucketHintKey, circuitKey, counterPk, counterTtl, holdKey, reservesOn } from './items';
+import { bucketHintKey, circuitKey, counterPk, counterTtl, grantReservesOn, holdKey, reservesOn } from './items';
 import { assertMicros, assertTransactionSize, DAY_S, LedgerCore, MAX_HINTS } from './ledger-core';
 import { LedgerItems } from './ledger-items';
 import type { PoolRef } from './pools';
@@ -43,7 +43,11 @@ export class ReserveTransaction {
   ) {}
 
   /** The reserve transaction (see the file header); with `pool`, a grant for that pool, released by the sweeper. */
-  async reserveHeld(input: ReserveInput, pool?: PoolRef, options: { readonly circuitsRead?: boolean; readonly quiet?: boolean } = {}): Promise<Reservation> {
+  async reserveHeld(
+    input: ReserveInput,
+    pool?: PoolRef,
+    options: { readonly circuitsRead?: boolean; readonly quiet?: boolean; readonly shared?: boolean } = {},
+  ): Promise<Reservation> {
     assertMicros(input.amount, 'amount');
     const nowUs = input.now * 1000;
     for (const ref of input.counters) {
@@ -58,10 +62,11 @@ export class ReserveTransaction {
       return { charge, key, inc: gcraIncrementUs(charge.amount, charge.limitPerMinute), branch: gcraBranch(this.core.tatHints.get(key), nowUs) };
     });
     const hold = holdKey(input.requestId, input.expiresAt);
-    // A request held on its own writes only the counters it must check (items.ts reservesOn); a grant and a
-    // lease reserve on all of them, as their release and return expect.
+    // A request held on its own writes only the counters it must check, a lease all of them (items.ts reservesOn),
+    // a grant those it must check (grantReservesOn): the others, marked on the hold, get the cost at its release.
     const limitedOnly = !pool && input.context.endpoint !== 'lease';
-    const reserved = input.counters.filter((ref) => reservesOn(ref, limitedOnly));
+    const writes = (ref: CounterRef): boolean => (pool ? grantReservesOn(ref, input.amount, options.shared === true) : reservesOn(ref, limitedOnly));
+    const reserved = input.counters.filter(writes);
     const circuits = input.circuits ?? [];
     const velocity = input.velocity ?? [];
     const guardItems = [
@@ -89,7 +94,7 @@ export class ReserveTransaction {
               pk: counterPk(ref),
               sk: ref.windowKey,
               ttl: counterTtl(ref),
-              ...(reservesOn(ref, limitedOnly) ? {} : { u: 1 }),
+              ...(writes(ref) ? {} : { u: 1 }),
             })),
             context: input.context,
             ttl: Math.ceil(input.expiresAt / 1000) + DAY_S,
