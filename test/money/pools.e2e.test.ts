@@ -119,7 +119,8 @@ describe('scope pools through the gateway', () => {
     expect(holds.some((hold) => String(hold.requestId).includes('#q.'))).toBe(true);
     expect(holds.some((hold) => (hold.context as { keyId?: string } | undefined)?.keyId === 'org:quiet-org')).toBe(true);
 
-    await h.gateway.ledger.sweepExpired(clock.now() + 10 * 60_000);
+    // Past every pool's close: a quiet pool's is its epoch's start (5 minutes, offset by its key) + 2 epochs + grace.
+    await h.gateway.ledger.sweepExpired(clock.now() + 20 * 60_000);
     expect(await h.holds()).toEqual([]);
     const records = (await h.scan('usage')).filter((r) => r.keyId === keyId);
     expect(records).toHaveLength(7);

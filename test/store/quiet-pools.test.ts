@@ -130,18 +130,22 @@ async function keepSending(l: DynamoDbLedger, clock: ManualClock, user: string, 
   const costs: number[] = [];
   const alone: number[] = [];
   const epochs = new Set<string>();
+  const pools = new Set<string>();
   for (let i = 0; i < 90; i++) {
     // Fixed ids too (each picks its org allowance item): the same grants in every run.
     const r = await l.reserve({ ...requestOf(user, org, clock.now()), requestId: `${user}-r${i}` });
     if (r.pool === undefined) alone.push(i);
-    else epochs.add(r.pool.sk);
+    else {
+      epochs.add(r.pool.sk);
+      pools.add(r.pool.pk);
+    }
     const cost = 3_000 + (i % 7) * 500;
     costs.push(cost);
     await l.settle({ reservation: r, cost, usage: usageOf(r, user, cost) });
     await l.backgroundDone();
     clock.advance(2_000);
   }
-  return { costs, alone, epochs };
+  return { costs, alone, epochs, pools };
 }
 
 /** After every quiet pool's close, the sweeper releases the grants: each counter holds exactly `total`. */
@@ -216,6 +220,24 @@ describe("a quiet key of a pooled org takes its own part from one pool item (Dyn
     expect(onKey.length).toBeLessThanOrEqual(7);
     const total = costs.reduce((a, b) => a + b, 0);
     await l.sweepExpired(clock.now() + 4 * DEFAULT_POOLS.quietEpochMs + 5_000);
+    for (const v of await l.readCounters(countersOf(user, org))) expect(v).toMatchObject({ spent: total, committed: total, reserved: 0 });
+  });
+
+  it("when a quiet key's pool had several grants, the sweeper releases them in one transaction an item (each counter written once), and the counters equal the costs", async () => {
+    const { org, user, clock, l, sent } = await quietKey({ pools: { ...POOLS, quietEpochMs: DEFAULT_POOLS.quietEpochMs } });
+    const { costs, pools } = await keepSending(l, clock, user, org);
+    const grants = (await quietPoolItems()).filter((i) => pools.has(String(i.pk)) && Number(i.granted ?? 0) > 0);
+    const grantCount = grants.reduce((n, i) => n + Object.keys(i).filter((k) => k.startsWith('+')).length, 0);
+    expect(grantCount).toBeGreaterThan(grants.length); // several grants on an item
+    const before = sent.length;
+    await l.sweepExpired(clock.now() + 4 * DEFAULT_POOLS.quietEpochMs + 5_000);
+    const releases = sent.slice(before).filter((c) => c.startsWith('Transact') && c.includes(`ctr#key:key-${user}`));
+    expect(releases).toHaveLength(grants.length);
+    for (const release of releases) {
+      // Each of the key's two windows once (every grant's release wrote both before).
+      expect(release.split(`ctr#key:key-${user} `).length - 1).toBe(2);
+    }
+    const total = costs.reduce((a, b) => a + b, 0);
     for (const v of await l.readCounters(countersOf(user, org))) expect(v).toMatchObject({ spent: total, committed: total, reserved: 0 });
   });
 

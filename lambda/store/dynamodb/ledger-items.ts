@@ -154,18 +154,60 @@ export class LedgerItems {
   }
 
   /**
-   * A grant's correction of its hold's counters (its release, a reclaim of idle room): `delta` on each counter the
+   * Grants' corrections of their holds' counters (a pool's release, a reclaim of idle room), one update per
+   * counter however many grants name it (a transaction may not write an item twice): `delta` on each counter the
    * grant reserved on; on one it did not (`u`, items.ts grantReservesOn), only what was spent (committed and
-   * spent += delta.spent, nothing reserved to take back), and no write where that is nothing.
+   * spent += delta.spent, nothing reserved to take back); no write where the sum is nothing.
    */
   heldCounterUpdates(
-    counters: readonly StoredHoldCounter[],
-    delta: { readonly committed: number; readonly spent: number; readonly requests: number; readonly reserved?: number },
+    parts: ReadonlyArray<{
+      readonly counters: readonly StoredHoldCounter[];
+      readonly delta: { readonly committed: number; readonly spent: number; readonly requests: number; readonly reserved?: number };
+    }>,
   ): TransactWriteItem[] {
-    return counters.flatMap((at) => {
-      if (!at.u) return [this.counterUpdateAt(at, delta)];
-      return delta.spent === 0 && delta.requests === 0 ? [] : [this.counterUpdateAt(at, { committed: delta.spent, spent: delta.spent, requests: delta.requests })];
-    });
+    const sums = new Map<string, { at: StoredHoldCounter; committed: number; spent: number; requests: number; reserved: number }>();
+    for (const { counters, delta } of parts) {
+      for (const at of counters) {
+        const key = `${at.pk}\n${at.sk}`;
+        const sum = sums.get(key) ?? { at, committed: 0, spent: 0, requests: 0, reserved: 0 };
+        sum.committed += at.u ? delta.spent : delta.committed;
+        sum.spent += delta.spent;
+        sum.requests += delta.requests;
+        sum.reserved += at.u ? 0 : (delta.reserved ?? 0);
+        sums.set(key, sum);
+      }
+    }
+    return [...sums.values()]
+      .filter((d) => d.committed !== 0 || d.spent !== 0 || d.requests !== 0 || d.reserved !== 0)
+      .map((d) => this.counterUpdateAt(d.at, { committed: d.committed, spent: d.spent, requests: d.requests, ...(d.reserved !== 0 ? { reserved: d.reserved } : {}) }));
+  }
+
+  /**
+   * Grants' corrections of the velocity windows they were admitted into (`admittedMicros` each) to what they
+   * cost, one update per window however many grants name it; none where the sum is nothing.
+   */
+  velocityCorrections(parts: ReadonlyArray<{ readonly velocity: readonly VelocityCharge[]; readonly cost: MicroUsd }>): TransactWriteItem[] {
+    const sums = new Map<string, { charge: VelocityCharge; delta: number }>();
+    for (const { velocity, cost } of parts) {
+      for (const charge of velocity) {
+        const key = JSON.stringify(velocityKey(charge));
+        const sum = sums.get(key) ?? { charge, delta: 0 };
+        sum.delta += cost - charge.admittedMicros;
+        if (charge.windowEnd > sum.charge.windowEnd) sum.charge = charge;
+        sums.set(key, sum);
+      }
+    }
+    return [...sums.values()]
+      .filter((d) => d.delta !== 0)
+      .map(({ charge, delta }) => ({
+        Update: {
+          TableName: this.core.budgets,
+          Key: marshall(velocityKey(charge)),
+          UpdateExpression: 'ADD v :d SET #ttl = if_not_exists(#ttl, :ttl)',
+          ExpressionAttributeNames: { '#ttl': 'ttl' },
+          ExpressionAttributeValues: { ':d': { N: String(delta) }, ':ttl': { N: String(Math.ceil(charge.windowEnd / 1000) + DAY_S) } },
+        },
+      }));
   }
 
   /** {@link counterUpdate} of a counter named by its key and TTL (as a hold stores its counters). */

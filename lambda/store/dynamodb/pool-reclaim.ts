@@ -136,8 +136,8 @@ export class PoolReclaim {
             ExpressionAttributeValues: marshall({ ':nx': -(r + p), ':h': amount }),
           },
         },
-        ...this.pools.host.heldCounterItems(hold.counters, { committed: -r, reserved: -(r + p), spent: p, requests: 0 }),
-        ...(r > 0 ? this.pools.host.velocityItems(hold.grant.velocity.map((v) => ({ ...v, admittedMicros: r })), 0) : []),
+        ...this.pools.host.heldCounterItems([{ counters: hold.counters, delta: { committed: -r, reserved: -(r + p), spent: p, requests: 0 } }]),
+        ...(r > 0 ? this.pools.host.velocityItems([{ velocity: hold.grant.velocity.map((v) => ({ ...v, admittedMicros: r })), cost: 0 }]) : []),
       ];
       const reasons = await this.pools.host.transact(items);
       if (reasons) break; // the pool or the hold changed meanwhile: left for the next reclaim

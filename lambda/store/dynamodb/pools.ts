@@ -141,9 +141,9 @@ export interface PoolHost {
   /** Transaction items that add `delta` to each counter (committed, spent, requests; reserved when given). */
   counterItems(counters: readonly CounterRef[], delta: CounterDelta): TransactWriteItem[];
   /** The same for a grant's counters as its hold stores them (key, TTL; those it did not reserve on get what was spent). */
-  heldCounterItems(counters: readonly StoredHoldCounter[], delta: CounterDelta): TransactWriteItem[];
+  heldCounterItems(parts: ReadonlyArray<{ readonly counters: readonly StoredHoldCounter[]; readonly delta: CounterDelta }>): TransactWriteItem[];
   /** Transaction items that correct velocity windows charged `admitted` at reserve to `cost`. */
-  velocityItems(velocity: readonly VelocityCharge[], cost: MicroUsd): TransactWriteItem[];
+  velocityItems(parts: ReadonlyArray<{ readonly velocity: readonly VelocityCharge[]; readonly cost: MicroUsd }>): TransactWriteItem[];
   /** The ledger's transaction runner: undefined on success, else the cancellation reasons (conflicts retried). */
   transact(items: TransactWriteItem[]): Promise<CancellationReason[] | undefined>;
   /** The usage table, and an item of it for a record (the sweeper's `abandoned` record of an unsettled take). */
@@ -661,20 +661,11 @@ export class ScopePools {
   }
 
   /**
-   * The sweeper's release of one grant once its pool's epoch and grace are over, in ONE transaction with a
-   * condition on the pool item as read (so a give-back meanwhile makes it read again, and a crash anywhere
-   * leaves either nothing done or everything):
-   *
-   *   grant never reached the room (its claimer died) → the pool records it void; counters get it all back
-   *   otherwise → the pool closes; room left R: refund min(R, grant) (R < 0, a debt of overshoots: all of it
-   *               charged here); counters: reserved −grant, spent grant − refund, requests counted so far
-   *   takes still marked (never settled) → charged; each gets an `abandoned` record (written first, only where
-   *               no record exists) that its late settle replaces; one whose real record exists is settled here
-   *
-   * False when the hold vanished (released before). Throws StoreUnavailableError to leave it for the next sweep.
+   * The sweeper's release of grants of one pool item once its epoch and grace are over, in ONE transaction
+   * (pool-release.ts). Returns how many of the holds it released.
    */
-  release(hold: GrantHold, now: number): Promise<boolean> {
-    return this.releases.release(hold, now);
+  release(holds: readonly GrantHold[], now: number): Promise<number> {
+    return this.releases.release(holds, now);
   }
 
   /**

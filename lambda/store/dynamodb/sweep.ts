@@ -17,6 +17,15 @@ import { ScopePools, SHARED_GRANT_PREFIX } from './pools';
 import { HOLD_SHARDS } from './schema';
 import { usageItem } from './usage-store';
 
+/** A grant's hold: it names its pool and what the release corrects. */
+type GrantOfPool = StoredHold & Required<Pick<StoredHold, 'pool' | 'grant'>>;
+
+/**
+ * Grants of one pool item released in one transaction at most: with the pool item, its counters and velocity
+ * windows (about 15 items), within DynamoDB's 100 items a transaction.
+ */
+const GRANTS_PER_RELEASE = 40;
+
 /** Reclaims expired holds and releases pools' grants. */
 export class Sweeper {
   constructor(
@@ -25,14 +34,23 @@ export class Sweeper {
     private readonly sharedPools: ScopePools,
   ) {}
 
+  /**
+   * Reclaims every expired hold; grants are gathered first and released a pool item at a time (one transaction
+   * for all of an item's grants, which sit in different hold shards).
+   */
   async sweepExpired(now: number): Promise<number> {
+    const grants = new Map<string, GrantOfPool[]>();
     const perShard = await Promise.all(
-      Array.from({ length: HOLD_SHARDS }, (_, shard) => this.sweepShard(`hold#${shard}`, now)),
+      Array.from({ length: HOLD_SHARDS }, (_, shard) => this.sweepShard(`hold#${shard}`, now, grants)),
     );
-    return perShard.reduce((a, b) => a + b, 0);
+    let released = perShard.reduce((a, b) => a + b, 0);
+    for (const group of grants.values()) {
+      for (let i = 0; i < group.length; i += GRANTS_PER_RELEASE) released += await this.releaseGrants(group.slice(i, i + GRANTS_PER_RELEASE), now);
+    }
+    return released;
   }
 
-  private async sweepShard(pk: string, now: number): Promise<number> {
+  private async sweepShard(pk: string, now: number, grants: Map<string, GrantOfPool[]>): Promise<number> {
     let released = 0;
     let startKey: Item | undefined;
     do {
@@ -51,7 +69,14 @@ export class Sweeper {
       }
       startKey = page.LastEvaluatedKey;
       for (const item of page.Items ?? []) {
-        if (await this.releaseHold(unmarshall(item) as StoredHold, now)) released++;
+        const hold = unmarshall(item) as StoredHold;
+        if (hold.pool && hold.grant) {
+          const grant = hold as GrantOfPool;
+          const key = `${grant.requestId.startsWith(SHARED_GRANT_PREFIX) ? 's' : 'k'}|${grant.pool.pk}|${grant.pool.sk}`;
+          grants.set(key, [...(grants.get(key) ?? []), grant]);
+        } else if (await this.releaseHold(hold, now)) {
+          released++;
+        }
       }
     } while (startKey);
     return released;
@@ -64,7 +89,6 @@ export class Sweeper {
    * ({@link settleLate}). False when the hold vanished meanwhile (settled after all).
    */
   private async releaseHold(hold: StoredHold, now: number): Promise<boolean> {
-    if (hold.pool && hold.grant) return this.releaseGrant(hold as StoredHold & Required<Pick<StoredHold, 'pool' | 'grant'>>, now);
     const record = abandonedRecord(hold, now);
     const items: TransactWriteItem[] = [
       {
@@ -100,13 +124,13 @@ export class Sweeper {
     throw unexpectedCancellation(reasons);
   }
 
-  /** Releases a pool's grant once the pool's epoch and grace are over (pools.ts `release`). */
-  private async releaseGrant(hold: StoredHold & Required<Pick<StoredHold, 'pool' | 'grant'>>, now: number): Promise<boolean> {
-    const pools = hold.requestId.startsWith(SHARED_GRANT_PREFIX) ? this.sharedPools : this.pools;
+  /** Releases grants of one pool item once its epoch and grace are over (pools.ts `release`); how many. */
+  private async releaseGrants(holds: readonly GrantOfPool[], now: number): Promise<number> {
+    const pools = holds[0]!.requestId.startsWith(SHARED_GRANT_PREFIX) ? this.sharedPools : this.pools;
     try {
-      return await pools.release(hold, now);
+      return await pools.release(holds, now);
     } catch (err) {
-      if (err instanceof StoreUnavailableError) return false; // left for the next sweep; the others go on
+      if (err instanceof StoreUnavailableError) return 0; // left for the next sweep; the others go on
       throw err;
     }
   }
