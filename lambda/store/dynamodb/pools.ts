@@ -10,14 +10,15 @@
  *        ONE UpdateItem: room −= amount, units −= charge   IF room ≥ amount AND units ≥ charge AND not closed
  *          └─ not enough room ──► the last epoch's pool item, once (what its requests gave back)
  *          └─ not there either ──► one instance (a claim on the item) refills it: ONE ordinary reserve of a
- *             grant (every counter within its limit, the key's rate buckets, circuits, velocity, and a hold
+ *             grant (every limited counter within its limit, the key's rate buckets, circuits, velocity, and a hold
  *             that names the pool), then ADD room += grant; the others wait for it, polling the item with
  *             consistent reads (a refused take would cost a write unit), and take again. A grant
  *             refused although it was only this request's part leaves the pool dry for a second: its takers
  *             get the same refusal without asking
  *   settle ──► usage record, loop outcome, then ONE UpdateItem: room += amount − cost, spent += cost
- *   sweeper, once the pool's epoch and grace are over ──► closes the pool and releases each grant's hold:
- *        counters get the grant minus the room left (what was taken and never given back is charged)
+ *   sweeper, once the pool's epoch and grace are over ──► closes the pool and releases its grants' holds, in one
+ *        transaction: limited counters get the grants minus the room left (what was taken and never given back
+ *        is charged), the windows a grant did not write what was spent
  *
  * The guarantee is the reserve's: money enters a pool only through a grant that passed every counter's
  * condition, so spend never passes a limit. What a pool costs: its unused room is held (early refusal),

@@ -98,7 +98,7 @@ export class ReserveTransaction {
             })),
             context: input.context,
             ttl: Math.ceil(input.expiresAt / 1000) + DAY_S,
-            // A grant's release corrects the counters above (a grant reserves on all of them) and its velocity.
+            // A grant's release corrects its counters (those marked `u` get what the pool spent) and its velocity.
             ...(pool ? { pool, grant: { velocity: input.velocity ?? [] } } : {}),
           },
           { removeUndefinedValues: true },
