@@ -75,20 +75,7 @@ export class LedgerItems {
 
   /** Settle's velocity correction: the window keeps the actual cost instead of what was admitted. */
   velocitySettle(input: SettleInput): TransactWriteItem[] {
-    return (input.reservation.velocity ?? [])
-      .filter((charge) => input.cost !== charge.admittedMicros)
-      .map((charge) => ({
-        Update: {
-          TableName: this.core.budgets,
-          Key: marshall(velocityKey(charge)),
-          UpdateExpression: 'ADD v :d SET #ttl = if_not_exists(#ttl, :ttl)',
-          ExpressionAttributeNames: { '#ttl': 'ttl' },
-          ExpressionAttributeValues: {
-            ':d': { N: String(input.cost - charge.admittedMicros) },
-            ':ttl': { N: String(Math.ceil(charge.windowEnd / 1000) + DAY_S) },
-          },
-        },
-      }));
+    return this.velocityCorrections([{ velocity: input.reservation.velocity ?? [], cost: input.cost }]);
   }
 
   /**
