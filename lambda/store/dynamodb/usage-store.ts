@@ -247,11 +247,11 @@ export class DynamoDbUsageStore implements UsageStore {
     readonly maxScanned: number;
   }): Promise<UsageRecord | undefined> {
     const shard = usageScopeShard(q.requestId);
-    const today = Date.parse(new Date(this.now()).toISOString().slice(0, 10));
+    const today = startOfDay(this.now());
     const prefix = `${q.userId}#`;
     const reads: Array<{ readonly partition: string; readonly prefix?: string }> = [
       ...Array.from({ length: this.lookbackDays + 1 }, (_, d) => ({
-        partition: usageDayPartition(new Date(today - d * DAY_MS).toISOString().slice(0, 10), q.userId, shard),
+        partition: usageDayPartition(dayOf(today - d * DAY_MS), q.userId, shard),
         prefix,
       })),
       { partition: usagePartitionKey(q.userId, shard) },
@@ -323,13 +323,13 @@ export class DynamoDbUsageStore implements UsageStore {
       to = Math.min(to, now + DAY_MS);
       if (from >= to) return [];
     }
-    const first = Date.parse(new Date(from).toISOString().slice(0, 10));
-    const last = Date.parse(new Date(to - 1).toISOString().slice(0, 10));
+    const first = startOfDay(from);
+    const last = startOfDay(to - 1);
     const days = Math.floor((last - first) / DAY_MS) + 1;
     if (days > MAX_QUERY_ALL_DAYS) {
       throw new InvalidRequestError(`A usage report may span at most ${MAX_QUERY_ALL_DAYS} days.`, { param: 'from' });
     }
-    return Array.from({ length: days }, (_, d) => new Date(first + d * DAY_MS).toISOString().slice(0, 10));
+    return Array.from({ length: days }, (_, d) => dayOf(first + d * DAY_MS));
   }
 
   /**
@@ -398,6 +398,16 @@ function preShardPartitionKey(userId: string): string {
 function orderKey(item: Item): string {
   const sk = item.sk?.S ?? '';
   return item.pk?.S?.startsWith('day#') ? sk.slice((item.userId?.S ?? '').length + 1) : sk;
+}
+
+/** The UTC day (YYYY-MM-DD) of an instant. */
+function dayOf(ms: number): string {
+  return new Date(ms).toISOString().slice(0, 10);
+}
+
+/** The instant a UTC day starts, for an instant in it. */
+function startOfDay(ms: number): number {
+  return Math.floor(ms / DAY_MS) * DAY_MS;
 }
 
 function normaliseIso(text: string): string {
