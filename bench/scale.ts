@@ -387,7 +387,7 @@ async function simulate(endpoint: string, configuration: Configuration, scenario
       clock: scheduler,
       log: silentLogger,
       guardrails: {
-        store: new DynamoDbGuardrailStore(simClient, { tables: config.tables, platformShards: config.platformShards, clock: scheduler }),
+        store: new DynamoDbGuardrailStore(simClient, { tables: config.tables, platformShards: config.platformShards, clock: scheduler, sleep: scheduler.sleep }),
         settings: config.guardrails,
       },
     });

@@ -161,6 +161,32 @@ describe('tier alerts', () => {
     expect(log).toHaveLength(2);
   });
 
+  it('when a tier is crossed again by every settle, the repeats write nothing: remembered, or read once by a new instance', async () => {
+    const calls: string[] = [];
+    const counted = { send: (command: { constructor: { name: string } }) => (calls.push(command.constructor.name), db.client.send(command as never)) } as unknown as typeof db.client;
+    const clock = new ManualClock(T0);
+    const store = new DynamoDbGuardrailStore(counted, { tables: db.tables, platformShards: SHARDS, clock });
+    const scope: ScopeId = `org:${unique('o')}`;
+    const spacing = { key: 'warning', ms: 6 * 3_600_000 };
+    const warn = (s: DynamoDbGuardrailStore, at: number, dedupeKey = 'day#23#warning') => s.recordAlert(alert(scope, at), { dedupeKey, dedupeUntil: T0 + 3_600_000, spacing });
+    expect(await warn(store, T0)).toBe(true);
+    const writes = () => calls.filter((c) => c === 'TransactWriteItemsCommand').length;
+    expect(writes()).toBe(1);
+    // The same instance: neither the marker nor the spacing is asked again.
+    calls.length = 0;
+    expect(await warn(store, T0 + 1_000)).toBe(false);
+    expect(await warn(store, T0 + 2_000, 'hour#10#warning')).toBe(false);
+    expect(calls).toEqual([]);
+    // Another instance reads the two items once, then remembers too.
+    const other = new DynamoDbGuardrailStore(counted, { tables: db.tables, platformShards: SHARDS, clock });
+    expect(await warn(other, T0 + 3_000)).toBe(false);
+    expect(await warn(other, T0 + 4_000)).toBe(false);
+    expect(calls).toEqual(['BatchGetItemCommand']);
+    // The spacing over, a new window's warning is recorded (and only one alert of the first is in the log).
+    expect(await warn(other, T0 + 6 * 3_600_000, 'day#24#warning')).toBe(true);
+    expect((await store.listAlerts(T0)).filter((a) => a.scope === scope)).toHaveLength(2);
+  });
+
   it('when an alert is published, it leaves the outbox but stays in the log', async () => {
     const { store } = stores();
     const a = alert(`key:${unique('k')}`, T0, 'loop_detected');

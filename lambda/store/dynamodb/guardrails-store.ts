@@ -12,9 +12,13 @@
  *   veltrip#<scope>        / <yyyy-mm-dd>  velocity trips of the day (trips, lastWindow): the 2nd escalates
  *
  * An alert is recorded with its marker, spacing, log and outbox items (and, for a tripping tier, the circuit)
- * in ONE TransactWriteItems, so a recorded alert is never lost and never recorded twice.
+ * in ONE TransactWriteItems, so a recorded alert is never lost and never recorded twice. A repeat (every request
+ * settled past a tier asks again) is answered without that transaction: from this store's memory of markers and
+ * spacing it saw, else from one consistent read of the two items (a refused transaction of 3–4 items costs
+ * 2 write units an item; the transaction's conditions stay the authority).
  */
 import {
+  BatchGetItemCommand,
   DeleteItemCommand,
   GetItemCommand,
   QueryCommand,
@@ -38,9 +42,11 @@ import { type Clock, systemClock } from '../../core/clock';
 import type { ScopeId } from '../../core/types';
 import { errorName, translateError } from './client';
 import { circuitKey, UNTIL_ACKNOWLEDGED } from './ledger';
+import { sleep as realSleep } from './ledger-core';
 import type { TableNames } from './schema';
 
 type Item = Record<string, AttributeValue>;
+type ItemKey = { readonly pk: string; readonly sk: string };
 
 const DAY_MS = 86_400_000;
 const LOG_RETENTION_MS = 90 * DAY_MS;
@@ -48,6 +54,8 @@ const OUTBOX_RETENTION_MS = 2 * DAY_MS;
 const OUTBOX_PK = 'alertout';
 const REGISTRY_PK = 'circuits';
 const KILL_SWITCH_KEY = { pk: 'killswitch', sk: 'state' };
+/** Alert markers and spacings a store remembers (a bounded memory: forgotten ones are read again). */
+const MAX_SEEN = 10_000;
 
 export interface DynamoDbGuardrailStoreOptions {
   readonly tables: Pick<TableNames, 'budgets'>;
@@ -61,6 +69,8 @@ export interface DynamoDbGuardrailStoreOptions {
    * an equal or longer circuit was open already. A hook that throws is ignored.
    */
   readonly onCircuitOpened?: (circuit: CircuitState) => void;
+  /** How a transaction that met another waits before it is tried again. @default setTimeout */
+  readonly sleep?: (ms: number) => Promise<void>;
 }
 
 /** The DynamoDB implementation of {@link GuardrailStore}. */
@@ -69,6 +79,9 @@ export class DynamoDbGuardrailStore implements GuardrailStore {
   private readonly platformShards: number;
   private readonly clock: Clock;
   private readonly onCircuitOpened: (circuit: CircuitState) => void;
+  private readonly sleep: (ms: number) => Promise<void>;
+  /** Alert markers and spacings seen (recorded here, or found), with when each lapses: repeats need no write. */
+  private readonly seen = new Map<string, number>();
 
   constructor(
     private readonly client: DynamoDBClient,
@@ -77,6 +90,7 @@ export class DynamoDbGuardrailStore implements GuardrailStore {
     this.table = options.tables.budgets;
     this.platformShards = options.platformShards;
     this.clock = options.clock ?? systemClock;
+    this.sleep = options.sleep ?? realSleep;
     const hook = options.onCircuitOpened;
     this.onCircuitOpened = (circuit) => {
       try {
@@ -88,6 +102,9 @@ export class DynamoDbGuardrailStore implements GuardrailStore {
   }
 
   async recordAlert(alert: Alert, options: RecordAlertOptions): Promise<boolean> {
+    const marker = { pk: `alert#${alert.scope}`, sk: options.dedupeKey };
+    const gap = options.spacing ? { pk: `alertgap#${alert.scope}`, sk: options.spacing.key } : undefined;
+    if (this.isSeen(marker, alert.at) || (gap && this.isSeen(gap, alert.at)) || (await this.refusedAlready(alert, options, marker, gap))) return false;
     const base: TransactWriteItem[] = [
       {
         Put: {
@@ -123,9 +140,50 @@ export class DynamoDbGuardrailStore implements GuardrailStore {
       // A longer circuit is open already (e.g. until acknowledged): record the alert without shortening it.
       reasons = await this.transact(base);
     }
+    if (!reasons || failed(reasons[0])) this.remember(marker, options.dedupeUntil);
+    if (gap && options.spacing && !reasons) this.remember(gap, alert.at + options.spacing.ms);
     if (!reasons) return true;
     if (reasons.some(failed)) return false;
     throw unexpected(reasons);
+  }
+
+  /**
+   * Whether the transaction of {@link recordAlert} would be refused, as one consistent read of its marker and
+   * spacing items says: the marker is there, or the last alert of the spacing key is too recent. What it finds
+   * is remembered. A failed read says no (the transaction decides).
+   */
+  private async refusedAlready(alert: Alert, options: RecordAlertOptions, marker: ItemKey, gap: ItemKey | undefined): Promise<boolean> {
+    let found: Item[];
+    try {
+      const out = await this.client.send(
+        new BatchGetItemCommand({ RequestItems: { [this.table]: { Keys: [marker, ...(gap ? [gap] : [])].map((k) => marshall(k)), ConsistentRead: true } } }),
+      );
+      found = out.Responses?.[this.table] ?? [];
+    } catch {
+      return false;
+    }
+    let refused = false;
+    for (const item of found) {
+      const { pk, lastAt } = unmarshall(item) as { pk: string; lastAt?: number };
+      if (pk === marker.pk) {
+        this.remember(marker, options.dedupeUntil);
+        refused = true;
+      } else if (gap && options.spacing && typeof lastAt === 'number' && lastAt > alert.at - options.spacing.ms) {
+        this.remember(gap, lastAt + options.spacing.ms);
+        refused = true;
+      }
+    }
+    return refused;
+  }
+
+  private isSeen(key: ItemKey, at: number): boolean {
+    const until = this.seen.get(`${key.pk}\n${key.sk}`);
+    return until !== undefined && at < until;
+  }
+
+  private remember(key: ItemKey, until: number): void {
+    if (this.seen.size >= MAX_SEEN) this.seen.clear();
+    this.seen.set(`${key.pk}\n${key.sk}`, until);
   }
 
   async listAlerts(since: number): Promise<Alert[]> {
@@ -368,7 +426,7 @@ export class DynamoDbGuardrailStore implements GuardrailStore {
         const reasons = (err as { CancellationReasons?: CancellationReason[] }).CancellationReasons ?? [];
         const conflict = reasons.some((r) => r.Code === 'TransactionConflict') && !reasons.some(failed);
         if (!conflict || attempt >= 5) return reasons;
-        await new Promise((resolve) => setTimeout(resolve, Math.random() * 20 * 2 ** attempt));
+        await this.sleep(Math.random() * 20 * 2 ** attempt);
       }
     }
   }
