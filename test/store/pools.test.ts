@@ -336,8 +336,16 @@ describe('scope pools at the end of a budget (DynamoDB Local)', () => {
     const before = sent.get('TransactWriteItems') ?? 0;
     const started = clock.now();
     const refusals: unknown[] = [];
-    for (let i = 0; i < 5; i++) refusals.push(await l.reserve(request(user, clock.now(), 40_000, refs)).catch((err: unknown) => err));
+    const total = (): number => [...sent.values()].reduce((sum, n) => sum + n, 0);
+    let afterFirst = 0;
+    for (let i = 0; i < 5; i++) {
+      refusals.push(await l.reserve(request(user, clock.now(), 40_000, refs)).catch((err: unknown) => err));
+      if (i === 0) afterFirst = total();
+    }
     expect(refusals.every((e) => e instanceof BudgetExceededError)).toBe(true);
+    // This instance remembers the budget spent out: the next four asked nothing (denials.ts SpentOutRefusals).
+    expect(total()).toBe(afterFirst);
+    expect((refusals[4] as BudgetExceededError).message).toBe((refusals[0] as BudgetExceededError).message);
     expect((refusals[0] as BudgetExceededError).headers['x-tollgate-budget-scope']).toBe(`user:${user}`);
     // The first refusal asked the counters (a grant refused, its own reserve refused, the pools' spend moved to
     // the counter, which then shows no room for it): no wait for room that spend has taken.

@@ -129,6 +129,36 @@ describe('a reserve refused only for held room waits for it (DynamoDB Local)', (
     expect(errorResponse('openai', err as BudgetExceededError).headers['x-should-retry']).toBe('false');
     expect((err as BudgetExceededError).message).toMatch(/has spent \$0\.15 \(\+\$0\.025 held by requests in flight\)/);
   });
+
+  it('when a budget is spent out, this instance refuses its next requests for 2 s without a store call; a smaller one that fits, a raised limit and a later one ask again', async () => {
+    const user = uniqueUser();
+    const clock = new ManualClock(T0);
+    const amount = 100_000;
+    const calls: string[] = [];
+    const client = { send: (command: { constructor: { name: string } }) => (calls.push(command.constructor.name), db.client.send(command as never)) } as unknown as DynamoDBClient;
+    const { l } = ledger(clock, { client });
+    const ref = dayCounterAt(`user:${user}`, T0, 2 * amount);
+    await settle(l, await l.reserve(request(user, clock.now(), amount, [ref])), user, amount + amount / 2); // spent 150k of 200k
+    const first = await l.reserve(request(user, clock.now(), amount, [ref])).catch((e: unknown) => e);
+    expect(first).toBeInstanceOf(BudgetExceededError);
+    // The same refusal, its values as the store gave them, and not a call.
+    calls.length = 0;
+    clock.advance(1_000);
+    const again = await l.reserve(request(user, clock.now(), amount, [ref])).catch((e: unknown) => e);
+    expect(again).toBeInstanceOf(BudgetExceededError);
+    expect((again as BudgetExceededError).message).toBe((first as BudgetExceededError).message);
+    expect(calls).toEqual([]);
+    // A request its spend still admits is asked for; so is one under a raised limit.
+    const small = await l.reserve(request(user, clock.now(), amount / 4, [ref]));
+    expect(calls).toContain('TransactWriteItemsCommand');
+    await settle(l, small, user, amount / 4); // spent 175k of 200k
+    await settle(l, await l.reserve(request(user, clock.now(), amount, [{ ...ref, limit: 3 * amount }])), user, amount);
+    // 2 s after the refusal the counter is asked again: still spent out, refused by the store.
+    clock.advance(1_500);
+    calls.length = 0;
+    expect(await l.reserve(request(user, clock.now(), amount, [ref])).catch((e: unknown) => e)).toBeInstanceOf(BudgetExceededError);
+    expect(calls).toContain('TransactWriteItemsCommand');
+  });
 });
 
 describe('a refused request of a busy org reclaims its allowance pools\' idle room (DynamoDB Local)', () => {

@@ -9,7 +9,7 @@ import { failureBlockMs, type LoopCheck } from '../../core/guardrails/loop-guard
 import type { VelocityCharge } from '../../core/guardrails/velocity';
 import { displayUsd, type MicroUsd } from '../../core/money';
 import { formatResetDuration, gcraRemaining, gcraResetMs, gcraRetryAfterMs } from '../../core/ratelimit';
-import { num, UNTIL_ACKNOWLEDGED } from './items';
+import { counterPk, num, UNTIL_ACKNOWLEDGED } from './items';
 
 export function unexpectedCancellation(reasons: readonly CancellationReason[]): Error {
   const codes = reasons.map((r) => r.Code ?? 'None').join(',');
@@ -52,6 +52,44 @@ export function budgetExceeded(
   const err = budgetExceededError(ref, detail);
   REFUSALS.set(err, { ref, amount: detail.amount, ...(detail.old ? { old: detail.old } : {}) });
   return err;
+}
+
+/** How long a counter seen spent out here refuses this instance's requests without a store call (ms). */
+export const SPENT_OUT_MS = 2_000;
+/** Counters remembered as spent out (a bounded memory: forgotten ones are asked again). */
+const MAX_SPENT_OUT = 10_000;
+
+/**
+ * Counters this instance saw spent out: a budget refusal whose spend alone left the request no room (`spent + n
+ * > limit`, the refusal that waiting cannot change). For {@link SPENT_OUT_MS} a request of the same counter and
+ * window that its spend as seen cannot admit either is refused at once with the same denial, with no store call:
+ * a client hammering a spent budget (an agent retrying its refusals, thousands of users of a spent org) then
+ * costs a refused take or transaction per instance and 2 s, not one a request. Spend grows but for corrections
+ * (a late settle's refund after a sweep or a pool's release): those reach this instance's requests at most 2 s
+ * late, as a shared scope's counter reads do (limits.ts). The request's own limit decides, so a raised limit
+ * admits at once.
+ */
+export class SpentOutRefusals {
+  private readonly seen = new Map<string, { readonly until: number; readonly old: Record<string, unknown> }>();
+
+  /** Remembers the counter of a refusal decided on spend alone (anything else is ignored). */
+  remember(err: unknown, now: number): void {
+    const refusal = REFUSALS.get(err as BudgetExceededError);
+    const limit = refusal?.ref.limit;
+    if (!refusal?.old || limit === undefined || num(refusal.old.spent) + refusal.amount <= limit) return;
+    if (this.seen.size >= MAX_SPENT_OUT) this.seen.clear();
+    this.seen.set(`${counterPk(refusal.ref)}|${refusal.ref.windowKey}`, { until: now + SPENT_OUT_MS, old: refusal.old });
+  }
+
+  /** Throws the refusal of a counter remembered spent out whose spend, as seen, leaves `amount` no room. */
+  refuse(counters: readonly CounterRef[], amount: MicroUsd, now: number): void {
+    if (this.seen.size === 0) return;
+    for (const ref of counters) {
+      if (ref.limit === undefined) continue;
+      const seen = this.seen.get(`${counterPk(ref)}|${ref.windowKey}`);
+      if (seen && seen.until > now && num(seen.old.spent) + amount > ref.limit) throw budgetExceeded(ref, { amount, old: seen.old });
+    }
+  }
 }
 
 /**

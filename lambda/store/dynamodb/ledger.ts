@@ -36,7 +36,7 @@ import type { CounterRef, CounterValue, LeaseReturn, LeaseStore, Ledger, RateCha
 import { type BudgetLimits, type ScopeId, type StoredLimits, UNLIMITED, type UsageRecord } from '../../core/types';
 import type { Window } from '../../core/windows';
 import { BusyScopes, isShared, orgWithPlatform, ownPart, sharedPart, sharedReservation, type SharedTake, takenScopes } from './busy-scopes';
-import { budgetExceeded, budgetHeld } from './denials';
+import { budgetExceeded, budgetHeld, SpentOutRefusals } from './denials';
 import { LeaseReturns } from './leases';
 import { assertMicros, type DynamoDbLedgerOptions, LedgerCore } from './ledger-core';
 import { LedgerItems } from './ledger-items';
@@ -73,6 +73,7 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
   private readonly roomWait: RoomWait;
   private readonly roomWaitMs: number;
   private readonly background = new Set<Promise<void>>();
+  private readonly spentOut = new SpentOutRefusals();
 
   constructor(client: DynamoDBClient, options: DynamoDbLedgerOptions) {
     const core = new LedgerCore(client, options);
@@ -119,6 +120,18 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
     for (const ref of input.counters) {
       if (ref.limit !== undefined && input.amount > ref.limit) throw budgetExceeded(ref, { amount: input.amount });
     }
+    // A budget this instance saw spent out moments ago refuses again without a store call (denials.ts).
+    this.spentOut.refuse(input.counters, input.amount, input.now);
+    try {
+      return await this.reserveWaiting(input);
+    } catch (err) {
+      this.spentOut.remember(err, this.core.clock.now());
+      throw err;
+    }
+  }
+
+  /** Reserves, waiting up to `roomWaitMs` when refused only for what requests in flight hold. */
+  private async reserveWaiting(input: ReserveInput): Promise<Reservation> {
     // A budget lease is not waited for: refused, its requests reserve one by one (and those wait).
     if (this.roomWaitMs <= 0 || input.context.endpoint === 'lease') return this.reserveOnce(input);
     // The wait is counted from the first refusal for held room (what came before was admission, not waiting).

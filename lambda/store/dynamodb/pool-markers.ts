@@ -53,6 +53,8 @@ export interface DryState {
    * refusal is one the ledger waits on (room-wait.ts) rather than final.
    */
   readonly held?: { readonly ref: CounterRef; readonly old: Record<string, number> };
+  /** A budget refused on the counter's values as read (spend alone left no room): its takers' refusal carries them. */
+  readonly refused?: { readonly ref: CounterRef; readonly old: Record<string, number> };
 }
 
 /** Requests that share pools: one key, the same counters and limits, rate limits, circuits and velocity scopes. */
@@ -86,6 +88,7 @@ export function unitAttr(dimension: RateCharge['dimension']): string {
 
 export function dryError(dry: DryState, amount: MicroUsd): TollgateError {
   if (dry.held) return budgetExceeded(dry.held.ref, { amount, old: dry.held.old });
+  if (dry.refused) return budgetExceeded(dry.refused.ref, { amount, old: dry.refused.old });
   const options = { ...(dry.code ? { code: dry.code } : {}), headers: { ...dry.headers } };
   if (dry.kind === 'circuit') return new CircuitOpenError(dry.message, options);
   return dry.kind === 'budget' ? new BudgetExceededError(dry.message, options) : new RateLimitError(dry.message, options);

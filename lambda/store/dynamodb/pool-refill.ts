@@ -234,12 +234,17 @@ export class PoolRefill {
   }
 
   async markDry(ref: PoolRef, err: BudgetExceededError | RateLimitError | CircuitOpenError, now: number, held?: DryState['held']): Promise<void> {
+    // A budget's refusal keeps the counter's values it was decided on, so each taker's refusal says what it saw
+    // (and the ledger remembers a spent-out budget: denials.ts SpentOutRefusals).
+    const refusal = held ? undefined : budgetRefusalOf(err);
+    const refused = refusal?.old ? { ref: refusal.ref, old: { spent: num(refusal.old.spent), reserved: num(refusal.old.reserved), committed: num(refusal.old.committed) } } : undefined;
     const dry: DryState = {
       kind: err instanceof BudgetExceededError ? 'budget' : err instanceof CircuitOpenError ? 'circuit' : 'rate',
       message: err.message,
       ...(err.code ? { code: err.code } : {}),
       headers: { ...err.headers },
       ...(held ? { held } : {}),
+      ...(refused ? { refused } : {}),
     };
     try {
       await this.pools.host.client.send(
