@@ -632,6 +632,9 @@ function figures(r: Result): Record<string, unknown> {
     // Write units per item write (transactions 2×): above 1 (2 in a transaction) only for items over 1 KB.
     wcuPerWriteByKind: Object.fromEntries([...r.unitsByKind].filter(([, u]) => u.writes > 0).map(([k, u]) => [k, Math.round((u.write / u.writes) * 100) / 100])),
     rcuPerRequest: r.admitted ? Math.round((r.units.read / r.admitted) * 100) / 100 : null,
+    // Per offered request, refused ones included (a spent budget's refusals: what a client hammering it costs).
+    wcuPerOffered: r.offered ? Math.round((r.units.write / r.offered) * 100) / 100 : null,
+    rcuPerOffered: r.offered ? Math.round((r.units.read / r.offered) * 100) / 100 : null,
     storeUsdPerMillion: Math.round(storeUsdPerMillion(r) * 100) / 100,
     // The same in the steady state (the run's second half: every key warmed up; see Result.steady).
     steadyWcuPerRequest: steady ? Math.round(steady.wcu * 100) / 100 : null,

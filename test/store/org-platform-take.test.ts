@@ -10,6 +10,7 @@ import { BudgetExceededError } from '../../lambda/core/errors';
 import type { CounterRef, Reservation, ReserveInput } from '../../lambda/core/stores';
 import type { ScopeId } from '../../lambda/core/types';
 import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
+import { shardOf } from '../../lambda/store/dynamodb/hash';
 import type { PoolOptions } from '../../lambda/store/dynamodb/pools';
 import { markBusy } from '../support/busy-scopes';
 import { createTestTables, type TestTables } from '../support/dynamo';
@@ -142,5 +143,43 @@ describe('a busy org\'s allowance pools hold the platform\'s part too (DynamoDB 
     expect(platformDay).toMatchObject({ spent: admitted * COST, reserved: 0 });
     // Early refusal bounded: most of the limit was spent before requests were refused.
     expect(admitted * COST).toBeGreaterThanOrEqual(0.9 * limit);
+  });
+
+  it('near a spent org\'s limit, an instance that meets a dry allowance item is refused from one read, writing nothing', async () => {
+    const day3 = T0 + 3 * 86_400_000;
+    const clock = new ManualClock(day3);
+    const a = ledger(clock);
+    const org: ScopeId = 'org:o-spent1';
+    await markBusy(db, a, org, clock.now());
+    const user = 'np4';
+    const counters = [dayCounterAt(`user:${user}`, day3), dayCounterAt(org, day3, 20 * 1_000), dayCounterAt('platform', day3, 1_000_000_000)];
+    // Each request spends what it reserved: twenty fill the org's limit, the next ones are refused by it.
+    let last: { id: string; err: unknown } | undefined;
+    for (let n = 0; n < 30; n++) {
+      // Past this instance's memory of the spent budget (2 s), so the org's near-limit items are asked again.
+      if (last) clock.advance(2_500);
+      const input = requestOf(user, counters, clock.now(), n);
+      try {
+        const r = await a.reserve(input);
+        await a.settle({ reservation: r, cost: 1_000, usage: usageRecordFor(r.requestId, user, 1_000, clock.now()) });
+      } catch (err) {
+        last = { id: input.requestId, err };
+      }
+    }
+    expect(last?.err).toBeInstanceOf(BudgetExceededError);
+    expect((last!.err as BudgetExceededError).headers['x-tollgate-budget-scope']).toBe(org);
+    // Another instance (nothing remembered), with a request that falls in the item the last refusal dried.
+    const calls: string[] = [];
+    const counted = { send: (command: { constructor: { name: string } }) => (calls.push(command.constructor.name), db.client.send(command as never)) } as unknown as DynamoDBClient;
+    const b = ledger(clock, counted);
+    await markBusy(db, b, org, clock.now());
+    calls.length = 0;
+    let id = `${user}-b`;
+    for (let n = 0; shardOf(id, 4) !== shardOf(last!.id, 4); n++) id = `${user}-b${n}`;
+    const err = await b.reserve({ ...requestOf(user, counters, clock.now(), 0), requestId: id }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BudgetExceededError);
+    expect((err as BudgetExceededError).headers['x-tollgate-budget-scope']).toBe(org);
+    expect((err as BudgetExceededError).message).toMatch(/has spent \$0\.02 of its \$0\.02 daily budget/);
+    expect(calls).toEqual(['BatchGetItemCommand']);
   });
 });

@@ -9,6 +9,8 @@
  *   request of a pooled key ──► pool item `pool#<group>#<k>` / `e<epoch>` (k = hash(request id) mod shards)
  *        ONE UpdateItem: room −= amount, units −= charge   IF room ≥ amount AND units ≥ charge AND not closed
  *          └─ not enough room ──► the last epoch's pool item, once (what its requests gave back)
+ *          └─ a shared scope near its limit reads this item and the last epoch's first (one consistent batch read):
+ *             this one dry (a grant refused a moment ago) → the last one's room, else the refusal, nothing written
  *          └─ not there either ──► one instance (a claim on the item) refills it: ONE ordinary reserve of a
  *             grant (every limited counter within its limit, the key's rate buckets, circuits, velocity, and a hold
  *             that names the pool), then ADD room += grant; the others wait for it, polling the item with
@@ -296,6 +298,12 @@ export class ScopePools {
         continue;
       }
       waiting = false;
+      if (round === 0 && near) {
+        // Near its limit a shared scope's items are often dry: read first (a refused take is a write unit on the
+        // item's partition; thousands of users of a spent org refused by writes pass its 1,000 a second).
+        const seen = await this.dryNow(ref, input, charges, now);
+        if (seen) return this.reservation(input, seen.ref, seen.taken);
+      }
       const outcome = await this.tryTake(ref, input, charges);
       if (outcome.taken) {
         if (quiet) this.refillQuietEarly(request, outcome.taken);
@@ -542,6 +550,25 @@ export class ScopePools {
     if (!(seen.refillAt !== undefined && Number(seen.refillAt) > now - CLAIM_STALE_MS)) return false;
     const fits = num(seen.room) >= input.amount && charges.every((c) => num(seen[unitAttr(c.dimension)]) >= c.amount);
     return !fits;
+  }
+
+  /**
+   * A near-limit take's read first: this epoch's item and the last one's, consistently, in one call. This item
+   * dry (a grant refused a moment ago): the last epoch's item takes the request if it has room for it, else the
+   * dry refusal is thrown, no write made. Undefined when this item is not dry (the take goes on as usual).
+   */
+  private async dryNow(ref: PoolRef, input: ReserveInput, charges: readonly RateCharge[], now: number): Promise<{ ref: PoolRef; taken: Record<string, unknown> } | undefined> {
+    const last: PoolRef = { pk: ref.pk, sk: `e${Number(ref.sk.slice(1)) - 1}` };
+    const items = (await this.host.batchGet([ref, last])).map((item) => unmarshall(item));
+    const current = items.find((item) => item.sk === ref.sk);
+    if (!(current?.dry !== undefined && num(current.dryUntil) > now)) return undefined;
+    const before = items.find((item) => item.sk === last.sk);
+    const fits = before && before.closed === undefined && num(before.room) >= input.amount && charges.every((c) => num(before[unitAttr(c.dimension)]) >= c.amount);
+    if (fits) {
+      const fromLast = await this.tryTake(last, input, charges);
+      if (fromLast.taken) return { ref: last, taken: fromLast.taken };
+    }
+    throw dryError(current.dry as DryState, input.amount);
   }
 
   /** One instance at a time refills a pool: it claims the item first (a stale claim may be taken over). */
