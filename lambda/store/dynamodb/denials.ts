@@ -74,7 +74,7 @@ export class SpentOutRefusals {
 
   /** Remembers the counter of a refusal decided on spend alone (anything else is ignored). */
   remember(err: unknown, now: number): void {
-    const refusal = REFUSALS.get(err as BudgetExceededError);
+    const refusal = budgetRefusalOf(err);
     const limit = refusal?.ref.limit;
     if (!refusal?.old || limit === undefined || num(refusal.old.spent) + refusal.amount <= limit) return;
     if (this.seen.size >= MAX_SPENT_OUT) this.seen.clear();
