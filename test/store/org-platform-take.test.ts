@@ -182,4 +182,38 @@ describe('a busy org\'s allowance pools hold the platform\'s part too (DynamoDB 
     expect((err as BudgetExceededError).message).toMatch(/has spent \$0\.02 of its \$0\.02 daily budget/);
     expect(calls).toEqual(['BatchGetItemCommand']);
   });
+
+  it('near a spent platform\'s limit, a busy org\'s request asks the platform\'s part first: refused from one read, nothing taken from the org to give back', async () => {
+    const day5 = T0 + 5 * 86_400_000;
+    const clock = new ManualClock(day5);
+    const a = ledger(clock);
+    const org: ScopeId = 'org:o-spent2';
+    await markBusy(db, a, org, clock.now());
+    await markBusy(db, a, 'platform', clock.now());
+    const user = 'np5';
+    const counters = [dayCounterAt(`user:${user}`, day5), dayCounterAt(org, day5), dayCounterAt('platform', day5, 20 * 1_000)];
+    let last: { id: string; err: unknown } | undefined;
+    for (let n = 0; n < 30; n++) {
+      if (last) clock.advance(2_500);
+      const input = requestOf(user, counters, clock.now(), n);
+      try {
+        const r = await a.reserve(input);
+        await a.settle({ reservation: r, cost: 1_000, usage: usageRecordFor(r.requestId, user, 1_000, clock.now()) });
+      } catch (err) {
+        last = { id: input.requestId, err };
+      }
+    }
+    expect((last?.err as BudgetExceededError).headers['x-tollgate-budget-scope']).toBe('platform');
+    const calls: string[] = [];
+    const counted = { send: (command: { constructor: { name: string } }) => (calls.push(command.constructor.name), db.client.send(command as never)) } as unknown as DynamoDBClient;
+    const b = ledger(clock, counted);
+    await markBusy(db, b, org, clock.now());
+    await markBusy(db, b, 'platform', clock.now());
+    calls.length = 0;
+    let id = `${user}-b`;
+    for (let n = 0; shardOf(id, 4) !== shardOf(last!.id, 4); n++) id = `${user}-b${n}`;
+    const err = await b.reserve({ ...requestOf(user, counters, clock.now(), 0), requestId: id }).catch((e: unknown) => e);
+    expect((err as BudgetExceededError).headers['x-tollgate-budget-scope']).toBe('platform');
+    expect(calls).toEqual(['BatchGetItemCommand']);
+  });
 });

@@ -241,19 +241,24 @@ export class DynamoDbLedger implements Ledger, LeaseStore {
    * decide near its limit, exactly) is reserved as usual. A refusal anywhere gives every take back.
    */
   private async reserveShared(input: ReserveInput): Promise<Reservation> {
+    // Near a scope's limit its part is taken first, on its own: refused (a spent budget's dry item answers from a
+    // read), no other scope's part was taken to be given back (two writes a refusal).
     const groups = this.sharedGroups(input);
-    const parts = groups.map((group) => sharedPart(input, ...group));
-    const outcomes = await Promise.allSettled(parts.map((part) => this.sharedPools.take(part)));
+    const near = groups.filter((group) => group.some((scope) => this.busy.isNear(scope, input.now)));
+    const rounds = near.length && near.length < groups.length ? [near, groups.filter((group) => !near.includes(group))] : [groups];
     const taken: SharedTake[] = [];
-    for (const [i, outcome] of outcomes.entries()) {
-      if (outcome.status === 'fulfilled' && outcome.value?.pool) {
-        taken.push({ scope: groups[i]![0]!, pool: outcome.value.pool, counters: outcome.value.counters });
+    for (const round of rounds) {
+      const outcomes = await Promise.allSettled(round.map((group) => this.sharedPools.take(sharedPart(input, ...group))));
+      for (const [i, outcome] of outcomes.entries()) {
+        if (outcome.status === 'fulfilled' && outcome.value?.pool) {
+          taken.push({ scope: round[i]![0]!, pool: outcome.value.pool, counters: outcome.value.counters });
+        }
       }
-    }
-    const refused = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
-    if (refused) {
-      await this.cancelShared(input, taken);
-      throw refused.reason;
+      const refused = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+      if (refused) {
+        await this.cancelShared(input, taken);
+        throw refused.reason;
+      }
     }
     const pooledScopes = takenScopes(taken);
     const own: ReserveInput = {
