@@ -9,6 +9,7 @@ import { windowBounds, windowKey } from '../../lambda/core/windows';
 import { DynamoDbGuardrailStore } from '../../lambda/store/dynamodb/guardrails-store';
 import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
 import { createTestTables, type TestTables } from '../support/dynamo';
+import { recordingClient } from '../support/recording-client';
 
 // Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write (see test/support/clock.ts).
 const T0 = Date.parse('2099-11-23T10:20:00.000Z');
@@ -162,8 +163,7 @@ describe('tier alerts', () => {
   });
 
   it('when a tier is crossed again by every settle, the repeats write nothing: remembered, or read once by a new instance', async () => {
-    const calls: string[] = [];
-    const counted = { send: (command: { constructor: { name: string } }) => (calls.push(command.constructor.name), db.client.send(command as never)) } as unknown as typeof db.client;
+    const { client: counted, calls } = recordingClient(db.client);
     const clock = new ManualClock(T0);
     const store = new DynamoDbGuardrailStore(counted, { tables: db.tables, platformShards: SHARDS, clock });
     const scope: ScopeId = `org:${unique('o')}`;

@@ -14,6 +14,7 @@ import { shardOf } from '../../lambda/store/dynamodb/hash';
 import type { PoolOptions } from '../../lambda/store/dynamodb/pools';
 import { markBusy } from '../support/busy-scopes';
 import { createTestTables, type TestTables } from '../support/dynamo';
+import { recordingClient } from '../support/recording-client';
 import { dayCounterAt, reserveInputFor, usageRecordFor } from '../support/usage-records';
 
 // Far in the future, so DynamoDB Local's TTL job cannot delete what the tests write (see test/support/clock.ts).
@@ -169,8 +170,7 @@ describe('a busy org\'s allowance pools hold the platform\'s part too (DynamoDB 
     expect(last?.err).toBeInstanceOf(BudgetExceededError);
     expect((last!.err as BudgetExceededError).headers['x-tollgate-budget-scope']).toBe(org);
     // Another instance (nothing remembered), with a request that falls in the item the last refusal dried.
-    const calls: string[] = [];
-    const counted = { send: (command: { constructor: { name: string } }) => (calls.push(command.constructor.name), db.client.send(command as never)) } as unknown as DynamoDBClient;
+    const { client: counted, calls } = recordingClient(db.client);
     const b = ledger(clock, counted);
     await markBusy(db, b, org, clock.now());
     calls.length = 0;
@@ -204,8 +204,7 @@ describe('a busy org\'s allowance pools hold the platform\'s part too (DynamoDB 
       }
     }
     expect((last?.err as BudgetExceededError).headers['x-tollgate-budget-scope']).toBe('platform');
-    const calls: string[] = [];
-    const counted = { send: (command: { constructor: { name: string } }) => (calls.push(command.constructor.name), db.client.send(command as never)) } as unknown as DynamoDBClient;
+    const { client: counted, calls } = recordingClient(db.client);
     const b = ledger(clock, counted);
     await markBusy(db, b, org, clock.now());
     await markBusy(db, b, 'platform', clock.now());

@@ -8,6 +8,7 @@ import { DynamoDbLedger } from '../../lambda/store/dynamodb/ledger';
 import { shardOf } from '../../lambda/store/dynamodb/hash';
 import type { PoolOptions } from '../../lambda/store/dynamodb/pools';
 import { createTestTables, type TestTables } from '../support/dynamo';
+import { recordingClient } from '../support/recording-client';
 import { dayCounterAt, reserveInputFor, usageRecordFor } from '../support/usage-records';
 import { markBusy as markBusyIn } from '../support/busy-scopes';
 
@@ -134,8 +135,7 @@ describe('a reserve refused only for held room waits for it (DynamoDB Local)', (
     const user = uniqueUser();
     const clock = new ManualClock(T0);
     const amount = 100_000;
-    const calls: string[] = [];
-    const client = { send: (command: { constructor: { name: string } }) => (calls.push(command.constructor.name), db.client.send(command as never)) } as unknown as DynamoDBClient;
+    const { client, calls } = recordingClient(db.client);
     const { l } = ledger(clock, { client });
     const ref = dayCounterAt(`user:${user}`, T0, 2 * amount);
     await settle(l, await l.reserve(request(user, clock.now(), amount, [ref])), user, amount + amount / 2); // spent 150k of 200k
