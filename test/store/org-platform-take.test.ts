@@ -46,6 +46,32 @@ function requestOf(user: string, counters: CounterRef[], now: number, n: number)
   return { ...reserveInputFor(user, { now, holdTtlMs: 600_000 }, 1_000, counters), requestId: `${user}-${n}` };
 }
 
+/**
+ * Requests that each spend what they reserve (1,000) until refused, 30 in all; after a refusal the clock moves past
+ * the instance's 2-s memory of a spent budget, so the near-limit items are asked again. The last refusal.
+ */
+async function spendUntilRefused(l: DynamoDbLedger, clock: ManualClock, user: string, counters: CounterRef[]): Promise<{ id: string; err: unknown } | undefined> {
+  let last: { id: string; err: unknown } | undefined;
+  for (let n = 0; n < 30; n++) {
+    if (last) clock.advance(2_500);
+    const input = requestOf(user, counters, clock.now(), n);
+    try {
+      const r = await l.reserve(input);
+      await l.settle({ reservation: r, cost: 1_000, usage: usageRecordFor(r.requestId, user, 1_000, clock.now()) });
+    } catch (err) {
+      last = { id: input.requestId, err };
+    }
+  }
+  return last;
+}
+
+/** The request with its id changed so that it falls in the same near-limit item (of 4) as request `id`. */
+function inItemOf(id: string, input: ReserveInput): ReserveInput {
+  let requestId = `${input.requestId}-b`;
+  for (let n = 0; shardOf(requestId, 4) !== shardOf(id, 4); n++) requestId = `${input.requestId}-b${n}`;
+  return { ...input, requestId };
+}
+
 /** The scopes each of a reservation's shared takes holds. */
 function takes(r: Reservation): string[][] {
   return (r.shared ?? []).map((t) => [...new Set(t.counters.map((c) => c.scope))].sort());
@@ -155,18 +181,7 @@ describe('a busy org\'s allowance pools hold the platform\'s part too (DynamoDB 
     const user = 'np4';
     const counters = [dayCounterAt(`user:${user}`, day3), dayCounterAt(org, day3, 20 * 1_000), dayCounterAt('platform', day3, 1_000_000_000)];
     // Each request spends what it reserved: twenty fill the org's limit, the next ones are refused by it.
-    let last: { id: string; err: unknown } | undefined;
-    for (let n = 0; n < 30; n++) {
-      // Past this instance's memory of the spent budget (2 s), so the org's near-limit items are asked again.
-      if (last) clock.advance(2_500);
-      const input = requestOf(user, counters, clock.now(), n);
-      try {
-        const r = await a.reserve(input);
-        await a.settle({ reservation: r, cost: 1_000, usage: usageRecordFor(r.requestId, user, 1_000, clock.now()) });
-      } catch (err) {
-        last = { id: input.requestId, err };
-      }
-    }
+    const last = await spendUntilRefused(a, clock, user, counters);
     expect(last?.err).toBeInstanceOf(BudgetExceededError);
     expect((last!.err as BudgetExceededError).headers['x-tollgate-budget-scope']).toBe(org);
     // Another instance (nothing remembered), with a request that falls in the item the last refusal dried.
@@ -174,9 +189,7 @@ describe('a busy org\'s allowance pools hold the platform\'s part too (DynamoDB 
     const b = ledger(clock, counted);
     await markBusy(db, b, org, clock.now());
     calls.length = 0;
-    let id = `${user}-b`;
-    for (let n = 0; shardOf(id, 4) !== shardOf(last!.id, 4); n++) id = `${user}-b${n}`;
-    const err = await b.reserve({ ...requestOf(user, counters, clock.now(), 0), requestId: id }).catch((e: unknown) => e);
+    const err = await b.reserve(inItemOf(last!.id, requestOf(user, counters, clock.now(), 0))).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(BudgetExceededError);
     expect((err as BudgetExceededError).headers['x-tollgate-budget-scope']).toBe(org);
     expect((err as BudgetExceededError).message).toMatch(/has spent \$0\.02 of its \$0\.02 daily budget/);
@@ -192,26 +205,14 @@ describe('a busy org\'s allowance pools hold the platform\'s part too (DynamoDB 
     await markBusy(db, a, 'platform', clock.now());
     const user = 'np5';
     const counters = [dayCounterAt(`user:${user}`, day5), dayCounterAt(org, day5), dayCounterAt('platform', day5, 20 * 1_000)];
-    let last: { id: string; err: unknown } | undefined;
-    for (let n = 0; n < 30; n++) {
-      if (last) clock.advance(2_500);
-      const input = requestOf(user, counters, clock.now(), n);
-      try {
-        const r = await a.reserve(input);
-        await a.settle({ reservation: r, cost: 1_000, usage: usageRecordFor(r.requestId, user, 1_000, clock.now()) });
-      } catch (err) {
-        last = { id: input.requestId, err };
-      }
-    }
+    const last = await spendUntilRefused(a, clock, user, counters);
     expect((last?.err as BudgetExceededError).headers['x-tollgate-budget-scope']).toBe('platform');
     const { client: counted, calls } = recordingClient(db.client);
     const b = ledger(clock, counted);
     await markBusy(db, b, org, clock.now());
     await markBusy(db, b, 'platform', clock.now());
     calls.length = 0;
-    let id = `${user}-b`;
-    for (let n = 0; shardOf(id, 4) !== shardOf(last!.id, 4); n++) id = `${user}-b${n}`;
-    const err = await b.reserve({ ...requestOf(user, counters, clock.now(), 0), requestId: id }).catch((e: unknown) => e);
+    const err = await b.reserve(inItemOf(last!.id, requestOf(user, counters, clock.now(), 0))).catch((e: unknown) => e);
     expect((err as BudgetExceededError).headers['x-tollgate-budget-scope']).toBe('platform');
     expect(calls).toEqual(['BatchGetItemCommand']);
   });
